@@ -1,0 +1,191 @@
+"""The exception tree. Adapters translate foreign errors into it once, at the edge.
+
+Retry and failover decisions go by type (and the class attributes below), never by matching
+message text::
+
+    FailoverError
+    ├── ConfigError                      bad config: names the key and the line
+    ├── ProviderError                    one attempt at one provider failed
+    │   ├── ProviderFault                the provider's fault: counts toward its error rate
+    │   │   ├── RateLimited              429 (retry_after from Retry-After when given)
+    │   │   ├── Overloaded               5xx, Anthropic 529
+    │   │   ├── ProviderTimeout          phase: connect | first_token | idle | total
+    │   │   ├── ConnectionFailed         refused / reset / closed before an answer
+    │   │   ├── MalformedResponse        unparseable body or stream event, truncated stream
+    │   │   └── AuthFailed               401 / 403: bad key or suspended account (critical)
+    │   └── CallerError                  the request was wrong: never retried, never failed over
+    │       ├── BadRequest               400 / 404 / 422 ...
+    │       │   ├── ContextTooLong       may go to a configured larger-context model
+    │       │   └── ContentFiltered      refused by the provider's safety filter
+    ├── StreamInterrupted                a stream failed after its first chunk was delivered
+    ├── DeadlineExceeded                 the request's own deadline ran out
+    └── AllProvidersFailed               every candidate failed; ``attempts`` holds each error
+
+``error_type`` is the low-cardinality value used for the ``error.type`` span/metric attribute.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class FailoverError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    error_type: ClassVar[str] = "failover_error"
+
+
+class ConfigError(FailoverError):
+    """Invalid configuration. ``key`` is a dotted path, ``line`` 1-based when known."""
+
+    error_type = "config"
+
+    def __init__(self, message: str, *, key: str = "", line: int | None = None, source: str = ""):
+        self.key = key
+        self.line = line
+        self.source = source
+        where = source or "config"
+        if line is not None:
+            where = f"{where}:{line}"
+        prefix = f"{where}: {key}: " if key else f"{where}: "
+        super().__init__(prefix + message)
+
+
+class ProviderError(FailoverError):
+    """One attempt at one provider failed.
+
+    ``retryable`` says whether retrying the *same* provider can help; ``counts_as_fault``
+    whether the failure counts toward the provider's error rate (and so may fail over).
+    """
+
+    error_type = "provider_error"
+    retryable: ClassVar[bool] = False
+    counts_as_fault: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        status: int | None = None,
+    ) -> None:
+        self.message = message
+        self.provider = provider
+        self.model = model
+        self.status = status
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        who = "/".join(p for p in (self.provider, self.model) if p)
+        code = f" (HTTP {self.status})" if self.status else ""
+        return f"{who}: {self.message}{code}" if who else f"{self.message}{code}"
+
+
+class ProviderFault(ProviderError):
+    """The provider failed; the caller did nothing wrong. Counts toward the tripwire."""
+
+    error_type = "provider_fault"
+    counts_as_fault = True
+
+
+class RateLimited(ProviderFault):
+    error_type = "rate_limited"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider: str = "",
+        model: str = "",
+        status: int | None = 429,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model, status=status)
+        self.retry_after = retry_after
+
+
+class Overloaded(ProviderFault):
+    error_type = "overloaded"
+    retryable = True
+
+
+class ProviderTimeout(ProviderFault):
+    """``phase`` is ``connect``, ``first_token``, ``idle`` or ``total``."""
+
+    error_type = "timeout"
+
+    def __init__(self, message: str, *, phase: str, provider: str = "", model: str = "") -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.phase = phase
+
+
+class ConnectionFailed(ProviderFault):
+    error_type = "connection"
+    retryable = True
+
+
+class MalformedResponse(ProviderFault):
+    error_type = "malformed_response"
+
+
+class AuthFailed(ProviderFault):
+    """401/403: a bad key or a suspended account. Alerted as critical."""
+
+    error_type = "auth"
+
+
+class CallerError(ProviderError):
+    """The request itself was wrong. Never retried, never failed over."""
+
+    error_type = "caller_error"
+
+
+class BadRequest(CallerError):
+    error_type = "bad_request"
+
+
+class ContextTooLong(BadRequest):
+    error_type = "context_too_long"
+
+
+class ContentFiltered(BadRequest):
+    error_type = "content_filtered"
+
+
+class StreamInterrupted(FailoverError):
+    """A stream failed after chunks were delivered; the answer is incomplete.
+
+    ``cause`` is the provider error that ended it; ``provider`` and ``model`` name the attempt.
+    """
+
+    error_type = "stream_interrupted"
+
+    def __init__(self, cause: ProviderError, *, provider: str, model: str) -> None:
+        self.cause = cause
+        self.provider = provider
+        self.model = model
+        super().__init__(f"stream from {provider}/{model} ended early: {cause.message}")
+
+
+class DeadlineExceeded(FailoverError):
+    error_type = "deadline_exceeded"
+
+    def __init__(self, message: str, *, attempts: tuple[ProviderError, ...] = ()) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class AllProvidersFailed(FailoverError):
+    """Every candidate failed (or none was usable). ``attempts`` holds each error, in order."""
+
+    error_type = "all_providers_failed"
+
+    def __init__(self, message: str, *, attempts: tuple[ProviderError, ...] = ()) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+    @property
+    def last(self) -> ProviderError | None:
+        return self.attempts[-1] if self.attempts else None

@@ -1,0 +1,130 @@
+"""Frozen event records emitted by the router, and the listener hook that consumes them.
+
+Telemetry (spans + metrics) and the controller's signal windows subscribe to the *same* events,
+so the dashboard and the tripwire see the same numbers. Listeners must be quick and must not
+raise: the router isolates them anyway (a failing listener is logged, never fails a call).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from controller.model import Usage
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    """What one attempt came to."""
+
+    SUCCESS = "success"
+    FAULT = "fault"  # the provider failed: counts toward its error rate
+    CALLER_ERROR = "caller_error"  # the request was wrong: does not count
+    CANCELLED = "cancelled"  # the client went away or the deadline cut it: does not count
+
+
+class AttemptReason(enum.StrEnum):
+    """Why this attempt was made (``failover.reason`` on the span)."""
+
+    PRIMARY = "primary"  # first choice of the plan
+    RETRY = "retry"  # same provider again after a transient error
+    FAILOVER = "failover"  # next provider after the previous one failed
+    CONTEXT_FALLBACK = "context_fallback"  # larger-context model after context_too_long
+    PROBE = "probe"  # controller's health probe
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptEvent:
+    """One attempt at one provider. Times: ``start``/``end`` monotonic, ``start_wall`` epoch."""
+
+    request_id: str
+    tier: str
+    provider: str  # the configured provider name, e.g. "openai-primary"
+    provider_kind: str  # gen_ai.provider.name, e.g. "openai", "anthropic", "gcp.gemini"
+    model: str
+    attempt: int  # 1-based, across the whole routed request
+    reason: AttemptReason
+    stream: bool
+    start: float
+    end: float
+    start_wall: float
+    outcome: Outcome
+    error_type: str | None = None  # low-cardinality error.type
+    error_status: int | None = None
+    error_message: str | None = None
+    response_model: str | None = None
+    usage: Usage | None = None
+    time_to_first_chunk: float | None = None
+    server_address: str = ""
+    server_port: int = 0
+    failover_from: str | None = None  # previous provider, when reason is FAILOVER
+    trace_id: int = 0  # of the route span, 0 when tracing is off
+    parent_span_id: int = 0
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def is_fault(self) -> bool:
+        return self.outcome is Outcome.FAULT
+
+
+class RouteOutcome(enum.StrEnum):
+    SERVED = "served"  # the first candidate served it
+    DEGRADED = "degraded"  # served, but only after a failover or in panic mode
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteEvent:
+    """One routed request, emitted once when it ends."""
+
+    request_id: str
+    tier: str
+    outcome: RouteOutcome
+    served_by: str | None
+    attempts: int
+    start: float
+    end: float
+    stream: bool
+    error_type: str | None = None
+    panic: bool = False
+
+
+class Listener(Protocol):
+    """Receives the router's events. Implementations must be fast and not raise."""
+
+    def on_attempt(self, event: AttemptEvent) -> None: ...
+
+    def on_route(self, event: RouteEvent) -> None: ...
+
+
+class Listeners:
+    """Fans events out to listeners, isolating each from the others' failures."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[Listener] = ()) -> None:
+        self._items: tuple[Listener, ...] = tuple(items)
+
+    def add(self, listener: Listener) -> None:
+        self._items = (*self._items, listener)
+
+    def attempt(self, event: AttemptEvent) -> None:
+        for listener in self._items:
+            try:
+                listener.on_attempt(event)
+            except Exception:  # a listener bug must never fail a user request
+                log.exception("listener %r failed on an attempt event", listener)
+
+    def route(self, event: RouteEvent) -> None:
+        for listener in self._items:
+            try:
+                listener.on_route(event)
+            except Exception:
+                log.exception("listener %r failed on a route event", listener)

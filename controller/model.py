@@ -1,0 +1,172 @@
+"""The project's own request, response and stream types.
+
+No vendor type crosses an adapter boundary: every wire format (OpenAI, Anthropic, Gemini, ...)
+is translated into these at the edge, so a conversation started on one provider continues on
+another with its tool calls intact.
+
+A conversation is a tuple of :class:`Message`. Tool use is represented uniformly:
+
+* an assistant turn carries ``tool_calls`` (each with an ``id``, a ``name`` and JSON ``arguments``);
+* the result of a call is a ``role="tool"`` message whose ``tool_call_id`` names the call.
+
+Formats that key results by function name (Gemini) look the name up from the calling turn.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["user", "assistant", "tool"]
+
+
+class FinishReason(enum.StrEnum):
+    """Why the model stopped. ``ERROR`` never appears on a successful response."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolDefinition:
+    """A function the model may call. ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall:
+    """A call the model asked for. ``arguments`` is the JSON text of the argument object."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One conversation turn.
+
+    ``role="tool"`` messages carry a tool result in ``content`` and the call's ``tool_call_id``;
+    ``is_error`` marks a failed tool execution.
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
+
+
+ToolChoice = Literal["auto", "none", "required"] | str
+"""``auto`` / ``none`` / ``required``, or the name of one tool the model must call."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """A provider-neutral chat request. The router chooses the concrete model per attempt."""
+
+    messages: tuple[Message, ...]
+    system: str | None = None
+    tools: tuple[ToolDefinition, ...] = ()
+    tool_choice: ToolChoice | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Response:
+    """A complete answer. ``provider`` and ``model`` name what actually served it."""
+
+    id: str
+    model: str
+    message: Message
+    finish_reason: FinishReason
+    usage: Usage = Usage()
+    provider: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call.
+
+    The first delta of a call (per ``index``) carries ``id`` and ``name``; later deltas append
+    ``arguments`` text.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamChunk:
+    """One decoded piece of a streamed answer.
+
+    A stream is complete only once a chunk with ``finish_reason`` has been seen; ``usage`` may
+    arrive on that chunk or on a later one.
+    """
+
+    text: str = ""
+    tool_call: ToolCallDelta | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    model: str | None = None
+
+
+def text_message(role: Role, content: str) -> Message:
+    """Shorthand for a plain text turn."""
+    return Message(role=role, content=content)
+
+
+def assemble(chunks: list[StreamChunk], *, id: str, model: str, provider: str = "") -> Response:
+    """Fold a complete chunk sequence into a :class:`Response` (used by tests and the gateway)."""
+    text: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    finish: FinishReason | None = None
+    usage = Usage()
+    served_model = model
+    for chunk in chunks:
+        text.append(chunk.text)
+        if chunk.tool_call is not None:
+            slot = calls.setdefault(chunk.tool_call.index, {"id": "", "name": "", "arguments": ""})
+            slot["id"] = chunk.tool_call.id or slot["id"]
+            slot["name"] = chunk.tool_call.name or slot["name"]
+            slot["arguments"] += chunk.tool_call.arguments
+        finish = chunk.finish_reason or finish
+        usage = chunk.usage or usage
+        served_model = chunk.model or served_model
+    if finish is None:
+        raise ValueError("stream has no finish reason: it is incomplete")
+    tool_calls = tuple(
+        ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
+        for _, c in sorted(calls.items())
+    )
+    message = Message(role="assistant", content="".join(text), tool_calls=tool_calls)
+    return Response(
+        id=id,
+        model=served_model,
+        message=message,
+        finish_reason=finish,
+        usage=usage,
+        provider=provider,
+    )

@@ -1,0 +1,70 @@
+"""Every span, attribute and metric name in one place.
+
+Dashboards (``dashboards/``) and alert rules (``alerts/``) use the Prometheus form of these
+names; a test keeps them in sync with what ``/metrics`` actually exposes. The OTel Prometheus
+exporter turns dots into underscores, appends the unit (``_seconds``) and ``_total`` to counters.
+"""
+
+from __future__ import annotations
+
+# --- spans -------------------------------------------------------------------------------------
+SPAN_ROUTE = "failover.route"  # INTERNAL, one per routed request
+OPERATION_CHAT = "chat"  # gen_ai.operation.name; CLIENT span name is "chat {model}"
+
+# --- attributes (OTel GenAI + server semantic conventions) ---------------------------------------
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"  # opt-in content capture only
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"  # opt-in content capture only
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+
+# --- attributes (this project) -----------------------------------------------------------------
+FAILOVER_PROVIDER = "failover.provider"  # configured provider name (kind is gen_ai.provider.name)
+FAILOVER_ATTEMPT = "failover.attempt"
+FAILOVER_REASON = "failover.reason"
+FAILOVER_TIER = "failover.tier"
+FAILOVER_OUTCOME = "failover.outcome"
+FAILOVER_SERVED_BY = "failover.served_by"
+FAILOVER_ATTEMPTS = "failover.attempts"
+FAILOVER_PANIC = "failover.panic"
+# metric attribute keys
+ATTR_TIER = "tier"
+ATTR_OUTCOME = "outcome"
+ATTR_SERVED_BY = "served_by"
+ATTR_FROM = "from"
+ATTR_TO = "to"
+ATTR_REASON = "reason"
+ATTR_PROVIDER = "provider"
+ATTR_STATE = "state"
+ATTR_CHANNEL = "channel"
+ATTR_EVENT = "event"
+ATTR_RESULT = "result"
+
+# --- metrics: data plane -----------------------------------------------------------------------
+METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"  # s, histogram
+METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"  # {token}, histogram
+METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"  # s, histogram
+METRIC_REQUESTS = "failover.requests"  # counter: tier, outcome, served_by
+METRIC_FAILOVERS = "failover.failovers"  # counter: from, to, reason
+
+# --- metrics: control plane --------------------------------------------------------------------
+METRIC_PROVIDER_STATE = "failover.provider.state"  # gauge, one-hot per state
+METRIC_PROVIDER_ERROR_RATE = "failover.provider.error_rate"  # gauge, the tripwire's view
+METRIC_TRIPWIRE_THRESHOLD = "failover.tripwire.threshold"  # gauge
+METRIC_KILL_SWITCH_ACTIVE = "failover.kill_switch.active"  # gauge
+METRIC_ALERTS = "failover.alerts"  # counter: channel, event, result
+METRIC_STATE_VERSION = "failover.state.version"  # gauge
+
+# Explicit bucket boundaries (seconds) for duration histograms: 0.01 … 81.92, doubling.
+DURATION_BUCKETS: tuple[float, ...] = tuple(0.01 * 2**i for i in range(14))
+# Token counts: 1 … 4^13 (67M), as the GenAI semantic conventions advise.
+TOKEN_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(14))

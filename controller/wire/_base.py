@@ -1,0 +1,101 @@
+"""The codec seam between the project's types and each provider's wire format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from controller._errors import ProviderError
+from controller.model import Request, Response, StreamChunk
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One server-sent event. ``event`` is empty when the stream names none."""
+
+    data: str
+    event: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpCall:
+    """What a client codec asks the transport to send. ``path`` is appended to the base URL."""
+
+    path: str
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+class StreamDecoder(Protocol):
+    """Turns a provider's stream events into chunks. Stateful: one per stream."""
+
+    def feed(self, event: SSEEvent) -> list[StreamChunk]:
+        """Decode one event. Raises MalformedResponse for an unparseable event and the mapped
+        ProviderError for an in-stream error event."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True once the format's explicit terminator was seen (e.g. ``[DONE]``,
+        ``message_stop``). Formats without one (Gemini) never set it."""
+        ...
+
+
+class ClientCodec(Protocol):
+    """Client side of one wire format."""
+
+    #: ``gen_ai.provider.name`` for this format, e.g. ``openai``, ``anthropic``, ``gcp.gemini``.
+    provider_kind: str
+
+    def build(self, request: Request, model: str, api_key: str | None) -> HttpCall:
+        """The HTTP call for ``request`` on ``model``; streaming when ``request.stream``."""
+        ...
+
+    def parse_response(self, body: bytes, model: str) -> Response:
+        """Decode a 2xx non-streaming body. Raises MalformedResponse if it is not valid."""
+        ...
+
+    def stream_decoder(self, model: str) -> StreamDecoder: ...
+
+    def error_from(
+        self, status: int, headers: Mapping[str, str], body: bytes, model: str
+    ) -> ProviderError:
+        """Map a non-2xx answer into the error tree (429 → RateLimited with retry_after, ...)."""
+        ...
+
+
+class StreamEncoder(Protocol):
+    """Server side of a stream: our chunks → the format's SSE bytes. One per stream."""
+
+    def start(self) -> bytes:
+        """Bytes before the first chunk (Anthropic ``message_start``); may be empty."""
+        ...
+
+    def encode(self, chunk: StreamChunk) -> bytes: ...
+
+    def end(self) -> bytes:
+        """The format's terminator (``data: [DONE]``, ``message_stop``); may be empty."""
+        ...
+
+    def error(self, err: ProviderError) -> bytes:
+        """An in-stream error event in the format's own shape."""
+        ...
+
+
+class ServerCodec(Protocol):
+    """Server side of one wire format (used by the fake provider and the gateway)."""
+
+    def parse_request(self, body: Any, path_model: str | None = None) -> tuple[str, Request]:
+        """Decode a request body into (requested model, Request). ``path_model`` is the model
+        named in the URL path (Gemini). Raises BadRequest naming the offending field."""
+        ...
+
+    def render_response(self, response: Response) -> dict[str, Any]: ...
+
+    def stream_encoder(self, *, id: str, model: str) -> StreamEncoder: ...
+
+    def render_error(self, err: ProviderError) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """(HTTP status, body, extra headers such as Retry-After) for ``err``."""
+        ...

@@ -1,0 +1,108 @@
+"""Helpers every wire format shares: status → error class, Retry-After, strict JSON."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from controller._errors import (
+    AuthFailed,
+    BadRequest,
+    ConnectionFailed,
+    ContentFiltered,
+    ContextTooLong,
+    MalformedResponse,
+    Overloaded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    model: str = "",
+    retry_after: float | None = None,
+) -> ProviderError:
+    """The generic mapping of an HTTP status. Formats refine 400s (context length, filter)."""
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after, model=model, status=status)
+    if status in (401, 403):
+        return AuthFailed(message, model=model, status=status)
+    if status == 408 or status >= 500:
+        return Overloaded(message, model=model, status=status)
+    return BadRequest(message, model=model, status=status)
+
+
+def status_for(err: ProviderError) -> int:
+    """The HTTP status a server answers with for ``err`` (fake provider and gateway)."""
+    if err.status:
+        return err.status
+    table: list[tuple[type[ProviderError], int]] = [
+        (RateLimited, 429),
+        (AuthFailed, 401),
+        (ContextTooLong, 400),
+        (ContentFiltered, 400),
+        (BadRequest, 400),
+        (ProviderTimeout, 504),
+        (ConnectionFailed, 502),
+        (MalformedResponse, 502),
+        (Overloaded, 503),
+    ]
+    for cls, status in table:
+        if isinstance(err, cls):
+            return status
+    return 500
+
+
+def retry_after_headers(err: ProviderError) -> dict[str, str]:
+    if isinstance(err, RateLimited) and err.retry_after is not None:
+        return {"Retry-After": f"{err.retry_after:g}"}
+    return {}
+
+
+def load_json(body: bytes | str, *, what: str = "response", model: str = "") -> Any:
+    """Parse JSON or raise MalformedResponse (never a bare ValueError)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedResponse(f"invalid JSON in {what}: {exc}", model=model) from None
+
+
+def require(mapping: Any, key: str, kind: type, *, what: str, model: str = "") -> Any:
+    """``mapping[key]`` if it is a ``kind``, else MalformedResponse naming the field."""
+    if not isinstance(mapping, dict):
+        raise MalformedResponse(f"{what}: expected an object", model=model)
+    value = mapping.get(key)
+    if not isinstance(value, kind):
+        problem = f"field {key!r} missing or not {kind.__name__}"
+        raise MalformedResponse(f"{what}: {problem}", model=model)
+    return value
