@@ -62,8 +62,12 @@ class AttemptEvent:
     server_address: str = ""
     server_port: int = 0
     failover_from: str | None = None  # previous provider, when reason is FAILOVER
+    failover_cause: str | None = None  # error.type that made the router move on (or retry)
     trace_id: int = 0  # of the route span, 0 when tracing is off
     parent_span_id: int = 0
+    # Prompt/completion content as JSON text: set only when the user opted in to capture it.
+    input_messages: str | None = None
+    output_messages: str | None = None
 
     @property
     def duration(self) -> float:

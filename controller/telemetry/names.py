@@ -63,6 +63,26 @@ METRIC_TRIPWIRE_THRESHOLD = "failover.tripwire.threshold"  # gauge
 METRIC_KILL_SWITCH_ACTIVE = "failover.kill_switch.active"  # gauge
 METRIC_ALERTS = "failover.alerts"  # counter: channel, event, result
 METRIC_STATE_VERSION = "failover.state.version"  # gauge
+METRIC_CONTROLLER_LAST_TICK = "failover.controller.last_tick"  # gauge, unix seconds (dead-man)
+METRIC_TELEMETRY_DROPPED = "failover.telemetry.dropped"  # counter: signal (spans/metrics lost)
+ATTR_SIGNAL = "signal"
+
+# --- the same metrics as Prometheus exposes them (dashboards/ and alerts/ use these) ------------
+# OTel → Prometheus: dots → underscores, unit suffix (s → _seconds; {annotations} dropped),
+# counters get _total, histograms _bucket/_sum/_count, attribute dots → underscores.
+PROM_OPERATION_DURATION = "gen_ai_client_operation_duration_seconds"  # _bucket/_sum/_count
+PROM_TOKEN_USAGE = "gen_ai_client_token_usage"  # _bucket/_sum/_count, label gen_ai_token_type
+PROM_TIME_TO_FIRST_CHUNK = "gen_ai_client_operation_time_to_first_chunk_seconds"
+PROM_REQUESTS = "failover_requests_total"  # tier, outcome, served_by
+PROM_FAILOVERS = "failover_failovers_total"  # from, to, reason
+PROM_PROVIDER_STATE = "failover_provider_state"  # provider, state (one-hot: 1 for the current)
+PROM_PROVIDER_ERROR_RATE = "failover_provider_error_rate"  # provider
+PROM_TRIPWIRE_THRESHOLD = "failover_tripwire_threshold"  # provider
+PROM_KILL_SWITCH_ACTIVE = "failover_kill_switch_active"  # (no labels) 1 when pin/disable set
+PROM_ALERTS = "failover_alerts_total"  # channel, event, result
+PROM_STATE_VERSION = "failover_state_version"
+PROM_CONTROLLER_LAST_TICK = "failover_controller_last_tick_seconds"
+PROM_TELEMETRY_DROPPED = "failover_telemetry_dropped_total"  # signal
 
 # Explicit bucket boundaries (seconds) for duration histograms: 0.01 … 81.92, doubling.
 DURATION_BUCKETS: tuple[float, ...] = tuple(0.01 * 2**i for i in range(14))

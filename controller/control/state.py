@@ -1,0 +1,112 @@
+"""The routing state document: what the controller decided, read by every router.
+
+A small, versioned, immutable document. The controller replaces it whole; routers read the
+latest one from a :class:`StateHolder` without waiting (a plain attribute read).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+
+class HealthState(enum.StrEnum):
+    HEALTHY = "healthy"
+    TRIPPED = "tripped"
+    PROBING = "probing"
+    RECOVERING = "recovering"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderStatus:
+    """One provider's place in the routing state.
+
+    ``traffic_share`` is the fraction of its normal traffic it gets: 1.0 when healthy, 0.0 when
+    tripped or probing, a failback step (e.g. 0.1, 0.5) while recovering.
+    ``since`` is epoch seconds of the last transition; ``trip_count`` counts trips (it grows the
+    cool-off and resets after a full, stable recovery).
+    """
+
+    state: HealthState = HealthState.HEALTHY
+    since: float = 0.0
+    reason: str = ""
+    trip_count: int = 0
+    traffic_share: float = 1.0
+
+    @property
+    def usable(self) -> bool:
+        return self.traffic_share > 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KillSwitch:
+    """The operator's override, from config (or the environment). Highest precedence."""
+
+    pin: str | None = None
+    disable: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.pin is not None or bool(self.disable)
+
+    def describe(self) -> str:
+        if self.pin:
+            return f"pinned to {self.pin}"
+        if self.disable:
+            return "disabled: " + ", ".join(self.disable)
+        return "off"
+
+
+_HEALTHY = ProviderStatus()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingState:
+    """Versioned routing state. ``changed_by`` is ``controller``, ``operator``, ``config``, ..."""
+
+    version: int = 0
+    updated_at: float = 0.0
+    changed_by: str = "init"
+    providers: Mapping[str, ProviderStatus] = field(default_factory=lambda: MappingProxyType({}))
+    kill_switch: KillSwitch = KillSwitch()
+
+    def status(self, provider: str) -> ProviderStatus:
+        """A provider the controller has never judged is healthy."""
+        return self.providers.get(provider, _HEALTHY)
+
+    def evolve(
+        self,
+        *,
+        changed_by: str,
+        now: float,
+        providers: Mapping[str, ProviderStatus] | None = None,
+        kill_switch: KillSwitch | None = None,
+    ) -> RoutingState:
+        """The next version of this document."""
+        table = providers if providers is not None else self.providers
+        return replace(
+            self,
+            version=self.version + 1,
+            updated_at=now,
+            changed_by=changed_by,
+            providers=MappingProxyType(dict(table)),
+            kill_switch=kill_switch if kill_switch is not None else self.kill_switch,
+        )
+
+
+class StateHolder:
+    """Holds the latest RoutingState. Readers never block; the controller publishes whole docs."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: RoutingState | None = None) -> None:
+        self._state = state or RoutingState()
+
+    @property
+    def current(self) -> RoutingState:
+        return self._state
+
+    def publish(self, state: RoutingState) -> None:
+        self._state = state
