@@ -1,0 +1,44 @@
+"""Provider adapters: one :class:`HttpProvider` per configured provider, each with its codec."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from controller.providers.base import HttpProvider, Provider, Timeouts
+from controller.wire import ClientCodec
+from controller.wire.anthropic import AnthropicClientCodec
+from controller.wire.gemini import GeminiClientCodec
+from controller.wire.openai import OpenAIClientCodec
+
+__all__ = ["HttpProvider", "Provider", "Timeouts", "codec_for"]
+
+
+def codec_for(
+    kind: str,
+    *,
+    provider_name: str | None = None,
+    auth: str = "bearer",
+    path: str = "/chat/completions",
+    query: Mapping[str, str] | None = None,
+    stream_usage: bool = True,
+) -> ClientCodec:
+    """The client codec for a provider kind (``openai``, ``anthropic``, ``gemini``,
+    ``openai_compatible``)."""
+    if kind == "anthropic":
+        return AnthropicClientCodec()
+    if kind == "gemini":
+        return GeminiClientCodec()
+    if kind == "openai":
+        return OpenAIClientCodec()
+    if kind == "openai_compatible":
+        if auth not in ("bearer", "api-key", "none"):
+            raise ValueError(f"unknown auth style {auth!r}")
+        return OpenAIClientCodec(
+            provider_kind=provider_name or "openai_compatible",
+            auth=auth,  # type: ignore[arg-type]
+            path=path,
+            query=query,
+            include_usage_option=stream_usage,
+        )
+    raise ValueError(f"unknown provider kind {kind!r}")
+

@@ -24,7 +24,7 @@ class HttpCall:
 
     path: str
     body: dict[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # carries API keys
     query: Mapping[str, str] = field(default_factory=dict)
 
 

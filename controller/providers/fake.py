@@ -1,0 +1,409 @@
+"""A fault-injecting fake LLM provider over real HTTP on loopback.
+
+One :class:`FakeProvider` is one simulated provider: an aiohttp server on 127.0.0.1 that speaks
+all three wire formats (through the same server codecs the gateway uses), so a test or the demo
+can point any adapter at it:
+
+=====================  ===============================================================
+format                 base URL for the adapter
+=====================  ===============================================================
+OpenAI (+compatible)   ``fake.url("openai")``     → ``http://127.0.0.1:PORT/v1``
+Anthropic              ``fake.url("anthropic")``  → ``http://127.0.0.1:PORT``
+Gemini                 ``fake.url("gemini")``     → ``http://127.0.0.1:PORT``
+=====================  ===============================================================
+
+It answers deterministically: a text reply, or — when the request offers tools and the last turn
+is not a tool result — a call to the first tool with ``{"input": <last user text>}``; after a tool
+result it answers ``"tool said: <result>"``. Faults are switched at run time, in process with
+:meth:`FakeProvider.set_fault` or over HTTP (``POST /_fake/fault``, ``DELETE /_fake/fault``), so
+a separate process (the CLI's drill, the demo) can inject them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from controller._errors import (
+    AuthFailed,
+    BadRequest,
+    ContentFiltered,
+    ContextTooLong,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+)
+from controller.model import (
+    FinishReason,
+    Message,
+    Request,
+    Response,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from controller.wire import ServerCodec
+from controller.wire.anthropic import AnthropicServerCodec
+from controller.wire.gemini import GeminiServerCodec, parse_path
+from controller.wire.openai import OpenAIServerCodec
+
+
+class FaultMode(enum.StrEnum):
+    NONE = "none"
+    RATE_LIMIT = "rate_limit"  # 429 with Retry-After: retry_after
+    RATE_LIMIT_BARE = "rate_limit_bare"  # 429 without Retry-After
+    ERROR_500 = "error_500"
+    ERROR_503 = "error_503"
+    AUTH = "auth"  # 401: bad key / suspended account
+    RESET = "reset"  # close the connection without answering
+    HANG = "hang"  # accept the request, never answer
+    SLOW_FIRST_TOKEN = "slow_first_token"  # wait `delay` before the first token
+    CUT_STREAM = "cut_stream"  # drop the connection after `after_chunks` chunks
+    STALL_STREAM = "stall_stream"  # stop sending after `after_chunks` chunks, keep it open
+    MALFORMED_CHUNK = "malformed_chunk"  # a broken event after `after_chunks` chunks
+    MALFORMED_BODY = "malformed_body"  # a 200 whose body is not valid JSON
+    NO_TERMINATOR = "no_terminator"  # complete stream without [DONE]/message_stop
+    CONTEXT_TOO_LONG = "context_too_long"  # 400 context length exceeded
+    CONTENT_FILTER = "content_filter"  # 400 refused by the content filter
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """A fault to inject. ``count`` limits it to the next N requests (None: until cleared)."""
+
+    mode: FaultMode = FaultMode.NONE
+    retry_after: float = 1.0
+    delay: float = 1.0
+    after_chunks: int = 2
+    count: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Fault:
+        if not isinstance(data, dict):
+            raise ValueError("fault must be a JSON object")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
+        return cls(**{**data, "mode": FaultMode(data.get("mode", "none"))})
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One request the fake received, decoded into our types."""
+
+    format: str
+    model: str
+    request: Request
+
+
+_PREFLIGHT_ERRORS: dict[FaultMode, ProviderError] = {
+    FaultMode.RATE_LIMIT_BARE: RateLimited("rate limit exceeded", status=429),
+    FaultMode.ERROR_500: Overloaded("internal server error", status=500),
+    FaultMode.ERROR_503: Overloaded("service unavailable", status=503),
+    FaultMode.AUTH: AuthFailed("invalid api key", status=401),
+    FaultMode.CONTEXT_TOO_LONG: ContextTooLong("prompt is too long", status=400),
+    FaultMode.CONTENT_FILTER: ContentFiltered("content filtered", status=400),
+}
+
+
+class FakeProvider:
+    """A fake provider server. Use as ``async with FakeProvider(name="primary") as fake:``."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "fake",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        reply: str | None = None,
+        latency: float = 0.0,
+    ) -> None:
+        self.name = name
+        self._host = host
+        self._port = port
+        self._reply = reply or f"Hello from {name}. This answer came through the failover router."
+        self._latency = latency
+        self._fault = Fault()
+        self._remaining: int | None = None
+        self.seen: list[Seen] = []
+        self.requests = 0
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._hold = asyncio.Event()
+        self._codecs: dict[str, ServerCodec] = {
+            "openai": OpenAIServerCodec(),
+            "anthropic": AnthropicServerCodec(),
+            "gemini": GeminiServerCodec(),
+        }
+
+    # ----------------------------------------------------------------------------- lifecycle
+    async def start(self) -> FakeProvider:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1beta/models/{tail:.+}", self._gemini)
+        app.router.add_post("/_fake/fault", self._set_fault_http)
+        app.router.add_delete("/_fake/fault", self._clear_fault_http)
+        app.router.add_get("/_fake/stats", self._stats_http)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        self._hold.set()  # release hanging handlers
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeProvider:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def url(self, fmt: str = "openai") -> str:
+        root = f"http://{self._host}:{self._port}"
+        return root + "/v1" if fmt == "openai" else root
+
+    # ----------------------------------------------------------------------------- faults
+    def set_fault(self, fault: Fault | FaultMode) -> None:
+        self._fault = fault if isinstance(fault, Fault) else Fault(mode=fault)
+        self._remaining = self._fault.count
+
+    def clear_fault(self) -> None:
+        self.set_fault(Fault())
+
+    @property
+    def fault(self) -> Fault:
+        return self._fault
+
+    def _take_fault(self) -> Fault:
+        fault = self._fault
+        if self._remaining is not None:
+            self._remaining -= 1
+            if self._remaining <= 0:
+                self.clear_fault()
+        return fault
+
+    async def _set_fault_http(self, request: web.Request) -> web.Response:
+        try:
+            self.set_fault(Fault.from_json(await request.json()))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True, "mode": self._fault.mode})
+
+    async def _clear_fault_http(self, request: web.Request) -> web.Response:
+        self.clear_fault()
+        return web.json_response({"ok": True, "mode": "none"})
+
+    async def _stats_http(self, request: web.Request) -> web.Response:
+        return web.json_response({"requests": self.requests, "fault": self._fault.mode})
+
+    # ----------------------------------------------------------------------------- handlers
+    async def _openai(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "openai", None, None)
+
+    async def _anthropic(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "anthropic", None, None)
+
+    async def _gemini(self, request: web.Request) -> web.StreamResponse:
+        parsed = parse_path(request.path)
+        if parsed is None:
+            return web.json_response({"error": {"code": 404, "message": "not found"}}, status=404)
+        model, stream = parsed
+        return await self._serve(request, "gemini", model, stream)
+
+    async def _serve(
+        self, http: web.Request, fmt: str, path_model: str | None, stream: bool | None
+    ) -> web.StreamResponse:
+        codec = self._codecs[fmt]
+        self.requests += 1
+        try:
+            body = json.loads(await http.read())
+            model, request = codec.parse_request(body, path_model)
+        except ValueError:
+            return self._error(codec, BadRequest("request body is not valid JSON", status=400))
+        except BadRequest as exc:
+            return self._error(codec, exc)
+        if stream is not None:
+            request = dataclasses.replace(request, stream=stream)
+        self.seen.append(Seen(format=fmt, model=model, request=request))
+        fault = self._take_fault()
+        early = await self._preflight(http, codec, fault)
+        if early is not None:
+            return early
+        if self._latency:
+            await asyncio.sleep(self._latency)
+        answer = self.answer(request, model)
+        if not request.stream:
+            return await self._reply_whole(codec, answer, fault)
+        return await self._reply_stream(http, codec, answer, fault)
+
+    async def _preflight(
+        self, http: web.Request, codec: ServerCodec, fault: Fault
+    ) -> web.StreamResponse | None:
+        mode = fault.mode
+        if mode is FaultMode.RATE_LIMIT:
+            err = RateLimited("rate limit exceeded", retry_after=fault.retry_after, status=429)
+            return self._error(codec, err)
+        if mode in _PREFLIGHT_ERRORS:
+            return self._error(codec, _PREFLIGHT_ERRORS[mode])
+        if mode is FaultMode.RESET:
+            _abort(http)
+            return web.Response(status=500)
+        if mode is FaultMode.HANG:
+            await self._hold.wait()
+            return web.Response(status=503)
+        return None
+
+    @staticmethod
+    def _error(codec: ServerCodec, err: ProviderError) -> web.Response:
+        status, body, headers = codec.render_error(err)
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _reply_whole(
+        self, codec: ServerCodec, answer: Response, fault: Fault
+    ) -> web.StreamResponse:
+        if fault.mode is FaultMode.SLOW_FIRST_TOKEN:
+            await asyncio.sleep(fault.delay)
+        if fault.mode is FaultMode.MALFORMED_BODY:
+            return web.Response(
+                text='{"id": "broken", "choices": [', content_type="application/json"
+            )
+        return web.json_response(codec.render_response(answer))
+
+    async def _reply_stream(
+        self, http: web.Request, codec: ServerCodec, answer: Response, fault: Fault
+    ) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(http)
+        # The client may go away (it timed out on us, or failed over): nothing to do then.
+        with contextlib.suppress(ConnectionResetError):
+            await self._write_stream(http, out, codec, answer, fault)
+        return out
+
+    async def _write_stream(
+        self,
+        http: web.Request,
+        out: web.StreamResponse,
+        codec: ServerCodec,
+        answer: Response,
+        fault: Fault,
+    ) -> None:
+        encoder = codec.stream_encoder(id=answer.id, model=answer.model)
+        if fault.mode is FaultMode.SLOW_FIRST_TOKEN:
+            await asyncio.sleep(fault.delay)
+        await out.write(encoder.start())
+        for index, chunk in enumerate(_chunks(answer)):
+            if index == fault.after_chunks:
+                if fault.mode is FaultMode.CUT_STREAM:
+                    _abort(http)
+                    return
+                if fault.mode is FaultMode.STALL_STREAM:
+                    await self._hold.wait()
+                    return
+                if fault.mode is FaultMode.MALFORMED_CHUNK:
+                    await out.write(b'data: {"broken": \n\n')
+            await out.write(encoder.encode(chunk))
+        if fault.mode is not FaultMode.NO_TERMINATOR:
+            await out.write(encoder.end())
+        await out.write_eof()
+
+    # ----------------------------------------------------------------------------- answers
+    def answer(self, request: Request, model: str) -> Response:
+        """The deterministic answer this fake gives to ``request``."""
+        last = request.messages[-1] if request.messages else Message(role="user")
+        usage = Usage(input_tokens=_count_tokens(request), output_tokens=0)
+        rid = f"fake-{self.name}-{next(self._ids)}"
+        if last.role == "tool":
+            text = f"tool said: {last.content}"
+        elif request.tools and request.tool_choice != "none":
+            tool = request.tools[0]
+            if request.tool_choice not in (None, "auto", "required"):
+                tool = next((t for t in request.tools if t.name == request.tool_choice), tool)
+            call = ToolCall(
+                id=f"call_{rid}",
+                name=tool.name,
+                arguments=json.dumps({"input": last.content}),
+            )
+            message = Message(role="assistant", tool_calls=(call,))
+            usage = Usage(input_tokens=usage.input_tokens, output_tokens=12)
+            return Response(
+                id=rid,
+                model=model,
+                message=message,
+                finish_reason=FinishReason.TOOL_CALLS,
+                usage=usage,
+                provider=self.name,
+            )
+        else:
+            text = self._reply
+        return Response(
+            id=rid,
+            model=model,
+            message=Message(role="assistant", content=text),
+            finish_reason=FinishReason.STOP,
+            usage=Usage(input_tokens=usage.input_tokens, output_tokens=len(text.split())),
+            provider=self.name,
+        )
+
+
+def _chunks(answer: Response) -> Iterator[StreamChunk]:
+    """Split an answer into stream chunks: words of text, tool calls in two argument pieces."""
+    words = answer.message.content.split(" ") if answer.message.content else []
+    for i, word in enumerate(words):
+        yield StreamChunk(text=word if i == 0 else " " + word, model=answer.model)
+    for index, call in enumerate(answer.message.tool_calls):
+        half = len(call.arguments) // 2
+        yield StreamChunk(tool_call=ToolCallDelta(index=index, id=call.id, name=call.name))
+        yield StreamChunk(tool_call=ToolCallDelta(index=index, arguments=call.arguments[:half]))
+        yield StreamChunk(tool_call=ToolCallDelta(index=index, arguments=call.arguments[half:]))
+    yield StreamChunk(finish_reason=answer.finish_reason, usage=answer.usage)
+
+
+def _count_tokens(request: Request) -> int:
+    text = (request.system or "") + " ".join(m.content for m in request.messages)
+    return max(1, len(text.split()))
+
+
+def _abort(http: web.Request) -> None:
+    transport = http.transport
+    if transport is not None:
+        transport.abort()
+
+
+@dataclass
+class FakeFleet:
+    """Several named fakes started together (the demo and the end-to-end tests use this)."""
+
+    names: tuple[str, ...]
+    fakes: dict[str, FakeProvider] = field(default_factory=dict)
+
+    async def __aenter__(self) -> FakeFleet:
+        for name in self.names:
+            self.fakes[name] = await FakeProvider(name=name).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(f.stop() for f in self.fakes.values()))
+
+    def __getitem__(self, name: str) -> FakeProvider:
+        return self.fakes[name]

@@ -1,0 +1,106 @@
+"""The routing view: which targets a request may try, in which order.
+
+Precedence, highest first: the kill switch (pin / disable), the controller's state (tripped and
+probing providers are skipped; recovering ones get their traffic share), then the tier's
+configured order and strategy. If the controller has left a tier with nothing usable, every
+target is tried in configured order anyway (panic): failing everything is never better.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from controller.control.state import RoutingState
+
+
+class Strategy(enum.StrEnum):
+    PRIORITY = "priority"  # configured order
+    WEIGHTED = "weighted"  # random order, proportional to weight
+    LEAST_LATENCY = "least_latency"  # fastest recent p50 first (unknown first, to learn it)
+    COST = "cost"  # cheapest per token first
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """One provider + model a tier may use."""
+
+    provider: str
+    model: str
+    weight: float = 1.0
+    cost_per_mtok: float = 0.0  # input + output price per million tokens, for Strategy.COST
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TierPlan:
+    name: str
+    targets: tuple[Target, ...]
+    strategy: Strategy = Strategy.PRIORITY
+    context_fallback: Target | None = None  # tried once after ContextTooLong
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    targets: tuple[Target, ...]
+    panic: bool = False
+    reason: str = ""  # why the plan is empty, when it is
+
+
+LatencyOf = Callable[[str], float | None]
+
+
+def make_plan(
+    tier: TierPlan,
+    state: RoutingState,
+    *,
+    default_models: Mapping[str, str],
+    rng: random.Random,
+    latency_of: LatencyOf,
+) -> Plan:
+    """The ordered targets for one request on ``tier``."""
+    switch = state.kill_switch
+    if switch.pin is not None:
+        pinned = [t for t in tier.targets if t.provider == switch.pin]
+        if not pinned and switch.pin in default_models:
+            pinned = [Target(provider=switch.pin, model=default_models[switch.pin])]
+        if not pinned:
+            why = f"kill switch pins {switch.pin}, which has no model for tier {tier.name}"
+            return Plan((), reason=why)
+        return Plan(tuple(pinned[:1]))
+    allowed = [t for t in tier.targets if t.provider not in switch.disable]
+    if not allowed:
+        return Plan((), reason=f"kill switch disables every provider of tier {tier.name}")
+    ordered = _order(allowed, tier.strategy, rng, latency_of)
+    return _apply_health(ordered, state, rng)
+
+
+def _apply_health(ordered: Sequence[Target], state: RoutingState, rng: random.Random) -> Plan:
+    first: list[Target] = []
+    later: list[Target] = []
+    for target in ordered:
+        share = state.status(target.provider).traffic_share
+        if share >= 1.0 or (share > 0.0 and rng.random() < share):
+            first.append(target)
+        elif share > 0.0:
+            later.append(target)  # recovering, not its turn: a fallback, not a first choice
+    if not first and not later:
+        return Plan(tuple(ordered), panic=True)
+    return Plan((*first, *later))
+
+
+def _order(
+    targets: list[Target], strategy: Strategy, rng: random.Random, latency_of: LatencyOf
+) -> list[Target]:
+    if strategy is Strategy.WEIGHTED:
+        # Efraimidis-Spirakis: one weighted random permutation in O(n log n).
+        def key(t: Target) -> float:
+            return float(rng.random() ** (1.0 / max(t.weight, 1e-9)))
+
+        return sorted(targets, key=key, reverse=True)
+    if strategy is Strategy.LEAST_LATENCY:
+        return sorted(targets, key=lambda t: latency_of(t.provider) or 0.0)
+    if strategy is Strategy.COST:
+        return sorted(targets, key=lambda t: t.cost_per_mtok)
+    return targets

@@ -1,0 +1,536 @@
+"""The router: one request, tried across a tier's providers until one answers.
+
+For each routed request it opens one INTERNAL span (``failover.route``), makes attempts in the
+order the routing view gives (:mod:`controller.routing.plan`), retries the same provider only
+where the retry policy says it helps, and emits one :class:`AttemptEvent` per attempt and one
+:class:`RouteEvent` at the end. It never retries or fails over a caller error.
+
+Streams fail over transparently only until their first chunk: :meth:`Router.stream` returns once
+a provider has produced one, so the caller can still answer with a clean error status before
+that. After it, a failure ends the stream with :class:`StreamInterrupted`, never a truncated
+answer presented as complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from controller._clock import Clock, SystemClock
+from controller._errors import (
+    AllProvidersFailed,
+    CallerError,
+    ContextTooLong,
+    DeadlineExceeded,
+    FailoverError,
+    MalformedResponse,
+    ProviderError,
+    StreamInterrupted,
+)
+from controller.control.state import StateHolder
+from controller.events import (
+    AttemptEvent,
+    AttemptReason,
+    Listener,
+    Listeners,
+    Outcome,
+    RouteEvent,
+    RouteOutcome,
+)
+from controller.model import Message, Request, Response, StreamChunk, Usage
+from controller.providers.base import Provider, Timeouts
+from controller.routing.plan import Plan, Target, TierPlan, make_plan
+from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
+from controller.telemetry import names
+
+T = TypeVar("T")
+_DEFAULT_TIMEOUTS = Timeouts()
+_PROBE = Request(messages=(Message(role="user", content="ping"),), max_tokens=1)
+
+
+@dataclass(slots=True)
+class _Route:
+    """The mutable bookkeeping of one routed request (never shared outside the router)."""
+
+    request_id: str
+    tier: TierPlan
+    plan: Plan
+    start: float
+    deadline: float
+    span: trace.Span
+    stream: bool
+    attempts: int = 0
+    errors: list[ProviderError] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Try:
+    """Who is being tried, and why."""
+
+    target: Target
+    provider: Provider
+    reason: AttemptReason
+    previous: str | None
+    cause: str | None
+    remaining: float
+
+
+class LatencyTracker:
+    """EWMA of successful attempt durations per provider (for the least-latency strategy)."""
+
+    def __init__(self, alpha: float = 0.2) -> None:
+        self._alpha = alpha
+        self._ewma: dict[str, float] = {}
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        if event.outcome is Outcome.SUCCESS:
+            old = self._ewma.get(event.provider)
+            value = event.duration if old is None else old + self._alpha * (event.duration - old)
+            self._ewma[event.provider] = value
+
+    def on_route(self, event: RouteEvent) -> None:
+        return None
+
+    def latency(self, provider: str) -> float | None:
+        return self._ewma.get(provider)
+
+
+class Router:
+    """Routes requests across providers with failover. Construct once; share freely."""
+
+    def __init__(
+        self,
+        *,
+        tiers: Mapping[str, TierPlan],
+        providers: Mapping[str, Provider],
+        state: StateHolder | None = None,
+        listeners: Sequence[Listener] = (),
+        clock: Clock | None = None,
+        tracer: Tracer | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Mapping[str, Timeouts] | None = None,
+        default_timeouts: Timeouts = _DEFAULT_TIMEOUTS,
+        deadline: float = 120.0,
+        max_attempts: int = 6,
+        default_models: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+        capture_content: bool = False,
+    ) -> None:
+        self.tiers = dict(tiers)
+        self.providers = dict(providers)
+        self.state = state or StateHolder()
+        self.latency = LatencyTracker()
+        self.listeners = Listeners([self.latency, *listeners])
+        self._clock = clock or SystemClock()
+        self._tracer = tracer or trace.get_tracer("controller.routing")
+        self._retry = retry or DefaultRetryPolicy()
+        self._timeouts = dict(timeouts or {})
+        self._default_timeouts = default_timeouts
+        self._deadline = deadline
+        self._max_attempts = max_attempts
+        self._default_models = dict(default_models or {})
+        self._rng = rng or random.Random()
+        self._capture = capture_content
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-{random.getrandbits(24):06x}"
+
+    # ------------------------------------------------------------------------------- public
+    async def complete(
+        self, request: Request, *, tier: str, deadline: float | None = None
+    ) -> Response:
+        """One non-streaming answer; raises the last attempt's reason when every try fails."""
+        route = self._begin(request, tier, deadline, stream=False)
+        try:
+            response, target = await self._attempts(route, request, self._complete_once)
+        except BaseException as exc:
+            self._finish(route, None, exc)
+            raise
+        self._finish(route, target.provider, None)
+        return response
+
+    async def stream(
+        self, request: Request, *, tier: str, deadline: float | None = None
+    ) -> RoutedStream:
+        """Start a stream. Returns once a provider has produced the first chunk."""
+        route = self._begin(request, tier, deadline, stream=True)
+        try:
+            routed, _ = await self._attempts(route, request, self._stream_once)
+        except BaseException as exc:
+            self._finish(route, None, exc)
+            raise
+        return routed
+
+    async def probe(self, provider: str, model: str, *, within: float = 5.0) -> bool:
+        """A tiny real request to one provider, reported as an attempt with reason ``probe``."""
+        target = Target(provider=provider, model=model)
+        tier = TierPlan(name="probe", targets=(target,))
+        route = self._begin(_PROBE, "probe", within, stream=False, tier_plan=tier)
+        attempt = _Try(target, self.providers[provider], AttemptReason.PROBE, None, None, within)
+        route.attempts = 1
+        try:
+            await self._complete_once(route, _PROBE, attempt)
+        except (ProviderError, TimeoutError):
+            self._finish(route, None, None)
+            return False
+        self._finish(route, provider, None)
+        return True
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(p.close() for p in self.providers.values()))
+
+    # ------------------------------------------------------------------------------- routing
+    def _begin(
+        self,
+        request: Request,
+        tier: str,
+        deadline: float | None,
+        *,
+        stream: bool,
+        tier_plan: TierPlan | None = None,
+    ) -> _Route:
+        plan_for = tier_plan or self.tiers.get(tier)
+        if plan_for is None:
+            known = ", ".join(sorted(self.tiers)) or "none"
+            raise AllProvidersFailed(f"unknown tier {tier!r} (configured: {known})")
+        plan = make_plan(
+            plan_for,
+            self.state.current,
+            default_models=self._default_models,
+            rng=self._rng,
+            latency_of=self.latency.latency,
+        )
+        start = self._clock.monotonic()
+        span = self._tracer.start_span(names.SPAN_ROUTE, kind=SpanKind.INTERNAL)
+        return _Route(
+            request_id=f"{self._id_prefix}-{next(self._ids)}",
+            tier=plan_for,
+            plan=plan,
+            start=start,
+            deadline=start + (deadline if deadline is not None else self._deadline),
+            span=span,
+            stream=stream or request.stream,
+        )
+
+    async def _attempts(
+        self,
+        route: _Route,
+        request: Request,
+        once: Callable[[_Route, Request, _Try], Awaitable[T]],
+    ) -> tuple[T, Target]:
+        queue = list(route.plan.targets)
+        if not queue:
+            raise AllProvidersFailed(route.plan.reason or f"tier {route.tier.name} has no targets")
+        reason, previous, cause = AttemptReason.PRIMARY, None, None
+        index = 0
+        while index < len(queue):
+            target = queue[index]
+            tries = 0
+            while True:
+                remaining = self._remaining(route)
+                tries += 1
+                route.attempts += 1
+                attempt = _Try(
+                    target, self.providers[target.provider], reason, previous, cause, remaining
+                )
+                try:
+                    return await once(route, request, attempt), target
+                except ContextTooLong as exc:
+                    fallback = route.tier.context_fallback
+                    if fallback is None or fallback in queue:
+                        raise
+                    route.errors.append(exc)
+                    queue[index + 1 :] = [fallback]
+                    reason, cause = AttemptReason.CONTEXT_FALLBACK, exc.error_type
+                    previous = target.provider
+                    break
+                except CallerError:
+                    raise
+                except ProviderError as exc:
+                    route.errors.append(exc)
+                    delay = self._retry(
+                        RetryState(
+                            error=exc,
+                            tries_here=tries,
+                            remaining=self._remaining(route),
+                            has_alternative=index + 1 < len(queue),
+                        )
+                    )
+                    if delay is None or route.attempts >= self._max_attempts:
+                        reason, cause = AttemptReason.FAILOVER, exc.error_type
+                        previous = target.provider
+                        break
+                    await self._clock.sleep(delay)
+                    reason, cause = AttemptReason.RETRY, exc.error_type
+            if route.attempts >= self._max_attempts:
+                break
+            index += 1
+        raise self._exhausted(route)
+
+    def _remaining(self, route: _Route) -> float:
+        remaining = route.deadline - self._clock.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(
+                f"request deadline passed after {route.attempts} attempt(s)",
+                attempts=tuple(route.errors),
+            )
+        return remaining
+
+    def _exhausted(self, route: _Route) -> AllProvidersFailed:
+        tried = "; ".join(str(e) for e in route.errors) or "no attempt was made"
+        return AllProvidersFailed(
+            f"all providers failed for tier {route.tier.name} after {route.attempts} "
+            f"attempt(s): {tried}",
+            attempts=tuple(route.errors),
+        )
+
+    # ------------------------------------------------------------------------------- attempts
+    async def _complete_once(self, route: _Route, request: Request, attempt: _Try) -> Response:
+        timeouts = self._timeouts_for(attempt)
+        start, wall = self._clock.monotonic(), self._clock.wall()
+        try:
+            response = await attempt.provider.complete(request, attempt.target.model, timeouts)
+        except ProviderError as exc:
+            self._emit(route, attempt, request, start, wall, error=exc)
+            raise
+        except asyncio.CancelledError:
+            self._emit(route, attempt, request, start, wall, cancelled=True)
+            raise
+        self._emit(
+            route,
+            attempt,
+            request,
+            start,
+            wall,
+            usage=response.usage,
+            response_model=response.model,
+            output=response.message if self._capture else None,
+        )
+        return replace(response, provider=attempt.provider.name)
+
+    async def _stream_once(self, route: _Route, request: Request, attempt: _Try) -> RoutedStream:
+        timeouts = self._timeouts_for(attempt)
+        start, wall = self._clock.monotonic(), self._clock.wall()
+        chunks = attempt.provider.stream(request, attempt.target.model, timeouts)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            exc = MalformedResponse("stream ended without any chunk")
+            exc.provider, exc.model = attempt.provider.name, attempt.target.model
+            self._emit(route, attempt, request, start, wall, error=exc)
+            raise exc from None
+        except ProviderError as exc:
+            self._emit(route, attempt, request, start, wall, error=exc)
+            raise
+        except asyncio.CancelledError:
+            self._emit(route, attempt, request, start, wall, cancelled=True)
+            raise
+        ttfc = self._clock.monotonic() - start
+        return RoutedStream(self, route, attempt, request, first, chunks, start, wall, ttfc)
+
+    def _timeouts_for(self, attempt: _Try) -> Timeouts:
+        base = self._timeouts.get(attempt.target.provider, self._default_timeouts)
+        return base.bounded(attempt.remaining)
+
+    # ------------------------------------------------------------------------------- events
+    def _emit(
+        self,
+        route: _Route,
+        attempt: _Try,
+        request: Request,
+        start: float,
+        wall: float,
+        *,
+        error: ProviderError | None = None,
+        cancelled: bool = False,
+        usage: Usage | None = None,
+        response_model: str | None = None,
+        ttfc: float | None = None,
+        output: Message | None = None,
+    ) -> None:
+        if error is None:
+            outcome = Outcome.CANCELLED if cancelled else Outcome.SUCCESS
+        else:
+            outcome = Outcome.CALLER_ERROR if isinstance(error, CallerError) else Outcome.FAULT
+        context = route.span.get_span_context()
+        provider = attempt.provider
+        self.listeners.attempt(
+            AttemptEvent(
+                request_id=route.request_id,
+                tier=route.tier.name,
+                provider=provider.name,
+                provider_kind=provider.kind,
+                model=attempt.target.model,
+                attempt=route.attempts,
+                reason=attempt.reason,
+                stream=route.stream,
+                start=start,
+                end=self._clock.monotonic(),
+                start_wall=wall,
+                outcome=outcome,
+                error_type=error.error_type if error is not None else None,
+                error_status=error.status if error is not None else None,
+                error_message=error.message if error is not None else None,
+                response_model=response_model,
+                usage=usage,
+                time_to_first_chunk=ttfc,
+                server_address=provider.server_address,
+                server_port=provider.server_port,
+                failover_from=attempt.previous,
+                failover_cause=attempt.cause,
+                trace_id=context.trace_id,
+                parent_span_id=context.span_id,
+                input_messages=_content(request.messages) if self._capture else None,
+                output_messages=_content((output,)) if output is not None else None,
+            )
+        )
+
+    def _finish(self, route: _Route, served_by: str | None, error: BaseException | None) -> None:
+        end = self._clock.monotonic()
+        if served_by is None:
+            outcome = RouteOutcome.FAILED
+        elif route.attempts > 1 or route.plan.panic:
+            outcome = RouteOutcome.DEGRADED
+        else:
+            outcome = RouteOutcome.SERVED
+        error_type = _error_type(error)
+        span = route.span
+        span.set_attribute(names.FAILOVER_TIER, route.tier.name)
+        span.set_attribute(names.FAILOVER_OUTCOME, outcome.value)
+        span.set_attribute(names.FAILOVER_ATTEMPTS, route.attempts)
+        span.set_attribute(names.FAILOVER_PANIC, route.plan.panic)
+        if served_by is not None:
+            span.set_attribute(names.FAILOVER_SERVED_BY, served_by)
+        if error_type is not None:
+            span.set_attribute(names.ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+        span.end()
+        self.listeners.route(
+            RouteEvent(
+                request_id=route.request_id,
+                tier=route.tier.name,
+                outcome=outcome,
+                served_by=served_by,
+                attempts=route.attempts,
+                start=route.start,
+                end=end,
+                stream=route.stream,
+                error_type=error_type,
+                panic=route.plan.panic,
+            )
+        )
+
+
+class RoutedStream:
+    """A started stream. ``provider`` and ``model`` name what serves it.
+
+    Iterate it once. A provider failure mid-stream raises :class:`StreamInterrupted`; closing it
+    early (client gone) reports the attempt as cancelled.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        route: _Route,
+        attempt: _Try,
+        request: Request,
+        first: StreamChunk,
+        rest: AsyncIterator[StreamChunk],
+        start: float,
+        wall: float,
+        ttfc: float,
+    ) -> None:
+        self.provider = attempt.provider.name
+        self.model = first.model or attempt.target.model
+        self.request_id = route.request_id
+        self._router = router
+        self._route = route
+        self._attempt = attempt
+        self._request = request
+        self._first: StreamChunk | None = first
+        self._rest = rest
+        self._start = start
+        self._wall = wall
+        self._ttfc = ttfc
+        self._done = False
+        self._usage: Usage | None = None
+
+    def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StreamChunk]:
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                yield self._seen(first)
+            async for chunk in self._rest:
+                yield self._seen(chunk)
+        except ProviderError as exc:
+            self._end(error=exc)
+            raise StreamInterrupted(exc, provider=self.provider, model=self.model) from exc
+        except BaseException:
+            await self.aclose()
+            raise
+        self._end()
+
+    def _seen(self, chunk: StreamChunk) -> StreamChunk:
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        if chunk.model:
+            self.model = chunk.model
+        return chunk
+
+    async def aclose(self) -> None:
+        """Stop early (e.g. the client disconnected): the attempt is reported as cancelled."""
+        if self._done:
+            return
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        self._end(cancelled=True)
+
+    def _end(self, *, error: ProviderError | None = None, cancelled: bool = False) -> None:
+        if self._done:
+            return
+        self._done = True
+        router, route = self._router, self._route
+        router._emit(
+            route,
+            self._attempt,
+            self._request,
+            self._start,
+            self._wall,
+            error=error,
+            cancelled=cancelled,
+            usage=self._usage,
+            response_model=self.model,
+            ttfc=self._ttfc,
+        )
+        failed = error is not None or cancelled
+        router._finish(route, None if failed else self.provider, error)
+
+
+def _error_type(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    if isinstance(error, FailoverError):
+        if isinstance(error, AllProvidersFailed | DeadlineExceeded) and error.attempts:
+            return error.attempts[-1].error_type
+        return error.error_type
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return type(error).__qualname__
+
+
+def _content(messages: Sequence[Message]) -> str:
+    return json.dumps(
+        [{"role": m.role, "content": m.content} for m in messages], separators=(",", ":")
+    )

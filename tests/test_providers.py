@@ -1,0 +1,160 @@
+"""Each adapter against the fake provider in each fault mode, streaming and not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from controller._errors import (
+    AuthFailed,
+    ConnectionFailed,
+    ContentFiltered,
+    ContextTooLong,
+    MalformedResponse,
+    Overloaded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+)
+from controller.model import FinishReason, Message, Request, StreamChunk, ToolDefinition, assemble
+from controller.providers import Timeouts
+from controller.providers.fake import FakeProvider, Fault, FaultMode
+from tests.conftest import FORMATS, adapter, drain
+
+FAST = Timeouts(connect=1.0, first_token=0.3, idle=0.3, total=0.6, terminator_grace=0.1)
+HELLO = Request(messages=(Message(role="user", content="hello there"),))
+ErrorType = type[ProviderError] | None
+
+# mode → (non-streaming outcome, streaming outcome); None means a complete answer.
+EXPECTED: dict[FaultMode, tuple[ErrorType, ErrorType]] = {
+    FaultMode.NONE: (None, None),
+    FaultMode.RATE_LIMIT: (RateLimited, RateLimited),
+    FaultMode.RATE_LIMIT_BARE: (RateLimited, RateLimited),
+    FaultMode.ERROR_500: (Overloaded, Overloaded),
+    FaultMode.ERROR_503: (Overloaded, Overloaded),
+    FaultMode.AUTH: (AuthFailed, AuthFailed),
+    FaultMode.RESET: (ConnectionFailed, ConnectionFailed),
+    FaultMode.HANG: (ProviderTimeout, ProviderTimeout),
+    FaultMode.SLOW_FIRST_TOKEN: (ProviderTimeout, ProviderTimeout),
+    FaultMode.CUT_STREAM: (None, ConnectionFailed),
+    FaultMode.STALL_STREAM: (None, ProviderTimeout),
+    FaultMode.MALFORMED_CHUNK: (None, MalformedResponse),
+    FaultMode.MALFORMED_BODY: (MalformedResponse, None),
+    FaultMode.NO_TERMINATOR: (None, None),
+    FaultMode.CONTEXT_TOO_LONG: (ContextTooLong, ContextTooLong),
+    FaultMode.CONTENT_FILTER: (ContentFiltered, ContentFiltered),
+}
+
+
+def test_every_fault_mode_has_an_expectation() -> None:
+    assert set(EXPECTED) == set(FaultMode)
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+@pytest.mark.parametrize("mode", list(FaultMode))
+async def test_non_streaming_fault(primary: FakeProvider, kind: str, mode: FaultMode) -> None:
+    provider = adapter(primary, kind)
+    primary.set_fault(Fault(mode=mode, delay=1.0, retry_after=2.5))
+    expected = EXPECTED[mode][0]
+    try:
+        if expected is None:
+            response = await provider.complete(HELLO, "model-a", FAST)
+            assert response.message.content.startswith("Hello from primary")
+            assert response.finish_reason is FinishReason.STOP
+            assert response.model == "model-a"
+            assert response.usage.output_tokens > 0
+        else:
+            with pytest.raises(expected) as caught:
+                await provider.complete(HELLO, "model-a", FAST)
+            _check_error(caught.value, mode, provider.name)
+    finally:
+        await provider.close()
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+@pytest.mark.parametrize("mode", list(FaultMode))
+async def test_streaming_fault(primary: FakeProvider, kind: str, mode: FaultMode) -> None:
+    provider = adapter(primary, kind)
+    primary.set_fault(Fault(mode=mode, delay=1.0, retry_after=2.5, after_chunks=2))
+    request = Request(messages=HELLO.messages, stream=True)
+    expected = EXPECTED[mode][1]
+    chunks: list[StreamChunk] = []
+    try:
+        if expected is None:
+            chunks = [c async for c in provider.stream(request, "model-a", FAST)]
+            answer = assemble(chunks, id="x", model="model-a")
+            assert answer.message.content == primary.answer(request, "model-a").message.content
+            assert answer.finish_reason is FinishReason.STOP
+        else:
+            with pytest.raises(expected) as caught:
+                await drain(provider.stream(request, "model-a", FAST), chunks)
+            _check_error(caught.value, mode, provider.name)
+            # a broken stream never carried a finish reason: it cannot pass for complete
+            assert all(c.finish_reason is None for c in chunks)
+    finally:
+        await provider.close()
+
+
+def _check_error(err: ProviderError, mode: FaultMode, name: str) -> None:
+    assert err.provider == name
+    assert "sk-test" not in str(err)
+    if mode is FaultMode.RATE_LIMIT:
+        assert isinstance(err, RateLimited)
+        assert err.retry_after == pytest.approx(2.5)
+    if mode is FaultMode.RATE_LIMIT_BARE:
+        assert isinstance(err, RateLimited)
+        assert err.retry_after is None
+    if mode is FaultMode.SLOW_FIRST_TOKEN and isinstance(err, ProviderTimeout):
+        assert err.phase in ("first_token", "total")
+    if mode is FaultMode.STALL_STREAM and isinstance(err, ProviderTimeout):
+        assert err.phase == "idle"
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+async def test_stream_without_terminator_is_finalised_promptly(
+    primary: FakeProvider, kind: str
+) -> None:
+    """The body stays open after the finish chunk; the grace period ends it as complete."""
+    provider = adapter(primary, kind)
+    primary.set_fault(FaultMode.NO_TERMINATOR)
+    slow_close = Timeouts(first_token=2.0, idle=5.0, total=10.0, terminator_grace=0.1)
+    request = Request(messages=HELLO.messages, stream=True)
+    chunks = [c async for c in provider.stream(request, "m", slow_close)]
+    await provider.close()
+    assert chunks[-1].finish_reason is FinishReason.STOP or any(c.finish_reason for c in chunks)
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+async def test_streamed_tool_call(primary: FakeProvider, kind: str) -> None:
+    provider = adapter(primary, kind)
+    tools = (ToolDefinition(name="lookup", description="find things"),)
+    request = Request(messages=HELLO.messages, tools=tools, stream=True)
+    chunks = [c async for c in provider.stream(request, "m", FAST)]
+    await provider.close()
+    answer = assemble(chunks, id="x", model="m")
+    assert answer.finish_reason is FinishReason.TOOL_CALLS
+    (call,) = answer.message.tool_calls
+    assert call.name == "lookup"
+    assert json.loads(call.arguments) == {"input": "hello there"}
+    assert call.id
+
+
+async def test_fault_count_expires(primary: FakeProvider) -> None:
+    provider = adapter(primary, "openai")
+    primary.set_fault(Fault(mode=FaultMode.ERROR_503, count=1))
+    with pytest.raises(Overloaded):
+        await provider.complete(HELLO, "m", FAST)
+    response = await provider.complete(HELLO, "m", FAST)
+    await provider.close()
+    assert response.finish_reason is FinishReason.STOP
+
+
+async def test_connection_refused_is_connection_failed() -> None:
+    fake = FakeProvider(name="gone")
+    await fake.start()
+    provider = adapter(fake, "openai")
+    await fake.stop()
+    with pytest.raises(ConnectionFailed):
+        await provider.complete(HELLO, "m", FAST)
+    await provider.close()
