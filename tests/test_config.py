@@ -1,0 +1,135 @@
+"""Config: typed and frozen; errors name the key and the line; env overrides for the switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from controller._config import load_config, parse_config, resolve_secret
+from controller._errors import ConfigError
+from controller.control.state import KillSwitch
+from controller.routing.plan import Strategy
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "failover.example.yaml"
+
+MINIMAL = """\
+providers:
+  openai:
+    kind: openai
+    api_key_env: OPENAI_API_KEY
+  anthropic:
+    kind: anthropic
+tiers:
+  frontier:
+    targets:
+      - {provider: openai, model: gpt-4o}
+      - {provider: anthropic, model: claude}
+"""
+
+
+def test_the_shipped_example_is_valid() -> None:
+    config = load_config(EXAMPLE)
+    assert config.tiers["frontier"].targets[0].provider == "openai"
+    assert config.tiers["fast"].strategy is Strategy.LEAST_LATENCY
+    assert config.aliases["gpt-4o"] == "frontier"
+    assert config.providers["local"].url == "http://127.0.0.1:11434/v1"
+
+
+def test_defaults_and_frozen() -> None:
+    config = parse_config(MINIMAL)
+    assert config.providers["openai"].url == "https://api.openai.com/v1"
+    assert config.providers["anthropic"].url == "https://api.anthropic.com"
+    assert config.routing.max_attempts == 6
+    assert config.controller.error_rate_threshold == 0.5
+    assert config.telemetry.capture_content is False
+    with pytest.raises(ValidationError):
+        config.routing.max_attempts = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "words"),
+    [
+        (
+            MINIMAL.replace("provider: anthropic", "provider: anthropc"),
+            "tiers.frontier.targets.1.provider",
+            11,
+            "unknown provider 'anthropc'",
+        ),
+        (
+            MINIMAL.replace("kind: anthropic", "kind: anthropik"),
+            "providers.anthropic.kind",
+            6,
+            "openai",
+        ),
+        (MINIMAL + "routing:\n  max_attempts: 0\n", "routing.max_attempts", 13, "greater"),
+        (MINIMAL + "routng: {}\n", "routng", 12, "unknown key"),
+        (
+            MINIMAL + "kill_switch:\n  disable: [openai, nope]\n",
+            "kill_switch.disable.1",
+            13,
+            "unknown provider 'nope'",
+        ),
+        (MINIMAL + "aliases:\n  gpt: frontir\n", "aliases.gpt", 13, "unknown tier"),
+        (
+            MINIMAL.replace(
+                "    targets:\n      - {provider: openai, model: gpt-4o}\n"
+                "      - {provider: anthropic, model: claude}\n",
+                "    strategy: priority\n",
+            ),
+            "tiers.frontier.targets",
+            8,
+            "missing",
+        ),
+    ],
+)
+def test_errors_name_the_key_and_line(text: str, key: str, line: int, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="failover.yaml")
+    err = caught.value
+    assert err.key == key
+    assert err.line == line
+    assert words in str(err)
+    assert str(err).startswith(f"failover.yaml:{line}: {key}: ")
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("providers:\n  openai: [unclosed\n", source="f.yaml")
+    assert caught.value.line is not None
+    assert "invalid YAML" in str(caught.value)
+
+
+def test_not_a_mapping_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        parse_config("- a\n- b\n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_compatible_provider_needs_a_base_url() -> None:
+    text = MINIMAL.replace("kind: anthropic", "kind: openai_compatible")
+    with pytest.raises(ConfigError, match="base_url is required") as caught:
+        parse_config(text)
+    assert caught.value.key == "providers.anthropic"
+
+
+def test_kill_switch_environment_overrides_win() -> None:
+    config = parse_config(MINIMAL + "kill_switch:\n  disable: [openai]\n")
+    assert config.effective_kill_switch({}) == KillSwitch(disable=("openai",))
+    env = {"FAILOVER_KILL_SWITCH_PIN": "anthropic", "FAILOVER_KILL_SWITCH_DISABLE": ""}
+    assert config.effective_kill_switch(env) == KillSwitch(pin="anthropic", disable=())
+    with pytest.raises(ConfigError, match="unknown provider 'opena'") as caught:
+        config.effective_kill_switch({"FAILOVER_KILL_SWITCH_DISABLE": "opena"})
+    assert caught.value.key == "FAILOVER_KILL_SWITCH_DISABLE"
+
+
+def test_secret_resolution_names_the_variable_not_the_value() -> None:
+    assert resolve_secret("K", key="providers.x.api_key_env", env={"K": "sk-live-123"}) == (
+        "sk-live-123"
+    )
+    with pytest.raises(ConfigError) as caught:
+        resolve_secret("OPENAI_API_KEY", key="providers.openai.api_key_env", env={})
+    assert "OPENAI_API_KEY is not set" in str(caught.value)
+    assert caught.value.key == "providers.openai.api_key_env"
