@@ -45,7 +45,7 @@ def test_defaults_and_frozen() -> None:
     assert config.controller.error_rate_threshold == 0.5
     assert config.telemetry.capture_content is False
     with pytest.raises(ValidationError):
-        config.routing.max_attempts = 3  # type: ignore[misc]
+        config.routing.max_attempts = 3
 
 
 @pytest.mark.parametrize(

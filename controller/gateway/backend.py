@@ -1,0 +1,44 @@
+"""What the gateway needs from the rest of the process: a narrow seam.
+
+The runtime (router + controller + telemetry + notifier, built from config) implements it; the
+gateway's tests implement it over a real Router and fake providers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from opentelemetry.trace import Tracer
+
+from controller.routing.router import Router
+
+
+class GatewayBackend(Protocol):
+    router: Router
+    tracer: Tracer
+
+    def tier_for(self, model: str) -> str | None:
+        """The tier a front-end model name maps to (an alias, or a tier name), else None."""
+        ...
+
+    def models(self) -> list[str]:
+        """Model names clients may send (aliases and tier names), for GET /v1/models."""
+        ...
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason): config loaded and every tier has a usable provider."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """JSON-able status: tiers with their current route, providers with state, error rate,
+        threshold, since, reason; the kill switch; recent routing events and alerts."""
+        ...
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        """Prometheus exposition body and its content type."""
+        ...
+
+    async def drill(self, provider: str, seconds: float) -> dict[str, Any]:
+        """Start a simulated outage of ``provider`` for ``seconds`` (rehearses the alert path).
+        Raises KeyError for an unknown provider."""
+        ...
