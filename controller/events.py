@@ -63,8 +63,9 @@ class AttemptEvent:
     server_port: int = 0
     failover_from: str | None = None  # previous provider, when reason is FAILOVER
     failover_cause: str | None = None  # error.type that made the router move on (or retry)
-    trace_id: int = 0  # of the route span, 0 when tracing is off
-    parent_span_id: int = 0
+    trace_id: int = 0  # of the route span
+    parent_span_id: int = 0  # the route span's id
+    sampled: bool = True
     # Prompt/completion content as JSON text: set only when the user opted in to capture it.
     input_messages: str | None = None
     output_messages: str | None = None
@@ -98,6 +99,14 @@ class RouteEvent:
     stream: bool
     error_type: str | None = None
     panic: bool = False
+    candidates: tuple[str, ...] = ()  # providers the plan offered, in order
+    start_wall: float = 0.0
+    # The route span's identity: the router assigns ids up front (so attempts and alerts can
+    # name the trace) and telemetry creates the span afterwards, off the request path.
+    trace_id: int = 0
+    span_id: int = 0
+    parent_span_id: int = 0  # the span that was current when routing began (e.g. gateway SERVER)
+    sampled: bool = True
 
 
 class Listener(Protocol):

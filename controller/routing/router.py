@@ -1,6 +1,7 @@
 """The router: one request, tried across a tier's providers until one answers.
 
-For each routed request it opens one INTERNAL span (``failover.route``), makes attempts in the
+For each routed request it assigns the ids of one INTERNAL span (``failover.route``; telemetry
+creates the span from the RouteEvent afterwards, off the request path), makes attempts in the
 order the routing view gives (:mod:`controller.routing.plan`), retries the same provider only
 where the retry policy says it helps, and emits one :class:`AttemptEvent` per attempt and one
 :class:`RouteEvent` at the end. It never retries or fails over a caller error.
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from controller._clock import Clock, SystemClock
 from controller._errors import (
@@ -50,7 +50,6 @@ from controller.model import Message, Request, Response, StreamChunk, Usage
 from controller.providers.base import Provider, Timeouts
 from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
-from controller.telemetry import names
 
 T = TypeVar("T")
 _DEFAULT_TIMEOUTS = Timeouts()
@@ -65,9 +64,13 @@ class _Route:
     tier: TierPlan
     plan: Plan
     start: float
+    start_wall: float
     deadline: float
-    span: trace.Span
     stream: bool
+    trace_id: int
+    span_id: int
+    parent_span_id: int
+    sampled: bool
     attempts: int = 0
     errors: list[ProviderError] = field(default_factory=list)
 
@@ -115,7 +118,6 @@ class Router:
         state: StateHolder | None = None,
         listeners: Sequence[Listener] = (),
         clock: Clock | None = None,
-        tracer: Tracer | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Mapping[str, Timeouts] | None = None,
         default_timeouts: Timeouts = _DEFAULT_TIMEOUTS,
@@ -131,7 +133,6 @@ class Router:
         self.latency = LatencyTracker()
         self.listeners = Listeners([self.latency, *listeners])
         self._clock = clock or SystemClock()
-        self._tracer = tracer or trace.get_tracer("controller.routing")
         self._retry = retry or DefaultRetryPolicy()
         self._timeouts = dict(timeouts or {})
         self._default_timeouts = default_timeouts
@@ -209,15 +210,24 @@ class Router:
             latency_of=self.latency.latency,
         )
         start = self._clock.monotonic()
-        span = self._tracer.start_span(names.SPAN_ROUTE, kind=SpanKind.INTERNAL)
+        parent = trace.get_current_span().get_span_context()
+        if parent.is_valid:  # e.g. the gateway's SERVER span: the route joins its trace
+            trace_id, parent_id = parent.trace_id, parent.span_id
+            sampled = parent.trace_flags.sampled
+        else:
+            trace_id, parent_id, sampled = random.getrandbits(128) or 1, 0, True
         return _Route(
             request_id=f"{self._id_prefix}-{next(self._ids)}",
             tier=plan_for,
             plan=plan,
             start=start,
+            start_wall=self._clock.wall(),
             deadline=start + (deadline if deadline is not None else self._deadline),
-            span=span,
             stream=stream or request.stream,
+            trace_id=trace_id,
+            span_id=random.getrandbits(64) or 1,
+            parent_span_id=parent_id,
+            sampled=sampled,
         )
 
     async def _attempts(
@@ -360,7 +370,6 @@ class Router:
             outcome = Outcome.CANCELLED if cancelled else Outcome.SUCCESS
         else:
             outcome = Outcome.CALLER_ERROR if isinstance(error, CallerError) else Outcome.FAULT
-        context = route.span.get_span_context()
         provider = attempt.provider
         self.listeners.attempt(
             AttemptEvent(
@@ -386,8 +395,9 @@ class Router:
                 server_port=provider.server_port,
                 failover_from=attempt.previous,
                 failover_cause=attempt.cause,
-                trace_id=context.trace_id,
-                parent_span_id=context.span_id,
+                trace_id=route.trace_id,
+                parent_span_id=route.span_id,
+                sampled=route.sampled,
                 input_messages=_content(request.messages) if self._capture else None,
                 output_messages=_content((output,)) if output is not None else None,
             )
@@ -401,18 +411,6 @@ class Router:
             outcome = RouteOutcome.DEGRADED
         else:
             outcome = RouteOutcome.SERVED
-        error_type = _error_type(error)
-        span = route.span
-        span.set_attribute(names.FAILOVER_TIER, route.tier.name)
-        span.set_attribute(names.FAILOVER_OUTCOME, outcome.value)
-        span.set_attribute(names.FAILOVER_ATTEMPTS, route.attempts)
-        span.set_attribute(names.FAILOVER_PANIC, route.plan.panic)
-        if served_by is not None:
-            span.set_attribute(names.FAILOVER_SERVED_BY, served_by)
-        if error_type is not None:
-            span.set_attribute(names.ERROR_TYPE, error_type)
-            span.set_status(Status(StatusCode.ERROR, error_type))
-        span.end()
         self.listeners.route(
             RouteEvent(
                 request_id=route.request_id,
@@ -423,8 +421,14 @@ class Router:
                 start=route.start,
                 end=end,
                 stream=route.stream,
-                error_type=error_type,
+                error_type=_error_type(error),
                 panic=route.plan.panic,
+                candidates=tuple(t.provider for t in route.plan.targets),
+                start_wall=route.start_wall,
+                trace_id=route.trace_id,
+                span_id=route.span_id,
+                parent_span_id=route.parent_span_id,
+                sampled=route.sampled,
             )
         )
 

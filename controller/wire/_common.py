@@ -106,3 +106,20 @@ def require(mapping: Any, key: str, kind: type, *, what: str, model: str = "") -
         problem = f"field {key!r} missing or not {kind.__name__}"
         raise MalformedResponse(f"{what}: {problem}", model=model)
     return value
+
+
+def is_json_kind(value: Any, kind: type) -> bool:
+    """Whether a decoded JSON ``value`` is a ``kind`` as the real APIs judge it: a bool is never a
+    number (though Python calls it an int), and a float field also takes an integer."""
+    if isinstance(value, bool) and kind is not bool:
+        return False
+    return isinstance(value, int | float) if kind is float else isinstance(value, kind)
+
+
+def json_or_none(body: bytes | str) -> Any:
+    """Parsed JSON, or None when ``body`` is not JSON: error bodies may be HTML or plain text, and
+    the caller then falls back on the status alone."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None

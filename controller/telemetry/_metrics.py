@@ -1,0 +1,155 @@
+"""Data-plane metric instruments, created once per meter and fed from the router's events.
+
+Instruments are created up front (never per call) because this runs on every provider attempt.
+The units in :data:`METRIC_UNITS` are part of the contract: the Prometheus exporter appends the
+unit to the name (``s`` → ``_seconds``, ``{annotation}`` and ``1`` → nothing), so a wrong unit
+here silently renames a series that dashboards and alert rules query by its ``PROM_*`` name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.util.types import AttributeValue
+
+from controller.events import AttemptEvent, AttemptReason, Outcome, RouteEvent
+from controller.telemetry import names
+
+Attributes = dict[str, AttributeValue]
+
+# The unit each instrument must be created with so that its Prometheus name is the PROM_* one.
+# The control plane creates its own instruments from ``Telemetry.meter`` with these units.
+METRIC_UNITS: Mapping[str, str] = MappingProxyType(
+    {
+        names.METRIC_OPERATION_DURATION: "s",
+        names.METRIC_TOKEN_USAGE: "{token}",
+        names.METRIC_TIME_TO_FIRST_CHUNK: "s",
+        names.METRIC_REQUESTS: "{request}",
+        names.METRIC_FAILOVERS: "{failover}",
+        names.METRIC_PROVIDER_STATE: "1",
+        names.METRIC_PROVIDER_ERROR_RATE: "1",
+        names.METRIC_TRIPWIRE_THRESHOLD: "1",
+        names.METRIC_KILL_SWITCH_ACTIVE: "1",
+        names.METRIC_ALERTS: "{alert}",
+        names.METRIC_STATE_VERSION: "{version}",
+        names.METRIC_CONTROLLER_LAST_TICK: "s",
+        names.METRIC_TELEMETRY_DROPPED: "{item}",
+    }
+)
+
+_FAILOVER_REASONS = frozenset({AttemptReason.FAILOVER, AttemptReason.CONTEXT_FALLBACK})
+_UNKNOWN = "_OTHER"  # the semantic conventions' fallback for an unknown error.type
+_NONE = "none"
+
+
+def failure_type(event: AttemptEvent) -> str | None:
+    """The ``error.type`` of a failed attempt, or None when it succeeded.
+
+    Every non-success counts here (fault, caller error, cancellation): the span and the duration
+    histogram say the call did not produce an answer; *which* failures trip a provider is the
+    signal windows' business, and ``error.type`` keeps them apart on dashboards.
+    """
+    if event.outcome is Outcome.SUCCESS:
+        return None
+    return event.error_type or _UNKNOWN
+
+
+def common_attributes(event: AttemptEvent, error_type: str | None) -> Attributes:
+    """Attributes shared by the attempt span and the duration/TTFC histograms (low cardinality)."""
+    attrs: Attributes = {
+        names.GEN_AI_OPERATION_NAME: names.OPERATION_CHAT,
+        names.GEN_AI_PROVIDER_NAME: event.provider_kind,
+        names.GEN_AI_REQUEST_MODEL: event.model,
+        names.FAILOVER_PROVIDER: event.provider,
+        names.FAILOVER_TIER: event.tier,
+    }
+    if event.response_model:
+        attrs[names.GEN_AI_RESPONSE_MODEL] = event.response_model
+    if event.server_address:
+        attrs[names.SERVER_ADDRESS] = event.server_address
+    if event.server_port:
+        attrs[names.SERVER_PORT] = event.server_port
+    if error_type is not None:
+        attrs[names.ERROR_TYPE] = error_type
+    return attrs
+
+
+class DataPlaneMetrics:
+    """The five data-plane instruments and how one event maps onto them."""
+
+    __slots__ = ("_duration", "_failovers", "_requests", "_tokens", "_ttfc")
+
+    def __init__(self, *, meter: Meter) -> None:
+        self._duration: Histogram = _histogram(
+            meter,
+            names.METRIC_OPERATION_DURATION,
+            names.DURATION_BUCKETS,
+            "GenAI operation duration.",
+        )
+        self._tokens: Histogram = _histogram(
+            meter, names.METRIC_TOKEN_USAGE, names.TOKEN_BUCKETS, "Tokens used, by token type."
+        )
+        self._ttfc: Histogram = _histogram(
+            meter,
+            names.METRIC_TIME_TO_FIRST_CHUNK,
+            names.DURATION_BUCKETS,
+            "Time to the first chunk of a streamed response.",
+        )
+        self._requests: Counter = _counter(
+            meter, names.METRIC_REQUESTS, "Routed requests by tier, outcome and serving provider."
+        )
+        self._failovers: Counter = _counter(
+            meter, names.METRIC_FAILOVERS, "Moves from one provider to the next within a request."
+        )
+
+    def record_attempt(self, event: AttemptEvent, attrs: Attributes) -> None:
+        """Record one attempt. ``attrs`` comes from :func:`common_attributes` and is not mutated
+        (the SDK may keep a reference to it as the series' attribute set)."""
+        self._duration.record(event.duration, attrs)
+        usage = event.usage
+        if usage is not None:
+            token_attrs = attrs
+            if names.ERROR_TYPE in attrs:  # tokens are counted, whatever the outcome
+                token_attrs = {k: v for k, v in attrs.items() if k != names.ERROR_TYPE}
+            self._tokens.record(
+                usage.input_tokens, {**token_attrs, names.GEN_AI_TOKEN_TYPE: "input"}
+            )
+            self._tokens.record(
+                usage.output_tokens, {**token_attrs, names.GEN_AI_TOKEN_TYPE: "output"}
+            )
+        if event.stream and event.time_to_first_chunk is not None:
+            self._ttfc.record(event.time_to_first_chunk, attrs)
+        if event.reason in _FAILOVER_REASONS:
+            self._failovers.add(
+                1,
+                {
+                    names.ATTR_FROM: event.failover_from or _NONE,
+                    names.ATTR_TO: event.provider,
+                    names.ATTR_REASON: event.failover_cause or _UNKNOWN,
+                },
+            )
+
+    def record_route(self, event: RouteEvent) -> None:
+        self._requests.add(
+            1,
+            {
+                names.ATTR_TIER: event.tier,
+                names.ATTR_OUTCOME: event.outcome.value,
+                names.ATTR_SERVED_BY: event.served_by or _NONE,
+            },
+        )
+
+
+def _histogram(meter: Meter, name: str, buckets: tuple[float, ...], description: str) -> Histogram:
+    return meter.create_histogram(
+        name,
+        unit=METRIC_UNITS[name],
+        description=description,
+        explicit_bucket_boundaries_advisory=buckets,
+    )
+
+
+def _counter(meter: Meter, name: str, description: str) -> Counter:
+    return meter.create_counter(name, unit=METRIC_UNITS[name], description=description)

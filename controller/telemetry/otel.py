@@ -1,0 +1,117 @@
+"""The router's events as OpenTelemetry spans and metrics.
+
+:class:`TelemetryListener` is one of the router's listeners (``controller.events.Listener``). It
+is handed a tracer and a meter rather than reaching for the global providers, so several
+gateways (or tests) in one process never see each other's data. Export (OTLP, Prometheus) is
+set up separately in :mod:`controller.telemetry.setup`.
+
+The listener sits on the request path, so it only enqueues (about a microsecond). The real
+work (the SDK's attribute checks, span creation, histogram updates; tens of microseconds per
+event) runs in a drain the event loop schedules with ``call_soon``, i.e. once the request's
+coroutine has yielded, typically after the response bytes were written. Without a running loop
+(scripts, sync tests) events are processed at once. The queue is bounded: a loop too busy to
+drain it drops the oldest events and counts them (``dropped_events``). ``flush()`` drains now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import Tracer
+
+from controller.events import AttemptEvent, RouteEvent
+from controller.telemetry._metrics import (
+    METRIC_UNITS,
+    DataPlaneMetrics,
+    common_attributes,
+    failure_type,
+)
+from controller.telemetry._spans import AttemptSpans, PresetIdGenerator, RouteSpans
+
+__all__ = ["METRIC_UNITS", "PresetIdGenerator", "TelemetryListener"]
+
+log = logging.getLogger(__name__)
+_BATCH = 256  # events per drain step: bounded, so a backlog never holds the loop for long
+_QUEUE = 16_384
+
+
+class TelemetryListener:
+    """A :class:`controller.events.Listener` that records spans and metrics for every event.
+
+    ``capture_content`` opts in to recording prompt and completion text on the attempt spans
+    (``gen_ai.input.messages`` / ``gen_ai.output.messages``) when the router put it on the
+    event; it is off by default because that content is the user's data.
+    """
+
+    __slots__ = ("_drops", "_metrics", "_pending", "_routes", "_scheduled", "_spans")
+
+    def __init__(
+        self,
+        *,
+        tracer: Tracer,
+        meter: Meter,
+        capture_content: bool = False,
+        ids: PresetIdGenerator | None = None,
+    ) -> None:
+        self._spans = AttemptSpans(tracer=tracer, capture_content=capture_content)
+        self._routes = RouteSpans(tracer=tracer, ids=ids)
+        self._metrics = DataPlaneMetrics(meter=meter)
+        self._pending: deque[AttemptEvent | RouteEvent] = deque()
+        self._scheduled = False
+        self._drops = 0
+
+    @property
+    def dropped_events(self) -> int:
+        return self._drops
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        self._enqueue(event)
+
+    def on_route(self, event: RouteEvent) -> None:
+        self._enqueue(event)
+
+    def flush(self) -> None:
+        """Process every queued event now."""
+        while self._pending:
+            self._process(self._pending.popleft())
+
+    def _enqueue(self, event: AttemptEvent | RouteEvent) -> None:
+        if len(self._pending) >= _QUEUE:
+            self._pending.popleft()
+            self._drops += 1
+        self._pending.append(event)
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._scheduled = True
+        loop.call_soon(self._drain, loop)
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending = self._pending
+        for _ in range(min(_BATCH, len(pending))):
+            self._process(pending.popleft())
+        if pending and not loop.is_closed():
+            loop.call_soon(self._drain, loop)
+        else:
+            self._scheduled = False
+            self.flush()  # a closed loop: finish here
+
+    def _process(self, event: AttemptEvent | RouteEvent) -> None:
+        try:
+            if isinstance(event, AttemptEvent):
+                error_type = failure_type(event)
+                common = common_attributes(event, error_type)
+                self._spans.emit(event, common, error_type)
+                self._metrics.record_attempt(event, common)
+            else:
+                self._routes.emit(event)
+                self._metrics.record_route(event)
+        except Exception:  # telemetry must never take the process down
+            log.exception("could not record telemetry for %s", type(event).__name__)

@@ -1,0 +1,504 @@
+"""Telemetry export: private providers, OTLP/HTTP when configured, a Prometheus ``/metrics`` view.
+
+Why it is shaped this way:
+
+* Each :class:`Telemetry` owns its TracerProvider and MeterProvider and never installs them as
+  the global ones, so tests and several gateways in one process never collide.
+* OTLP export is on only when the standard ``OTEL_EXPORTER_OTLP_*`` variables ask for it. A dead,
+  refusing or black-holed collector must never slow a request: spans go through a batch
+  processor (its own thread), metrics through a periodic reader (its own thread), every export
+  has a short timeout, and :meth:`Telemetry.shutdown` is bounded by its own deadline.
+* Lost telemetry is counted, not raised: ``failover.telemetry.dropped{signal}`` counts spans and
+  metric points that failed to export or overflowed the span queue (the "telemetry is being
+  dropped" alert watches it), and a failure is logged once per burst, not once per batch.
+* The Prometheus reader renders into a private ``CollectorRegistry`` per Telemetry, so two
+  instances each expose only their own metrics.
+
+Endpoints and headers can carry credentials; they are never logged or shown in a repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
+
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.trace import Tracer
+from opentelemetry.util.re import parse_env_headers
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from controller.telemetry import names
+from controller.telemetry._metrics import METRIC_UNITS
+from controller.telemetry.otel import PresetIdGenerator, TelemetryListener
+
+__all__ = ["PROMETHEUS_CONTENT_TYPE", "Signal", "Telemetry", "otlp_endpoint", "setup_telemetry"]
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text exposition format 0.0.4
+Signal = Literal["traces", "metrics"]
+_SIGNALS: tuple[Signal, ...] = ("traces", "metrics")
+_TALLY: Mapping[Signal, str] = {"traces": "spans", "metrics": "metrics"}  # the dropped{signal}
+_SCOPE = "controller"
+
+
+# --- configuration from the environment -------------------------------------------------------
+def otlp_endpoint(env: Mapping[str, str], *, signal: Signal) -> str | None:
+    """The OTLP/HTTP URL for ``signal``, or None when export of that signal is not asked for.
+
+    Follows the OTel spec: ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`` is used as is; otherwise
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` plus ``/v1/<signal>``. ``OTEL_SDK_DISABLED=true`` or
+    ``OTEL_<SIGNAL>_EXPORTER=none`` turn it off. Unlike the SDK, no localhost default is assumed:
+    without a configured collector nothing is exported.
+    """
+    upper = signal.upper()
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if env.get(f"OTEL_{upper}_EXPORTER", "").strip().lower() == "none":
+        return None
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip()
+    if specific:
+        return specific
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    return f"{base.rstrip('/')}/v1/{signal}" if base else None
+
+
+def _otlp_headers(env: Mapping[str, str], signal: Signal) -> dict[str, str]:
+    raw = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS") or env.get(
+        "OTEL_EXPORTER_OTLP_HEADERS", ""
+    )
+    return dict(parse_env_headers(raw, liberal=True))
+
+
+def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    value = int(raw) if raw.isdigit() else 0
+    if raw and value <= 0:
+        log.warning("ignoring %s=%r: expected a positive integer; using %d", key, raw, default)
+    return value if value > 0 else default
+
+
+# --- counting what is lost ----------------------------------------------------------------------
+class _DropTally:
+    """Items of one signal lost on the way to the collector; logs once per failure burst."""
+
+    __slots__ = ("_failing", "_lock", "_lost_in_burst", "signal", "total")
+
+    def __init__(self, *, signal: str) -> None:
+        self.signal = signal
+        self.total = 0
+        self._failing = False
+        self._lost_in_burst = 0
+        self._lock = threading.Lock()
+
+    def lost(self, count: int, cause: str) -> None:
+        with self._lock:
+            self.total += count
+            self._lost_in_burst += count
+            first = not self._failing
+            self._failing = True
+        if first:
+            log.warning(
+                "telemetry: %s are being dropped (%s; %d so far). Further losses are counted in"
+                " %s and not logged until export recovers.",
+                self.signal,
+                cause,
+                count,
+                names.METRIC_TELEMETRY_DROPPED,
+            )
+
+    def delivered(self) -> None:
+        with self._lock:
+            if not self._failing:
+                return
+            lost, self._failing, self._lost_in_burst = self._lost_in_burst, False, 0
+        log.warning("telemetry: %s export recovered after dropping %d", self.signal, lost)
+
+
+class _Backlog:
+    """How many spans wait in the batch queue, to notice the ones the full queue pushes out."""
+
+    __slots__ = ("_capacity", "_lock", "_pending")
+
+    def __init__(self, *, capacity: int) -> None:
+        self._capacity = capacity
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def admit(self) -> bool:
+        """Count one span in; False when the queue is full and the oldest span will be lost."""
+        with self._lock:
+            if self._pending >= self._capacity:
+                return False
+            self._pending += 1
+            return True
+
+    def taken(self, count: int) -> None:
+        with self._lock:
+            self._pending = max(0, self._pending - count)
+
+
+class _Gate:
+    """Closes a wrapped exporter at most once; once abandoned, exports fail fast."""
+
+    __slots__ = ("_close", "_closed", "_lock", "abandoned")
+
+    def __init__(self, close: Callable[[], object]) -> None:
+        self._close = close
+        self._closed = False
+        self._lock = threading.Lock()
+        self.abandoned = False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._close()  # interrupts the OTLP client's retry back-off and closes its session
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.close()
+
+
+class _CountingSpanExporter(SpanExporter):
+    """Passes spans to the OTLP exporter; what fails to arrive is counted, never raised."""
+
+    def __init__(self, inner: SpanExporter, *, tally: _DropTally, backlog: _Backlog) -> None:
+        self._inner = inner
+        self._tally = tally
+        self._backlog = backlog
+        self.gate = _Gate(inner.shutdown)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._backlog.taken(len(spans))
+        if self.gate.abandoned:
+            self._tally.lost(len(spans), "shutdown deadline passed")
+            return SpanExportResult.FAILURE
+        try:
+            result = self._inner.export(spans)
+        except Exception as exc:  # an exporter bug costs telemetry, never a request
+            self._tally.lost(len(spans), type(exc).__name__)
+            return SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self._tally.delivered()
+        else:
+            self._tally.lost(len(spans), "export failed")
+        return result
+
+    def shutdown(self) -> None:
+        self.gate.close()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+class _CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that also counts the spans its full queue pushes out."""
+
+    def __init__(
+        self, exporter: _CountingSpanExporter, *, tally: _DropTally, backlog: _Backlog, **kw: Any
+    ) -> None:
+        super().__init__(exporter, **kw)
+        self._tally = tally
+        self._backlog = backlog
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is not None and context.trace_flags.sampled and not self._backlog.admit():
+            self._tally.lost(1, "span queue full")
+        super().on_end(span)
+
+
+class _CountingMetricExporter(MetricExporter):
+    """Passes metric batches to the OTLP exporter; lost data points are counted, never raised."""
+
+    def __init__(self, inner: MetricExporter, *, tally: _DropTally) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._tally = tally
+        self.gate = _Gate(inner.shutdown)
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        points = _count_points(metrics_data)
+        if self.gate.abandoned:
+            self._tally.lost(points, "shutdown deadline passed")
+            return MetricExportResult.FAILURE
+        try:
+            result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
+        except Exception as exc:  # an exporter bug costs telemetry, never a request
+            self._tally.lost(points, type(exc).__name__)
+            return MetricExportResult.FAILURE
+        if result is MetricExportResult.SUCCESS:
+            self._tally.delivered()
+        else:
+            self._tally.lost(points, "export failed")
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.gate.close()
+
+
+def _count_points(data: MetricsData) -> int:
+    return sum(
+        len(metric.data.data_points)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    )
+
+
+# --- the Telemetry object -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Parts:
+    service_name: str
+    tracer_provider: TracerProvider
+    ids: PresetIdGenerator
+    meter_provider: MeterProvider
+    registry: CollectorRegistry | None
+    otlp_readers: tuple[MetricReader, ...]
+    gates: tuple[_Gate, ...]
+    tallies: tuple[_DropTally, ...]
+    exporting: frozenset[Signal]
+
+
+class Telemetry:
+    """One process's (or one gateway's) tracer, meter, listener and exporters.
+
+    Build it with :func:`setup_telemetry`. The control plane makes its own instruments from
+    :attr:`meter`, using ``controller.telemetry.names`` for names and ``METRIC_UNITS`` for units
+    (the unit is part of the Prometheus name).
+    """
+
+    prometheus_content_type: ClassVar[str] = PROMETHEUS_CONTENT_TYPE
+
+    def __init__(self, parts: _Parts, *, capture_content: bool) -> None:
+        self._parts = parts
+        self._tracer = parts.tracer_provider.get_tracer(_SCOPE)
+        self._meter = parts.meter_provider.get_meter(_SCOPE)
+        self._listener = TelemetryListener(
+            tracer=self._tracer,
+            meter=self._meter,
+            capture_content=capture_content,
+            ids=parts.ids,
+        )
+        self._closed = False
+        self._meter.create_observable_counter(
+            names.METRIC_TELEMETRY_DROPPED,
+            callbacks=[self._observe_dropped],
+            unit=METRIC_UNITS[names.METRIC_TELEMETRY_DROPPED],
+            description="Spans and metric points lost on the way to the OTLP collector.",
+        )
+
+    def __repr__(self) -> str:
+        exporting = ",".join(sorted(self._parts.exporting)) or "none"
+        return f"Telemetry(service={self._parts.service_name!r}, otlp={exporting})"
+
+    @property
+    def tracer(self) -> Tracer:
+        return self._tracer
+
+    @property
+    def meter(self) -> Meter:
+        return self._meter
+
+    @property
+    def listener(self) -> TelemetryListener:
+        return self._listener
+
+    @property
+    def exporting(self) -> frozenset[Signal]:
+        """The signals sent over OTLP (empty when no collector is configured)."""
+        return self._parts.exporting
+
+    @property
+    def dropped(self) -> Mapping[str, int]:
+        """Items lost so far per signal (``spans``, ``metrics``): the dropped counter's values."""
+        return MappingProxyType({t.signal: t.total for t in self._parts.tallies})
+
+    def render_prometheus(self) -> bytes:
+        """This instance's metrics in the Prometheus text format 0.0.4 (empty if disabled)."""
+        registry = self._parts.registry
+        return b"" if registry is None else generate_latest(registry)
+
+    def force_flush(self, *, timeout: float = 5.0) -> bool:
+        """Push pending spans and metrics to OTLP now; True if it finished within ``timeout``."""
+        jobs: list[Callable[[], object]] = [self._parts.tracer_provider.force_flush]
+        jobs.extend(reader.force_flush for reader in self._parts.otlp_readers)
+        return _run_bounded(jobs, timeout)
+
+    def shutdown(self, *, timeout: float = 5.0) -> bool:
+        """Flush and stop exporters, returning within about ``timeout`` seconds even when the
+        collector is dead or never answers. True if everything finished in time; whatever was
+        still unsent is then dropped (and counted)."""
+        if self._closed:
+            return True
+        self._closed = True
+        millis = max(timeout, 0.0) * 1000
+        done = _run_bounded(
+            [
+                self._parts.tracer_provider.shutdown,
+                lambda: self._parts.meter_provider.shutdown(timeout_millis=millis),
+            ],
+            timeout,
+        )
+        if not done:
+            for gate in self._parts.gates:
+                gate.abandon()
+            log.warning("telemetry: shutdown took longer than %.1fs; unsent data dropped", timeout)
+        return done
+
+    def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(t.total, {names.ATTR_SIGNAL: t.signal}) for t in self._parts.tallies]
+
+
+def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> bool:
+    """Run ``jobs`` on daemon threads and wait at most ``timeout`` seconds for all of them.
+
+    The SDK's flush and shutdown calls can block on a stuck export for longer than we want a
+    caller (the gateway's shutdown, a test) to wait; daemon threads let us stop waiting.
+    """
+    pending = len(jobs)
+    done = threading.Condition()
+
+    def run(job: Callable[[], object]) -> None:
+        nonlocal pending
+        try:
+            job()
+        except Exception:  # flushing telemetry must never raise into the application
+            log.exception("telemetry: flush or shutdown failed")
+        finally:
+            with done:
+                pending -= 1
+                done.notify_all()
+
+    for job in jobs:
+        threading.Thread(target=run, args=(job,), name="telemetry-flush", daemon=True).start()
+    with done:
+        return done.wait_for(lambda: pending == 0, timeout=max(timeout, 0.0))
+
+
+# --- assembly -----------------------------------------------------------------------------------
+def setup_telemetry(
+    *,
+    service_name: str = "llm-failover",
+    capture_content: bool = False,
+    prometheus: bool = True,
+    env: Mapping[str, str] = os.environ,
+    export_timeout: float = 2.0,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+) -> Telemetry:
+    """Build a :class:`Telemetry` with providers of its own (the global ones are left alone).
+
+    ``span_processors`` / ``metric_readers`` add in-process readers (e.g. OTel's in-memory ones
+    in tests) next to whatever the environment configures.
+    """
+    resource = Resource.create({SERVICE_NAME: service_name})
+    tallies = {signal: _DropTally(signal=_TALLY[signal]) for signal in _SIGNALS}
+    urls = {signal: otlp_endpoint(env, signal=signal) for signal in _SIGNALS}
+    processors, gates, readers = list(span_processors), list[_Gate](), list(metric_readers)
+    if traces_url := urls["traces"]:
+        processor, gate = _otlp_spans(traces_url, env, export_timeout, tallies["traces"])
+        processors.append(processor)
+        gates.append(gate)
+    otlp_readers: tuple[MetricReader, ...] = ()
+    if metrics_url := urls["metrics"]:
+        reader, gate = _otlp_metrics(metrics_url, env, export_timeout, tallies["metrics"])
+        otlp_readers = (reader,)
+        gates.append(gate)
+    registry = CollectorRegistry() if prometheus else None
+    if registry is not None:
+        readers.append(PrometheusMetricReader(scope_info_enabled=False, registry=registry))
+    meter_provider = MeterProvider(
+        metric_readers=[*readers, *otlp_readers], resource=resource, shutdown_on_exit=False
+    )
+    ids = PresetIdGenerator()
+    parts = _Parts(
+        service_name=service_name,
+        tracer_provider=_tracer_provider(resource, processors, ids),
+        ids=ids,
+        meter_provider=meter_provider,
+        registry=registry,
+        otlp_readers=otlp_readers,
+        gates=tuple(gates),
+        tallies=tuple(tallies.values()),
+        exporting=frozenset(signal for signal, url in urls.items() if url),
+    )
+    return Telemetry(parts, capture_content=capture_content)
+
+
+def _tracer_provider(
+    resource: Resource, processors: Sequence[SpanProcessor], ids: PresetIdGenerator
+) -> TracerProvider:
+    """With nowhere to send spans, sample nothing: spans would cost time and go nowhere, while
+    trace ids are still generated by the router (alerts quote them). ``ids`` lets route spans be
+    created with the ids the router assigned."""
+    sampler: Sampler = ParentBased(ALWAYS_ON) if processors else ALWAYS_OFF
+    provider = TracerProvider(
+        resource=resource, sampler=sampler, shutdown_on_exit=False, id_generator=ids
+    )
+    for processor in processors:
+        provider.add_span_processor(processor)
+    return provider
+
+
+def _otlp_spans(
+    url: str, env: Mapping[str, str], timeout: float, tally: _DropTally
+) -> tuple[SpanProcessor, _Gate]:
+    queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+    backlog = _Backlog(capacity=queue)
+    inner = OTLPSpanExporter(endpoint=url, headers=_otlp_headers(env, "traces"), timeout=timeout)
+    exporter = _CountingSpanExporter(inner, tally=tally, backlog=backlog)
+    processor = _CountingBatchSpanProcessor(
+        exporter,
+        tally=tally,
+        backlog=backlog,
+        max_queue_size=queue,
+        schedule_delay_millis=_env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000),
+        max_export_batch_size=min(_env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), queue),
+        export_timeout_millis=timeout * 1000,
+    )
+    return processor, exporter.gate
+
+
+def _otlp_metrics(
+    url: str, env: Mapping[str, str], timeout: float, tally: _DropTally
+) -> tuple[MetricReader, _Gate]:
+    inner = OTLPMetricExporter(endpoint=url, headers=_otlp_headers(env, "metrics"), timeout=timeout)
+    exporter = _CountingMetricExporter(inner, tally=tally)
+    reader = PeriodicExportingMetricReader(
+        exporter,
+        export_interval_millis=_env_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000),
+        export_timeout_millis=timeout * 1000,
+    )
+    return reader, exporter.gate

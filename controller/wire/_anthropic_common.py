@@ -1,0 +1,51 @@
+"""Anthropic Messages API pieces both directions share: the format's constants, how an error's
+message marks the two refinements, and tool-argument conversion (object ↔ JSON text)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from controller._errors import ProviderError
+from controller.model import ToolCall
+
+__all__ = [
+    "API_VERSION",
+    "CONTEXT_MARKERS",
+    "DEFAULT_MAX_TOKENS",
+    "FILTER_MARKER",
+    "MESSAGES_PATH",
+    "PROVIDER_KIND",
+    "arguments_object",
+    "dump_arguments",
+]
+
+PROVIDER_KIND = "anthropic"
+API_VERSION = "2023-06-01"
+MESSAGES_PATH = "/v1/messages"
+#: The API requires max_tokens; this is sent when the caller did not choose one.
+DEFAULT_MAX_TOKENS = 4096
+# Anthropic has no error *code* for these two: both arrive as invalid_request_error and only the
+# message tells them apart (e.g. "prompt is too long: 208310 tokens > 200000 maximum", "Output
+# blocked by content filtering policy"). This edge is the ONE place allowed to read message text,
+# so that everything downstream decides by type.
+CONTEXT_MARKERS = ("prompt is too long", "exceed context limit")
+FILTER_MARKER = "content filtering policy"
+
+
+def dump_arguments(arguments: Mapping[str, Any]) -> str:
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def arguments_object(call: ToolCall, *, where: str, error: type[ProviderError]) -> Any:
+    """The argument object of ``call``; ``error`` names whose fault bad JSON is."""
+    if not call.arguments.strip():
+        return {}
+    try:
+        value = json.loads(call.arguments)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise error(f"{where}: arguments of tool call {call.id!r} are not a JSON object")
+    return value

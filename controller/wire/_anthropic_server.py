@@ -1,0 +1,388 @@
+"""Server side of the Anthropic Messages API (the fake provider and the gateway): request bodies
+→ our Request, checked the way the real API checks them; our answers → its bytes and events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controller._errors import (
+    AuthFailed,
+    BadRequest,
+    CallerError,
+    ContentFiltered,
+    ContextTooLong,
+    MalformedResponse,
+    Overloaded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+)
+from controller.model import (
+    FinishReason,
+    Message,
+    Request,
+    Response,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
+    Usage,
+)
+from controller.wire._anthropic_common import (
+    CONTEXT_MARKERS,
+    FILTER_MARKER,
+    arguments_object,
+    dump_arguments,
+)
+from controller.wire._common import is_json_kind, retry_after_headers, status_for
+from controller.wire._sse import sse
+
+__all__ = ["AnthropicServerCodec"]
+
+_FINISH_TO_WIRE = {
+    FinishReason.STOP: "end_turn",
+    FinishReason.LENGTH: "max_tokens",
+    FinishReason.TOOL_CALLS: "tool_use",
+    FinishReason.CONTENT_FILTER: "refusal",
+}
+_CALLER_TYPES = {404: "not_found_error", 413: "request_too_large"}
+_IGNORED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+_KIND_NAMES = {
+    str: "a valid string",
+    int: "a valid integer",
+    float: "a valid number",
+    bool: "a valid boolean",
+    list: "a valid list",
+    dict: "a valid dictionary",
+}
+
+# ---------------------------------------------------------------- Anthropic body -> our Request
+
+
+def _field(
+    obj: dict[str, Any], key: str, kind: type, where: str = "", *, required: bool = False
+) -> Any:
+    """``obj[key]`` checked like the real API checks it; errors name the field's path."""
+    path = f"{where}.{key}" if where else key
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"{path}: Field required")
+        return None
+    if not is_json_kind(value, kind):
+        raise BadRequest(f"{path}: Input should be {_KIND_NAMES[kind]}")
+    return value
+
+
+def _blocks_at(content: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    """(path, block) pairs of a content field that is a string or a list of typed blocks."""
+    if isinstance(content, str):
+        return [(where, {"type": "text", "text": content})]
+    if not isinstance(content, list):
+        raise BadRequest(f"{where}: Input should be a valid string or a list of content blocks")
+    pairs: list[tuple[str, dict[str, Any]]] = []
+    for index, block in enumerate(content):
+        path = f"{where}.{index}"
+        if not isinstance(block, dict):
+            raise BadRequest(f"{path}: Input should be a valid dictionary")
+        _field(block, "type", str, path, required=True)
+        pairs.append((path, block))
+    return pairs
+
+
+def _unsupported(where: str, kind: str) -> BadRequest:
+    return BadRequest(f"{where}.type: content block type {kind!r} is not supported here")
+
+
+def _texts(content: Any, where: str) -> str:
+    """Text blocks only (system prompt, tool result content), joined with newlines."""
+    texts: list[str] = []
+    for path, block in _blocks_at(content, where):
+        if block["type"] != "text":
+            raise _unsupported(path, block["type"])
+        texts.append(_field(block, "text", str, path, required=True))
+    return "\n".join(texts)
+
+
+def _decode_tool_result(block: dict[str, Any], where: str) -> Message:
+    call_id = _field(block, "tool_use_id", str, where, required=True)
+    content = block.get("content")
+    text = "" if content is None else _texts(content, f"{where}.content")
+    is_error = bool(_field(block, "is_error", bool, where))
+    return Message(role="tool", content=text, tool_call_id=call_id, is_error=is_error)
+
+
+def _decode_user(content: Any, where: str) -> list[Message]:
+    """One user turn → its tool results (in order), then one user message for any text."""
+    messages: list[Message] = []
+    texts: list[str] = []
+    for path, block in _blocks_at(content, where):
+        kind = block["type"]
+        if kind == "tool_result":
+            messages.append(_decode_tool_result(block, path))
+        elif kind == "text":
+            texts.append(_field(block, "text", str, path, required=True))
+        elif kind not in _IGNORED_BLOCKS:
+            raise _unsupported(path, kind)
+    if texts or not messages:
+        messages.append(Message(role="user", content="\n".join(texts)))
+    return messages
+
+
+def _decode_assistant(content: Any, where: str) -> Message:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for path, block in _blocks_at(content, where):
+        kind = block["type"]
+        if kind == "text":
+            texts.append(_field(block, "text", str, path, required=True))
+        elif kind == "tool_use":
+            call_id = _field(block, "id", str, path, required=True)
+            name = _field(block, "name", str, path, required=True)
+            args = _field(block, "input", dict, path, required=True)
+            calls.append(ToolCall(id=call_id, name=name, arguments=dump_arguments(args)))
+        elif kind not in _IGNORED_BLOCKS:
+            raise _unsupported(path, kind)
+    return Message(role="assistant", content="".join(texts), tool_calls=tuple(calls))
+
+
+def _decode_messages(raw: list[Any]) -> tuple[Message, ...]:
+    messages: list[Message] = []
+    for index, turn in enumerate(raw):
+        where = f"messages.{index}"
+        if not isinstance(turn, dict):
+            raise BadRequest(f"{where}: Input should be a valid dictionary")
+        role = _field(turn, "role", str, where, required=True)
+        if "content" not in turn:
+            raise BadRequest(f"{where}.content: Field required")
+        if role == "user":
+            messages.extend(_decode_user(turn["content"], f"{where}.content"))
+        elif role == "assistant":
+            messages.append(_decode_assistant(turn["content"], f"{where}.content"))
+        else:
+            raise BadRequest(f"{where}.role: Input should be 'user' or 'assistant'")
+    return tuple(messages)
+
+
+def _decode_tools(raw: list[Any] | None) -> tuple[ToolDefinition, ...]:
+    tools: list[ToolDefinition] = []
+    for index, tool in enumerate(raw or []):
+        where = f"tools.{index}"
+        if not isinstance(tool, dict):
+            raise BadRequest(f"{where}: Input should be a valid dictionary")
+        name = _field(tool, "name", str, where, required=True)
+        description = _field(tool, "description", str, where) or ""
+        schema = _field(tool, "input_schema", dict, where, required=True)
+        tools.append(ToolDefinition(name=name, description=description, parameters=schema))
+    return tuple(tools)
+
+
+def _decode_tool_choice(raw: dict[str, Any] | None) -> ToolChoice | None:
+    if raw is None:
+        return None
+    kind = _field(raw, "type", str, "tool_choice", required=True)
+    if kind == "tool":
+        name: str = _field(raw, "name", str, "tool_choice", required=True)
+        return name
+    choices: dict[str, ToolChoice] = {"auto": "auto", "any": "required", "none": "none"}
+    if kind not in choices:
+        raise BadRequest("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    return choices[kind]
+
+
+def _decode_stop(raw: list[Any] | None) -> tuple[str, ...]:
+    for index, item in enumerate(raw or []):
+        if not isinstance(item, str):
+            raise BadRequest(f"stop_sequences.{index}: Input should be a valid string")
+    return tuple(raw or ())
+
+
+def _decode_request(body: dict[str, Any]) -> tuple[str, Request]:
+    model: str = _field(body, "model", str, required=True)
+    max_tokens = _field(body, "max_tokens", int, required=True)
+    raw_messages = _field(body, "messages", list, required=True)
+    system = body.get("system")
+    request = Request(
+        messages=_decode_messages(raw_messages),
+        system=None if system is None else _texts(system, "system"),
+        tools=_decode_tools(_field(body, "tools", list)),
+        tool_choice=_decode_tool_choice(_field(body, "tool_choice", dict)),
+        max_tokens=max_tokens,
+        temperature=_field(body, "temperature", float),
+        top_p=_field(body, "top_p", float),
+        stop=_decode_stop(_field(body, "stop_sequences", list)),
+        stream=bool(_field(body, "stream", bool)),
+    )
+    return model, request
+
+
+# ---------------------------------------------------------------- our answers -> Anthropic bytes
+
+
+def _status(err: ProviderError) -> int:
+    """Anthropic answers an overload with 529, not the generic 503."""
+    if isinstance(err, Overloaded) and err.status is None:
+        return 529
+    return status_for(err)
+
+
+def _error_body(err: ProviderError, status: int) -> dict[str, Any]:
+    if isinstance(err, RateLimited):
+        kind = "rate_limit_error"
+    elif isinstance(err, AuthFailed):
+        kind = "permission_error" if status == 403 else "authentication_error"
+    elif isinstance(err, CallerError):
+        kind = _CALLER_TYPES.get(status, "invalid_request_error")
+    elif isinstance(err, Overloaded) and status != 500:
+        kind = "overloaded_error"
+    elif isinstance(err, ProviderTimeout):
+        kind = "timeout_error"
+    else:
+        kind = "api_error"
+    message = err.message
+    lowered = message.lower()
+    # Mark the two refinements the way Anthropic words them, so error_from keeps their type.
+    if isinstance(err, ContextTooLong) and not any(m in lowered for m in CONTEXT_MARKERS):
+        message = f"prompt is too long: {message}"
+    elif isinstance(err, ContentFiltered) and FILTER_MARKER not in lowered:
+        message = f"Output blocked by content filtering policy: {message}"
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _response_blocks(message: Message) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    for call in message.tool_calls:
+        args = arguments_object(call, where="response", error=MalformedResponse)
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": args})
+    return blocks
+
+
+class _StreamEncoder:
+    """Our chunks → a valid Anthropic event sequence (blocks opened and closed in order)."""
+
+    def __init__(self, *, id: str, model: str) -> None:
+        self._id = id
+        self._model = model
+        self._index = 0  # the Anthropic index of the open block, or of the next one
+        self._open: str | int | None = None  # "text", our tool-call index, or nothing
+        self._tools_seen: set[int] = set()
+        self._finish: FinishReason | None = None
+        self._usage: Usage | None = None
+        self._delta_sent = False
+
+    def start(self) -> bytes:
+        message: dict[str, Any] = {
+            "id": self._id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return sse({"type": "message_start", "message": message}, "message_start")
+
+    def encode(self, chunk: StreamChunk) -> bytes:
+        out = [self._text(chunk.text)] if chunk.text else []
+        if chunk.tool_call is not None:
+            out.append(self._tool(chunk.tool_call))
+        self._usage = chunk.usage or self._usage
+        if chunk.finish_reason is not None and self._finish is None:
+            self._finish = chunk.finish_reason
+            out.append(self._close())
+        out.append(self._message_delta(final=False))
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        tail = self._close() + self._message_delta(final=True)
+        return tail + sse({"type": "message_stop"}, "message_stop")
+
+    def error(self, err: ProviderError) -> bytes:
+        return sse(_error_body(err, _status(err)), "error")
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        return sse({"type": kind, "index": self._index, **fields}, kind)
+
+    def _close(self) -> bytes:
+        if self._open is None:
+            return b""
+        closing = self._event("content_block_stop")
+        self._open = None
+        self._index += 1
+        return closing
+
+    def _begin(self, block: dict[str, Any], slot: str | int) -> bytes:
+        opening = self._close() + self._event("content_block_start", content_block=block)
+        self._open = slot
+        return opening
+
+    def _text(self, text: str) -> bytes:
+        opening = b"" if self._open == "text" else self._begin({"type": "text", "text": ""}, "text")
+        delta = {"type": "text_delta", "text": text}
+        return opening + self._event("content_block_delta", delta=delta)
+
+    def _tool(self, delta: ToolCallDelta) -> bytes:
+        opening = b""
+        if self._open != delta.index:
+            if delta.index in self._tools_seen or not delta.name:
+                raise MalformedResponse(f"tool call {delta.index}: no name, or resumed too late")
+            self._tools_seen.add(delta.index)
+            call_id = delta.id or f"toolu_{self._id}_{delta.index}"
+            block = {"type": "tool_use", "id": call_id, "name": delta.name, "input": {}}
+            opening = self._begin(block, delta.index)
+        if not delta.arguments:
+            return opening
+        json_delta = {"type": "input_json_delta", "partial_json": delta.arguments}
+        return opening + self._event("content_block_delta", delta=json_delta)
+
+    def _message_delta(self, *, final: bool) -> bytes:
+        """Sent once the finish reason and usage are both known (usage may trail), or at end."""
+        if self._finish is None or self._delta_sent or (self._usage is None and not final):
+            return b""
+        self._delta_sent = True
+        usage = self._usage or Usage()
+        payload = {
+            "type": "message_delta",
+            "delta": {"stop_reason": _FINISH_TO_WIRE[self._finish], "stop_sequence": None},
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        }
+        return sse(payload, "message_delta")
+
+
+class AnthropicServerCodec:
+    """Server side: what api.anthropic.com accepts and sends, for the fake and the gateway."""
+
+    def parse_request(self, body: Any, path_model: str | None = None) -> tuple[str, Request]:
+        if isinstance(body, bytes | str):
+            try:
+                body = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest("request body: invalid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body: Input should be a valid dictionary")
+        return _decode_request(body)
+
+    def render_response(self, response: Response) -> dict[str, Any]:
+        usage = response.usage
+        return {
+            "id": response.id,
+            "type": "message",
+            "role": "assistant",
+            "model": response.model,
+            "content": _response_blocks(response.message),
+            "stop_reason": _FINISH_TO_WIRE[response.finish_reason],
+            "stop_sequence": None,
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        }
+
+    def stream_encoder(self, *, id: str, model: str) -> _StreamEncoder:
+        return _StreamEncoder(id=id, model=model)
+
+    def render_error(self, err: ProviderError) -> tuple[int, dict[str, Any], dict[str, str]]:
+        status = _status(err)
+        return status, _error_body(err, status), retry_after_headers(err)

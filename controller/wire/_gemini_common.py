@@ -1,0 +1,65 @@
+"""Gemini ``generateContent`` pieces both directions share: function calls and their JSON
+arguments, the empty-schema convention, and the error markers one side writes, the other reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, NamedTuple
+
+from controller._errors import ProviderError
+from controller.model import Message
+
+__all__ = [
+    "CONTEXT_TOO_LONG",
+    "EMPTY_SCHEMA",
+    "ERROR_INFO",
+    "FILTER_REASON",
+    "PROVIDER_KIND",
+    "RETRY_INFO",
+    "Call",
+    "args_object",
+    "args_text",
+    "model_parts",
+]
+
+PROVIDER_KIND = "gcp.gemini"
+EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+CONTEXT_TOO_LONG = re.compile(r"input token count.*exceeds the maximum", re.I | re.S)
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+#: ErrorInfo reason we render for ContentFiltered: real Gemini reports a blocked prompt in a 200
+#: body (promptFeedback), which an error status cannot carry, so the type travels in the details.
+FILTER_REASON = "CONTENT_FILTERED"
+
+
+class Call(NamedTuple):
+    id: str | None
+    name: str
+    arguments: str
+
+
+def args_text(args: Any) -> str:
+    return json.dumps(args, separators=(",", ":"), ensure_ascii=False)
+
+
+def args_object(text: str, *, where: str, error: type[ProviderError]) -> dict[str, Any]:
+    """Arguments text → the object Gemini requires; ``error`` names ``where`` if it is not one."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise error(f"{where}: arguments are not a JSON object")
+    return value
+
+
+def model_parts(message: Message, *, where: str, error: type[ProviderError]) -> list[Any]:
+    parts: list[dict[str, Any]] = [{"text": message.content}] if message.content else []
+    for j, call in enumerate(message.tool_calls):
+        args = args_object(call.arguments, where=f"{where}.tool_calls[{j}]", error=error)
+        function: dict[str, Any] = {"name": call.name, "args": args}
+        if call.id:
+            function["id"] = call.id
+        parts.append({"functionCall": function})
+    return parts or [{"text": ""}]

@@ -1,0 +1,421 @@
+"""Server side of Gemini ``generateContent`` (the fake provider and the gateway): request URLs
+and bodies → our Request, with Google's error wording; our answers → Gemini's bytes and events."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from typing import Any, NamedTuple
+
+from controller._errors import (
+    BadRequest,
+    ContentFiltered,
+    ContextTooLong,
+    MalformedResponse,
+    ProviderError,
+    RateLimited,
+)
+from controller.model import (
+    FinishReason,
+    Message,
+    Request,
+    Response,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolDefinition,
+    Usage,
+)
+from controller.wire._common import is_json_kind, retry_after_headers, status_for
+from controller.wire._gemini_common import (
+    CONTEXT_TOO_LONG,
+    EMPTY_SCHEMA,
+    ERROR_INFO,
+    FILTER_REASON,
+    RETRY_INFO,
+    Call,
+    args_text,
+    model_parts,
+)
+from controller.wire._sse import sse
+
+__all__ = ["GeminiServerCodec", "parse_path"]
+
+_PATH = re.compile(r"^/v1(?:beta)?/models/([^/:]+):(generateContent|streamGenerateContent)$")
+_TO_GEMINI_FINISH = {
+    FinishReason.STOP: "STOP",
+    FinishReason.TOOL_CALLS: "STOP",
+    FinishReason.LENGTH: "MAX_TOKENS",
+    FinishReason.CONTENT_FILTER: "SAFETY",
+}
+_FROM_MODE: dict[str, ToolChoice | None] = {
+    "AUTO": "auto",
+    "NONE": "none",
+    "VALIDATED": "auto",
+    "MODE_UNSPECIFIED": None,
+}
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_CONTEXT_MESSAGE = "The input token count exceeds the maximum number of tokens allowed"
+_DOMAIN = "generativelanguage.googleapis.com"
+
+
+class _Result(NamedTuple):
+    id: str | None
+    name: str
+    response: dict[str, Any]
+
+
+def parse_path(path: str) -> tuple[str, bool] | None:
+    """``(model, stream)`` for ``/v1beta/models/{model}:(stream)GenerateContent``, else None."""
+    match = _PATH.match(path.split("?", 1)[0])
+    if match is None:
+        return None
+    return urllib.parse.unquote(match.group(1)), match.group(2) == "streamGenerateContent"
+
+
+def _usage_metadata(usage: Usage) -> dict[str, int]:
+    return {
+        "promptTokenCount": usage.input_tokens,
+        "candidatesTokenCount": usage.output_tokens,
+        "totalTokenCount": usage.total_tokens,
+    }
+
+
+# --------------------------------------------------------------------------- server: requests
+
+
+def _invalid(path: str, value: Any) -> BadRequest:
+    shown = json.dumps(value, default=repr)[:60]
+    return BadRequest(f"Invalid value at '{path}', {shown}", status=400)
+
+
+def _missing(path: str) -> BadRequest:
+    field = path.rsplit(".", 1)[-1]
+    return BadRequest(f"* GenerateContentRequest.{path}: {field} is not specified", status=400)
+
+
+def _want(obj: dict[str, Any], key: str, kind: type, path: str, *, required: bool = False) -> Any:
+    """``obj[key]`` checked against ``kind`` (float accepts ints; bools are never numbers)."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise _missing(path)
+        return None
+    if not is_json_kind(value, kind):
+        raise _invalid(path, value)
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+def _read_part(part: Any, path: str) -> str | Call | _Result | None:
+    if not isinstance(part, dict):
+        raise _invalid(path, part)
+    if part.get("thought") is True:
+        return None
+    if "functionCall" in part:
+        call = _want(part, "functionCall", dict, f"{path}.functionCall")
+        name = _want(call, "name", str, f"{path}.functionCall.name", required=True)
+        args = _want(call, "args", dict, f"{path}.functionCall.args") or {}
+        return Call(_want(call, "id", str, f"{path}.functionCall.id"), name, args_text(args))
+    if "functionResponse" in part:
+        result = _want(part, "functionResponse", dict, f"{path}.functionResponse")
+        name = _want(result, "name", str, f"{path}.functionResponse.name", required=True)
+        response = _want(result, "response", dict, f"{path}.functionResponse.response") or {}
+        return _Result(_want(result, "id", str, f"{path}.functionResponse.id"), name, response)
+    if "text" in part:
+        text: str = _want(part, "text", str, f"{path}.text", required=True)
+        return text
+    supported = "only text, functionCall and functionResponse parts are supported"
+    raise BadRequest(f"{path}: {supported}", status=400)
+
+
+def _unwrap(response: dict[str, Any]) -> tuple[str, bool]:
+    """``{"content": t}`` / ``{"output": t}`` → t, ``{"error": t}`` → (t, is_error); any other
+    object the caller chose is kept whole as JSON text."""
+    if len(response) == 1:
+        key, value = next(iter(response.items()))
+        if key in ("content", "output", "error"):
+            return (value if isinstance(value, str) else args_text(value)), key == "error"
+    return args_text(response), False
+
+
+class _CallIds:
+    """Pairs function responses with calls (Gemini keys them by name) and invents stable ids."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._open: list[tuple[str, str]] = []
+
+    def for_call(self, given: str | None, name: str) -> str:
+        call_id = given or f"call_{self._count}"
+        self._count += 1
+        self._open.append((call_id, name))
+        return call_id
+
+    def for_result(self, given: str | None, name: str) -> str:
+        match = next((c for c in self._open if (c[0] == given if given else c[1] == name)), None)
+        if match is not None:
+            self._open.remove(match)
+            return match[0]
+        if given:
+            return given
+        self._count += 1
+        return f"call_{self._count - 1}"
+
+
+def _decode_turn(role: str, parts: list[Any], ids: _CallIds, path: str) -> list[Message]:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    results: list[Message] = []
+    for j, part in enumerate(parts):
+        item = _read_part(part, f"{path}.parts[{j}]")
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, Call) and role == "model":
+            calls.append(
+                ToolCall(
+                    id=ids.for_call(item.id, item.name), name=item.name, arguments=item.arguments
+                )
+            )
+        elif isinstance(item, _Result) and role != "model":
+            content, is_error = _unwrap(item.response)
+            call_id = ids.for_result(item.id, item.name)
+            results.append(
+                Message(role="tool", content=content, tool_call_id=call_id, is_error=is_error)
+            )
+        elif item is not None:
+            raise BadRequest(f"{path}.parts[{j}]: not allowed in a {role!r} turn", status=400)
+    if role == "model":
+        return [Message(role="assistant", content="".join(texts), tool_calls=tuple(calls))]
+    # User text parts are separate pieces of input, not stream deltas: keep them apart.
+    if texts or not results:
+        results.append(Message(role="user", content="\n".join(texts)))
+    return results
+
+
+def _decode_contents(data: dict[str, Any]) -> tuple[Message, ...]:
+    contents = _want(data, "contents", list, "contents", required=True)
+    if not contents:
+        raise _missing("contents")
+    ids = _CallIds()
+    messages: list[Message] = []
+    for i, content in enumerate(contents):
+        path = f"contents[{i}]"
+        if not isinstance(content, dict):
+            raise _invalid(path, content)
+        role = _want(content, "role", str, f"{path}.role") or "user"
+        if role not in ("user", "model", "function"):
+            raise BadRequest(f"{path}.role: Please use a valid role: user, model.", status=400)
+        parts = _want(content, "parts", list, f"{path}.parts", required=True)
+        messages.extend(_decode_turn(role, parts, ids, path))
+    return tuple(messages)
+
+
+def _decode_system(data: dict[str, Any]) -> str | None:
+    system = _want(data, "systemInstruction", dict, "systemInstruction")
+    if system is None:
+        return None
+    parts = _want(system, "parts", list, "systemInstruction.parts", required=True)
+    texts = [_read_part(p, f"systemInstruction.parts[{j}]") for j, p in enumerate(parts)]
+    return "\n".join(t for t in texts if isinstance(t, str))
+
+
+def _decode_tools(data: dict[str, Any]) -> tuple[ToolDefinition, ...]:
+    tools: list[ToolDefinition] = []
+    for i, tool in enumerate(_want(data, "tools", list, "tools") or []):
+        if not isinstance(tool, dict):
+            raise _invalid(f"tools[{i}]", tool)
+        path = f"tools[{i}].functionDeclarations"
+        for j, decl in enumerate(_want(tool, "functionDeclarations", list, path) or []):
+            where = f"{path}[{j}]"
+            if not isinstance(decl, dict):
+                raise _invalid(where, decl)
+            schema = _want(decl, "parameters", dict, f"{where}.parameters") or _want(
+                decl, "parametersJsonSchema", dict, f"{where}.parametersJsonSchema"
+            )
+            tools.append(
+                ToolDefinition(
+                    name=_want(decl, "name", str, f"{where}.name", required=True),
+                    description=_want(decl, "description", str, f"{where}.description") or "",
+                    parameters=schema if schema is not None else dict(EMPTY_SCHEMA),
+                )
+            )
+    return tuple(tools)
+
+
+def _decode_tool_choice(data: dict[str, Any]) -> ToolChoice | None:
+    config = _want(data, "toolConfig", dict, "toolConfig") or {}
+    path = "toolConfig.functionCallingConfig"
+    calling = _want(config, "functionCallingConfig", dict, path)
+    if calling is None:
+        return None
+    mode = _want(calling, "mode", str, f"{path}.mode") or "MODE_UNSPECIFIED"
+    allowed = _want(calling, "allowedFunctionNames", list, f"{path}.allowedFunctionNames") or []
+    if mode == "ANY":
+        only = allowed[0] if len(allowed) == 1 else None
+        return only if isinstance(only, str) else "required"
+    if mode not in _FROM_MODE:
+        raise _invalid(f"{path}.mode", mode)
+    return _FROM_MODE[mode]
+
+
+def _decode_generation(data: dict[str, Any]) -> dict[str, Any]:
+    config = _want(data, "generationConfig", dict, "generationConfig") or {}
+    stop = _want(config, "stopSequences", list, "generationConfig.stopSequences") or []
+    for k, item in enumerate(stop):
+        if not isinstance(item, str):
+            raise _invalid(f"generationConfig.stopSequences[{k}]", item)
+    return {
+        "max_tokens": _want(config, "maxOutputTokens", int, "generationConfig.maxOutputTokens"),
+        "temperature": _want(config, "temperature", float, "generationConfig.temperature"),
+        "top_p": _want(config, "topP", float, "generationConfig.topP"),
+        "stop": tuple(stop),
+    }
+
+
+# --------------------------------------------------------------------------- server: answers
+
+
+def _error_body(err: ProviderError) -> dict[str, Any]:
+    status = status_for(err)
+    message = err.message
+    if isinstance(err, ContextTooLong) and not CONTEXT_TOO_LONG.search(message):
+        message = f"{_CONTEXT_MESSAGE}: {message}" if message else f"{_CONTEXT_MESSAGE}."
+    fallback = "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": _GOOGLE_STATUS.get(status, fallback),
+    }
+    details: list[dict[str, Any]] = []
+    if isinstance(err, RateLimited) and err.retry_after is not None:
+        details.append({"@type": RETRY_INFO, "retryDelay": f"{err.retry_after:g}s"})
+    if isinstance(err, ContentFiltered):
+        details.append({"@type": ERROR_INFO, "reason": FILTER_REASON, "domain": _DOMAIN})
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+class _GeminiStreamEncoder:
+    """Our chunks → Gemini SSE. Gemini sends a function call whole, so streamed argument pieces
+    are buffered and the calls flushed with the finishing chunk (or at ``end()``)."""
+
+    def __init__(self, *, id: str, model: str) -> None:
+        self._id = id
+        self._model = model
+        self._calls: dict[int, ToolCall] = {}
+
+    def start(self) -> bytes:
+        return b""
+
+    def encode(self, chunk: StreamChunk) -> bytes:
+        self._model = chunk.model or self._model
+        if chunk.tool_call is not None:
+            self._buffer(chunk.tool_call)
+        parts: list[dict[str, Any]] = [{"text": chunk.text}] if chunk.text else []
+        if chunk.finish_reason is not None:
+            parts += self._flush()
+        if not parts and chunk.finish_reason is None and chunk.usage is None:
+            return b""
+        return self._event(parts, chunk.finish_reason, chunk.usage)
+
+    def end(self) -> bytes:
+        parts = self._flush()
+        return self._event(parts, None, None) if parts else b""
+
+    def error(self, err: ProviderError) -> bytes:
+        return sse(_error_body(err))
+
+    def _buffer(self, delta: ToolCallDelta) -> None:
+        seen = self._calls.get(delta.index)
+        self._calls[delta.index] = ToolCall(
+            id=delta.id or (seen.id if seen else ""),
+            name=delta.name or (seen.name if seen else ""),
+            arguments=(seen.arguments if seen else "") + delta.arguments,
+        )
+
+    def _flush(self) -> list[dict[str, Any]]:
+        calls = tuple(call for _, call in sorted(self._calls.items()))
+        self._calls = {}
+        if not calls:
+            return []
+        message = Message(role="assistant", tool_calls=calls)
+        return model_parts(message, where="stream", error=MalformedResponse)
+
+    def _event(
+        self, parts: list[dict[str, Any]], finish: FinishReason | None, usage: Usage | None
+    ) -> bytes:
+        body: dict[str, Any] = {}
+        if parts or finish is not None:
+            candidate: dict[str, Any] = {"content": {"parts": parts or [{"text": ""}]}}
+            candidate["content"]["role"] = "model"
+            if finish is not None:
+                candidate["finishReason"] = _TO_GEMINI_FINISH[finish]
+            candidate["index"] = 0
+            body["candidates"] = [candidate]
+        if usage is not None:
+            body["usageMetadata"] = _usage_metadata(usage)
+        body["modelVersion"] = self._model
+        body["responseId"] = self._id
+        return sse(body)
+
+
+class GeminiServerCodec:
+    """Server side: Gemini request bodies → our Request; our answers → Gemini's bytes."""
+
+    def parse_request(self, body: Any, path_model: str | None = None) -> tuple[str, Request]:
+        """The model comes from the URL path; the caller sets ``stream`` from the method name."""
+        data = body
+        if isinstance(body, bytes | str):
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest("Invalid JSON payload received.", status=400) from None
+        if not isinstance(data, dict):
+            raise BadRequest("Invalid JSON payload received: expected an object.", status=400)
+        if not path_model:
+            message = "model: name it in the path, models/{model}:generateContent"
+            raise BadRequest(message, status=400)
+        request = Request(
+            messages=_decode_contents(data),
+            system=_decode_system(data),
+            tools=_decode_tools(data),
+            tool_choice=_decode_tool_choice(data),
+            **_decode_generation(data),
+        )
+        return path_model, request
+
+    def render_response(self, response: Response) -> dict[str, Any]:
+        parts = model_parts(response.message, where="message", error=MalformedResponse)
+        candidate = {
+            "content": {"parts": parts, "role": "model"},
+            "finishReason": _TO_GEMINI_FINISH[response.finish_reason],
+            "index": 0,
+        }
+        return {
+            "candidates": [candidate],
+            "usageMetadata": _usage_metadata(response.usage),
+            "modelVersion": response.model,
+            "responseId": response.id,
+        }
+
+    def stream_encoder(self, *, id: str, model: str) -> _GeminiStreamEncoder:
+        return _GeminiStreamEncoder(id=id, model=model)
+
+    def render_error(self, err: ProviderError) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return status_for(err), _error_body(err), retry_after_headers(err)

@@ -1,0 +1,279 @@
+"""Client side of OpenAI Chat Completions: our Request → HTTP call, answers / stream events /
+errors → our types. See :mod:`controller.wire.openai` for why optional fields are tolerated."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import quote
+
+from controller._errors import MalformedResponse, ProviderError
+from controller.model import (
+    FinishReason,
+    Message,
+    Request,
+    Response,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolDefinition,
+    Usage,
+)
+from controller.wire._base import HttpCall, SSEEvent
+from controller.wire._common import error_for_status, load_json, parse_retry_after, require
+from controller.wire._openai_common import CHOICES, TOOL_ERROR_PREFIX, ErrorFields, tool_call_out
+
+__all__ = ["OpenAIClientCodec", "OpenAIStreamDecoder"]
+
+_FINISH_IN = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,  # the legacy functions API
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+_SECRET_HEADERS = frozenset({"authorization", "api-key"})
+
+
+class _Headers(dict[str, str]):
+    """Request headers whose repr masks credentials, so logging an HttpCall leaks no key."""
+
+    def __repr__(self) -> str:
+        return repr({k: "***" if k.lower() in _SECRET_HEADERS else v for k, v in self.items()})
+
+
+# ---------------------------------------------------------------- client: request
+
+
+class OpenAIClientCodec:
+    """Client side of Chat Completions for OpenAI and OpenAI-compatible endpoints.
+
+    ``path`` may contain ``{model}`` (Azure: ``/openai/deployments/{model}/chat/completions``);
+    ``include_usage_option=False`` drops ``stream_options`` for servers that reject it.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider_kind: str = "openai",
+        auth: Literal["bearer", "api-key", "none"] = "bearer",
+        path: str = "/chat/completions",
+        query: Mapping[str, str] | None = None,
+        include_usage_option: bool = True,
+    ) -> None:
+        self.provider_kind = provider_kind
+        self._auth = auth
+        self._path = path
+        self._query = dict(query or {})
+        self._include_usage = include_usage_option
+
+    def __repr__(self) -> str:
+        return f"OpenAIClientCodec(provider_kind={self.provider_kind!r}, path={self._path!r})"
+
+    def build(self, request: Request, model: str, api_key: str | None) -> HttpCall:
+        body: dict[str, Any] = {"model": model, "messages": _messages_out(request)}
+        if request.tools:
+            body["tools"] = [_tool_out(t) for t in request.tools]
+        if request.tool_choice is not None:
+            body["tool_choice"] = _tool_choice_out(request.tool_choice)
+        # "max_tokens", not "max_completion_tokens": every compatible server understands it.
+        optional: dict[str, Any] = {"max_tokens": request.max_tokens}
+        optional |= {"temperature": request.temperature}
+        optional |= {"top_p": request.top_p, "stop": list(request.stop) or None}
+        body |= {k: v for k, v in optional.items() if v is not None}
+        if request.stream:
+            body["stream"] = True
+            if self._include_usage:
+                body["stream_options"] = {"include_usage": True}
+        path = self._path.replace("{model}", quote(model, safe=""))
+        return HttpCall(path=path, body=body, headers=self._headers(api_key), query=self._query)
+
+    def _headers(self, api_key: str | None) -> _Headers:
+        if api_key is None or self._auth == "none":
+            return _Headers()
+        if self._auth == "api-key":
+            return _Headers({"api-key": api_key})
+        return _Headers({"Authorization": f"Bearer {api_key}"})
+
+    def parse_response(self, body: bytes, model: str) -> Response:
+        data = load_json(body, what="chat completion", model=model)
+        choices = require(data, "choices", list, what="chat completion", model=model)
+        if not choices:
+            raise MalformedResponse("chat completion: 'choices' is empty", model=model)
+        raw = require(choices[0], "message", dict, what="choices[0]", model=model)
+        message = _message_in(raw, model)
+        finish = _finish_in(choices[0].get("finish_reason"), model)
+        if finish is None:  # some compatible servers leave it null on a complete answer
+            finish = FinishReason.TOOL_CALLS if message.tool_calls else FinishReason.STOP
+        return Response(
+            id=_opt(data, "id", str, "", model),
+            model=_opt(data, "model", str, "", model) or model,
+            message=message,
+            finish_reason=finish,
+            usage=_usage_in(data.get("usage"), model) or Usage(),
+            provider=self.provider_kind,
+        )
+
+    def stream_decoder(self, model: str) -> OpenAIStreamDecoder:
+        return OpenAIStreamDecoder(model=model, provider=self.provider_kind)
+
+    def error_from(
+        self, status: int, headers: Mapping[str, str], body: bytes, model: str
+    ) -> ProviderError:
+        try:
+            data: Any = json.loads(body)
+        except (ValueError, UnicodeDecodeError):  # an HTML page from a proxy, say
+            data = body.decode("utf-8", errors="replace").strip()[:300] or None
+        fields = ErrorFields.of(data, status)
+        retry_after = parse_retry_after(headers)
+        err = error_for_status(status, fields.message, model=model, retry_after=retry_after)
+        return fields.refine(err, provider=self.provider_kind)
+
+
+def _messages_out(request: Request) -> list[dict[str, Any]]:
+    system = [{"role": "system", "content": request.system}] if request.system else []
+    return system + [_message_out(m) for m in request.messages]
+
+
+def _message_out(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        content = (TOOL_ERROR_PREFIX if message.is_error else "") + message.content
+        return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": content}
+    if message.role == "assistant" and message.tool_calls:
+        calls = [tool_call_out(c) for c in message.tool_calls]
+        return {"role": "assistant", "content": message.content or None, "tool_calls": calls}
+    return {"role": message.role, "content": message.content}
+
+
+def _tool_out(tool: ToolDefinition) -> dict[str, Any]:
+    described = {"description": tool.description} if tool.description else {}
+    function = {"name": tool.name, **described, "parameters": tool.parameters}
+    return {"type": "function", "function": function}
+
+
+def _tool_choice_out(choice: str) -> Any:
+    if choice in CHOICES:
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+# ---------------------------------------------------------------- client: response and stream
+
+
+def _opt(data: Mapping[str, Any], key: str, kind: type, default: Any, model: str) -> Any:
+    """An optional field: absent or null gives ``default``; a wrong type is malformed."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise MalformedResponse(f"field {key!r} is not {kind.__name__}", model=model)
+    return value
+
+
+def _message_in(raw: dict[str, Any], model: str) -> Message:
+    content = _opt(raw, "content", str, "", model) or _opt(raw, "refusal", str, "", model)
+    calls = tuple(_tool_call_in(c, model) for c in _opt(raw, "tool_calls", list, [], model))
+    return Message(role="assistant", content=content, tool_calls=calls)
+
+
+def _tool_call_in(raw: Any, model: str) -> ToolCall:
+    function = require(raw, "function", dict, what="tool_calls[]", model=model)
+    arguments = function.get("arguments")
+    if isinstance(arguments, dict):  # a few compatible servers send an object
+        arguments = json.dumps(arguments)
+    if arguments is not None and not isinstance(arguments, str):
+        raise MalformedResponse("tool call arguments are not a string", model=model)
+    return ToolCall(
+        id=_opt(raw, "id", str, "", model),
+        name=require(function, "name", str, what="tool_calls[].function", model=model),
+        arguments=arguments or "{}",
+    )
+
+
+def _finish_in(value: Any, model: str) -> FinishReason | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in _FINISH_IN:
+        raise MalformedResponse(f"unknown finish_reason {value!r}", model=model)
+    return _FINISH_IN[value]
+
+
+def _usage_in(raw: Any, model: str) -> Usage | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise MalformedResponse("'usage' is not an object", model=model)
+    prompt = _opt(raw, "prompt_tokens", int, 0, model)
+    return Usage(prompt, _opt(raw, "completion_tokens", int, 0, model))
+
+
+class OpenAIStreamDecoder:
+    """``data: {chat.completion.chunk}`` events → chunks; ``data: [DONE]`` sets :attr:`done`.
+
+    Usage on a finish event rides on the finish chunk, a usage-only event becomes its own chunk.
+    The served model is reported once, on the first chunk, when it differs from the requested one.
+    """
+
+    def __init__(self, *, model: str, provider: str = "openai") -> None:
+        self._model = model
+        self._provider = provider
+        self._done = False
+        self._model_seen = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, event: SSEEvent) -> list[StreamChunk]:
+        data = event.data.strip()
+        if self._done or event.event not in ("", "message", "error"):
+            what = "data after [DONE]" if self._done else f"event {event.event!r}"
+            raise MalformedResponse(f"unexpected stream {what}", model=self._model)
+        if data == "[DONE]":
+            self._done = True
+            return []
+        if not data:  # a keep-alive
+            return []
+        body = load_json(data, what="stream event", model=self._model)
+        if isinstance(body, dict) and (body.get("error") or event.event == "error"):
+            raise ErrorFields.of(body, None).stream_error(self._model, self._provider)
+        choices = require(body, "choices", list, what="stream chunk", model=self._model)
+        chunks = self._choice(choices[0]) if choices else []
+        usage = _usage_in(body.get("usage"), self._model)
+        if usage is not None and chunks and chunks[-1].finish_reason is not None:
+            chunks[-1] = dataclasses.replace(chunks[-1], usage=usage)
+        elif usage is not None:
+            chunks.append(StreamChunk(usage=usage))
+        return self._stamp_model(body.get("model"), chunks)
+
+    def _choice(self, choice: Any) -> list[StreamChunk]:
+        if not isinstance(choice, dict):
+            raise MalformedResponse("stream choice is not an object", model=self._model)
+        delta = _opt(choice, "delta", dict, {}, self._model)
+        text = _opt(delta, "content", str, "", self._model)
+        chunks = [StreamChunk(text=text)] if text else []
+        calls = _opt(delta, "tool_calls", list, [], self._model)
+        chunks += [StreamChunk(tool_call=self._delta(c, i)) for i, c in enumerate(calls)]
+        finish = _finish_in(choice.get("finish_reason"), self._model)
+        return chunks + ([StreamChunk(finish_reason=finish)] if finish is not None else [])
+
+    def _delta(self, raw: Any, position: int) -> ToolCallDelta:
+        if not isinstance(raw, dict):
+            raise MalformedResponse("tool call delta is not an object", model=self._model)
+        function = _opt(raw, "function", dict, {}, self._model)
+        return ToolCallDelta(
+            index=_opt(raw, "index", int, position, self._model),
+            id=_opt(raw, "id", str, None, self._model),
+            name=_opt(function, "name", str, None, self._model),
+            arguments=_opt(function, "arguments", str, "", self._model),
+        )
+
+    def _stamp_model(self, served: Any, chunks: list[StreamChunk]) -> list[StreamChunk]:
+        if self._model_seen or not chunks or not isinstance(served, str) or not served:
+            return chunks
+        self._model_seen = True
+        if served != self._model:
+            chunks[0] = dataclasses.replace(chunks[0], model=served)
+        return chunks

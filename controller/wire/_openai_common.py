@@ -1,0 +1,108 @@
+"""OpenAI Chat Completions pieces both directions share: the tool-error prefix, tool-call
+rendering and the error body (read by the client, written by the server)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from controller._errors import (
+    AuthFailed,
+    BadRequest,
+    ContentFiltered,
+    ContextTooLong,
+    ProviderError,
+    RateLimited,
+)
+from controller.model import ToolCall
+from controller.wire._common import error_for_status, status_for
+
+__all__ = ["CHOICES", "TOOL_ERROR_PREFIX", "ErrorFields", "error_body", "tool_call_out"]
+
+TOOL_ERROR_PREFIX = "[tool error] "
+CHOICES = ("auto", "none", "required")
+# An in-stream error has no HTTP status: infer the one the same error would have had, from its
+# code first, then its type (OpenAI's rate-limit type is "requests" or "tokens").
+_STREAM_STATUS = {
+    "context_length_exceeded": 400,
+    "content_filter": 400,
+    "invalid_api_key": 401,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "requests": 429,
+    "tokens": 429,
+}
+
+
+def tool_call_out(call: ToolCall) -> dict[str, Any]:
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"id": call.id, "type": "function", "function": function}
+
+
+# ---------------------------------------------------------------- errors (both sides)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorFields:
+    """What an error body says: ``{"error": {message, type, param, code}}`` or a compatible
+    server's variant (Ollama's ``{"error": "text"}``, FastAPI's ``{"detail": ...}``)."""
+
+    message: str
+    type: Any = None
+    code: Any = None
+    inner: Any = None  # Azure's innererror.code
+
+    @classmethod
+    def of(cls, data: Any, status: int | None) -> ErrorFields:
+        error = data.get("error", data) if isinstance(data, dict) else data
+        if isinstance(error, str):
+            return cls(error)
+        if not isinstance(error, dict):
+            return cls(f"HTTP {status}: unrecognised error body")
+        message = error.get("message") or error.get("detail")
+        inner = error.get("innererror")
+        return cls(
+            message if isinstance(message, str) else f"HTTP {status}: no message",
+            error.get("type"),
+            error.get("code"),
+            inner.get("code") if isinstance(inner, dict) else None,
+        )
+
+    def refine(self, err: ProviderError, *, provider: str) -> ProviderError:
+        """Turn a plain BadRequest into the documented subclasses, by code, never by text."""
+        err.provider = provider
+        if type(err) is not BadRequest:
+            return err
+        cls: type[BadRequest] = BadRequest
+        if "context_length_exceeded" in (self.code, self.type):
+            cls = ContextTooLong
+        elif self.code == "content_filter" or self.inner == "ResponsibleAIPolicyViolation":
+            cls = ContentFiltered
+        return cls(err.message, provider=provider, model=err.model, status=err.status)
+
+    def stream_error(self, model: str, provider: str) -> ProviderError:
+        status = _STREAM_STATUS.get(str(self.code)) or _STREAM_STATUS.get(str(self.type))
+        if isinstance(self.code, int) and 400 <= self.code < 600:  # vLLM puts the status here
+            status = self.code
+        err = error_for_status(status or 500, self.message, model=model)
+        return self.refine(err, provider=provider)
+
+
+def error_body(err: ProviderError) -> dict[str, Any]:
+    kind, code, param = "server_error", None, None
+    if isinstance(err, ContextTooLong):
+        kind, code, param = "invalid_request_error", "context_length_exceeded", "messages"
+    elif isinstance(err, ContentFiltered):
+        kind, code = "invalid_request_error", "content_filter"
+    elif isinstance(err, BadRequest):
+        kind = "invalid_request_error"
+    elif isinstance(err, RateLimited):
+        kind, code = "requests", "rate_limit_exceeded"
+    elif isinstance(err, AuthFailed) and status_for(err) == 403:
+        kind = "permission_error"
+    elif isinstance(err, AuthFailed):
+        kind, code = "invalid_request_error", "invalid_api_key"
+    return {"error": {"message": err.message, "type": kind, "param": param, "code": code}}

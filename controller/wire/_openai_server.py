@@ -1,0 +1,272 @@
+"""Server side of OpenAI Chat Completions (the fake provider and the gateway): request bodies →
+our Request, validated with the real API's wording; our answers → its bytes and events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller._clock import Clock, SystemClock
+from controller._errors import BadRequest, ProviderError
+from controller.model import (
+    Message,
+    Request,
+    Response,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    ToolDefinition,
+    Usage,
+)
+from controller.wire._common import retry_after_headers, status_for
+from controller.wire._openai_common import CHOICES, TOOL_ERROR_PREFIX, error_body, tool_call_out
+from controller.wire._sse import sse
+
+__all__ = ["OpenAIServerCodec", "OpenAIStreamEncoder", "stream_usage_requested"]
+
+# ---------------------------------------------------------------- server: request
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES |= {list: "an array", dict: "an object", type(None): "null"}
+
+
+def _bad(message: str) -> BadRequest:
+    return BadRequest(message, status=400)
+
+
+def _typed(value: Any, kinds: tuple[type, ...], path: str) -> Any:
+    """``value`` if it has one of ``kinds``, else BadRequest worded like the real API's."""
+    if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
+        return value
+    expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+    got = _TYPE_NAMES.get(type(value), type(value).__name__)
+    raise _bad(f"Invalid type for '{path}': expected {expected}, but got {got} instead.")
+
+
+def _field(obj: dict[str, Any], key: str, kinds: tuple[type, ...], path: str = "") -> Any:
+    full = f"{path}.{key}" if path else key
+    if obj.get(key) is None:
+        raise _bad(f"Missing required parameter: '{full}'.")
+    return _typed(obj[key], kinds, full)
+
+
+def _optional(obj: dict[str, Any], key: str, kinds: tuple[type, ...], path: str = "") -> Any:
+    value = obj.get(key)
+    return None if value is None else _typed(value, kinds, f"{path}.{key}" if path else key)
+
+
+def _unsupported(value: Any, path: str, supported: str) -> BadRequest:
+    return _bad(f"Invalid value for '{path}': {value!r}. Supported values are: {supported}.")
+
+
+def _text_in(value: Any, path: str) -> str:
+    """Content as a string or a list of text parts (the SDKs send both)."""
+    if not isinstance(_typed(value, (str, list, type(None)), path), list):
+        return value or ""
+    texts: list[str] = []
+    for i, part in enumerate(value):
+        part = _typed(part, (dict,), f"{path}[{i}]")
+        kind = part.get("type")
+        if kind not in ("text", "refusal"):
+            raise _unsupported(kind, f"{path}[{i}].type", "'text'")
+        texts.append(_field(part, kind, (str,), f"{path}[{i}]"))
+    return "\n".join(texts)
+
+
+def _message_in_request(raw: Any, path: str) -> Message | str:
+    """A turn, or the text of a system/developer turn (folded into ``Request.system``)."""
+    raw = _typed(raw, (dict,), path)
+    role = _field(raw, "role", (str,), path)
+    if role in ("system", "developer", "user"):
+        text = _text_in(_field(raw, "content", (str, list), path), f"{path}.content")
+        return text if role != "user" else Message(role="user", content=text)
+    if role == "assistant":
+        calls = _optional(raw, "tool_calls", (list,), path) or []
+        return Message(
+            role="assistant",
+            content=_text_in(raw.get("content"), f"{path}.content"),
+            tool_calls=tuple(_call_in(c, f"{path}.tool_calls[{i}]") for i, c in enumerate(calls)),
+        )
+    if role == "tool":
+        content = _text_in(_field(raw, "content", (str, list), path), f"{path}.content")
+        return Message(
+            role="tool",
+            content=content.removeprefix(TOOL_ERROR_PREFIX),
+            tool_call_id=_field(raw, "tool_call_id", (str,), path),
+            is_error=content.startswith(TOOL_ERROR_PREFIX),
+        )
+    supported = "'system', 'developer', 'user', 'assistant', 'tool'"
+    raise _unsupported(role, f"{path}.role", supported)
+
+
+def _call_in(raw: Any, path: str) -> ToolCall:
+    function = _field(_typed(raw, (dict,), path), "function", (dict,), path)
+    return ToolCall(
+        id=_field(raw, "id", (str,), path),
+        name=_field(function, "name", (str,), f"{path}.function"),
+        arguments=_field(function, "arguments", (str,), f"{path}.function"),
+    )
+
+
+def _tool_in(raw: Any, path: str) -> ToolDefinition:
+    if _field(_typed(raw, (dict,), path), "type", (str,), path) != "function":
+        raise _unsupported(raw["type"], f"{path}.type", "'function'")
+    function = _field(raw, "function", (dict,), path)
+    where = f"{path}.function"
+    name = _field(function, "name", (str,), where)
+    parameters = _optional(function, "parameters", (dict,), where)
+    return ToolDefinition(
+        name=name,
+        description=_optional(function, "description", (str,), where) or "",
+        **({"parameters": parameters} if parameters is not None else {}),
+    )
+
+
+def _tool_choice_in(raw: Any) -> str | None:
+    if raw is None or raw in CHOICES:
+        return None if raw is None else str(raw)
+    if isinstance(raw, dict) and raw.get("type") == "function":
+        function = _field(raw, "function", (dict,), "tool_choice")
+        return str(_field(function, "name", (str,), "tool_choice.function"))
+    raise _unsupported(raw, "tool_choice", "'none', 'auto', 'required', a function")
+
+
+def _request_in(body: dict[str, Any]) -> Request:
+    raw_messages = _field(body, "messages", (list,))
+    if not raw_messages:
+        raise _bad("Invalid 'messages': empty array. Expected an array with minimum length 1.")
+    turns = [_message_in_request(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
+    system = [t for t in turns if isinstance(t, str)]
+    stop = _optional(body, "stop", (str, list)) or ()
+    tools = _optional(body, "tools", (list,)) or []
+    max_tokens = _optional(body, "max_completion_tokens", (int,))
+    temperature = _optional(body, "temperature", (int, float))
+    top_p = _optional(body, "top_p", (int, float))
+    return Request(
+        messages=tuple(t for t in turns if isinstance(t, Message)),
+        system="\n\n".join(system) if system else None,
+        tools=tuple(_tool_in(t, f"tools[{i}]") for i, t in enumerate(tools)),
+        tool_choice=_tool_choice_in(body.get("tool_choice")),
+        max_tokens=max_tokens if max_tokens is not None else _optional(body, "max_tokens", (int,)),
+        temperature=None if temperature is None else float(temperature),
+        top_p=None if top_p is None else float(top_p),
+        stop=(stop,) if isinstance(stop, str) else tuple(_typed(s, (str,), "stop") for s in stop),
+        stream=bool(_optional(body, "stream", (bool,))),
+    )
+
+
+def stream_usage_requested(body: Any) -> bool:
+    """Whether a client asked for the usage-only chunk (``stream_options.include_usage``).
+
+    The real API sends that chunk (with empty ``choices``) only on request, and client code that
+    reads ``chunk.choices[0]`` breaks on it otherwise: pass the answer to ``stream_encoder``.
+    """
+    options = body.get("stream_options") if isinstance(body, dict) else None
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+# ---------------------------------------------------------------- server: response, stream, errors
+
+
+class OpenAIServerCodec:
+    """Provider side of Chat Completions: what the fake provider and the gateway speak.
+
+    ``clock`` supplies the ``created`` timestamps, so tests pin the bytes exactly.
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+
+    def parse_request(self, body: Any, path_model: str | None = None) -> tuple[str, Request]:
+        body = _typed(body, (dict,), "body")
+        if path_model is not None and body.get("model") is None:  # Azure: deployment in path
+            return path_model, _request_in(body)
+        return _field(body, "model", (str,)), _request_in(body)
+
+    def render_response(self, response: Response) -> dict[str, Any]:
+        message = response.message
+        rendered: dict[str, Any] = {"role": "assistant", "content": message.content}
+        if message.tool_calls:
+            rendered["content"] = message.content or None
+            rendered["tool_calls"] = [tool_call_out(c) for c in message.tool_calls]
+        rendered["refusal"] = None
+        finish = response.finish_reason.value
+        choice = {"index": 0, "message": rendered, "logprobs": None, "finish_reason": finish}
+        return {
+            "id": response.id,
+            "object": "chat.completion",
+            "created": int(self._clock.wall()),
+            "model": response.model,
+            "choices": [choice],
+            "usage": _usage_out(response.usage),
+        }
+
+    def stream_encoder(
+        self, *, id: str, model: str, include_usage: bool = True
+    ) -> OpenAIStreamEncoder:
+        created = int(self._clock.wall())
+        return OpenAIStreamEncoder(id=id, model=model, created=created, usage=include_usage)
+
+    def render_error(self, err: ProviderError) -> tuple[int, dict[str, Any], dict[str, str]]:
+        return status_for(err), error_body(err), retry_after_headers(err)
+
+
+def _usage_out(usage: Usage) -> dict[str, int]:
+    tokens = {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens}
+    return tokens | {"total_tokens": usage.total_tokens}
+
+
+class OpenAIStreamEncoder:
+    """Our chunks → ``chat.completion.chunk`` events in the order the real API sends them: a
+    role chunk, content / tool-call deltas, a finish chunk with an empty delta, the usage chunk
+    with ``"choices": []`` (when ``usage``; emitted by :meth:`end`), then ``data: [DONE]``.
+    """
+
+    def __init__(self, *, id: str, model: str, created: int, usage: bool = True) -> None:
+        self._frame = {"id": id, "object": "chat.completion.chunk", "created": created}
+        self._model = model
+        self._send_usage = usage
+        self._started = False
+        self._usage: Usage | None = None
+
+    def start(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        return self._event({"role": "assistant", "content": ""})
+
+    def encode(self, chunk: StreamChunk) -> bytes:
+        out = [self.start()]
+        self._model = chunk.model or self._model
+        if chunk.text:
+            out.append(self._event({"content": chunk.text}))
+        if chunk.tool_call is not None:
+            out.append(self._event({"tool_calls": [_delta_out(chunk.tool_call)]}))
+        if chunk.finish_reason is not None:
+            out.append(self._event({}, finish=chunk.finish_reason.value))
+        self._usage = chunk.usage or self._usage
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        out = [self.start()]
+        if self._send_usage and self._usage is not None:
+            out.append(sse(self._body([]) | {"usage": _usage_out(self._usage)}))
+        return b"".join([*out, sse("[DONE]")])
+
+    def error(self, err: ProviderError) -> bytes:
+        """The shape the official SDKs raise from: ``data: {"error": {...}}``, no event name."""
+        return sse(error_body(err))
+
+    def _event(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return sse(self._body([choice]))
+
+    def _body(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**self._frame, "model": self._model, "choices": choices}
+
+
+def _delta_out(delta: ToolCallDelta) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": delta.index}
+    if delta.id is not None:
+        out |= {"id": delta.id, "type": "function"}
+    named = {"name": delta.name} if delta.name is not None else {}
+    return out | {"function": {**named, "arguments": delta.arguments}}
