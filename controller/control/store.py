@@ -1,0 +1,213 @@
+"""Where the routing state lives between restarts: a file now, Redis for fleets later.
+
+The interface is two calls so another backend is a small class: ``load()`` never raises (a
+controller that cannot read its old decision starts healthy and says so in the log; refusing to
+start would turn a corrupt file into an outage), ``save()`` may raise and the loop logs it.
+
+The file is a JSON document with a schema version, written atomically: a temporary file in the
+same directory, flushed and fsynced, then ``os.replace`` over the old one, so a crash mid-write
+leaves either the old or the new document, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from controller.control.state import HealthState, KillSwitch, ProviderStatus, RoutingState
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class StateStore(Protocol):
+    """Persistence of the routing state document."""
+
+    def load(self) -> RoutingState:
+        """The last saved state, or a fresh healthy one. Never raises."""
+        ...
+
+    def save(self, state: RoutingState) -> None:
+        """Persist ``state`` (whole). May raise; the caller logs and carries on."""
+        ...
+
+
+class MemoryStateStore:
+    """Keeps the last saved state in memory: tests, demos, and deployments that opt out."""
+
+    def __init__(self, state: RoutingState | None = None) -> None:
+        self._state = state or RoutingState()
+        self.saves = 0
+
+    def load(self) -> RoutingState:
+        return self._state
+
+    def save(self, state: RoutingState) -> None:
+        self._state = state
+        self.saves += 1
+
+
+class CorruptState(ValueError):
+    """The state file exists but does not hold a document this version understands."""
+
+
+class FileStateStore:
+    """A JSON file, replaced atomically on every save."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def load(self) -> RoutingState:
+        try:
+            text = self._path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return RoutingState()
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._start_fresh(f"cannot read it: {exc}")
+        try:
+            return decode_state(text)
+        except CorruptState as exc:
+            return self._start_fresh(str(exc))
+
+    def save(self, state: RoutingState) -> None:
+        data = encode_state(state).encode("utf-8")
+        directory = self._path.parent
+        fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", suffix=".tmp", dir=directory)
+        replaced = False
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._path)
+            replaced = True
+        finally:
+            if not replaced:  # the old document stays; do not leave the half-written one around
+                _remove_quietly(tmp)
+        _fsync_dir(directory)
+
+    def _start_fresh(self, problem: str) -> RoutingState:
+        corrupt = self._path.with_name(self._path.name + ".corrupt")
+        try:
+            shutil.copyfile(self._path, corrupt)
+            kept = f"a copy is kept at {corrupt}"
+        except OSError as exc:
+            kept = f"could not keep a copy ({exc})"
+        log.error(
+            "routing state file %s is unusable (%s); starting from a fresh healthy state, %s",
+            self._path,
+            problem,
+            kept,
+        )
+        return RoutingState()
+
+
+def encode_state(state: RoutingState) -> str:
+    """The file form of a state document (stable key order, readable by a person)."""
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "version": state.version,
+        "updated_at": state.updated_at,
+        "changed_by": state.changed_by,
+        "kill_switch": {"pin": state.kill_switch.pin, "disable": list(state.kill_switch.disable)},
+        "providers": {
+            name: {
+                "state": status.state.value,
+                "since": status.since,
+                "reason": status.reason,
+                "trip_count": status.trip_count,
+                "traffic_share": status.traffic_share,
+            }
+            for name, status in sorted(state.providers.items())
+        },
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def decode_state(text: str) -> RoutingState:
+    """Parse a state document; any deviation raises :class:`CorruptState` saying what."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CorruptState(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptState("not a JSON object")
+    if doc.get("schema") != SCHEMA_VERSION:
+        raise CorruptState(f"unknown schema {doc.get('schema')!r} (expected {SCHEMA_VERSION})")
+    try:
+        return RoutingState(
+            version=_typed(doc, "version", int),
+            updated_at=float(_typed(doc, "updated_at", (int, float))),
+            changed_by=_typed(doc, "changed_by", str),
+            providers=MappingProxyType(_decode_providers(_typed(doc, "providers", dict))),
+            kill_switch=_decode_kill_switch(_typed(doc, "kill_switch", dict)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptState(f"bad field: {exc}") from exc
+
+
+def _decode_providers(raw: dict[str, Any]) -> dict[str, ProviderStatus]:
+    table = {}
+    for name, item in raw.items():
+        if not isinstance(item, dict):
+            raise TypeError(f"providers.{name} is not an object")
+        share = float(_typed(item, "traffic_share", (int, float)))
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"providers.{name}.traffic_share {share} is outside [0, 1]")
+        table[str(name)] = ProviderStatus(
+            state=HealthState(_typed(item, "state", str)),
+            since=float(_typed(item, "since", (int, float))),
+            reason=_typed(item, "reason", str),
+            trip_count=_typed(item, "trip_count", int),
+            traffic_share=share,
+        )
+    return table
+
+
+def _decode_kill_switch(raw: dict[str, Any]) -> KillSwitch:
+    pin = raw.get("pin")
+    if pin is not None and not isinstance(pin, str):
+        raise TypeError("kill_switch.pin is not a string")
+    disable = _typed(raw, "disable", list)
+    if not all(isinstance(d, str) for d in disable):
+        raise TypeError("kill_switch.disable holds a non-string")
+    return KillSwitch(pin=pin, disable=tuple(disable))
+
+
+def _typed(doc: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = doc[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        log.warning("could not remove temporary state file %s", path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable; not every platform lets a directory be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        log.debug("fsync of directory %s not supported", directory)
+    finally:
+        os.close(fd)
