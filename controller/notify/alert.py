@@ -1,0 +1,152 @@
+"""The alert record: what happened, with the facts a person needs to act on it from a phone.
+
+An :class:`Alert` is built by whoever noticed the event (the controller loop, the config
+watcher, the kill-switch watcher, a drill) and handed to the dispatcher. It carries numbers, not
+prose: rendering into Telegram/Slack/log text lives in :mod:`controller.notify.messages`, so every
+channel states the same facts.
+
+A storm summary is an ``Alert`` too (``members`` holds the originals), so a sender has one job —
+``send(alert)`` — whether it is one event or ten that arrived within the grouping window.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class AlertEvent(enum.StrEnum):
+    PROVIDER_TRIPPED = "provider_tripped"
+    PROVIDER_RECOVERED = "provider_recovered"
+    TIER_ALL_DOWN = "tier_all_down"
+    AUTH_FAILURE = "auth_failure"
+    KILL_SWITCH_ENGAGED = "kill_switch_engaged"
+    KILL_SWITCH_RELEASED = "kill_switch_released"
+    CONFIG_REJECTED = "config_rejected"
+    WOULD_TRIP = "would_trip"
+    LATENCY_DEGRADED = "latency_degraded"
+    TEST = "test"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+DEFAULT_SEVERITY: Mapping[AlertEvent, Severity] = MappingProxyType(
+    {
+        AlertEvent.PROVIDER_TRIPPED: Severity.WARNING,
+        AlertEvent.PROVIDER_RECOVERED: Severity.INFO,
+        AlertEvent.TIER_ALL_DOWN: Severity.CRITICAL,
+        AlertEvent.AUTH_FAILURE: Severity.CRITICAL,
+        AlertEvent.KILL_SWITCH_ENGAGED: Severity.WARNING,
+        AlertEvent.KILL_SWITCH_RELEASED: Severity.INFO,
+        AlertEvent.CONFIG_REJECTED: Severity.WARNING,
+        AlertEvent.WOULD_TRIP: Severity.INFO,
+        AlertEvent.LATENCY_DEGRADED: Severity.WARNING,
+        AlertEvent.TEST: Severity.INFO,
+    }
+)
+
+# Events that undo each other: sending one clears the other's cooldown, so "tripped" after
+# "recovered" is never swallowed as a duplicate of the first trip.
+OPPOSITE: Mapping[AlertEvent, AlertEvent] = MappingProxyType(
+    {
+        AlertEvent.PROVIDER_TRIPPED: AlertEvent.PROVIDER_RECOVERED,
+        AlertEvent.PROVIDER_RECOVERED: AlertEvent.PROVIDER_TRIPPED,
+        AlertEvent.KILL_SWITCH_ENGAGED: AlertEvent.KILL_SWITCH_RELEASED,
+        AlertEvent.KILL_SWITCH_RELEASED: AlertEvent.KILL_SWITCH_ENGAGED,
+    }
+)
+
+DedupKey = tuple[AlertEvent, str | None, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """One alertable event. Rates are fractions (0.83 = 83 %); ``at`` is epoch seconds (UTC).
+
+    ``routes`` maps each tier to the providers its traffic goes to now, in order. ``kill_switch``
+    describes the active kill switch (``None`` = off). ``members`` is non-empty only on a storm
+    summary built by :func:`combine`.
+    """
+
+    event: AlertEvent
+    severity: Severity
+    at: float
+    provider: str | None = None
+    tier: str | None = None
+    error_rate: float | None = None
+    requests: int | None = None
+    window_seconds: float | None = None
+    threshold: float | None = None
+    top_errors: tuple[tuple[str, int], ...] = ()
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    kill_switch: str | None = None
+    down_for_seconds: float | None = None
+    trace_ids: tuple[str, ...] = ()
+    detail: str | None = None
+    observe_mode: bool = False
+    members: tuple[Alert, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A read-only copy: the caller's dict may change after submit() returned.
+        frozen = MappingProxyType({k: tuple(v) for k, v in self.routes.items()})
+        object.__setattr__(self, "routes", frozen)
+
+    @property
+    def alerts(self) -> tuple[Alert, ...]:
+        """The original alerts this message stands for (itself, unless a storm summary)."""
+        return self.members or (self,)
+
+    @property
+    def dedup_key(self) -> DedupKey:
+        """Same key within the cooldown = same news.
+
+        Provider and tier scope the event. Operator actions and config errors also key on
+        their content: pinning a *different* provider, or a *different* config error, is news.
+        """
+        content: str | None = None
+        if self.event in (AlertEvent.KILL_SWITCH_ENGAGED, AlertEvent.KILL_SWITCH_RELEASED):
+            content = self.kill_switch
+        elif self.event is AlertEvent.CONFIG_REJECTED:
+            content = self.detail
+        return (self.event, self.provider, self.tier, content)
+
+
+def combine(alerts: Iterable[Alert]) -> Alert:
+    """One summary for alerts that arrived together; a single alert is returned as is.
+
+    The summary takes the most severe member's event and severity (the first such member
+    wins), the earliest time, the latest routing and kill-switch state, and up to three trace
+    IDs across members.
+    """
+    items = tuple(a for alert in alerts for a in alert.alerts)
+    if not items:
+        raise ValueError("combine() needs at least one alert")
+    if len(items) == 1:
+        return items[0]
+    lead = max(items, key=lambda a: a.severity.rank)  # max() keeps the first of equals
+    routes: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        routes.update(item.routes)
+    traces = tuple(dict.fromkeys(t for item in items for t in item.trace_ids))[:3]
+    return Alert(
+        event=lead.event,
+        severity=lead.severity,
+        at=min(a.at for a in items),
+        routes=routes,
+        kill_switch=items[-1].kill_switch,
+        trace_ids=traces,
+        observe_mode=all(a.observe_mode for a in items),
+        members=items,
+    )

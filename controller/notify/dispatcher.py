@@ -1,0 +1,321 @@
+"""The dispatcher: decides *when* and *whether* an alert goes out; senders decide *where*.
+
+::
+
+    submit(alert)  ─ sync, never blocks ─►  dedup (cooldown per event+provider)  ─►  inbox (bounded)
+                                                                                      │
+    collector: first alert opens a grouping window; everything that arrives in it ───┘
+               becomes ONE message (a storm summary when more than one)
+                   │ fan-out, one bounded queue per sender
+                   ▼
+    worker per sender: send → retry with exponential backoff + jitter, or exactly the
+                       Retry-After the far side asked for, up to max_attempts
+
+One worker per sender means a dead Telegram never delays Slack or the log. Cooldowns, the
+grouping window and backoff sleeps all run on the injected :class:`Clock`; only ``stop``'s
+flush bound is real time, because it bounds how long a process takes to exit.
+
+``submit`` must be called from the event loop's thread (the controller loop, a watcher task).
+Outcomes are counted on ``failover.alerts`` {channel, event, result}, result one of
+``sent | failed | dropped | deduplicated``; a storm summary counts once per member alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter, deque
+from collections.abc import Sequence
+
+from opentelemetry.metrics import Meter
+
+from controller._clock import Clock
+from controller.notify.alert import OPPOSITE, Alert, DedupKey, combine
+from controller.notify.base import Sender, SendResult
+from controller.notify.config import NotifyConfig
+from controller.telemetry import names
+
+log = logging.getLogger(__name__)
+
+SENT = "sent"
+FAILED = "failed"
+DROPPED = "dropped"
+DEDUPLICATED = "deduplicated"
+
+CountKey = tuple[str, str, str]  # (channel, event, result)
+
+
+class _Tally:
+    """Counts outcomes in memory and, when a meter is given, on the OTel counter."""
+
+    def __init__(self, meter: Meter | None) -> None:
+        self.counts: Counter[CountKey] = Counter()
+        self._counter = (
+            meter.create_counter(
+                names.METRIC_ALERTS,
+                unit="{alert}",
+                description="Alerts by channel, event and delivery result",
+            )
+            if meter is not None
+            else None
+        )
+
+    def add(self, channel: str, message: Alert, result: str) -> None:
+        for alert in message.alerts:
+            self.counts[(channel, alert.event.value, result)] += 1
+            if self._counter is not None:
+                attrs = {
+                    names.ATTR_CHANNEL: channel,
+                    names.ATTR_EVENT: alert.event.value,
+                    names.ATTR_RESULT: result,
+                }
+                self._counter.add(1, attrs)
+
+
+class _Worker:
+    """Delivers messages to one sender, one at a time, with retries."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        clock: Clock,
+        cfg: NotifyConfig,
+        rng: random.Random,
+        tally: _Tally,
+    ) -> None:
+        self.sender = sender
+        self._clock = clock
+        self._cfg = cfg
+        self._rng = rng
+        self._tally = tally
+        self._queue: deque[Alert] = deque()
+        self._current: Alert | None = None
+        self._wake = asyncio.Event()
+        self._finished = False
+
+    def offer(self, message: Alert) -> None:
+        if len(self._queue) >= self._cfg.queue_size:
+            log.warning("alert queue for %s is full; dropping %s", self.sender.name, message.event)
+            self._tally.add(self.sender.channel, message, DROPPED)
+            return
+        self._queue.append(message)
+        self._wake.set()
+
+    def finish(self) -> None:
+        """No more messages will come: return once the queue is empty."""
+        self._finished = True
+        self._wake.set()
+
+    def abandon(self) -> None:
+        """Count what will never be delivered (shutdown ran out of time)."""
+        pending = ([self._current] if self._current else []) + list(self._queue)
+        self._current = None
+        self._queue.clear()
+        for message in pending:
+            self._tally.add(self.sender.channel, message, DROPPED)
+
+    async def run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._finished:
+                    return
+                self._wake.clear()  # offer() and finish() set it again
+                await self._wake.wait()
+                continue
+            self._current = self._queue.popleft()
+            await self._deliver(self._current)
+            self._current = None
+
+    async def _deliver(self, message: Alert) -> None:
+        channel = self.sender.channel
+        for attempt in range(1, self._cfg.max_attempts + 1):
+            result = await self._send_once(message)
+            if result.ok:
+                self._tally.add(channel, message, SENT)
+                return
+            delay = self._retry_delay(attempt, result)
+            if delay is None:
+                log.warning(
+                    "alert %s to %s failed after %d attempt(s): %s",
+                    message.event,
+                    self.sender.name,
+                    attempt,
+                    result.error,
+                )
+                self._tally.add(channel, message, FAILED)
+                return
+            await self._clock.sleep(delay)
+
+    async def _send_once(self, message: Alert) -> SendResult:
+        try:
+            return await self.sender.send(message)
+        except Exception as exc:  # a sender bug must not kill its worker; text may hold secrets
+            log.error("sender %s raised %s", self.sender.name, type(exc).__name__)
+            return SendResult.failed(self.sender.channel, type(exc).__name__)
+
+    def _retry_delay(self, attempt: int, result: SendResult) -> float | None:
+        """Seconds before the next attempt, or None to give up."""
+        if not result.retryable or attempt >= self._cfg.max_attempts:
+            return None
+        if result.retry_after is not None:
+            # Exactly what the far side asked for (never earlier); an unreasonable ask ends it.
+            wait = result.retry_after
+            return wait if wait <= self._cfg.backoff_max_seconds else None
+        ceiling = min(
+            self._cfg.backoff_max_seconds, self._cfg.backoff_base_seconds * 2.0 ** (attempt - 1)
+        )
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)  # "equal jitter"
+
+
+class Dispatcher:
+    """Dedup, storm grouping, bounded queues, per-sender retries, counted outcomes.
+
+    The dispatcher owns its senders: ``stop`` closes them.
+    """
+
+    def __init__(
+        self,
+        *,
+        senders: Sequence[Sender],
+        clock: Clock,
+        cfg: NotifyConfig,
+        meter: Meter | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._clock = clock
+        self._cfg = cfg
+        self._tally = _Tally(meter)
+        shared_rng = rng or random.Random()
+        self._workers = [
+            _Worker(s, clock=clock, cfg=cfg, rng=shared_rng, tally=self._tally) for s in senders
+        ]
+        self._inbox: deque[Alert] = deque()
+        self._last_sent: dict[DedupKey, float] = {}
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- intake -----------------------------------------------------------------------------------
+    def submit(self, alert: Alert) -> bool:
+        """Queue ``alert`` unless it duplicates a recent one or the queue is full. Never blocks.
+
+        Returns True when queued; a duplicate or a drop returns False and is counted.
+        """
+        if self._closing.is_set():
+            self._count_everywhere(alert, DROPPED)
+            return False
+        now = self._clock.monotonic()
+        last = self._last_sent.get(alert.dedup_key)
+        if last is not None and now - last < self._cfg.cooldown_seconds:
+            self._count_everywhere(alert, DEDUPLICATED)
+            return False
+        if len(self._inbox) >= self._cfg.queue_size:
+            log.warning("alert queue full (%d); dropping %s", len(self._inbox), alert.event)
+            self._count_everywhere(alert, DROPPED)
+            return False
+        self._inbox.append(alert)
+        self._remember(alert, now)
+        self._wake.set()
+        return True
+
+    def _remember(self, alert: Alert, now: float) -> None:
+        opposite = OPPOSITE.get(alert.event)
+        if opposite is not None or len(self._last_sent) > 4 * self._cfg.queue_size:
+            horizon = now - self._cfg.cooldown_seconds
+            self._last_sent = {
+                key: at
+                for key, at in self._last_sent.items()
+                if at > horizon
+                and not (key[0] is opposite and key[1:3] == (alert.provider, alert.tier))
+            }
+        self._last_sent[alert.dedup_key] = now
+
+    def _count_everywhere(self, alert: Alert, result: str) -> None:
+        for worker in self._workers:
+            self._tally.add(worker.sender.channel, alert, result)
+
+    # -- observation ------------------------------------------------------------------------------
+    def counts(self) -> dict[CountKey, int]:
+        """Outcomes so far, ``{(channel, event, result): n}`` (the metric's in-process twin)."""
+        return dict(self._tally.counts)
+
+    @property
+    def pending(self) -> int:
+        """Alerts accepted but not yet handed to the senders."""
+        return len(self._inbox)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the collector and one worker per sender as tasks (idempotent)."""
+        if self._tasks:
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._collect(), name="notify-collector")]
+        self._tasks += [
+            loop.create_task(w.run(), name=f"notify-{w.sender.name}") for w in self._workers
+        ]
+
+    async def run(self) -> None:
+        """Start if needed and wait until ``stop`` has drained (or cut) everything."""
+        self.start()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a flush bound
+        """Flush what is queued within ``timeout`` real seconds, then cut, count and close."""
+        self._closing.set()
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for alert in self._inbox:
+            self._count_everywhere(alert, DROPPED)
+        self._inbox.clear()
+        for worker in self._workers:
+            worker.abandon()
+        await self._close_senders()
+
+    async def _close_senders(self) -> None:
+        for worker in self._workers:
+            try:
+                await worker.sender.aclose()
+            except Exception as exc:  # closing is best effort; keep closing the others
+                log.warning("closing %s failed: %s", worker.sender.name, type(exc).__name__)
+
+    # -- grouping ---------------------------------------------------------------------------------
+    async def _collect(self) -> None:
+        try:
+            while True:
+                if not self._inbox:
+                    if self._closing.is_set():
+                        return
+                    self._wake.clear()  # submit() and stop() set it again
+                    await self._wake.wait()
+                    continue
+                await self._group_window()
+                batch = tuple(self._inbox)
+                self._inbox.clear()
+                message = combine(batch)
+                for worker in self._workers:
+                    worker.offer(message)
+        finally:
+            for worker in self._workers:
+                worker.finish()
+
+    async def _group_window(self) -> None:
+        """Wait for the grouping window, cut short when the dispatcher is stopping."""
+        window = self._cfg.group_window_seconds
+        if window <= 0 or self._closing.is_set():
+            return
+        waits = {
+            asyncio.ensure_future(self._clock.sleep(window)),
+            asyncio.ensure_future(self._closing.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()

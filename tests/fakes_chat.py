@@ -1,0 +1,286 @@
+"""Fake chat endpoints on loopback: a Telegram Bot API server and a Slack incoming webhook.
+
+Both are real aiohttp servers on 127.0.0.1 with an ephemeral port, so the code under test (PTB's
+httpx client, ``requests``, later Alertmanager) speaks real HTTP to them. Each records every
+request it receives and can be told how to answer the next ones::
+
+    async with FakeTelegram(token="123:abc") as tg, FakeSlack() as slack:
+        tg.push(Fault.rate_limited(3))       # the next request gets 429 + retry_after 3
+        slack.always(Fault.hang())            # every request hangs until the server closes
+        ...
+        [msg] = await tg.wait_messages(1)     # form or JSON body of sendMessage, as a dict
+
+One-shot faults (``push``) are used in order, one per request; when none is left the sticky
+default (``always``, initially ``Fault.ok()``) applies. ``unused_port()`` gives a port where
+nothing listens, for "the server is down".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+from aiohttp import web
+
+FaultKind = Literal["ok", "error", "rate_limited", "hang"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """How the fake answers one request."""
+
+    kind: FaultKind = "ok"
+    status: int = 200
+    retry_after: int = 0
+
+    @classmethod
+    def ok(cls) -> Fault:
+        return cls()
+
+    @classmethod
+    def error(cls, status: int = 500) -> Fault:
+        return cls(kind="error", status=status)
+
+    @classmethod
+    def rate_limited(cls, retry_after: int = 1) -> Fault:
+        return cls(kind="rate_limited", status=429, retry_after=retry_after)
+
+    @classmethod
+    def hang(cls) -> Fault:
+        """Never answer (until the server closes)."""
+        return cls(kind="hang")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recorded:
+    """One request as the fake saw it; ``body`` is the parsed form or JSON object."""
+
+    method: str
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    received_at: float = field(default_factory=time.monotonic)
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound then released), for "server down" tests."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class _ChatFake:
+    """Shared plumbing: lifecycle, recording, the fault script, hang release."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self._script: deque[Fault] = deque()
+        self._default = Fault.ok()
+        self._changed = asyncio.Condition()
+        self._release = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> Self:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._entry)
+        # No access log: request paths carry the bot token / webhook secret, and tests assert
+        # that no secret reaches the captured logs.
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=1.0, access_log=None
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+        return self
+
+    async def close(self) -> None:
+        self._release.set()  # hanging handlers return so shutdown is quick
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>`` (no trailing slash)."""
+        return f"http://127.0.0.1:{self._port}"
+
+    # -- behaviour ------------------------------------------------------------------------------
+    def push(self, *faults: Fault) -> None:
+        """Answer the next ``len(faults)`` requests with these, in order."""
+        self._script.extend(faults)
+
+    def always(self, fault: Fault) -> None:
+        """Answer every request without a pushed fault this way (``Fault.ok()`` to reset)."""
+        self._default = fault
+
+    # -- observation ----------------------------------------------------------------------------
+    async def wait_requests(
+        self,
+        count: int,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a bound on this wait
+    ) -> list[Recorded]:
+        """Wait until at least ``count`` requests arrived; returns all of them."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.requests) >= count)
+        return list(self.requests)
+
+    # -- request handling -----------------------------------------------------------------------
+    async def _entry(self, request: web.Request) -> web.StreamResponse:
+        recorded = Recorded(
+            method=request.method,
+            path=request.path,
+            body=await _parse_body(request),
+            headers=dict(request.headers),
+        )
+        async with self._changed:
+            self.requests.append(recorded)
+            self._changed.notify_all()
+        fault = self._script.popleft() if self._script else self._default
+        if fault.kind == "hang":
+            await self._release.wait()
+            return web.Response(status=503, text="released")
+        return self._answer(recorded, fault)
+
+    def _answer(self, recorded: Recorded, fault: Fault) -> web.StreamResponse:
+        raise NotImplementedError
+
+
+async def _parse_body(request: web.Request) -> dict[str, Any]:
+    """JSON when the client sent JSON, else the form fields; ``{}`` for anything else."""
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(await request.text())
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {"_": data}
+    if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.post()
+        return {key: str(value) for key, value in form.items()}
+    return {}
+
+
+class FakeTelegram(_ChatFake):
+    """The Bot API subset we use: ``POST /bot<token>/<method>`` (``sendMessage``, ``getMe``).
+
+    PTB builds URLs as ``base_url + token + "/" + method``, so give it ``base_url``
+    (``http://127.0.0.1:<port>/bot``). A wrong token gets 401, like the real API.
+    """
+
+    def __init__(self, *, token: str = "123456:TEST-token") -> None:
+        super().__init__()
+        self.token = token
+        self._next_id = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/bot"
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Bodies of every ``sendMessage`` request received (answered or not)."""
+        return [r.body for r in self.requests if r.path.endswith("/sendMessage")]
+
+    async def wait_messages(
+        self,
+        count: int,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a bound on this wait
+    ) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.messages) >= count)
+        return self.messages
+
+    def _answer(self, recorded: Recorded, fault: Fault) -> web.StreamResponse:
+        prefix = f"/bot{self.token}/"
+        if not recorded.path.startswith(prefix):
+            return _tg_error(401, "Unauthorized")
+        if fault.kind == "rate_limited":
+            text = f"Too Many Requests: retry after {fault.retry_after}"
+            return _tg_error(429, text, parameters={"retry_after": fault.retry_after})
+        if fault.kind == "error":
+            return _tg_error(fault.status, "Internal Server Error")
+        method = recorded.path.removeprefix(prefix)
+        if method == "getMe":
+            return web.json_response({"ok": True, "result": self._me()})
+        if method == "sendMessage":
+            return web.json_response({"ok": True, "result": self._message(recorded.body)})
+        return _tg_error(404, "Not Found: method not found")
+
+    def _me(self) -> dict[str, Any]:
+        return {"id": 123456, "is_bot": True, "first_name": "Fake", "username": "fake_bot"}
+
+    def _message(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._next_id += 1
+        raw = str(body.get("chat_id", "0"))
+        chat_id = int(raw) if raw.lstrip("-").isdigit() else -1001
+        return {
+            "message_id": self._next_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+            "text": str(body.get("text", "")),
+        }
+
+
+def _tg_error(status: int, description: str, **extra: Any) -> web.Response:
+    body = {"ok": False, "error_code": status, "description": description, **extra}
+    return web.json_response(body, status=status)
+
+
+class FakeSlack(_ChatFake):
+    """A Slack incoming webhook: ``POST <path>`` with a JSON payload answers ``ok``.
+
+    Errors follow Slack's plain-text style: 404 ``no_service`` for an unknown path,
+    400 ``invalid_payload`` for a body that is not a JSON object, 429 ``rate_limited`` with a
+    ``Retry-After`` header.
+    """
+
+    def __init__(self, *, path: str = "/services/T0FAKE/B0FAKE/s3cr3tW3bh00kPath") -> None:
+        super().__init__()
+        self.path = path
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.url}{self.path}"
+
+    @property
+    def posts(self) -> list[dict[str, Any]]:
+        """JSON payloads of every POST to the webhook path."""
+        return [r.body for r in self.requests if r.path == self.path and r.method == "POST"]
+
+    async def wait_posts(
+        self,
+        count: int,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a bound on this wait
+    ) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.posts) >= count)
+        return self.posts
+
+    def _answer(self, recorded: Recorded, fault: Fault) -> web.StreamResponse:
+        if recorded.path != self.path or recorded.method != "POST":
+            return web.Response(status=404, text="no_service")
+        if fault.kind == "rate_limited":
+            headers = {"Retry-After": str(fault.retry_after)}
+            return web.Response(status=429, text="rate_limited", headers=headers)
+        if fault.kind == "error":
+            return web.Response(status=fault.status, text="internal_error")
+        if not recorded.body:
+            return web.Response(status=400, text="invalid_payload")
+        return web.Response(text="ok")

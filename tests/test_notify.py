@@ -1,0 +1,646 @@
+"""Alerts end to end: rendering, the dispatcher's policy, and real HTTP to the chat fakes.
+
+The dispatcher runs on a FakeClock (grouping windows, cooldowns, backoff sleeps advance only
+when the test says so); the HTTP to the fake Telegram Bot API and Slack webhook is real, over
+loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from pydantic import ValidationError
+
+from controller._clock import FakeClock
+from controller._errors import ConfigError
+from controller.notify import (
+    Alert,
+    AlertEvent,
+    Dispatcher,
+    LinkTemplates,
+    LogSender,
+    NotifyConfig,
+    Secret,
+    SendResult,
+    Severity,
+    SlackSender,
+    TelegramSender,
+    combine,
+    render_log,
+    render_slack,
+    render_telegram,
+    senders_from_env,
+    telegram_senders,
+)
+from controller.notify.messages import format_duration
+from controller.telemetry import names
+from tests.fakes_chat import FakeSlack, FakeTelegram, Fault, unused_port
+
+AT = 1_800_000_000.0  # 2027-01-15T08:00:00Z, FakeClock's default wall start
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+LINKS = LinkTemplates(
+    dashboard_url="{base}/d/failover?from={from_ms}&to={to_ms}",
+    trace_url="{base}/trace/{trace_id}",
+    base_url="http://grafana.test",
+)
+
+
+def trip(provider: str = "openai-primary", **changes: Any) -> Alert:
+    fields: dict[str, Any] = {
+        "event": AlertEvent.PROVIDER_TRIPPED,
+        "severity": Severity.WARNING,
+        "at": AT,
+        "provider": provider,
+        "tier": "frontier",
+        "error_rate": 0.83,
+        "requests": 41,
+        "window_seconds": 30.0,
+        "threshold": 0.5,
+        "top_errors": (("overloaded", 30), ("timeout", 4)),
+        "routes": {"frontier": ("anthropic-main", "gemini")},
+        "trace_ids": (TRACE, "b" * 32, "c" * 32, "d" * 32),
+    }
+    fields.update(changes)
+    return Alert(**fields)
+
+
+def recovered(provider: str = "openai-primary") -> Alert:
+    return Alert(
+        event=AlertEvent.PROVIDER_RECOVERED,
+        severity=Severity.INFO,
+        at=AT + 252,
+        provider=provider,
+        tier="frontier",
+        down_for_seconds=252,
+        routes={"frontier": (provider, "anthropic-main")},
+    )
+
+
+def config(**changes: Any) -> NotifyConfig:
+    values: dict[str, Any] = {
+        "link_base_url": "http://grafana.test",
+        "trace_url": "{base}/trace/{trace_id}",
+        "telegram": {"timeout_seconds": 2.0},
+        "slack": {"timeout_seconds": 2.0},
+        "max_attempts": 3,
+    }
+    values.update(changes)
+    return NotifyConfig.model_validate(values)
+
+
+async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
+    """Wait for real I/O (or a task reaching its next await) to make ``predicate`` true."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.002)
+
+
+async def close_window(clock: FakeClock, cfg: NotifyConfig) -> None:
+    """The collector is waiting out the grouping window: end it."""
+    await eventually(lambda: clock.sleepers >= 1)
+    clock.advance(cfg.group_window_seconds)
+
+
+def metric_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
+    counts: dict[tuple[str, str, str], int] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != names.METRIC_ALERTS:
+                    continue
+                for point in metric.data.data_points:
+                    attrs = point.attributes or {}
+                    key = (str(attrs["channel"]), str(attrs["event"]), str(attrs["result"]))
+                    counts[key] = int(point.value)  # type: ignore[union-attr]
+    return counts
+
+
+@pytest.fixture(autouse=True)
+def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PTB >= 22.2 warns while *building* RetryAfter unless opted in; warnings are errors here.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(token="987654:SECRET-bot-token-xyz") as server:
+        yield server
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class Metrics:
+    reader: InMemoryMetricReader
+    meter: Meter
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        return metric_counts(self.reader)
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    yield Metrics(reader=reader, meter=provider.get_meter("test"))
+    provider.shutdown()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def env_for(tg: FakeTelegram | None, slack: FakeSlack | None, chats: str = "111") -> dict[str, str]:
+    env: dict[str, str] = {}
+    if tg is not None:
+        env |= {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_CHAT_ID": chats}
+        env["TELEGRAM_API_BASE_URL"] = tg.url  # bare server URL: "/bot" is appended
+    if slack is not None:
+        env["SLACK_WEBHOOK_URL"] = slack.webhook_url
+    return env
+
+
+def dispatcher(
+    cfg: NotifyConfig,
+    env: dict[str, str],
+    clock: FakeClock,
+    metrics: Metrics | None = None,
+) -> Dispatcher:
+    meter = metrics.meter if metrics is not None else None
+    return Dispatcher(senders=senders_from_env(cfg, env), clock=clock, cfg=cfg, meter=meter)
+
+
+# --- rendering ------------------------------------------------------------------------------------
+def test_telegram_text_states_what_when_why_where_and_links() -> None:
+    text = render_telegram(trip(), links=LINKS)
+    lines = text.split("\n")
+    assert lines[0] == "<b>🔴 openai-primary tripped (frontier)</b>"
+    assert "When: 2027-01-15T08:00:00Z" in lines
+    assert (
+        "Why: error rate 83% over 30 s, 41 requests ≥ threshold 50%; "
+        "top errors: overloaded 30, timeout 4"
+    ) in lines
+    assert "Traffic now: frontier → anthropic-main, gemini" in lines
+    assert "Kill switch: off" in lines
+    trace_links = lines[-2]
+    assert f'<a href="http://grafana.test/trace/{TRACE}">{TRACE}</a>' in trace_links
+    assert trace_links.count("<a href=") == 3  # at most three traces
+    from_ms, to_ms = int((AT - 900) * 1000), int((AT + 300) * 1000)
+    dashboard = f"http://grafana.test/d/failover?from={from_ms}&amp;to={to_ms}"
+    assert lines[-1] == f'<a href="{dashboard}">Dashboard</a>'
+
+
+def test_recovery_says_how_long_it_was_down() -> None:
+    assert format_duration(252) == "4m 12s"
+    assert format_duration(3725) == "1h 2m"
+    text = render_telegram(recovered(), links=LINKS)
+    assert text.startswith("<b>🟢 openai-primary recovered (frontier), down for 4m 12s</b>")
+
+
+def test_user_text_is_escaped_for_telegram_and_slack() -> None:
+    alert = Alert(
+        event=AlertEvent.CONFIG_REJECTED,
+        severity=Severity.WARNING,
+        at=AT,
+        detail="line 3: kill_switch.pin: unknown provider <b>x</b> & co",
+        kill_switch="pin: anthropic",
+    )
+    text = render_telegram(alert, links=LinkTemplates())
+    assert "Detail: line 3: kill_switch.pin: unknown provider &lt;b&gt;x&lt;/b&gt; &amp; co" in text
+    assert "Kill switch: pin: anthropic" in text
+    assert "<a href" not in text  # no templates, no links
+    payload = render_slack(alert, links=LinkTemplates())
+    details = payload["blocks"][1]["text"]["text"]
+    assert "*Detail:* line 3: kill_switch.pin: unknown provider &lt;b&gt;x&lt;/b&gt; &amp; co" in (
+        details
+    )
+
+
+def test_slack_payload_has_fallback_header_facts_and_links() -> None:
+    payload = render_slack(trip(), links=LINKS)
+    assert payload["text"] == (
+        "🔴 openai-primary tripped (frontier) — error rate 83% over 30 s, 41 requests "
+        "≥ threshold 50%; top errors: overloaded 30, timeout 4"
+    )
+    header, facts_block, links_block = payload["blocks"]
+    assert header["type"] == "header"
+    assert header["text"]["text"] == "🔴 openai-primary tripped (frontier)"
+    assert "*Traffic now:* frontier → anthropic-main, gemini" in facts_block["text"]["text"]
+    assert f"<http://grafana.test/trace/{TRACE}|{TRACE}>" in links_block["text"]["text"]
+    assert "|Dashboard>" in links_block["text"]["text"]
+
+
+def test_log_line_is_one_grep_friendly_line() -> None:
+    line = render_log(trip(), links=LINKS)
+    assert "\n" not in line
+    assert line.startswith("alert event=provider_tripped severity=warning at=2027-01-15T08:00:00Z")
+    assert "error_rate=0.83 requests=41 window_s=30 threshold=0.5" in line
+    assert "top_errors=overloaded:30,timeout:4" in line
+    assert "routes=frontier:anthropic-main|gemini kill_switch=off" in line
+
+
+def test_storm_summary_lists_each_alert_and_fits_telegram() -> None:
+    alerts = [trip(f"p{i}") for i in range(300)]
+    summary = combine(alerts)
+    assert summary.members == tuple(alerts)
+    text = render_telegram(summary, links=LINKS)
+    assert len(text.encode("utf-16-le")) // 2 <= 4096  # Telegram counts UTF-16 units
+    assert text.startswith("<b>⚠️ 300 alerts at once</b>")
+    assert "• 🔴 p0 tripped (frontier) — error rate 83%" in text
+    lines = text.split("\n")
+    [more] = [line for line in lines if line.startswith("… and ")]
+    shown = sum(1 for line in lines if line.startswith("• "))
+    assert more == f"… and {300 - shown} more"
+    critical = Alert(event=AlertEvent.TIER_ALL_DOWN, severity=Severity.CRITICAL, at=AT + 1)
+    mixed = combine([trip(), critical])
+    assert (mixed.event, mixed.severity, mixed.at) == (
+        AlertEvent.TIER_ALL_DOWN,
+        Severity.CRITICAL,
+        AT,
+    )
+
+
+def test_link_templates_are_checked_by_config() -> None:
+    with pytest.raises(ValidationError, match="nope"):
+        NotifyConfig(dashboard_url="{base}/d/x?from={nope}")
+    with pytest.raises(ValidationError, match="extra"):
+        NotifyConfig.model_validate({"cooldown": 5})
+    assert NotifyConfig().links().dashboard_url is None  # "{base}" but no base URL: no link
+
+
+# --- config and secrets ---------------------------------------------------------------------------
+def test_senders_from_env_builds_only_configured_channels() -> None:
+    cfg = NotifyConfig()
+    assert [s.channel for s in senders_from_env(cfg, {})] == ["log"]
+    env = {
+        "TELEGRAM_BOT_TOKEN": "111:AAA-secret-token",
+        "TELEGRAM_CHAT_ID": "42, -1001234",
+        "SLACK_WEBHOOK_URL": "https://hooks.slack.test/services/T1/B1/secretpath",
+    }
+    senders = senders_from_env(cfg.model_copy(update={"log": False}), env)
+    assert [s.name for s in senders] == ["telegram:42", "telegram:-1001234", "slack"]
+    shown = repr(senders) + repr(cfg)
+    assert "AAA-secret-token" not in shown
+    assert "secretpath" not in shown
+    assert repr(Secret("111:AAA-secret-token")) == "***"
+    assert str(Secret("x")) == "***"
+
+
+def test_half_configured_channel_names_the_variable_not_the_secret() -> None:
+    with pytest.raises(ConfigError, match="TELEGRAM_CHAT_ID") as info:
+        senders_from_env(NotifyConfig(), {"TELEGRAM_BOT_TOKEN": "111:AAA-secret-token"})
+    assert "AAA-secret-token" not in str(info.value)
+    with pytest.raises(ConfigError, match="SLACK_WEBHOOK_URL") as info:
+        senders_from_env(NotifyConfig(), {"SLACK_WEBHOOK_URL": "hooks.slack.test/secretpath"})
+    assert "secretpath" not in str(info.value)
+
+
+# --- senders over real HTTP -----------------------------------------------------------------------
+async def test_telegram_sender_maps_rate_limit_and_errors(tg: FakeTelegram) -> None:
+    [sender] = telegram_senders(
+        token=Secret(tg.token), chat_ids=["111"], links=LINKS, base_url=tg.base_url, timeout=2
+    )
+    tg.push(Fault.rate_limited(3), Fault.error(500), Fault.error(400))
+    limited, broken, rejected, ok = [await sender.send(trip()) for _ in range(4)]
+    await sender.aclose()
+    assert (limited.ok, limited.retryable, limited.retry_after) == (False, True, 3.0)
+    assert (broken.ok, broken.retryable, broken.retry_after) == (False, True, None)
+    assert (rejected.ok, rejected.retryable) == (False, False)
+    assert ok == SendResult.sent("telegram")
+    assert len(tg.messages) == 4
+    for result in (limited, broken, rejected):
+        assert tg.token not in repr(result)
+
+
+async def test_telegram_sender_reports_a_dead_server_without_the_token() -> None:
+    token = "555:DEAD-server-token"
+    [sender] = telegram_senders(
+        token=Secret(token),
+        chat_ids=["111"],
+        links=LINKS,
+        base_url=f"http://127.0.0.1:{unused_port()}/bot",
+        timeout=2,
+    )
+    result = await sender.send(trip())
+    await sender.aclose()
+    assert (result.ok, result.retryable) == (False, True)
+    assert result.error is not None
+    assert result.error.startswith("NetworkError")
+    assert token not in repr(result)
+
+
+async def test_slack_sender_maps_statuses(slack: FakeSlack) -> None:
+    sender = SlackSender(webhook_url=Secret(slack.webhook_url), links=LINKS, timeout=2)
+    slack.push(Fault.rate_limited(7), Fault.error(503), Fault.error(404))
+    limited, broken, gone, ok = [await sender.send(trip()) for _ in range(4)]
+    await sender.aclose()
+    assert (limited.ok, limited.retryable, limited.retry_after) == (False, True, 7.0)
+    assert (broken.retryable, broken.error) == (True, "HTTP 503: internal_error")
+    assert (gone.retryable, gone.error) == (False, "HTTP 404: internal_error")
+    assert ok.ok
+    assert slack.posts[-1] == render_slack(trip(), links=LINKS)
+    dead = SlackSender(
+        webhook_url=Secret(f"http://127.0.0.1:{unused_port()}/services/T/B/deadhooksecret"),
+        links=LINKS,
+        timeout=2,
+    )
+    down = await dead.send(trip())
+    await dead.aclose()
+    assert (down.ok, down.retryable, down.error) == (False, True, "ConnectionError")
+    for result in (limited, broken, gone, ok, down):
+        assert "/services/" not in repr(result)
+
+
+# --- dispatcher over real HTTP --------------------------------------------------------------------
+async def test_one_message_per_chat_and_one_slack_post(
+    tg: FakeTelegram,
+    slack: FakeSlack,
+    clock: FakeClock,
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="controller.alerts")
+    cfg = config()
+    d = dispatcher(cfg, env_for(tg, slack, chats="111,-1002222"), clock, metrics)
+    d.start()
+    assert d.submit(trip())
+    await close_window(clock, cfg)
+    messages = await tg.wait_messages(2)
+    [post] = await slack.wait_posts(1)
+    await eventually(lambda: d.counts().get(("telegram", "provider_tripped", "sent")) == 2)
+    await d.stop(timeout=2)
+
+    assert len(tg.messages) == 2
+    assert len(slack.posts) == 1
+    assert sorted(m["chat_id"] for m in messages) == ["-1002222", "111"]
+    for message in messages:
+        assert message["parse_mode"] == "HTML"
+        assert message["text"] == render_telegram(trip(), links=cfg.links())
+        assert "error rate 83% over 30 s, 41 requests ≥ threshold 50%" in message["text"]
+        assert f"http://grafana.test/trace/{TRACE}" in message["text"]
+        assert (
+            "http://grafana.test/d/failover?from=1799999100000&amp;to=1800000300000"
+            in (message["text"])
+        )
+    assert post == render_slack(trip(), links=cfg.links())
+    assert "event=provider_tripped" in caplog.text
+    assert metrics.counts() == {
+        ("telegram", "provider_tripped", "sent"): 2,
+        ("slack", "provider_tripped", "sent"): 1,
+        ("log", "provider_tripped", "sent"): 1,
+    }
+
+
+async def test_duplicates_within_cooldown_are_suppressed(
+    clock: FakeClock, metrics: Metrics
+) -> None:
+    cfg = config(cooldown_seconds=300)
+    d = dispatcher(cfg, {}, clock, metrics)  # log sender only; not started: submit alone
+    assert d.submit(trip())
+    clock.advance(100)
+    assert not d.submit(trip())  # same event + provider
+    assert d.submit(trip("anthropic-main"))  # another provider is news
+    assert d.submit(recovered())  # a recovery is never held back by the trip's cooldown
+    assert d.submit(trip())  # ...and a trip after a recovery is news again
+    assert not d.submit(trip())
+    clock.advance(300)
+    assert d.submit(trip())  # cooldown over
+    assert d.counts()[("log", "provider_tripped", "deduplicated")] == 2
+    assert metrics.counts()[("log", "provider_tripped", "deduplicated")] == 2
+    assert d.pending == 5
+    await d.stop(timeout=1)
+
+
+async def test_storm_is_grouped_into_one_message_per_sender(
+    tg: FakeTelegram, slack: FakeSlack, clock: FakeClock, metrics: Metrics
+) -> None:
+    cfg = config(group_window_seconds=2)
+    d = dispatcher(cfg, env_for(tg, slack), clock, metrics)
+    d.start()
+    assert d.submit(trip("openai-primary"))
+    await eventually(lambda: clock.sleepers == 1)
+    clock.advance(1)
+    assert d.submit(trip("anthropic-main"))
+    all_down = Alert(
+        event=AlertEvent.TIER_ALL_DOWN, severity=Severity.CRITICAL, at=AT + 1, tier="frontier"
+    )
+    assert d.submit(all_down)
+    clock.advance(1)
+    [message] = await tg.wait_messages(1)
+    [post] = await slack.wait_posts(1)
+    text = message["text"]
+    assert text.startswith("<b>🚨 3 alerts at once</b>")
+    assert "• 🔴 openai-primary tripped (frontier) — error rate 83%" in text
+    assert "• 🔴 anthropic-main tripped (frontier)" in text
+    assert "• 🚨 all providers down in tier frontier" in text
+    assert "3 alerts at once" in post["text"]
+
+    assert d.submit(trip("gemini"))  # after the window: a message of its own
+    await close_window(clock, cfg)
+    [_, second] = await tg.wait_messages(2)
+    assert second["text"].startswith("<b>🔴 gemini tripped")
+    await d.stop(timeout=2)
+    counts = metrics.counts()
+    assert counts[("telegram", "provider_tripped", "sent")] == 3
+    assert counts[("telegram", "tier_all_down", "sent")] == 1
+    assert counts[("slack", "tier_all_down", "sent")] == 1
+
+
+async def test_telegram_retry_after_is_waited_out_exactly(
+    tg: FakeTelegram, clock: FakeClock, metrics: Metrics
+) -> None:
+    cfg = config(group_window_seconds=0, log=False)
+    d = dispatcher(cfg, env_for(tg, None), clock, metrics)
+    tg.push(Fault.rate_limited(3))
+    d.start()
+    d.submit(trip())
+    await tg.wait_messages(1)
+    await eventually(lambda: clock.sleepers == 1)  # the worker waits out retry_after
+    clock.advance(2.9)
+    assert clock.sleepers == 1
+    assert len(tg.messages) == 1  # not before
+    clock.advance(0.1)
+    await tg.wait_messages(2)
+    await eventually(lambda: d.counts().get(("telegram", "provider_tripped", "sent")) == 1)
+    await d.stop(timeout=2)
+    assert len(tg.messages) == 2
+    assert metrics.counts() == {("telegram", "provider_tripped", "sent"): 1}
+
+
+async def test_slack_retry_after_is_honoured(slack: FakeSlack, clock: FakeClock) -> None:
+    cfg = config(group_window_seconds=0, log=False)
+    d = dispatcher(cfg, env_for(None, slack), clock)
+    slack.push(Fault.rate_limited(4))
+    d.start()
+    d.submit(trip())
+    await slack.wait_requests(1)
+    await eventually(lambda: clock.sleepers == 1)
+    clock.advance(3.99)
+    assert clock.sleepers == 1
+    assert len(slack.requests) == 1
+    clock.advance(0.01)
+    await slack.wait_posts(2)
+    await eventually(lambda: d.counts().get(("slack", "provider_tripped", "sent")) == 1)
+    await d.stop(timeout=2)
+
+
+async def test_dead_sender_fails_and_never_delays_the_others(
+    slack: FakeSlack, clock: FakeClock, metrics: Metrics
+) -> None:
+    cfg = config(max_attempts=2, backoff_base_seconds=1, backoff_max_seconds=10)
+    env = env_for(None, slack)
+    env |= {"TELEGRAM_BOT_TOKEN": "777:dead-token-zzz", "TELEGRAM_CHAT_ID": "111"}
+    env["TELEGRAM_API_BASE_URL"] = f"http://127.0.0.1:{unused_port()}"
+    d = dispatcher(cfg, env, clock, metrics)
+    d.start()
+    d.submit(trip())
+    await close_window(clock, cfg)
+    await slack.wait_posts(1)
+    await eventually(lambda: d.counts().get(("slack", "provider_tripped", "sent")) == 1)
+    await eventually(lambda: clock.sleepers == 1)  # telegram backing off after attempt 1
+    assert ("telegram", "provider_tripped", "failed") not in d.counts()
+    clock.advance(1.0)  # equal jitter: the first backoff is within [0.5, 1] s
+    await eventually(lambda: ("telegram", "provider_tripped", "failed") in d.counts())
+    await d.stop(timeout=2)
+    assert metrics.counts() == {
+        ("slack", "provider_tripped", "sent"): 1,
+        ("log", "provider_tripped", "sent"): 1,
+        ("telegram", "provider_tripped", "failed"): 1,
+    }
+
+
+async def test_full_queue_drops_and_counts(clock: FakeClock, metrics: Metrics) -> None:
+    cfg = config(queue_size=3)
+    d = dispatcher(cfg, {}, clock, metrics)
+    accepted = [d.submit(trip(f"p{i}")) for i in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert metrics.counts() == {("log", "provider_tripped", "dropped"): 2}
+    await d.stop(timeout=1)  # never started: what was queued is dropped, and counted
+    assert d.counts() == {("log", "provider_tripped", "dropped"): 5}
+
+
+async def test_stop_flushes_without_waiting_for_the_window(
+    tg: FakeTelegram, clock: FakeClock
+) -> None:
+    cfg = config(group_window_seconds=60, log=False)
+    d = dispatcher(cfg, env_for(tg, None), clock)
+    d.start()
+    d.submit(trip())
+    await eventually(lambda: clock.sleepers == 1)
+    started = time.perf_counter()
+    await d.stop(timeout=2)
+    assert time.perf_counter() - started < 1.0  # drained, not cut by the bound
+    assert len(tg.messages) == 1
+    assert d.counts() == {("telegram", "provider_tripped", "sent"): 1}
+    assert not d.submit(trip("late"))
+
+
+async def test_submit_never_blocks_while_servers_hang(
+    tg: FakeTelegram, slack: FakeSlack, clock: FakeClock
+) -> None:
+    tg.always(Fault.hang())
+    slack.always(Fault.hang())
+    cfg = config(
+        group_window_seconds=0,
+        queue_size=10,
+        telegram={"timeout_seconds": 30.0},
+        slack={"timeout_seconds": 30.0},
+    )
+    d = dispatcher(cfg, env_for(tg, slack), clock)
+    d.start()
+    d.submit(trip("first"))
+    await tg.wait_requests(1)
+    await slack.wait_requests(1)  # both senders are now stuck in a hanging request
+    started = time.perf_counter()
+    accepted = [d.submit(trip(f"p{i}")) for i in range(100)]
+    assert time.perf_counter() - started < 0.1
+    assert accepted.count(True) == 10
+    assert d.counts()[("slack", "provider_tripped", "dropped")] == 90
+    started = time.perf_counter()
+    await d.stop(timeout=0.3)
+    assert time.perf_counter() - started < 2.0
+    counts = d.counts()
+    assert counts[("slack", "provider_tripped", "dropped")] == 101  # 90 + 10 queued + 1 in flight
+    assert counts[("log", "provider_tripped", "sent")] == 11  # the log never hangs
+
+
+async def test_secrets_never_reach_logs_or_results(
+    tg: FakeTelegram, slack: FakeSlack, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Open the libraries' loggers wide: redaction must hold even at DEBUG.
+    for name in ("httpx", "httpcore", "telegram", "urllib3"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    caplog.set_level(logging.DEBUG)
+    cfg = config(group_window_seconds=0, max_attempts=2)
+    d = dispatcher(cfg, env_for(tg, slack), clock)
+    tg.push(Fault.error(500))
+    slack.push(Fault.error(500))
+    d.start()
+    d.submit(trip())
+    await tg.wait_messages(1)
+    await slack.wait_posts(1)
+    await eventually(lambda: clock.sleepers == 2)  # both back off once
+    clock.advance(10)
+    await eventually(lambda: d.counts().get(("slack", "provider_tripped", "sent")) == 1)
+    await eventually(lambda: d.counts().get(("telegram", "provider_tripped", "sent")) == 1)
+    await d.stop(timeout=2)
+
+    logged = caplog.text
+    assert "/bot***/sendMessage" in logged  # httpx's request line was seen, and scrubbed
+    assert "POST *** HTTP" in logged  # so was urllib3's
+    assert tg.token not in logged
+    assert slack.path not in logged
+    assert slack.webhook_url not in logged
+
+
+async def test_a_raising_sender_is_isolated(clock: FakeClock) -> None:
+    class Broken:
+        channel = "broken"
+        name = "broken"
+
+        async def send(self, alert: Alert) -> SendResult:
+            raise RuntimeError("token=abc would leak")
+
+        async def aclose(self) -> None:
+            return None
+
+    cfg = config(group_window_seconds=0, max_attempts=1)
+    d = Dispatcher(senders=[Broken(), LogSender()], clock=clock, cfg=cfg)
+    d.start()
+    d.submit(trip())
+    await eventually(lambda: len(d.counts()) == 2)
+    await d.stop(timeout=1)
+    assert d.counts() == {
+        ("broken", "provider_tripped", "failed"): 1,
+        ("log", "provider_tripped", "sent"): 1,
+    }
+
+
+async def test_sender_reprs_hide_secrets() -> None:
+    [sender] = telegram_senders(
+        token=Secret("999:REPR-token-abc"), chat_ids=["5"], links=LINKS, base_url=None
+    )
+    assert isinstance(sender, TelegramSender)
+    assert "REPR-token-abc" not in repr(sender)
+    slack_sender = SlackSender(webhook_url=Secret("https://x.test/services/hidden"), links=LINKS)
+    assert "hidden" not in repr(slack_sender)
+    await sender.aclose()
+    await slack_sender.aclose()
