@@ -407,3 +407,29 @@ class FakeFleet:
 
     def __getitem__(self, name: str) -> FakeProvider:
         return self.fakes[name]
+
+
+async def _serve_forever(name: str, port: int, latency: float) -> None:
+    fake = await FakeProvider(name=name, port=port, latency=latency).start()
+    print(f"fake provider {name} listening on http://127.0.0.1:{fake.port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m controller.providers.fake --name primary --port 9001``: serve until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve a fault-injecting fake LLM provider.")
+    parser.add_argument("--name", default="fake")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.name, args.port, args.latency_ms / 1000.0))
+
+
+if __name__ == "__main__":
+    main()
