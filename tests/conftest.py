@@ -46,6 +46,13 @@ class Recorder:
         self.routes.append(event)
 
 
+@pytest.fixture(autouse=True)
+def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    # python-telegram-bot >= 22.2 warns while building RetryAfter unless opted in; the suite
+    # turns warnings into errors. The CLI sets the same default.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
 @pytest.fixture
 async def primary() -> AsyncIterator[FakeProvider]:
     async with FakeProvider(name="primary") as fake:

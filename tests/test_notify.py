@@ -128,12 +128,6 @@ def metric_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], in
     return counts
 
 
-@pytest.fixture(autouse=True)
-def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
-    # PTB >= 22.2 warns while *building* RetryAfter unless opted in; warnings are errors here.
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
-
-
 @pytest.fixture
 async def tg() -> AsyncIterator[FakeTelegram]:
     async with FakeTelegram(token="987654:SECRET-bot-token-xyz") as server:

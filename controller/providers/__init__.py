@@ -41,4 +41,3 @@ def codec_for(
             include_usage_option=stream_usage,
         )
     raise ValueError(f"unknown provider kind {kind!r}")
-

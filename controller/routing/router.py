@@ -274,16 +274,22 @@ class Router:
                             has_alternative=index + 1 < len(queue),
                         )
                     )
-                    if delay is None or route.attempts >= self._max_attempts:
-                        reason, cause = AttemptReason.FAILOVER, exc.error_type
-                        previous = target.provider
-                        break
-                    await self._clock.sleep(delay)
-                    reason, cause = AttemptReason.RETRY, exc.error_type
+                    if delay is not None and route.attempts < self._max_attempts:
+                        await self._clock.sleep(delay)
+                        if not self._ejected(route, target):  # tripped while we waited?
+                            reason, cause = AttemptReason.RETRY, exc.error_type
+                            continue
+                    reason, cause = AttemptReason.FAILOVER, exc.error_type
+                    previous = target.provider
+                    break
             if route.attempts >= self._max_attempts:
                 break
             index += 1
         raise self._exhausted(route)
+
+    def _ejected(self, route: _Route, target: Target) -> bool:
+        """Tripped while this request was on it: move on rather than retry a dead provider."""
+        return not route.plan.panic and not self.state.current.status(target.provider).usable
 
     def _remaining(self, route: _Route) -> float:
         remaining = route.deadline - self._clock.monotonic()

@@ -1,0 +1,60 @@
+"""Drills: a simulated outage of one provider, to rehearse the alert path end to end.
+
+:class:`Drillable` wraps a provider; while a drill is on, every attempt fails at once with
+``Overloaded("drill: simulated outage")`` without touching the network. The failures flow
+through the router like real ones, so the tripwire trips, traffic fails over, the alert goes
+out and, once the drill ends, probes succeed and traffic fails back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from controller._clock import Clock
+from controller._errors import Overloaded
+from controller.model import Request, Response, StreamChunk
+from controller.providers.base import Provider, Timeouts
+
+
+class Drillable:
+    """A provider that can be put into a drill. Implements :class:`Provider`."""
+
+    def __init__(self, inner: Provider, *, clock: Clock) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.kind = inner.kind
+        self.server_address = inner.server_address
+        self.server_port = inner.server_port
+        self._clock = clock
+        self._until = 0.0
+
+    def start_drill(self, seconds: float) -> float:
+        """Begin (or extend) a drill; returns its end on the monotonic clock."""
+        self._until = self._clock.monotonic() + max(0.0, seconds)
+        return self._until
+
+    def stop_drill(self) -> None:
+        self._until = 0.0
+
+    @property
+    def drilling(self) -> bool:
+        return self._clock.monotonic() < self._until
+
+    def _fail(self, model: str) -> Overloaded:
+        return Overloaded("drill: simulated outage", provider=self.name, model=model, status=503)
+
+    async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
+        if self.drilling:
+            raise self._fail(model)
+        return await self.inner.complete(request, model, timeouts)
+
+    async def stream(
+        self, request: Request, model: str, timeouts: Timeouts
+    ) -> AsyncIterator[StreamChunk]:
+        if self.drilling:
+            raise self._fail(model)
+        async for chunk in self.inner.stream(request, model, timeouts):
+            yield chunk
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -1,0 +1,165 @@
+"""The chat endpoints: decode in the caller's format, route, answer in the caller's format.
+
+Why the stream path is shaped as it is:
+
+* ``router.stream()`` is awaited *before* the HTTP response starts. It returns only once some
+  provider produced a first chunk, so a request that fails everywhere still gets a real error
+  status (429, 503, ...) that the SDKs turn into their typed exceptions.
+* After the first byte, a failure can no longer change the status. A mid-stream cut is written as
+  the format's own in-stream error event and the stream ends *without* its terminator
+  (``[DONE]`` / ``message_stop``): the SDKs raise on that event, so nobody mistakes a truncated
+  answer for a complete one.
+* A client that goes away mid-stream (a write fails, or aiohttp cancels the handler) closes the
+  routed stream, so the attempt is reported as cancelled and never counts against the provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aiohttp import web
+
+from controller._errors import BadRequest, FailoverError, ProviderError, StreamInterrupted
+from controller.gateway._formats import HEADER_MODEL, HEADER_PROVIDER, Front, public_error
+from controller.gateway.backend import GatewayBackend
+from controller.model import Request
+from controller.routing.router import RoutedStream
+from controller.wire._base import StreamEncoder
+
+__all__ = ["ChatEndpoint"]
+
+log = logging.getLogger(__name__)
+
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # tell nginx-style proxies in front of us not to buffer
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One decoded front request."""
+
+    body: Any  # the parsed JSON (the OpenAI front reads stream_options from it)
+    model: str  # the model name the client sent: echoed back in every answer
+    tier: str
+    request: Request
+
+
+class ChatEndpoint:
+    """The handler of one front route (``/v1/chat/completions`` or ``/v1/messages``)."""
+
+    def __init__(self, backend: GatewayBackend, front: Front, *, max_body_bytes: int) -> None:
+        self._backend = backend
+        self._front = front
+        self._max_body = max_body_bytes
+
+    async def handle(self, http: web.Request) -> web.StreamResponse:
+        decoded = await self._decode(http)
+        if isinstance(decoded, web.StreamResponse):
+            return decoded
+        router = self._backend.router
+        try:
+            if not decoded.request.stream:
+                response = await router.complete(decoded.request, tier=decoded.tier)
+                rendered = self._front.render(replace(response, model=decoded.model))
+                headers = _served(response.provider, response.model)
+                return web.json_response(rendered, headers=headers)
+            routed = await router.stream(decoded.request, tier=decoded.tier)
+        except FailoverError as exc:
+            return self._failure(exc)
+        return await self._pump(http, routed, decoded)
+
+    # ----------------------------------------------------------------------------- decoding
+    async def _decode(self, http: web.Request) -> _Call | web.StreamResponse:
+        """The request, or the 4xx answer (in the caller's format) that explains what is wrong."""
+        try:
+            raw = await http.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = f"{self._max_body} bytes"
+            return self._front.error(BadRequest(f"request body exceeds {limit}", status=413))
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            detail = f"{exc}" if not isinstance(exc, RecursionError) else "nested too deeply"
+            return self._front.error(BadRequest(f"request body is not valid JSON: {detail}"))
+        try:
+            model, request = self._front.parse(body)
+        except BadRequest as exc:
+            return self._front.error(replace_status(exc, 400))
+        tier = self._backend.tier_for(model)
+        if tier is None:
+            return self._front.model_not_found(model, self._backend.models())
+        return _Call(body=body, model=model, tier=tier, request=request)
+
+    def _failure(self, exc: FailoverError) -> web.Response:
+        shown = public_error(exc)
+        log.info("request failed (%s): %s", type(exc).__name__, exc)
+        response = self._front.error(shown)
+        provider = getattr(exc, "provider", "")
+        if isinstance(provider, str) and provider:  # a caller error names who refused it
+            response.headers[HEADER_PROVIDER] = provider
+        return response
+
+    # ----------------------------------------------------------------------------- streaming
+    async def _pump(
+        self, http: web.Request, routed: RoutedStream, call: _Call
+    ) -> web.StreamResponse:
+        """Relay ``routed`` as SSE; whatever happens, the routed stream is closed at the end."""
+        out = web.StreamResponse(headers=_SSE_HEADERS | _served(routed.provider, routed.model))
+        ident = f"{self._front.id_prefix}{routed.request_id}"
+        encoder = self._front.encoder(id=ident, model=call.model, body=call.body)
+        try:
+            await out.prepare(http)
+            await self._relay(out, routed, encoder)
+        except ConnectionResetError:  # the client went away; the finally block reports it
+            log.info("client disconnected from stream %s", routed.request_id)
+        finally:
+            await routed.aclose()  # a no-op once the stream ended; else reported as cancelled
+        return out
+
+    async def _relay(
+        self, out: web.StreamResponse, routed: RoutedStream, encoder: StreamEncoder
+    ) -> None:
+        chunks = aiter(routed)
+        try:
+            await out.write(encoder.start())
+            async for chunk in chunks:
+                # The client sees the model name it asked for; the header names the real one.
+                await out.write(encoder.encode(replace(chunk, model=None)))
+            await out.write(encoder.end())
+        except StreamInterrupted as exc:
+            log.warning("stream %s interrupted: %s", routed.request_id, exc)
+            await _write_quietly(out, encoder.error(exc.cause))
+        except ProviderError as exc:  # the encoder cannot express a chunk (a nameless tool call)
+            log.warning("stream %s could not be encoded: %s", routed.request_id, exc)
+            await _write_quietly(out, encoder.error(exc))
+        finally:
+            closer = getattr(chunks, "aclose", None)
+            if closer is not None:
+                await closer()
+        await _write_quietly_eof(out)
+
+
+def replace_status(err: BadRequest, status: int) -> BadRequest:
+    """``err`` with another status, keeping its class and message."""
+    return type(err)(err.message, provider=err.provider, model=err.model, status=status)
+
+
+def _served(provider: str, model: str) -> dict[str, str]:
+    return {HEADER_PROVIDER: provider, HEADER_MODEL: model}
+
+
+async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        await out.write(data)
+
+
+async def _write_quietly_eof(out: web.StreamResponse) -> None:
+    with contextlib.suppress(ConnectionResetError):
+        await out.write_eof()

@@ -1,0 +1,217 @@
+"""The two front formats the gateway speaks, and how any failure becomes an answer in them.
+
+A client is always answered in its own wire format, whichever provider served (or failed) its
+request: an OpenAI SDK gets ``{"error": {...}}`` bodies and ``data: [DONE]``, an Anthropic SDK
+gets ``{"type": "error", ...}`` and ``message_stop``. The official SDKs pick their typed
+exception from the HTTP status, so the status is chosen with care (see :func:`public_error`):
+
+=====================================================  ======================================
+what happened                                          status
+=====================================================  ======================================
+the provider refused the request (400, context, filter)  400, with the provider's reason
+every provider failed; the last one rate-limited us    429 (+ Retry-After when it was given)
+... the last one timed out                             504
+... the last one rejected our key (upstream 401/403)   502: the *gateway* is misconfigured,
+                                                       the client's own key is fine
+... the last one was overloaded, unreachable, garbled  503
+=====================================================  ======================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from controller._errors import (
+    AllProvidersFailed,
+    AuthFailed,
+    BadRequest,
+    CallerError,
+    DeadlineExceeded,
+    FailoverError,
+    Overloaded,
+    ProviderError,
+    ProviderFault,
+    ProviderTimeout,
+    RateLimited,
+    StreamInterrupted,
+)
+from controller.model import Request, Response
+from controller.wire._base import StreamEncoder
+from controller.wire.anthropic import AnthropicServerCodec
+from controller.wire.openai import OpenAIServerCodec, stream_usage_requested
+
+__all__ = [
+    "AnthropicFront",
+    "Front",
+    "OpenAIFront",
+    "error_response",
+    "front_for_path",
+    "public_error",
+]
+
+HEADER_PROVIDER = "x-failover-provider"
+HEADER_MODEL = "x-failover-model"
+_MAX_ECHO = 200  # longest client-supplied text (a model name) repeated back in an error
+
+
+class Front(Protocol):
+    """One front format: its codec plus what the codec cannot say on its own."""
+
+    name: str
+    id_prefix: str  # of the ids minted for streamed answers
+
+    def parse(self, body: Any) -> tuple[str, Request]: ...
+
+    def render(self, response: Response) -> dict[str, Any]: ...
+
+    def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder: ...
+
+    def error(self, err: ProviderError) -> web.Response: ...
+
+    def model_not_found(self, model: str, known: Sequence[str]) -> web.Response: ...
+
+
+class OpenAIFront:
+    """``POST /v1/chat/completions``."""
+
+    name = "openai"
+    id_prefix = "chatcmpl-"
+
+    def __init__(self) -> None:
+        self.codec = OpenAIServerCodec()
+
+    def parse(self, body: Any) -> tuple[str, Request]:
+        return self.codec.parse_request(body)
+
+    def render(self, response: Response) -> dict[str, Any]:
+        return self.codec.render_response(response)
+
+    def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder:
+        """The usage-only chunk is sent only when asked for, as the real API does."""
+        usage = stream_usage_requested(body)
+        return self.codec.stream_encoder(id=id, model=model, include_usage=usage)
+
+    def error(self, err: ProviderError) -> web.Response:
+        return error_response(*self.codec.render_error(err))
+
+    def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
+        message = f"The model '{_clip(model)}' does not exist on this gateway. {_known(known)}"
+        error = {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+        return web.json_response({"error": error}, status=404)
+
+
+class AnthropicFront:
+    """``POST /v1/messages``."""
+
+    name = "anthropic"
+    id_prefix = "msg_"
+
+    def __init__(self) -> None:
+        self.codec = AnthropicServerCodec()
+
+    def parse(self, body: Any) -> tuple[str, Request]:
+        return self.codec.parse_request(body)
+
+    def render(self, response: Response) -> dict[str, Any]:
+        return self.codec.render_response(response)
+
+    def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder:
+        return self.codec.stream_encoder(id=id, model=model)
+
+    def error(self, err: ProviderError) -> web.Response:
+        return error_response(*self.codec.render_error(err))
+
+    def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
+        error = {"type": "not_found_error", "message": f"model: {_clip(model)}. {_known(known)}"}
+        return web.json_response({"type": "error", "error": error}, status=404)
+
+
+OPENAI = OpenAIFront()
+ANTHROPIC = AnthropicFront()
+
+
+def front_for_path(path: str) -> Front:
+    """The format a request to ``path`` expects its errors in (OpenAI unless it is Anthropic's)."""
+    return ANTHROPIC if path.rstrip("/") == "/v1/messages" else OPENAI
+
+
+def error_response(status: int, body: dict[str, Any], headers: dict[str, str]) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."
+
+
+def _known(names: Sequence[str]) -> str:
+    if not names:
+        return "No models are configured."
+    return "Available models: " + ", ".join(sorted(names)) + "."
+
+
+# ---------------------------------------------------------------- failure → public error
+
+
+def public_error(exc: FailoverError) -> ProviderError:
+    """The error to show the client for ``exc``: its class picks the status (table above) and
+    its message says what was tried. Never a class the SDKs would read as the *client's* fault
+    unless it was (an upstream 401 is the gateway's problem, hence 502)."""
+    if isinstance(exc, CallerError):
+        return _as_caller_error(exc, exc.message)
+    if isinstance(exc, AllProvidersFailed | DeadlineExceeded):
+        last = exc.attempts[-1] if exc.attempts else None
+        deadline = isinstance(exc, DeadlineExceeded)
+        return _from_last(last, _what_was_tried(exc, deadline=deadline), deadline=deadline)
+    if isinstance(exc, StreamInterrupted):
+        return _from_last(exc.cause, str(exc), deadline=False)
+    if isinstance(exc, ProviderError):
+        return _from_last(exc, str(exc), deadline=False)
+    return ProviderFault(str(exc), status=500)
+
+
+def _as_caller_error(err: CallerError, message: str) -> ProviderError:
+    """The same refinement (context too long, filtered, plain) with status 400: an upstream
+    404/422 says the request was wrong for that provider, which to our client is a 400."""
+    cls = type(err) if isinstance(err, BadRequest) else BadRequest
+    return cls(message, provider=err.provider, model=err.model, status=400)
+
+
+def _from_last(last: ProviderError | None, message: str, *, deadline: bool) -> ProviderError:
+    if last is None and deadline:
+        return ProviderTimeout(message, phase="total")
+    if last is None:  # nothing was tried: the kill switch or the state left no candidate
+        return Overloaded(message, status=503)
+    if isinstance(last, CallerError):
+        return _as_caller_error(last, message)
+    if isinstance(last, RateLimited):
+        return RateLimited(message, retry_after=last.retry_after, status=429)
+    if isinstance(last, ProviderTimeout):
+        return ProviderTimeout(message, phase=last.phase)
+    if isinstance(last, AuthFailed):
+        return ProviderFault(message, status=502)
+    return Overloaded(message, status=503)
+
+
+def _what_was_tried(exc: AllProvidersFailed | DeadlineExceeded, *, deadline: bool) -> str:
+    """Each attempt and how it failed. An upstream auth error is named but not quoted: its text
+    can carry a masked form of the *gateway's* provider key, which is not the client's to see."""
+    if not exc.attempts:
+        return str(exc)  # nothing was tried: the message says why (kill switch, empty tier)
+    headline = "the request deadline passed" if deadline else "every provider failed"
+    tried = "; ".join(_attempt_text(err) for err in exc.attempts)
+    return f"{headline} after {len(exc.attempts)} attempt(s): {tried}"
+
+
+def _attempt_text(err: ProviderError) -> str:
+    who = "/".join(part for part in (err.provider, err.model) if part) or "a provider"
+    what = "rejected the gateway's credentials" if isinstance(err, AuthFailed) else err.message
+    code = f" (HTTP {err.status})" if err.status else ""
+    return f"{who}: {what}{code}"

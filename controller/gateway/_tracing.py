@@ -1,0 +1,106 @@
+"""One SERVER span per HTTP request, following the OTel HTTP semantic conventions.
+
+The span is made *current* while the handler runs, so the router's ``failover.route`` span (and
+the provider CLIENT spans under it) become its children: one trace shows the client's request,
+the routing decision and every attempt. A streamed answer is relayed inside the handler, so the
+span's duration covers the whole stream, not just its first byte.
+
+Per the conventions a SERVER span is an error only for 5xx answers (a 4xx is the client's
+problem, not the server's); ``error.type`` is then the status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from controller.telemetry import names
+
+__all__ = ["server_span_middleware"]
+
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_ROUTE = "http.route"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+URL_PATH = "url.path"
+URL_SCHEME = "url.scheme"
+NETWORK_PROTOCOL_VERSION = "network.protocol.version"
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def server_span_middleware(tracer: Tracer) -> Middleware:
+    """An aiohttp middleware that wraps every request in a SERVER span from ``tracer``."""
+
+    @web.middleware
+    async def server_span(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = _route_template(request)
+        method = request.method if request.method in _KNOWN_METHODS else "_OTHER"
+        name = f"{method} {route}" if route else method
+        with tracer.start_as_current_span(
+            name,
+            kind=SpanKind.SERVER,
+            attributes=_request_attributes(request, method, route),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            status: int | None = 500  # what aiohttp answers when a handler raises unexpectedly
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            except asyncio.CancelledError:  # the client went away: no status was ever sent
+                status = None
+                span.set_attribute(names.ERROR_TYPE, "cancelled")
+                raise
+            finally:
+                _finish(span, status)
+
+    return server_span
+
+
+def _route_template(request: web.Request) -> str:
+    """The matched route's template (``/v1/models/{model}``), or "" when nothing matched."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else ""
+
+
+def _request_attributes(request: web.Request, method: str, route: str) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
+        HTTP_REQUEST_METHOD: method,
+        URL_PATH: request.path,
+        URL_SCHEME: request.scheme,
+        NETWORK_PROTOCOL_VERSION: f"{request.version.major}.{request.version.minor}",
+    }
+    if route:
+        attributes[HTTP_ROUTE] = route
+    host, port = _server_address(request)
+    if host:
+        attributes[names.SERVER_ADDRESS] = host
+    if port:
+        attributes[names.SERVER_PORT] = port
+    return attributes
+
+
+def _server_address(request: web.Request) -> tuple[str, int]:
+    """From the Host header (what the client addressed), else the listening socket."""
+    url = request.url
+    if url.host:
+        return url.host, url.port or 0
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return str(sockname[0]), int(sockname[1])
+    return "", 0
+
+
+def _finish(span: Span, status: int | None) -> None:
+    if status is None:
+        return
+    span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+    if status >= 500:
+        span.set_attribute(names.ERROR_TYPE, str(status))
+        span.set_status(Status(StatusCode.ERROR))

@@ -1,0 +1,406 @@
+"""The assembled process: providers, router, tripwire, notifier and telemetry, from one config.
+
+:class:`Runtime` builds every part from a :class:`~controller._config.Config`, runs the control
+loop, the alert dispatcher and the config watcher as background tasks, and offers the gateway
+its narrow :class:`~controller.gateway.backend.GatewayBackend` view (status, readiness, metrics,
+drills). Routers read the routing state without ever waiting on the controller.
+
+Hot reload: the kill switch, tiers and aliases take effect on save (within one poll of the
+watcher); a change to ``providers``, ``controller``, ``notify``, ``telemetry`` or ``state`` is
+reported and needs a restart. An invalid file is rejected, the running config stays, and an
+alert says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from controller._alerting import alert_for_transition, kill_switch_alert, rejected_alert
+from controller._clock import Clock, SystemClock
+from controller._config import Config, ProviderConfig, resolve_secret
+from controller._drill import Drillable
+from controller._errors import ConfigError
+from controller._watch import ConfigWatcher
+from controller.control.decide import Transition
+from controller.control.loop import Controller
+from controller.control.state import KillSwitch, StateHolder
+from controller.control.store import FileStateStore, MemoryStateStore, StateStore
+from controller.events import AttemptEvent, Outcome, RouteEvent
+from controller.notify import Dispatcher, senders_from_env
+from controller.notify.alert import Alert
+from controller.providers import HttpProvider, Timeouts, codec_for
+from controller.routing.plan import Plan, Target, TierPlan, make_plan
+from controller.routing.policy import DefaultRetryPolicy
+from controller.routing.router import Router
+from controller.signals.window import SignalWindows
+from controller.telemetry.setup import Telemetry, setup_telemetry
+
+log = logging.getLogger(__name__)
+
+_HISTORY = 50
+
+
+class _Wake:
+    """A router listener that wakes the controller on a provider fault (faster trips)."""
+
+    def __init__(self) -> None:
+        self.controller: Controller | None = None
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        if event.outcome is Outcome.FAULT and self.controller is not None:
+            self.controller.wake()
+
+    def on_route(self, event: RouteEvent) -> None:
+        return None
+
+
+def build_tiers(config: Config) -> dict[str, TierPlan]:
+    def target(t: Any) -> Target:
+        return Target(
+            provider=t.provider, model=t.model, weight=t.weight, cost_per_mtok=t.cost_per_mtok
+        )
+
+    return {
+        name: TierPlan(
+            name=name,
+            targets=tuple(target(t) for t in tier.targets),
+            strategy=tier.strategy,
+            context_fallback=target(tier.context_fallback) if tier.context_fallback else None,
+        )
+        for name, tier in config.tiers.items()
+    }
+
+
+def build_provider(
+    name: str, cfg: ProviderConfig, env: Mapping[str, str], base_url: str | None = None
+) -> HttpProvider:
+    key = resolve_secret(cfg.api_key_env, key=f"providers.{name}.api_key_env", env=env)
+    codec = codec_for(
+        cfg.kind.value,
+        provider_name=cfg.provider_name,
+        auth=cfg.auth,
+        path=cfg.path,
+        query=cfg.query,
+        stream_usage=cfg.stream_usage,
+    )
+    return HttpProvider(
+        name=name,
+        codec=codec,
+        base_url=base_url or cfg.url,
+        api_key=key or None,
+        max_connections=cfg.max_connections,
+    )
+
+
+def probe_models(config: Config) -> dict[str, str]:
+    """The model each provider is probed (and pinned) with: its default, else its first use."""
+    models = {n: p.default_model for n, p in config.providers.items() if p.default_model}
+    for tier in config.tiers.values():
+        for target in tier.targets:
+            models.setdefault(target.provider, target.model)
+    return models
+
+
+class Runtime:
+    """One gateway's worth of parts. ``await start()``, serve, ``await stop()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
+        base_urls: Mapping[str, str] | None = None,
+        store: StateStore | None = None,
+    ) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.clock = clock or SystemClock()
+        self.config = config
+        self.config_path = Path(config_path) if config_path else None
+        self.telemetry = telemetry or setup_telemetry(
+            service_name=config.telemetry.service_name,
+            capture_content=config.telemetry.capture_content,
+            env=self.env,
+        )
+        self.tracer: Tracer = self.telemetry.tracer
+        urls = base_urls or {}
+        self.providers = {
+            name: Drillable(build_provider(name, cfg, self.env, urls.get(name)), clock=self.clock)
+            for name, cfg in config.providers.items()
+        }
+        self.holder = StateHolder()
+        self.windows = SignalWindows(
+            clock=self.clock,
+            window_seconds=config.controller.window_seconds,
+            bucket_seconds=config.controller.bucket_seconds,
+        )
+        self._wake = _Wake()
+        retry = config.routing.retry
+        self._models = probe_models(config)
+        self.router = Router(
+            tiers=build_tiers(config),
+            providers=self.providers,
+            state=self.holder,
+            listeners=[self.telemetry.listener, self.windows, self._wake],
+            clock=self.clock,
+            retry=DefaultRetryPolicy(
+                max_tries_per_provider=retry.max_tries_per_provider,
+                max_retry_after=retry.max_retry_after,
+                backoff_base=retry.backoff_base,
+                backoff_cap=retry.backoff_cap,
+            ),
+            timeouts={n: _timeouts(p) for n, p in config.providers.items()},
+            deadline=config.routing.deadline_seconds,
+            max_attempts=config.routing.max_attempts,
+            default_models=self._models,
+            capture_content=config.telemetry.capture_content,
+        )
+        self.store = store or (
+            FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()
+        )
+        self.controller = Controller(
+            clock=self.clock,
+            windows=self.windows,
+            holder=self.holder,
+            store=self.store,
+            cfg=config.controller,
+            tiers={n: [t.provider for t in tier.targets] for n, tier in config.tiers.items()},
+            prober=self._probe,
+            on_transition=[self._on_transition],
+            meter=self.telemetry.meter,
+        )
+        self._wake.controller = self.controller
+        self.dispatcher = Dispatcher(
+            senders=senders_from_env(config.notify, self.env),
+            clock=self.clock,
+            cfg=config.notify,
+            meter=self.telemetry.meter,
+        )
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_HISTORY)
+        self.alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=_HISTORY)
+        self.watcher: ConfigWatcher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ----------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self.controller.resume()
+        switch = self.config.effective_kill_switch(self.env)
+        if switch != self.holder.current.kill_switch:
+            self._apply_kill_switch(switch, changed_by="config")
+        self.dispatcher.start()
+        self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
+        if self.config_path is not None:
+            self.watcher = ConfigWatcher(
+                self.config_path,
+                clock=self.clock,
+                on_change=self.apply_config,
+                on_error=self._reject_config,
+            )
+            self._tasks.append(asyncio.create_task(self.watcher.run(), name="config-watcher"))
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        self.controller.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.dispatcher.stop(timeout=grace)
+        await self.router.aclose()
+        self.telemetry.listener.flush()
+        self.telemetry.shutdown(timeout=grace)
+
+    # ----------------------------------------------------------------------------- control
+    async def _probe(self, provider: str) -> bool:
+        model = self._models.get(provider)
+        if model is None:
+            return False
+        within = self.config.controller.probe_timeout_seconds
+        return await self.router.probe(provider, model, within=within)
+
+    def _on_transition(self, transition: Transition) -> None:
+        observed = "" if transition.enforced else " (observe mode: not enforced)"
+        text = (
+            f"{transition.provider}: {transition.from_state.value} -> "
+            f"{transition.to_state.value} ({transition.reason}){observed}"
+        )
+        self.events.appendleft({"time": transition.at, "text": text, "kind": transition.kind})
+        with self.tracer.start_as_current_span("failover.routing_flip") as span:
+            span.add_event(
+                "routing.flip",
+                {
+                    "failover.provider": transition.provider,
+                    "failover.transition": transition.kind.value,
+                    "failover.state.from": transition.from_state.value,
+                    "failover.state.to": transition.to_state.value,
+                    "failover.state.version": self.holder.current.version,
+                },
+            )
+        alert = alert_for_transition(
+            transition,
+            state=self.holder.current,
+            routes=self.routes(),
+            threshold=self.config.controller.error_rate_threshold,
+            observe=not self.config.controller.enforce,
+        )
+        if alert is not None:
+            self.notify(alert)
+
+    def notify(self, alert: Alert) -> None:
+        subject = alert.provider or alert.tier or ""
+        text = " ".join(p for p in (subject, alert.event.value.replace("_", " ")) if p)
+        if alert.detail:
+            text += f": {alert.detail}"
+        self.alerts.appendleft(
+            {"time": alert.at, "severity": alert.severity.value, "event": alert.event, "text": text}
+        )
+        self.dispatcher.submit(alert)
+
+    def _apply_kill_switch(self, switch: KillSwitch, *, changed_by: str) -> None:
+        before = self.holder.current.kill_switch
+        self.controller.set_kill_switch(switch, changed_by=changed_by)
+        self.notify(kill_switch_alert(before, switch, at=self.clock.wall(), routes=self.routes()))
+
+    # ----------------------------------------------------------------------------- config
+    def apply_config(self, config: Config) -> None:
+        """Take a new valid config: routing tables and kill switch now, the rest on restart."""
+        try:
+            switch = config.effective_kill_switch(self.env)
+        except ConfigError as err:
+            self._reject_config(err)
+            return
+        for section in ("providers", "controller", "notify", "telemetry", "state"):
+            if getattr(config, section) != getattr(self.config, section):
+                log.warning("config section %r changed: restart to apply it", section)
+        if config.providers != self.config.providers:
+            config = self.config.model_copy(update={"kill_switch": config.kill_switch})
+        self.config = config
+        self.router.tiers = build_tiers(config)
+        self._models = probe_models(config)
+        if switch != self.holder.current.kill_switch:
+            self._apply_kill_switch(switch, changed_by="config")
+
+    def _reject_config(self, err: ConfigError) -> None:
+        self.notify(rejected_alert(err, at=self.clock.wall(), routes=self.routes()))
+
+    # ----------------------------------------------------------------------------- gateway
+    def tier_for(self, model: str) -> str | None:
+        if model in self.config.aliases:
+            return self.config.aliases[model]
+        return model if model in self.config.tiers else None
+
+    def models(self) -> list[str]:
+        return sorted({*self.config.aliases, *self.config.tiers})
+
+    def routes(self) -> dict[str, tuple[str, ...]]:
+        """Where each tier's traffic goes now, in order (no randomness: the configured order)."""
+        return {name: tuple(t.provider for t in plan.targets) for name, plan in self._plans()}
+
+    def _plans(self) -> list[tuple[str, Plan]]:
+        """Each tier's plan as a request would see it now (fixed seed: a stable view)."""
+        state = self.holder.current
+        return [
+            (
+                name,
+                make_plan(
+                    tier,
+                    state,
+                    default_models=self._models,
+                    rng=random.Random(0),
+                    latency_of=self.router.latency.latency,
+                ),
+            )
+            for name, tier in self.router.tiers.items()
+        ]
+
+    def ready(self) -> tuple[bool, str]:
+        for name, plan in self._plans():
+            if not plan.targets:
+                return False, f"tier {name}: {plan.reason}"
+            if plan.panic:
+                return False, f"tier {name}: every provider is tripped"
+        return True, "ready"
+
+    def status(self) -> dict[str, Any]:
+        """The status document (the shape ``controller/gateway/_status_page.py`` reads)."""
+        state = self.holder.current
+        snapshot = self.controller.snapshot
+        cfg = self.config.controller
+        providers: list[dict[str, Any]] = []
+        for name in self.config.providers:
+            status = state.status(name)
+            signals = snapshot.providers.get(name) if snapshot is not None else None
+            providers.append(
+                {
+                    "name": name,
+                    "kind": self.providers[name].kind,
+                    "state": status.state.value,
+                    "since": status.since,
+                    "reason": status.reason,
+                    "trip_count": status.trip_count,
+                    "traffic_share": status.traffic_share,
+                    "error_rate": signals.error_rate if signals else 0.0,
+                    "requests": signals.requests if signals else 0,
+                    "threshold": cfg.error_rate_threshold,
+                    "drill": self.providers[name].drilling,
+                }
+            )
+        tiers = [
+            {
+                "name": name,
+                "serving": plan.targets[0].provider if plan.targets else None,
+                "route": [t.provider for t in plan.targets],
+                "panic": plan.panic,
+                "reason": plan.reason,
+            }
+            for name, plan in self._plans()
+        ]
+        switch = state.kill_switch
+        return {
+            "version": state.version,
+            "updated_at": state.updated_at,
+            "changed_by": state.changed_by,
+            "mode": cfg.mode,
+            "window_seconds": cfg.window_seconds,
+            "tiers": tiers,
+            "providers": providers,
+            "kill_switch": {
+                "active": switch.active,
+                "pin": switch.pin,
+                "disable": list(switch.disable),
+                "describe": switch.describe(),
+            },
+            "events": list(self.events),
+            "alerts": list(self.alerts),
+        }
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        self.telemetry.listener.flush()
+        return self.telemetry.render_prometheus(), self.telemetry.prometheus_content_type
+
+    async def drill(self, provider: str, seconds: float) -> dict[str, Any]:
+        target = self.providers[provider]  # KeyError for an unknown provider
+        seconds = max(0.0, min(seconds, 3600.0))
+        target.start_drill(seconds)
+        log.warning("drill: simulating an outage of %s for %.0f s", provider, seconds)
+        return {"provider": provider, "seconds": seconds, "drill": True}
+
+
+def _timeouts(cfg: ProviderConfig) -> Timeouts:
+    t = cfg.timeouts
+    return Timeouts(connect=t.connect, first_token=t.first_token, idle=t.idle, total=t.total)

@@ -1,0 +1,244 @@
+"""The whole loop over real HTTP: outage → trip → failover → alert → recovery → failback.
+
+Fake providers, a fake Telegram Bot API and a fake Slack webhook on loopback; the real router,
+signal windows, controller, dispatcher and config watcher, as `failover serve` assembles them.
+Traffic loops are bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from controller._config import load_config
+from controller.control.state import HealthState
+from controller.events import AttemptReason
+from controller.model import Message, Request
+from controller.providers.fake import FakeProvider, FaultMode
+from controller.runtime import Runtime
+from tests.conftest import Recorder
+from tests.fakes_chat import FakeSlack, FakeTelegram, Fault
+
+HELLO = Request(messages=(Message(role="user", content="hello"),))
+
+CONFIG = """\
+providers:
+  primary: {{kind: openai, base_url: "{primary}", api_key_env: PRIMARY_KEY}}
+  backup: {{kind: anthropic, base_url: "{backup}", api_key_env: BACKUP_KEY}}
+tiers:
+  frontier:
+    targets:
+      - {{provider: primary, model: big}}
+      - {{provider: backup, model: alt}}
+aliases: {{gpt-4o: frontier}}
+routing: {{deadline_seconds: 10}}
+kill_switch: {{pin: {pin}}}
+controller:
+  window_seconds: 5
+  min_requests: 5
+  consecutive_failures: 3
+  cooloff_seconds: 1
+  probe_interval_seconds: 0.2
+  probe_successes: 2
+  failback_steps: [0.5, 1.0]
+  failback_step_seconds: 0.5
+  tick_seconds: 0.1
+notify:
+  cooldown_seconds: 60
+  group_window_seconds: 0
+  backoff_base_seconds: 0.2
+state: {{path: "{state}"}}
+"""
+
+
+@dataclass
+class Traffic:
+    """Steady client traffic; records what each request got."""
+
+    runtime: Runtime
+    served: list[tuple[float, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    async def run(self, seconds: float, rps: float = 20.0) -> None:
+        deadline = time.monotonic() + seconds
+        pending: set[asyncio.Task[None]] = set()
+        for _ in range(int(seconds * rps)):  # bounded in count and time
+            if time.monotonic() >= deadline:
+                break
+            pending.add(asyncio.create_task(self._one()))
+            await asyncio.sleep(1.0 / rps)
+        await asyncio.gather(*pending)
+
+    async def _one(self) -> None:
+        try:
+            response = await self.runtime.router.complete(HELLO, tier="frontier")
+        except Exception as exc:  # a client-visible error is what this test counts
+            self.errors.append(repr(exc))
+        else:
+            self.served.append((time.monotonic(), response.provider))
+
+
+def write_config(
+    path: Path, primary: FakeProvider, backup: FakeProvider, pin: str = "null"
+) -> None:
+    path.write_text(
+        CONFIG.format(
+            primary=primary.url("openai"),
+            backup=backup.url("anthropic"),
+            pin=pin,
+            state=path.parent / "state.json",
+        )
+    )
+
+
+@pytest.fixture
+async def chat() -> AsyncIterator[tuple[FakeTelegram, FakeSlack]]:
+    async with FakeTelegram() as tg, FakeSlack() as slack:
+        yield tg, slack
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path,
+    primary: FakeProvider,
+    backup: FakeProvider,
+    chat: tuple[FakeTelegram, FakeSlack],
+) -> AsyncIterator[Runtime]:
+    tg, slack = chat
+    path = tmp_path / "failover.yaml"
+    write_config(path, primary, backup)
+    env = {
+        "PRIMARY_KEY": "sk-primary-secret",
+        "BACKUP_KEY": "sk-backup-secret",
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_CHAT_ID": "111,222",
+        "TELEGRAM_API_BASE_URL": tg.base_url,
+        "SLACK_WEBHOOK_URL": slack.webhook_url,
+    }
+    rt = Runtime(load_config(path), config_path=path, env=env)
+    await rt.start()
+    yield rt
+    await rt.stop(grace=2.0)
+
+
+async def wait_for_state(rt: Runtime, provider: str, state: HealthState, within: float) -> float:
+    """Seconds until ``provider`` reaches ``state``; fails after ``within``."""
+    start = time.monotonic()
+    while time.monotonic() - start < within:
+        if rt.holder.current.status(provider).state is state:
+            return time.monotonic() - start
+        await asyncio.sleep(0.02)
+    pytest.fail(f"{provider} did not reach {state} within {within}s")
+
+
+async def test_outage_trips_fails_over_alerts_and_recovers(
+    runtime: Runtime,
+    primary: FakeProvider,
+    chat: tuple[FakeTelegram, FakeSlack],
+) -> None:
+    tg, slack = chat
+    attempts = Recorder()
+    runtime.router.listeners.add(attempts)
+    traffic = Traffic(runtime)
+    load = asyncio.create_task(traffic.run(9.0))
+    await asyncio.sleep(1.0)
+    onset = time.monotonic()
+    primary.set_fault(FaultMode.ERROR_503)
+    detection = await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=3.0)
+    tripped_at = time.monotonic()
+    await asyncio.sleep(1.5)
+    cleared_at = time.monotonic()
+    primary.clear_fault()
+    await wait_for_state(runtime, "primary", HealthState.HEALTHY, within=6.0)
+    await load
+
+    assert detection <= 1.0, f"trip took {detection:.2f}s after the outage began"
+    assert traffic.errors == []  # zero client-visible errors while the backup is healthy
+    after_trip = [
+        e
+        for e in attempts.attempts
+        if e.provider == "primary"
+        and e.reason is not AttemptReason.PROBE
+        and tripped_at < e.start < cleared_at
+    ]
+    assert after_trip == []  # no request waits on the dead provider after the trip
+    last = [p for _, p in traffic.served[-10:]]
+    assert last.count("primary") >= 8  # failed back
+
+    messages = await tg.wait_messages(4)  # two chats x (tripped, recovered)
+    await asyncio.sleep(0.3)
+    assert len(tg.messages) == 4
+    assert sorted(m["chat_id"] for m in messages) == ["111", "111", "222", "222"]
+    texts = [m["text"] for m in messages if m["chat_id"] == "111"]
+    assert "primary" in texts[0]
+    assert "tripped" in texts[0].lower()
+    assert "%" in texts[0]  # the error rate, with numbers
+    assert "recovered" in texts[1].lower()
+    assert "down for" in texts[1].lower()
+    posts = await slack.wait_posts(2)
+    await asyncio.sleep(0.3)
+    assert len(slack.posts) == 2
+    assert "primary" in posts[0]["text"]
+    for body in [*messages, *posts]:
+        assert "sk-primary-secret" not in str(body)
+        assert tg.token not in str(body)
+
+
+async def test_dead_or_throttling_chat_never_slows_requests(
+    runtime: Runtime,
+    primary: FakeProvider,
+    chat: tuple[FakeTelegram, FakeSlack],
+) -> None:
+    tg, slack = chat
+    tg.push(Fault.rate_limited(1))
+    slack.always(Fault.hang())
+    traffic = Traffic(runtime)
+    load = asyncio.create_task(traffic.run(4.0))
+    await asyncio.sleep(0.5)
+    primary.set_fault(FaultMode.ERROR_500)
+    await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=3.0)
+    await load
+    assert traffic.errors == []
+    assert len(traffic.served) >= 60
+    # Telegram answered 429 (retry after 1 s) first; the dispatcher retried within its bounds.
+    messages = await tg.wait_messages(2, timeout=6.0)
+    assert len([r for r in tg.requests if r.path.endswith("/sendMessage")]) >= 3
+    assert all("tripped" in m["text"].lower() for m in messages)
+
+
+async def test_kill_switch_edit_applies_within_a_second_and_bad_edit_is_rejected(
+    runtime: Runtime,
+    tmp_path: Path,
+    primary: FakeProvider,
+    backup: FakeProvider,
+    chat: tuple[FakeTelegram, FakeSlack],
+) -> None:
+    tg, _ = chat
+    path = tmp_path / "failover.yaml"
+    assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "primary"
+    write_config(path, primary, backup, pin="backup")
+    start = time.monotonic()
+    while runtime.holder.current.kill_switch.pin != "backup":
+        assert time.monotonic() - start < 1.0, "kill switch edit not applied within 1 s"
+        await asyncio.sleep(0.02)
+    assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "backup"
+    engaged = await tg.wait_messages(2)
+    assert "kill switch" in engaged[0]["text"].lower()
+
+    path.write_text(path.read_text().replace("tiers:", "tiers:\n  broken: {targets: []}"))
+    rejected = await tg.wait_messages(4)
+    assert "rejected" in rejected[-1]["text"].lower() or "config" in rejected[-1]["text"].lower()
+    assert runtime.holder.current.kill_switch.pin == "backup"  # the old config keeps serving
+    assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "backup"
+
+    write_config(path, primary, backup, pin="null")
+    start = time.monotonic()
+    while runtime.holder.current.kill_switch.active:
+        assert time.monotonic() - start < 1.0, "kill switch release not applied within 1 s"
+        await asyncio.sleep(0.02)
+    assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "primary"
