@@ -121,6 +121,19 @@ class StateConfig(_Frozen):
     path: str = "failover-state.json"
 
 
+class GatewayConfig(_Frozen):
+    """The HTTP front. Keys come from environment variables (comma-separated lists)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    admin_host: str = "127.0.0.1"  # admin endpoints (state, drill) stay on loopback by default
+    admin_port: Annotated[int, Field(ge=0, le=65535)] = 9091
+    api_keys_env: str = "FAILOVER_API_KEYS"  # unset or empty: client auth off
+    admin_token_env: str = "FAILOVER_ADMIN_TOKEN"  # unset: admin endpoints answer 403
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
+
+
 class Config(_Frozen):
     providers: Annotated[dict[str, ProviderConfig], Field(min_length=1)]
     tiers: Annotated[dict[str, TierConfig], Field(min_length=1)]
@@ -131,6 +144,7 @@ class Config(_Frozen):
     notify: NotifyConfig = NotifyConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     state: StateConfig = StateConfig()
+    gateway: GatewayConfig = GatewayConfig()
 
     @model_validator(mode="after")
     def _references_exist(self) -> Self:
