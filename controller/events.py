@@ -79,6 +79,9 @@ class AttemptEvent:
         return self.outcome is Outcome.FAULT
 
 
+PROBE_TIER = "probe"  # the tier name on the controller's health probes (not user traffic)
+
+
 class RouteOutcome(enum.StrEnum):
     SERVED = "served"  # the first candidate served it
     DEGRADED = "degraded"  # served, but only after a failover or in panic mode

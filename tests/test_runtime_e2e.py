@@ -147,7 +147,6 @@ async def test_outage_trips_fails_over_alerts_and_recovers(
     traffic = Traffic(runtime)
     load = asyncio.create_task(traffic.run(9.0))
     await asyncio.sleep(1.0)
-    onset = time.monotonic()
     primary.set_fault(FaultMode.ERROR_503)
     detection = await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=3.0)
     tripped_at = time.monotonic()

@@ -4,8 +4,9 @@
 
     submit(alert)  ─ sync, never blocks ─►  dedup (cooldown per event+provider)  ─►  inbox (bounded)
                                                                                       │
-    collector: first alert opens a grouping window; everything that arrives in it ───┘
-               becomes ONE message (a storm summary when more than one)
+    collector: an alert after a quiet spell goes out AT ONCE (a trip must reach a phone
+               in well under a second); alerts arriving within the grouping window after a
+               send are held and become ONE message (a storm summary when more than one) ─┘
                    │ fan-out, one bounded queue per sender
                    ▼
     worker per sender: send → retry with exponential backoff + jitter, or exactly the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -192,6 +194,7 @@ class Dispatcher:
             _Worker(s, clock=clock, cfg=cfg, rng=shared_rng, tally=self._tally) for s in senders
         ]
         self._inbox: deque[Alert] = deque()
+        self._last_flush = -math.inf
         self._last_sent: dict[DedupKey, float] = {}
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
@@ -295,9 +298,11 @@ class Dispatcher:
                     self._wake.clear()  # submit() and stop() set it again
                     await self._wake.wait()
                     continue
-                await self._group_window()
+                if self._clock.monotonic() - self._last_flush < self._cfg.group_window_seconds:
+                    await self._group_window()  # inside a storm: the rest goes as one summary
                 batch = tuple(self._inbox)
                 self._inbox.clear()
+                self._last_flush = self._clock.monotonic()
                 message = combine(batch)
                 for worker in self._workers:
                     worker.offer(message)

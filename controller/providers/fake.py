@@ -22,6 +22,7 @@ a separate process (the CLI's drill, the demo) can inject them too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import enum
@@ -136,7 +137,7 @@ class FakeProvider:
         self._latency = latency
         self._fault = Fault()
         self._remaining: int | None = None
-        self.seen: list[Seen] = []
+        self.seen: collections.deque[Seen] = collections.deque(maxlen=1000)  # recent ones
         self.requests = 0
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None

@@ -38,6 +38,7 @@ from controller._errors import (
 )
 from controller.control.state import StateHolder
 from controller.events import (
+    PROBE_TIER,
     AttemptEvent,
     AttemptReason,
     Listener,
@@ -173,8 +174,8 @@ class Router:
     async def probe(self, provider: str, model: str, *, within: float = 5.0) -> bool:
         """A tiny real request to one provider, reported as an attempt with reason ``probe``."""
         target = Target(provider=provider, model=model)
-        tier = TierPlan(name="probe", targets=(target,))
-        route = self._begin(_PROBE, "probe", within, stream=False, tier_plan=tier)
+        tier = TierPlan(name=PROBE_TIER, targets=(target,))
+        route = self._begin(_PROBE, PROBE_TIER, within, stream=False, tier_plan=tier)
         attempt = _Try(target, self.providers[provider], AttemptReason.PROBE, None, None, within)
         route.attempts = 1
         try:

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.util.types import AttributeValue
 
-from controller.events import AttemptEvent, AttemptReason, Outcome, RouteEvent
+from controller.events import PROBE_TIER, AttemptEvent, AttemptReason, Outcome, RouteEvent
 from controller.telemetry import names
 
 Attributes = dict[str, AttributeValue]
@@ -132,6 +132,8 @@ class DataPlaneMetrics:
             )
 
     def record_route(self, event: RouteEvent) -> None:
+        if event.tier == PROBE_TIER:  # health probes are not requests anyone made
+            return
         self._requests.add(
             1,
             {

@@ -427,6 +427,8 @@ def setup_telemetry(
     tallies = {signal: _DropTally(signal=_TALLY[signal]) for signal in _SIGNALS}
     urls = {signal: otlp_endpoint(env, signal=signal) for signal in _SIGNALS}
     processors, gates, readers = list(span_processors), list[_Gate](), list(metric_readers)
+    if any(urls.values()):
+        _quiet_exporter_logs()
     if traces_url := urls["traces"]:
         processor, gate = _otlp_spans(traces_url, env, export_timeout, tallies["traces"])
         processors.append(processor)
@@ -470,6 +472,16 @@ def _tracer_provider(
     for processor in processors:
         provider.add_span_processor(processor)
     return provider
+
+
+def _quiet_exporter_logs() -> None:
+    """The OTLP exporter logs a WARNING and an ERROR for every failed batch (about once a second
+    while the collector is down); our drop tally logs once per burst and counts everything, so
+    the exporter's own loggers are raised to CRITICAL unless the user configured them."""
+    for name in ("opentelemetry.exporter.otlp.proto.http", "opentelemetry.exporter.otlp"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.CRITICAL)
 
 
 def _otlp_spans(

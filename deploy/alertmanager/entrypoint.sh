@@ -28,5 +28,5 @@ awk -v out="$out" '
 
 exec "${ALERTMANAGER_BIN:-/bin/alertmanager}" \
   --config.file="$out/alertmanager.yml" \
-  --storage.path=/alertmanager \
+  --storage.path="${ALERTMANAGER_STORAGE_PATH:-/alertmanager}" \
   "$@"

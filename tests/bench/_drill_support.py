@@ -1,0 +1,147 @@
+"""Helpers of the detection benchmark: fake providers as processes, steady traffic, statistics.
+
+The fake providers run as separate processes (``python -m controller.providers.fake``) so the
+benchmark's event loop only carries what a real gateway carries: the router, the controller, the
+dispatcher, the fake Telegram. Every wait here is bounded in time, every loop in count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from controller.events import AttemptEvent, Outcome, RouteEvent
+from controller.model import Message, Request
+from controller.routing.router import Router
+
+REQUEST = Request(messages=(Message(role="user", content="detection bench"),), max_tokens=16)
+
+
+@contextlib.asynccontextmanager
+async def fake_process(name: str, *, latency_ms: float) -> AsyncIterator[str]:
+    """Run one fake provider in its own process; yields its root URL (``http://127.0.0.1:N``)."""
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "controller.providers.fake", "--name", name),
+        *("--port", "0", "--latency-ms", f"{latency_ms:g}"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(15.0):  # a fresh interpreter + imports, on a busy machine
+            line = (await proc.stdout.readline()).decode()
+        if "http://" not in line:
+            raise RuntimeError(f"fake provider {name} did not start (said {line!r})")
+        yield line.rsplit(" ", 1)[-1].strip()
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        async with asyncio.timeout(10.0):
+            await proc.wait()
+
+
+async def set_fault(session: aiohttp.ClientSession, root: str, mode: str | None) -> None:
+    """Switch the fake's fault over HTTP (``None`` clears it), as another process would."""
+    timeout = aiohttp.ClientTimeout(total=5.0)
+    if mode is None:
+        request = session.delete(f"{root}/_fake/fault", timeout=timeout)
+    else:
+        request = session.post(f"{root}/_fake/fault", json={"mode": mode}, timeout=timeout)
+    async with request as response:
+        response.raise_for_status()
+
+
+@dataclass(slots=True)
+class FaultLog:
+    """A router listener keeping the end times of ``provider``'s faulted attempts.
+
+    It tells the detection latency apart into "waiting for enough faults to happen" (traffic
+    rate, retries, the consecutive-failure count) and "waiting for the controller to look".
+    """
+
+    provider: str
+    ends: list[float] = field(default_factory=list)
+    limit: int = 100_000
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        if (
+            event.provider == self.provider
+            and event.outcome is Outcome.FAULT
+            and len(self.ends) < self.limit
+        ):
+            self.ends.append(event.end)
+
+    def on_route(self, event: RouteEvent) -> None:
+        return None
+
+    def nth_after(self, start: float, n: int) -> float | None:
+        """End time of the ``n``-th fault (1-based) that ended at or after ``start``."""
+        later = [t for t in self.ends if t >= start]
+        return later[n - 1] if len(later) >= n else None
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Open-loop steady traffic: request ``i`` is sent at ``start + i / rate``, whatever the
+    answers do, so a slow failover shows up as latency and errors rather than as fewer calls."""
+
+    router: Router
+    tier: str
+    rate: float
+    sent: int = 0
+    served: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[float, str]] = field(default_factory=list)
+    late_starts: int = 0
+
+    async def run(self, *, stop: asyncio.Event, max_seconds: float) -> None:
+        """Send until ``stop`` is set or ``max_seconds`` passed; then wait for what is in flight."""
+        start = time.monotonic()
+        pending: set[asyncio.Task[None]] = set()
+        for i in range(math.ceil(max_seconds * self.rate)):  # bounded in count and time
+            delay = start + i / self.rate - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+            elif delay < -0.05:
+                self.late_starts += 1  # the loop was too busy to keep the rate
+            if stop.is_set():
+                break
+            task = asyncio.create_task(self._one())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            self.sent += 1
+        if pending:
+            await asyncio.wait(pending, timeout=30.0)
+
+    async def _one(self) -> None:
+        try:
+            response = await self.router.complete(REQUEST, tier=self.tier)
+        except Exception as exc:  # a client-visible error is exactly what is counted here
+            self.errors.append((time.monotonic(), type(exc).__name__))
+        else:
+            self.served[response.provider] = self.served.get(response.provider, 0) + 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in [0, 1]); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """p50 / p99 / max of seconds, as milliseconds rounded to 0.1 ms."""
+    return {
+        "p50_ms": round(percentile(values, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(values, 0.99) * 1000, 1),
+        "max_ms": round(max(values) * 1000, 1) if values else math.nan,
+    }

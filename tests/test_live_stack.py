@@ -1,0 +1,493 @@
+"""The dashboard and the alert rules against the real thing: Prometheus, Alertmanager, a gateway.
+
+One scenario per module (about a minute of wall time): the real Runtime behind a GatewayServer
+with three FakeProviders, scraped every second by Prometheus 2.42 (Debian) that evaluates a temp
+copy of alerts/rules.yml with short ``for:`` durations and sends to Alertmanager (Debian) running
+alerts/alertmanager.yml as rendered by deploy/alertmanager/entrypoint.sh, whose Telegram and
+Slack receivers point at fakes on loopback. Traffic (plain and streaming, through the official
+openai SDK and raw HTTP) is bounded in count and time; a drill trips the primary and it recovers.
+
+* frontier tier: primary → backup; the drill fails it over.
+* cheap tier: spare only, answering 401: a tier that is down, auth failures, a high error rate.
+* OTLP export points at a port where nothing listens, so telemetry drops are real and counted.
+
+Then every dashboard query and every rule expression must return data, with the exceptions in
+``CANNOT_FIRE_HERE`` (each says why), and the tripped alert must reach both chat fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+import pytest_asyncio
+import yaml
+
+from controller._config import load_config
+from controller.control.state import HealthState
+from controller.gateway import HEADER_PROVIDER, GatewayServer, GatewaySettings, create_app
+from controller.providers.fake import FakeProvider, FaultMode
+from controller.runtime import Runtime
+from tests.fakes_chat import FakeSlack, FakeTelegram
+from tests.live_support import (
+    ALERTMANAGER_BIN,
+    PROMETHEUS_BIN,
+    Alertmanager,
+    Prometheus,
+    exposed_metric_names,
+    fast_alertmanager_config,
+    free_port,
+    grafana_query,
+    prometheus_config,
+    require_binary,
+    shorten_for,
+    wait_until,
+)
+from tests.test_static_assets import metric_names
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "dashboards" / "failover.json"
+RULES = ROOT / "alerts" / "rules.yml"
+ALERTMANAGER_YML = ROOT / "alerts" / "alertmanager.yml"
+ENTRYPOINT = ROOT / "deploy" / "alertmanager" / "entrypoint.sh"
+PAGER_CHAT = "-1002"  # Alertmanager's Telegram chat; the Runtime's own alerts go to "111"
+DRILL_SECONDS = 8.0
+
+CONFIG = """\
+providers:
+  primary: {{kind: openai, base_url: "{primary}", api_key_env: PRIMARY_KEY}}
+  backup: {{kind: anthropic, base_url: "{backup}", api_key_env: BACKUP_KEY}}
+  spare: {{kind: openai, base_url: "{spare}", api_key_env: SPARE_KEY}}
+tiers:
+  frontier:
+    targets:
+      - {{provider: primary, model: big}}
+      - {{provider: backup, model: alt}}
+  cheap:
+    targets:
+      - {{provider: spare, model: small}}
+aliases: {{gpt-4o: frontier, gpt-mini: cheap}}
+routing: {{deadline_seconds: 10, retry: {{max_tries_per_provider: 1}}}}
+kill_switch: {{pin: {pin}}}
+controller:
+  window_seconds: 5
+  min_requests: 5
+  consecutive_failures: 3
+  cooloff_seconds: 1
+  probe_interval_seconds: 0.2
+  probe_successes: 2
+  failback_steps: [0.5, 1.0]
+  failback_step_seconds: 0.5
+  tick_seconds: 0.1
+notify:
+  cooldown_seconds: 60
+  group_window_seconds: 0
+  backoff_base_seconds: 0.2
+state: {{path: "{state}"}}
+"""
+
+# Alerts whose condition a one-minute test cannot make true, and why. Their inputs (recording
+# rules) are still required to return data.
+CANNOT_FIRE_HERE = {
+    "FailoverFailoversSpiking": "needs > 5 failovers/min over 5 min without a trip; a trip "
+    "(which this scenario needs) stops failovers after 3",
+    "FailoverLatencyDegraded": "needs a provider p95 latency above 30 s",
+    "FailoverControllerNotReporting": "fires when the gateway is gone: "
+    "test_stopping_the_gateway_fires_the_dead_mans_switch",
+}
+# `for:` in the temp rules copy; default 1s. The dead-man waits a little longer so that the
+# first evaluations (before the first scrape) cannot fire it.
+FOR = {"FailoverControllerNotReporting": "3s"}
+
+
+@dataclass
+class Traffic:
+    """Bounded background traffic through the gateway, plain and streaming."""
+
+    url: str
+    session: aiohttp.ClientSession
+    client: openai.AsyncOpenAI
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    served: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    streams: int = 0
+
+    async def run(self, *, rps: float, max_requests: int, max_seconds: float) -> None:
+        deadline = time.monotonic() + max_seconds
+        pending: set[asyncio.Task[None]] = set()
+        for i in range(max_requests):
+            if self.stop.is_set() or time.monotonic() > deadline:
+                break
+            pending.add(asyncio.create_task(self._one(i)))
+            pending = {t for t in pending if not t.done()}
+            await asyncio.sleep(1.0 / rps)
+        await asyncio.gather(*pending)
+
+    async def _one(self, i: int) -> None:
+        if i % 5 == 0:
+            await self._cheap()
+        elif i % 4 == 0:
+            await self._stream()
+        else:
+            await self._plain()
+
+    async def _plain(self) -> None:
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+        async with self.session.post(self.url + "/v1/chat/completions", json=body) as answer:
+            if answer.status != 200:
+                self.errors.append(f"{answer.status}: {await answer.text()}")
+                return
+            provider = answer.headers.get(HEADER_PROVIDER, "?")
+        self.served[provider] = self.served.get(provider, 0) + 1
+
+    async def _stream(self) -> None:
+        stream = await self.client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hello"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        if not "".join(text).startswith("Hello from"):
+            self.errors.append(f"stream: {text!r}")
+        self.streams += 1
+
+    async def _cheap(self) -> None:
+        """The cheap tier is down (401): the client sees an error, which is expected here."""
+        body = {"model": "gpt-mini", "messages": [{"role": "user", "content": "hello"}]}
+        async with self.session.post(self.url + "/v1/chat/completions", json=body) as answer:
+            await answer.read()
+
+
+@dataclass
+class Live:
+    prometheus: Prometheus
+    alertmanager: Alertmanager
+    runtime: Runtime
+    gateway: GatewayServer
+    session: aiohttp.ClientSession
+    chat: tuple[FakeTelegram, FakeSlack]  # the Runtime's own alerts
+    pager: tuple[FakeTelegram, FakeSlack]  # Alertmanager's receivers
+    traffic: Traffic
+    config_path: Path
+    providers: dict[str, FakeProvider]
+    instance: str
+
+    async def query(self, expr: str) -> list[dict[str, Any]]:
+        return await self.prometheus.query(expr)
+
+    def write_config(self, *, pin: str = "null") -> None:
+        write_config(self.config_path, self.providers, pin=pin)
+
+
+def write_config(path: Path, fakes: dict[str, FakeProvider], *, pin: str = "null") -> None:
+    path.write_text(
+        CONFIG.format(
+            primary=fakes["primary"].url("openai"),
+            backup=fakes["backup"].url("anthropic"),
+            spare=fakes["spare"].url("openai"),
+            pin=pin,
+            state=path.parent / "state.json",
+        )
+    )
+
+
+# --- starting the stack -----------------------------------------------------------------------
+def _render_alertmanager(workdir: Path, telegram: FakeTelegram, slack: FakeSlack) -> Path:
+    """alerts/alertmanager.yml (waits cut to 1s) through the real entrypoint's secret filling."""
+    source = workdir / "alertmanager.src.yml"
+    source.write_text(fast_alertmanager_config(ALERTMANAGER_YML.read_text()))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "ALERTMANAGER_CONFIG_SRC": str(source),
+        "ALERTMANAGER_RUN_DIR": str(workdir / "am-run"),
+        "ALERTMANAGER_BIN": shutil.which("true") or "/bin/true",  # render only; we start it
+        "TELEGRAM_BOT_TOKEN": telegram.token,
+        "TELEGRAM_CHAT_ID": PAGER_CHAT,
+        "TELEGRAM_API_URL": telegram.url,
+        "SLACK_WEBHOOK_URL": slack.webhook_url,
+    }
+    done = subprocess.run(
+        ["sh", str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return workdir / "am-run" / "alertmanager.yml"
+
+
+def _runtime_env(chat: tuple[FakeTelegram, FakeSlack]) -> dict[str, str]:
+    telegram, slack = chat
+    return {
+        "PRIMARY_KEY": "sk-primary-secret",
+        "BACKUP_KEY": "sk-backup-secret",
+        "SPARE_KEY": "sk-spare-secret",
+        "TELEGRAM_BOT_TOKEN": telegram.token,
+        "TELEGRAM_CHAT_ID": "111",
+        "TELEGRAM_API_BASE_URL": telegram.base_url,
+        "SLACK_WEBHOOK_URL": slack.webhook_url,
+        # a collector that is not there: drops are real, counted, and alerting
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    }
+
+
+async def _start_monitoring(
+    stack: contextlib.AsyncExitStack,
+    workdir: Path,
+    session: aiohttp.ClientSession,
+    instance: str,
+    pager: tuple[FakeTelegram, FakeSlack],
+) -> tuple[Alertmanager, Prometheus]:
+    """Alertmanager paging the fakes, then Prometheus scraping ``instance`` with our rules."""
+    config = _render_alertmanager(workdir, *pager)
+    am = await Alertmanager.start(workdir=workdir, config=config, session=session)
+    stack.push_async_callback(am.process.stop)
+    rules = workdir / "rules.yml"
+    rules.write_text(shorten_for(RULES.read_text(), FOR, default="1s"))
+    alertmanager = am.url.removeprefix("http://")
+    scrape = prometheus_config(targets=[instance], rules=rules, alertmanager=alertmanager)
+    prom = await Prometheus.start(workdir=workdir, config=scrape, session=session)
+    stack.push_async_callback(prom.process.stop)
+    return am, prom
+
+
+async def _start(stack: contextlib.AsyncExitStack, workdir: Path) -> Live:
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    fakes = {
+        n: await stack.enter_async_context(FakeProvider(name=n))
+        for n in ("primary", "backup", "spare")
+    }
+    fakes["spare"].set_fault(FaultMode.AUTH)
+    chat = (
+        await stack.enter_async_context(FakeTelegram()),
+        await stack.enter_async_context(FakeSlack()),
+    )
+    pager = (
+        await stack.enter_async_context(FakeTelegram(token="987654:PAGER-token")),
+        await stack.enter_async_context(FakeSlack(path="/services/T0/B0/pagerHook")),
+    )
+    path = workdir / "failover.yaml"
+    write_config(path, fakes)
+    runtime = Runtime(load_config(path), config_path=path, env=_runtime_env(chat))
+    await runtime.start()
+    stack.push_async_callback(runtime.stop, grace=2.0)
+    app = create_app(runtime, settings=GatewaySettings())
+    gateway = await stack.enter_async_context(
+        GatewayServer(app, host="127.0.0.1", port=0, grace=1.0)
+    )
+    instance = f"127.0.0.1:{gateway.port}"
+    am, prom = await _start_monitoring(stack, workdir, session, instance, pager)
+    client = await stack.enter_async_context(
+        openai.AsyncOpenAI(
+            base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=10.0
+        )
+    )
+    traffic = Traffic(url=gateway.url, session=session, client=client)
+    return Live(prom, am, runtime, gateway, session, chat, pager, traffic, path, fakes, instance)
+
+
+async def _state(live: Live, provider: str, state: HealthState) -> bool:
+    return live.runtime.holder.current.status(provider).state is state
+
+
+async def _drill(live: Live) -> None:
+    """Steady traffic, then a drill: the primary trips, the alert fires, the primary recovers."""
+
+    async def scraped() -> list[dict[str, Any]]:
+        return await live.query('up{job="failover-gateway"} == 1')
+
+    await wait_until(scraped, within=15, what="the first successful scrape")
+    await asyncio.sleep(3.0)  # a few scrapes of healthy traffic: rates need two samples
+    await live.runtime.drill("primary", DRILL_SECONDS)
+    await wait_until(lambda: _state(live, "primary", HealthState.TRIPPED), within=5, what="trip")
+
+    async def firing() -> list[dict[str, Any]]:
+        return await live.prometheus.firing("FailoverProviderTripped", provider="primary")
+
+    await wait_until(firing, within=15, what="FailoverProviderTripped firing in Prometheus")
+    await wait_until(
+        lambda: _state(live, "primary", HealthState.HEALTHY), within=40, what="recovery"
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
+    require_binary(PROMETHEUS_BIN, "prometheus")
+    require_binary(ALERTMANAGER_BIN, "prometheus-alertmanager")
+    workdir = tmp_path_factory.mktemp("live-stack")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PTB_TIMEDELTA", "true")  # as tests/conftest.py does per test
+        async with contextlib.AsyncExitStack() as stack:
+            live = await _start(stack, workdir)
+            load = asyncio.create_task(live.traffic.run(rps=12, max_requests=2000, max_seconds=150))
+            try:
+                await _drill(live)
+                yield live
+            finally:
+                live.traffic.stop.set()
+                await load
+
+
+# --- helpers for the assertions -----------------------------------------------------------------
+def _dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def _panel_queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
+    queries = [(p["title"], t["expr"]) for p in dash["panels"] for t in p.get("targets", [])]
+    queries += [
+        (f"annotation {a['name']}", a["target"]["expr"])
+        for a in dash["annotations"]["list"]
+        if "target" in a
+    ]
+    return queries
+
+
+def _variable_queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
+    """(selector, label) of each ``label_values(selector, label)`` template variable."""
+    found = [
+        re.fullmatch(r"label_values\((.*),\s*(\w+)\)", var["query"]["query"])
+        for var in dash["templating"]["list"]
+        if var["type"] == "query"
+    ]
+    return [(m.group(1), m.group(2)) for m in found if m]
+
+
+def _rules() -> list[dict[str, Any]]:
+    loaded = yaml.safe_load(RULES.read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
+
+
+# --- tests (in order: the last one stops the gateway) -------------------------------------------
+async def test_every_metric_in_dashboards_and_alerts_is_exposed(live: Live) -> None:
+    async with live.session.get(live.gateway.url + "/metrics") as answer:
+        exposed = exposed_metric_names(await answer.text())
+    exprs = [e for _, e in _panel_queries(_dashboard())] + [r["expr"] for r in _rules()]
+    variables = [selector for selector, _ in _variable_queries(_dashboard())]
+    used = set().union(*(metric_names(e) for e in exprs + variables))
+    wanted = {n for n in used if ":" not in n} - {"up"}  # records and Prometheus' own series
+    assert wanted - exposed == set()
+    assert live.traffic.streams > 0
+    assert live.traffic.errors == []  # the frontier tier failed over without a client error
+    assert {"primary", "backup"} <= set(live.traffic.served)
+    assert live.runtime.alerts, "the Runtime sent no alert"
+
+
+async def test_dashboard_variables_resolve(live: Live) -> None:
+    got = {}
+    for selector, label in _variable_queries(_dashboard()):
+        values = await live.prometheus.label_values(grafana_query(selector, live.instance), label)
+        got[label] = set(values)
+    assert got["instance"] == {live.instance}
+    assert got["provider"] == {"primary", "backup", "spare"}
+    assert got["tier"] == {"frontier", "cheap"}  # the controller's probes are not a tier
+
+
+async def test_every_dashboard_query_returns_data(live: Live) -> None:
+    empty = []
+    for title, expr in _panel_queries(_dashboard()):
+        if not await live.query(grafana_query(expr, live.instance)):
+            empty.append(title)
+    assert empty == []
+
+
+async def test_tripped_alert_is_delivered_to_telegram_and_slack(live: Live) -> None:
+    telegram, slack = live.pager
+
+    def names_it(body: dict[str, Any]) -> bool:
+        text = json.dumps(body)
+        return "FailoverProviderTripped" in text and "primary" in text
+
+    async def delivered_tg() -> list[dict[str, Any]]:
+        return [m for m in telegram.messages if names_it(m)]
+
+    async def delivered_slack() -> list[dict[str, Any]]:
+        return [p for p in slack.posts if names_it(p)]
+
+    [message, *_] = await wait_until(delivered_tg, within=20, what="Telegram from Alertmanager")
+    [post, *_] = await wait_until(delivered_slack, within=20, what="Slack from Alertmanager")
+    assert str(message["chat_id"]) == PAGER_CHAT
+    assert "primary: tripped by the controller" in message["text"]
+    assert message["parse_mode"] == "HTML"
+    [attachment] = post["attachments"]
+    assert "FailoverProviderTripped primary" in attachment["title"]
+    assert "primary: tripped by the controller" in attachment["text"]
+    # the Runtime's own alert about the same trip went to its own chat
+    runtime_texts = [m["text"] for m in live.chat[0].messages]
+    assert any("primary tripped" in t for t in runtime_texts), runtime_texts
+
+
+async def _alert_history(live: Live, alert: str) -> list[dict[str, Any]]:
+    """Label sets ``alert`` was pending or firing with during the scenario (ALERTS series exist
+    exactly when the rule's expression returned data)."""
+    return await live.query(
+        f'count by (tier, provider) (count_over_time(ALERTS{{alertname="{alert}"}}[10m]))'
+    )
+
+
+async def test_every_rule_expression_returns_data(live: Live) -> None:
+    """Recording rules return data now; an alert's expression returns data now or did at an
+    evaluation during the scenario (its ALERTS series), except the ones that cannot here."""
+    live.write_config(pin="backup")  # the kill switch, engaged from the config file
+
+    async def engaged() -> list[dict[str, Any]]:
+        return await live.query('failover_kill_switch_active{job="failover-gateway"} == 1')
+
+    await wait_until(engaged, within=10, what="the kill switch in Prometheus")
+    try:
+        results = {
+            rule.get("record") or rule["alert"]: await live.query(rule["expr"]) for rule in _rules()
+        }
+    finally:
+        live.write_config(pin="null")
+    for rule in _rules():
+        if "alert" in rule and not results[rule["alert"]]:
+            results[rule["alert"]] = await _alert_history(live, rule["alert"])
+    empty = sorted(
+        name for name, got in results.items() if not got and name not in CANNOT_FIRE_HERE
+    )
+    assert empty == []
+    assert set(CANNOT_FIRE_HERE) <= set(results)
+    assert {r["metric"]["provider"] for r in results["FailoverProviderAuthFailed"]} == {"spare"}
+
+
+async def test_tier_down_pages_only_for_the_tier_that_is_down(live: Live) -> None:
+    """cheap (its only provider answers 401) is down; frontier failed over and kept serving;
+    the controller's probes are not a tier a person should be paged about."""
+    paged = {
+        r["metric"].get("tier") for r in await _alert_history(live, "FailoverTierAllProvidersDown")
+    }
+    assert paged == {"cheap"}
+
+
+async def test_stopping_the_gateway_fires_the_dead_mans_switch(live: Live) -> None:
+    assert await live.prometheus.firing("FailoverControllerNotReporting") == []
+    live.traffic.stop.set()
+    await live.gateway.stop()
+
+    async def firing() -> list[dict[str, Any]]:
+        return await live.prometheus.firing("FailoverControllerNotReporting")
+
+    await wait_until(firing, within=20, what="FailoverControllerNotReporting firing")
+    telegram, _ = live.pager
+
+    async def paged() -> list[dict[str, Any]]:
+        return [m for m in telegram.messages if "FailoverControllerNotReporting" in m["text"]]
+
+    await wait_until(paged, within=15, what="the dead-man page on Telegram")
