@@ -200,6 +200,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", source=str(source)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", source=str(source)) from None
     return parse_config(text, source=str(source))
 
 

@@ -55,7 +55,8 @@ def rewrite(text: str, switch: KillSwitch, *, who: str, at: float) -> str:
     if span is None:
         return "\n".join([*lines, "", *block]) + "\n"
     start, end = span
-    while end > start + 1 and not lines[end - 1].strip():  # keep blank lines after the block
+    # Keep blank lines and column-0 comments that precede the next key (or end the file).
+    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
         end -= 1
     return "\n".join([*lines[:start], *block, *lines[end:]]) + "\n"
 

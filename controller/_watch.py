@@ -86,7 +86,10 @@ class ConfigWatcher:
 
     async def run(self) -> None:
         while not self._stopping:
-            self.check()
+            try:
+                self.check()
+            except Exception:  # a watcher bug must not end hot reload for good
+                log.exception("config watcher: check of %s failed", self._path)
             sleep = asyncio.ensure_future(self._clock.sleep(self._interval))
             poke = asyncio.ensure_future(self._poked.wait())
             await asyncio.wait({sleep, poke}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import random
@@ -48,6 +47,16 @@ from controller.telemetry.setup import Telemetry, setup_telemetry
 log = logging.getLogger(__name__)
 
 _HISTORY = 50
+# Config sections whose change needs a restart (hot reload: kill_switch, tiers, aliases).
+_RESTART_SECTIONS = (
+    "providers",
+    "controller",
+    "notify",
+    "telemetry",
+    "state",
+    "gateway",
+    "routing",
+)
 
 
 class _Wake:
@@ -216,9 +225,9 @@ class Runtime:
             self.watcher.stop()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("background task failed: %r", result)
         self._tasks.clear()
         await self.dispatcher.stop(timeout=grace)
         await self.router.aclose()
@@ -278,17 +287,26 @@ class Runtime:
 
     # ----------------------------------------------------------------------------- config
     def apply_config(self, config: Config) -> None:
-        """Take a new valid config: routing tables and kill switch now, the rest on restart."""
+        """Take a new valid config: routing tables and kill switch now, the rest on restart.
+
+        Sections that need a restart keep their running values, so status and alerts never
+        show settings that are not in force.
+        """
+        changed = [s for s in _RESTART_SECTIONS if getattr(config, s) != getattr(self.config, s)]
+        for section in changed:
+            log.warning("config section %r changed: restart to apply it", section)
+        if "providers" in changed:
+            log.warning("providers changed: tiers and aliases are kept until the restart too")
+            config = self.config.model_copy(update={"kill_switch": config.kill_switch})
+        else:
+            config = config.model_copy(
+                update={s: getattr(self.config, s) for s in _RESTART_SECTIONS}
+            )
         try:
             switch = config.effective_kill_switch(self.env)
         except ConfigError as err:
             self._reject_config(err)
             return
-        for section in ("providers", "controller", "notify", "telemetry", "state"):
-            if getattr(config, section) != getattr(self.config, section):
-                log.warning("config section %r changed: restart to apply it", section)
-        if config.providers != self.config.providers:
-            config = self.config.model_copy(update={"kill_switch": config.kill_switch})
         self.config = config
         self.router.tiers = build_tiers(config)
         self._models = probe_models(config)

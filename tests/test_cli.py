@@ -191,3 +191,15 @@ async def test_serve_status_drill_and_graceful_stop(
     assert doc["tiers"][0]["serving"] == "backup"
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 15) == 0
+
+
+def test_rewrite_keeps_comments_before_the_next_key() -> None:
+    text = "kill_switch:\n  pin: null\n\n# ---- tiers ----\ntiers: {}\n# trailing note\n"
+    out = rewrite(text, KillSwitch(disable=("a",)), who="me", at=0)
+    assert "# ---- tiers ----\ntiers: {}" in out
+    assert "# trailing note" in out
+    assert 'disable: ["a"]' in out
+    last = rewrite(
+        "providers: {}\nkill_switch:\n  pin: null\n# the end\n", KillSwitch(), who="me", at=0
+    )
+    assert last.rstrip().endswith("# the end")

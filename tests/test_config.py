@@ -133,3 +133,10 @@ def test_secret_resolution_names_the_variable_not_the_value() -> None:
         resolve_secret("OPENAI_API_KEY", key="providers.openai.api_key_env", env={})
     assert "OPENAI_API_KEY is not set" in str(caught.value)
     assert caught.value.key == "providers.openai.api_key_env"
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(MINIMAL.encode() + b"\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)

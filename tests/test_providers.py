@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from controller._errors import (
     AuthFailed,
@@ -18,7 +21,7 @@ from controller._errors import (
     RateLimited,
 )
 from controller.model import FinishReason, Message, Request, StreamChunk, ToolDefinition, assemble
-from controller.providers import Timeouts
+from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from tests.conftest import FORMATS, adapter, drain
 
@@ -158,3 +161,69 @@ async def test_connection_refused_is_connection_failed() -> None:
     with pytest.raises(ConnectionFailed):
         await provider.complete(HELLO, "m", FAST)
     await provider.close()
+
+
+async def _raw_server(handler: Any) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+
+
+async def test_error_body_sent_in_pieces_keeps_its_type() -> None:
+    """The whole error body is read, so a slowly sent context-length error stays typed."""
+    body = json.dumps(
+        {
+            "error": {
+                "message": "too long",
+                "type": "invalid_request_error",
+                "code": "context_length_exceeded",
+                "param": "messages",
+            }
+        }
+    ).encode()
+
+    async def slow_error(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=400, headers={"content-type": "application/json"})
+        await resp.prepare(request)
+        await resp.write(body[:20])
+        await asyncio.sleep(0.05)
+        await resp.write(body[20:])
+        await resp.write_eof()
+        return resp
+
+    runner, url = await _raw_server(slow_error)
+    provider = HttpProvider(name="p", codec=codec_for("openai"), base_url=url, api_key="k")
+    try:
+        with pytest.raises(ContextTooLong):
+            await provider.complete(HELLO, "m", FAST)
+    finally:
+        await provider.close()
+        await runner.cleanup()
+
+
+async def test_redirects_are_not_followed() -> None:
+    """A redirect would carry the key (x-api-key etc.) and the prompt to another host."""
+    followed: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        followed.append(request.headers.get("x-api-key", ""))
+        return web.json_response({})
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(location=f"{other}/chat/completions")
+
+    target, other = await _raw_server(elsewhere)
+    runner, url = await _raw_server(redirect)
+    provider = HttpProvider(name="p", codec=codec_for("openai"), base_url=url, api_key="k")
+    try:
+        with pytest.raises(MalformedResponse, match="redirect"):
+            await provider.complete(HELLO, "m", FAST)
+    finally:
+        await provider.close()
+        await runner.cleanup()
+        await target.cleanup()
+    assert followed == []

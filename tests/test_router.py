@@ -449,3 +449,16 @@ async def test_tool_call_conversation_continues_on_another_provider(
     assert seen[2].role == "tool"
     assert seen[2].tool_call_id == seen[1].tool_calls[0].id
     assert seen[2].content == "22C sunny"
+
+
+async def test_context_fallback_obeys_the_kill_switch(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    big = Target(provider="backup", model="long-context")
+    state = StateHolder(RoutingState(kill_switch=KillSwitch(disable=("backup",))))
+    router = make_router(primary, backup, recorder, context_fallback=big, state=state)
+    primary.set_fault(FaultMode.CONTEXT_TOO_LONG)
+    with pytest.raises(ContextTooLong):
+        await router.complete(HELLO, tier="frontier")
+    await router.aclose()
+    assert backup.requests == 0  # a disabled provider is out of every route, fallback too

@@ -20,6 +20,7 @@ bad JSON / event, stream cut before finish  MalformedResponse / ConnectionFailed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -137,10 +138,10 @@ class HttpProvider:
                     if resp.status >= 300:
                         raise await self._error(resp, model)
                     body = await resp.read()
+        except aiohttp.ClientError as exc:  # first: ConnectionTimeoutError is a TimeoutError
+            raise self._tag(_transport_error(exc), model) from None
         except TimeoutError:
             raise self._tag(ProviderTimeout("no answer in time", phase="total"), model) from None
-        except aiohttp.ClientError as exc:
-            raise self._tag(_transport_error(exc), model) from None
         try:
             response = self._codec.parse_response(body, model)
         except ProviderError as exc:
@@ -155,13 +156,13 @@ class HttpProvider:
         try:
             async with asyncio.timeout(min(timeouts.first_token, timeouts.total)):
                 resp = await self._post(call, timeouts)
+        except aiohttp.ClientError as exc:  # first: ConnectionTimeoutError is a TimeoutError
+            raise self._tag(_transport_error(exc), model) from None
         except TimeoutError:
             raise self._tag(ProviderTimeout("no answer", phase="first_token"), model) from None
-        except aiohttp.ClientError as exc:
-            raise self._tag(_transport_error(exc), model) from None
         try:
             if resp.status >= 300:
-                raise await self._error(resp, model)
+                raise await self._error(resp, model, within=timeouts.idle)
             async for chunk in self._events(resp, model, timeouts, deadline):
                 yield chunk
         finally:
@@ -242,13 +243,23 @@ class HttpProvider:
             headers=headers,
             params=dict(call.query) or None,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+            # A redirect would carry x-api-key / x-goog-api-key / api-key (aiohttp strips only
+            # Authorization) and the prompt to another host: a 3xx is an error instead.
+            allow_redirects=False,
         )
 
-    async def _error(self, resp: aiohttp.ClientResponse, model: str) -> ProviderError:
-        try:
-            body = await resp.content.read(_MAX_ERROR_BODY)
-        except aiohttp.ClientError:
-            body = b""
+    async def _error(
+        self, resp: aiohttp.ClientResponse, model: str, *, within: float = 10.0
+    ) -> ProviderError:
+        """The mapped error for a non-2xx answer; reads its body (bounded in size and time)."""
+        body = b""
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with asyncio.timeout(within):
+                while len(body) < _MAX_ERROR_BODY:
+                    piece = await resp.content.read(_MAX_ERROR_BODY - len(body))
+                    if not piece:
+                        break
+                    body += piece
         err = self._codec.error_from(resp.status, resp.headers, body, model)
         return self._tag(err, model)
 

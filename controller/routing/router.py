@@ -256,7 +256,7 @@ class Router:
                     return await once(route, request, attempt), target
                 except ContextTooLong as exc:
                     fallback = route.tier.context_fallback
-                    if fallback is None or fallback in queue:
+                    if fallback is None or fallback in queue or not self._allowed(route, fallback):
                         raise
                     route.errors.append(exc)
                     queue[index + 1 :] = [fallback]
@@ -287,6 +287,17 @@ class Router:
                 break
             index += 1
         raise self._exhausted(route)
+
+    def _allowed(self, route: _Route, target: Target) -> bool:
+        """May ``target`` be tried outside the plan (the context fallback)? The kill switch and
+        the controller's state apply to it like to any planned target."""
+        state = self.state.current
+        switch = state.kill_switch
+        if switch.pin is not None and target.provider != switch.pin:
+            return False
+        if target.provider in switch.disable:
+            return False
+        return route.plan.panic or state.status(target.provider).usable
 
     def _ejected(self, route: _Route, target: Target) -> bool:
         """Tripped while this request was on it: move on rather than retry a dead provider."""

@@ -59,6 +59,8 @@ def error_for_status(
         return AuthFailed(message, model=model, status=status)
     if status == 408 or status >= 500:
         return Overloaded(message, model=model, status=status)
+    if 300 <= status < 400:  # redirects are not followed (they would carry keys elsewhere)
+        return MalformedResponse(f"unexpected redirect: {message}", model=model, status=status)
     return BadRequest(message, model=model, status=status)
 
 
