@@ -227,3 +227,29 @@ async def test_redirects_are_not_followed() -> None:
         await runner.cleanup()
         await target.cleanup()
     assert followed == []
+
+
+async def test_pings_do_not_extend_the_first_token_deadline() -> None:
+    """A provider that only sends keep-alive comments is cut at first_token, not at total."""
+
+    async def pinger(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(100):  # bounded: 5 s at most
+            await resp.write(b": ping\n\n")
+            await asyncio.sleep(0.05)
+        return resp
+
+    runner, url = await _raw_server(pinger)
+    provider = HttpProvider(name="p", codec=codec_for("openai"), base_url=url, api_key="k")
+    slow_total = Timeouts(first_token=0.3, idle=5.0, total=5.0)
+    request = Request(messages=HELLO.messages, stream=True)
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(ProviderTimeout) as caught:
+            await drain(provider.stream(request, "m", slow_total), [])
+    finally:
+        await provider.close()
+        await runner.cleanup()
+    assert caught.value.phase == "first_token"
+    assert asyncio.get_running_loop().time() - started < 2.0

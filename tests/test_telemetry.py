@@ -457,7 +457,7 @@ def test_prometheus_bucket_bounds_and_values(telemetry: Telemetry) -> None:
         for name, labels, value in rendered
         if name == names.PROM_TELEMETRY_DROPPED
     }
-    assert dropped == {"spans": 0.0, "metrics": 0.0}
+    assert dropped == {"spans": 0.0, "metrics": 0.0, "events": 0.0}
 
 
 def test_control_plane_units_give_the_documented_prometheus_names(telemetry: Telemetry) -> None:

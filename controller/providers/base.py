@@ -152,7 +152,9 @@ class HttpProvider:
         self, request: Request, model: str, timeouts: Timeouts
     ) -> AsyncIterator[StreamChunk]:
         call = self._codec.build(request, model, self._api_key)
-        deadline = time.monotonic() + timeouts.total
+        start = time.monotonic()
+        deadline = start + timeouts.total
+        first_by = start + timeouts.first_token  # one deadline: pings do not restart it
         try:
             async with asyncio.timeout(min(timeouts.first_token, timeouts.total)):
                 resp = await self._post(call, timeouts)
@@ -163,7 +165,7 @@ class HttpProvider:
         try:
             if resp.status >= 300:
                 raise await self._error(resp, model, within=timeouts.idle)
-            async for chunk in self._events(resp, model, timeouts, deadline):
+            async for chunk in self._events(resp, model, timeouts, deadline, first_by):
                 yield chunk
         finally:
             resp.release()
@@ -174,12 +176,14 @@ class HttpProvider:
         model: str,
         timeouts: Timeouts,
         deadline: float,
+        first_by: float,
     ) -> AsyncIterator[StreamChunk]:
         parser = SSEParser()
         decoder = self._codec.stream_decoder(model)
         started = finished = False
         while True:
-            data = await self._read(resp, model, timeouts, deadline, started, finished)
+            first = None if started else first_by
+            data = await self._read(resp, model, timeouts, deadline, first, finished)
             if data is None:  # the terminator grace ran out after the finish reason
                 return
             if not data:  # end of body
@@ -208,16 +212,18 @@ class HttpProvider:
         model: str,
         timeouts: Timeouts,
         deadline: float,
-        started: bool,
+        first_by: float | None,
         finished: bool,
     ) -> bytes | None:
-        """The next bytes of the body; b"" at its end; None when a finished stream went quiet."""
+        """The next bytes of the body; b"" at its end; None when a finished stream went quiet.
+
+        ``first_by`` is the first chunk's deadline (None once one arrived)."""
         if finished:
             wait, phase = timeouts.terminator_grace, "grace"
-        elif started:
+        elif first_by is None:
             wait, phase = timeouts.idle, "idle"
         else:
-            wait, phase = timeouts.first_token, "first_token"
+            wait, phase = first_by - time.monotonic(), "first_token"
         left = deadline - time.monotonic()
         if left < wait:
             wait, phase = left, "total"

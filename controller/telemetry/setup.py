@@ -378,7 +378,10 @@ class Telemetry:
         return done
 
     def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(t.total, {names.ATTR_SIGNAL: t.signal}) for t in self._parts.tallies]
+        lost = [Observation(t.total, {names.ATTR_SIGNAL: t.signal}) for t in self._parts.tallies]
+        # events the listener's queue had to drop (a loop too busy to drain it)
+        lost.append(Observation(self._listener.dropped_events, {names.ATTR_SIGNAL: "events"}))
+        return lost
 
 
 def _run_bounded(jobs: Sequence[Callable[[], object]], timeout: float) -> bool:
