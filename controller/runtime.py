@@ -185,7 +185,7 @@ class Runtime:
             holder=self.holder,
             store=self.store,
             cfg=config.controller,
-            tiers={n: [t.provider for t in tier.targets] for n, tier in config.tiers.items()},
+            tiers=_membership(config),
             prober=self._probe,
             on_transition=[self._on_transition],
             meter=self.telemetry.meter,
@@ -309,6 +309,7 @@ class Runtime:
             return
         self.config = config
         self.router.tiers = build_tiers(config)
+        self.controller.set_tiers(_membership(config))
         self._models = probe_models(config)
         if switch != self.holder.current.kill_switch:
             self._apply_kill_switch(switch, changed_by="config")
@@ -417,6 +418,11 @@ class Runtime:
         target.start_drill(seconds)
         log.warning("drill: simulating an outage of %s for %.0f s", provider, seconds)
         return {"provider": provider, "seconds": seconds, "drill": True}
+
+
+def _membership(config: Config) -> dict[str, list[str]]:
+    """Which providers serve each tier (what 'never eject the last usable one' judges by)."""
+    return {name: [t.provider for t in tier.targets] for name, tier in config.tiers.items()}
 
 
 def _timeouts(cfg: ProviderConfig) -> Timeouts:

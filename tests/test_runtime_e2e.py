@@ -241,3 +241,26 @@ async def test_kill_switch_edit_applies_within_a_second_and_bad_edit_is_rejected
         assert time.monotonic() - start < 1.0, "kill switch release not applied within 1 s"
         await asyncio.sleep(0.02)
     assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "primary"
+
+
+async def test_a_reloaded_tier_reaches_the_controller(
+    runtime: Runtime, tmp_path: Path, primary: FakeProvider, backup: FakeProvider
+) -> None:
+    """After a reload that adds a tier served by primary alone, the controller will not eject
+    primary (it would leave that tier with nothing): it raises panic instead."""
+    path = tmp_path / "failover.yaml"
+    write_config(path, primary, backup)
+    text = path.read_text().replace(
+        "aliases:", "  solo:\n    targets:\n      - {provider: primary, model: big}\naliases:"
+    )
+    path.write_text(text)
+    start = time.monotonic()
+    while "solo" not in runtime.router.tiers:
+        assert time.monotonic() - start < 1.0, "tier edit not applied within 1 s"
+        await asyncio.sleep(0.02)
+    primary.set_fault(FaultMode.ERROR_500)
+    for _ in range(20):  # bounded: enough consecutive faults to trip
+        await runtime.router.complete(HELLO, tier="frontier")
+    await asyncio.sleep(0.5)
+    assert runtime.holder.current.status("primary").state is HealthState.HEALTHY
+    assert any(alert["event"] == "tier_all_down" for alert in runtime.alerts)

@@ -137,6 +137,10 @@ class Controller:
         seen.update(dict.fromkeys(sorted(self._holder.current.providers)))
         return list(seen)
 
+    def set_tiers(self, tiers: Mapping[str, Sequence[str]]) -> None:
+        """New tier membership (a config reload): the next tick's decide() judges by it."""
+        self._tiers = {tier: tuple(members) for tier, members in tiers.items()}
+
     def resume(self) -> RoutingState:
         """Publish the last saved decision. ``run()`` calls it unless it was called already."""
         state = self._store.load()
