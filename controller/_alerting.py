@@ -18,7 +18,7 @@ from controller.notify.alert import DEFAULT_SEVERITY, Alert, AlertEvent, Severit
 Routes = Mapping[str, tuple[str, ...]]
 
 
-def _event(transition: Transition, observe: bool) -> AlertEvent | None:
+def _event(transition: Transition) -> AlertEvent | None:
     if transition.kind is TransitionKind.PANIC:
         return AlertEvent.TIER_ALL_DOWN
     if transition.kind is TransitionKind.RECOVERED:
@@ -42,7 +42,7 @@ def alert_for_transition(
     observe: bool,
 ) -> Alert | None:
     """The alert for one transition, or None for steps that only the dashboard shows."""
-    event = _event(transition, observe)
+    event = _event(transition)
     if event is None:
         return None
     severity = DEFAULT_SEVERITY[event]

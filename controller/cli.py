@@ -141,12 +141,12 @@ def _describe(config: Config) -> list[str]:
 
 async def _live_check(config: Config) -> list[str]:
     from controller.notify.alert import Alert, AlertEvent, Severity
-    from controller.runtime import Runtime
+    from controller.runtime import Runtime, probe_models
 
     problems: list[str] = []
     runtime = Runtime(config, config_path=None)
     try:
-        for name, model in sorted(runtime._models.items()):
+        for name, model in sorted(probe_models(config).items()):
             ok = await runtime.router.probe(name, model, within=15.0)
             print(f"  live: provider {name} ({model}): {'ok' if ok else 'FAILED'}")
             if not ok:

@@ -97,11 +97,13 @@ class TelemetryListener:
         pending = self._pending
         for _ in range(min(_BATCH, len(pending))):
             self._process(pending.popleft())
-        if pending and not loop.is_closed():
-            loop.call_soon(self._drain, loop)
-        else:
+        if not pending:
             self._scheduled = False
-            self.flush()  # a closed loop: finish here
+        elif loop.is_closed():  # nothing will run the next step: finish here
+            self._scheduled = False
+            self.flush()
+        else:
+            loop.call_soon(self._drain, loop)
 
     def _process(self, event: AttemptEvent | RouteEvent) -> None:
         try:
