@@ -1,8 +1,15 @@
-"""Watches the config file: a saved change is picked up within one poll (default 0.25 s).
+"""Watches the config file: a saved change is picked up within two polls (default 0.25 s each).
 
-Polling (mtime, size and a content hash) needs no extra dependency, works on every filesystem
-including bind mounts and ConfigMaps (which are swapped by symlink), and costs a stat() per poll.
-SIGHUP (wired by the CLI) triggers the same check at once via :meth:`ConfigWatcher.poke`.
+Polling (inode, mtime and size, then a content hash) needs no extra dependency, works on every
+filesystem including bind mounts and ConfigMaps (which are swapped by symlink), and costs a
+stat() per poll. SIGHUP (wired by the CLI) triggers a check at once via
+:meth:`ConfigWatcher.poke`.
+
+An editor or ``echo > file`` rewrites a file in place: truncate, then write. A poll that lands in
+between sees an empty or half-written file, and rejecting that would send a false "config
+rejected" alert. So a change is acted on only once its stamp has held still from one poll to the
+next, and only if the stamp did not move while the file was being read. A poke skips the first
+wait (whoever sends SIGHUP has finished writing) but not the second.
 """
 
 from __future__ import annotations
@@ -15,16 +22,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller._clock import Clock
-from controller._config import Config, load_config
+from controller._config import Config, parse_config
 from controller._errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: (inode, mtime_ns, size): moves on an in-place write, a rename over the file or a symlink swap.
+Stamp = tuple[int, int, int]
 
 
 class ConfigWatcher:
     """Calls ``on_change(config)`` for a valid new file and ``on_error(error)`` for a bad one.
 
     A rejected file is reported once per distinct content; the last good config stays in force.
+    A file still being written is neither applied nor reported until it holds still.
     """
 
     def __init__(
@@ -41,41 +52,54 @@ class ConfigWatcher:
         self._on_change = on_change
         self._on_error = on_error
         self._interval = interval
-        self._stamp = self._read_stamp()
-        self._digest = self._read_digest()
+        self._seen = self._read_stamp()  # the stamp at the previous poll
+        self._handled = self._seen  # the stamp whose content was last read
+        data = self._read_bytes()
+        self._digest = None if data is None else _digest(data)  # the content last acted on
+        self._forced = False
         self._poked = asyncio.Event()
         self._stopping = False
 
-    def _read_stamp(self) -> tuple[int, int] | None:
+    def _read_stamp(self) -> Stamp | None:
         try:
             stat = self._path.stat()
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size)
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
-    def _read_digest(self) -> str | None:
+    def _read_bytes(self) -> bytes | None:
         try:
-            return hashlib.sha256(self._path.read_bytes()).hexdigest()
+            return self._path.read_bytes()
         except OSError:
             return None
 
     def poke(self) -> None:
-        """Check now (SIGHUP)."""
+        """Check now (SIGHUP), reading the content even if the stamp did not move."""
+        self._forced = True
         self._poked.set()
-        self._stamp = None  # force a content check even if mtime did not move
 
     def check(self) -> bool:
-        """One poll. Returns True when the file's content changed."""
+        """One poll. Returns True when a settled file brought new content (applied or rejected)."""
+        forced, self._forced = self._forced, False
         stamp = self._read_stamp()
-        if stamp is not None and stamp == self._stamp:
+        previous, self._seen = self._seen, stamp
+        if stamp is None:  # missing, or mid-swap: the running config stays
             return False
-        self._stamp = stamp
-        digest = self._read_digest()
-        if digest is None or digest == self._digest:
+        if not forced and (stamp == self._handled or stamp != previous):
+            return False  # nothing new, or changed since the last poll: wait until it holds still
+        return self._take(stamp)
+
+    def _take(self, stamp: Stamp) -> bool:
+        data = self._read_bytes()
+        if data is None or self._read_stamp() != stamp:
+            return False  # written to while we read it: the next polls settle it
+        self._handled = stamp
+        digest = _digest(data)
+        if digest == self._digest:
             return False
         self._digest = digest
         try:
-            config = load_config(self._path)
+            config = self._parse(data)
         except ConfigError as err:
             log.error("config reload rejected, keeping the running config: %s", err)
             self._on_error(err)
@@ -83,6 +107,15 @@ class ConfigWatcher:
         log.info("config reloaded from %s", self._path)
         self._on_change(config)
         return True
+
+    def _parse(self, data: bytes) -> Config:
+        # Parse the very bytes that were hashed, so the digest names what was applied.
+        source = str(self._path)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text ({exc.reason})", source=source) from None
+        return parse_config(text, source=source)
 
     async def run(self) -> None:
         while not self._stopping:
@@ -100,3 +133,7 @@ class ConfigWatcher:
     def stop(self) -> None:
         self._stopping = True
         self._poked.set()
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
