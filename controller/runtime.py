@@ -5,9 +5,10 @@ loop, the alert dispatcher and the config watcher as background tasks, and offer
 its narrow :class:`~controller.gateway.backend.GatewayBackend` view (status, readiness, metrics,
 drills). Routers read the routing state without ever waiting on the controller.
 
-Hot reload: the kill switch, tiers and aliases take effect on save (within one poll of the
-watcher); a change to ``providers``, ``controller``, ``notify``, ``telemetry`` or ``state`` is
-reported and needs a restart. An invalid file is rejected, the running config stays, and an
+Hot reload: the kill switch, tiers and aliases take effect on save (within two polls of the
+watcher, about 0.5 s: it waits for the file to hold still); a change to ``providers``,
+``controller``, ``notify``, ``telemetry`` or ``state`` is reported and needs a restart. An
+invalid file is rejected, the running config stays, and an
 alert says why.
 """
 

@@ -31,7 +31,8 @@ from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import Router
 from tests.conftest import Recorder, adapter, drain
 
-FAST = Timeouts(connect=1.0, first_token=0.3, idle=0.3, total=1.0, terminator_grace=0.1)
+# Short enough to keep the timeout tests quick, long enough not to fire on a loaded CI box.
+FAST = Timeouts(connect=1.0, first_token=1.0, idle=1.0, total=2.0, terminator_grace=0.1)
 HELLO = Request(messages=(Message(role="user", content="hello"),))
 STREAM = Request(messages=HELLO.messages, stream=True)
 

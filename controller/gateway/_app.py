@@ -13,7 +13,7 @@ from controller.gateway._chat import ChatEndpoint
 from controller.gateway._formats import ANTHROPIC, OPENAI
 from controller.gateway._ops import AdminEndpoints, OpsEndpoints
 from controller.gateway._settings import GatewaySettings
-from controller.gateway._tracing import server_span_middleware
+from controller.gateway._tracing import tracing_middlewares
 from controller.gateway.backend import GatewayBackend
 
 __all__ = ["create_admin_app", "create_app"]
@@ -28,7 +28,7 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
-            server_span_middleware(backend.tracer),  # outermost: rejected requests get spans too
+            *tracing_middlewares(backend.tracer),  # outermost: rejected requests get spans too
             client_auth_middleware(KeyRing(settings.api_keys)),
         ],
     )
@@ -55,7 +55,7 @@ def create_admin_app(backend: GatewayBackend, *, admin_token: str | None) -> web
     Without a token every route answers 403, naming the variable that enables it."""
     app = web.Application(
         client_max_size=_ADMIN_MAX_BODY,
-        middlewares=[server_span_middleware(backend.tracer), admin_guard_middleware(admin_token)],
+        middlewares=[*tracing_middlewares(backend.tracer), admin_guard_middleware(admin_token)],
     )
     app[BACKEND_KEY] = backend
     admin = AdminEndpoints(backend)

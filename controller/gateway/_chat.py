@@ -16,15 +16,21 @@ Why the stream path is shaped as it is:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
+from controller import _json
 from controller._errors import BadRequest, FailoverError, ProviderError, StreamInterrupted
-from controller.gateway._formats import HEADER_MODEL, HEADER_PROVIDER, Front, public_error
+from controller.gateway._formats import (
+    HEADER_MODEL,
+    HEADER_PROVIDER,
+    Front,
+    json_answer,
+    public_error,
+)
 from controller.gateway.backend import GatewayBackend
 from controller.model import Request
 from controller.routing.router import RoutedStream
@@ -67,9 +73,10 @@ class ChatEndpoint:
         try:
             if not decoded.request.stream:
                 response = await router.complete(decoded.request, tier=decoded.tier)
-                rendered = self._front.render(replace(response, model=decoded.model))
+                rendered = self._front.render(response)
+                rendered["model"] = decoded.model  # the name the client asked for (both formats)
                 headers = _served(response.provider, response.model)
-                return web.json_response(rendered, headers=headers)
+                return json_answer(rendered, headers=headers)
             routed = await router.stream(decoded.request, tier=decoded.tier)
         except FailoverError as exc:
             return self._failure(exc)
@@ -84,10 +91,9 @@ class ChatEndpoint:
             limit = f"{self._max_body} bytes"
             return self._front.error(BadRequest(f"request body exceeds {limit}", status=413))
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            detail = f"{exc}" if not isinstance(exc, RecursionError) else "nested too deeply"
-            return self._front.error(BadRequest(f"request body is not valid JSON: {detail}"))
+            body = _json.loads(raw)
+        except ValueError as exc:  # orjson: bad UTF-8 and nesting past 1024 levels included
+            return self._front.error(BadRequest(f"request body is not valid JSON: {exc}"))
         try:
             model, request = self._front.parse(body)
         except BadRequest as exc:

@@ -15,11 +15,11 @@ import asyncio
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
 
 from controller.telemetry import names
 
-__all__ = ["server_span_middleware"]
+__all__ = ["server_span_middleware", "tracing_middlewares"]
 
 HTTP_REQUEST_METHOD = "http.request.method"
 HTTP_ROUTE = "http.route"
@@ -28,6 +28,12 @@ URL_PATH = "url.path"
 URL_SCHEME = "url.scheme"
 NETWORK_PROTOCOL_VERSION = "network.protocol.version"
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def tracing_middlewares(tracer: Tracer) -> list[Middleware]:
+    """The server-span middleware, or none when ``tracer`` is the API's no-op tracer (no span
+    would be kept, so the per-request span, attributes and context switch are skipped)."""
+    return [] if isinstance(tracer, NoOpTracer) else [server_span_middleware(tracer)]
 
 
 def server_span_middleware(tracer: Tracer) -> Middleware:

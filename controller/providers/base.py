@@ -28,7 +28,9 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
+from controller import _json
 from controller._errors import (
     ConnectionFailed,
     MalformedResponse,
@@ -62,6 +64,8 @@ class Timeouts:
     def bounded(self, remaining: float) -> Timeouts:
         """These limits, none longer than ``remaining`` (the request's deadline)."""
         cap = max(0.0, remaining)
+        if cap >= max(self.connect, self.first_token, self.idle, self.total):
+            return self  # far from the deadline (the usual case): nothing to cut
         return Timeouts(
             connect=min(self.connect, cap),
             first_token=min(self.first_token, cap),
@@ -107,6 +111,8 @@ class HttpProvider:
         self._api_key = api_key
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}  # parsed once per path (a path per model, at most)
+        self._connect_timeout = aiohttp.ClientTimeout(total=None, sock_connect=Timeouts().connect)
         parts = urlsplit(self._base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -244,15 +250,28 @@ class HttpProvider:
     def _post(self, call: HttpCall, timeouts: Timeouts) -> aiohttp.client._RequestContextManager:
         headers = {"content-type": "application/json", **call.headers}
         return self._client().post(
-            self._base_url + call.path,
-            json=call.body,
+            self._url(call.path),
+            data=_json.dumps(call.body),
             headers=headers,
             params=dict(call.query) or None,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+            timeout=self._timeout(timeouts.connect),
             # A redirect would carry x-api-key / x-goog-api-key / api-key (aiohttp strips only
             # Authorization) and the prompt to another host: a 3xx is an error instead.
             allow_redirects=False,
         )
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self._base_url + path)
+        return url
+
+    def _timeout(self, connect: float) -> aiohttp.ClientTimeout:
+        """The per-request timeout (connect only: the rest is bounded by asyncio.timeout);
+        reused while the connect limit stays the same, which it does but near a deadline."""
+        if self._connect_timeout.sock_connect != connect:
+            self._connect_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)
+        return self._connect_timeout
 
     async def _error(
         self, resp: aiohttp.ClientResponse, model: str, *, within: float = 10.0

@@ -8,10 +8,10 @@ here silently renames a series that dashboards and alert rules query by its ``PR
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.util.types import AttributeValue
 
 from controller.events import PROBE_TIER, AttemptEvent, AttemptReason, Outcome, RouteEvent
@@ -76,6 +76,38 @@ def common_attributes(event: AttemptEvent, error_type: str | None) -> Attributes
     return attrs
 
 
+class _Tally:
+    """A monotonic counter kept in a dict and reported through an observable counter.
+
+    The SDK's synchronous ``Counter.add`` validates, copies and hashes its attribute dict on
+    every call (tens of microseconds); here one request costs a tuple and a dict update, and the
+    attribute dicts are built only when a reader collects. Exported the same way (a cumulative
+    monotonic sum: ``<name>_total`` in Prometheus). Collection may run on an exporter thread,
+    so it reads a copy (``dict.copy`` runs under the GIL, atomically).
+    """
+
+    __slots__ = ("_counts", "_keys")
+
+    def __init__(
+        self, meter: Meter, name: str, description: str, keys: tuple[str, str, str]
+    ) -> None:
+        self._keys = keys
+        self._counts: dict[tuple[str, str, str], int] = {}
+        meter.create_observable_counter(
+            name, callbacks=[self._observe], unit=METRIC_UNITS[name], description=description
+        )
+
+    def add(self, key: tuple[str, str, str]) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        keys = self._keys
+        return [
+            Observation(count, dict(zip(keys, values, strict=True)))
+            for values, count in self._counts.copy().items()
+        ]
+
+
 class DataPlaneMetrics:
     """The five data-plane instruments and how one event maps onto them."""
 
@@ -97,11 +129,17 @@ class DataPlaneMetrics:
             names.DURATION_BUCKETS,
             "Time to the first chunk of a streamed response.",
         )
-        self._requests: Counter = _counter(
-            meter, names.METRIC_REQUESTS, "Routed requests by tier, outcome and serving provider."
+        self._requests = _Tally(
+            meter,
+            names.METRIC_REQUESTS,
+            "Routed requests by tier, outcome and serving provider.",
+            (names.ATTR_TIER, names.ATTR_OUTCOME, names.ATTR_SERVED_BY),
         )
-        self._failovers: Counter = _counter(
-            meter, names.METRIC_FAILOVERS, "Moves from one provider to the next within a request."
+        self._failovers = _Tally(
+            meter,
+            names.METRIC_FAILOVERS,
+            "Moves from one provider to the next within a request.",
+            (names.ATTR_FROM, names.ATTR_TO, names.ATTR_REASON),
         )
 
     def record_attempt(self, event: AttemptEvent, attrs: Attributes) -> None:
@@ -122,26 +160,13 @@ class DataPlaneMetrics:
         if event.stream and event.time_to_first_chunk is not None:
             self._ttfc.record(event.time_to_first_chunk, attrs)
         if event.reason in _FAILOVER_REASONS:
-            self._failovers.add(
-                1,
-                {
-                    names.ATTR_FROM: event.failover_from or _NONE,
-                    names.ATTR_TO: event.provider,
-                    names.ATTR_REASON: event.failover_cause or _UNKNOWN,
-                },
-            )
+            cause = event.failover_cause or _UNKNOWN
+            self._failovers.add((event.failover_from or _NONE, event.provider, cause))
 
     def record_route(self, event: RouteEvent) -> None:
         if event.tier == PROBE_TIER:  # health probes are not requests anyone made
             return
-        self._requests.add(
-            1,
-            {
-                names.ATTR_TIER: event.tier,
-                names.ATTR_OUTCOME: event.outcome.value,
-                names.ATTR_SERVED_BY: event.served_by or _NONE,
-            },
-        )
+        self._requests.add((event.tier, event.outcome.value, event.served_by or _NONE))
 
 
 def _histogram(meter: Meter, name: str, buckets: tuple[float, ...], description: str) -> Histogram:
@@ -151,7 +176,3 @@ def _histogram(meter: Meter, name: str, buckets: tuple[float, ...], description:
         description=description,
         explicit_bucket_boundaries_advisory=buckets,
     )
-
-
-def _counter(meter: Meter, name: str, description: str) -> Counter:
-    return meter.create_counter(name, unit=METRIC_UNITS[name], description=description)

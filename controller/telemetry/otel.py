@@ -8,7 +8,8 @@ set up separately in :mod:`controller.telemetry.setup`.
 The listener sits on the request path, so it only enqueues (about a microsecond). The real
 work (the SDK's attribute checks, span creation, histogram updates; tens of microseconds per
 event) runs in a drain the event loop schedules with ``call_soon``, i.e. once the request's
-coroutine has yielded, typically after the response bytes were written. Without a running loop
+coroutine has yielded, typically after the response bytes were written, in an empty context
+(not the one of the request that happened to schedule it). Without a running loop
 (scripts, sync tests) events are processed at once. The queue is bounded: a loop too busy to
 drain it drops the oldest events and counts them (``dropped_events``). ``flush()`` drains now.
 """
@@ -16,11 +17,12 @@ drain it drops the oldest events and counts them (``dropped_events``). ``flush()
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from controller.events import AttemptEvent, RouteEvent
 from controller.telemetry._metrics import (
@@ -43,7 +45,8 @@ class TelemetryListener:
 
     ``capture_content`` opts in to recording prompt and completion text on the attempt spans
     (``gen_ai.input.messages`` / ``gen_ai.output.messages``) when the router put it on the
-    event; it is off by default because that content is the user's data.
+    event; it is off by default because that content is the user's data. With a
+    :class:`~opentelemetry.trace.NoOpTracer` (nothing would keep the spans) no span is built.
     """
 
     __slots__ = ("_drops", "_metrics", "_pending", "_routes", "_scheduled", "_spans")
@@ -56,8 +59,11 @@ class TelemetryListener:
         capture_content: bool = False,
         ids: PresetIdGenerator | None = None,
     ) -> None:
-        self._spans = AttemptSpans(tracer=tracer, capture_content=capture_content)
-        self._routes = RouteSpans(tracer=tracer, ids=ids)
+        tracing = not isinstance(tracer, NoOpTracer)
+        self._spans = (
+            AttemptSpans(tracer=tracer, capture_content=capture_content) if tracing else None
+        )
+        self._routes = RouteSpans(tracer=tracer, ids=ids) if tracing else None
         self._metrics = DataPlaneMetrics(meter=meter)
         self._pending: deque[AttemptEvent | RouteEvent] = deque()
         self._scheduled = False
@@ -91,7 +97,7 @@ class TelemetryListener:
             self.flush()
             return
         self._scheduled = True
-        loop.call_soon(self._drain, loop)
+        loop.call_soon(self._drain, loop, context=contextvars.Context())
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         pending = self._pending
@@ -103,17 +109,19 @@ class TelemetryListener:
             self._scheduled = False
             self.flush()
         else:
-            loop.call_soon(self._drain, loop)
+            loop.call_soon(self._drain, loop, context=contextvars.Context())
 
     def _process(self, event: AttemptEvent | RouteEvent) -> None:
         try:
             if isinstance(event, AttemptEvent):
                 error_type = failure_type(event)
                 common = common_attributes(event, error_type)
-                self._spans.emit(event, common, error_type)
+                if self._spans is not None:
+                    self._spans.emit(event, common, error_type)
                 self._metrics.record_attempt(event, common)
             else:
-                self._routes.emit(event)
+                if self._routes is not None:
+                    self._routes.emit(event)
                 self._metrics.record_route(event)
         except Exception:  # telemetry must never take the process down
             log.exception("could not record telemetry for %s", type(event).__name__)

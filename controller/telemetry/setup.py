@@ -31,7 +31,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
@@ -43,7 +43,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import NoOpTracer, Tracer
 from opentelemetry.util.re import parse_env_headers
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -289,6 +289,7 @@ class _Parts:
     gates: tuple[_Gate, ...]
     tallies: tuple[_DropTally, ...]
     exporting: frozenset[Signal]
+    tracing: bool  # some span processor keeps spans (OTLP export or an in-process reader)
 
 
 class Telemetry:
@@ -303,7 +304,11 @@ class Telemetry:
 
     def __init__(self, parts: _Parts, *, capture_content: bool) -> None:
         self._parts = parts
-        self._tracer = parts.tracer_provider.get_tracer(_SCOPE)
+        # With nowhere to send spans, the API's no-op tracer: building spans nobody keeps (even
+        # unsampled ones: ids, sampler, attributes, context) costs every request for nothing.
+        self._tracer: Tracer = (
+            parts.tracer_provider.get_tracer(_SCOPE) if parts.tracing else NoOpTracer()
+        )
         self._meter = parts.meter_provider.get_meter(_SCOPE)
         self._listener = TelemetryListener(
             tracer=self._tracer,
@@ -334,6 +339,11 @@ class Telemetry:
     @property
     def listener(self) -> TelemetryListener:
         return self._listener
+
+    @property
+    def tracing(self) -> bool:
+        """Whether spans are recorded at all (OTLP trace export or an added span processor)."""
+        return self._parts.tracing
 
     @property
     def exporting(self) -> frozenset[Signal]:
@@ -445,7 +455,12 @@ def setup_telemetry(
     if registry is not None:
         readers.append(PrometheusMetricReader(scope_info_enabled=False, registry=registry))
     meter_provider = MeterProvider(
-        metric_readers=[*readers, *otlp_readers], resource=resource, shutdown_on_exit=False
+        metric_readers=[*readers, *otlp_readers],
+        resource=resource,
+        shutdown_on_exit=False,
+        # Measurements are recorded after the request, from the listener's drain, so the
+        # current span then is not the one that made them: exemplars would name wrong traces.
+        exemplar_filter=AlwaysOffExemplarFilter(),
     )
     ids = PresetIdGenerator()
     parts = _Parts(
@@ -458,6 +473,7 @@ def setup_telemetry(
         gates=tuple(gates),
         tallies=tuple(tallies.values()),
         exporting=frozenset(signal for signal, url in urls.items() if url),
+        tracing=bool(processors),
     )
     return Telemetry(parts, capture_content=capture_content)
 

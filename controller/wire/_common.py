@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from controller import _json
 from controller._errors import (
     AuthFailed,
     BadRequest,
@@ -94,8 +95,8 @@ def retry_after_headers(err: ProviderError) -> dict[str, str]:
 def load_json(body: bytes | str, *, what: str = "response", model: str = "") -> Any:
     """Parse JSON or raise MalformedResponse (never a bare ValueError)."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return _json.loads(body)
+    except ValueError as exc:
         raise MalformedResponse(f"invalid JSON in {what}: {exc}", model=model) from None
 
 

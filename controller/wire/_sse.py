@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from controller import _json
 from controller.wire._base import SSEEvent
 
 
@@ -49,6 +49,6 @@ class SSEParser:
 
 def sse(data: Any, event: str = "") -> bytes:
     """Frame one event; ``data`` that is not a string is JSON-encoded compactly."""
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    text = data if isinstance(data, str) else _json.dumps_text(data)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {text}\n\n".encode()
