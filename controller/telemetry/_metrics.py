@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Protocol
 
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.util.types import AttributeValue
 
 from controller.events import PROBE_TIER, AttemptEvent, AttemptReason, Outcome, RouteEvent
 from controller.telemetry import names
+from controller.telemetry._hot import HotMetrics
 
 Attributes = dict[str, AttributeValue]
 
@@ -108,23 +110,40 @@ class _Tally:
         ]
 
 
+class _Recorder(Protocol):
+    """What both histogram kinds offer: the SDK's and :class:`HotHistogram`."""
+
+    def record(self, amount: float, attributes: Attributes, /) -> None: ...
+
+
 class DataPlaneMetrics:
-    """The five data-plane instruments and how one event maps onto them."""
+    """The five data-plane instruments and how one event maps onto them.
+
+    With ``hot`` the three histograms are aggregated in place (:mod:`._hot`; much cheaper per
+    request) and reach only the readers that merge ``hot`` in; without it they are the SDK's own
+    instruments on ``meter``, which every reader of that meter sees.
+    """
 
     __slots__ = ("_duration", "_failovers", "_requests", "_tokens", "_ttfc")
 
-    def __init__(self, *, meter: Meter) -> None:
-        self._duration: Histogram = _histogram(
+    def __init__(self, *, meter: Meter, hot: HotMetrics | None = None) -> None:
+        self._duration = _histogram(
             meter,
+            hot,
             names.METRIC_OPERATION_DURATION,
             names.DURATION_BUCKETS,
             "GenAI operation duration.",
         )
-        self._tokens: Histogram = _histogram(
-            meter, names.METRIC_TOKEN_USAGE, names.TOKEN_BUCKETS, "Tokens used, by token type."
-        )
-        self._ttfc: Histogram = _histogram(
+        self._tokens = _histogram(
             meter,
+            hot,
+            names.METRIC_TOKEN_USAGE,
+            names.TOKEN_BUCKETS,
+            "Tokens used, by token type.",
+        )
+        self._ttfc = _histogram(
+            meter,
+            hot,
             names.METRIC_TIME_TO_FIRST_CHUNK,
             names.DURATION_BUCKETS,
             "Time to the first chunk of a streamed response.",
@@ -169,10 +188,16 @@ class DataPlaneMetrics:
         self._requests.add((event.tier, event.outcome.value, event.served_by or _NONE))
 
 
-def _histogram(meter: Meter, name: str, buckets: tuple[float, ...], description: str) -> Histogram:
+def _histogram(
+    meter: Meter,
+    hot: HotMetrics | None,
+    name: str,
+    buckets: tuple[float, ...],
+    description: str,
+) -> _Recorder:
+    unit = METRIC_UNITS[name]
+    if hot is not None:
+        return hot.histogram(name, unit=unit, description=description, boundaries=buckets)
     return meter.create_histogram(
-        name,
-        unit=METRIC_UNITS[name],
-        description=description,
-        explicit_bucket_boundaries_advisory=buckets,
+        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
     )

@@ -25,6 +25,7 @@ from opentelemetry.metrics import Meter
 from opentelemetry.trace import NoOpTracer, Tracer
 
 from controller.events import AttemptEvent, RouteEvent
+from controller.telemetry._hot import HotMetrics
 from controller.telemetry._metrics import (
     METRIC_UNITS,
     DataPlaneMetrics,
@@ -45,7 +46,8 @@ class TelemetryListener:
 
     ``capture_content`` opts in to recording prompt and completion text on the attempt spans
     (``gen_ai.input.messages`` / ``gen_ai.output.messages``) when the router put it on the
-    event; it is off by default because that content is the user's data. With a
+    event; it is off by default because that content is the user's data. ``hot`` aggregates the
+    histograms in place (see :mod:`controller.telemetry._hot`). With a
     :class:`~opentelemetry.trace.NoOpTracer` (nothing would keep the spans) no span is built.
     """
 
@@ -58,13 +60,14 @@ class TelemetryListener:
         meter: Meter,
         capture_content: bool = False,
         ids: PresetIdGenerator | None = None,
+        hot: HotMetrics | None = None,
     ) -> None:
         tracing = not isinstance(tracer, NoOpTracer)
         self._spans = (
             AttemptSpans(tracer=tracer, capture_content=capture_content) if tracing else None
         )
         self._routes = RouteSpans(tracer=tracer, ids=ids) if tracing else None
-        self._metrics = DataPlaneMetrics(meter=meter)
+        self._metrics = DataPlaneMetrics(meter=meter, hot=hot)
         self._pending: deque[AttemptEvent | RouteEvent] = deque()
         self._scheduled = False
         self._drops = 0

@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from controller.telemetry import names
+from controller.telemetry._hot import HotMetrics, HotPrometheusReader
 from controller.telemetry._metrics import METRIC_UNITS
 from controller.telemetry.otel import PresetIdGenerator, TelemetryListener
 
@@ -234,18 +235,21 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
 class _CountingMetricExporter(MetricExporter):
     """Passes metric batches to the OTLP exporter; lost data points are counted, never raised."""
 
-    def __init__(self, inner: MetricExporter, *, tally: _DropTally) -> None:
+    def __init__(self, inner: MetricExporter, *, tally: _DropTally, hot: HotMetrics | None) -> None:
         super().__init__(
             preferred_temporality=inner._preferred_temporality,
             preferred_aggregation=inner._preferred_aggregation,
         )
         self._inner = inner
         self._tally = tally
+        self._hot = hot
         self.gate = _Gate(inner.shutdown)
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
+        if self._hot is not None:
+            metrics_data = self._hot.merge_into(metrics_data) or metrics_data
         points = _count_points(metrics_data)
         if self.gate.abandoned:
             self._tally.lost(points, "shutdown deadline passed")
@@ -285,6 +289,7 @@ class _Parts:
     ids: PresetIdGenerator
     meter_provider: MeterProvider
     registry: CollectorRegistry | None
+    hot: HotMetrics | None
     otlp_readers: tuple[MetricReader, ...]
     gates: tuple[_Gate, ...]
     tallies: tuple[_DropTally, ...]
@@ -315,6 +320,7 @@ class Telemetry:
             meter=self._meter,
             capture_content=capture_content,
             ids=parts.ids,
+            hot=parts.hot,
         )
         self._closed = False
         self._meter.create_observable_counter(
@@ -434,9 +440,12 @@ def setup_telemetry(
     """Build a :class:`Telemetry` with providers of its own (the global ones are left alone).
 
     ``span_processors`` / ``metric_readers`` add in-process readers (e.g. OTel's in-memory ones
-    in tests) next to whatever the environment configures.
+    in tests) next to whatever the environment configures. Extra metric readers get the SDK's
+    own histograms (they cannot see the in-place ones of :mod:`controller.telemetry._hot`), so
+    they cost what the SDK costs per measurement.
     """
     resource = Resource.create({SERVICE_NAME: service_name})
+    hot = None if metric_readers else HotMetrics(resource=resource, scope=_SCOPE)
     tallies = {signal: _DropTally(signal=_TALLY[signal]) for signal in _SIGNALS}
     urls = {signal: otlp_endpoint(env, signal=signal) for signal in _SIGNALS}
     processors, gates, readers = list(span_processors), list[_Gate](), list(metric_readers)
@@ -448,12 +457,15 @@ def setup_telemetry(
         gates.append(gate)
     otlp_readers: tuple[MetricReader, ...] = ()
     if metrics_url := urls["metrics"]:
-        reader, gate = _otlp_metrics(metrics_url, env, export_timeout, tallies["metrics"])
+        reader, gate = _otlp_metrics(metrics_url, env, export_timeout, tallies["metrics"], hot)
         otlp_readers = (reader,)
         gates.append(gate)
     registry = CollectorRegistry() if prometheus else None
     if registry is not None:
-        readers.append(PrometheusMetricReader(scope_info_enabled=False, registry=registry))
+        if hot is not None:
+            readers.append(HotPrometheusReader(hot, scope_info_enabled=False, registry=registry))
+        else:
+            readers.append(PrometheusMetricReader(scope_info_enabled=False, registry=registry))
     meter_provider = MeterProvider(
         metric_readers=[*readers, *otlp_readers],
         resource=resource,
@@ -469,6 +481,7 @@ def setup_telemetry(
         ids=ids,
         meter_provider=meter_provider,
         registry=registry,
+        hot=hot,
         otlp_readers=otlp_readers,
         gates=tuple(gates),
         tallies=tuple(tallies.values()),
@@ -523,10 +536,10 @@ def _otlp_spans(
 
 
 def _otlp_metrics(
-    url: str, env: Mapping[str, str], timeout: float, tally: _DropTally
+    url: str, env: Mapping[str, str], timeout: float, tally: _DropTally, hot: HotMetrics | None
 ) -> tuple[MetricReader, _Gate]:
     inner = OTLPMetricExporter(endpoint=url, headers=_otlp_headers(env, "metrics"), timeout=timeout)
-    exporter = _CountingMetricExporter(inner, tally=tally)
+    exporter = _CountingMetricExporter(inner, tally=tally, hot=hot)
     reader = PeriodicExportingMetricReader(
         exporter,
         export_interval_millis=_env_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000),
