@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller.gateway._auth import KeyRing, admin_guard_middleware, client_auth_middleware
+from controller.gateway._auth import KeyRing, admin_guard_middleware, client_auth
 from controller.gateway._chat import ChatEndpoint
 from controller.gateway._formats import ANTHROPIC, OPENAI
 from controller.gateway._ops import AdminEndpoints, OpsEndpoints
@@ -27,10 +27,7 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     """The front application: OpenAI and Anthropic endpoints plus the operational ones."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[
-            *tracing_middlewares(backend.tracer),  # outermost: rejected requests get spans too
-            client_auth_middleware(KeyRing(settings.api_keys)),
-        ],
+        middlewares=tracing_middlewares(backend.tracer),  # rejected requests get spans too
     )
     app[BACKEND_KEY] = backend
     app[SETTINGS_KEY] = settings
@@ -38,10 +35,11 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     ops = OpsEndpoints(backend)
     openai = ChatEndpoint(backend, OPENAI, max_body_bytes=limit)
     anthropic = ChatEndpoint(backend, ANTHROPIC, max_body_bytes=limit)
-    app.router.add_post("/v1/chat/completions", openai.handle)
-    app.router.add_post("/v1/messages", anthropic.handle)
-    app.router.add_get("/v1/models", ops.models)
-    app.router.add_get("/v1/models/{model}", ops.model)
+    keyed = client_auth(KeyRing(settings.api_keys))  # every /v1/ route needs a client key
+    app.router.add_post("/v1/chat/completions", keyed(openai.handle))
+    app.router.add_post("/v1/messages", keyed(anthropic.handle))
+    app.router.add_get("/v1/models", keyed(ops.models))
+    app.router.add_get("/v1/models/{model}", keyed(ops.model))
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
