@@ -35,7 +35,10 @@ class ConfigWatcher:
     """Calls ``on_change(config)`` for a valid new file and ``on_error(error)`` for a bad one.
 
     A rejected file is reported once per distinct content; the last good config stays in force.
-    A file still being written is neither applied nor reported until it holds still.
+    A file still being written is neither applied nor reported until it holds still. A file that
+    parses to the config in force (a comment edit, say) is not reloaded. ``running`` is the config
+    in force when watching starts; given, the file is read once it holds still, so an edit saved
+    since that config was loaded is applied (without it, the file as it is now is the baseline).
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class ConfigWatcher:
         on_change: Callable[[Config], None],
         on_error: Callable[[ConfigError], None],
         interval: float = 0.25,
+        running: Config | None = None,
     ) -> None:
         self._path = Path(path)
         self._clock = clock
@@ -53,9 +57,13 @@ class ConfigWatcher:
         self._on_error = on_error
         self._interval = interval
         self._seen = self._read_stamp()  # the stamp at the previous poll
-        self._handled = self._seen  # the stamp whose content was last read
-        data = self._read_bytes()
-        self._digest = None if data is None else _digest(data)  # the content last acted on
+        self._running = running  # the config last in force, as far as the watcher knows
+        if running is None:  # the file as it is now is the baseline
+            self._handled: Stamp | None = self._seen  # the stamp whose content was last read
+            data = self._read_bytes()
+            self._digest = None if data is None else _digest(data)  # the content last acted on
+        else:  # the file may have been saved since ``running`` was loaded: read it once settled
+            self._handled, self._digest = None, None
         self._forced = False
         self._poked = asyncio.Event()
         self._stopping = False
@@ -104,6 +112,9 @@ class ConfigWatcher:
             log.error("config reload rejected, keeping the running config: %s", err)
             self._on_error(err)
             return True
+        if config == self._running:  # comments, formatting, or the file it was loaded from
+            return False
+        self._running = config
         log.info("config reloaded from %s", self._path)
         self._on_change(config)
         return True

@@ -217,6 +217,7 @@ class Runtime:
                 clock=self.clock,
                 on_change=self.apply_config,
                 on_error=self._reject_config,
+                running=self.config,  # an edit saved between loading and now is not missed
             )
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="config-watcher"))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from controller._clock import FakeClock
-from controller._config import Config
+from controller._config import Config, parse_config
 from controller._errors import ConfigError
 from controller._watch import ConfigWatcher
 
@@ -231,3 +231,41 @@ async def test_sighup_applies_at_once_without_time_passing(
     await until(lambda: bool(seen.applied))
     assert pins(seen) == ["anthropic"]
     assert clock.monotonic() == FakeClock().monotonic()
+
+
+def running_watcher(path: Path, seen: Seen, clock: FakeClock, running: str) -> ConfigWatcher:
+    """A watcher told which config is in force (as the runtime does), not the file as it is."""
+    return ConfigWatcher(
+        path,
+        clock=clock,
+        on_change=seen.applied.append,
+        on_error=seen.rejected.append,
+        running=parse_config(running, source=str(path)),
+    )
+
+
+def test_an_edit_saved_between_loading_and_watching_is_applied(
+    path: Path, seen: Seen, clock: FakeClock
+) -> None:
+    rewrite_in_place(path, NEW)  # saved after the runtime loaded OLD, before its watcher started
+    watcher = running_watcher(path, seen, clock, OLD)
+    watcher.check()
+    watcher.check()
+    assert pins(seen) == ["anthropic"]
+    assert seen.rejected == []
+
+
+def test_the_file_in_force_and_comment_only_edits_are_not_reloaded(
+    path: Path, seen: Seen, clock: FakeClock
+) -> None:
+    watcher = running_watcher(path, seen, clock, OLD)
+    for _ in range(3):
+        watcher.check()
+    rewrite_in_place(path, "# a comment, nothing else changed\n" + OLD)
+    for _ in range(3):
+        watcher.check()
+    assert seen == Seen()
+    rewrite_in_place(path, NEW)
+    watcher.check()
+    watcher.check()
+    assert pins(seen) == ["anthropic"]
