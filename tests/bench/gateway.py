@@ -13,9 +13,9 @@ machine hits all of them alike:
   and no telemetry: the floor for any Python proxy on this stack;
 * ``gateway``     — ours, ``failover serve --config <temp yaml>`` (or, with ``--launcher
   inprocess``, :class:`~controller.runtime.Runtime` + :class:`~controller.gateway.GatewayServer`
-  built by this script): router, signal windows, controller loop and telemetry all on (spans and
-  metrics recorded; the Prometheus reader is always on; no OTLP export, since no
-  ``OTEL_EXPORTER_OTLP_*`` variable is passed on);
+  built by this script): router, signal windows, controller loop and telemetry on as a default
+  deployment runs them (every metric recorded, the Prometheus reader on; no OTLP export, since
+  no ``OTEL_EXPORTER_OTLP_*`` variable is passed on, and so no spans are built);
 * ``litellm``     — LiteLLM's proxy from its own venv (``/tmp/litellm-venv``, installed with
   ``pip install 'litellm[proxy]'`` if missing), one ``openai/`` model pointing at the same fake,
   its logging left at defaults, no callbacks. Skipped with a note when it cannot be installed or
@@ -449,6 +449,12 @@ def verdicts(report: Report) -> Iterator[str]:
     if one is not None and one.added_p50_ms is not None:
         ok = one.added_p50_ms <= 1.0
         yield f"target added p50 <= 1 ms at c=1: {one.added_p50_ms:.2f} ms {_mark(ok)}"
+        floor_one = by.get(("passthrough", 1))
+        if floor_one is not None and floor_one.added_p50_ms is not None:
+            yield (
+                f"  (for scale: the pass-through floor alone adds {floor_one.added_p50_ms:.2f} ms"
+                " at c=1 on this machine)"
+            )
     gw, floor = by.get(("gateway", 10)), by.get(("passthrough", 10))
     if gw is not None and floor is not None and gw.rps > 0:
         ratio = floor.rps / gw.rps
