@@ -1,7 +1,7 @@
 """Benchmark: what the gateway adds to a small non-streaming OpenAI chat call, over real HTTP.
 
     python -m tests.bench.gateway [--duration 10] [--concurrency 1 10 50] [--skip-litellm]
-                                  [--launcher auto|cli|inprocess] [--json]
+                                  [--otlp] [--launcher auto|cli|inprocess] [--json]
 
 Four systems answer the same ``POST /v1/chat/completions`` (a 16-token request to the fake
 provider), measured side by side in one run, interleaved per concurrency level so drift on the
@@ -16,6 +16,10 @@ machine hits all of them alike:
   built by this script): router, signal windows, controller loop and telemetry on as a default
   deployment runs them (every metric recorded, the Prometheus reader on; no OTLP export, since
   no ``OTEL_EXPORTER_OTLP_*`` variable is passed on, and so no spans are built);
+* ``gateway+otlp`` (with ``--otlp``) — the same gateway exporting traces and metrics over
+  OTLP/HTTP (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``) to :mod:`tests.bench.otlp_sink` on the
+  load core: spans built for every request (server, route, attempt) and exported by the batch
+  processor's thread on the proxy's core, as a deployment with a collector runs it;
 * ``litellm``     — LiteLLM's proxy from its own venv (``/tmp/litellm-venv``, installed with
   ``pip install 'litellm[proxy]'`` if missing), one ``openai/`` model pointing at the same fake,
   its logging left at defaults, no callbacks. Skipped with a note when it cannot be installed or
@@ -142,6 +146,7 @@ class System:
     proc: subprocess.Popen[bytes] | None = None
     command: str = ""
     note: str = ""
+    measured: bool = True  # False for helpers (the OTLP sink): started and stopped, not loaded
 
 
 def free_port() -> int:
@@ -344,9 +349,12 @@ def pick_launcher(choice: str) -> str:
     return "cli" if importlib.util.find_spec("controller.cli") is not None else "inprocess"
 
 
-def start_gateway(tmp: Path, upstream: str, launcher: str) -> System:
+def start_gateway(
+    tmp: Path, upstream: str, launcher: str, *, name: str = "gateway", otlp: str = ""
+) -> System:
+    """Our gateway; with ``otlp`` (a collector URL) exporting traces and metrics to it."""
     port = free_port()
-    config = tmp / "failover.yaml"
+    config = tmp / f"{name}.yaml"
     config.write_text(
         GATEWAY_YAML.format(
             upstream=upstream,
@@ -360,12 +368,32 @@ def start_gateway(tmp: Path, upstream: str, launcher: str) -> System:
         cmd = [sys.executable, "-m", "controller.cli", "serve", "--config", str(config)]
     else:
         cmd = [sys.executable, "-m", "tests.bench.gateway", "--serve-gateway", str(config)]
-    system = System(name="gateway", url=f"http://127.0.0.1:{port}", command=" ".join(cmd))
-    system.note = f"launcher: {launcher}"
+    system = System(name=name, url=f"http://127.0.0.1:{port}", command=" ".join(cmd))
+    system.note = f"launcher: {launcher}" + (f"; OTLP export to {otlp}" if otlp else "")
     env = clean_env(BENCH_UPSTREAM_KEY=API_KEY)
-    system.proc = spawn(cmd, core=PROXY_CORE, log=tmp / "gateway.log", env=env)
-    wait_ready(system, within=60, log=tmp / "gateway.log")
+    if otlp:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
+        system.command = f"OTEL_EXPORTER_OTLP_ENDPOINT={otlp} {system.command}"
+    system.proc = spawn(cmd, core=PROXY_CORE, log=tmp / f"{name}.log", env=env)
+    wait_ready(system, within=60, log=tmp / f"{name}.log")
     return system
+
+
+def start_otlp_sink(tmp: Path) -> System:
+    """:mod:`tests.bench.otlp_sink` on the load core: it receives, the proxy core exports."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "tests.bench.otlp_sink", "--port", str(port)]
+    system = System(
+        name="otlp-sink", url=f"http://127.0.0.1:{port}", command=" ".join(cmd), measured=False
+    )
+    system.proc = spawn(cmd, core=LOAD_CORE, log=tmp / "otlp-sink.log", env=clean_env())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return system
+        time.sleep(0.1)
+    stop(system)
+    raise RuntimeError("the OTLP sink did not start within 30s")
 
 
 def ensure_litellm() -> Path:
@@ -438,7 +466,7 @@ def render(report: Report) -> str:
 
 
 def _order(name: str) -> int:
-    known = ["direct", "passthrough", "gateway", "litellm"]
+    known = ["direct", "passthrough", "gateway", "gateway+otlp", "litellm"]
     return known.index(name) if name in known else len(known)
 
 
@@ -474,7 +502,12 @@ def start_all(tmp: Path, args: argparse.Namespace, report: Report) -> list[Syste
     systems = [start_fake(tmp)]
     upstream = systems[0].url
     systems.append(start_passthrough(tmp, upstream))
-    systems.append(start_gateway(tmp, upstream, pick_launcher(args.launcher)))
+    launcher = pick_launcher(args.launcher)
+    systems.append(start_gateway(tmp, upstream, launcher))
+    if args.otlp:
+        sink = start_otlp_sink(tmp)
+        systems.append(sink)
+        systems.append(start_gateway(tmp, upstream, launcher, name="gateway+otlp", otlp=sink.url))
     if args.skip_litellm:
         report.notes.append("litellm skipped (--skip-litellm)")
         return systems
@@ -501,18 +534,24 @@ def run(args: argparse.Namespace) -> Report:
                 report.commands[s.name] = f"taskset -c {_core(s)} {s.command}"
                 if s.note:
                     report.notes.append(f"{s.name}: {s.note}")
+            loaded = [s for s in systems if s.measured]
+            for s in loaded:
                 run_wrk(s.url, concurrency=10, seconds=WARMUP_SECONDS, lua=lua)
             for level in args.concurrency:
-                for s in systems:
+                for s in loaded:
                     log(f"{s.name} at concurrency {level} for {args.duration}s")
                     res = measure(s, concurrency=level, seconds=args.duration, lua=lua)
                     report.results.append(res)
-            for s in systems[1:]:
+            for s in loaded[1:]:
                 assert s.proc is not None
                 report.peak_rss_mb[s.name] = peak_rss_mb(s.proc.pid)
         finally:
             for s in reversed(systems):
                 stop(s)
+        sink_log = tmp / "otlp-sink.log"
+        if sink_log.exists():  # shows that telemetry really flowed to the sink
+            received = [ln for ln in sink_log.read_text().splitlines() if "received" in ln]
+            report.notes.append(f"otlp-sink: {received[-1] if received else 'no summary'}")
     report.results = with_added(report.results)
     report.commands["load"] = (
         f"taskset -c {LOAD_CORE} wrk -t1 -c<N> -d{args.duration}s --timeout 10s --latency "
@@ -522,7 +561,7 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def _core(system: System) -> str:
-    return LOAD_CORE if system.name == "direct" else PROXY_CORE
+    return LOAD_CORE if system.name in ("direct", "otlp-sink") else PROXY_CORE
 
 
 def log(text: str) -> None:
@@ -558,6 +597,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument(
+        "--otlp",
+        action="store_true",
+        help="also measure a gateway exporting traces + metrics over OTLP/HTTP to a local sink",
+    )
     parser.add_argument("--launcher", choices=["auto", "cli", "inprocess"], default="auto")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--serve-gateway", metavar="CONFIG", help=argparse.SUPPRESS)
