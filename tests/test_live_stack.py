@@ -24,9 +24,8 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from tests.live_support import (
     wait_until,
 )
 from tests.test_static_assets import metric_names
+from tests.traffic import BadAnswer, Traffic
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -116,44 +116,31 @@ FOR = {"FailoverControllerNotReporting": "3s"}
 
 
 @dataclass
-class Traffic:
-    """Bounded background traffic through the gateway, plain and streaming."""
+class GatewayRequests:
+    """What one request of the scenario's traffic is, through the gateway over HTTP: plain
+    (aiohttp), streaming (the openai SDK), or to the cheap tier that is down."""
 
     url: str
     session: aiohttp.ClientSession
     client: openai.AsyncOpenAI
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    served: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
     streams: int = 0
 
-    async def run(self, *, rps: float, max_requests: int, max_seconds: float) -> None:
-        deadline = time.monotonic() + max_seconds
-        pending: set[asyncio.Task[None]] = set()
-        for i in range(max_requests):
-            if self.stop.is_set() or time.monotonic() > deadline:
-                break
-            pending.add(asyncio.create_task(self._one(i)))
-            pending = {t for t in pending if not t.done()}
-            await asyncio.sleep(1.0 / rps)
-        await asyncio.gather(*pending)
-
-    async def _one(self, i: int) -> None:
+    async def send(self, i: int) -> str | None:
+        """Request ``i``; returns the provider that served a plain one."""
         if i % 5 == 0:
             await self._cheap()
-        elif i % 4 == 0:
+            return None
+        if i % 4 == 0:
             await self._stream()
-        else:
-            await self._plain()
+            return None
+        return await self._plain()
 
-    async def _plain(self) -> None:
+    async def _plain(self) -> str:
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
         async with self.session.post(self.url + "/v1/chat/completions", json=body) as answer:
             if answer.status != 200:
-                self.errors.append(f"{answer.status}: {await answer.text()}")
-                return
-            provider = answer.headers.get(HEADER_PROVIDER, "?")
-        self.served[provider] = self.served.get(provider, 0) + 1
+                raise BadAnswer(f"{answer.status}: {await answer.text()}")
+            return answer.headers.get(HEADER_PROVIDER, "?")
 
     async def _stream(self) -> None:
         stream = await self.client.chat.completions.create(
@@ -163,9 +150,9 @@ class Traffic:
             stream_options={"include_usage": True},
         )
         text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
-        if not "".join(text).startswith("Hello from"):
-            self.errors.append(f"stream: {text!r}")
         self.streams += 1
+        if not "".join(text).startswith("Hello from"):
+            raise BadAnswer(f"stream: {text!r}")
 
     async def _cheap(self) -> None:
         """The cheap tier is down (401): the client sees an error, which is expected here."""
@@ -183,6 +170,7 @@ class Live:
     session: aiohttp.ClientSession
     chat: tuple[FakeTelegram, FakeSlack]  # the Runtime's own alerts
     pager: tuple[FakeTelegram, FakeSlack]  # Alertmanager's receivers
+    requests: GatewayRequests
     traffic: Traffic
     config_path: Path
     providers: dict[str, FakeProvider]
@@ -297,8 +285,11 @@ async def _start(stack: contextlib.AsyncExitStack, workdir: Path) -> Live:
             base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=10.0
         )
     )
-    traffic = Traffic(url=gateway.url, session=session, client=client)
-    return Live(prom, am, runtime, gateway, session, chat, pager, traffic, path, fakes, instance)
+    requests = GatewayRequests(url=gateway.url, session=session, client=client)
+    traffic = Traffic(requests.send)
+    return Live(
+        prom, am, runtime, gateway, session, chat, pager, requests, traffic, path, fakes, instance
+    )
 
 
 async def _state(live: Live, provider: str, state: HealthState) -> bool:
@@ -334,13 +325,18 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
         patch.setenv("PTB_TIMEDELTA", "true")  # as tests/conftest.py does per test
         async with contextlib.AsyncExitStack() as stack:
             live = await _start(stack, workdir)
-            load = asyncio.create_task(live.traffic.run(rps=12, max_requests=2000, max_seconds=150))
+            load = asyncio.create_task(
+                live.traffic.run(rate=12, max_requests=2000, max_seconds=150)
+            )
             try:
                 await _drill(live)
                 yield live
             finally:
                 live.traffic.stop.set()
                 await load
+            # Traffic records a request that raised instead of raising it at the end: no
+            # request of the whole scenario, up to the gateway's stop, may have failed.
+            assert live.traffic.errors == []
 
 
 # --- helpers for the assertions -----------------------------------------------------------------
@@ -383,9 +379,9 @@ async def test_every_metric_in_dashboards_and_alerts_is_exposed(live: Live) -> N
     used = set().union(*(metric_names(e) for e in exprs + variables))
     wanted = {n for n in used if ":" not in n} - {"up"}  # records and Prometheus' own series
     assert wanted - exposed == set()
-    assert live.traffic.streams > 0
+    assert live.requests.streams > 0
     assert live.traffic.errors == []  # the frontier tier failed over without a client error
-    assert {"primary", "backup"} <= set(live.traffic.served)
+    assert {"primary", "backup"} <= set(live.traffic.served_by())
     assert live.runtime.alerts, "the Runtime sent no alert"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,10 @@ from controller.providers.fake import FakeProvider, FaultMode
 from controller.runtime import Runtime
 from tests.conftest import Recorder
 from tests.fakes_chat import FakeSlack, FakeTelegram, Fault
+from tests.traffic import Traffic, through_router
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
+RPS = 20.0  # client requests per second while a scenario runs
 
 CONFIG = """\
 providers:
@@ -56,31 +57,9 @@ state: {{path: "{state}"}}
 """
 
 
-@dataclass
-class Traffic:
-    """Steady client traffic; records what each request got."""
-
-    runtime: Runtime
-    served: list[tuple[float, str]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    async def run(self, seconds: float, rps: float = 20.0) -> None:
-        deadline = time.monotonic() + seconds
-        pending: set[asyncio.Task[None]] = set()
-        for _ in range(int(seconds * rps)):  # bounded in count and time
-            if time.monotonic() >= deadline:
-                break
-            pending.add(asyncio.create_task(self._one()))
-            await asyncio.sleep(1.0 / rps)
-        await asyncio.gather(*pending)
-
-    async def _one(self) -> None:
-        try:
-            response = await self.runtime.router.complete(HELLO, tier="frontier")
-        except Exception as exc:  # a client-visible error is what this test counts
-            self.errors.append(repr(exc))
-        else:
-            self.served.append((time.monotonic(), response.provider))
+def steady_traffic(runtime: Runtime) -> Traffic:
+    """Client traffic through the Runtime's router; records what each request got."""
+    return Traffic(through_router(runtime.router, HELLO, tier="frontier"))
 
 
 def write_config(
@@ -144,8 +123,8 @@ async def test_outage_trips_fails_over_alerts_and_recovers(
     tg, slack = chat
     attempts = Recorder()
     runtime.router.listeners.add(attempts)
-    traffic = Traffic(runtime)
-    load = asyncio.create_task(traffic.run(9.0))
+    traffic = steady_traffic(runtime)
+    load = asyncio.create_task(traffic.run(rate=RPS, max_seconds=9.0))
     await asyncio.sleep(1.0)
     primary.set_fault(FaultMode.ERROR_503)
     detection = await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=3.0)
@@ -196,8 +175,8 @@ async def test_dead_or_throttling_chat_never_slows_requests(
     tg, slack = chat
     tg.push(Fault.rate_limited(1))
     slack.always(Fault.hang())
-    traffic = Traffic(runtime)
-    load = asyncio.create_task(traffic.run(4.0))
+    traffic = steady_traffic(runtime)
+    load = asyncio.create_task(traffic.run(rate=RPS, max_seconds=4.0))
     await asyncio.sleep(0.5)
     primary.set_fault(FaultMode.ERROR_500)
     await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=3.0)

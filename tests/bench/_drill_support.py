@@ -1,4 +1,4 @@
-"""Helpers of the detection benchmark: fake providers as processes, steady traffic, statistics.
+"""Helpers of the detection benchmark: fake providers as processes, a fault log, statistics.
 
 The fake providers run as separate processes (``python -m controller.providers.fake``) so the
 benchmark's event loop only carries what a real gateway carries: the router, the controller, the
@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import math
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -19,7 +18,6 @@ import aiohttp
 
 from controller.events import AttemptEvent, Outcome, RouteEvent
 from controller.model import Message, Request
-from controller.routing.router import Router
 
 REQUEST = Request(messages=(Message(role="user", content="detection bench"),), max_tokens=16)
 
@@ -84,49 +82,6 @@ class FaultLog:
         """End time of the ``n``-th fault (1-based) that ended at or after ``start``."""
         later = [t for t in self.ends if t >= start]
         return later[n - 1] if len(later) >= n else None
-
-
-@dataclass(slots=True)
-class Traffic:
-    """Open-loop steady traffic: request ``i`` is sent at ``start + i / rate``, whatever the
-    answers do, so a slow failover shows up as latency and errors rather than as fewer calls."""
-
-    router: Router
-    tier: str
-    rate: float
-    sent: int = 0
-    served: dict[str, int] = field(default_factory=dict)
-    errors: list[tuple[float, str]] = field(default_factory=list)
-    late_starts: int = 0
-
-    async def run(self, *, stop: asyncio.Event, max_seconds: float) -> None:
-        """Send until ``stop`` is set or ``max_seconds`` passed; then wait for what is in flight."""
-        start = time.monotonic()
-        pending: set[asyncio.Task[None]] = set()
-        for i in range(math.ceil(max_seconds * self.rate)):  # bounded in count and time
-            delay = start + i / self.rate - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
-            elif delay < -0.05:
-                self.late_starts += 1  # the loop was too busy to keep the rate
-            if stop.is_set():
-                break
-            task = asyncio.create_task(self._one())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            self.sent += 1
-        if pending:
-            await asyncio.wait(pending, timeout=30.0)
-
-    async def _one(self) -> None:
-        try:
-            response = await self.router.complete(REQUEST, tier=self.tier)
-        except Exception as exc:  # a client-visible error is exactly what is counted here
-            self.errors.append((time.monotonic(), type(exc).__name__))
-        else:
-            self.served[response.provider] = self.served.get(response.provider, 0) + 1
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -47,13 +47,14 @@ from controller.control.state import HealthState
 from controller.notify.config import NotifyConfig
 from controller.runtime import Runtime
 from tests.bench._drill_support import (
+    REQUEST,
     FaultLog,
-    Traffic,
     fake_process,
     set_fault,
     summary,
 )
 from tests.fakes_chat import FakeTelegram
+from tests.traffic import Traffic, through_router
 
 TIER = "frontier"
 POLL = 0.005
@@ -117,6 +118,7 @@ class Rig:
     session: aiohttp.ClientSession
     primary: str
     traffic: Traffic
+    rate: float  # of the traffic, requests per second
     faults: FaultLog
     offset: float  # controller.now() - time.monotonic(): turns state timestamps into monotonic
     settings: Settings
@@ -247,7 +249,9 @@ def _rig(
         tg=tg,
         session=session,
         primary=primary,
-        traffic=Traffic(router=rt.router, tier=TIER, rate=rate),
+        # open loop: a slow failover shows up as latency and errors, not as fewer calls
+        traffic=Traffic(through_router(rt.router, REQUEST, tier=TIER), catch_up=True),
+        rate=rate,
         faults=faults,
         offset=rt.controller.now() - time.monotonic(),
         settings=settings,
@@ -258,15 +262,14 @@ async def _drive(rig: Rig, rng: random.Random) -> list[Drill]:
     """Traffic for the whole run (bounded by the worst case of every drill), drills in turn."""
     per_drill = rig.settings.steady + TRIP_TIMEOUT + RECOVERY_TIMEOUT
     per_drill += 2 * (rig.settings.group_window + ALERT_SLACK) + 1.0
-    stop = asyncio.Event()
     load = asyncio.create_task(
-        rig.traffic.run(stop=stop, max_seconds=2.0 + rig.settings.drills * per_drill)
+        rig.traffic.run(rate=rig.rate, max_seconds=2.0 + rig.settings.drills * per_drill)
     )
     try:
         await asyncio.sleep(2.0)  # warm up connections; fill the window with successes
         drills = [await drill(rig, rng) for _ in range(rig.settings.drills)]
     finally:
-        stop.set()
+        rig.traffic.stop.set()
         await load
     return drills
 
@@ -288,7 +291,7 @@ def _report(rate: float, drills: list[Drill], traffic: Traffic) -> dict[str, Any
         "missed_alerts": sum(1 for d in drills if d.alert is None),
         "client_errors": sum(d.errors for d in drills),
         "requests": traffic.sent,
-        "served": dict(traffic.served),
+        "served": traffic.served_by(),
         "late_sends": traffic.late_starts,
         "per_drill": [asdict(d) for d in drills],
     }
