@@ -72,6 +72,19 @@ async def test_malformed_json_is_a_400_in_openai_format(
     await assert_still_serving(env, http)
 
 
+async def test_a_deeply_nested_tool_schema_is_forwarded(
+    env: GatewayEnv, http: aiohttp.ClientSession
+) -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(150):  # 300 JSON levels: more than orjson writes, what json always did
+        schema = {"type": "object", "properties": {"inner": schema}}
+    tool = {"type": "function", "function": {"name": "deep", "parameters": schema}}
+    status, body, _ = await post(http, env.url + CHAT, {**hello(), "tools": [tool]})
+    assert status == 200, body
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["finish_reason"] in {"stop", "tool_calls"}
+
+
 async def test_malformed_json_is_a_400_in_anthropic_format(
     env: GatewayEnv, http: aiohttp.ClientSession
 ) -> None:
