@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 
 from aiohttp import web
+
+from tests.bench._serve import serve_until_signalled
 
 __all__ = ["main"]
 
@@ -33,20 +34,10 @@ async def _serve(port: int) -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/traces", accept)
     app.router.add_post("/v1/metrics", accept)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    print(f"listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await serve_until_signalled(app, port)
     finally:
         print(f"received {received['requests']} requests, {received['bytes']} bytes", flush=True)
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:

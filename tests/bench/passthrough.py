@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+
+from tests.bench._serve import serve_until_signalled
 
 __all__ = ["create_passthrough", "main"]
 
@@ -55,20 +56,7 @@ def create_passthrough(*, upstream: str, connections: int = 256) -> web.Applicat
 
 
 async def _serve(upstream: str, port: int) -> None:
-    runner = web.AppRunner(create_passthrough(upstream=upstream), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    bound = int(runner.addresses[0][1])
-    print(f"listening on http://127.0.0.1:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_signalled(create_passthrough(upstream=upstream), port)
 
 
 def main(argv: list[str] | None = None) -> None:
