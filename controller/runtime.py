@@ -176,6 +176,7 @@ class Runtime:
             max_attempts=config.routing.max_attempts,
             default_models=self._models,
             capture_content=config.telemetry.capture_content,
+            sample_root=self.telemetry.sample_root,
         )
         self.store = store or (
             FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()

@@ -127,6 +127,7 @@ class Router:
         default_models: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
         capture_content: bool = False,
+        sample_root: Callable[[int], bool] | None = None,
     ) -> None:
         self.tiers = dict(tiers)
         self.providers = dict(providers)
@@ -142,6 +143,9 @@ class Router:
         self._default_models = dict(default_models or {})
         self._rng = rng or random.Random()
         self._capture = capture_content
+        # Whether a trace this router starts itself (no current span: probes, library use) is
+        # kept: the attempt spans must follow the decision the route span will get.
+        self._sample_root = sample_root
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{random.getrandbits(24):06x}"
 
@@ -216,7 +220,8 @@ class Router:
             trace_id, parent_id = parent.trace_id, parent.span_id
             sampled = parent.trace_flags.sampled
         else:
-            trace_id, parent_id, sampled = random.getrandbits(128) or 1, 0, True
+            trace_id, parent_id = random.getrandbits(128) or 1, 0
+            sampled = self._sample_root(trace_id) if self._sample_root is not None else True
         return _Route(
             request_id=f"{self._id_prefix}-{next(self._ids)}",
             tier=plan_for,

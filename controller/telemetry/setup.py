@@ -45,6 +45,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
+    Decision,
     ParentBased,
     Sampler,
     TraceIdRatioBased,
@@ -254,8 +255,11 @@ class _CountingMetricExporter(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        if self._hot is not None:
-            metrics_data = self._hot.merge_into(metrics_data) or metrics_data
+        try:
+            if self._hot is not None:
+                metrics_data = self._hot.merge_into(metrics_data) or metrics_data
+        except Exception:  # a bug there must cost the hot points only, never the export
+            log.exception("telemetry: could not add the in-place histograms to an export")
         points = _count_points(metrics_data)
         if self.gate.abandoned:
             self._tally.lost(points, "shutdown deadline passed")
@@ -300,6 +304,7 @@ class _Parts:
     gates: tuple[_Gate, ...]
     tallies: tuple[_DropTally, ...]
     exporting: frozenset[Signal]
+    sampler: Sampler  # what the tracer provider samples with
     tracing: bool  # some span processor keeps spans (OTLP export or an in-process reader)
 
 
@@ -351,6 +356,15 @@ class Telemetry:
     @property
     def listener(self) -> TelemetryListener:
         return self._listener
+
+    def sample_root(self, trace_id: int) -> bool:
+        """Whether the sampler keeps a trace that starts with no parent span, decided as it will
+        decide for that trace's root span (a router that starts a trace itself uses this, so
+        the attempt spans it reports follow their route span)."""
+        if not self._parts.tracing:
+            return False
+        result = self._parts.sampler.should_sample(None, trace_id, names.SPAN_ROUTE)
+        return result.decision is Decision.RECORD_AND_SAMPLE
 
     @property
     def tracing(self) -> bool:
@@ -481,9 +495,10 @@ def setup_telemetry(
         exemplar_filter=AlwaysOffExemplarFilter(),
     )
     ids = PresetIdGenerator()
+    sampler = _sampler(env) if processors else ALWAYS_OFF
     parts = _Parts(
         service_name=service_name,
-        tracer_provider=_tracer_provider(resource, processors, ids, _sampler(env)),
+        tracer_provider=_tracer_provider(resource, processors, ids, sampler),
         ids=ids,
         meter_provider=meter_provider,
         registry=registry,
@@ -492,6 +507,7 @@ def setup_telemetry(
         gates=tuple(gates),
         tallies=tuple(tallies.values()),
         exporting=frozenset(signal for signal, url in urls.items() if url),
+        sampler=sampler,
         tracing=bool(processors),
     )
     return Telemetry(parts, capture_content=capture_content)
@@ -503,10 +519,7 @@ def _tracer_provider(
     ids: PresetIdGenerator,
     sampler: Sampler,
 ) -> TracerProvider:
-    """With nowhere to send spans, sample nothing (the Telemetry then hands out the no-op tracer
-    anyway). ``ids`` lets route spans be created with the ids the router assigned."""
-    if not processors:
-        sampler = ALWAYS_OFF
+    """``ids`` lets route spans be created with the ids the router assigned."""
     provider = TracerProvider(
         resource=resource, sampler=sampler, shutdown_on_exit=False, id_generator=ids
     )
