@@ -63,7 +63,8 @@ class ConfigWatcher:
             data = self._read_bytes()
             self._digest = None if data is None else _digest(data)  # the content last acted on
         else:  # the file may have been saved since ``running`` was loaded: read it once settled
-            self._handled, self._digest = None, None
+            self._seen = self._handled = None  # so the first poll only notes the stamp
+            self._digest = None
         self._forced = False
         self._poked = asyncio.Event()
         self._stopping = False
@@ -114,9 +115,9 @@ class ConfigWatcher:
             return True
         if config == self._running:  # comments, formatting, or the file it was loaded from
             return False
-        self._running = config
         log.info("config reloaded from %s", self._path)
         self._on_change(config)
+        self._running = config
         return True
 
     def _parse(self, data: bytes) -> Config:

@@ -94,10 +94,11 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
         args.config,
     )
     grace = gw.shutdown_grace_seconds
+    front = create_app(runtime, settings=settings)
     _tune_gc()
     try:
         await asyncio.gather(
-            serve(create_app(runtime, settings=settings), host, port, grace=grace, stop=stop),
+            serve(front, host, port, grace=grace, stop=stop),
             serve(admin, gw.admin_host, gw.admin_port, grace=1.0, stop=stop),
         )
     finally:

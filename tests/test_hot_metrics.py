@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.events import AttemptEvent, AttemptReason, Outcome
 from controller.model import Usage
 from controller.telemetry import names
-from controller.telemetry._hot import HotHistogram, HotMetrics
+from controller.telemetry._hot import CARDINALITY_LIMIT, HotHistogram, HotMetrics
 from controller.telemetry.setup import Telemetry, setup_telemetry
 
 EVENT = AttemptEvent(
@@ -151,3 +151,16 @@ def test_collecting_on_another_thread_never_sees_a_half_recorded_value() -> None
     (point,) = final.data.data_points
     assert isinstance(point, HistogramDataPoint)
     assert point.count == 20_000
+
+
+def test_attribute_sets_past_the_limit_fold_into_one_overflow_series() -> None:
+    histogram = HotHistogram("h", unit="s", description="", boundaries=(1.0,))
+    for i in range(CARDINALITY_LIMIT + 100):
+        histogram.record(0.5, {"model": f"m{i}"})
+    metric = histogram.collect(now_ns=1)
+    assert metric is not None
+    points = [p for p in metric.data.data_points if isinstance(p, HistogramDataPoint)]
+    assert len(points) == CARDINALITY_LIMIT
+    (overflow,) = [p for p in points if p.attributes == {"otel.metric.overflow": True}]
+    assert overflow.count == 101  # the series that did not fit, all counted
+    assert sum(p.count for p in points) == CARDINALITY_LIMIT + 100

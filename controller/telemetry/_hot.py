@@ -14,7 +14,10 @@ so this holds even when an exporter prefers delta for the SDK's own instruments)
 are merged into the :class:`~opentelemetry.sdk.metrics.export.MetricsData` of the readers
 :mod:`controller.telemetry.setup` builds: the Prometheus reader (:class:`HotPrometheusReader`)
 and the OTLP metric exporter. The equivalence with the SDK's aggregation is a test
-(``tests/test_telemetry.py``).
+(``tests/test_hot_metrics.py``). Like the SDK, each instrument keeps at most
+:data:`CARDINALITY_LIMIT` attribute sets and folds the rest into one
+``otel.metric.overflow=true`` series. Unlike the SDK, an exporter's preference for delta
+temporality or exponential histograms does not apply to these three.
 
 Recording happens on the event loop; collection may run on an exporter thread, hence the lock.
 """
@@ -42,16 +45,20 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["HotHistogram", "HotMetrics", "HotPrometheusReader"]
+__all__ = ["CARDINALITY_LIMIT", "HotHistogram", "HotMetrics", "HotPrometheusReader"]
 
 Attributes = Mapping[str, AttributeValue]
+CARDINALITY_LIMIT = 2000  # the SDK's default per instrument
+_OVERFLOW: Attributes = {"otel.metric.overflow": True}
+_OVERFLOW_KEY = frozenset(_OVERFLOW.items())
 
 
 class _Series:
-    __slots__ = ("attributes", "count", "counts", "max", "min", "sum")
+    __slots__ = ("attributes", "count", "counts", "max", "min", "start_ns", "sum")
 
     def __init__(self, attributes: Attributes, buckets: int) -> None:
         self.attributes = dict(attributes)  # a copy: the caller may reuse its dict
+        self.start_ns = time.time_ns()  # cumulative since this series' first measurement
         self.counts = [0] * buckets
         self.count = 0
         self.sum = 0.0
@@ -62,7 +69,7 @@ class _Series:
 class HotHistogram:
     """One explicit-bucket histogram instrument, cumulative since it was created."""
 
-    __slots__ = ("_bounds", "_lock", "_series", "_start_ns", "description", "name", "unit")
+    __slots__ = ("_bounds", "_lock", "_series", "description", "name", "unit")
 
     def __init__(
         self, name: str, *, unit: str, description: str, boundaries: Sequence[float]
@@ -73,7 +80,6 @@ class HotHistogram:
         self._bounds = tuple(boundaries)
         self._series: dict[frozenset[tuple[str, AttributeValue]], _Series] = {}
         self._lock = threading.Lock()
-        self._start_ns = time.time_ns()
 
     def record(self, value: float, attributes: Attributes) -> None:
         """Add one measurement (bucket i holds ``bounds[i-1] < value <= bounds[i]``, as in the
@@ -85,7 +91,7 @@ class HotHistogram:
         with self._lock:
             series = self._series.get(key)
             if series is None:
-                series = self._series[key] = _Series(attributes, len(self._bounds) + 1)
+                series = self._new_series(key, attributes)
             series.counts[index] += 1
             series.count += 1
             series.sum += value
@@ -94,13 +100,25 @@ class HotHistogram:
             if value > series.max:
                 series.max = value
 
+    def _new_series(
+        self, key: frozenset[tuple[str, AttributeValue]], attributes: Attributes
+    ) -> _Series:
+        """Called with the lock held."""
+        if len(self._series) >= CARDINALITY_LIMIT - 1:  # keep one slot for the overflow series
+            key, attributes = _OVERFLOW_KEY, _OVERFLOW
+            found = self._series.get(key)
+            if found is not None:
+                return found
+        series = self._series[key] = _Series(attributes, len(self._bounds) + 1)
+        return series
+
     def collect(self, now_ns: int) -> Metric | None:
         """The instrument as an SDK metric, or None before its first measurement."""
         with self._lock:
             points = [
                 HistogramDataPoint(
                     attributes=dict(s.attributes),
-                    start_time_unix_nano=self._start_ns,
+                    start_time_unix_nano=s.start_ns,
                     time_unix_nano=now_ns,
                     count=s.count,
                     sum=s.sum,
@@ -137,7 +155,10 @@ class HotMetrics:
         return instrument
 
     def merge_into(self, data: MetricsData | None) -> MetricsData | None:
-        """``data`` plus the hot instruments' points, under this telemetry's scope."""
+        """``data`` plus the hot instruments' points, under this telemetry's scope.
+
+        (The SDK skips a reader's ``_receive_metrics`` when its own collection is empty; the
+        always-reporting ``failover.telemetry.dropped`` counter keeps that from happening.)"""
         now = time.time_ns()
         extra = [m for m in (i.collect(now) for i in self._instruments) if m is not None]
         if not extra:
