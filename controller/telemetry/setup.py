@@ -10,7 +10,8 @@ Why it is shaped this way:
   has a short timeout, and :meth:`Telemetry.shutdown` is bounded by its own deadline.
 * Lost telemetry is counted, not raised: ``failover.telemetry.dropped{signal}`` counts spans and
   metric points that failed to export or overflowed the span queue (the "telemetry is being
-  dropped" alert watches it), and a failure is logged once per burst, not once per batch.
+  dropped" alert watches it), and a failure is logged once per burst, not once per batch
+  (the exporter wrappers live in :mod:`controller.telemetry._export`).
 * The Prometheus reader renders into a private ``CollectorRegistry`` per Telemetry, so two
   instances each expose only their own metrics.
 
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -33,15 +34,11 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricExportResult,
     MetricReader,
-    MetricsData,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -56,6 +53,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from controller.telemetry import names
+from controller.telemetry._export import (
+    Backlog,
+    CountingBatchSpanProcessor,
+    CountingMetricExporter,
+    CountingSpanExporter,
+    DropTally,
+    Gate,
+)
 from controller.telemetry._hot import HotMetrics, HotPrometheusReader
 from controller.telemetry._metrics import METRIC_UNITS
 from controller.telemetry.otel import PresetIdGenerator, TelemetryListener
@@ -107,190 +112,6 @@ def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
     return value if value > 0 else default
 
 
-# --- counting what is lost ----------------------------------------------------------------------
-class _DropTally:
-    """Items of one signal lost on the way to the collector; logs once per failure burst."""
-
-    __slots__ = ("_failing", "_lock", "_lost_in_burst", "signal", "total")
-
-    def __init__(self, *, signal: str) -> None:
-        self.signal = signal
-        self.total = 0
-        self._failing = False
-        self._lost_in_burst = 0
-        self._lock = threading.Lock()
-
-    def lost(self, count: int, cause: str) -> None:
-        with self._lock:
-            self.total += count
-            self._lost_in_burst += count
-            first = not self._failing
-            self._failing = True
-        if first:
-            log.warning(
-                "telemetry: %s are being dropped (%s; %d so far). Further losses are counted in"
-                " %s and not logged until export recovers.",
-                self.signal,
-                cause,
-                count,
-                names.METRIC_TELEMETRY_DROPPED,
-            )
-
-    def delivered(self) -> None:
-        with self._lock:
-            if not self._failing:
-                return
-            lost, self._failing, self._lost_in_burst = self._lost_in_burst, False, 0
-        log.warning("telemetry: %s export recovered after dropping %d", self.signal, lost)
-
-
-class _Backlog:
-    """How many spans wait in the batch queue, to notice the ones the full queue pushes out."""
-
-    __slots__ = ("_capacity", "_lock", "_pending")
-
-    def __init__(self, *, capacity: int) -> None:
-        self._capacity = capacity
-        self._pending = 0
-        self._lock = threading.Lock()
-
-    def admit(self) -> bool:
-        """Count one span in; False when the queue is full and the oldest span will be lost."""
-        with self._lock:
-            if self._pending >= self._capacity:
-                return False
-            self._pending += 1
-            return True
-
-    def taken(self, count: int) -> None:
-        with self._lock:
-            self._pending = max(0, self._pending - count)
-
-
-class _Gate:
-    """Closes a wrapped exporter at most once; once abandoned, exports fail fast."""
-
-    __slots__ = ("_close", "_closed", "_lock", "abandoned")
-
-    def __init__(self, close: Callable[[], object]) -> None:
-        self._close = close
-        self._closed = False
-        self._lock = threading.Lock()
-        self.abandoned = False
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._close()  # interrupts the OTLP client's retry back-off and closes its session
-
-    def abandon(self) -> None:
-        self.abandoned = True
-        self.close()
-
-
-class _CountingSpanExporter(SpanExporter):
-    """Passes spans to the OTLP exporter; what fails to arrive is counted, never raised."""
-
-    def __init__(self, inner: SpanExporter, *, tally: _DropTally, backlog: _Backlog) -> None:
-        self._inner = inner
-        self._tally = tally
-        self._backlog = backlog
-        self.gate = _Gate(inner.shutdown)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self._backlog.taken(len(spans))
-        if self.gate.abandoned:
-            self._tally.lost(len(spans), "shutdown deadline passed")
-            return SpanExportResult.FAILURE
-        try:
-            result = self._inner.export(spans)
-        except Exception as exc:  # an exporter bug costs telemetry, never a request
-            self._tally.lost(len(spans), type(exc).__name__)
-            return SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self._tally.delivered()
-        else:
-            self._tally.lost(len(spans), "export failed")
-        return result
-
-    def shutdown(self) -> None:
-        self.gate.close()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-
-class _CountingBatchSpanProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that also counts the spans its full queue pushes out."""
-
-    def __init__(
-        self, exporter: _CountingSpanExporter, *, tally: _DropTally, backlog: _Backlog, **kw: Any
-    ) -> None:
-        super().__init__(exporter, **kw)
-        self._tally = tally
-        self._backlog = backlog
-
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is not None and context.trace_flags.sampled and not self._backlog.admit():
-            self._tally.lost(1, "span queue full")
-        super().on_end(span)
-
-
-class _CountingMetricExporter(MetricExporter):
-    """Passes metric batches to the OTLP exporter; lost data points are counted, never raised."""
-
-    def __init__(self, inner: MetricExporter, *, tally: _DropTally, hot: HotMetrics | None) -> None:
-        super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self._inner = inner
-        self._tally = tally
-        self._hot = hot
-        self.gate = _Gate(inner.shutdown)
-
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        try:
-            if self._hot is not None:
-                metrics_data = self._hot.merge_into(metrics_data) or metrics_data
-        except Exception:  # a bug there must cost the hot points only, never the export
-            log.exception("telemetry: could not add the in-place histograms to an export")
-        points = _count_points(metrics_data)
-        if self.gate.abandoned:
-            self._tally.lost(points, "shutdown deadline passed")
-            return MetricExportResult.FAILURE
-        try:
-            result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
-        except Exception as exc:  # an exporter bug costs telemetry, never a request
-            self._tally.lost(points, type(exc).__name__)
-            return MetricExportResult.FAILURE
-        if result is MetricExportResult.SUCCESS:
-            self._tally.delivered()
-        else:
-            self._tally.lost(points, "export failed")
-        return result
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.gate.close()
-
-
-def _count_points(data: MetricsData) -> int:
-    return sum(
-        len(metric.data.data_points)
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    )
-
-
 # --- the Telemetry object -----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Parts:
@@ -301,8 +122,8 @@ class _Parts:
     registry: CollectorRegistry | None
     hot: HotMetrics | None
     otlp_readers: tuple[MetricReader, ...]
-    gates: tuple[_Gate, ...]
-    tallies: tuple[_DropTally, ...]
+    gates: tuple[Gate, ...]
+    tallies: tuple[DropTally, ...]
     exporting: frozenset[Signal]
     sampler: Sampler  # what the tracer provider samples with
     tracing: bool  # some span processor keeps spans (OTLP export or an in-process reader)
@@ -466,9 +287,9 @@ def setup_telemetry(
     """
     resource = Resource.create({SERVICE_NAME: service_name})
     hot = None if metric_readers else HotMetrics(resource=resource, scope=_SCOPE)
-    tallies = {signal: _DropTally(signal=_TALLY[signal]) for signal in _SIGNALS}
+    tallies = {signal: DropTally(signal=_TALLY[signal]) for signal in _SIGNALS}
     urls = {signal: otlp_endpoint(env, signal=signal) for signal in _SIGNALS}
-    processors, gates, readers = list(span_processors), list[_Gate](), list(metric_readers)
+    processors, gates, readers = list(span_processors), list[Gate](), list(metric_readers)
     if any(urls.values()):
         _quiet_exporter_logs()
     if traces_url := urls["traces"]:
@@ -579,13 +400,13 @@ def _quiet_exporter_logs() -> None:
 
 
 def _otlp_spans(
-    url: str, env: Mapping[str, str], timeout: float, tally: _DropTally
-) -> tuple[SpanProcessor, _Gate]:
+    url: str, env: Mapping[str, str], timeout: float, tally: DropTally
+) -> tuple[SpanProcessor, Gate]:
     queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
-    backlog = _Backlog(capacity=queue)
+    backlog = Backlog(capacity=queue)
     inner = OTLPSpanExporter(endpoint=url, headers=_otlp_headers(env, "traces"), timeout=timeout)
-    exporter = _CountingSpanExporter(inner, tally=tally, backlog=backlog)
-    processor = _CountingBatchSpanProcessor(
+    exporter = CountingSpanExporter(inner, tally=tally, backlog=backlog)
+    processor = CountingBatchSpanProcessor(
         exporter,
         tally=tally,
         backlog=backlog,
@@ -598,10 +419,10 @@ def _otlp_spans(
 
 
 def _otlp_metrics(
-    url: str, env: Mapping[str, str], timeout: float, tally: _DropTally, hot: HotMetrics | None
-) -> tuple[MetricReader, _Gate]:
+    url: str, env: Mapping[str, str], timeout: float, tally: DropTally, hot: HotMetrics | None
+) -> tuple[MetricReader, Gate]:
     inner = OTLPMetricExporter(endpoint=url, headers=_otlp_headers(env, "metrics"), timeout=timeout)
-    exporter = _CountingMetricExporter(inner, tally=tally, hot=hot)
+    exporter = CountingMetricExporter(inner, tally=tally, hot=hot)
     reader = PeriodicExportingMetricReader(
         exporter,
         export_interval_millis=_env_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000),
