@@ -197,12 +197,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file. Raises ConfigError naming the key and line."""
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        data = source.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", source=str(source)) from None
+    return parse_config_bytes(data, source=str(source))
+
+
+def parse_config_bytes(data: bytes, *, source: str) -> Config:
+    """:func:`parse_config` for the raw bytes of a file, which must be UTF-8 text."""
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason})", source=str(source)) from None
-    return parse_config(text, source=str(source))
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", source=source) from None
+    return parse_config(text, source=source)
 
 
 def parse_config(text: str, *, source: str = "config") -> Config:

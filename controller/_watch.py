@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller._clock import Clock
-from controller._config import Config, parse_config
+from controller._config import Config, parse_config_bytes
 from controller._errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class ConfigWatcher:
             return False
         self._digest = digest
         try:
-            config = self._parse(data)
+            config = parse_config_bytes(data, source=str(self._path))  # the bytes hashed
         except ConfigError as err:
             log.error("config reload rejected, keeping the running config: %s", err)
             self._on_error(err)
@@ -119,15 +119,6 @@ class ConfigWatcher:
         self._on_change(config)
         self._running = config
         return True
-
-    def _parse(self, data: bytes) -> Config:
-        # Parse the very bytes that were hashed, so the digest names what was applied.
-        source = str(self._path)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"not UTF-8 text ({exc.reason})", source=source) from None
-        return parse_config(text, source=source)
 
     async def run(self) -> None:
         while not self._stopping:

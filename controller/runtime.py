@@ -8,8 +8,7 @@ drills). Routers read the routing state without ever waiting on the controller.
 Hot reload: the kill switch, tiers and aliases take effect on save (within two polls of the
 watcher, about 0.5 s: it waits for the file to hold still); a change to ``providers``,
 ``controller``, ``notify``, ``telemetry`` or ``state`` is reported and needs a restart. An
-invalid file is rejected, the running config stays, and an
-alert says why.
+invalid file is rejected, the running config stays, and an alert says why.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class ChatEndpoint:
             return self._front.error(BadRequest(f"request body exceeds {limit}", status=413))
         try:
             body = _json.loads(raw)
-        except ValueError as exc:  # orjson: bad UTF-8 and nesting past 1024 levels included
+        except ValueError as exc:  # bad UTF-8 and nesting too deep included
             return self._front.error(BadRequest(f"request body is not valid JSON: {exc}"))
         try:
             model, request = self._front.parse(body)
