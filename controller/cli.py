@@ -26,6 +26,8 @@ from typing import Any
 
 from controller._config import Config, load_config, resolve_secret
 from controller._errors import ConfigError, FailoverError
+from controller._loop import LOOPS, loop_factory
+from controller._loop import run as run_loop
 from controller.control.state import KillSwitch
 
 DEFAULT_CONFIG = os.environ.get("FAILOVER_CONFIG", "failover.yaml")
@@ -59,11 +61,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        loop_name, _ = loop_factory(args.loop)
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     config = load_config(args.config)
-    return asyncio.run(_serve(config, args))
+    return run_loop(_serve(config, args, loop_name), loop=args.loop)
 
 
-async def _serve(config: Config, args: argparse.Namespace) -> int:
+async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> int:
     from controller.gateway import GatewaySettings, create_admin_app, create_app, serve
     from controller.runtime import Runtime
 
@@ -85,13 +92,14 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
     host, port = args.host or gw.host, args.port if args.port is not None else gw.port
     admin = create_admin_app(runtime, admin_token=os.environ.get(gw.admin_token_env) or None)
     log.info(
-        "gateway on http://%s:%d (client auth %s), admin on http://%s:%d, config %s",
+        "gateway on http://%s:%d (client auth %s), admin on http://%s:%d, config %s, %s loop",
         host,
         port,
         "on" if keys else "OFF",
         gw.admin_host,
         gw.admin_port,
         args.config,
+        loop_name,
     )
     grace = gw.shutdown_grace_seconds
     front = create_app(runtime, settings=settings)
@@ -297,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="listen address (default: gateway.host from the config)")
     serve.add_argument("--port", type=int, help="listen port (default: gateway.port)")
+    serve.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="event loop: uvloop where installed (auto, the default), or asyncio's own",
+    )
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate a config file")

@@ -18,6 +18,7 @@ import pytest
 
 from controller._config import load_config
 from controller._kill_switch_file import rewrite
+from controller._loop import loop_factory
 from controller.control.state import KillSwitch
 from controller.providers.fake import FakeProvider
 from tests.fakes_chat import unused_port
@@ -126,8 +127,11 @@ gateway: {{port: {port}, admin_port: {admin}}}
 """
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
+@pytest.fixture(params=["auto", "asyncio"])
+async def served(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
+    """``failover serve`` on uvloop (auto) and on asyncio's own loop."""
     async with FakeProvider(name="primary") as primary, FakeProvider(name="backup") as backup:
         port, admin = unused_port(), unused_port()
         path = tmp_path / "failover.yaml"
@@ -144,7 +148,12 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proce
         log = tmp_path / "serve.log"
         with log.open("w") as out:
             proc = await asyncio.create_subprocess_exec(
-                *FAILOVER, "serve", "--config", str(path), cwd=ROOT, env=env, stdout=out, stderr=out
+                *FAILOVER,
+                *("serve", "--config", str(path), "--loop", request.param),
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=out,
             )
         url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
         deadline = time.monotonic() + 20
@@ -152,6 +161,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proce
             assert proc.returncode is None, log.read_text()
             assert time.monotonic() < deadline, "gateway did not come up: " + log.read_text()
             await asyncio.sleep(0.2)
+        expected = "asyncio loop" if request.param == "asyncio" else "uvloop loop"
+        assert expected in log.read_text()
         yield proc, url, admin_url
         if proc.returncode is None:
             proc.kill()
@@ -203,3 +214,17 @@ def test_rewrite_keeps_comments_before_the_next_key() -> None:
         "providers: {}\nkill_switch:\n  pin: null\n# the end\n", KillSwitch(), who="me", at=0
     )
     assert last.rstrip().endswith("# the end")
+
+
+def test_loop_choice_is_checked_and_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert loop_factory("asyncio") == ("asyncio", None)
+    name, factory = loop_factory("auto")
+    assert name == "uvloop"  # a dependency of the package wherever the tests run (Linux)
+    assert factory is not None
+    assert type(factory()).__module__.startswith("uvloop")
+    with pytest.raises(ValueError, match="unknown event loop 'trio'"):
+        loop_factory("trio")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    assert loop_factory("auto") == ("asyncio", None)
+    with pytest.raises(RuntimeError, match="pip install uvloop"):
+        loop_factory("uvloop")

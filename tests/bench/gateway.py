@@ -1,7 +1,8 @@
 """Benchmark: what the gateway adds to a small non-streaming OpenAI chat call, over real HTTP.
 
-    python -m tests.bench.gateway [--duration 10] [--concurrency 1 10 50] [--skip-litellm]
-                                  [--otlp] [--launcher auto|cli|inprocess] [--json]
+    python -m tests.bench.gateway [--duration 6] [--rounds 3] [--concurrency 1 10 50]
+                                  [--skip-litellm] [--otlp] [--launcher auto|cli|inprocess]
+                                  [--json]
 
 Four systems answer the same ``POST /v1/chat/completions`` (a 16-token request to the fake
 provider), measured side by side in one run, interleaved per concurrency level so drift on the
@@ -11,6 +12,8 @@ machine hits all of them alike:
   the baseline every "added latency" figure is measured against;
 * ``passthrough`` — :mod:`tests.bench.passthrough`, aiohttp server + one pooled client, no routing
   and no telemetry: the floor for any Python proxy on this stack;
+* ``passthrough/uvloop`` (with ``--uvloop-floor``) — the same pass-through on uvloop, the loop
+  ``failover serve`` runs on by default: shows how much of the gap to the floor is the loop;
 * ``gateway``     — ours, ``failover serve --config <temp yaml>`` (or, with ``--launcher
   inprocess``, :class:`~controller.runtime.Runtime` + :class:`~controller.gateway.GatewayServer`
   built by this script): router, signal windows, controller loop and telemetry on as a default
@@ -28,7 +31,12 @@ machine hits all of them alike:
 
 Placement on a 2-core box: every proxy process is pinned to core 1 (``taskset -c 1``: one worker,
 one core); the load generator (``wrk``, one thread, closed loop, ``--latency``) and the upstream
-fake share core 0. Each system gets a warm-up run, then ``--duration`` seconds per concurrency.
+fake share core 0. Each system gets a warm-up run, then ``--duration`` seconds per concurrency,
+``--rounds`` times: the rounds are interleaved (every system once, then every system again) and
+each figure in the table is the median over the rounds. One run at concurrency 1 on a shared
+virtual machine moves by up to 2x between runs minutes apart (the pass-through's added p50 was
+seen anywhere from 0.7 to 1.75 ms); the median of interleaved rounds is what a verdict can
+stand on.
 
 Reported per system and concurrency: requests/s, p50/p99 latency and the p50/p99 *added* over
 ``direct`` at the same concurrency (wrk's own percentiles, from a Lua ``done`` hook), CPU ms per
@@ -56,8 +64,8 @@ while ``wrk -c10`` runs against it; the stacks fold into per-module shares with 
 Python. CPU ms per request in the table is the number that bounds throughput on one core.
 
 Run it on a quiet machine; other work on the same cores makes every figure noisy. Total run time
-is bounded: about ``(warm-up + duration x levels) x systems`` plus start-up, under 10 minutes
-with the defaults (about 2.5 minutes measured with LiteLLM already installed).
+is bounded: about ``(warm-up + duration x rounds x levels) x systems`` plus start-up, under 10
+minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -71,6 +79,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -308,6 +317,41 @@ def measure(system: System, *, concurrency: int, seconds: int, lua: Path) -> Res
     )
 
 
+def median_of_rounds(rounds: list[list[Result]]) -> list[Result]:
+    """One row per system: the median of each figure over the rounds (errors are summed).
+
+    Every round measures all systems back to back, so each round's "added" figures compare
+    runs taken seconds apart; the median then discards the rounds that a burst of other work
+    on the machine spoiled, which a single run at concurrency 1 cannot do.
+    """
+    by_system: dict[str, list[Result]] = {}
+    for one_round in rounds:
+        for r in one_round:
+            by_system.setdefault(r.system, []).append(r)
+
+    def mid(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    out = []
+    for name, runs in by_system.items():
+        out.append(
+            Result(
+                system=name,
+                concurrency=runs[0].concurrency,
+                requests=sum(r.requests for r in runs),
+                rps=statistics.median(r.rps for r in runs),
+                p50_ms=statistics.median(r.p50_ms for r in runs),
+                p99_ms=statistics.median(r.p99_ms for r in runs),
+                errors=sum(r.errors for r in runs),
+                cpu_ms_per_req=mid([r.cpu_ms_per_req for r in runs]),
+                added_p50_ms=mid([r.added_p50_ms for r in runs]),
+                added_p99_ms=mid([r.added_p99_ms for r in runs]),
+            )
+        )
+    return out
+
+
 def with_added(results: list[Result]) -> list[Result]:
     """Fill in latency added over ``direct`` at the same concurrency."""
     base = {r.concurrency: r for r in results if r.system == "direct"}
@@ -333,13 +377,15 @@ def start_fake(tmp: Path) -> System:
     return system
 
 
-def start_passthrough(tmp: Path, upstream: str) -> System:
+def start_passthrough(tmp: Path, upstream: str, *, loop: str = "asyncio") -> System:
     port = free_port()
+    name = "passthrough" if loop == "asyncio" else f"passthrough/{loop}"
     cmd = [sys.executable, "-m", "tests.bench.passthrough", "--upstream", upstream]
-    cmd += ["--port", str(port)]
-    system = System(name="passthrough", url=f"http://127.0.0.1:{port}", command=" ".join(cmd))
-    system.proc = spawn(cmd, core=PROXY_CORE, log=tmp / "passthrough.log", env=clean_env())
-    wait_ready(system, within=30, log=tmp / "passthrough.log")
+    cmd += ["--port", str(port), "--loop", loop]
+    system = System(name=name, url=f"http://127.0.0.1:{port}", command=" ".join(cmd))
+    log = tmp / f"passthrough-{loop}.log"
+    system.proc = spawn(cmd, core=PROXY_CORE, log=log, env=clean_env())
+    wait_ready(system, within=30, log=log)
     return system
 
 
@@ -440,6 +486,7 @@ class Report:
     commands: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     duration: int = 0
+    rounds: int = 1
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -448,17 +495,18 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 def render(report: Report) -> str:
     head = (
-        f"{'system':12} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'system':18} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'+p50 ms':>8} {'+p99 ms':>8} {'cpu ms/req':>10} {'peak MB':>8} {'errors':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in sorted(report.results, key=lambda r: (r.concurrency, _order(r.system))):
         rss = report.peak_rss_mb.get(r.system)
         lines.append(
-            f"{r.system:12} {r.concurrency:>4} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+            f"{r.system:18} {r.concurrency:>4} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
             f"{_fmt(r.added_p50_ms):>8} {_fmt(r.added_p99_ms):>8} "
             f"{_fmt(r.cpu_ms_per_req, '.3f'):>10} {_fmt(rss, '.0f'):>8} {r.errors:>6}"
         )
+    lines += [f"(median of {report.rounds} interleaved round(s) of {report.duration}s each)"]
     lines += ["", *verdicts(report), "", "commands:"]
     lines += [f"  {name}: {cmd}" for name, cmd in report.commands.items()]
     lines += [f"note: {n}" for n in report.notes]
@@ -466,7 +514,7 @@ def render(report: Report) -> str:
 
 
 def _order(name: str) -> int:
-    known = ["direct", "passthrough", "gateway", "gateway+otlp", "litellm"]
+    known = ["direct", "passthrough", "passthrough/uvloop", "gateway", "gateway+otlp", "litellm"]
     return known.index(name) if name in known else len(known)
 
 
@@ -488,6 +536,12 @@ def verdicts(report: Report) -> Iterator[str]:
         ratio = floor.rps / gw.rps
         ok = ratio <= 2.0
         yield f"target throughput within 2x of pass-through at c=10: {ratio:.2f}x {_mark(ok)}"
+        uv_floor = by.get(("passthrough/uvloop", 10))
+        if uv_floor is not None:
+            yield (
+                f"  (against the pass-through on uvloop, the gateway's own loop: "
+                f"{uv_floor.rps / gw.rps:.2f}x)"
+            )
     rss = report.peak_rss_mb.get("gateway")
     if rss is not None:
         yield f"target peak RSS <= 150 MB: {rss:.0f} MB {_mark(rss <= 150)}"
@@ -502,6 +556,8 @@ def start_all(tmp: Path, args: argparse.Namespace, report: Report) -> list[Syste
     systems = [start_fake(tmp)]
     upstream = systems[0].url
     systems.append(start_passthrough(tmp, upstream))
+    if args.uvloop_floor:
+        systems.append(start_passthrough(tmp, upstream, loop="uvloop"))
     launcher = pick_launcher(args.launcher)
     systems.append(start_gateway(tmp, upstream, launcher))
     if args.otlp:
@@ -538,10 +594,19 @@ def run(args: argparse.Namespace) -> Report:
             for s in loaded:
                 run_wrk(s.url, concurrency=10, seconds=WARMUP_SECONDS, lua=lua)
             for level in args.concurrency:
-                for s in loaded:
-                    log(f"{s.name} at concurrency {level} for {args.duration}s")
-                    res = measure(s, concurrency=level, seconds=args.duration, lua=lua)
-                    report.results.append(res)
+                rounds = []
+                for number in range(1, args.rounds + 1):
+                    one_round = []
+                    for s in loaded:
+                        log(
+                            f"{s.name} at concurrency {level} for {args.duration}s"
+                            f" (round {number}/{args.rounds})"
+                        )
+                        one_round.append(
+                            measure(s, concurrency=level, seconds=args.duration, lua=lua)
+                        )
+                    rounds.append(with_added(one_round))
+                report.results += median_of_rounds(rounds)
             for s in loaded[1:]:
                 assert s.proc is not None
                 report.peak_rss_mb[s.name] = peak_rss_mb(s.proc.pid)
@@ -552,7 +617,7 @@ def run(args: argparse.Namespace) -> Report:
         if sink_log.exists():  # shows that telemetry really flowed to the sink
             received = [ln for ln in sink_log.read_text().splitlines() if "received" in ln]
             report.notes.append(f"otlp-sink: {received[-1] if received else 'no summary'}")
-    report.results = with_added(report.results)
+    report.rounds = args.rounds
     report.commands["load"] = (
         f"taskset -c {LOAD_CORE} wrk -t1 -c<N> -d{args.duration}s --timeout 10s --latency "
         "-s post.lua <url>/v1/chat/completions"
@@ -594,7 +659,13 @@ async def serve_gateway(config_path: str) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--duration", type=int, default=6, help="seconds per measurement")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure every system this many times per level, interleaved; report medians",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument(
@@ -602,12 +673,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also measure a gateway exporting traces + metrics over OTLP/HTTP to a local sink",
     )
+    parser.add_argument(
+        "--uvloop-floor",
+        action="store_true",
+        help="also measure the pass-through on uvloop (the loop the gateway runs on)",
+    )
     parser.add_argument("--launcher", choices=["auto", "cli", "inprocess"], default="auto")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--serve-gateway", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 1 <= args.duration <= 60:
         parser.error("--duration must be between 1 and 60 seconds")
+    if not 1 <= args.rounds <= 10:
+        parser.error("--rounds must be between 1 and 10")
     if any(not 1 <= c <= 1000 for c in args.concurrency):
         parser.error("--concurrency levels must be between 1 and 1000")
     return args

@@ -1,6 +1,7 @@
 """Benchmark: instructions executed per proxied request, counted by valgrind (callgrind).
 
     python -m tests.bench.instructions [--requests 600] [--concurrency 10] [--json]
+                                       [--systems passthrough gateway] [--keep DIR]
 
 Wall-clock figures from :mod:`tests.bench.gateway` move by 10-20% between runs on a shared box,
 which hides the effect of most single changes. The number of instructions a proxy executes per
@@ -15,6 +16,11 @@ are zeroed (``callgrind_control -z``), ``--requests`` requests are sent from an 
 ``--concurrency``, and the counters are dumped (``callgrind_control -d``). Reported: instructions
 per request for each, and their ratio. Only the proxy's own process is counted (not the kernel:
 socket system calls cost the same for both and are not instructions of the process).
+
+``--keep DIR`` copies the measured dumps there: ``callgrind_annotate --inclusive=yes
+DIR/callgrind.gateway.out.*`` then ranks the interpreter's C functions (dict and attribute
+lookups, ``object.__setattr__`` of frozen dataclasses, orjson, the event loop's C parts) by what
+the requests spent in them, which is where a Python-level profile cannot look.
 
 Needs ``valgrind`` (Debian package). Under valgrind Python runs ~50x slower: about two minutes
 per system with the defaults.
@@ -130,6 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=("passthrough", "gateway"),
+        default=["passthrough", "gateway"],
+    )
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the callgrind dumps here")
     args = parser.parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -152,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
             )
             gateway = [sys.executable, "-m", "controller.cli", "serve", "--config", str(config)]
             env = clean_env(BENCH_UPSTREAM_KEY=API_KEY)  # no client auth, as in .gateway
-            for system_name, cmd in (("passthrough", floor), ("gateway", gateway)):
+            chosen = {"passthrough": floor, "gateway": gateway}
+            for system_name in args.systems:
+                cmd = chosen[system_name]
                 system = start_under_callgrind(system_name, [*cmd, "--port"], tmp, env)
                 try:
                     counts.append(
@@ -162,19 +177,25 @@ def main(argv: list[str] | None = None) -> None:
                     stop(system)
         finally:
             stop(fake)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("callgrind.*.out*"):
+                shutil.copy2(dump, args.keep / dump.name)
     _report(counts, args)
 
 
 def _report(counts: list[Count], args: argparse.Namespace) -> None:
     by = {c.system: c for c in counts}
-    ratio = by["gateway"].per_request / by["passthrough"].per_request
+    both = "gateway" in by and "passthrough" in by
+    ratio = by["gateway"].per_request / by["passthrough"].per_request if both else None
     if args.json:
         doc = {"counts": [asdict(c) | {"per_request": c.per_request} for c in counts]}
         print(json.dumps(doc | {"ratio": ratio, "concurrency": args.concurrency}, indent=2))
         return
     for c in counts:
         print(f"{c.system:12} {c.per_request / 1e6:6.3f} M instructions per request")
-    print(f"gateway / pass-through: {ratio:.2f}x (concurrency {args.concurrency})")
+    if ratio is not None:
+        print(f"gateway / pass-through: {ratio:.2f}x (concurrency {args.concurrency})")
 
 
 if __name__ == "__main__":

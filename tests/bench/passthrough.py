@@ -1,25 +1,27 @@
 """The floor for the gateway benchmark: the least a Python HTTP proxy can do per request.
 
     python -m tests.bench.passthrough --upstream http://127.0.0.1:PORT [--port 0]
+                                      [--loop asyncio|uvloop]
 
 An ``aiohttp.web`` server with one pooled ``aiohttp.ClientSession`` that forwards
 ``POST /v1/chat/completions`` to ``<upstream>/v1/chat/completions`` and hands the body back. It
 parses nothing, routes nothing and records nothing, so whatever our gateway costs on top of it is
 the price of decoding, routing, failover and telemetry rather than of the server stack both share
 (:mod:`tests.bench.gateway` runs the two side by side). It prints ``listening on <url>`` once
-it accepts connections, which is how the benchmark learns the port.
+it accepts connections, which is how the benchmark learns the port. It runs on asyncio's own
+event loop unless ``--loop uvloop`` is given (the loop ``failover serve`` takes by default).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
+from controller._loop import run
 from tests.bench._serve import serve_until_signalled
 
 __all__ = ["create_passthrough", "main"]
@@ -63,9 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Minimal pass-through proxy (benchmark floor).")
     parser.add_argument("--upstream", required=True, help="root URL, e.g. http://127.0.0.1:9001")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.upstream, args.port))
+        run(_serve(args.upstream, args.port), loop=args.loop)
 
 
 if __name__ == "__main__":
