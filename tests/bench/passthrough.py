@@ -15,13 +15,13 @@ event loop unless ``--loop uvloop`` is given (the loop ``failover serve`` takes 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from controller._loop import run
 from tests.bench._serve import serve_until_signalled
 
 __all__ = ["create_passthrough", "main"]
@@ -67,8 +67,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        run(_serve(args.upstream, args.port), loop=args.loop)
+    # uvloop is imported here rather than through controller._loop: importing the controller
+    # package would weigh on the floor's memory (37 MB -> 69 MB peak RSS).
+    factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(args.upstream, args.port))
 
 
 if __name__ == "__main__":
