@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TypeVar
 
 from opentelemetry import trace
@@ -31,7 +30,6 @@ from controller._errors import (
     CallerError,
     ContextTooLong,
     DeadlineExceeded,
-    FailoverError,
     MalformedResponse,
     ProviderError,
     StreamInterrupted,
@@ -45,47 +43,16 @@ from controller.events import (
     Listeners,
     Outcome,
     RouteEvent,
-    RouteOutcome,
 )
 from controller.model import Message, Request, Response, StreamChunk, Usage
 from controller.providers.base import Provider, Timeouts
-from controller.routing.plan import Plan, Target, TierPlan, make_plan
+from controller.routing._records import Route, Try, attempt_event, route_event
+from controller.routing.plan import Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 
 T = TypeVar("T")
 _DEFAULT_TIMEOUTS = Timeouts()
 _PROBE = Request(messages=(Message(role="user", content="ping"),), max_tokens=1)
-
-
-@dataclass(slots=True)
-class _Route:
-    """The mutable bookkeeping of one routed request (never shared outside the router)."""
-
-    request_id: str
-    tier: TierPlan
-    plan: Plan
-    start: float
-    start_wall: float
-    deadline: float
-    stream: bool
-    trace_id: int
-    span_id: int
-    parent_span_id: int
-    sampled: bool
-    attempts: int = 0
-    errors: list[ProviderError] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Try:
-    """Who is being tried, and why."""
-
-    target: Target
-    provider: Provider
-    reason: AttemptReason
-    previous: str | None
-    cause: str | None
-    remaining: float
 
 
 class LatencyTracker:
@@ -180,7 +147,7 @@ class Router:
         target = Target(provider=provider, model=model)
         tier = TierPlan(name=PROBE_TIER, targets=(target,))
         route = self._begin(_PROBE, PROBE_TIER, within, stream=False, tier_plan=tier)
-        attempt = _Try(target, self.providers[provider], AttemptReason.PROBE, None, None, within)
+        attempt = Try(target, self.providers[provider], AttemptReason.PROBE, None, None, within)
         route.attempts = 1
         try:
             await self._complete_once(route, _PROBE, attempt)
@@ -202,7 +169,7 @@ class Router:
         *,
         stream: bool,
         tier_plan: TierPlan | None = None,
-    ) -> _Route:
+    ) -> Route:
         plan_for = tier_plan or self.tiers.get(tier)
         if plan_for is None:
             known = ", ".join(sorted(self.tiers)) or "none"
@@ -222,7 +189,7 @@ class Router:
         else:
             trace_id, parent_id = random.getrandbits(128) or 1, 0
             sampled = self._sample_root(trace_id) if self._sample_root is not None else True
-        return _Route(
+        return Route(
             request_id=f"{self._id_prefix}-{next(self._ids)}",
             tier=plan_for,
             plan=plan,
@@ -238,9 +205,9 @@ class Router:
 
     async def _attempts(
         self,
-        route: _Route,
+        route: Route,
         request: Request,
-        once: Callable[[_Route, Request, _Try], Awaitable[T]],
+        once: Callable[[Route, Request, Try], Awaitable[T]],
     ) -> tuple[T, Target]:
         queue = list(route.plan.targets)
         if not queue:
@@ -254,7 +221,7 @@ class Router:
                 remaining = self._remaining(route)
                 tries += 1
                 route.attempts += 1
-                attempt = _Try(
+                attempt = Try(
                     target, self.providers[target.provider], reason, previous, cause, remaining
                 )
                 try:
@@ -293,7 +260,7 @@ class Router:
             index += 1
         raise self._exhausted(route)
 
-    def _allowed(self, route: _Route, target: Target) -> bool:
+    def _allowed(self, route: Route, target: Target) -> bool:
         """May ``target`` be tried outside the plan (the context fallback)? The kill switch and
         the controller's state apply to it like to any planned target."""
         state = self.state.current
@@ -304,11 +271,11 @@ class Router:
             return False
         return route.plan.panic or state.status(target.provider).usable
 
-    def _ejected(self, route: _Route, target: Target) -> bool:
+    def _ejected(self, route: Route, target: Target) -> bool:
         """Tripped while this request was on it: move on rather than retry a dead provider."""
         return not route.plan.panic and not self.state.current.status(target.provider).usable
 
-    def _remaining(self, route: _Route) -> float:
+    def _remaining(self, route: Route) -> float:
         remaining = route.deadline - self._clock.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded(
@@ -317,7 +284,7 @@ class Router:
             )
         return remaining
 
-    def _exhausted(self, route: _Route) -> AllProvidersFailed:
+    def _exhausted(self, route: Route) -> AllProvidersFailed:
         tried = "; ".join(str(e) for e in route.errors) or "no attempt was made"
         return AllProvidersFailed(
             f"all providers failed for tier {route.tier.name} after {route.attempts} "
@@ -326,7 +293,7 @@ class Router:
         )
 
     # ------------------------------------------------------------------------------- attempts
-    async def _complete_once(self, route: _Route, request: Request, attempt: _Try) -> Response:
+    async def _complete_once(self, route: Route, request: Request, attempt: Try) -> Response:
         timeouts = self._timeouts_for(attempt)
         start, wall = self._clock.monotonic(), self._clock.wall()
         try:
@@ -349,7 +316,7 @@ class Router:
         )
         return replace(response, provider=attempt.provider.name)
 
-    async def _stream_once(self, route: _Route, request: Request, attempt: _Try) -> RoutedStream:
+    async def _stream_once(self, route: Route, request: Request, attempt: Try) -> RoutedStream:
         timeouts = self._timeouts_for(attempt)
         start, wall = self._clock.monotonic(), self._clock.wall()
         chunks = attempt.provider.stream(request, attempt.target.model, timeouts)
@@ -369,15 +336,15 @@ class Router:
         ttfc = self._clock.monotonic() - start
         return RoutedStream(self, route, attempt, request, first, chunks, start, wall, ttfc)
 
-    def _timeouts_for(self, attempt: _Try) -> Timeouts:
+    def _timeouts_for(self, attempt: Try) -> Timeouts:
         base = self._timeouts.get(attempt.target.provider, self._default_timeouts)
         return base.bounded(attempt.remaining)
 
     # ------------------------------------------------------------------------------- events
     def _emit(
         self,
-        route: _Route,
-        attempt: _Try,
+        route: Route,
+        attempt: Try,
         request: Request,
         start: float,
         wall: float,
@@ -389,71 +356,26 @@ class Router:
         ttfc: float | None = None,
         output: Message | None = None,
     ) -> None:
-        if error is None:
-            outcome = Outcome.CANCELLED if cancelled else Outcome.SUCCESS
-        else:
-            outcome = Outcome.CALLER_ERROR if isinstance(error, CallerError) else Outcome.FAULT
-        provider = attempt.provider
         self.listeners.attempt(
-            AttemptEvent(
-                request_id=route.request_id,
-                tier=route.tier.name,
-                provider=provider.name,
-                provider_kind=provider.kind,
-                model=attempt.target.model,
-                attempt=route.attempts,
-                reason=attempt.reason,
-                stream=route.stream,
+            attempt_event(
+                route,
+                attempt,
+                request,
                 start=start,
+                wall=wall,
                 end=self._clock.monotonic(),
-                start_wall=wall,
-                outcome=outcome,
-                error_type=error.error_type if error is not None else None,
-                error_status=error.status if error is not None else None,
-                error_message=error.message if error is not None else None,
-                response_model=response_model,
+                error=error,
+                cancelled=cancelled,
                 usage=usage,
-                time_to_first_chunk=ttfc,
-                server_address=provider.server_address,
-                server_port=provider.server_port,
-                failover_from=attempt.previous,
-                failover_cause=attempt.cause,
-                trace_id=route.trace_id,
-                parent_span_id=route.span_id,
-                sampled=route.sampled,
-                input_messages=_content(request.messages) if self._capture else None,
-                output_messages=_content((output,)) if output is not None else None,
+                response_model=response_model,
+                ttfc=ttfc,
+                output=output,
+                capture=self._capture,
             )
         )
 
-    def _finish(self, route: _Route, served_by: str | None, error: BaseException | None) -> None:
-        end = self._clock.monotonic()
-        if served_by is None:
-            outcome = RouteOutcome.FAILED
-        elif route.attempts > 1 or route.plan.panic:
-            outcome = RouteOutcome.DEGRADED
-        else:
-            outcome = RouteOutcome.SERVED
-        self.listeners.route(
-            RouteEvent(
-                request_id=route.request_id,
-                tier=route.tier.name,
-                outcome=outcome,
-                served_by=served_by,
-                attempts=route.attempts,
-                start=route.start,
-                end=end,
-                stream=route.stream,
-                error_type=_error_type(error),
-                panic=route.plan.panic,
-                candidates=tuple(t.provider for t in route.plan.targets),
-                start_wall=route.start_wall,
-                trace_id=route.trace_id,
-                span_id=route.span_id,
-                parent_span_id=route.parent_span_id,
-                sampled=route.sampled,
-            )
-        )
+    def _finish(self, route: Route, served_by: str | None, error: BaseException | None) -> None:
+        self.listeners.route(route_event(route, served_by, error, end=self._clock.monotonic()))
 
 
 class RoutedStream:
@@ -466,8 +388,8 @@ class RoutedStream:
     def __init__(
         self,
         router: Router,
-        route: _Route,
-        attempt: _Try,
+        route: Route,
+        attempt: Try,
         request: Request,
         first: StreamChunk,
         rest: AsyncIterator[StreamChunk],
@@ -543,21 +465,3 @@ class RoutedStream:
         )
         failed = error is not None or cancelled
         router._finish(route, None if failed else self.provider, error)
-
-
-def _error_type(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    if isinstance(error, FailoverError):
-        if isinstance(error, AllProvidersFailed | DeadlineExceeded) and error.attempts:
-            return error.attempts[-1].error_type
-        return error.error_type
-    if isinstance(error, asyncio.CancelledError):
-        return "cancelled"
-    return type(error).__qualname__
-
-
-def _content(messages: Sequence[Message]) -> str:
-    return json.dumps(
-        [{"role": m.role, "content": m.content} for m in messages], separators=(",", ":")
-    )
