@@ -1,8 +1,9 @@
-"""Alerts end to end: rendering, the dispatcher's policy, and real HTTP to the chat fakes.
+"""Alerts: the dispatcher's policy end to end — fan-out, cooldowns, storms, retries, shutdown.
 
 The dispatcher runs on a FakeClock (grouping windows, cooldowns, backoff sleeps advance only
 when the test says so); the HTTP to the fake Telegram Bot API and Slack webhook is real, over
-loopback.
+loopback. Submitting never blocks, a dead or raising sender never delays the others, and
+secrets never reach logs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,15 +19,12 @@ import pytest
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from pydantic import ValidationError
 
 from controller._clock import FakeClock
-from controller._errors import ConfigError
 from controller.notify import (
     Alert,
     AlertEvent,
     Dispatcher,
-    LinkTemplates,
     LogSender,
     NotifyConfig,
     Secret,
@@ -34,55 +32,16 @@ from controller.notify import (
     Severity,
     SlackSender,
     TelegramSender,
-    combine,
-    render_log,
     render_slack,
     render_telegram,
     senders_from_env,
     telegram_senders,
 )
-from controller.notify.messages import format_duration
 from controller.telemetry import names
 from tests.fakes_chat import FakeSlack, FakeTelegram, Fault, unused_port
-
-AT = 1_800_000_000.0  # 2027-01-15T08:00:00Z, FakeClock's default wall start
-TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-LINKS = LinkTemplates(
-    dashboard_url="{base}/d/failover?from={from_ms}&to={to_ms}",
-    trace_url="{base}/trace/{trace_id}",
-    base_url="http://grafana.test",
-)
-
-
-def trip(provider: str = "openai-primary", **changes: Any) -> Alert:
-    fields: dict[str, Any] = {
-        "event": AlertEvent.PROVIDER_TRIPPED,
-        "severity": Severity.WARNING,
-        "at": AT,
-        "provider": provider,
-        "tier": "frontier",
-        "error_rate": 0.83,
-        "requests": 41,
-        "window_seconds": 30.0,
-        "threshold": 0.5,
-        "top_errors": (("overloaded", 30), ("timeout", 4)),
-        "routes": {"frontier": ("anthropic-main", "gemini")},
-        "trace_ids": (TRACE, "b" * 32, "c" * 32, "d" * 32),
-    }
-    fields.update(changes)
-    return Alert(**fields)
-
-
-def recovered(provider: str = "openai-primary") -> Alert:
-    return Alert(
-        event=AlertEvent.PROVIDER_RECOVERED,
-        severity=Severity.INFO,
-        at=AT + 252,
-        provider=provider,
-        tier="frontier",
-        down_for_seconds=252,
-        routes={"frontier": (provider, "anthropic-main")},
-    )
+from tests.notify_support import AT, LINKS, TRACE, recovered, trip
+from tests.notify_support import slack as slack  # fixtures: the aliases re-export them for pytest
+from tests.notify_support import tg as tg
 
 
 def config(**changes: Any) -> NotifyConfig:
@@ -131,18 +90,6 @@ def metric_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], in
     return counts
 
 
-@pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(token="987654:SECRET-bot-token-xyz") as server:
-        yield server
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
-
-
 @dataclass(frozen=True)
 class Metrics:
     reader: InMemoryMetricReader
@@ -183,187 +130,6 @@ def dispatcher(
 ) -> Dispatcher:
     meter = metrics.meter if metrics is not None else None
     return Dispatcher(senders=senders_from_env(cfg, env), clock=clock, cfg=cfg, meter=meter)
-
-
-# --- rendering ------------------------------------------------------------------------------------
-def test_telegram_text_states_what_when_why_where_and_links() -> None:
-    text = render_telegram(trip(), links=LINKS)
-    lines = text.split("\n")
-    assert lines[0] == "<b>🔴 openai-primary tripped (frontier)</b>"
-    assert "When: 2027-01-15T08:00:00Z" in lines
-    assert (
-        "Why: error rate 83% over 30 s, 41 requests ≥ threshold 50%; "
-        "top errors: overloaded 30, timeout 4"
-    ) in lines
-    assert "Traffic now: frontier → anthropic-main, gemini" in lines
-    assert "Kill switch: off" in lines
-    trace_links = lines[-2]
-    assert f'<a href="http://grafana.test/trace/{TRACE}">{TRACE}</a>' in trace_links
-    assert trace_links.count("<a href=") == 3  # at most three traces
-    from_ms, to_ms = int((AT - 900) * 1000), int((AT + 300) * 1000)
-    dashboard = f"http://grafana.test/d/failover?from={from_ms}&amp;to={to_ms}"
-    assert lines[-1] == f'<a href="{dashboard}">Dashboard</a>'
-
-
-def test_recovery_says_how_long_it_was_down() -> None:
-    assert format_duration(252) == "4m 12s"
-    assert format_duration(3725) == "1h 2m"
-    text = render_telegram(recovered(), links=LINKS)
-    assert text.startswith("<b>🟢 openai-primary recovered (frontier), down for 4m 12s</b>")
-
-
-def test_user_text_is_escaped_for_telegram_and_slack() -> None:
-    alert = Alert(
-        event=AlertEvent.CONFIG_REJECTED,
-        severity=Severity.WARNING,
-        at=AT,
-        detail="line 3: kill_switch.pin: unknown provider <b>x</b> & co",
-        kill_switch="pin: anthropic",
-    )
-    text = render_telegram(alert, links=LinkTemplates())
-    assert "Detail: line 3: kill_switch.pin: unknown provider &lt;b&gt;x&lt;/b&gt; &amp; co" in text
-    assert "Kill switch: pin: anthropic" in text
-    assert "<a href" not in text  # no templates, no links
-    payload = render_slack(alert, links=LinkTemplates())
-    details = payload["blocks"][1]["text"]["text"]
-    assert "*Detail:* line 3: kill_switch.pin: unknown provider &lt;b&gt;x&lt;/b&gt; &amp; co" in (
-        details
-    )
-
-
-def test_slack_payload_has_fallback_header_facts_and_links() -> None:
-    payload = render_slack(trip(), links=LINKS)
-    assert payload["text"] == (
-        "🔴 openai-primary tripped (frontier) — error rate 83% over 30 s, 41 requests "
-        "≥ threshold 50%; top errors: overloaded 30, timeout 4"
-    )
-    header, facts_block, links_block = payload["blocks"]
-    assert header["type"] == "header"
-    assert header["text"]["text"] == "🔴 openai-primary tripped (frontier)"
-    assert "*Traffic now:* frontier → anthropic-main, gemini" in facts_block["text"]["text"]
-    assert f"<http://grafana.test/trace/{TRACE}|{TRACE}>" in links_block["text"]["text"]
-    assert "|Dashboard>" in links_block["text"]["text"]
-
-
-def test_log_line_is_one_grep_friendly_line() -> None:
-    line = render_log(trip(), links=LINKS)
-    assert "\n" not in line
-    assert line.startswith("alert event=provider_tripped severity=warning at=2027-01-15T08:00:00Z")
-    assert "error_rate=0.83 requests=41 window_s=30 threshold=0.5" in line
-    assert "top_errors=overloaded:30,timeout:4" in line
-    assert "routes=frontier:anthropic-main|gemini kill_switch=off" in line
-
-
-def test_storm_summary_lists_each_alert_and_fits_telegram() -> None:
-    alerts = [trip(f"p{i}") for i in range(300)]
-    summary = combine(alerts)
-    assert summary.members == tuple(alerts)
-    text = render_telegram(summary, links=LINKS)
-    assert len(text.encode("utf-16-le")) // 2 <= 4096  # Telegram counts UTF-16 units
-    assert text.startswith("<b>⚠️ 300 alerts at once</b>")
-    assert "• 🔴 p0 tripped (frontier) — error rate 83%" in text
-    lines = text.split("\n")
-    [more] = [line for line in lines if line.startswith("… and ")]
-    shown = sum(1 for line in lines if line.startswith("• "))
-    assert more == f"… and {300 - shown} more"
-    critical = Alert(event=AlertEvent.TIER_ALL_DOWN, severity=Severity.CRITICAL, at=AT + 1)
-    mixed = combine([trip(), critical])
-    assert (mixed.event, mixed.severity, mixed.at) == (
-        AlertEvent.TIER_ALL_DOWN,
-        Severity.CRITICAL,
-        AT,
-    )
-
-
-def test_link_templates_are_checked_by_config() -> None:
-    with pytest.raises(ValidationError, match="nope"):
-        NotifyConfig(dashboard_url="{base}/d/x?from={nope}")
-    with pytest.raises(ValidationError, match="extra"):
-        NotifyConfig.model_validate({"cooldown": 5})
-    assert NotifyConfig().links().dashboard_url is None  # "{base}" but no base URL: no link
-
-
-# --- config and secrets ---------------------------------------------------------------------------
-def test_senders_from_env_builds_only_configured_channels() -> None:
-    cfg = NotifyConfig()
-    assert [s.channel for s in senders_from_env(cfg, {})] == ["log"]
-    env = {
-        "TELEGRAM_BOT_TOKEN": "111:AAA-secret-token",
-        "TELEGRAM_CHAT_ID": "42, -1001234",
-        "SLACK_WEBHOOK_URL": "https://hooks.slack.test/services/T1/B1/secretpath",
-    }
-    senders = senders_from_env(cfg.model_copy(update={"log": False}), env)
-    assert [s.name for s in senders] == ["telegram:42", "telegram:-1001234", "slack"]
-    shown = repr(senders) + repr(cfg)
-    assert "AAA-secret-token" not in shown
-    assert "secretpath" not in shown
-    assert repr(Secret("111:AAA-secret-token")) == "***"
-    assert str(Secret("x")) == "***"
-
-
-def test_half_configured_channel_names_the_variable_not_the_secret() -> None:
-    with pytest.raises(ConfigError, match="TELEGRAM_CHAT_ID") as info:
-        senders_from_env(NotifyConfig(), {"TELEGRAM_BOT_TOKEN": "111:AAA-secret-token"})
-    assert "AAA-secret-token" not in str(info.value)
-    with pytest.raises(ConfigError, match="SLACK_WEBHOOK_URL") as info:
-        senders_from_env(NotifyConfig(), {"SLACK_WEBHOOK_URL": "hooks.slack.test/secretpath"})
-    assert "secretpath" not in str(info.value)
-
-
-# --- senders over real HTTP -----------------------------------------------------------------------
-async def test_telegram_sender_maps_rate_limit_and_errors(tg: FakeTelegram) -> None:
-    [sender] = telegram_senders(
-        token=Secret(tg.token), chat_ids=["111"], links=LINKS, base_url=tg.base_url, timeout=2
-    )
-    tg.push(Fault.rate_limited(3), Fault.error(500), Fault.error(400))
-    limited, broken, rejected, ok = [await sender.send(trip()) for _ in range(4)]
-    await sender.aclose()
-    assert (limited.ok, limited.retryable, limited.retry_after) == (False, True, 3.0)
-    assert (broken.ok, broken.retryable, broken.retry_after) == (False, True, None)
-    assert (rejected.ok, rejected.retryable) == (False, False)
-    assert ok == SendResult.sent("telegram")
-    assert len(tg.messages) == 4
-    for result in (limited, broken, rejected):
-        assert tg.token not in repr(result)
-
-
-async def test_telegram_sender_reports_a_dead_server_without_the_token() -> None:
-    token = "555:DEAD-server-token"
-    [sender] = telegram_senders(
-        token=Secret(token),
-        chat_ids=["111"],
-        links=LINKS,
-        base_url=f"http://127.0.0.1:{unused_port()}/bot",
-        timeout=2,
-    )
-    result = await sender.send(trip())
-    await sender.aclose()
-    assert (result.ok, result.retryable) == (False, True)
-    assert result.error is not None
-    assert result.error.startswith("NetworkError")
-    assert token not in repr(result)
-
-
-async def test_slack_sender_maps_statuses(slack: FakeSlack) -> None:
-    sender = SlackSender(webhook_url=Secret(slack.webhook_url), links=LINKS, timeout=2)
-    slack.push(Fault.rate_limited(7), Fault.error(503), Fault.error(404))
-    limited, broken, gone, ok = [await sender.send(trip()) for _ in range(4)]
-    await sender.aclose()
-    assert (limited.ok, limited.retryable, limited.retry_after) == (False, True, 7.0)
-    assert (broken.retryable, broken.error) == (True, "HTTP 503: internal_error")
-    assert (gone.retryable, gone.error) == (False, "HTTP 404: internal_error")
-    assert ok.ok
-    assert slack.posts[-1] == render_slack(trip(), links=LINKS)
-    dead = SlackSender(
-        webhook_url=Secret(f"http://127.0.0.1:{unused_port()}/services/T/B/deadhooksecret"),
-        links=LINKS,
-        timeout=2,
-    )
-    down = await dead.send(trip())
-    await dead.aclose()
-    assert (down.ok, down.retryable, down.error) == (False, True, "ConnectionError")
-    for result in (limited, broken, gone, ok, down):
-        assert "/services/" not in repr(result)
 
 
 # --- dispatcher over real HTTP --------------------------------------------------------------------

@@ -1,0 +1,141 @@
+"""Telemetry: attempt spans — one CLIENT span per attempt, GenAI attributes, the failover chain.
+
+Everything is read back from real backends: here OTel's in-memory span exporter behind a real
+TelemetryListener (the harness in tests/telemetry_support.py). Data-plane metrics, Prometheus
+names and OTLP export that never blocks are pinned by the other test_telemetry_* files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from opentelemetry.trace import SpanKind, StatusCode
+
+from controller.events import AttemptReason, Listeners, Outcome
+from controller.telemetry import names
+from tests.telemetry_support import BASE, FAILED, WALL, Harness, attempt, make_harness, only_span
+from tests.telemetry_support import otel as otel  # a fixture: the alias re-exports it for pytest
+
+
+# --- spans --------------------------------------------------------------------------------------
+def test_successful_attempt_is_one_client_span_with_genai_attributes(otel: Harness) -> None:
+    otel.listener.on_attempt(BASE)
+
+    span = only_span(otel)
+    assert span.name == "chat gpt-4o"
+    assert span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.UNSET
+    assert dict(span.attributes or {}) == {
+        names.GEN_AI_OPERATION_NAME: "chat",
+        names.GEN_AI_PROVIDER_NAME: "openai",
+        names.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        names.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
+        names.GEN_AI_REQUEST_STREAM: False,
+        names.GEN_AI_USAGE_INPUT_TOKENS: 120,
+        names.GEN_AI_USAGE_OUTPUT_TOKENS: 30,
+        names.SERVER_ADDRESS: "127.0.0.1",
+        names.SERVER_PORT: 8443,
+        names.FAILOVER_PROVIDER: "openai-primary",
+        names.FAILOVER_ATTEMPT: 1,
+        names.FAILOVER_REASON: "primary",
+        names.FAILOVER_TIER: "frontier",
+    }
+
+
+def test_span_times_come_from_the_event(otel: Harness) -> None:
+    otel.listener.on_attempt(BASE)
+
+    span = only_span(otel)
+    assert span.start_time == int(WALL * 1e9)
+    assert span.end_time == int(WALL * 1e9) + 750_000_000
+
+
+def test_streaming_attempt_records_time_to_first_chunk(otel: Harness) -> None:
+    otel.listener.on_attempt(attempt(stream=True, time_to_first_chunk=0.25))
+
+    attrs = only_span(otel).attributes or {}
+    assert attrs[names.GEN_AI_REQUEST_STREAM] is True
+    assert attrs[names.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] == 0.25
+
+
+def test_failed_attempt_has_error_status_and_type_but_no_secret(otel: Harness) -> None:
+    otel.listener.on_attempt(FAILED)
+
+    span = only_span(otel)
+    attrs = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "rate_limited (HTTP 429)"
+    assert attrs[names.ERROR_TYPE] == "rate_limited"
+    assert names.GEN_AI_RESPONSE_MODEL not in attrs
+    assert names.GEN_AI_USAGE_INPUT_TOKENS not in attrs
+    assert "SECRET" not in repr(attrs) + str(span.status.description) + span.to_json()
+
+
+def test_failure_without_error_type_falls_back_to_other(otel: Harness) -> None:
+    otel.listener.on_attempt(attempt(outcome=Outcome.CANCELLED, usage=None))
+
+    span = only_span(otel)
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})[names.ERROR_TYPE] == "_OTHER"
+
+
+def test_failover_chain_is_children_of_the_route_span(otel: Harness) -> None:
+    tracer = otel.tracer_provider.get_tracer("router")
+    listeners = Listeners([otel.listener])
+    with tracer.start_as_current_span(names.SPAN_ROUTE) as route_span:
+        ctx = route_span.get_span_context()
+        ids: dict[str, Any] = {"trace_id": ctx.trace_id, "parent_span_id": ctx.span_id}
+        listeners.attempt(dataclasses.replace(FAILED, **ids))
+        listeners.attempt(
+            attempt(
+                attempt=2,
+                provider="anthropic-backup",
+                provider_kind="anthropic",
+                model="claude-sonnet",
+                reason=AttemptReason.FAILOVER,
+                failover_from="openai-primary",
+                failover_cause="rate_limited",
+                **ids,
+            )
+        )
+
+    first, second, parent = otel.finished()
+    assert parent.name == names.SPAN_ROUTE
+    assert [first.name, second.name] == ["chat gpt-4o", "chat claude-sonnet"]
+    for child in (first, second):
+        assert child.parent is not None
+        assert child.parent.span_id == ctx.span_id
+        assert child.context is not None
+        assert child.context.trace_id == ctx.trace_id
+    assert (second.attributes or {})[names.FAILOVER_REASON] == "failover"
+    assert (second.attributes or {})[names.FAILOVER_ATTEMPT] == 2
+    assert first.status.status_code is StatusCode.ERROR
+    assert second.status.status_code is StatusCode.UNSET
+
+
+def test_no_parent_when_tracing_was_off_even_inside_another_span(otel: Harness) -> None:
+    with otel.tracer_provider.get_tracer("x").start_as_current_span("unrelated") as outer:
+        otel.listener.on_attempt(BASE)
+    attempt_span = otel.finished()[0]
+    assert attempt_span.parent is None
+    assert attempt_span.context is not None
+    assert attempt_span.context.trace_id != outer.get_span_context().trace_id
+
+
+def test_content_is_not_recorded_unless_opted_in() -> None:
+    event = attempt(input_messages='[{"role":"user"}]', output_messages='[{"role":"assistant"}]')
+    default, opted_in = make_harness(), make_harness(capture_content=True)
+
+    default.listener.on_attempt(event)
+    opted_in.listener.on_attempt(event)
+    opted_in.listener.on_attempt(BASE)  # opted in, but the event carries no content
+
+    assert names.GEN_AI_INPUT_MESSAGES not in (only_span(default).attributes or {})
+    assert names.GEN_AI_OUTPUT_MESSAGES not in (only_span(default).attributes or {})
+    with_content, without = opted_in.finished()
+    assert (with_content.attributes or {})[names.GEN_AI_INPUT_MESSAGES] == '[{"role":"user"}]'
+    assert (with_content.attributes or {})[names.GEN_AI_OUTPUT_MESSAGES] == (
+        '[{"role":"assistant"}]'
+    )
+    assert names.GEN_AI_INPUT_MESSAGES not in (without.attributes or {})

@@ -1,0 +1,118 @@
+"""The OpenAI Chat Completions codec, client side: building the calls we send upstream.
+
+Pins the request bodies, paths, query strings and auth headers the client codec produces for
+OpenAI itself, Azure-style deployments and auth-less compatible servers, and that API keys never
+leak into reprs.
+"""
+
+from __future__ import annotations
+
+from controller.model import Message, Request, ToolCall
+from controller.wire.openai import TOOL_ERROR_PREFIX, OpenAIClientCodec
+from tests.wire_openai_support import WEATHER_PARAMETERS, WEATHER_TOOL
+
+# ---------------------------------------------------------------- client: building calls
+
+
+def test_build_plain_request() -> None:
+    request = Request(system="Be brief.", messages=(Message(role="user", content="Hi"),))
+    call = OpenAIClientCodec().build(request, "gpt-4o-mini", "sk-secret")
+    assert call.path == "/chat/completions"
+    assert dict(call.headers) == {"Authorization": "Bearer sk-secret"}
+    assert dict(call.query) == {}
+    assert call.body == {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+        ],
+    }
+
+
+def test_build_full_request() -> None:
+    request = Request(
+        messages=(Message(role="user", content="Hi"),),
+        tools=(WEATHER_TOOL,),
+        tool_choice="required",
+        max_tokens=100,
+        temperature=0.0,
+        top_p=1.0,
+        stop=("\n",),
+        stream=True,
+    )
+    body = OpenAIClientCodec().build(request, "gpt-4o", None).body
+    assert body == {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_current_weather",
+                    "description": "Get the current weather in a given location",
+                    "parameters": WEATHER_PARAMETERS,
+                },
+            }
+        ],
+        "tool_choice": "required",
+        "max_tokens": 100,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "stop": ["\n"],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def test_build_for_azure_style_endpoint() -> None:
+    codec = OpenAIClientCodec(
+        provider_kind="azure.ai.openai",
+        auth="api-key",
+        path="/openai/deployments/{model}/chat/completions",
+        query={"api-version": "2024-10-21"},
+        include_usage_option=False,
+    )
+    request = Request(messages=(Message(role="user", content="Hi"),), stream=True)
+    call = codec.build(request, "my-gpt4o", "azure-key")
+    assert call.path == "/openai/deployments/my-gpt4o/chat/completions"
+    assert dict(call.query) == {"api-version": "2024-10-21"}
+    assert dict(call.headers) == {"api-key": "azure-key"}
+    assert "stream_options" not in call.body
+    assert call.body["stream"] is True
+    assert codec.provider_kind == "azure.ai.openai"
+
+
+def test_build_without_auth() -> None:
+    request = Request(messages=(Message(role="user", content="Hi"),))
+    assert dict(OpenAIClientCodec(auth="none").build(request, "llama3", "ignored").headers) == {}
+    assert dict(OpenAIClientCodec().build(request, "llama3", None).headers) == {}
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    codec = OpenAIClientCodec()
+    call = codec.build(Request(messages=(Message(role="user", content="Hi"),)), "m", "sk-TOPSECRET")
+    assert call.headers["Authorization"] == "Bearer sk-TOPSECRET"
+    assert "TOPSECRET" not in repr(call)
+    assert "TOPSECRET" not in repr(call.headers)
+    assert "***" in repr(call.headers)
+    assert "TOPSECRET" not in repr(codec)
+
+
+def test_assistant_tool_call_turn_sends_null_content_and_error_prefix() -> None:
+    request = Request(
+        messages=(
+            Message(role="assistant", tool_calls=(ToolCall(id="c1", name="f", arguments="{}"),)),
+            Message(role="tool", content="boom", tool_call_id="c1", is_error=True),
+        )
+    )
+    messages = OpenAIClientCodec().build(request, "m", None).body["messages"]
+    assert messages == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": TOOL_ERROR_PREFIX + "boom"},
+    ]
