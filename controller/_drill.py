@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from controller._clock import Clock
 from controller._errors import Overloaded
 from controller.model import Request, Response, StreamChunk
-from controller.providers.base import Provider, Timeouts
+from controller.providers.base import CountsTokens, Provider, Timeouts
 
 
 class Drillable:
-    """A provider that can be put into a drill. Implements :class:`Provider`."""
+    """A provider that can be put into a drill. Implements :class:`Provider` and
+    :class:`CountsTokens` (a drilled provider cannot count either)."""
 
     def __init__(self, inner: Provider, *, clock: Clock) -> None:
         self.inner = inner
@@ -47,6 +48,13 @@ class Drillable:
         if self.drilling:
             raise self._fail(model)
         return await self.inner.complete(request, model, timeouts)
+
+    async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
+        if self.drilling:
+            raise self._fail(model)
+        if not isinstance(self.inner, CountsTokens):
+            return None
+        return await self.inner.count_tokens(request, model, timeouts)
 
     async def stream(
         self, request: Request, model: str, timeouts: Timeouts

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from controller.gateway._app import create_admin_app, create_app
 from controller.gateway._auth import ADMIN_TOKEN_ENV
+from controller.gateway._count import HEADER_TOKEN_COUNT
 from controller.gateway._formats import HEADER_MODEL, HEADER_PROVIDER
 from controller.gateway._server import GatewayServer, serve
 from controller.gateway._settings import DEFAULT_MAX_BODY_BYTES, GatewaySettings
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "HEADER_MODEL",
     "HEADER_PROVIDER",
+    "HEADER_TOKEN_COUNT",
     "GatewayBackend",
     "GatewayServer",
     "GatewaySettings",

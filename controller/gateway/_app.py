@@ -10,6 +10,7 @@ from aiohttp import web
 
 from controller.gateway._auth import KeyRing, admin_guard_middleware, client_auth
 from controller.gateway._chat import ChatEndpoint
+from controller.gateway._count import CountTokensEndpoint
 from controller.gateway._formats import ANTHROPIC, OPENAI
 from controller.gateway._ops import AdminEndpoints, OpsEndpoints
 from controller.gateway._settings import GatewaySettings
@@ -35,9 +36,11 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     ops = OpsEndpoints(backend)
     openai = ChatEndpoint(backend, OPENAI, max_body_bytes=limit)
     anthropic = ChatEndpoint(backend, ANTHROPIC, max_body_bytes=limit)
+    count = CountTokensEndpoint(backend, max_body_bytes=limit)
     keyed = client_auth(KeyRing(settings.api_keys))  # every /v1/ route needs a client key
     app.router.add_post("/v1/chat/completions", keyed(openai.handle))
     app.router.add_post("/v1/messages", keyed(anthropic.handle))
+    app.router.add_post("/v1/messages/count_tokens", keyed(count.handle))
     app.router.add_get("/v1/models", keyed(ops.models))
     app.router.add_get("/v1/models/{model}", keyed(ops.model))
     app.router.add_get("/healthz", ops.healthz)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,7 +37,7 @@ from controller.model import Request
 from controller.routing.router import RoutedStream
 from controller.wire._base import StreamEncoder
 
-__all__ = ["ChatEndpoint"]
+__all__ = ["ChatEndpoint", "decode_call", "served_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class ChatEndpoint:
                 response = await router.complete(decoded.request, tier=decoded.tier)
                 rendered = self._front.render(response)
                 rendered["model"] = decoded.model  # the name the client asked for (both formats)
-                headers = _served(response.provider, response.model)
+                headers = served_headers(response.provider, response.model)
                 return json_answer(rendered, headers=headers)
             routed = await router.stream(decoded.request, tier=decoded.tier)
         except FailoverError as exc:
@@ -84,24 +85,8 @@ class ChatEndpoint:
 
     # ----------------------------------------------------------------------------- decoding
     async def _decode(self, http: web.Request) -> _Call | web.StreamResponse:
-        """The request, or the 4xx answer (in the caller's format) that explains what is wrong."""
-        try:
-            raw = await http.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = f"{self._max_body} bytes"
-            return self._front.error(BadRequest(f"request body exceeds {limit}", status=413))
-        try:
-            body = _json.loads(raw)
-        except ValueError as exc:  # bad UTF-8 and nesting too deep included
-            return self._front.error(BadRequest(f"request body is not valid JSON: {exc}"))
-        try:
-            model, request = self._front.parse(body)
-        except BadRequest as exc:
-            return self._front.error(replace_status(exc, 400))
-        tier = self._backend.tier_for(model)
-        if tier is None:
-            return self._front.model_not_found(model, self._backend.models())
-        return _Call(body=body, model=model, tier=tier, request=request)
+        front = self._front
+        return await decode_call(http, self._backend, front, front.parse, self._max_body)
 
     def _failure(self, exc: FailoverError) -> web.Response:
         shown = public_error(exc)
@@ -117,7 +102,9 @@ class ChatEndpoint:
         self, http: web.Request, routed: RoutedStream, call: _Call
     ) -> web.StreamResponse:
         """Relay ``routed`` as SSE; whatever happens, the routed stream is closed at the end."""
-        out = web.StreamResponse(headers=_SSE_HEADERS | _served(routed.provider, routed.model))
+        out = web.StreamResponse(
+            headers=_SSE_HEADERS | served_headers(routed.provider, routed.model)
+        )
         ident = f"{self._front.id_prefix}{routed.request_id}"
         encoder = self._front.encoder(id=ident, model=call.model, body=call.body)
         try:
@@ -152,12 +139,40 @@ class ChatEndpoint:
         await _write_quietly_eof(out)
 
 
+async def decode_call(
+    http: web.Request,
+    backend: GatewayBackend,
+    front: Front,
+    parse: Callable[[Any], tuple[str, Request]],
+    max_body: int,
+) -> _Call | web.StreamResponse:
+    """The request (``parse`` reads the JSON body), or the 4xx answer in ``front``'s format
+    that explains what is wrong with it."""
+    try:
+        raw = await http.read()
+    except web.HTTPRequestEntityTooLarge:
+        return front.error(BadRequest(f"request body exceeds {max_body} bytes", status=413))
+    try:
+        body = _json.loads(raw)
+    except ValueError as exc:  # bad UTF-8 and nesting too deep included
+        return front.error(BadRequest(f"request body is not valid JSON: {exc}"))
+    try:
+        model, request = parse(body)
+    except BadRequest as exc:
+        return front.error(replace_status(exc, 400))
+    tier = backend.tier_for(model)
+    if tier is None:
+        return front.model_not_found(model, backend.models())
+    return _Call(body=body, model=model, tier=tier, request=request)
+
+
 def replace_status(err: BadRequest, status: int) -> BadRequest:
     """``err`` with another status, keeping its class and message."""
     return type(err)(err.message, provider=err.provider, model=err.model, status=status)
 
 
-def _served(provider: str, model: str) -> dict[str, str]:
+def served_headers(provider: str, model: str) -> dict[str, str]:
+    """The headers naming what served (or counted for) a request."""
     return {HEADER_PROVIDER: provider, HEADER_MODEL: model}
 
 

@@ -55,6 +55,7 @@ __all__ = [
 
 HEADER_PROVIDER = "x-failover-provider"
 HEADER_MODEL = "x-failover-model"
+_ANTHROPIC_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
 _MAX_ECHO = 200  # longest client-supplied text (a model name) repeated back in an error
 
 
@@ -141,7 +142,7 @@ ANTHROPIC = AnthropicFront()
 
 def front_for_path(path: str) -> Front:
     """The format a request to ``path`` expects its errors in (OpenAI unless it is Anthropic's)."""
-    return ANTHROPIC if path.rstrip("/") == "/v1/messages" else OPENAI
+    return ANTHROPIC if path.rstrip("/") in _ANTHROPIC_PATHS else OPENAI
 
 
 def error_response(status: int, body: dict[str, Any], headers: dict[str, str]) -> web.Response:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from controller.providers.base import HttpProvider, Provider, Timeouts
+from controller.providers.base import CountsTokens, HttpProvider, Provider, Timeouts
 from controller.wire import ClientCodec
 from controller.wire.anthropic import AnthropicClientCodec
 from controller.wire.gemini import GeminiClientCodec
 from controller.wire.openai import OpenAIClientCodec
 
-__all__ = ["HttpProvider", "Provider", "Timeouts", "codec_for"]
+__all__ = ["CountsTokens", "HttpProvider", "Provider", "Timeouts", "codec_for"]
 
 
 def codec_for(

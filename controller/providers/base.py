@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -38,10 +38,11 @@ from controller._errors import (
     ProviderTimeout,
 )
 from controller.model import Request, Response, StreamChunk
-from controller.wire import ClientCodec, HttpCall
+from controller.wire import ClientCodec, HttpCall, TokenCountCodec
 from controller.wire._sse import SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +93,16 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class CountsTokens(Provider, Protocol):
+    """A provider that may be able to count a request's input tokens the way its model does."""
+
+    async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
+        """The input tokens of ``request`` on ``model``; None when this provider's API has no
+        way to count (raises ProviderError when it has one and it failed)."""
+        ...
+
+
 class HttpProvider:
     """A provider reached over HTTP in one wire format. One pooled session, made lazily."""
 
@@ -138,6 +149,22 @@ class HttpProvider:
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, self._api_key)
+        return await self._exchange(call, model, timeouts, self._codec.parse_response)
+
+    async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
+        """Asks the provider's token-counting endpoint (Anthropic's ``count_tokens``); None
+        when its wire format has none (OpenAI chat completions and Gemini here)."""
+        codec = self._codec
+        if not isinstance(codec, TokenCountCodec):
+            return None
+        call = codec.build_count(request, model, self._api_key)
+        return await self._exchange(call, model, timeouts, codec.parse_count)
+
+    async def _exchange(
+        self, call: HttpCall, model: str, timeouts: Timeouts, parse: Callable[[bytes, str], T]
+    ) -> T:
+        """One non-streaming call: POST, map a non-2xx answer or a transport failure into the
+        error tree, parse the whole body."""
         try:
             async with asyncio.timeout(timeouts.total):
                 async with self._post(call, timeouts) as resp:
@@ -149,10 +176,9 @@ class HttpProvider:
         except TimeoutError:
             raise self._tag(ProviderTimeout("no answer in time", phase="total"), model) from None
         try:
-            response = self._codec.parse_response(body, model)
+            return parse(body, model)
         except ProviderError as exc:
             raise self._tag(exc, model) from None
-        return response
 
     async def stream(
         self, request: Request, model: str, timeouts: Timeouts

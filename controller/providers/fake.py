@@ -153,6 +153,7 @@ class FakeProvider:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._openai)
         app.router.add_post("/v1/messages", self._anthropic)
+        app.router.add_post("/v1/messages/count_tokens", self._anthropic_count)
         app.router.add_post("/v1beta/models/{tail:.+}", self._gemini)
         app.router.add_post("/_fake/fault", self._set_fault_http)
         app.router.add_delete("/_fake/fault", self._clear_fault_http)
@@ -224,6 +225,23 @@ class FakeProvider:
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic", None, None)
+
+    async def _anthropic_count(self, http: web.Request) -> web.StreamResponse:
+        """Anthropic's token counting: the fake's own count (words), faults applied."""
+        codec = AnthropicServerCodec()
+        self.requests += 1
+        try:
+            model, request = codec.parse_count_request(await http.read())
+        except BadRequest as exc:
+            return self._error(codec, exc)
+        self.seen.append(Seen(format="anthropic_count", model=model, request=request))
+        fault = self._take_fault()
+        early = await self._preflight(http, codec, fault)
+        if early is not None:
+            return early
+        if fault.mode is FaultMode.MALFORMED_BODY:
+            return web.Response(text='{"input_tokens": ', content_type="application/json")
+        return web.json_response(codec.render_count(_count_tokens(request)))
 
     async def _gemini(self, request: web.Request) -> web.StreamResponse:
         parsed = parse_path(request.path)

@@ -47,7 +47,7 @@ from controller.events import (
 from controller.model import Message, Request, Response, StreamChunk, Usage
 from controller.providers.base import Provider, Timeouts
 from controller.routing._records import Route, Try, attempt_event, route_event
-from controller.routing.plan import Target, TierPlan, make_plan
+from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 
 T = TypeVar("T")
@@ -157,6 +157,21 @@ class Router:
         self._finish(route, provider, None)
         return True
 
+    def plan(self, tier: TierPlan) -> Plan:
+        """The targets a request on ``tier`` would be tried on now, in order (kill switch,
+        controller state and the tier's strategy applied)."""
+        return make_plan(
+            tier,
+            self.state.current,
+            default_models=self._default_models,
+            rng=self._rng,
+            latency_of=self.latency.latency,
+        )
+
+    def timeouts_for(self, provider: str) -> Timeouts:
+        """The per-attempt limits configured for ``provider``."""
+        return self._timeouts.get(provider, self._default_timeouts)
+
     async def aclose(self) -> None:
         await asyncio.gather(*(p.close() for p in self.providers.values()))
 
@@ -174,13 +189,7 @@ class Router:
         if plan_for is None:
             known = ", ".join(sorted(self.tiers)) or "none"
             raise AllProvidersFailed(f"unknown tier {tier!r} (configured: {known})")
-        plan = make_plan(
-            plan_for,
-            self.state.current,
-            default_models=self._default_models,
-            rng=self._rng,
-            latency_of=self.latency.latency,
-        )
+        plan = self.plan(plan_for)
         start = self._clock.monotonic()
         parent = trace.get_current_span().get_span_context()
         if parent.is_valid:  # e.g. the gateway's SERVER span: the route joins its trace
@@ -337,8 +346,7 @@ class Router:
         return RoutedStream(self, route, attempt, request, first, chunks, start, wall, ttfc)
 
     def _timeouts_for(self, attempt: Try) -> Timeouts:
-        base = self._timeouts.get(attempt.target.provider, self._default_timeouts)
-        return base.bounded(attempt.remaining)
+        return self.timeouts_for(attempt.target.provider).bounded(attempt.remaining)
 
     # ------------------------------------------------------------------------------- events
     def _emit(

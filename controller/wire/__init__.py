@@ -6,6 +6,8 @@ Each format module offers both directions:
   the provider's answer / stream events / errors → our types. Provider adapters use it.
 * a server codec (:class:`ServerCodec`): the provider's request body → our Request, and our
   Response / stream chunks / errors → the provider's bytes. Used by the fake and the gateway.
+
+A client codec whose API can count input tokens also implements :class:`TokenCountCodec`.
 """
 
 from controller.wire._base import (
@@ -15,6 +17,7 @@ from controller.wire._base import (
     SSEEvent,
     StreamDecoder,
     StreamEncoder,
+    TokenCountCodec,
 )
 
 __all__ = [
@@ -24,4 +27,5 @@ __all__ = [
     "ServerCodec",
     "StreamDecoder",
     "StreamEncoder",
+    "TokenCountCodec",
 ]

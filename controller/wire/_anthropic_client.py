@@ -30,6 +30,7 @@ from controller.model import (
 from controller.wire._anthropic_common import (
     API_VERSION,
     CONTEXT_MARKERS,
+    COUNT_TOKENS_PATH,
     DEFAULT_MAX_TOKENS,
     FILTER_MARKER,
     MESSAGES_PATH,
@@ -361,19 +362,37 @@ class _StreamDecoder:
         return [StreamChunk(finish_reason=finish, usage=Usage(input_tokens, output))]
 
 
+def _headers(api_key: str | None) -> _RedactedHeaders:
+    headers = _RedactedHeaders(
+        {"content-type": "application/json", "anthropic-version": API_VERSION}
+    )
+    if api_key:
+        headers["x-api-key"] = api_key
+    return headers
+
+
 class AnthropicClientCodec:
     """Client side: our Request → ``POST /v1/messages``; Anthropic answers → our types."""
 
     provider_kind: str = PROVIDER_KIND
 
     def build(self, request: Request, model: str, api_key: str | None) -> HttpCall:
-        headers = _RedactedHeaders(
-            {"content-type": "application/json", "anthropic-version": API_VERSION}
-        )
-        if api_key:
-            headers["x-api-key"] = api_key
         body = _encode_request(request, model)
-        return HttpCall(path=MESSAGES_PATH, body=body, headers=headers)
+        return HttpCall(path=MESSAGES_PATH, body=body, headers=_headers(api_key))
+
+    def build_count(self, request: Request, model: str, api_key: str | None) -> HttpCall:
+        """``POST /v1/messages/count_tokens``: what ``request`` would cost as input on ``model``."""
+        body = _encode_request(request, model)
+        for generation_only in ("max_tokens", "temperature", "top_p", "stop_sequences", "stream"):
+            body.pop(generation_only, None)
+        return HttpCall(path=COUNT_TOKENS_PATH, body=body, headers=_headers(api_key))
+
+    def parse_count(self, body: bytes, model: str) -> int:
+        data = load_json(body, model=model)
+        count = require(data, "input_tokens", int, what="anthropic token count", model=model)
+        if isinstance(count, bool) or count < 0:
+            raise MalformedResponse("anthropic token count: bad input_tokens", model=model)
+        return int(count)
 
     def parse_response(self, body: bytes, model: str) -> Response:
         data = load_json(body, model=model)

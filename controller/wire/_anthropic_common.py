@@ -13,6 +13,7 @@ from controller.model import ToolCall
 __all__ = [
     "API_VERSION",
     "CONTEXT_MARKERS",
+    "COUNT_TOKENS_PATH",
     "DEFAULT_MAX_TOKENS",
     "FILTER_MARKER",
     "MESSAGES_PATH",
@@ -24,6 +25,7 @@ __all__ = [
 PROVIDER_KIND = "anthropic"
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 #: The API requires max_tokens; this is sent when the caller did not choose one.
 DEFAULT_MAX_TOKENS = 4096
 # Anthropic has no error *code* for these two: both arrive as invalid_request_error and only the

@@ -199,9 +199,10 @@ def _decode_stop(raw: list[Any] | None) -> tuple[str, ...]:
     return tuple(raw or ())
 
 
-def _decode_request(body: dict[str, Any]) -> tuple[str, Request]:
+def _decode_request(body: dict[str, Any], *, counting: bool = False) -> tuple[str, Request]:
+    """A ``/v1/messages`` body; with ``counting`` a ``count_tokens`` one (no ``max_tokens``)."""
     model: str = _field(body, "model", str, required=True)
-    max_tokens = _field(body, "max_tokens", int, required=True)
+    max_tokens = _field(body, "max_tokens", int, required=not counting)
     raw_messages = _field(body, "messages", list, required=True)
     system = body.get("system")
     request = Request(
@@ -354,18 +355,29 @@ class _StreamEncoder:
         return sse(payload, "message_delta")
 
 
+def _body_object(body: Any) -> dict[str, Any]:
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("request body: invalid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body: Input should be a valid dictionary")
+    return body
+
+
 class AnthropicServerCodec:
     """Server side: what api.anthropic.com accepts and sends, for the fake and the gateway."""
 
     def parse_request(self, body: Any, path_model: str | None = None) -> tuple[str, Request]:
-        if isinstance(body, bytes | str):
-            try:
-                body = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                raise BadRequest("request body: invalid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body: Input should be a valid dictionary")
-        return _decode_request(body)
+        return _decode_request(_body_object(body))
+
+    def parse_count_request(self, body: Any) -> tuple[str, Request]:
+        """A ``POST /v1/messages/count_tokens`` body: the messages body without ``max_tokens``."""
+        return _decode_request(_body_object(body), counting=True)
+
+    def render_count(self, input_tokens: int) -> dict[str, Any]:
+        return {"input_tokens": input_tokens}
 
     def render_response(self, response: Response) -> dict[str, Any]:
         usage = response.usage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from controller._errors import ProviderError
 from controller.model import Request, Response, StreamChunk
@@ -63,6 +63,17 @@ class ClientCodec(Protocol):
         self, status: int, headers: Mapping[str, str], body: bytes, model: str
     ) -> ProviderError:
         """Map a non-2xx answer into the error tree (429 → RateLimited with retry_after, ...)."""
+        ...
+
+
+@runtime_checkable
+class TokenCountCodec(Protocol):
+    """A client codec whose API can count a request's input tokens (Anthropic's does)."""
+
+    def build_count(self, request: Request, model: str, api_key: str | None) -> HttpCall: ...
+
+    def parse_count(self, body: bytes, model: str) -> int:
+        """The count from a 2xx answer. Raises MalformedResponse if it holds none."""
         ...
 
 

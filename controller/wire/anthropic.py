@@ -15,11 +15,16 @@ Why the translation looks the way it does:
   *response* are skipped, as Anthropic's versioning policy asks of clients.
 * Text joins: several assistant text blocks join with "" (what streaming yields); several user or
   system text blocks join with "\\n" so words from separate blocks never run together.
+* Token counting (``POST /v1/messages/count_tokens``) takes the same body without the
+  generation settings (no ``max_tokens``, sampling, stop sequences or ``stream``) and answers
+  ``{"input_tokens": N}``: ``build_count`` / ``parse_count`` on the client side,
+  ``parse_count_request`` / ``render_count`` on the server side.
 """
 
 from controller.wire._anthropic_client import AnthropicClientCodec
 from controller.wire._anthropic_common import (
     API_VERSION,
+    COUNT_TOKENS_PATH,
     DEFAULT_MAX_TOKENS,
     MESSAGES_PATH,
     PROVIDER_KIND,
@@ -28,6 +33,7 @@ from controller.wire._anthropic_server import AnthropicServerCodec
 
 __all__ = [
     "API_VERSION",
+    "COUNT_TOKENS_PATH",
     "DEFAULT_MAX_TOKENS",
     "MESSAGES_PATH",
     "PROVIDER_KIND",

@@ -1,0 +1,188 @@
+"""``POST /v1/messages/count_tokens`` through the gateway, with the official anthropic SDK.
+
+Claude Code (and any Anthropic client) calls it often. The count comes from the provider that
+would serve the request when its API can count (the fake's Anthropic endpoint answers with its
+own count: the number of words), and is estimated by the gateway otherwise; a provider's fault
+never fails a count. The codec halves are pinned against the documented wire shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import anthropic
+import pytest
+
+from controller._errors import BadRequest, MalformedResponse
+from controller.gateway import GatewaySettings
+from controller.model import Message, Request, ToolDefinition
+from controller.providers.fake import FaultMode
+from controller.routing.count import estimate_tokens
+from controller.wire.anthropic import (
+    COUNT_TOKENS_PATH,
+    AnthropicClientCodec,
+    AnthropicServerCodec,
+)
+from tests.gateway_support import GatewayEnv, gateway_env
+
+SYSTEM = "You are terse."
+QUESTION = "How many words are in this question about the weather in Paris"
+MESSAGES: Any = [{"role": "user", "content": QUESTION}]
+AS_REQUEST = Request(messages=(Message(role="user", content=QUESTION),), system=SYSTEM)
+FAKE_COUNT = len(f"{SYSTEM}{QUESTION}".split())  # what the fake's endpoint answers
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[GatewayEnv]:
+    async with gateway_env() as running:
+        yield running
+
+
+@pytest.fixture
+async def claude(env: GatewayEnv) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    async with anthropic.AsyncAnthropic(
+        base_url=env.url, api_key="sk-ant-client", max_retries=0
+    ) as client:
+        yield client
+
+
+# ---------------------------------------------------------------- through the gateway
+async def test_an_anthropic_provider_counts_for_its_tier(
+    env: GatewayEnv, claude: anthropic.AsyncAnthropic
+) -> None:
+    raw = await claude.messages.with_raw_response.count_tokens(
+        model="claude-test", system=SYSTEM, messages=MESSAGES
+    )
+    assert (await raw.parse()).input_tokens == FAKE_COUNT
+    assert raw.headers["x-failover-token-count"] == "provider"
+    assert raw.headers["x-failover-provider"] == "primary-anthropic"
+    assert raw.headers["x-failover-model"] == "claude-big"
+    seen = env.primary.seen[-1]
+    assert (seen.format, seen.model) == ("anthropic_count", "claude-big")
+    assert seen.request.messages[0].content == QUESTION
+    assert env.recorder.attempts == []  # a count is not an attempt: no event, no window
+
+
+async def test_a_tier_served_in_another_format_gets_an_estimate(
+    env: GatewayEnv, claude: anthropic.AsyncAnthropic
+) -> None:
+    # "gpt-test" is served by primary-openai: OpenAI's chat API cannot count tokens
+    raw = await claude.messages.with_raw_response.count_tokens(
+        model="gpt-test", system=SYSTEM, messages=MESSAGES
+    )
+    assert (await raw.parse()).input_tokens == estimate_tokens(AS_REQUEST)
+    assert raw.headers["x-failover-token-count"] == "estimate"
+    assert "x-failover-provider" not in raw.headers
+    assert all(seen.format != "anthropic_count" for seen in env.primary.seen)
+
+
+async def test_a_provider_failing_to_count_never_fails_the_client(
+    env: GatewayEnv, claude: anthropic.AsyncAnthropic
+) -> None:
+    for fault in (FaultMode.ERROR_503, FaultMode.RATE_LIMIT_BARE, FaultMode.MALFORMED_BODY):
+        env.primary.set_fault(fault)
+        raw = await claude.messages.with_raw_response.count_tokens(
+            model="claude-test", system=SYSTEM, messages=MESSAGES
+        )
+        assert (await raw.parse()).input_tokens == estimate_tokens(AS_REQUEST), fault
+        assert raw.headers["x-failover-token-count"] == "estimate", fault
+    env.primary.clear_fault()
+    counted = await claude.messages.count_tokens(
+        model="claude-test", system=SYSTEM, messages=MESSAGES
+    )
+    assert counted.input_tokens == FAKE_COUNT
+    assert env.recorder.attempts == []
+
+
+async def test_bad_count_requests_get_anthropic_errors(claude: anthropic.AsyncAnthropic) -> None:
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        await claude.messages.count_tokens(model="no-such-model", messages=MESSAGES)
+    assert "no-such-model" in missing.value.message
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await claude.messages.count_tokens(model="claude-test", messages="hello")  # type: ignore[arg-type]
+    assert bad.value.status_code == 400
+    assert bad.value.body["type"] == "error"  # type: ignore[index]
+
+
+async def test_malformed_json_and_a_missing_key_are_answered_in_anthropic_format() -> None:
+    settings = GatewaySettings(api_keys=("sk-gw",))
+    async with gateway_env(settings=settings) as env, aiohttp.ClientSession() as http:
+        url = env.url + "/v1/messages/count_tokens"
+        keyed = {"x-api-key": "sk-gw", "content-type": "application/json"}
+        async with http.post(url, data=b'{"model": "claude-test",', headers=keyed) as answer:
+            assert answer.status == 400
+            body = await answer.json()
+        assert body["type"] == "error"
+        assert body["error"]["type"] == "invalid_request_error"
+        count_body = {"model": "claude-test", "system": SYSTEM, "messages": MESSAGES}
+        async with http.post(url, json=count_body) as answer:
+            assert answer.status == 401
+            assert (await answer.json())["error"]["type"] == "authentication_error"
+        async with http.post(url, json=count_body, headers=keyed) as answer:
+            assert answer.status == 200  # and it keeps serving
+            assert (await answer.json()) == {"input_tokens": FAKE_COUNT}
+
+
+# ---------------------------------------------------------------- the codec halves
+def test_the_count_call_carries_the_conversation_but_no_generation_settings() -> None:
+    request = Request(
+        messages=(Message(role="user", content=QUESTION),),
+        system=SYSTEM,
+        tools=(ToolDefinition(name="get_weather", description="Weather for a city"),),
+        max_tokens=100,
+        temperature=0.2,
+        stop=("END",),
+        stream=True,
+    )
+    call = AnthropicClientCodec().build_count(request, "claude-big", "sk-ant-secret")
+    assert call.path == COUNT_TOKENS_PATH == "/v1/messages/count_tokens"
+    assert call.headers["x-api-key"] == "sk-ant-secret"
+    assert "sk-ant-secret" not in repr(call)
+    assert call.body == {
+        "model": "claude-big",
+        "system": SYSTEM,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "tools": [
+            {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "input_schema": {"type": "object", "properties": {}},
+            }
+        ],
+    }
+
+
+def test_the_documented_count_answer_is_read_and_broken_ones_are_refused() -> None:
+    codec = AnthropicClientCodec()
+    assert codec.parse_count(b'{"input_tokens": 2095}', "claude-big") == 2095
+    for broken in (b"[]", b'{"input_tokens": "12"}', b'{"input_tokens": -1}', b"{", b"{}"):
+        with pytest.raises(MalformedResponse):
+            codec.parse_count(broken, "claude-big")
+
+
+def test_the_server_side_reads_a_count_body_without_max_tokens() -> None:
+    server = AnthropicServerCodec()
+    model, request = server.parse_count_request(
+        json.dumps({"model": "claude-test", "system": SYSTEM, "messages": MESSAGES})
+    )
+    assert (model, request.system, request.max_tokens) == ("claude-test", SYSTEM, None)
+    with pytest.raises(BadRequest, match="messages"):
+        server.parse_count_request({"model": "claude-test"})
+    with pytest.raises(BadRequest, match="max_tokens"):
+        server.parse_request({"model": "claude-test", "messages": MESSAGES})  # still required
+    assert server.render_count(7) == {"input_tokens": 7}
+
+
+def test_the_estimate_grows_with_everything_the_model_reads() -> None:
+    bare = Request(messages=(Message(role="user", content="x" * 400),))
+    assert estimate_tokens(bare) == 100 + 3  # four characters a token, a few per turn
+    with_system = Request(messages=bare.messages, system="y" * 400)
+    tool = ToolDefinition(name="lookup", description="z" * 400)
+    with_tools = Request(messages=bare.messages, tools=(tool,))
+    answered = Request(messages=(*bare.messages, Message(role="assistant", content="w" * 40)))
+    assert estimate_tokens(with_system) == estimate_tokens(bare) + 100
+    assert estimate_tokens(with_tools) > estimate_tokens(bare) + 100
+    assert estimate_tokens(answered) == estimate_tokens(bare) + 10 + 3
