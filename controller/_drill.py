@@ -52,9 +52,10 @@ class Drillable:
     async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
         if self.drilling:
             raise self._fail(model)
-        if not isinstance(self.inner, CountsTokens):
+        inner: object = self.inner
+        if not isinstance(inner, CountsTokens):
             return None
-        return await self.inner.count_tokens(request, model, timeouts)
+        return await inner.count_tokens(request, model, timeouts)
 
     async def stream(
         self, request: Request, model: str, timeouts: Timeouts

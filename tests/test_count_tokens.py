@@ -16,11 +16,16 @@ import aiohttp
 import anthropic
 import pytest
 
+from controller._clock import FakeClock
 from controller._errors import BadRequest, MalformedResponse
+from controller.control.state import HealthState, ProviderStatus, RoutingState
 from controller.gateway import GatewaySettings
 from controller.model import Message, Request, ToolDefinition
+from controller.providers import Timeouts
 from controller.providers.fake import FaultMode
-from controller.routing.count import estimate_tokens
+from controller.routing.count import TokenCount, TokenCounter, estimate_tokens
+from controller.routing.plan import Target, TierPlan
+from controller.routing.router import Router
 from controller.wire.anthropic import (
     COUNT_TOKENS_PATH,
     AnthropicClientCodec,
@@ -76,25 +81,39 @@ async def test_a_tier_served_in_another_format_gets_an_estimate(
     assert (await raw.parse()).input_tokens == estimate_tokens(AS_REQUEST)
     assert raw.headers["x-failover-token-count"] == "estimate"
     assert "x-failover-provider" not in raw.headers
-    assert all(seen.format != "anthropic_count" for seen in env.primary.seen)
+    asked = [s for fake in (env.primary, env.backup) for s in fake.seen]
+    assert asked == []  # the tier's Anthropic target (backup-anthropic) is not its server now
 
 
 async def test_a_provider_failing_to_count_never_fails_the_client(
     env: GatewayEnv, claude: anthropic.AsyncAnthropic
 ) -> None:
-    for fault in (FaultMode.ERROR_503, FaultMode.RATE_LIMIT_BARE, FaultMode.MALFORMED_BODY):
-        env.primary.set_fault(fault)
+    env.primary.set_fault(FaultMode.ERROR_503)
+    for _ in range(2):  # the second one is not even asked: the provider rests after a failure
         raw = await claude.messages.with_raw_response.count_tokens(
             model="claude-test", system=SYSTEM, messages=MESSAGES
         )
-        assert (await raw.parse()).input_tokens == estimate_tokens(AS_REQUEST), fault
-        assert raw.headers["x-failover-token-count"] == "estimate", fault
-    env.primary.clear_fault()
-    counted = await claude.messages.count_tokens(
-        model="claude-test", system=SYSTEM, messages=MESSAGES
-    )
-    assert counted.input_tokens == FAKE_COUNT
+        assert (await raw.parse()).input_tokens == estimate_tokens(AS_REQUEST)
+        assert raw.headers["x-failover-token-count"] == "estimate"
+    assert [s.format for s in env.primary.seen] == ["anthropic_count"]
     assert env.recorder.attempts == []
+
+
+async def test_every_kind_of_count_failure_ends_in_an_estimate(env: GatewayEnv) -> None:
+    clock = FakeClock()
+    counter = TokenCounter(env.backend.router, clock=clock)
+    faults = (FaultMode.ERROR_503, FaultMode.RATE_LIMIT_BARE, FaultMode.MALFORMED_BODY)
+    for fault in (*faults, FaultMode.AUTH, FaultMode.RESET):
+        env.primary.set_fault(fault)
+        assert await counter.count(AS_REQUEST, tier="claude") == TokenCount(
+            estimate_tokens(AS_REQUEST)
+        ), fault
+        clock.advance(30.0)  # past the rest, so the next fault is really tried
+    assert len([s for s in env.primary.seen if s.format == "anthropic_count"]) == 5
+    env.primary.clear_fault()
+    assert await counter.count(AS_REQUEST, tier="claude") == TokenCount(
+        FAKE_COUNT, "primary-anthropic", "claude-big"
+    )
 
 
 async def test_bad_count_requests_get_anthropic_errors(claude: anthropic.AsyncAnthropic) -> None:
@@ -177,12 +196,65 @@ def test_the_server_side_reads_a_count_body_without_max_tokens() -> None:
 
 
 def test_the_estimate_grows_with_everything_the_model_reads() -> None:
-    bare = Request(messages=(Message(role="user", content="x" * 400),))
-    assert estimate_tokens(bare) == 100 + 3  # four characters a token, a few per turn
-    with_system = Request(messages=bare.messages, system="y" * 400)
-    tool = ToolDefinition(name="lookup", description="z" * 400)
+    bare = Request(messages=(Message(role="user", content="x" * 300),))
+    assert estimate_tokens(bare) == 100 + 3  # three characters a token, a few per turn
+    with_system = Request(messages=bare.messages, system="y" * 300)
+    tool = ToolDefinition(name="lookup", description="z" * 300)
     with_tools = Request(messages=bare.messages, tools=(tool,))
-    answered = Request(messages=(*bare.messages, Message(role="assistant", content="w" * 40)))
+    answered = Request(messages=(*bare.messages, Message(role="assistant", content="w" * 30)))
     assert estimate_tokens(with_system) == estimate_tokens(bare) + 100
     assert estimate_tokens(with_tools) > estimate_tokens(bare) + 100
     assert estimate_tokens(answered) == estimate_tokens(bare) + 10 + 3
+    accented = Request(messages=bare.messages, tools=(ToolDefinition(name="é", description=""),))
+    plain = Request(messages=bare.messages, tools=(ToolDefinition(name="e", description=""),))
+    assert estimate_tokens(accented) == estimate_tokens(plain)  # no escaped non-ASCII counted
+
+
+# ---------------------------------------------------------------- the counter's own rules
+async def test_a_hanging_count_costs_one_wait_then_the_provider_rests(env: GatewayEnv) -> None:
+    clock = FakeClock()
+    counter = TokenCounter(env.backend.router, within=0.2, backoff=30.0, clock=clock)
+    env.primary.set_fault(FaultMode.HANG)
+    first = await counter.count(AS_REQUEST, tier="claude")  # waits `within`, then estimates
+    assert first == TokenCount(estimate_tokens(AS_REQUEST))
+    asked = len(env.primary.seen)
+    env.primary.clear_fault()
+    again = await counter.count(AS_REQUEST, tier="claude")
+    assert again.provider is None  # resting: not asked at all
+    assert len(env.primary.seen) == asked
+    clock.advance(30.0)
+    back = await counter.count(AS_REQUEST, tier="claude")
+    assert back == TokenCount(FAKE_COUNT, "primary-anthropic", "claude-big")
+
+
+async def test_a_provider_only_partly_back_or_a_tier_in_panic_gets_an_estimate(
+    env: GatewayEnv,
+) -> None:
+    counter = TokenCounter(env.backend.router, clock=FakeClock())
+    recovering = ProviderStatus(state=HealthState.RECOVERING, traffic_share=1.0 - 1e-9)
+    tripped = ProviderStatus(state=HealthState.TRIPPED, traffic_share=0.0)
+    for providers in (
+        {"primary-anthropic": recovering, "backup-openai": tripped},  # recovering first
+        {"primary-anthropic": tripped, "backup-openai": tripped},  # panic: all tripped
+    ):
+        env.state.publish(RoutingState(providers=providers))
+        count = await counter.count(AS_REQUEST, tier="claude")
+        assert count.provider is None, providers
+    assert [s for s in env.primary.seen if s.format == "anthropic_count"] == []
+    env.state.publish(RoutingState())
+    assert (await counter.count(AS_REQUEST, tier="claude")).provider == "primary-anthropic"
+    assert (await counter.count(AS_REQUEST, tier="no-such-tier")).provider is None
+
+
+async def test_a_provider_that_raises_anything_still_gets_an_estimate() -> None:
+    class Broken:
+        name = kind = "broken"
+        server_address, server_port = "127.0.0.1", 0
+
+        async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int:
+            raise RuntimeError("a bug in a provider, sk-secret-in-message")
+
+    tier = TierPlan(name="t", targets=(Target(provider="broken", model="m"),))
+    router = Router(tiers={"t": tier}, providers={"broken": Broken()})  # type: ignore[dict-item]
+    count = await TokenCounter(router, clock=FakeClock()).count(AS_REQUEST, tier="t")
+    assert count == TokenCount(estimate_tokens(AS_REQUEST))

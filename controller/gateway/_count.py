@@ -15,7 +15,7 @@ from aiohttp import web
 from controller.gateway._chat import decode_call, served_headers
 from controller.gateway._formats import ANTHROPIC, json_answer
 from controller.gateway.backend import GatewayBackend
-from controller.routing.count import count_tokens
+from controller.routing.count import TokenCounter
 
 __all__ = ["HEADER_TOKEN_COUNT", "CountTokensEndpoint"]
 
@@ -26,13 +26,14 @@ class CountTokensEndpoint:
     def __init__(self, backend: GatewayBackend, *, max_body_bytes: int) -> None:
         self._backend = backend
         self._max_body = max_body_bytes
+        self._counter = TokenCounter(backend.router)
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         parse = ANTHROPIC.codec.parse_count_request
         decoded = await decode_call(http, self._backend, ANTHROPIC, parse, self._max_body)
         if isinstance(decoded, web.StreamResponse):
             return decoded
-        count = await count_tokens(self._backend.router, decoded.request, tier=decoded.tier)
+        count = await self._counter.count(decoded.request, tier=decoded.tier)
         if count.provider is None or count.model is None:
             headers = {HEADER_TOKEN_COUNT: "estimate"}
         else:

@@ -94,8 +94,9 @@ class Provider(Protocol):
 
 
 @runtime_checkable
-class CountsTokens(Provider, Protocol):
-    """A provider that may be able to count a request's input tokens the way its model does."""
+class CountsTokens(Protocol):
+    """A provider that may be able to count a request's input tokens the way its model does
+    (one method, so ``isinstance`` asks about this capability and nothing else)."""
 
     async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
         """The input tokens of ``request`` on ``model``; None when this provider's API has no
@@ -118,6 +119,7 @@ class HttpProvider:
         self.name = name
         self.kind = codec.provider_kind
         self._codec = codec
+        self._counter = codec if isinstance(codec, TokenCountCodec) else None
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._max_connections = max_connections
@@ -154,11 +156,11 @@ class HttpProvider:
     async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
         """Asks the provider's token-counting endpoint (Anthropic's ``count_tokens``); None
         when its wire format has none (OpenAI chat completions and Gemini here)."""
-        codec = self._codec
-        if not isinstance(codec, TokenCountCodec):
+        counter = self._counter
+        if counter is None:
             return None
-        call = codec.build_count(request, model, self._api_key)
-        return await self._exchange(call, model, timeouts, codec.parse_count)
+        call = counter.build_count(request, model, self._api_key)
+        return await self._exchange(call, model, timeouts, counter.parse_count)
 
     async def _exchange(
         self, call: HttpCall, model: str, timeouts: Timeouts, parse: Callable[[bytes, str], T]

@@ -702,8 +702,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_gateway:
+        from controller._loop import run as run_loop
+
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_gateway(args.serve_gateway))
+            run_loop(serve_gateway(args.serve_gateway))  # uvloop, as `failover serve` runs
         return 0
     report = run(args)
     if args.json:
