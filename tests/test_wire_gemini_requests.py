@@ -161,7 +161,9 @@ def test_build_full_request_matches_the_documented_shape() -> None:
                             "name": "get_weather",
                             "args": {"city": "Paris"},
                             "id": "c1",
-                        }
+                        },
+                        # replayed calls: Google's placeholder, on the first call of the turn
+                        "thoughtSignature": "skip_thought_signature_validator",
                     },
                     {"functionCall": {"name": "get_time", "args": {}, "id": "c2"}},
                 ],

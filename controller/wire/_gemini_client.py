@@ -43,6 +43,7 @@ from controller.wire._gemini_common import (
     FILTER_REASON,
     PROVIDER_KIND,
     RETRY_INFO,
+    SKIP_SIGNATURE,
     Call,
     args_text,
     model_parts,
@@ -73,11 +74,20 @@ def _encode_contents(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         elif msg.role == "assistant":
             names.update((call.id, call.name) for call in msg.tool_calls)
             parts = model_parts(msg, where=f"messages[{i}]", error=BadRequest)
+            _sign_first_call(parts)
             contents.append({"role": "model", "parts": parts})
         else:
             contents.append({"role": "user", "parts": [{"text": msg.content}]})
         previous_was_tool = msg.role == "tool"
     return contents
+
+
+def _sign_first_call(parts: list[dict[str, Any]]) -> None:
+    """The first function call of a replayed model turn carries the documented placeholder
+    signature (Gemini 3 validates the first call's; parallel calls after it carry none)."""
+    first = next((part for part in parts if "functionCall" in part), None)
+    if first is not None:
+        first["thoughtSignature"] = SKIP_SIGNATURE
 
 
 def _encode_result(msg: Message, names: dict[str, str], *, where: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ __all__ = [
     "FILTER_REASON",
     "PROVIDER_KIND",
     "RETRY_INFO",
+    "SKIP_SIGNATURE",
     "Call",
     "args_object",
     "args_text",
@@ -31,6 +32,12 @@ RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 #: ErrorInfo reason we render for ContentFiltered: real Gemini reports a blocked prompt in a 200
 #: body (promptFeedback), which an error status cannot carry, so the type travels in the details.
 FILTER_REASON = "CONTENT_FILTERED"
+# Gemini 3 refuses a replayed function call of the current turn without the thoughtSignature its
+# answer carried. Our model does not keep signatures (an OpenAI or Anthropic client cannot hand
+# them back, and calls made by another provider never had one), so replayed calls carry the
+# value Google documents for history it did not generate: validation is skipped, at some cost
+# to the model's reasoning continuity across tool calls.
+SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 
 class Call(NamedTuple):

@@ -375,6 +375,39 @@ class _GeminiStreamEncoder:
         return sse(body)
 
 
+def _validates_signatures(model: str) -> bool:
+    """Gemini 3 and later models check thought signatures on the current turn's calls."""
+    match = re.match(r"(?:models/)?gemini-(\d+)", model)
+    return match is not None and int(match.group(1)) >= 3
+
+
+def _require_signatures(data: dict[str, Any]) -> None:
+    """As Gemini 3 does: in the current turn (the model turns after the last user turn with
+    text), each model turn's first function call needs a ``thoughtSignature``. Malformed
+    contents are left to :func:`_decode_contents` to report."""
+    turns = [
+        (i, c.get("role", "user"), c["parts"])
+        for i, c in enumerate(data.get("contents") or [])
+        if isinstance(c, dict) and isinstance(c.get("parts"), list)
+    ]
+    start = 0
+    for i, role, parts in turns:
+        if role != "model" and any(isinstance(p, dict) and "text" in p for p in parts):
+            start = i + 1
+    for i, role, parts in turns:
+        if i < start or role != "model":
+            continue
+        first = next((p for p in parts if isinstance(p, dict) and "functionCall" in p), None)
+        if first is not None and not first.get("thoughtSignature"):
+            call = first["functionCall"]
+            name = call.get("name") if isinstance(call, dict) else None
+            raise BadRequest(
+                f"Function call `{name}` in the `{i}. content block is missing a "
+                "`thought_signature`.",
+                status=400,
+            )
+
+
 class GeminiServerCodec:
     """Server side: Gemini request bodies → our Request; our answers → Gemini's bytes."""
 
@@ -391,6 +424,8 @@ class GeminiServerCodec:
         if not path_model:
             message = "model: name it in the path, models/{model}:generateContent"
             raise BadRequest(message, status=400)
+        if _validates_signatures(path_model):
+            _require_signatures(data)
         request = Request(
             messages=_decode_contents(data),
             system=_decode_system(data),
