@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from controller._alerting import alert_for_transition, kill_switch_alert, rejected_alert
@@ -144,6 +145,7 @@ class Runtime:
             env=self.env,
         )
         self.tracer: Tracer = self.telemetry.tracer
+        self.meter: Meter = self.telemetry.meter
         urls = base_urls or {}
         self.providers = {
             name: Drillable(build_provider(name, cfg, self.env, urls.get(name)), clock=self.clock)

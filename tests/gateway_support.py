@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -87,9 +88,10 @@ class GatedProvider:
 class GatewayTestBackend:
     """Implements controller.gateway.GatewayBackend over a real Router."""
 
-    def __init__(self, *, router: Router, tracer: Tracer, recorder: Recorder) -> None:
+    def __init__(self, *, router: Router, tracer: Tracer, meter: Meter, recorder: Recorder) -> None:
         self.router = router
         self.tracer = tracer
+        self.meter = meter
         self.recorder = recorder
         self.readiness: tuple[bool, str] = (True, "every tier has a usable provider")
         self.drills: list[tuple[str, float]] = []
@@ -194,6 +196,7 @@ class GatewayEnv:
     exporter: InMemorySpanExporter
     recorder: Recorder
     state: StateHolder
+    metrics: InMemoryMetricReader
 
     @property
     def url(self) -> str:
@@ -259,8 +262,10 @@ async def gateway_env(
     provider = TracerProvider(id_generator=ids)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("tests.gateway")
-    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    telemetry = TelemetryListener(tracer=tracer, meter=meters.get_meter("tests.gateway"), ids=ids)
+    metrics = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[metrics])
+    meter = meters.get_meter("tests.gateway")
+    telemetry = TelemetryListener(tracer=tracer, meter=meter, ids=ids)
     recorder, state, gated = Recorder(), StateHolder(), GatedProvider()
     async with FakeProvider(name="primary") as primary, FakeProvider(name="backup") as backup:
         router = _router(
@@ -272,7 +277,7 @@ async def gateway_env(
             state=state,
             timeouts=timeouts,
         )
-        backend = GatewayTestBackend(router=router, tracer=tracer, recorder=recorder)
+        backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=recorder)
         backend.fakes = {"primary": primary, "backup": backup}
         app = create_app(backend, settings=settings or GatewaySettings())
         admin_app = create_admin_app(backend, admin_token=admin_token)
@@ -281,7 +286,16 @@ async def gateway_env(
         async with server, admin:
             try:
                 yield GatewayEnv(
-                    primary, backup, gated, backend, server, admin, exporter, recorder, state
+                    primary,
+                    backup,
+                    gated,
+                    backend,
+                    server,
+                    admin,
+                    exporter,
+                    recorder,
+                    state,
+                    metrics,
                 )
             finally:
                 gated.release()

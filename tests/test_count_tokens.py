@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
+from opentelemetry.trace import SpanKind, StatusCode
 
 from controller._clock import FakeClock
 from controller._errors import BadRequest, MalformedResponse
@@ -258,3 +259,38 @@ async def test_a_provider_that_raises_anything_still_gets_an_estimate() -> None:
     router = Router(tiers={"t": tier}, providers={"broken": Broken()})  # type: ignore[dict-item]
     count = await TokenCounter(router, clock=FakeClock()).count(AS_REQUEST, tier="t")
     assert count == TokenCount(estimate_tokens(AS_REQUEST))
+
+
+async def test_counts_are_counted_and_provider_counts_traced(
+    env: GatewayEnv, claude: anthropic.AsyncAnthropic
+) -> None:
+    await claude.messages.count_tokens(model="claude-test", system=SYSTEM, messages=MESSAGES)
+    await claude.messages.count_tokens(model="gpt-test", system=SYSTEM, messages=MESSAGES)
+    env.primary.set_fault(FaultMode.ERROR_503)
+    await claude.messages.count_tokens(model="claude-test", system=SYSTEM, messages=MESSAGES)
+    counted: dict[tuple[str, ...], int] = {}
+    data = env.metrics.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "failover.token_counts":
+                    for point in metric.data.data_points:
+                        a = point.attributes or {}
+                        key = (a["tier"], a["source"], a["provider"], a.get("error.type", ""))
+                        counted[tuple(str(v) for v in key)] = int(point.value)  # type: ignore[union-attr]
+    assert counted == {
+        ("claude", "provider", "primary-anthropic", ""): 1,
+        ("frontier", "estimate", "primary-openai", ""): 1,  # OpenAI's API cannot count
+        ("claude", "estimate", "primary-anthropic", "overloaded"): 1,
+    }
+    spans = [s for s in env.exporter.get_finished_spans() if s.name == "count_tokens claude-big"]
+    assert [s.kind for s in spans] == [SpanKind.CLIENT, SpanKind.CLIENT]
+    ok, failed = spans
+    assert ok.attributes is not None
+    assert failed.attributes is not None
+    assert ok.attributes["gen_ai.usage.input_tokens"] == FAKE_COUNT
+    assert ok.attributes["failover.provider"] == "primary-anthropic"
+    assert failed.attributes["error.type"] == "overloaded"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "sk-" not in str(dict(failed.attributes))  # no key, no provider text

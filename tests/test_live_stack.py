@@ -118,7 +118,7 @@ FOR = {"FailoverControllerNotReporting": "3s"}
 @dataclass
 class GatewayRequests:
     """What one request of the scenario's traffic is, through the gateway over HTTP: plain
-    (aiohttp), streaming (the openai SDK), or to the cheap tier that is down."""
+    (aiohttp), streaming (the openai SDK), a token count, or to the cheap tier that is down."""
 
     url: str
     session: aiohttp.ClientSession
@@ -133,7 +133,17 @@ class GatewayRequests:
         if i % 4 == 0:
             await self._stream()
             return None
+        if i % 7 == 0:
+            await self._count()
+            return None
         return await self._plain()
+
+    async def _count(self) -> None:
+        """Anthropic's token counting (estimated here: the frontier tier is OpenAI-format)."""
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+        async with self.session.post(self.url + "/v1/messages/count_tokens", json=body) as answer:
+            if answer.status != 200:
+                raise BadAnswer(f"count_tokens {answer.status}: {await answer.text()}")
 
     async def _plain(self) -> str:
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}

@@ -26,7 +26,7 @@ class CountTokensEndpoint:
     def __init__(self, backend: GatewayBackend, *, max_body_bytes: int) -> None:
         self._backend = backend
         self._max_body = max_body_bytes
-        self._counter = TokenCounter(backend.router)
+        self._counter = TokenCounter(backend.router, tracer=backend.tracer, meter=backend.meter)
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         parse = ANTHROPIC.codec.parse_count_request

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from controller.routing.router import Router
@@ -16,6 +17,7 @@ from controller.routing.router import Router
 class GatewayBackend(Protocol):
     router: Router
     tracer: Tracer
+    meter: Meter
 
     def tier_for(self, model: str) -> str | None:
         """The tier a front-end model name maps to (an alias, or a tier name), else None."""

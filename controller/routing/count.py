@@ -14,7 +14,10 @@ among the client codecs here only Anthropic's implements counting (Gemini's API 
   ``backoff`` seconds (30), so a hanging count endpoint costs one slow count, not every count.
 
 Nothing a provider does fails a count. A count is not an attempt: it emits no routing event and
-does not feed the error-rate windows.
+does not feed the error-rate windows. It has telemetry of its own: every count adds one to
+``failover.token_counts`` (tier, source ``provider`` / ``estimate``, the provider asked, the
+``error.type`` of a failed count), and a provider's count is a CLIENT span
+``count_tokens {model}``.
 """
 
 from __future__ import annotations
@@ -25,11 +28,16 @@ import logging
 import math
 from dataclasses import dataclass
 
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import NoOpTracer, SpanKind, StatusCode, Tracer
+
 from controller._clock import Clock, SystemClock
+from controller._errors import ProviderError
 from controller.model import Request
 from controller.providers.base import CountsTokens
 from controller.routing.plan import Target
 from controller.routing.router import Router
+from controller.telemetry import names
 
 __all__ = ["TokenCount", "TokenCounter", "estimate_tokens"]
 
@@ -50,17 +58,26 @@ class TokenCount:
 
 class TokenCounter:
     """Counts for one router. ``within`` bounds a provider's count; a provider whose count
-    failed or timed out is skipped for ``backoff`` seconds."""
+    failed or timed out is skipped for ``backoff`` seconds. ``tracer`` and ``meter`` record
+    the counts (see the module's docstring)."""
 
     def __init__(
         self,
         router: Router,
         *,
+        tracer: Tracer | None = None,
+        meter: Meter | None = None,
         within: float = 2.0,
         backoff: float = 30.0,
         clock: Clock | None = None,
     ) -> None:
         self._router = router
+        self._tracer = tracer or NoOpTracer()
+        self._counts = (
+            meter.create_counter(names.METRIC_TOKEN_COUNTS, unit="{count}")
+            if meter is not None
+            else None
+        )
         self._within = within
         self._backoff = backoff
         self._clock = clock or SystemClock()
@@ -70,11 +87,21 @@ class TokenCounter:
         """The input tokens of ``request`` on ``tier``: counted by its serving provider, else
         estimated. Never raises for anything a provider does."""
         target = self._counting_target(tier)
-        if target is not None:
-            counted = await self._ask(target, request)
-            if counted is not None:
-                return TokenCount(counted, target.provider, target.model)
-        return TokenCount(estimate_tokens(request))
+        counted, error = (None, None) if target is None else await self._ask(target, request)
+        if target is not None and counted is not None:
+            result = TokenCount(counted, target.provider, target.model)
+        else:
+            result = TokenCount(estimate_tokens(request))
+        if self._counts is not None:
+            attributes = {
+                names.ATTR_TIER: tier,
+                names.ATTR_SOURCE: "estimate" if result.provider is None else "provider",
+                names.ATTR_PROVIDER: "" if target is None else target.provider,
+            }
+            if error is not None:
+                attributes[names.ERROR_TYPE] = error
+            self._counts.add(1, attributes)
+        return result
 
     def _counting_target(self, tier: str) -> Target | None:
         """The target that serves ``tier`` now, if it is fully in service and may be asked."""
@@ -92,24 +119,41 @@ class TokenCounter:
             return None
         return target
 
-    async def _ask(self, target: Target, request: Request) -> int | None:
+    async def _ask(self, target: Target, request: Request) -> tuple[int | None, str | None]:
+        """(the provider's count or None, the error type of a failed count or None)."""
         provider: object = self._router.providers.get(target.provider)
         if not isinstance(provider, CountsTokens):
-            return None
+            return None, None
         timeouts = self._router.timeouts_for(target.provider).bounded(self._within)
-        try:
-            async with asyncio.timeout(self._within):
-                return await provider.count_tokens(request, target.model, timeouts)
-        except Exception as exc:  # ProviderError, TimeoutError, or a provider's own bug
-            self._skip_until[target.provider] = self._clock.monotonic() + self._backoff
-            reason = getattr(exc, "error_type", None) or type(exc).__name__  # never the text
-            log.info(
-                "token count by %s failed (%s); estimating, and for %gs",
-                target.provider,
-                reason,
-                self._backoff,
-            )
-            return None
+        with self._tracer.start_as_current_span(
+            f"{names.OPERATION_COUNT_TOKENS} {target.model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                names.GEN_AI_OPERATION_NAME: names.OPERATION_COUNT_TOKENS,
+                names.GEN_AI_REQUEST_MODEL: target.model,
+                names.FAILOVER_PROVIDER: target.provider,
+            },
+            record_exception=False,  # an exception's text may quote a provider's answer
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                async with asyncio.timeout(self._within):
+                    counted = await provider.count_tokens(request, target.model, timeouts)
+            except Exception as exc:  # ProviderError, TimeoutError, or a provider's own bug
+                error = exc.error_type if isinstance(exc, ProviderError) else type(exc).__name__
+                span.set_attribute(names.ERROR_TYPE, error)
+                span.set_status(StatusCode.ERROR)
+                self._rest(target.provider, error)
+                return None, error
+            if counted is not None:
+                span.set_attribute(names.GEN_AI_USAGE_INPUT_TOKENS, counted)
+            return counted, None
+
+    def _rest(self, provider: str, error: str) -> None:
+        self._skip_until[provider] = self._clock.monotonic() + self._backoff
+        log.info(
+            "token count by %s failed (%s); estimating, and for %gs", provider, error, self._backoff
+        )
 
 
 def estimate_tokens(request: Request) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # --- spans -------------------------------------------------------------------------------------
 SPAN_ROUTE = "failover.route"  # INTERNAL, one per routed request
+OPERATION_COUNT_TOKENS = "count_tokens"  # CLIENT span "count_tokens {model}" (provider counts)
 OPERATION_CHAT = "chat"  # gen_ai.operation.name; CLIENT span name is "chat {model}"
 
 # --- attributes (OTel GenAI + server semantic conventions) ---------------------------------------
@@ -36,6 +37,7 @@ FAILOVER_OUTCOME = "failover.outcome"
 FAILOVER_SERVED_BY = "failover.served_by"
 FAILOVER_ATTEMPTS = "failover.attempts"
 FAILOVER_PANIC = "failover.panic"
+FAILOVER_COUNT_SOURCE = "failover.count.source"  # "provider" or "estimate"
 # metric attribute keys
 ATTR_TIER = "tier"
 ATTR_OUTCOME = "outcome"
@@ -48,6 +50,7 @@ ATTR_STATE = "state"
 ATTR_CHANNEL = "channel"
 ATTR_EVENT = "event"
 ATTR_RESULT = "result"
+ATTR_SOURCE = "source"
 
 # --- metrics: data plane -----------------------------------------------------------------------
 METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"  # s, histogram
@@ -55,6 +58,7 @@ METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"  # {token}, histogram
 METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"  # s, histogram
 METRIC_REQUESTS = "failover.requests"  # counter: tier, outcome, served_by
 METRIC_FAILOVERS = "failover.failovers"  # counter: from, to, reason
+METRIC_TOKEN_COUNTS = "failover.token_counts"  # counter: tier, source, provider, error.type
 
 # --- metrics: control plane --------------------------------------------------------------------
 METRIC_PROVIDER_STATE = "failover.provider.state"  # gauge, one-hot per state
@@ -75,6 +79,7 @@ PROM_TOKEN_USAGE = "gen_ai_client_token_usage"  # _bucket/_sum/_count, label gen
 PROM_TIME_TO_FIRST_CHUNK = "gen_ai_client_operation_time_to_first_chunk_seconds"
 PROM_REQUESTS = "failover_requests_total"  # tier, outcome, served_by
 PROM_FAILOVERS = "failover_failovers_total"  # from, to, reason
+PROM_TOKEN_COUNTS = "failover_token_counts_total"  # tier, source, provider, error_type
 PROM_PROVIDER_STATE = "failover_provider_state"  # provider, state (one-hot: 1 for the current)
 PROM_PROVIDER_ERROR_RATE = "failover_provider_error_rate"  # provider
 PROM_TRIPWIRE_THRESHOLD = "failover_tripwire_threshold"  # provider
