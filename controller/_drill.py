@@ -49,12 +49,17 @@ class Drillable:
             raise self._fail(model)
         return await self.inner.complete(request, model, timeouts)
 
+    @property
+    def counts_tokens(self) -> bool:
+        inner: object = self.inner
+        return isinstance(inner, CountsTokens) and inner.counts_tokens
+
     async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
+        inner: object = self.inner
+        if not isinstance(inner, CountsTokens) or not inner.counts_tokens:
+            return None  # cannot count, drill or not
         if self.drilling:
             raise self._fail(model)
-        inner: object = self.inner
-        if not isinstance(inner, CountsTokens):
-            return None
         return await inner.count_tokens(request, model, timeouts)
 
     async def stream(

@@ -15,10 +15,13 @@ from typing import Any
 import aiohttp
 import anthropic
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.trace import SpanKind, StatusCode
 
 from controller._clock import FakeClock
-from controller._errors import BadRequest, MalformedResponse
+from controller._drill import Drillable
+from controller._errors import BadRequest, MalformedResponse, Overloaded
 from controller.control.state import HealthState, ProviderStatus, RoutingState
 from controller.gateway import GatewaySettings
 from controller.model import Message, Request, ToolDefinition
@@ -32,7 +35,8 @@ from controller.wire.anthropic import (
     AnthropicClientCodec,
     AnthropicServerCodec,
 )
-from tests.gateway_support import GatewayEnv, gateway_env
+from tests.conftest import adapter
+from tests.gateway_support import TIMEOUTS, GatewayEnv, gateway_env
 
 SYSTEM = "You are terse."
 QUESTION = "How many words are in this question about the weather in Paris"
@@ -251,14 +255,26 @@ async def test_a_provider_that_raises_anything_still_gets_an_estimate() -> None:
     class Broken:
         name = kind = "broken"
         server_address, server_port = "127.0.0.1", 0
+        counts_tokens = True
 
         async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int:
             raise RuntimeError("a bug in a provider, sk-secret-in-message")
 
     tier = TierPlan(name="t", targets=(Target(provider="broken", model="m"),))
     router = Router(tiers={"t": tier}, providers={"broken": Broken()})  # type: ignore[dict-item]
-    count = await TokenCounter(router, clock=FakeClock()).count(AS_REQUEST, tier="t")
-    assert count == TokenCount(estimate_tokens(AS_REQUEST))
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    counter = TokenCounter(router, meter=meter, clock=FakeClock())
+    assert await counter.count(AS_REQUEST, tier="t") == TokenCount(estimate_tokens(AS_REQUEST))
+    data = reader.get_metrics_data()
+    assert data is not None
+    [point] = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+    assert point.attributes == {
+        "tier": "t",
+        "source": "estimate",
+        "provider": "broken",
+        "error.type": "_OTHER",  # bounded: not the exception's class or text
+    }
 
 
 async def test_counts_are_counted_and_provider_counts_traced(
@@ -281,16 +297,36 @@ async def test_counts_are_counted_and_provider_counts_traced(
                         counted[tuple(str(v) for v in key)] = int(point.value)  # type: ignore[union-attr]
     assert counted == {
         ("claude", "provider", "primary-anthropic", ""): 1,
-        ("frontier", "estimate", "primary-openai", ""): 1,  # OpenAI's API cannot count
+        ("frontier", "estimate", "", ""): 1,  # OpenAI's API cannot count: nobody was asked
         ("claude", "estimate", "primary-anthropic", "overloaded"): 1,
     }
-    spans = [s for s in env.exporter.get_finished_spans() if s.name == "count_tokens claude-big"]
-    assert [s.kind for s in spans] == [SpanKind.CLIENT, SpanKind.CLIENT]
+    spans = [s for s in env.exporter.get_finished_spans() if s.name.startswith("count_tokens")]
+    assert [(s.name, s.kind) for s in spans] == [("count_tokens claude-big", SpanKind.CLIENT)] * 2
     ok, failed = spans
     assert ok.attributes is not None
     assert failed.attributes is not None
     assert ok.attributes["gen_ai.usage.input_tokens"] == FAKE_COUNT
     assert ok.attributes["failover.provider"] == "primary-anthropic"
+    assert ok.attributes["gen_ai.provider.name"] == "anthropic"
+    assert ok.attributes["server.address"] == "127.0.0.1"
     assert failed.attributes["error.type"] == "overloaded"
     assert failed.status.status_code is StatusCode.ERROR
     assert "sk-" not in str(dict(failed.attributes))  # no key, no provider text
+
+
+async def test_a_drill_stops_counting_only_where_there_is_counting(env: GatewayEnv) -> None:
+    clock = FakeClock()
+    anthropic_side = Drillable(adapter(env.primary, "anthropic"), clock=clock)
+    openai_side = Drillable(adapter(env.primary, "openai"), clock=clock)
+    try:
+        assert anthropic_side.counts_tokens
+        assert not openai_side.counts_tokens
+        assert await anthropic_side.count_tokens(AS_REQUEST, "claude-big", TIMEOUTS) == FAKE_COUNT
+        for drilled in (anthropic_side, openai_side):
+            drilled.start_drill(60)
+        assert await openai_side.count_tokens(AS_REQUEST, "gpt-big", TIMEOUTS) is None
+        with pytest.raises(Overloaded, match="drill"):
+            await anthropic_side.count_tokens(AS_REQUEST, "claude-big", TIMEOUTS)
+    finally:
+        await anthropic_side.close()
+        await openai_side.close()

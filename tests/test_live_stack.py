@@ -139,7 +139,8 @@ class GatewayRequests:
         return await self._plain()
 
     async def _count(self) -> None:
-        """Anthropic's token counting (estimated here: the frontier tier is OpenAI-format)."""
+        """Anthropic's token counting: estimated while the OpenAI-format primary serves, counted
+        by the Anthropic-format backup while the drill has the primary out."""
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
         async with self.session.post(self.url + "/v1/messages/count_tokens", json=body) as answer:
             if answer.status != 200:

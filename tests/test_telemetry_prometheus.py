@@ -106,10 +106,14 @@ def test_control_plane_units_give_the_documented_prometheus_names(telemetry: Tel
         meter.create_gauge(metric, unit=METRIC_UNITS[metric]).set(1, {"provider": "p"})
     alerts = meter.create_counter(names.METRIC_ALERTS, unit=METRIC_UNITS[names.METRIC_ALERTS])
     alerts.add(1, {"channel": "telegram", "event": "tripped", "result": "sent"})
+    unit = METRIC_UNITS[names.METRIC_TOKEN_COUNTS]
+    counts = meter.create_counter(names.METRIC_TOKEN_COUNTS, unit=unit)
+    counts.add(1, {"tier": "t", "source": "estimate", "provider": ""})
 
     exposed = {name for name, _, _ in samples(telemetry.render_prometheus())}
     assert set(gauges.values()) <= exposed
     assert names.PROM_ALERTS in exposed
+    assert names.PROM_TOKEN_COUNTS in exposed
 
 
 def test_prometheus_content_type_is_text_format_0_0_4(telemetry: Telemetry) -> None:

@@ -60,12 +60,35 @@ def test_the_fake_validates_the_current_turn_like_gemini_3() -> None:
     body = CLIENT.build(TOOL_LOOP, GEMINI_3, None).body
     assert SERVER.parse_request(body, GEMINI_3)[1].messages[1].tool_calls[1].id == "call_b"
     del body["contents"][1]["parts"][0]["thoughtSignature"]
-    with pytest.raises(BadRequest, match=r"get_weather.*missing a `thought_signature`"):
+    with pytest.raises(BadRequest, match=r"missing a thought_signature.*get_weather"):
         SERVER.parse_request(body, GEMINI_3)
+    body["contents"][1]["parts"][0]["thoughtSignature"] = "a-signature-from-elsewhere"
+    with pytest.raises(BadRequest, match="invalid"):
+        SERVER.parse_request(body, GEMINI_3)
+    del body["contents"][1]["parts"][0]["thoughtSignature"]
     SERVER.parse_request(body, "gemini-2.5-flash")  # older models do not check
     # Only the current turn is checked: a new user question closes the earlier loop.
     body["contents"].append({"role": "user", "parts": [{"text": "And Oslo?"}]})
     SERVER.parse_request(body, GEMINI_3)
+
+
+def test_every_step_of_the_current_turn_is_checked() -> None:
+    two_steps = Request(
+        messages=(
+            *TOOL_LOOP.messages,
+            Message(
+                role="assistant",
+                tool_calls=(ToolCall(id="call_c", name="get_time", arguments='{"city": "Rome"}'),),
+            ),
+            Message(role="tool", tool_call_id="call_c", content="noon"),
+        )
+    )
+    body = CLIENT.build(two_steps, GEMINI_3, None).body
+    assert [parts[0]["thoughtSignature"] for parts in model_turns(body)] == [PLACEHOLDER] * 2
+    SERVER.parse_request(body, GEMINI_3)
+    del body["contents"][3]["parts"][0]["thoughtSignature"]  # the second step's call
+    with pytest.raises(BadRequest, match="get_time`, position 3"):
+        SERVER.parse_request(body, GEMINI_3)
 
 
 async def test_a_conversation_from_another_provider_continues_on_gemini_3() -> None:

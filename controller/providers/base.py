@@ -96,7 +96,12 @@ class Provider(Protocol):
 @runtime_checkable
 class CountsTokens(Protocol):
     """A provider that may be able to count a request's input tokens the way its model does
-    (one method, so ``isinstance`` asks about this capability and nothing else)."""
+    (no data members, so ``isinstance`` asks about this capability and nothing else)."""
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether it can count at all (its wire format has a counting endpoint)."""
+        ...
 
     async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
         """The input tokens of ``request`` on ``model``; None when this provider's API has no
@@ -152,6 +157,10 @@ class HttpProvider:
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, self._api_key)
         return await self._exchange(call, model, timeouts, self._codec.parse_response)
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self._counter is not None
 
     async def count_tokens(self, request: Request, model: str, timeouts: Timeouts) -> int | None:
         """Asks the provider's token-counting endpoint (Anthropic's ``count_tokens``); None

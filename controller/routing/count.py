@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import NoOpTracer, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 
 from controller._clock import Clock, SystemClock
 from controller._errors import ProviderError
@@ -38,6 +38,7 @@ from controller.providers.base import CountsTokens
 from controller.routing.plan import Target
 from controller.routing.router import Router
 from controller.telemetry import names
+from controller.telemetry._metrics import METRIC_UNITS
 
 __all__ = ["TokenCount", "TokenCounter", "estimate_tokens"]
 
@@ -74,7 +75,11 @@ class TokenCounter:
         self._router = router
         self._tracer = tracer or NoOpTracer()
         self._counts = (
-            meter.create_counter(names.METRIC_TOKEN_COUNTS, unit="{count}")
+            meter.create_counter(
+                names.METRIC_TOKEN_COUNTS,
+                unit=METRIC_UNITS[names.METRIC_TOKEN_COUNTS],
+                description="Token counts answered (POST /v1/messages/count_tokens), by source",
+            )
             if meter is not None
             else None
         )
@@ -117,20 +122,26 @@ class TokenCounter:
             return None
         if self._clock.monotonic() < self._skip_until.get(target.provider, 0.0):
             return None
+        provider: object = router.providers.get(target.provider)
+        if not isinstance(provider, CountsTokens) or not provider.counts_tokens:
+            return None  # nothing to ask (its wire format cannot count): no span, no "asked"
         return target
 
     async def _ask(self, target: Target, request: Request) -> tuple[int | None, str | None]:
         """(the provider's count or None, the error type of a failed count or None)."""
-        provider: object = self._router.providers.get(target.provider)
-        if not isinstance(provider, CountsTokens):
-            return None, None
+        provider = self._router.providers[target.provider]
+        counter: object = provider
+        assert isinstance(counter, CountsTokens)  # _counting_target checked it
         timeouts = self._router.timeouts_for(target.provider).bounded(self._within)
         with self._tracer.start_as_current_span(
             f"{names.OPERATION_COUNT_TOKENS} {target.model}",
             kind=SpanKind.CLIENT,
             attributes={
                 names.GEN_AI_OPERATION_NAME: names.OPERATION_COUNT_TOKENS,
+                names.GEN_AI_PROVIDER_NAME: provider.kind,
                 names.GEN_AI_REQUEST_MODEL: target.model,
+                names.SERVER_ADDRESS: provider.server_address,
+                names.SERVER_PORT: provider.server_port,
                 names.FAILOVER_PROVIDER: target.provider,
             },
             record_exception=False,  # an exception's text may quote a provider's answer
@@ -138,22 +149,35 @@ class TokenCounter:
         ) as span:
             try:
                 async with asyncio.timeout(self._within):
-                    counted = await provider.count_tokens(request, target.model, timeouts)
+                    counted = await counter.count_tokens(request, target.model, timeouts)
             except Exception as exc:  # ProviderError, TimeoutError, or a provider's own bug
-                error = exc.error_type if isinstance(exc, ProviderError) else type(exc).__name__
+                error = _error_type(exc)
                 span.set_attribute(names.ERROR_TYPE, error)
-                span.set_status(StatusCode.ERROR)
-                self._rest(target.provider, error)
+                span.set_status(Status(StatusCode.ERROR, error))
+                self._rest(target.provider, error, type(exc).__name__)
                 return None, error
             if counted is not None:
                 span.set_attribute(names.GEN_AI_USAGE_INPUT_TOKENS, counted)
             return counted, None
 
-    def _rest(self, provider: str, error: str) -> None:
+    def _rest(self, provider: str, error: str, kind: str) -> None:
         self._skip_until[provider] = self._clock.monotonic() + self._backoff
         log.info(
-            "token count by %s failed (%s); estimating, and for %gs", provider, error, self._backoff
+            "token count by %s failed (%s, %s); estimating, and for %gs",
+            provider,
+            error,
+            kind,
+            self._backoff,
         )
+
+
+def _error_type(exc: Exception) -> str:
+    """The same low-cardinality ``error.type`` values as the chat path's."""
+    if isinstance(exc, ProviderError):
+        return exc.error_type
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "_OTHER"
 
 
 def estimate_tokens(request: Request) -> int:

@@ -38,6 +38,7 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
         names.METRIC_STATE_VERSION: "{version}",
         names.METRIC_CONTROLLER_LAST_TICK: "s",
         names.METRIC_TELEMETRY_DROPPED: "{item}",
+        names.METRIC_TOKEN_COUNTS: "{count}",
     }
 )
 

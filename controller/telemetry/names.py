@@ -37,7 +37,6 @@ FAILOVER_OUTCOME = "failover.outcome"
 FAILOVER_SERVED_BY = "failover.served_by"
 FAILOVER_ATTEMPTS = "failover.attempts"
 FAILOVER_PANIC = "failover.panic"
-FAILOVER_COUNT_SOURCE = "failover.count.source"  # "provider" or "estimate"
 # metric attribute keys
 ATTR_TIER = "tier"
 ATTR_OUTCOME = "outcome"

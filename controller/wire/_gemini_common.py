@@ -33,8 +33,8 @@ RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 #: body (promptFeedback), which an error status cannot carry, so the type travels in the details.
 FILTER_REASON = "CONTENT_FILTERED"
 # Gemini 3 refuses a replayed function call of the current turn without the thoughtSignature its
-# answer carried. Our model does not keep signatures (an OpenAI or Anthropic client cannot hand
-# them back, and calls made by another provider never had one), so replayed calls carry the
+# answer carried. Our model does not carry signatures (and calls made by another provider never
+# had one), so replayed calls carry the
 # value Google documents for history it did not generate: validation is skipped, at some cost
 # to the model's reasoning continuity across tool calls.
 SKIP_SIGNATURE = "skip_thought_signature_validator"

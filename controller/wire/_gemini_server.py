@@ -35,6 +35,7 @@ from controller.wire._gemini_common import (
     ERROR_INFO,
     FILTER_REASON,
     RETRY_INFO,
+    SKIP_SIGNATURE,
     Call,
     args_text,
     model_parts,
@@ -375,6 +376,11 @@ class _GeminiStreamEncoder:
         return sse(body)
 
 
+# Google's documented placeholders for history Gemini did not generate (real signatures are
+# opaque, and checked against the conversation they were issued in).
+_ACCEPTED_SIGNATURES = frozenset({SKIP_SIGNATURE, "context_engineering_is_the_way_to_go"})
+
+
 def _validates_signatures(model: str) -> bool:
     """Gemini 3 and later models check thought signatures on the current turn's calls."""
     match = re.match(r"(?:models/)?gemini-(\d+)", model)
@@ -397,13 +403,17 @@ def _require_signatures(data: dict[str, Any]) -> None:
     for i, role, parts in turns:
         if i < start or role != "model":
             continue
-        first = next((p for p in parts if isinstance(p, dict) and "functionCall" in p), None)
-        if first is not None and not first.get("thoughtSignature"):
-            call = first["functionCall"]
+        calls = [p for p in parts if isinstance(p, dict) and "functionCall" in p]
+        if not calls:
+            continue
+        signature = calls[0].get("thoughtSignature")
+        if signature not in _ACCEPTED_SIGNATURES:  # the fake issues none of its own
+            call = calls[0]["functionCall"]
             name = call.get("name") if isinstance(call, dict) else None
+            problem = "is missing a thought_signature" if not signature else "has an invalid"
             raise BadRequest(
-                f"Function call `{name}` in the `{i}. content block is missing a "
-                "`thought_signature`.",
+                f"Function call {problem} in functionCall parts. Additional data, function "
+                f"call `default_api:{name}`, position {i}.",
                 status=400,
             )
 

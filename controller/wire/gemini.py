@@ -11,8 +11,8 @@ Why this is more than a field rename:
   round-trips byte for byte and other spellings of the same object come back compact.
 * A response that calls functions still says ``finishReason: STOP``; our model says TOOL_CALLS.
 * Thought signatures: Gemini 3 refuses a replayed function call of the current turn without the
-  ``thoughtSignature`` its answer carried. Our model keeps none (OpenAI and Anthropic clients
-  cannot hand them back; calls another provider made never had one), so the first call of every
+  ``thoughtSignature`` its answer carried. Our model carries none (and calls another provider
+  made never had one), so the first call of every
   replayed model turn carries Google's documented placeholder, which skips the check at some
   cost to the model's reasoning continuity. The server codec (the fake) checks like Gemini 3.
 * Streams have no terminator: every ``data:`` event is a whole response chunk, ``done`` never
