@@ -91,8 +91,9 @@ class TokenCounter:
     async def count(self, request: Request, *, tier: str) -> TokenCount:
         """The input tokens of ``request`` on ``tier``: counted by its serving provider, else
         estimated. Never raises for anything a provider does."""
-        target = self._counting_target(tier)
-        counted, error = (None, None) if target is None else await self._ask(target, request)
+        found = self._counting_target(tier)
+        target = None if found is None else found[0]
+        counted, error = (None, None) if found is None else await self._ask(*found, request)
         if target is not None and counted is not None:
             result = TokenCount(counted, target.provider, target.model)
         else:
@@ -108,8 +109,9 @@ class TokenCounter:
             self._counts.add(1, attributes)
         return result
 
-    def _counting_target(self, tier: str) -> Target | None:
-        """The target that serves ``tier`` now, if it is fully in service and may be asked."""
+    def _counting_target(self, tier: str) -> tuple[Target, CountsTokens] | None:
+        """The target that serves ``tier`` now and its provider, if that provider can count,
+        is fully in service and may be asked."""
         router = self._router
         plan_for = router.tiers.get(tier)
         if plan_for is None:
@@ -125,13 +127,13 @@ class TokenCounter:
         provider: object = router.providers.get(target.provider)
         if not isinstance(provider, CountsTokens) or not provider.counts_tokens:
             return None  # nothing to ask (its wire format cannot count): no span, no "asked"
-        return target
+        return target, provider
 
-    async def _ask(self, target: Target, request: Request) -> tuple[int | None, str | None]:
+    async def _ask(
+        self, target: Target, counter: CountsTokens, request: Request
+    ) -> tuple[int | None, str | None]:
         """(the provider's count or None, the error type of a failed count or None)."""
-        provider = self._router.providers[target.provider]
-        counter: object = provider
-        assert isinstance(counter, CountsTokens)  # _counting_target checked it
+        provider = self._router.providers[target.provider]  # the same object, as a Provider
         timeouts = self._router.timeouts_for(target.provider).bounded(self._within)
         with self._tracer.start_as_current_span(
             f"{names.OPERATION_COUNT_TOKENS} {target.model}",
