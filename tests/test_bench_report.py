@@ -6,6 +6,7 @@ from its measurements is checked here on measurements written out by hand.
 
 from __future__ import annotations
 
+from tests.bench import hot_path
 from tests.bench.gateway import Report, Result, median_of_rounds, verdicts, with_added
 
 
@@ -57,3 +58,12 @@ def test_verdicts_check_the_issue_targets() -> None:
     assert lines[3] == "target throughput within 2x of pass-through at c=10: 1.82x (met)"
     assert "uvloop, the gateway's own loop: 2.18x" in lines[4]
     assert lines[5] == "target peak RSS <= 150 MB: 70 MB (met)"
+
+
+async def test_the_hot_path_benchmark_serves_every_request_through_the_runtime() -> None:
+    """The in-process benchmark runs `failover serve`'s handler and runtime end to end (any
+    answer but a 200 raises), so a change that breaks it shows here rather than when someone
+    next wants a measurement."""
+    times = await hot_path.run(requests=50, repeats=2, profile=0)
+    assert len(times) == 2
+    assert all(t > 0 for t in times)
