@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from controller._env_name import EnvName
 from controller._errors import ConfigError
 from controller.control.config import TripwireConfig
 from controller.control.state import KillSwitch
@@ -59,7 +60,7 @@ class TimeoutsConfig(_Frozen):
 class ProviderConfig(_Frozen):
     kind: ProviderKind
     base_url: str | None = None
-    api_key_env: str | None = None
+    api_key_env: EnvName | None = None
     default_model: str | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
     max_connections: Annotated[int, Field(ge=1, le=10_000)] = 256
@@ -128,8 +129,8 @@ class GatewayConfig(_Frozen):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     admin_host: str = "127.0.0.1"  # admin endpoints (state, drill) stay on loopback by default
     admin_port: Annotated[int, Field(ge=0, le=65535)] = 9091
-    api_keys_env: str = "FAILOVER_API_KEYS"  # unset or empty: client auth off
-    admin_token_env: str = "FAILOVER_ADMIN_TOKEN"  # unset: admin endpoints answer 403
+    api_keys_env: EnvName = "FAILOVER_API_KEYS"  # unset or empty: client auth off
+    admin_token_env: EnvName = "FAILOVER_ADMIN_TOKEN"  # unset: admin endpoints answer 403
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
 
@@ -223,14 +224,38 @@ def parse_config(text: str, *, source: str = "config") -> Config:
         raise ConfigError(f"invalid YAML: {problem}", line=line, source=source) from None
     if not isinstance(data, dict):
         raise ConfigError("the file must be a YAML mapping (key: value)", source=source)
+    _refuse_duplicate_keys(node, [], source)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, node, source) from None
 
 
+def _refuse_duplicate_keys(node: yaml.Node | None, path: list[str], source: str) -> None:
+    """YAML lets a key appear twice in one mapping and keeps the last: a second ``tiers.fast``
+    or ``kill_switch`` block would silently replace the first (and ``failover kill-switch``
+    would edit the one that does not count). Refused instead, naming both lines."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.value == "<<":  # merge keys repeat
+                continue
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                message = f"duplicate key (first on line {seen[key.value]}; YAML keeps only one)"
+                dotted = ".".join([*path, key.value])
+                raise ConfigError(message, key=dotted, line=line, source=source)
+            seen[key.value] = line
+            _refuse_duplicate_keys(value, [*path, key.value], source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, [*path, str(index)], source)
+
+
 def _config_error(exc: ValidationError, node: yaml.Node | None, source: str) -> ConfigError:
-    first = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelled key usually also leaves a required one missing; the spelling is the news.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(part) for part in first["loc"]]
     message = first["msg"].removeprefix("Value error, ")
     cause = first.get("ctx", {}).get("error")
@@ -240,7 +265,7 @@ def _config_error(exc: ValidationError, node: yaml.Node | None, source: str) -> 
         message = "unknown key (check the spelling; see deploy/failover.example.yaml)"
     elif first["type"] == "missing":
         message = "required key is missing"
-    more = len(exc.errors()) - 1
+    more = len(errors) - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     return ConfigError(message, key=".".join(loc), line=_line_of(node, loc), source=source)

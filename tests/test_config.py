@@ -140,3 +140,58 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(MINIMAL.encode() + b"\n# caf\xe9\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(path)
+
+
+def test_a_key_given_twice_in_one_mapping_is_refused_naming_both_lines() -> None:
+    # YAML itself keeps the last one: the first tier (or kill switch) would silently not count.
+    text = MINIMAL + "  frontier:\n    targets:\n      - {provider: openai, model: gpt-4.1}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="f.yaml")
+    assert str(info.value) == (
+        "f.yaml:12: tiers.frontier: duplicate key (first on line 8; YAML keeps only one)"
+    )
+    twice = "providers:\n  a: {kind: openai, kind: anthropic}\n"
+    with pytest.raises(ConfigError, match=r"f.yaml:2: providers.a.kind: duplicate key"):
+        parse_config(twice, source="f.yaml")
+
+
+def test_a_misspelled_key_is_named_before_the_required_key_it_leaves_missing() -> None:
+    text = MINIMAL.replace("tiers:", "tier:")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="f.yaml")
+    assert str(info.value).startswith("f.yaml:7: tier: unknown key (check the spelling")
+    assert "(and 1 more problem)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("    api_key_env: OPENAI_API_KEY\n", "sk-proj-AbC123secretvalue"),
+        ("    kind: anthropic\n", "sk-ant-api03-secretvalue"),  # a new key, added after kind
+    ],
+)
+def test_a_secret_pasted_where_its_variable_name_belongs_is_refused_unshown(
+    key: str, secret: str
+) -> None:
+    line = f"    api_key_env: {secret}\n"
+    text = MINIMAL.replace(key, line if "api_key_env" in key else key + line)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="f.yaml")
+    message = str(info.value)
+    assert "api_key_env: must be the name of an environment variable" in message
+    assert secret not in message
+
+
+def test_notify_and_gateway_variable_names_are_checked_the_same_way() -> None:
+    for block in (
+        "notify:\n  telegram: {bot_token_env: '123456:ABC-secret'}\n",
+        "notify:\n  slack: {webhook_url_env: 'https://hooks.slack.com/services/T/B/x'}\n",
+        "gateway: {admin_token_env: 'not a name'}\n",
+    ):
+        with pytest.raises(ConfigError) as info:
+            parse_config(MINIMAL + block, source="f.yaml")
+        assert "must be the name of an environment variable" in str(info.value)
+        assert "ABC-secret" not in str(info.value)
+        assert "hooks.slack" not in str(info.value)
+    ok = parse_config(MINIMAL + "notify:\n  telegram: {bot_token_env: MY_BOT_TOKEN_2}\n")
+    assert ok.notify.telegram.bot_token_env == "MY_BOT_TOKEN_2"

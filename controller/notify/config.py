@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from controller._env_name import EnvName
 from controller._errors import ConfigError
 from controller.notify._secret import Secret
 from controller.notify.base import Sender
@@ -31,16 +32,16 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 class TelegramConfig(BaseModel):
     model_config = _FROZEN
 
-    bot_token_env: str = "TELEGRAM_BOT_TOKEN"
-    chat_id_env: str = "TELEGRAM_CHAT_ID"  # one id, or several separated by commas
-    api_base_url_env: str = "TELEGRAM_API_BASE_URL"  # self-hosted Bot API server (optional)
+    bot_token_env: EnvName = "TELEGRAM_BOT_TOKEN"
+    chat_id_env: EnvName = "TELEGRAM_CHAT_ID"  # one id, or several separated by commas
+    api_base_url_env: EnvName = "TELEGRAM_API_BASE_URL"  # self-hosted Bot API server (optional)
     timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class SlackConfig(BaseModel):
     model_config = _FROZEN
 
-    webhook_url_env: str = "SLACK_WEBHOOK_URL"
+    webhook_url_env: EnvName = "SLACK_WEBHOOK_URL"
     timeout_seconds: float = Field(default=10.0, gt=0)
 
 
