@@ -12,7 +12,8 @@ message text::
     │   │   ├── ProviderTimeout          phase: connect | first_token | idle | total
     │   │   ├── ConnectionFailed         refused / reset / closed before an answer
     │   │   ├── MalformedResponse        unparseable body or stream event, truncated stream
-    │   │   └── AuthFailed               401 / 403: bad key or suspended account (critical)
+    │   │   ├── AuthFailed               401/402/403: bad key, suspended or out of credit
+    │   │   └── ModelNotFound            404: the configured model or path is unknown there
     │   └── CallerError                  the request was wrong: never retried, never failed over
     │       ├── BadRequest               400 / 404 / 422 ...
     │       │   ├── ContextTooLong       may go to a configured larger-context model
@@ -131,9 +132,17 @@ class MalformedResponse(ProviderFault):
 
 
 class AuthFailed(ProviderFault):
-    """401/403: a bad key or a suspended account. Alerted as critical."""
+    """401/402/403: a bad key, a suspended account or one out of credit. Alerted as critical."""
 
     error_type = "auth"
+
+
+class ModelNotFound(ProviderFault):
+    """404: the provider does not know the configured model (retired, misspelt in the config)
+    or the configured path. The caller cannot fix that and another provider can serve the
+    request, so it fails over and counts against this provider like any fault."""
+
+    error_type = "model_not_found"
 
 
 class CallerError(ProviderError):

@@ -18,6 +18,7 @@ from controller._errors import (
     ContentFiltered,
     ContextTooLong,
     MalformedResponse,
+    ModelNotFound,
     Overloaded,
     ProviderError,
     ProviderTimeout,
@@ -36,7 +37,7 @@ ERRORS: list[ProviderError] = [
     Overloaded("Overloaded"),
     Overloaded("Internal server error", status=500),
     BadRequest("messages: roles must alternate"),
-    BadRequest("model not found", status=404),
+    ModelNotFound("model not found", status=404),
     ContextTooLong("prompt is too long: 208310 tokens > 200000 maximum"),
     ContextTooLong("context window exceeded"),
     ContentFiltered("Output blocked by content filtering policy"),
@@ -79,7 +80,7 @@ def test_every_error_round_trips_as_an_in_stream_event(err: ProviderError) -> No
         (Overloaded("x"), 529, "overloaded_error"),
         (Overloaded("x", status=500), 500, "api_error"),
         (BadRequest("x"), 400, "invalid_request_error"),
-        (BadRequest("x", status=404), 404, "not_found_error"),
+        (ModelNotFound("x"), 404, "not_found_error"),
         (BadRequest("x", status=413), 413, "request_too_large"),
         (ContextTooLong("x"), 400, "invalid_request_error"),
         (MalformedResponse("x"), 502, "api_error"),
@@ -103,7 +104,7 @@ def test_golden_error_body_from_the_errors_page() -> None:
         b'"request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}'
     )
     err = CLIENT.error_from(404, {"request-id": "req_011CSHoEeqs5C35K2UUqR7Fy"}, body, MODEL)
-    assert type(err) is BadRequest
+    assert type(err) is ModelNotFound  # the model comes from the gateway's config: a fault
     assert err.message == "The requested resource could not be found."
     assert err.status == 404
 

@@ -14,9 +14,11 @@ import pytest
 from controller._errors import (
     AuthFailed,
     BadRequest,
+    CallerError,
     ContentFiltered,
     ContextTooLong,
     MalformedResponse,
+    ModelNotFound,
     Overloaded,
     ProviderError,
     RateLimited,
@@ -37,7 +39,7 @@ ERRORS: list[ProviderError] = [
     Overloaded("overloaded", status=503),
     Overloaded("internal", status=500),
     BadRequest("bad field", status=400),
-    BadRequest("no such model", status=404),
+    ModelNotFound("no such model", status=404),
     ContextTooLong("too long"),
     ContentFiltered("filtered"),
 ]
@@ -132,3 +134,19 @@ def test_data_after_done_is_malformed_and_keepalives_are_not() -> None:
     assert decoder.done is True
     with pytest.raises(MalformedResponse, match="after"):
         decoder.feed(SSEEvent(data='{"choices":[]}'))
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [(401, AuthFailed), (402, AuthFailed), (403, AuthFailed), (404, ModelNotFound)],
+)
+def test_account_and_model_problems_are_the_providers_faults_not_the_callers(
+    status: int, cls: type[ProviderError]
+) -> None:
+    """The model and the credentials come from the gateway's config: a 402 (out of credit) or a
+    404 (a retired model) must fail over and count against the provider, never reach the client
+    as its own 400 while a healthy backup sits idle."""
+    err = OpenAIClientCodec().error_from(status, {}, b'{"error": {"message": "no"}}', "m")
+    assert type(err) is cls
+    assert not isinstance(err, CallerError)
+    assert err.error_type in ("auth", "model_not_found")

@@ -19,6 +19,7 @@ from controller._errors import (
     BadRequest,
     ContentFiltered,
     ContextTooLong,
+    ModelNotFound,
     Overloaded,
     ProviderError,
     RateLimited,
@@ -353,7 +354,7 @@ def test_azure_content_filter_error_is_content_filtered() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "cls", "message"),
     [
-        (404, b'{"error":"model \'llama9\' not found"}', BadRequest, "model 'llama9' not found"),
+        (404, b'{"error":"model \'llama9\' not found"}', ModelNotFound, "model 'llama9' not found"),
         (422, b'{"detail":"Field required"}', BadRequest, "Field required"),
         (502, b"<html>Bad Gateway</html>", Overloaded, "<html>Bad Gateway</html>"),
         (500, b"", Overloaded, "HTTP 500: unrecognised error body"),

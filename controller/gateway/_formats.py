@@ -32,6 +32,7 @@ from controller._errors import (
     CallerError,
     DeadlineExceeded,
     FailoverError,
+    ModelNotFound,
     Overloaded,
     ProviderError,
     ProviderFault,
@@ -206,7 +207,7 @@ def _from_last(last: ProviderError | None, message: str, *, deadline: bool) -> P
         return RateLimited(message, retry_after=last.retry_after, status=429)
     if isinstance(last, ProviderTimeout):
         return ProviderTimeout(message, phase=last.phase)
-    if isinstance(last, AuthFailed):
+    if isinstance(last, AuthFailed | ModelNotFound):  # the gateway's setup, not the caller's
         return ProviderFault(message, status=502)
     return Overloaded(message, status=503)
 

@@ -13,6 +13,7 @@ from controller._errors import (
     ContentFiltered,
     ContextTooLong,
     MalformedResponse,
+    ModelNotFound,
     Overloaded,
     ProviderError,
     ProviderTimeout,
@@ -236,6 +237,8 @@ def _error_body(err: ProviderError, status: int) -> dict[str, Any]:
         kind = "permission_error" if status == 403 else "authentication_error"
     elif isinstance(err, CallerError):
         kind = _CALLER_TYPES.get(status, "invalid_request_error")
+    elif isinstance(err, ModelNotFound):
+        kind = "not_found_error"
     elif isinstance(err, Overloaded) and status != 500:
         kind = "overloaded_error"
     elif isinstance(err, ProviderTimeout):

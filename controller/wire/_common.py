@@ -16,6 +16,7 @@ from controller._errors import (
     ContentFiltered,
     ContextTooLong,
     MalformedResponse,
+    ModelNotFound,
     Overloaded,
     ProviderError,
     ProviderTimeout,
@@ -56,8 +57,10 @@ def error_for_status(
     """The generic mapping of an HTTP status. Formats refine 400s (context length, filter)."""
     if status == 429:
         return RateLimited(message, retry_after=retry_after, model=model, status=status)
-    if status in (401, 403):
+    if status in (401, 402, 403):
         return AuthFailed(message, model=model, status=status)
+    if status == 404:  # the model and the path come from the config, not from the caller
+        return ModelNotFound(message, model=model, status=status)
     if status == 408 or status >= 500:
         return Overloaded(message, model=model, status=status)
     if 300 <= status < 400:  # redirects are not followed (they would carry keys elsewhere)
@@ -72,6 +75,7 @@ def status_for(err: ProviderError) -> int:
     table: list[tuple[type[ProviderError], int]] = [
         (RateLimited, 429),
         (AuthFailed, 401),
+        (ModelNotFound, 404),
         (ContextTooLong, 400),
         (ContentFiltered, 400),
         (BadRequest, 400),

@@ -11,6 +11,7 @@ from controller._errors import (
     BadRequest,
     ContentFiltered,
     ContextTooLong,
+    ModelNotFound,
     ProviderError,
     RateLimited,
 )
@@ -27,6 +28,7 @@ _STREAM_STATUS = {
     "context_length_exceeded": 400,
     "content_filter": 400,
     "invalid_api_key": 401,
+    "model_not_found": 404,
     "rate_limit_exceeded": 429,
     "insufficient_quota": 429,
     "invalid_request_error": 400,
@@ -99,6 +101,8 @@ def error_body(err: ProviderError) -> dict[str, Any]:
         kind, code = "invalid_request_error", "content_filter"
     elif isinstance(err, BadRequest):
         kind = "invalid_request_error"
+    elif isinstance(err, ModelNotFound):  # the real API's words for a model it does not have
+        kind, code = "invalid_request_error", "model_not_found"
     elif isinstance(err, RateLimited):
         kind, code = "requests", "rate_limit_exceeded"
     elif isinstance(err, AuthFailed) and status_for(err) == 403:
