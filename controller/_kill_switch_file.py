@@ -3,11 +3,13 @@
 ``failover kill-switch pin openai`` rewrites only the lines of the ``kill_switch`` mapping (or
 appends one), validates the whole new file before writing, and writes in place (not by rename)
 so a bind-mounted file in a container sees the change. The running gateway's watcher picks it
-up within a second; a comment at the end of the block records who changed it and when.
+up within a second; a comment at the end of the block records who changed it and when. The
+file's line endings (LF or CRLF) are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from controller._config import Config, parse_config
-from controller._errors import ConfigError
+from controller._errors import ConfigError, FailoverError
 from controller.control.state import KillSwitch
 
 
@@ -62,17 +64,70 @@ def rewrite(text: str, switch: KillSwitch, *, who: str, at: float) -> str:
 
 
 def set_kill_switch(path: str | os.PathLike[str], switch: KillSwitch, *, who: str) -> Config:
-    """Validate and write; raises ConfigError (file untouched) if the result would be invalid."""
+    """Validate and write.
+
+    Raises ConfigError (file untouched) if the file cannot be read or the result would be
+    invalid, and FailoverError (file as it was) if it cannot be written.
+    """
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        old = source.read_bytes()  # bytes: line endings as they are, and what to restore
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", source=str(source)) from None
-    new_text = rewrite(text, switch, who=who, at=time.time())
+    try:
+        text = old.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason}", source=str(source)) from None
+    eol = _line_ending(text)
+    new_text = rewrite(text.replace("\r\n", "\n"), switch, who=who, at=time.time())
     config = parse_config(new_text, source=str(source))
-    with open(source, "r+", encoding="utf-8") as handle:  # in place: bind mounts see it
-        handle.write(new_text)
-        handle.truncate()
-        handle.flush()
-        os.fsync(handle.fileno())
+    _write_in_place(source, new_text.replace("\n", eol).encode("utf-8"), old=old)
     return config
+
+
+def _line_ending(text: str) -> str:
+    """CRLF when most lines end so (a file saved on Windows), else LF.
+
+    A file that mixes the two comes out with one style throughout: the majority's.
+    """
+    return "\r\n" if 2 * text.count("\r\n") > text.count("\n") else "\n"
+
+
+def _write_in_place(path: Path, data: bytes, *, old: bytes) -> None:
+    """Replace the contents of ``path`` with ``data`` without replacing the file itself.
+
+    A write-temp-then-rename would be atomic, but the rename swaps the inode and a single-file
+    bind mount keeps showing the old one, so the gateway in the container would never see the
+    change. The failures are handled instead: opening for writing fails before a byte changes
+    (read-only or immutable file, wrong owner), and if writing fails part-way (disk full, I/O
+    error) the old bytes, which fit in blocks the file already has, are put back before the
+    error is reported. A reader can still catch the file mid-write; the gateway's watcher waits
+    for the file to hold still before it reads (see ``controller/_watch.py``).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))  # no O_TRUNC, no O_CREAT
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+    try:
+        try:
+            _overwrite(fd, data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                _overwrite(fd, old)
+            raise _cannot_write(path, exc) from None
+    finally:
+        os.close(fd)
+
+
+def _overwrite(fd: int, data: bytes) -> None:
+    """Write ``data`` from offset 0, cut the file to its length, and flush it to disk."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    view, done = memoryview(data), 0
+    while done < len(data):
+        done += os.write(fd, view[done:])
+    os.ftruncate(fd, len(data))
+    os.fsync(fd)
+
+
+def _cannot_write(path: Path, exc: OSError) -> FailoverError:
+    return FailoverError(f"cannot write {path}: {exc.strerror or exc}")

@@ -18,22 +18,30 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller._config import Config, load_config, resolve_secret
 from controller._errors import ConfigError, FailoverError
 from controller._loop import LOOPS, loop_factory
 from controller._loop import run as run_loop
 from controller.control.state import KillSwitch
+from controller.gateway._ops import MAX_DRILL_SECONDS
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from controller.gateway import GatewayServer
+    from controller.runtime import Runtime
 
 DEFAULT_CONFIG = os.environ.get("FAILOVER_CONFIG", "failover.yaml")
 DEFAULT_URL = os.environ.get("FAILOVER_URL", "http://127.0.0.1:8080")
 DEFAULT_ADMIN_URL = os.environ.get("FAILOVER_ADMIN_URL", "http://127.0.0.1:9091")
-CONFIG_HELP = "config file (default: $FAILOVER_CONFIG or %(default)s)"
+CONFIG_HELP = "config file (default: %(default)s; $FAILOVER_CONFIG sets the default)"
 
 _GC_GEN0_THRESHOLD = 10_000
 
@@ -71,48 +79,69 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> int:
-    from controller.gateway import GatewaySettings, create_admin_app, create_app, serve
+    """Start the runtime, then each listener in turn; whatever fails, stop what was started
+    (a port in use is one clear error, not a traceback with the other listener left running)."""
+    from controller.gateway import GatewaySettings, create_admin_app, create_app
     from controller.runtime import Runtime
 
     gw = config.gateway
     keys = tuple(k.strip() for k in os.environ.get(gw.api_keys_env, "").split(",") if k.strip())
-    runtime = Runtime(config, config_path=args.config)
-    await runtime.start()
     settings = GatewaySettings(
         api_keys=keys,
         max_body_bytes=gw.max_body_bytes,
         shutdown_grace_seconds=gw.shutdown_grace_seconds,
     )
+    host, port = args.host or gw.host, args.port if args.port is not None else gw.port
+    grace = gw.shutdown_grace_seconds
+    runtime = Runtime(config, config_path=args.config)
+    await runtime.start()
+    servers: list[GatewayServer] = []
+    try:
+        stop = _stop_on_signals(runtime)
+        front = create_app(runtime, settings=settings)
+        admin = create_admin_app(runtime, admin_token=os.environ.get(gw.admin_token_env) or None)
+        servers.append(await _listen(front, host, port, grace=grace))
+        servers.append(await _listen(admin, gw.admin_host, gw.admin_port, grace=1.0))
+        urls = (server.url for server in servers)
+        what = "gateway on %s, admin on %s, client auth %s, config %s, %s loop"
+        log.info(what, *urls, "on" if keys else "OFF", args.config, loop_name)
+        _tune_gc()
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(server.stop() for server in servers))
+        await runtime.stop(grace=min(grace, 5.0))
+    log.info("stopped")
+    return 0
+
+
+def _stop_on_signals(runtime: Runtime) -> asyncio.Event:
+    """An event SIGINT and SIGTERM set; SIGHUP makes the config watcher look at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if runtime.watcher is not None:
         loop.add_signal_handler(signal.SIGHUP, runtime.watcher.poke)
-    host, port = args.host or gw.host, args.port if args.port is not None else gw.port
-    admin = create_admin_app(runtime, admin_token=os.environ.get(gw.admin_token_env) or None)
-    log.info(
-        "gateway on http://%s:%d (client auth %s), admin on http://%s:%d, config %s, %s loop",
-        host,
-        port,
-        "on" if keys else "OFF",
-        gw.admin_host,
-        gw.admin_port,
-        args.config,
-        loop_name,
-    )
-    grace = gw.shutdown_grace_seconds
-    front = create_app(runtime, settings=settings)
-    _tune_gc()
+    return stop
+
+
+async def _listen(app: web.Application, host: str, port: int, *, grace: float) -> GatewayServer:
+    """Start one listener; a bind failure (port in use, address not local) becomes one line."""
+    from controller.gateway import GatewayServer
+
     try:
-        await asyncio.gather(
-            serve(front, host, port, grace=grace, stop=stop),
-            serve(admin, gw.admin_host, gw.admin_port, grace=1.0, stop=stop),
-        )
-    finally:
-        await runtime.stop(grace=min(grace, 5.0))
-    log.info("stopped")
-    return 0
+        return await GatewayServer(app, host=host, port=port, grace=grace).start()
+    except OSError as exc:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise FailoverError(f"cannot listen on {where}: {_os_reason(exc)}") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    """ "Address already in use", not asyncio's and uvloop's "error while attempting to bind
+    on address ('127.0.0.1', 8080): address already in use": the errno gives the short text."""
+    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+        return str(exc.strerror or exc)
+    return os.strerror(exc.errno)
 
 
 def _tune_gc() -> None:
@@ -131,14 +160,20 @@ def _tune_gc() -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Describe, list the problems, then a verdict that agrees with the exit code (a file that
+    parses but names an unset key variable is not "valid" for what the operator asked)."""
     config = load_config(args.config)
-    print(f"{args.config}: valid")
     problems = _describe(config)
     if args.live:
         problems += asyncio.run(_live_check(config))
     for problem in problems:
         print(f"  problem: {problem}")
-    return 1 if problems else 0
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        print(f"{args.config}: NOT ready: {count} (the file parses; fix the above)")
+        return 1
+    print(f"{args.config}: valid{' and live checks passed' if args.live else ''}")
+    return 0
 
 
 def _describe(config: Config) -> list[str]:
@@ -240,6 +275,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    if not 0 < args.seconds <= MAX_DRILL_SECONDS:  # the gateway's limit; also false for nan
+        print(f"error: --seconds must be > 0 and <= {MAX_DRILL_SECONDS:g}", file=sys.stderr)
+        return 2
     token = os.environ.get(args.token_env)
     if not token:
         print(f"error: set {args.token_env} to the gateway's admin token", file=sys.stderr)
@@ -256,6 +294,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
 def cmd_kill_switch(args: argparse.Namespace) -> int:
     from controller._kill_switch_file import set_kill_switch
 
+    problem = _kill_switch_usage_problem(args.action, args.providers)
+    if problem:
+        args.usage_error(problem)  # exits 2 before the file is read, let alone written
     config = load_config(args.config)
     current = config.effective_kill_switch({})
     if args.action == "show":
@@ -265,7 +306,7 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
             print(f"environment override in force: {env.describe()}")
         return 0
     if args.action == "pin":
-        new = KillSwitch(pin=_one(args.providers))
+        new = KillSwitch(pin=args.providers[0])
     elif args.action == "disable":
         new = KillSwitch(disable=tuple(args.providers))
     else:
@@ -279,72 +320,156 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one(providers: Sequence[str]) -> str:
-    if len(providers) != 1:
-        raise FailoverError("pin takes exactly one provider")
-    return providers[0]
+def _kill_switch_usage_problem(action: str, providers: Sequence[str]) -> str:
+    """What is wrong with the provider names for ``action``, or "". Strict: ``disable`` with no
+    names would mean "disable nothing" and silently release an emergency pin; names given to
+    ``show`` or ``clear`` are refused rather than ignored, since the operator meant something."""
+    if action == "pin" and len(providers) != 1:
+        return f"pin takes exactly one provider name (got {len(providers)})"
+    if action == "disable" and not providers:
+        return "disable takes one or more provider names (to turn the kill switch off: clear)"
+    if action in ("show", "clear") and providers:
+        return f"{action} takes no provider names (got: {' '.join(providers)})"
+    return ""
 
 
 # ---------------------------------------------------------------------------------- parser
+_EPILOG = """\
+environment:
+  FAILOVER_CONFIG       default for --config (now: {config})
+  FAILOVER_URL          default for status --url (now: {url})
+  FAILOVER_ADMIN_URL    default for drill --admin-url (now: {admin_url})
+  FAILOVER_ADMIN_TOKEN  admin token: drill sends it (see --token-env), serve expects it
+                        (or the variable named by gateway.admin_token_env)
+  FAILOVER_API_KEYS     serve: comma-separated client keys (gateway.api_keys_env); unset: no auth
+  FAILOVER_KILL_SWITCH_PIN, FAILOVER_KILL_SWITCH_DISABLE: a kill switch that wins over the file's
+  provider API keys are read from the variables named by each provider's api_key_env
+
+exit status: 0 ok; 1 a problem found or an operation failed (cannot connect, cannot write,
+cannot listen); 2 a usage or config error. `failover COMMAND --help` explains each command.
+"""
+
+_DESCRIPTIONS = {
+    "demo": "Run the whole story on loopback in under a minute, with no API keys and no network: "
+    "two fake providers behind the real gateway and controller take steady traffic, the primary "
+    "goes down, the tripwire trips, traffic moves to the backup, an alert fires, the primary "
+    "recovers and traffic fails back; then a timeline and a summary.",
+    "serve": "Run the gateway (OpenAI- and Anthropic-compatible endpoints, /status, /metrics) with "
+    "the failover controller embedded, until SIGINT or SIGTERM, and the admin API (state, drills) "
+    "on gateway.admin_host:admin_port. A saved config edit applies within a second (at once on "
+    "SIGHUP); an invalid one is rejected and the running config keeps serving.",
+    "check": "Validate a config file and describe what it sets up: providers (and whether their "
+    "API key variables are set), tiers, kill switch, tripwire and alert channels. With --live, "
+    "also send a tiny request to each provider and a test message to each alert channel. Exits 0 "
+    "with no problem, 1 with problems, 2 when the file is invalid.",
+    "status": "Show what a running gateway is doing, from its /status.json: the routing state "
+    "version and mode, the kill switch, each tier's current route, each provider's state and "
+    "error rate against the threshold, and the latest alerts.",
+    "drill": "Rehearse an outage on a running gateway: through its admin API, every attempt at "
+    f"PROVIDER fails at once, without network, for --seconds (at most {MAX_DRILL_SECONDS:g}). "
+    "The tripwire trips, traffic fails over and the alert goes out as in a real outage; then "
+    "probes succeed and traffic fails back. Needs the admin token (see --token-env).",
+    "kill-switch": "Show or change the kill switch in the config file, which overrides the "
+    "controller: pin every route to one provider, remove providers from every route, or clear "
+    "it. Only the kill_switch block is rewritten (comments and line endings stay), the file is "
+    "validated first and written in place; a running gateway applies it within a second.",
+}
+
+
+def _subcommand(sub: Any, name: str, summary: str, func: Any) -> argparse.ArgumentParser:
+    """A subcommand with its description, and -v/--verbose accepted after its name too."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=_DESCRIPTIONS[name]
+    )
+    # SUPPRESS: when -v is not repeated here, the top-level value (before COMMAND) stands.
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failover",
-        description="Observability-first failover for LLM providers: route across providers, "
+        description="Observability-first failover for LLM providers: route across providers,\n"
         "trip on error rate, alert a phone, override with a kill switch.",
+        epilog=_EPILOG.format(config=DEFAULT_CONFIG, url=DEFAULT_URL, admin_url=DEFAULT_ADMIN_URL),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run the embedded demo (no keys, no network, < 1 min)")
-    demo.add_argument("--json", action="store_true", help="print only the summary, as JSON")
-    demo.set_defaults(func=cmd_demo)
-
-    serve = sub.add_parser("serve", help="run the gateway with its embedded controller")
-    serve.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
+    demo = _subcommand(
+        sub, "demo", "run the embedded demo (no keys, no network, < 1 min)", cmd_demo
     )
+    demo.add_argument("--json", action="store_true", help="print only the summary, as JSON")
+
+    serve = _subcommand(sub, "serve", "run the gateway with its embedded controller", cmd_serve)
+    serve.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     serve.add_argument("--host", help="listen address (default: gateway.host from the config)")
     serve.add_argument("--port", type=int, help="listen port (default: gateway.port)")
     serve.add_argument(
         "--loop",
         choices=LOOPS,
         default="auto",
-        help="event loop: uvloop where installed (auto, the default), or asyncio's own",
+        help="event loop: uvloop where installed, or asyncio's own (default: %(default)s)",
     )
-    serve.set_defaults(func=cmd_serve)
 
-    check = sub.add_parser("check", help="validate a config file")
-    check.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
-    )
+    check = _subcommand(sub, "check", "validate a config file and list its problems", cmd_check)
+    check.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     check.add_argument(
         "--live",
         action="store_true",
         help="also send a tiny request to each provider and a test message to each alert channel",
     )
-    check.set_defaults(func=cmd_check)
 
-    status = sub.add_parser("status", help="show what a running gateway is doing")
-    status.add_argument("--url", default=DEFAULT_URL, help="gateway URL (default: %(default)s)")
+    status = _subcommand(sub, "status", "show what a running gateway is doing", cmd_status)
+    status.add_argument(
+        "--url", default=DEFAULT_URL, help="gateway URL (default: %(default)s; $FAILOVER_URL)"
+    )
     status.add_argument("--json", action="store_true", help="print the raw status document")
-    status.set_defaults(func=cmd_status)
 
-    drill = sub.add_parser("drill", help="simulate an outage of one provider on a running gateway")
-    drill.add_argument("provider")
-    drill.add_argument("--seconds", type=float, default=60.0, help="how long (default: 60)")
-    drill.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="default: %(default)s")
+    drill = _subcommand(
+        sub, "drill", "simulate an outage of one provider on a running gateway", cmd_drill
+    )
+    drill.add_argument("provider", help="name of the provider to fail, as in the config")
     drill.add_argument(
-        "--token-env", default="FAILOVER_ADMIN_TOKEN", help="variable holding the admin token"
+        "--seconds",
+        type=float,
+        default=60.0,
+        help=f"how long the outage lasts, at most {MAX_DRILL_SECONDS:g} (default: %(default)g)",
     )
-    drill.set_defaults(func=cmd_drill)
+    drill.add_argument(
+        "--admin-url",
+        default=DEFAULT_ADMIN_URL,
+        help="the gateway's admin API (default: %(default)s; $FAILOVER_ADMIN_URL)",
+    )
+    drill.add_argument(
+        "--token-env",
+        default="FAILOVER_ADMIN_TOKEN",
+        help="variable holding the admin token (default: %(default)s)",
+    )
 
-    ks = sub.add_parser("kill-switch", help="show, set or clear the kill switch in the config")
-    ks.add_argument("--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)")
-    ks.add_argument(
-        "action", nargs="?", default="show", choices=["show", "pin", "disable", "clear"]
+    ks = _subcommand(
+        sub, "kill-switch", "show, set or clear the kill switch in the config", cmd_kill_switch
     )
-    ks.add_argument("providers", nargs="*", help="provider(s) for pin / disable")
-    ks.set_defaults(func=cmd_kill_switch)
+    ks.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
+    ks.add_argument(
+        "action",
+        nargs="?",
+        default="show",
+        choices=["show", "pin", "disable", "clear"],
+        help="show: print it (the default); pin P: send everything to P only; disable P...: "
+        "remove the providers from every route; clear: turn the kill switch off",
+    )
+    ks.add_argument(
+        "providers",
+        nargs="*",
+        metavar="PROVIDER",
+        help="provider name(s): exactly one for pin, one or more for disable, none otherwise",
+    )
+    ks.set_defaults(usage_error=ks.error)
     return parser
 
 

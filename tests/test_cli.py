@@ -73,6 +73,7 @@ def test_check_validates_and_names_missing_keys() -> None:
     missing = run("check", "--config", str(EXAMPLE), env={"GEMINI_API_KEY": ""})
     assert missing.returncode == 1
     assert "GEMINI_API_KEY is not set" in missing.stdout
+    assert ": valid" not in missing.stdout  # the verdict agrees with the exit code
 
 
 def test_check_reports_a_bad_file_with_key_and_line(tmp_path: Path) -> None:
