@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-import controller._kill_switch_file as ks_file
 from controller._config import load_config
 from controller.cli import build_parser, main
 from controller.gateway._ops import MAX_DRILL_SECONDS
@@ -109,28 +110,28 @@ def test_unwritable_file_is_one_clean_line(unwritable: Path) -> None:
     assert unwritable.read_bytes() == before
 
 
-def test_a_write_failing_part_way_puts_the_old_bytes_back(
-    pinned: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Disk full after half the new text: the file is restored, the error is one line."""
+def test_a_write_failing_part_way_puts_the_old_bytes_back(pinned: Path) -> None:
+    """The file may not grow past its current size (RLIMIT_FSIZE, a full disk in miniature):
+    the longer new text fails part-way, the file is restored, the error is one line."""
     before = pinned.read_bytes()
-    real = ks_file._overwrite
-    calls: list[bytes] = []
 
-    def half_then_full(fd: int, data: bytes) -> None:
-        calls.append(data)
-        if len(calls) == 1:
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(fd, data)
+    def no_growth() -> None:  # runs in the child before exec
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 1, len(before) + 1))
 
-    monkeypatch.setattr(ks_file, "_overwrite", half_then_full)
-    assert main(["kill-switch", "--config", str(pinned), "clear"]) == 1
-    err = capsys.readouterr().err
-    assert err == f"error: cannot write {pinned}: {os.strerror(errno.ENOSPC)}\n"
+    command = ["kill-switch", "--config", str(pinned), "disable", "openai", "gemini"]
+    result = subprocess.run(  # disabling two is a longer block than the pin it replaces
+        [sys.executable, "-m", "controller.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        preexec_fn=no_growth,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"error: cannot write {pinned}: {os.strerror(errno.EFBIG)}\n"
     assert pinned.read_bytes() == before
-    assert calls[1] == before
 
 
 # ------------------------------------------------------------------ 3: line endings
