@@ -10,30 +10,14 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.events import AttemptEvent, AttemptReason, Outcome
+from controller.events import AttemptEvent, Outcome
 from controller.model import Usage
 from controller.telemetry import names
 from controller.telemetry._hot import CARDINALITY_LIMIT, HotHistogram, HotMetrics
 from controller.telemetry.setup import Telemetry, setup_telemetry
+from tests.telemetry_support import attempt
 
-EVENT = AttemptEvent(
-    request_id="req-1",
-    tier="frontier",
-    provider="primary",
-    provider_kind="openai",
-    model="gpt-4o",
-    attempt=1,
-    reason=AttemptReason.PRIMARY,
-    stream=False,
-    start=0.0,
-    end=0.25,
-    start_wall=1_800_000_000.0,
-    outcome=Outcome.SUCCESS,
-    response_model="gpt-4o-2024-08-06",
-    usage=Usage(input_tokens=120, output_tokens=30),
-    server_address="127.0.0.1",
-    server_port=8443,
-)
+EVENT = attempt(provider="primary", start=0.0, end=0.25)  # the shared event, 0.25 s long
 HISTOGRAMS = {
     names.PROM_OPERATION_DURATION,
     names.PROM_TOKEN_USAGE,
