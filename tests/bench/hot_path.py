@@ -92,7 +92,7 @@ class CannedProvider:
         return None
 
 
-class _Call:
+class _FrontRequest:
     """The three things the front handler reads from its aiohttp request."""
 
     __slots__ = ("headers", "path")
@@ -111,7 +111,7 @@ _BODY = json.dumps(BODY).encode()
 
 async def _timed(handler: Handler, requests: int) -> float:
     """Seconds spent on ``requests`` requests, each followed by one loop turn."""
-    call = cast(web.Request, _Call())
+    call = cast(web.Request, _FrontRequest())
     spent = 0.0
     for _ in range(requests):
         start = time.perf_counter()
