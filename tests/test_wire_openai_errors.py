@@ -8,6 +8,7 @@ format are rejected as ``MalformedResponse``.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -54,7 +55,24 @@ def test_errors_round_trip(err: ProviderError) -> None:
     assert (back.message, back.status, back.model) == (err.message, status, "gpt-4o")
     if isinstance(err, RateLimited):
         assert isinstance(back, RateLimited)
-        assert back.retry_after == err.retry_after
+        # Whole seconds on the wire, rounded up: never sooner than the provider asked.
+        expected = None if err.retry_after is None else math.ceil(err.retry_after)
+        assert back.retry_after == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"), [(0.2, "1"), (1.5, "2"), (7, "7"), (3.4e8, "340000000"), (0, "0")]
+)
+def test_retry_after_is_whole_seconds_rounded_up(seconds: float, header: str) -> None:
+    _, _, headers = OpenAIServerCodec().render_error(RateLimited("slow", retry_after=seconds))
+    assert headers == {"Retry-After": header}
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "soon"])
+def test_retry_after_that_is_not_a_finite_number_is_ignored(value: str) -> None:
+    back = OpenAIClientCodec().error_from(429, {"Retry-After": value}, b"{}", "gpt-4o")
+    assert isinstance(back, RateLimited)
+    assert back.retry_after is None
 
 
 @pytest.mark.parametrize("err", ERRORS, ids=lambda e: f"{type(e).__name__}-{e.message}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -27,24 +28,31 @@ from controller._errors import (
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP date)."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    millis = lowered.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
+    millis = _seconds(lowered.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000.0
     value = lowered.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _seconds(value: str | None) -> float | None:
+    """A finite, non-negative number from a header value, or None (``inf``/``nan`` included)."""
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return max(0.0, number) if math.isfinite(number) else None
 
 
 def error_for_status(
@@ -91,8 +99,10 @@ def status_for(err: ProviderError) -> int:
 
 
 def retry_after_headers(err: ProviderError) -> dict[str, str]:
+    """``Retry-After`` in whole seconds (RFC 9110 delta-seconds), rounded up: never sooner than
+    the provider asked. A fraction or an exponent (``1.5``, ``3.4e+08``) is not a valid value."""
     if isinstance(err, RateLimited) and err.retry_after is not None:
-        return {"Retry-After": f"{err.retry_after:g}"}
+        return {"Retry-After": str(math.ceil(err.retry_after))}
     return {}
 
 
