@@ -6,11 +6,17 @@ provider names the environment variable that holds its key (``api_key_env``).
 
 Environment overrides for emergencies (they win over the file, and are shown as such):
 ``FAILOVER_KILL_SWITCH_PIN=<provider>`` and ``FAILOVER_KILL_SWITCH_DISABLE=<p1>,<p2>``.
+
+Some problems are not invalid documents: a kill switch that leaves a tier nothing to route to,
+a state file that cannot be written. Refusing them would block an operator pinning during an
+outage (or turn a full disk into an outage), so ``serve`` and a reload apply them with a warning;
+``failover check`` reports them, located like validation errors (:func:`readiness_problems`).
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,14 +26,23 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller._env_name import EnvName
-from controller._errors import ConfigError
+from controller._errors import (
+    AuthFailed,
+    ConfigError,
+    ConnectionFailed,
+    ProviderError,
+    ProviderTimeout,
+)
 from controller.control.config import TripwireConfig
 from controller.control.state import KillSwitch
+from controller.control.store import FileStateStore
 from controller.notify.config import NotifyConfig
 from controller.routing.plan import Strategy
 
 ENV_PIN = "FAILOVER_KILL_SWITCH_PIN"
 ENV_DISABLE = "FAILOVER_KILL_SWITCH_DISABLE"
+
+log = logging.getLogger(__name__)
 
 
 class _Frozen(BaseModel):
@@ -167,9 +182,23 @@ class Config(_Frozen):
                 raise _Ref(f"kill_switch.disable.{i}", name, known)
         return self
 
-    def effective_kill_switch(self, env: Mapping[str, str] | None = None) -> KillSwitch:
-        """The kill switch in force: environment overrides win over the file."""
-        env = os.environ if env is None else env
+    def effective_kill_switch(
+        self, env: Mapping[str, str] | None = None, *, warn: bool = True
+    ) -> KillSwitch:
+        """The kill switch in force: environment overrides win over the file.
+
+        Start-up and every reload call this; with ``warn``, a switch that leaves tiers with
+        nothing to route to is logged as a warning naming them, and still returned (applied):
+        the tiers that do work must follow the operator's switch.
+        """
+        switch, key = self._kill_switch_and_key(os.environ if env is None else env)
+        problem = self.unroutable(switch) if warn else ""
+        if problem:
+            log.warning("kill switch %s (%s) applied, but %s", switch.describe(), key, problem)
+        return switch
+
+    def _kill_switch_and_key(self, env: Mapping[str, str]) -> tuple[KillSwitch, str]:
+        """The kill switch in force and the key that sets it (a variable, or the file's key)."""
         pin = env.get(ENV_PIN, "").strip() or self.kill_switch.pin
         raw = env.get(ENV_DISABLE)
         disable = (
@@ -182,7 +211,74 @@ class Config(_Frozen):
                 if name not in self.providers:
                     known = ", ".join(sorted(self.providers))
                     raise ConfigError(f"unknown provider {name!r} (known: {known})", key=var)
-        return KillSwitch(pin=pin, disable=disable)
+        if pin:
+            key = ENV_PIN if env.get(ENV_PIN, "").strip() else "kill_switch.pin"
+        else:
+            key = ENV_DISABLE if raw is not None else "kill_switch.disable"
+        return KillSwitch(pin=pin, disable=disable), key
+
+    def unroutable_tiers(self, switch: KillSwitch) -> list[str]:
+        """The tiers ``switch`` leaves with nothing to try, by the rule of
+        :func:`controller.routing.plan.make_plan`: a pin wins over disable and reaches a tier
+        that does not list it through the provider's own model (its ``default_model``, else its
+        first use in any tier: ``runtime.probe_models``); disable removes from every tier."""
+        members = {name: {t.provider for t in tier.targets} for name, tier in self.tiers.items()}
+        if switch.pin is not None:
+            provider = self.providers.get(switch.pin)
+            if provider is not None and provider.default_model:
+                return []
+            return [] if any(switch.pin in m for m in members.values()) else list(members)
+        return [name for name, m in members.items() if m <= set(switch.disable)]
+
+    def unroutable(self, switch: KillSwitch) -> str:
+        """What ``switch`` leaves unroutable, in words, or "" when every tier can route."""
+        tiers = self.unroutable_tiers(switch)
+        if not tiers:
+            return ""
+        one = len(tiers) == 1
+        what = f"tier{'' if one else 's'} {', '.join(tiers)} {'has' if one else 'have'}"
+        if switch.pin is not None:
+            why = f"{switch.pin} is in no tier and has no default_model: no model to send"
+        else:
+            why = f"all {'its' if one else 'their'} providers are disabled"
+        return f"{what} no provider to route to ({why}); requests fail until the switch changes"
+
+    def explain_failure(
+        self, name: str, err: ProviderError, *, within: float, env: Mapping[str, str] | None = None
+    ) -> str:
+        """Why provider ``name`` failed a request cut to ``within`` seconds, in one line that
+        says what to look at; its API key is masked out of the provider's own message."""
+        provider = self.providers[name]
+        if isinstance(err, ProviderTimeout):
+            limit = min(getattr(provider.timeouts, err.phase, within), within)
+            return f"timed out ({err.phase}): {_PHASES.get(err.phase, 'no answer in')} {limit:g} s"
+        env = os.environ if env is None else env
+        secret = env.get(provider.api_key_env or "", "")
+        message = err.message.replace(secret, "***") if secret else err.message
+        if isinstance(err, ConnectionFailed):
+            return f"connection failed: {_os_reason(err) or message}"
+        status = f"HTTP {err.status}" if err.status else err.error_type
+        if isinstance(err, AuthFailed):
+            where = f"${provider.api_key_env}" if provider.api_key_env else "no api_key_env set"
+            return f"authentication failed ({status}): {message!r}; check the key ({where})"
+        return f"{status} ({err.error_type}): {message!r}"
+
+
+_PHASES = {
+    "connect": "no connection within",
+    "first_token": "connected, but no answer within",
+    "idle": "the answer stalled for",
+    "total": "no complete answer within",
+}
+
+
+def _os_reason(err: Exception) -> str:
+    """The system's reason ("Connection refused") behind a transport error the adapter
+    translated while handling it, when there is one; "" otherwise."""
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, OSError) and cause.errno and cause.errno > 0:
+        return os.strerror(cause.errno)
+    return ""
 
 
 class _Ref(ValueError):
@@ -271,8 +367,9 @@ def _config_error(exc: ValidationError, node: yaml.Node | None, source: str) -> 
     return ConfigError(message, key=".".join(loc), line=_line_of(node, loc), source=source)
 
 
-def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
-    """The 1-based line of the deepest node along ``loc`` that exists in the document."""
+def _line_of(node: yaml.Node | None, loc: list[str], *, exact: bool = False) -> int | None:
+    """The 1-based line of the deepest node along ``loc`` that exists in the document (with
+    ``exact``, None unless the whole of ``loc`` does: a default is on no line)."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         child: yaml.Node | None = None
@@ -287,9 +384,41 @@ def _line_of(node: yaml.Node | None, loc: list[str]) -> int | None:
                 child = items[int(part)]
                 line = child.start_mark.line + 1
         if child is None:
-            break
+            return None if exact else line
         node = child
     return line
+
+
+def readiness_problems(
+    config: Config, source: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> list[ConfigError]:
+    """What a valid file can still get wrong, for ``failover check``: a kill switch that leaves
+    tiers unroutable, a state file that cannot be saved. Each names its key and line."""
+    problems: list[ConfigError] = []
+    switch, key = config._kill_switch_and_key(os.environ if env is None else env)
+    unroutable = config.unroutable(switch)
+    if unroutable:
+        problems.append(_located(source, key, f"{switch.describe()}: {unroutable}"))
+    if config.state.path:
+        store = FileStateStore(config.state.path)
+        problem = store.problem()
+        if problem:
+            consequence = "routing works, but a restart forgets the controller's decisions"
+            message = f"{problem}: {store.path} cannot be saved ({consequence})"
+            problems.append(_located(source, "state.path", message))
+    return problems
+
+
+def _located(source: str | os.PathLike[str], key: str, message: str) -> ConfigError:
+    """A problem at ``key``: an environment variable, or a dotted key found in the file."""
+    if "." not in key:
+        return ConfigError(message, key=key, source="environment")
+    try:
+        node = yaml.compose(Path(source).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        node = None
+    line = _line_of(node, key.split("."), exact=True)
+    return ConfigError(message, key=key, line=line, source=str(source))
 
 
 def resolve_secret(env_name: str | None, *, key: str, env: Mapping[str, str] | None = None) -> str:

@@ -25,8 +25,8 @@ import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from controller._config import Config, load_config, resolve_secret
-from controller._errors import ConfigError, FailoverError
+from controller._config import Config, load_config, readiness_problems, resolve_secret
+from controller._errors import ConfigError, FailoverError, ProviderError
 from controller._loop import LOOPS, loop_factory
 from controller._loop import run as run_loop
 from controller.control.state import KillSwitch
@@ -164,6 +164,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     parses but names an unset key variable is not "valid" for what the operator asked)."""
     config = load_config(args.config)
     problems = _describe(config)
+    problems += [str(problem) for problem in readiness_problems(config, args.config)]
     if args.live:
         problems += asyncio.run(_live_check(config))
     for problem in problems:
@@ -190,11 +191,10 @@ def _describe(config: Config) -> list[str]:
     for name, tier in config.tiers.items():
         route = " -> ".join(f"{t.provider}/{t.model}" for t in tier.targets)
         print(f"  tier {name:20} {tier.strategy.value:14} {route}")
-    print(f"  kill switch            {config.effective_kill_switch().describe()}")
-    print(
-        f"  tripwire               {config.controller.mode}, threshold "
-        f"{config.controller.error_rate_threshold:.0%} over {config.controller.window_seconds:g} s"
-    )
+    print(f"  kill switch            {config.effective_kill_switch(warn=False).describe()}")
+    trip = config.controller
+    threshold = f"threshold {trip.error_rate_threshold:.0%} over {trip.window_seconds:g} s"
+    print(f"  tripwire               {trip.mode}, {threshold}")
     from controller.notify import senders_from_env
 
     channels = sorted({s.channel for s in senders_from_env(config.notify, os.environ)})
@@ -202,24 +202,29 @@ def _describe(config: Config) -> list[str]:
     return problems
 
 
-async def _live_check(config: Config) -> list[str]:
+async def _live_check(config: Config, within: float = 15.0) -> list[str]:
+    from controller.model import Message, Request
     from controller.notify.alert import Alert, AlertEvent, Severity
     from controller.runtime import Runtime, probe_models
 
     problems: list[str] = []
     runtime = Runtime(config, config_path=None)
+    tiny = Request(messages=(Message(role="user", content="ping"),), max_tokens=1)
     try:
         for name, model in sorted(probe_models(config).items()):
-            ok = await runtime.router.probe(name, model, within=15.0)
-            print(f"  live: provider {name} ({model}): {'ok' if ok else 'FAILED'}")
-            if not ok:
-                problems.append(f"provider {name} did not answer a tiny request")
+            why = ""
+            try:  # the adapter itself, not router.probe: its error says why (phase, status...)
+                timeouts = runtime.router.timeouts_for(name).bounded(within)
+                await runtime.providers[name].complete(tiny, model, timeouts)
+            except ProviderError as err:
+                why = config.explain_failure(name, err, within=within, env=runtime.env)
+            print(f"  live: provider {name} ({model}): {'FAILED: ' + why if why else 'ok'}")
+            if why:
+                problems.append(f"provider {name} did not answer a tiny request: {why}")
         runtime.dispatcher.start()
+        note = "test message from `failover check --live`"
         test = Alert(
-            event=AlertEvent.TEST,
-            severity=Severity.INFO,
-            at=runtime.clock.wall(),
-            detail="test message from `failover check --live`",
+            event=AlertEvent.TEST, severity=Severity.INFO, at=runtime.clock.wall(), detail=note
         )
         runtime.dispatcher.submit(test)
         await runtime.dispatcher.stop(timeout=15.0)

@@ -8,8 +8,6 @@ filesystem with coarse timestamps cannot hide a change.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from controller._clock import FakeClock
 from controller._config import Config, parse_config
 from controller._errors import ConfigError
 from controller._watch import ConfigWatcher
+from tests.config_support import rewrite_in_place
 
 GOOD = """\
 providers:
@@ -36,17 +35,6 @@ OLD = GOOD % "null"
 NEW = GOOD % "anthropic"
 HALF = NEW[: len(NEW) // 2]  # ends inside a flow mapping: invalid YAML
 BAD = OLD.replace("tiers:", "tiers:\n  broken: {targets: []}")
-
-_mtimes = itertools.count(1_700_000_000_000_000_000, 1_000_000_000)
-
-
-def rewrite_in_place(path: Path, text: str) -> None:
-    """What an editor or ``echo > file`` does: same inode, truncated, then written."""
-    with path.open("r+", encoding="utf-8") as f:
-        f.truncate(0)
-        f.write(text)
-    tick = next(_mtimes)
-    os.utime(path, ns=(tick, tick))
 
 
 @dataclass

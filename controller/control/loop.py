@@ -5,7 +5,9 @@ Each tick is synchronous and short: it reads the signal windows, asks the pure
 writes a new version of the routing state (``changed_by="controller"``), saves it, publishes it to
 the routers' :class:`StateHolder` and calls each ``on_transition`` callback once per transition.
 A failing save is logged and the state is still published: routing must follow the decision even
-when the disk is full. A failing callback is logged and isolated from the others.
+when the disk is full. It is logged once when saving starts failing (no traceback for an OSError:
+the path and the reason say it all) and once when it works again, not on every change of state.
+A failing callback is logged and isolated from the others.
 
 Probes run in the background, never inside a tick, so a hanging probe cannot delay a trip of
 another provider: a tick starts a probe for each provider in ``probing`` whose last one began at
@@ -104,6 +106,7 @@ class Controller:
         self._wake = asyncio.Event()
         self._stopping = False
         self._resumed = False
+        self._failed_saves = 0  # in a row: the first is logged, then quiet until one succeeds
         if meter is not None:
             _register_gauges(self, meter)
 
@@ -229,11 +232,27 @@ class Controller:
         return decision
 
     def _publish(self, state: RoutingState) -> None:
+        self._save(state)
+        self._holder.publish(state)
+
+    def _save(self, state: RoutingState) -> None:
         try:
             self._store.save(state)
-        except Exception:  # the store is best effort; routing follows the decision regardless
-            log.exception("could not save routing state version %d", state.version)
-        self._holder.publish(state)
+        except Exception as exc:  # best effort: routing follows the decision regardless
+            if not self._failed_saves:
+                _log_save_failure(state.version, exc)
+            else:
+                log.debug("routing state version %d not saved either: %s", state.version, exc)
+            self._failed_saves += 1
+            return
+        if self._failed_saves:
+            log.info(
+                "routing state saved again (version %d) after %d failed save%s",
+                state.version,
+                self._failed_saves,
+                "s" if self._failed_saves > 1 else "",
+            )
+            self._failed_saves = 0
 
     def _announce(self, events: Iterable[Transition]) -> None:
         for event in events:
@@ -300,6 +319,20 @@ async def _probe_once(
     if error is not None:
         return False, _describe(error)
     return (True, "") if probe.result() else (False, "the probe request failed")
+
+
+def _log_save_failure(version: int, exc: Exception) -> None:
+    """An OSError (missing directory, full disk) is the path and the reason; anything else is a
+    bug in a store, and its traceback is worth one log record."""
+    quiet = "routing goes on; not logged again until a save succeeds"
+    if isinstance(exc, OSError):
+        where = f" to {exc.filename}" if exc.filename else ""
+        reason = exc.strerror or str(exc)
+        log.error(
+            "could not save routing state version %d%s: %s (%s)", version, where, reason, quiet
+        )
+    else:
+        log.error("could not save routing state version %d (%s)", version, quiet, exc_info=exc)
 
 
 def _describe(error: BaseException) -> str:

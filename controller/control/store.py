@@ -2,7 +2,9 @@
 
 The interface is two calls so another backend is a small class: ``load()`` never raises (a
 controller that cannot read its old decision starts healthy and says so in the log; refusing to
-start would turn a corrupt file into an outage), ``save()`` may raise and the loop logs it.
+start would turn a corrupt file into an outage), ``save()`` may raise and the loop logs it. A
+file store raises ``OSError`` naming the state file itself (not the temporary file beside it), and
+:meth:`FileStateStore.problem` tells ``failover check`` in advance why saving would fail.
 
 The file is a JSON document with a schema version, written atomically: a temporary file in the
 same directory, flushed and fsynced, then ``os.replace`` over the old one, so a crash mid-write
@@ -71,7 +73,7 @@ class FileStateStore:
     def load(self) -> RoutingState:
         try:
             text = self._path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing was ever saved there
             return RoutingState()
         except (OSError, UnicodeDecodeError) as exc:
             return self._start_fresh(f"cannot read it: {exc}")
@@ -81,9 +83,47 @@ class FileStateStore:
             return self._start_fresh(str(exc))
 
     def save(self, state: RoutingState) -> None:
-        data = encode_state(state).encode("utf-8")
+        try:
+            self._write(encode_state(state).encode("utf-8"))
+        except OSError as exc:
+            if not exc.errno:
+                raise
+            # OSError(errno, ...) is the matching subclass again (FileNotFoundError, ...).
+            raise OSError(exc.errno, exc.strerror, str(self._path)) from exc
+
+    def problem(self) -> str | None:
+        """Why :meth:`save` would fail now, or None, for ``failover check``. A missing directory
+        is no problem when it can be created (the first save creates it, as a package's
+        ``/var/lib/failover`` would be); otherwise the same test as a save: a temporary file
+        created (and removed) in the state file's directory."""
         directory = self._path.parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._path.name}.", suffix=".tmp", dir=directory)
+        if not directory.exists():
+            ancestor = next(p for p in directory.parents if p.exists())
+            if not ancestor.is_dir():
+                return f"{ancestor} is not a directory"
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                return f"directory {directory} does not exist and cannot be created in {ancestor}"
+            return None
+        if not directory.is_dir():
+            return f"{directory} is not a directory"
+        if self._path.is_dir():
+            return f"{self._path} is a directory"
+        try:
+            fd, tmp = self._temp_file()
+        except OSError as exc:
+            return f"cannot write in directory {directory}: {exc.strerror or exc}"
+        os.close(fd)
+        _remove_quietly(tmp)
+        return None
+
+    def _temp_file(self) -> tuple[int, str]:
+        name = f".{self._path.name}."
+        return tempfile.mkstemp(prefix=name, suffix=".tmp", dir=self._path.parent)
+
+    def _write(self, data: bytes) -> None:
+        if not self._path.parent.exists():  # a file in its place fails below, named as such
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = self._temp_file()
         replaced = False
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -95,7 +135,7 @@ class FileStateStore:
         finally:
             if not replaced:  # the old document stays; do not leave the half-written one around
                 _remove_quietly(tmp)
-        _fsync_dir(directory)
+        _fsync_dir(self._path.parent)
 
     def _start_fresh(self, problem: str) -> RoutingState:
         corrupt = self._path.with_name(self._path.name + ".corrupt")
