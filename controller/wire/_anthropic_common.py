@@ -20,6 +20,7 @@ __all__ = [
     "PROVIDER_KIND",
     "arguments_object",
     "dump_arguments",
+    "read_arguments",
 ]
 
 PROVIDER_KIND = "anthropic"
@@ -40,14 +41,21 @@ def dump_arguments(arguments: Mapping[str, Any]) -> str:
     return json.dumps(arguments, ensure_ascii=False)
 
 
-def arguments_object(call: ToolCall, *, where: str, error: type[ProviderError]) -> Any:
-    """The argument object of ``call``; ``error`` names whose fault bad JSON is."""
-    if not call.arguments.strip():
+def read_arguments(text: str) -> dict[str, Any] | None:
+    """The argument object in ``text`` (blank reads as ``{}``), or None when it holds none: a
+    call cut by max_tokens mid-arguments, or a provider that sent a list, a string or junk."""
+    if not text.strip():
         return {}
     try:
-        value = json.loads(call.arguments)
+        value = json.loads(text)
     except ValueError:
-        value = None
-    if not isinstance(value, dict):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def arguments_object(call: ToolCall, *, where: str, error: type[ProviderError]) -> Any:
+    """The argument object of ``call``; ``error`` names whose fault bad JSON is."""
+    value = read_arguments(call.arguments)
+    if value is None:
         raise error(f"{where}: arguments of tool call {call.id!r} are not a JSON object")
     return value

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from controller._errors import (
@@ -34,13 +35,15 @@ from controller.model import (
 from controller.wire._anthropic_common import (
     CONTEXT_MARKERS,
     FILTER_MARKER,
-    arguments_object,
     dump_arguments,
+    read_arguments,
 )
 from controller.wire._common import is_json_kind, retry_after_headers, status_for
 from controller.wire._sse import sse
 
 __all__ = ["AnthropicServerCodec"]
+
+log = logging.getLogger(__name__)
 
 _FINISH_TO_WIRE = {
     FinishReason.STOP: "end_turn",
@@ -200,11 +203,21 @@ def _decode_stop(raw: list[Any] | None) -> tuple[str, ...]:
     return tuple(raw or ())
 
 
+def _check_generation(max_tokens: int, raw_messages: list[Any]) -> None:
+    """What the real API refuses before generating: nothing to answer, or no room to answer."""
+    if max_tokens < 1:
+        raise BadRequest("max_tokens: Input should be greater than or equal to 1")
+    if not raw_messages:
+        raise BadRequest("messages: at least one message is required")
+
+
 def _decode_request(body: dict[str, Any], *, counting: bool = False) -> tuple[str, Request]:
     """A ``/v1/messages`` body; with ``counting`` a ``count_tokens`` one (no ``max_tokens``)."""
     model: str = _field(body, "model", str, required=True)
     max_tokens = _field(body, "max_tokens", int, required=not counting)
     raw_messages = _field(body, "messages", list, required=True)
+    if not counting:  # a count_tokens body has no max_tokens; it is checked as it always was
+        _check_generation(max_tokens, raw_messages)
     system = body.get("system")
     request = Request(
         messages=_decode_messages(raw_messages),
@@ -255,18 +268,42 @@ def _error_body(err: ProviderError, status: int) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
-def _response_blocks(message: Message) -> list[dict[str, Any]]:
+def _response_blocks(response: Response) -> list[dict[str, Any]]:
+    message = response.message
     blocks: list[dict[str, Any]] = []
     if message.content:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
-        args = arguments_object(call, where="response", error=MalformedResponse)
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": args})
+        args = read_arguments(call.arguments)
+        if args is None:
+            _warn_unreadable(response.id, call.id, call.name)
+        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": args or {}}
+        blocks.append(block)
     return blocks
 
 
+def _warn_unreadable(answer_id: str, call_id: str, name: str) -> None:
+    """A tool call whose arguments hold no JSON object, most often one cut by max_tokens (an
+    OpenAI provider stops mid-arguments with finish_reason "length"). The provider did answer,
+    so the answer is delivered with ``input: {}`` and its stop_reason; the arguments themselves
+    are the caller's content and stay out of the log."""
+    log.warning(
+        "answer %s: arguments of tool call %r (%r) are not a JSON object; sent as input {}",
+        answer_id,
+        call_id,
+        name,
+    )
+
+
 class _StreamEncoder:
-    """Our chunks → a valid Anthropic event sequence (blocks opened and closed in order)."""
+    """Our chunks → a valid Anthropic event sequence (blocks opened and closed in order).
+
+    Tool-call arguments are relayed piece by piece once they open a JSON object. Arguments that
+    cannot become one (a list, a string, junk) are held back, so the client's ``input`` stays the
+    ``{}`` of ``content_block_start``, as in a whole answer. An object cut short (max_tokens) has
+    already been relayed when the cut shows: the SDKs' partial parser keeps its complete members
+    (``{}`` when the cut falls in the first value), and the gateway logs it as for a whole answer.
+    """
 
     def __init__(self, *, id: str, model: str) -> None:
         self._id = id
@@ -274,6 +311,9 @@ class _StreamEncoder:
         self._index = 0  # the Anthropic index of the open block, or of the next one
         self._open: str | int | None = None  # "text", our tool-call index, or nothing
         self._tools_seen: set[int] = set()
+        self._call: tuple[str, str] = ("", "")  # id and name of the open tool call
+        self._args: list[str] = []  # its argument pieces so far
+        self._relaying: bool | None = None  # its pieces open an object; None: not known yet
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
         self._delta_sent = False
@@ -315,6 +355,8 @@ class _StreamEncoder:
     def _close(self) -> bytes:
         if self._open is None:
             return b""
+        if self._open != "text" and read_arguments("".join(self._args)) is None:
+            _warn_unreadable(self._id, *self._call)
         closing = self._event("content_block_stop")
         self._open = None
         self._index += 1
@@ -339,10 +381,24 @@ class _StreamEncoder:
             call_id = delta.id or f"toolu_{self._id}_{delta.index}"
             block = {"type": "tool_use", "id": call_id, "name": delta.name, "input": {}}
             opening = self._begin(block, delta.index)
-        if not delta.arguments:
-            return opening
-        json_delta = {"type": "input_json_delta", "partial_json": delta.arguments}
-        return opening + self._event("content_block_delta", delta=json_delta)
+            self._call, self._args, self._relaying = (call_id, delta.name), [], None
+        return opening + self._arguments(delta.arguments)
+
+    def _arguments(self, piece: str) -> bytes:
+        """An ``input_json_delta`` for ``piece`` (with any held-back leading whitespace), or
+        nothing while it is unknown whether, or known that, the arguments cannot be an object."""
+        if not piece:
+            return b""
+        self._args.append(piece)
+        if self._relaying is None:
+            piece = "".join(self._args)
+            if not piece.strip():
+                return b""
+            self._relaying = piece.lstrip().startswith("{")
+        if not self._relaying:
+            return b""
+        json_delta = {"type": "input_json_delta", "partial_json": piece}
+        return self._event("content_block_delta", delta=json_delta)
 
     def _message_delta(self, *, final: bool) -> bytes:
         """Sent once the finish reason and usage are both known (usage may trail), or at end."""
@@ -389,7 +445,7 @@ class AnthropicServerCodec:
             "type": "message",
             "role": "assistant",
             "model": response.model,
-            "content": _response_blocks(response.message),
+            "content": _response_blocks(response),
             "stop_reason": _FINISH_TO_WIRE[response.finish_reason],
             "stop_sequence": None,
             "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},

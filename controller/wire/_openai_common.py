@@ -4,6 +4,7 @@ rendering and the error body (read by the client, written by the server)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from controller._errors import (
@@ -37,6 +38,12 @@ _STREAM_STATUS = {
     "requests": 429,
     "tokens": 429,
 }
+# How the real API's request-validation messages begin, naming the parameter they are about:
+# "Invalid 'messages': empty array...", "Invalid type for 'messages[0].role'...", "Missing
+# required parameter: 'model'." Our server side words its refusals the same way.
+_NAMED_PARAM = re.compile(
+    r"(?:Invalid (?:type for |value for )?|Missing required parameter: )'([^']+)'"
+)
 
 
 def tool_call_out(call: ToolCall) -> dict[str, Any]:
@@ -93,6 +100,15 @@ class ErrorFields:
         return self.refine(err, provider=provider)
 
 
+def _param_named(message: str) -> str | None:
+    """The ``param`` of a request-validation error, read back from its message. The error tree
+    has no field for it, and the gateway rebuilds a caller's error from its class and message
+    (with the status it answers), so the message, which names the parameter first in the real
+    API's wording, is what carries it. Other messages (an upstream's own words) give None."""
+    named = _NAMED_PARAM.match(message)
+    return named.group(1) if named else None
+
+
 def error_body(err: ProviderError) -> dict[str, Any]:
     kind, code, param = "server_error", None, None
     if isinstance(err, ContextTooLong):
@@ -100,7 +116,7 @@ def error_body(err: ProviderError) -> dict[str, Any]:
     elif isinstance(err, ContentFiltered):
         kind, code = "invalid_request_error", "content_filter"
     elif isinstance(err, BadRequest):
-        kind = "invalid_request_error"
+        kind, param = "invalid_request_error", _param_named(err.message)
     elif isinstance(err, ModelNotFound):  # the real API's words for a model it does not have
         kind, code = "invalid_request_error", "model_not_found"
     elif isinstance(err, RateLimited):

@@ -130,15 +130,30 @@ def _tool_choice_in(raw: Any) -> str | None:
     raise _unsupported(raw, "tool_choice", "'none', 'auto', 'required', a function")
 
 
+def _token_limit(body: dict[str, Any], key: str) -> int | None:
+    """``max_tokens`` or ``max_completion_tokens``: none, or room for at least one token."""
+    value: int | None = _optional(body, key, (int,))
+    if value is not None and value < 1:
+        raise _bad(
+            f"Invalid '{key}': integer below minimum value. "
+            f"Expected a value >= 1, but got {value} instead."
+        )
+    return value
+
+
 def _request_in(body: dict[str, Any]) -> Request:
     raw_messages = _field(body, "messages", (list,))
     if not raw_messages:
-        raise _bad("Invalid 'messages': empty array. Expected an array with minimum length 1.")
+        raise _bad(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead."
+        )
     turns = [_message_in_request(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
     system = [t for t in turns if isinstance(t, str)]
     stop = _optional(body, "stop", (str, list)) or ()
     tools = _optional(body, "tools", (list,)) or []
-    max_tokens = _optional(body, "max_completion_tokens", (int,))
+    max_tokens = _token_limit(body, "max_completion_tokens")
+    legacy_max_tokens = _token_limit(body, "max_tokens")
     temperature = _optional(body, "temperature", (int, float))
     top_p = _optional(body, "top_p", (int, float))
     return Request(
@@ -146,7 +161,7 @@ def _request_in(body: dict[str, Any]) -> Request:
         system="\n\n".join(system) if system else None,
         tools=tuple(_tool_in(t, f"tools[{i}]") for i, t in enumerate(tools)),
         tool_choice=_tool_choice_in(body.get("tool_choice")),
-        max_tokens=max_tokens if max_tokens is not None else _optional(body, "max_tokens", (int,)),
+        max_tokens=max_tokens if max_tokens is not None else legacy_max_tokens,
         temperature=None if temperature is None else float(temperature),
         top_p=None if top_p is None else float(top_p),
         stop=(stop,) if isinstance(stop, str) else tuple(_typed(s, (str,), "stop") for s in stop),
