@@ -2,17 +2,27 @@
 
 They are two applications on purpose: the CLI serves the admin app on its own listener, bound to
 127.0.0.1 by default, so opening the front API to a network never exposes outage drills.
+
+The front app answers every request in a format its caller can read: an unknown URL or a wrong
+method under ``/v1/`` gets a JSON error in the OpenAI or Anthropic format (an SDK shows its
+message; aiohttp's plain-text "404: Not Found" reaches the user as an unreadable error). The
+operational paths keep aiohttp's plain answers. Both are routes added once the real ones are in
+place, so a request that does match costs nothing extra.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from controller.gateway._auth import KeyRing, admin_guard_middleware, client_auth
 from controller.gateway._chat import ChatEndpoint
 from controller.gateway._count import CountTokensEndpoint
-from controller.gateway._formats import ANTHROPIC, OPENAI
+from controller.gateway._formats import ANTHROPIC, OPENAI, method_not_allowed, unknown_url
 from controller.gateway._ops import AdminEndpoints, OpsEndpoints
+from controller.gateway._server import IN_FLIGHT_KEY, InFlight
 from controller.gateway._settings import GatewaySettings
 from controller.gateway._tracing import tracing_middlewares
 from controller.gateway.backend import GatewayBackend
@@ -22,6 +32,7 @@ __all__ = ["create_admin_app", "create_app"]
 BACKEND_KEY: web.AppKey[GatewayBackend] = web.AppKey("failover_backend")
 SETTINGS_KEY: web.AppKey[GatewaySettings] = web.AppKey("failover_settings")
 _ADMIN_MAX_BODY = 64 * 1024
+_API_PREFIX = "/v1/"
 
 
 def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.Application:
@@ -32,15 +43,20 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     )
     app[BACKEND_KEY] = backend
     app[SETTINGS_KEY] = settings
+    in_flight = app[IN_FLIGHT_KEY] = InFlight()  # what a stopping server cuts after its grace
     limit = settings.max_body_bytes
     ops = OpsEndpoints(backend)
-    openai = ChatEndpoint(backend, OPENAI, max_body_bytes=limit)
-    anthropic = ChatEndpoint(backend, ANTHROPIC, max_body_bytes=limit)
+    openai = ChatEndpoint(backend, OPENAI, max_body_bytes=limit, in_flight=in_flight)
+    anthropic = ChatEndpoint(backend, ANTHROPIC, max_body_bytes=limit, in_flight=in_flight)
     count = CountTokensEndpoint(backend, max_body_bytes=limit)
     keyed = client_auth(KeyRing(settings.api_keys))  # every /v1/ route needs a client key
-    app.router.add_post("/v1/chat/completions", keyed(openai.handle))
-    app.router.add_post("/v1/messages", keyed(anthropic.handle))
-    app.router.add_post("/v1/messages/count_tokens", keyed(count.handle))
+
+    def routed(handler: Handler) -> Handler:  # the routes that wait on providers
+        return in_flight.track(keyed(handler))
+
+    app.router.add_post("/v1/chat/completions", routed(openai.handle))
+    app.router.add_post("/v1/messages", routed(anthropic.handle))
+    app.router.add_post("/v1/messages/count_tokens", routed(count.handle))
     app.router.add_get("/v1/models", keyed(ops.models))
     app.router.add_get("/v1/models/{model}", keyed(ops.model))
     app.router.add_get("/healthz", ops.healthz)
@@ -48,7 +64,33 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     app.router.add_get("/metrics", ops.metrics)
     app.router.add_get("/status", ops.status_page)
     app.router.add_get("/status.json", ops.status_json)
+    _answer_the_unrouted(app.router)
     return app
+
+
+def _answer_the_unrouted(router: web.UrlDispatcher) -> None:
+    """A catch-all method on every route's path (405) and a catch-all path (404), added last.
+
+    Without the per-path 405s the catch-all path would turn a wrong method into a 404."""
+    for resource in list(router.resources()):
+        if isinstance(resource, web.Resource):
+            allowed = frozenset(route.method for route in resource)
+            api = resource.canonical.startswith(_API_PREFIX)
+            resource.add_route("*", _wrong_method(allowed, formatted=api))
+    router.add_route("*", "/{unknown:.*}", _unknown)
+
+
+def _wrong_method(allowed: Collection[str], *, formatted: bool) -> Handler:
+    async def wrong_method(request: web.Request) -> web.StreamResponse:
+        if formatted:
+            return method_not_allowed(request, allowed)
+        raise web.HTTPMethodNotAllowed(request.method, allowed)  # aiohttp's own answer
+
+    return wrong_method
+
+
+async def _unknown(request: web.Request) -> web.StreamResponse:
+    return unknown_url(request)
 
 
 def create_admin_app(backend: GatewayBackend, *, admin_token: str | None) -> web.Application:

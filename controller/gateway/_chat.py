@@ -11,10 +11,14 @@ Why the stream path is shaped as it is:
   answer for a complete one.
 * A client that goes away mid-stream (a write fails, or aiohttp cancels the handler) closes the
   routed stream, so the attempt is reported as cancelled and never counts against the provider.
+* A request the server cuts at the end of its shutdown grace period (see ``_server``) is closed
+  the same way, after saying why in the caller's format: a stream gets the in-stream error event
+  (``overloaded_error`` for Anthropic clients), a request still waiting for a provider a 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -24,7 +28,13 @@ from typing import Any
 from aiohttp import web
 
 from controller import _json
-from controller._errors import BadRequest, FailoverError, ProviderError, StreamInterrupted
+from controller._errors import (
+    BadRequest,
+    FailoverError,
+    Overloaded,
+    ProviderError,
+    StreamInterrupted,
+)
 from controller.gateway._formats import (
     HEADER_MODEL,
     HEADER_PROVIDER,
@@ -32,12 +42,13 @@ from controller.gateway._formats import (
     json_answer,
     public_error,
 )
+from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
 from controller.model import Request
 from controller.routing.router import RoutedStream
 from controller.wire._base import StreamEncoder
 
-__all__ = ["ChatEndpoint", "decode_call", "served_headers"]
+__all__ = ["SHUTTING_DOWN", "ChatEndpoint", "decode_call", "served_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,8 @@ _SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # tell nginx-style proxies in front of us not to buffer
 }
+# 503: the SDKs retry it, and a load balancer has another replica to send the retry to.
+SHUTTING_DOWN = Overloaded("the gateway is shutting down; retry the request", status=503)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +74,13 @@ class _Call:
 class ChatEndpoint:
     """The handler of one front route (``/v1/chat/completions`` or ``/v1/messages``)."""
 
-    def __init__(self, backend: GatewayBackend, front: Front, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, backend: GatewayBackend, front: Front, *, max_body_bytes: int, in_flight: InFlight
+    ) -> None:
         self._backend = backend
         self._front = front
         self._max_body = max_body_bytes
+        self._in_flight = in_flight  # says whether a cancellation is the shutdown's cut
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         decoded = await self._decode(http)
@@ -81,6 +97,10 @@ class ChatEndpoint:
             routed = await router.stream(decoded.request, tier=decoded.tier)
         except FailoverError as exc:
             return self._failure(exc)
+        except asyncio.CancelledError:
+            if self._in_flight.cut_off:
+                await _answer_quietly(http, self._front.error(SHUTTING_DOWN))
+            raise
         return await self._pump(http, routed, decoded)
 
     # ----------------------------------------------------------------------------- decoding
@@ -132,6 +152,11 @@ class ChatEndpoint:
         except ProviderError as exc:  # the encoder cannot express a chunk (a nameless tool call)
             log.warning("stream %s could not be encoded: %s", routed.request_id, exc)
             await _write_quietly(out, encoder.error(exc))
+        except asyncio.CancelledError:  # the body stays unfinished: the connection was cut
+            if self._in_flight.cut_off:
+                log.info("stream %s cut by the shutdown", routed.request_id)
+                await _write_quietly(out, encoder.error(SHUTTING_DOWN))
+            raise
         finally:
             closer = getattr(chunks, "aclose", None)
             if closer is not None:
@@ -179,6 +204,13 @@ def served_headers(provider: str, model: str) -> dict[str, str]:
 async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
     with contextlib.suppress(ConnectionResetError):
         await out.write(data)
+
+
+async def _answer_quietly(http: web.Request, response: web.Response) -> None:
+    """Send ``response`` from a handler that will not return it (it is being cancelled)."""
+    with contextlib.suppress(ConnectionResetError):
+        await response.prepare(http)
+        await response.write_eof()
 
 
 async def _write_quietly_eof(out: web.StreamResponse) -> None:

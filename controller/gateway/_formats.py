@@ -19,7 +19,7 @@ every provider failed; the last one rate-limited us    429 (+ Retry-After when i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -51,12 +51,15 @@ __all__ = [
     "OpenAIFront",
     "error_response",
     "front_for_path",
+    "front_for_request",
+    "method_not_allowed",
     "public_error",
+    "unknown_url",
 ]
 
 HEADER_PROVIDER = "x-failover-provider"
 HEADER_MODEL = "x-failover-model"
-_ANTHROPIC_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
+_ANTHROPIC_ROOT = "/v1/messages"
 _MAX_ECHO = 200  # longest client-supplied text (a model name) repeated back in an error
 
 
@@ -142,8 +145,41 @@ ANTHROPIC = AnthropicFront()
 
 
 def front_for_path(path: str) -> Front:
-    """The format a request to ``path`` expects its errors in (OpenAI unless it is Anthropic's)."""
-    return ANTHROPIC if path.rstrip("/") in _ANTHROPIC_PATHS else OPENAI
+    """The format a request to ``path`` expects its errors in: Anthropic's for ``/v1/messages``
+    and the paths under it, else OpenAI's."""
+    path = path.rstrip("/")
+    anthropic = path == _ANTHROPIC_ROOT or path.startswith(_ANTHROPIC_ROOT + "/")
+    return ANTHROPIC if anthropic else OPENAI
+
+
+def front_for_request(request: web.Request) -> Front:
+    """:func:`front_for_path`, except that a request carrying ``anthropic-version`` (which the
+    Anthropic SDKs send on every call) is answered in Anthropic's format wherever it went."""
+    return ANTHROPIC if "anthropic-version" in request.headers else front_for_path(request.path)
+
+
+def unknown_url(request: web.Request) -> web.Response:
+    """The 404 for a path the gateway does not serve, in the caller's format (the SDKs show the
+    message; aiohttp's own answer is a bare "404: Not Found" they cannot parse)."""
+    message = (
+        f"Unknown request URL: {_requested(request)}. This gateway serves OpenAI's "
+        "POST /v1/chat/completions and Anthropic's POST /v1/messages."
+    )
+    return front_for_request(request).error(BadRequest(message, status=404))
+
+
+def method_not_allowed(request: web.Request, allowed: Collection[str]) -> web.Response:
+    """The 405 for a served path asked with another method, in the caller's format, with the
+    ``Allow`` header aiohttp would send."""
+    methods = ", ".join(sorted(allowed))
+    message = f"Invalid method for URL ({_requested(request)}): this URL accepts {methods}."
+    response = front_for_request(request).error(BadRequest(message, status=405))
+    response.headers["Allow"] = ",".join(sorted(allowed))
+    return response
+
+
+def _requested(request: web.Request) -> str:
+    return _clip(f"{request.method} {request.path}")
 
 
 def error_response(status: int, body: dict[str, Any], headers: dict[str, str]) -> web.Response:

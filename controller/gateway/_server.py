@@ -1,9 +1,19 @@
 """Running an app on a socket, and stopping it gracefully.
 
 Stopping happens in aiohttp's own order, which is the graceful one: the listening socket closes
-first (no new connections), idle keep-alive connections close, in-flight requests, including
-long streams, get up to ``grace`` seconds to finish, and only then are the stragglers cancelled
-(a cancelled stream closes its routed stream, so its attempt is reported as cancelled).
+first (no new connections), idle keep-alive connections close, and in-flight requests, including
+long streams, get up to ``grace`` seconds to finish.
+
+The cut at the end of the grace period is ours, not aiohttp's. Its ``shutdown_timeout`` is spent
+twice (once waiting for handlers, once more after "cancelling" them by failing their *request
+body*, which a handler that is streaming an answer never reads), so a stream could outlive the
+grace by as much again. An app that keeps an :class:`InFlight` under :data:`IN_FLIGHT_KEY`
+instead has its tracked handlers cancelled when the grace is over. A handler can tell that
+cancellation from a client disconnect by :attr:`InFlight.cut_off`, and say why it stops in the
+caller's format (a streamed answer ends with the format's error event, so the SDKs raise rather
+than return a truncated answer) before the cancellation proceeds; the cancelled handler still
+closes its routed stream, so the attempt is reported as cancelled. A handler still busy
+:data:`CUT_MARGIN` later is cancelled once more, so a stop takes at most ``grace`` plus that.
 
 Handlers are cancelled when their client disconnects (``handler_cancellation``): a proxy must
 stop paying for tokens nobody will read, and the router reports such attempts as cancelled.
@@ -13,12 +23,66 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-__all__ = ["GatewayServer", "serve"]
+__all__ = ["CUT_MARGIN", "IN_FLIGHT_KEY", "GatewayServer", "InFlight", "serve"]
 
 log = logging.getLogger(__name__)
+
+CUT_MARGIN = 0.25  # seconds a cut handler gets for its last words (an error event, a 503)
+
+
+class InFlight:
+    """The request handlers an app is running, so that a stopping server can cut them."""
+
+    __slots__ = ("_cut_off", "_tasks")
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cut_off = False
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the server stopped waiting: a handler cancelled now is cut by the shutdown."""
+        return self._cut_off
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def track(self, handler: Handler) -> Handler:
+        """A route wrapper that registers the handler's task while it runs (a route wrapper
+        rather than a middleware for the reason given in ``_auth.client_auth``)."""
+        tasks = self._tasks
+
+        async def tracked(request: web.Request) -> web.StreamResponse:
+            task = asyncio.current_task()
+            if task is None:  # not under aiohttp, which runs every handler in a task
+                return await handler(request)
+            tasks.add(task)
+            try:
+                return await handler(request)
+            finally:
+                tasks.discard(task)
+
+        return tracked
+
+    def cut(self) -> int:
+        """Cancel every tracked handler; how many there were."""
+        self._cut_off = True
+        for task in self._tasks:
+            task.cancel()
+        return len(self._tasks)
+
+
+def _cut(in_flight: InFlight) -> None:
+    if in_flight:
+        log.info("shutdown: cutting %d request(s) still in flight", in_flight.cut())
+
+
+IN_FLIGHT_KEY: web.AppKey[InFlight] = web.AppKey("failover_in_flight", InFlight)
 
 
 class GatewayServer:
@@ -48,7 +112,7 @@ class GatewayServer:
             self._app,
             access_log=None,
             handler_cancellation=True,
-            shutdown_timeout=self._grace,
+            shutdown_timeout=max(self._grace, CUT_MARGIN),  # aiohttp reads 0 as "wait forever"
         )
         await runner.setup()
         site = web.TCPSite(runner, self._host, self._port)
@@ -63,10 +127,24 @@ class GatewayServer:
         return self
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish within the grace period, then cancel."""
+        """Stop accepting, let in-flight requests finish within the grace period, then cut."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        if runner is None:
+            return
+        in_flight = self._app.get(IN_FLIGHT_KEY)
+        cuts = [] if in_flight is None else self._schedule_cuts(in_flight)
+        try:
+            await runner.cleanup()  # inline: it closes the listener before anything else runs
+        finally:
+            for cut in cuts:
+                cut.cancel()
+
+    def _schedule_cuts(self, in_flight: InFlight) -> list[asyncio.TimerHandle]:
+        """The cut at the end of the grace, then the cut of what is still busy with its last
+        words :data:`CUT_MARGIN` later."""
+        loop = asyncio.get_running_loop()
+        delays = (self._grace, self._grace + CUT_MARGIN)
+        return [loop.call_later(delay, _cut, in_flight) for delay in delays]
 
     async def __aenter__(self) -> GatewayServer:
         return await self.start()
