@@ -53,6 +53,9 @@ async def test_client_keys_are_required_and_never_echoed(http: aiohttp.ClientSes
         ok = {"x-api-key": "sk-gw-one"}
         assert (await post(http, env.url + MESSAGES, hello_anthropic(), headers=ok))[0] == 200
         assert (await get(http, env.url + "/v1/models"))[0] == 401
+        # The Anthropic SDKs list models at the same path: their header picks their format.
+        status, body = await get(http, env.url + "/v1/models", headers={"anthropic-version": "1"})
+        assert (status, body["error"]["type"]) == (401, "authentication_error")
         assert (await get(http, env.url + "/healthz"))[0] == 200  # probes need no key
         assert env.primary.requests == 2
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from controller._errors import AuthFailed
-from controller.gateway._formats import front_for_path
+from controller.gateway._formats import front_for_request
 
 __all__ = ["KeyRing", "admin_guard_middleware", "client_auth"]
 
@@ -81,7 +81,7 @@ def client_auth(keys: KeyRing) -> Callable[[Handler], Handler]:
             ):
                 return await handler(request)
             message = "invalid or missing API key for this gateway"
-            return front_for_path(request.path).error(AuthFailed(message, status=401))
+            return front_for_request(request).error(AuthFailed(message, status=401))
 
         return guarded
 
