@@ -11,13 +11,14 @@ Slack when ``TELEGRAM_BOT_TOKEN`` + ``TELEGRAM_CHAT_ID`` / ``SLACK_WEBHOOK_URL``
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -70,22 +71,79 @@ class Tally:
     sent: int = 0
 
 
-@dataclass
-class Story:
-    """What happened, for the timeline and the summary."""
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One timeline line. ``at`` is epoch seconds on the controller's clock (``Controller.now``)."""
 
-    start: float = field(default_factory=time.monotonic)
-    timeline: list[tuple[float, str]] = field(default_factory=list)
-    marks: dict[str, float] = field(default_factory=dict)
+    at: float
+    name: str
+    text: str
+
+
+class Story:
+    """What happened, for the timeline and the summary.
+
+    Every entry carries the time the thing happened, never the time the demo noticed it: the
+    demo stamps its own actions as it takes them, routing flips and alerts bring the times the
+    controller gave them, and "tripped" / "healthy" take the routing state's ``since``. All of
+    these are on the controller's clock, so differences between them are exact; the 50 ms poll
+    only decides when a line is printed. The timeline is sorted by time; alerts keep the order
+    in which they were handed to the dispatcher (its sending order).
+    """
+
+    def __init__(self, *, start: float, say: Callable[[str], None]) -> None:
+        self.start = start
+        self.entries: list[Entry] = []
+        self.say = say
+
+    def add(self, at: float, name: str, text: str) -> None:
+        self.entries.append(Entry(at, name, text))
+        self.say(f"[{at - self.start:6.2f}s] {text}")
 
     def at(self, name: str) -> float | None:
-        return self.marks.get(name)
+        """When ``name`` first happened (epoch seconds), or None if it never did."""
+        return min((e.at for e in self.entries if e.name == name), default=None)
 
-    def mark(self, name: str, text: str, say: Callable[[str], None]) -> None:
-        now = time.monotonic() - self.start
-        self.marks.setdefault(name, now)
-        self.timeline.append((now, text))
-        say(f"[{now:6.2f}s] {text}")
+    def timeline(self) -> list[Entry]:
+        return sorted(self.entries, key=lambda e: e.at)  # stable: equal times keep their order
+
+    def alerts(self) -> list[str]:
+        return [e.name.removeprefix("alert:") for e in self.entries if e.name.startswith("alert:")]
+
+
+class _Fresh:
+    """What was added to a newest-first history (``Runtime.events`` / ``.alerts``) since last time.
+
+    The newest item seen is remembered by identity, not by count: the history is bounded, so once
+    full its length stops growing while new items keep arriving.
+    """
+
+    def __init__(self, history: Iterable[dict[str, Any]]) -> None:
+        self._history = history
+        self._newest: dict[str, Any] | None = None
+
+    def __call__(self) -> list[dict[str, Any]]:
+        """The new items, oldest first."""
+        fresh = list(itertools.takewhile(lambda item: item is not self._newest, self._history))
+        if fresh:
+            self._newest = fresh[0]
+        return fresh[::-1]
+
+
+class Narrator:
+    """Adds the runtime's routing flips and alerts to the story, each at its own recorded time."""
+
+    def __init__(self, rt: Runtime, story: Story) -> None:
+        self._story = story
+        self._events = _Fresh(rt.events)
+        self._alerts = _Fresh(rt.alerts)
+
+    def poll(self) -> None:
+        for event in self._events():
+            self._story.add(event["time"], f"flip:{event['kind']}", f"routing: {event['text']}")
+        for alert in self._alerts():
+            text = f"ALERT [{alert['severity']}] {alert['text']}"
+            self._story.add(alert["time"], f"alert:{alert['event']}", text)
 
 
 async def _traffic(url: str, tally: Tally, stop: asyncio.Event) -> None:
@@ -115,31 +173,25 @@ async def _traffic(url: str, tally: Tally, stop: asyncio.Event) -> None:
             await asyncio.wait(pending, timeout=15)
 
 
-async def _watch(
-    rt: Runtime, story: Story, say: Callable[[str], None], stop: asyncio.Event
-) -> None:
-    """Narrate routing transitions and alerts as they happen."""
-    seen_events = seen_alerts = 0
+async def _watch(narrator: Narrator, stop: asyncio.Event) -> None:
+    """Print routing flips and alerts soon after they happen (their times are their own)."""
     while not stop.is_set():
-        events, alerts = list(rt.events), list(rt.alerts)
-        for event in reversed(events[: len(events) - seen_events]):
-            kind = str(event.get("kind", ""))
-            story.mark(f"flip:{kind}", f"routing: {event['text']}", say)
-        for alert in reversed(alerts[: len(alerts) - seen_alerts]):
-            story.mark(
-                f"alert:{alert['event']}", f"ALERT [{alert['severity']}] {alert['text']}", say
-            )
-        seen_events, seen_alerts = len(events), len(alerts)
+        narrator.poll()
         await asyncio.sleep(0.05)
+    narrator.poll()  # what happened since the last look
 
 
-async def _wait_state(rt: Runtime, state: HealthState, limit: float) -> bool:
+async def _wait_state(
+    rt: Runtime, state: HealthState, limit: float, *, after: float
+) -> float | None:
+    """When primary entered ``state`` (at or after ``after``), once it has; None after ``limit``."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if rt.holder.current.status("primary").state is state:
-            return True
+        status = rt.holder.current.status("primary")
+        if status.state is state and status.since >= after:
+            return status.since
         await asyncio.sleep(0.05)
-    return False
+    return None
 
 
 async def run_demo(*, out: TextIO = sys.stdout, quiet: bool = False) -> dict[str, Any]:
@@ -149,7 +201,6 @@ async def run_demo(*, out: TextIO = sys.stdout, quiet: bool = False) -> dict[str
         if not quiet:
             print(line, file=out, flush=True)
 
-    story = Story()
     tally = Tally()
     with tempfile.TemporaryDirectory(prefix="failover-demo-") as tmp:
         async with FakeProvider(name="primary") as primary, FakeProvider(name="backup") as backup:
@@ -159,42 +210,42 @@ async def run_demo(*, out: TextIO = sys.stdout, quiet: bool = False) -> dict[str
                 state=Path(tmp) / "state.json",
             )
             rt = Runtime(parse_config(text, source="demo"), env=dict(os.environ))
+            story = Story(start=rt.controller.now(), say=say)
             await rt.start()
             app = create_app(rt, settings=GatewaySettings())
             async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0) as server:
                 say(f"gateway on {server.url} (OpenAI + Anthropic formats), controller running")
                 say("tier frontier: primary (OpenAI format) -> backup (Anthropic format)")
-                await _drive(rt, server.url, primary, story, tally, say)
+                await _drive(rt, server.url, primary, story, tally)
             await rt.stop(grace=2.0)
     return _summary(story, tally)
 
 
-async def _drive(
-    rt: Runtime,
-    url: str,
-    primary: FakeProvider,
-    story: Story,
-    tally: Tally,
-    say: Callable[[str], None],
-) -> None:
+async def _drive(rt: Runtime, url: str, primary: FakeProvider, story: Story, tally: Tally) -> None:
+    now = rt.controller.now  # the clock the controller stamps flips, states and alerts with
     stop = asyncio.Event()
     traffic = asyncio.create_task(_traffic(url, tally, stop))
-    watch = asyncio.create_task(_watch(rt, story, say, stop))
-    story.mark("traffic", f"client traffic: {RPS:.0f} requests/s through the gateway", say)
+    watch = asyncio.create_task(_watch(Narrator(rt, story), stop))
+    story.add(now(), "traffic", f"client traffic: {RPS:.0f} requests/s through the gateway")
     await asyncio.sleep(HEALTHY_SECONDS)
     primary.set_fault(FaultMode.ERROR_503)
-    story.mark("outage", "primary is DOWN (answers 503 to everything)", say)
-    if await _wait_state(rt, HealthState.TRIPPED, 10.0):
-        story.mark("tripped", "traffic now goes to backup", say)
+    outage = now()
+    story.add(outage, "outage", "primary is DOWN (answers 503 to everything)")
+    tripped = await _wait_state(rt, HealthState.TRIPPED, 10.0, after=outage)
+    if tripped is not None:
+        story.add(tripped, "tripped", "traffic now goes to backup")
     await asyncio.sleep(OUTAGE_SECONDS)
     primary.clear_fault()
-    story.mark("back", "primary is back up", say)
-    if await _wait_state(rt, HealthState.HEALTHY, RECOVERY_LIMIT):
-        story.mark("healthy", "primary healthy again: full traffic restored", say)
+    back = now()
+    story.add(back, "back", "primary is back up")
+    if tripped is not None:  # never tripped: nothing to recover from
+        healthy = await _wait_state(rt, HealthState.HEALTHY, RECOVERY_LIMIT, after=back)
+        if healthy is not None:
+            story.add(healthy, "healthy", "primary healthy again: full traffic restored")
     await asyncio.sleep(1.0)
     stop.set()
     await asyncio.gather(traffic, watch)
-    say(f"served by: {dict(tally.served)}; client-visible errors: {len(tally.errors)}")
+    story.say(f"served by: {dict(tally.served)}; client-visible errors: {len(tally.errors)}")
 
 
 def _summary(story: Story, tally: Tally) -> dict[str, Any]:
@@ -202,9 +253,6 @@ def _summary(story: Story, tally: Tally) -> dict[str, Any]:
         start, end = story.at(a), story.at(b)
         return round(end - start, 3) if start is not None and end is not None else None
 
-    alerts = sorted(
-        {name.removeprefix("alert:") for name in story.marks if name.startswith("alert:")}
-    )
     return {
         "requests": tally.sent,
         "served": sum(tally.served.values()),
@@ -216,8 +264,10 @@ def _summary(story: Story, tally: Tally) -> dict[str, Any]:
         "alert_seconds_after_flip": since("flip:trip", "alert:provider_tripped"),
         "recovered": story.at("healthy") is not None,
         "recovery_seconds": since("back", "healthy"),
-        "alerts": alerts,
-        "timeline": [{"t": round(t, 3), "event": text} for t, text in story.timeline],
+        "alerts": story.alerts(),
+        "timeline": [
+            {"t": round(e.at - story.start, 3), "event": e.text} for e in story.timeline()
+        ],
     }
 
 

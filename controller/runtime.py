@@ -275,6 +275,10 @@ class Runtime:
             self.notify(alert)
 
     def notify(self, alert: Alert) -> None:
+        """Hand ``alert`` to the dispatcher; the status page lists it only when it was queued
+        (a repeat within the cooldown, or one dropped by a full queue, is counted there)."""
+        if not self.dispatcher.submit(alert):
+            return
         subject = alert.provider or alert.tier or ""
         text = " ".join(p for p in (subject, alert.event.value.replace("_", " ")) if p)
         if alert.detail:
@@ -282,7 +286,6 @@ class Runtime:
         self.alerts.appendleft(
             {"time": alert.at, "severity": alert.severity.value, "event": alert.event, "text": text}
         )
-        self.dispatcher.submit(alert)
 
     def _apply_kill_switch(self, switch: KillSwitch, *, changed_by: str) -> None:
         before = self.holder.current.kill_switch
