@@ -37,6 +37,7 @@ from controller.control.config import TripwireConfig
 from controller.control.state import KillSwitch
 from controller.control.store import FileStateStore
 from controller.notify.config import NotifyConfig
+from controller.providers.base import Timeouts
 from controller.routing.plan import Strategy
 
 ENV_PIN = "FAILOVER_KILL_SWITCH_PIN"
@@ -66,10 +67,27 @@ Seconds = Annotated[float, Field(gt=0)]
 
 
 class TimeoutsConfig(_Frozen):
+    """A provider's per-attempt limits, in seconds (what each bounds: :class:`Timeouts`).
+
+    ``total`` bounds a non-streaming answer and a stream's wait for its first chunk; a stream
+    already flowing is bounded by ``idle`` and ``stream_total`` instead.
+    """
+
     connect: Seconds = 5.0
     first_token: Seconds = 20.0
     idle: Seconds = 30.0
     total: Seconds = 120.0
+    stream_total: Seconds = 600.0
+
+    def limits(self) -> Timeouts:
+        """These limits as the router and the adapters take them."""
+        return Timeouts(
+            connect=self.connect,
+            first_token=self.first_token,
+            idle=self.idle,
+            total=self.total,
+            stream_total=self.stream_total,
+        )
 
 
 class ProviderConfig(_Frozen):

@@ -14,6 +14,7 @@ message text::
     │   │   ├── MalformedResponse        unparseable body or stream event, truncated stream
     │   │   ├── AuthFailed               401/402/403: bad key, suspended or out of credit
     │   │   └── ModelNotFound            404: the configured model or path is unknown there
+    │   ├── StreamTooLong                a stream cut at our stream_total cap: not a fault
     │   └── CallerError                  the request was wrong: never retried, never failed over
     │       ├── BadRequest               400 / 404 / 422 ...
     │       │   ├── ContextTooLong       may go to a configured larger-context model
@@ -81,6 +82,18 @@ class ProviderError(FailoverError):
         who = "/".join(p for p in (self.provider, self.model) if p)
         code = f" (HTTP {self.status})" if self.status else ""
         return f"{who}: {self.message}{code}" if who else f"{self.message}{code}"
+
+
+class StreamTooLong(ProviderError):
+    """A stream still running at ``timeouts.stream_total``, cut by our own cap.
+
+    Not a :class:`ProviderFault`: a provider that streams for ten minutes
+    is answering, not failing, so the cut must not push it toward a trip (the attempt is
+    reported as cancelled, with this ``error_type``). The request still ends with an in-stream
+    error, never as a truncated answer presented as complete.
+    """
+
+    error_type = "stream_too_long"
 
 
 class ProviderFault(ProviderError):

@@ -24,7 +24,9 @@ class Outcome(enum.StrEnum):
     SUCCESS = "success"
     FAULT = "fault"  # the provider failed: counts toward its error rate
     CALLER_ERROR = "caller_error"  # the request was wrong: does not count
-    CANCELLED = "cancelled"  # the client went away or the deadline cut it: does not count
+    # The client went away, the shutdown or the deadline cut it, or our own cap on a stream's
+    # length did (error.type says which): not the provider's fault, does not count.
+    CANCELLED = "cancelled"
 
 
 class AttemptReason(enum.StrEnum):
@@ -83,9 +85,18 @@ PROBE_TIER = "probe"  # the tier name on the controller's health probes (not use
 
 
 class RouteOutcome(enum.StrEnum):
+    """What one routed request came to (the ``outcome`` label of ``failover.requests``).
+
+    ``failed`` means the gateway could not serve: every candidate failed, the deadline passed,
+    or a stream broke (or hit ``stream_total``) after its first chunk. A request whose client
+    went away first (or that the shutdown cut) is ``cancelled`` instead, so client impatience
+    never reads as a gateway failure on the dashboard or in the alert rules.
+    """
+
     SERVED = "served"  # the first candidate served it
     DEGRADED = "degraded"  # served, but only after a failover or in panic mode
-    FAILED = "failed"
+    FAILED = "failed"  # the gateway could not serve it
+    CANCELLED = "cancelled"  # the client left (or the shutdown cut it) before the answer ended
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

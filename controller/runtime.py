@@ -433,5 +433,4 @@ def _membership(config: Config) -> dict[str, list[str]]:
 
 
 def _timeouts(cfg: ProviderConfig) -> Timeouts:
-    t = cfg.timeouts
-    return Timeouts(connect=t.connect, first_token=t.first_token, idle=t.idle, total=t.total)
+    return cfg.timeouts.limits()

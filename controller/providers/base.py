@@ -10,11 +10,18 @@ aiohttp / asyncio                           our error
 connect refused / DNS / reset / closed      ConnectionFailed
 connect slower than ``timeouts.connect``    ProviderTimeout(phase="connect")
 no first chunk within ``first_token``       ProviderTimeout(phase="first_token")
+no answer (or first chunk) within ``total``  ProviderTimeout(phase="total")
 no stream data within ``idle``              ProviderTimeout(phase="idle")
-attempt longer than ``total``               ProviderTimeout(phase="total")
+stream still running at ``stream_total``    StreamTooLong (our own cap: not a fault)
 non-2xx status                              codec.error_from(...)
 bad JSON / event, stream cut before finish  MalformedResponse / ConnectionFailed
 ==========================================  ==========================================
+
+Why a flowing stream is not bound by ``total``: a long answer that keeps streaming (a coding
+agent's long reply, a reasoning model) is a healthy provider doing its job. Cutting it at the
+limit meant for *waiting* turned it into a timeout fault that pushed the provider toward a trip.
+Once the first chunk is in, a stream is bounded by ``idle`` (a stall is a fault) and by the much
+longer ``stream_total``, a safety cap on cost and on a runaway generation.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from controller._errors import (
     MalformedResponse,
     ProviderError,
     ProviderTimeout,
+    StreamTooLong,
 )
 from controller.model import Request, Response, StreamChunk
 from controller.wire import ClientCodec, HttpCall, TokenCountCodec
@@ -49,31 +57,68 @@ T = TypeVar("T")
 class Timeouts:
     """Per-attempt limits, in seconds.
 
-    ``first_token`` bounds the wait for a stream's first chunk (a provider that accepts the
-    request but never starts answering); ``idle`` the gap between stream events; ``total`` the
-    whole attempt (for non-streaming calls it is the limit on the answer). ``terminator_grace``
-    is how long a stream that already carried its finish reason may take to send its terminator
-    before it is finalised as complete anyway.
+    ``total`` bounds the wait for an answer: a whole non-streaming answer, and a stream's first
+    chunk (together with ``first_token``, a provider that accepts the request but never starts
+    answering). After its first chunk a stream is bounded by ``idle`` (the gap between events)
+    and by ``stream_total`` (its whole length, from the request; a safety cap, not a health
+    signal). ``terminator_grace`` is how long a stream that already carried its finish reason
+    may take to send its terminator before it is finalised as complete anyway.
     """
 
     connect: float = 5.0
     first_token: float = 20.0
     idle: float = 30.0
     total: float = 120.0
+    stream_total: float = 600.0
     terminator_grace: float = 0.5
 
     def bounded(self, remaining: float) -> Timeouts:
-        """These limits, none longer than ``remaining`` (the request's deadline)."""
+        """These limits, none of the waits for an answer longer than ``remaining`` (the
+        request's deadline). ``idle`` and ``stream_total`` stay: they bound a stream already
+        flowing, which the deadline does not (it bounds the time to a first chunk)."""
         cap = max(0.0, remaining)
-        if cap >= max(self.connect, self.first_token, self.idle, self.total):
+        if cap >= max(self.connect, self.first_token, self.total):
             return self  # far from the deadline (the usual case): nothing to cut
+        # Built directly, not with dataclasses.replace (3x the cost): with the default limits
+        # (total and the request deadline both 120 s) this runs on every attempt.
         return Timeouts(
             connect=min(self.connect, cap),
             first_token=min(self.first_token, cap),
-            idle=min(self.idle, cap),
+            idle=self.idle,
             total=min(self.total, cap),
+            stream_total=self.stream_total,
             terminator_grace=self.terminator_grace,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamLimits:
+    """When a stream's waits end, on the monotonic clock: its first chunk by ``first_by``
+    (``first_token`` or ``total``, the sooner, named by ``first_phase``: pings do not restart
+    it); after that no gap longer than ``idle`` and nothing past ``until`` (``stream_total``)."""
+
+    timeouts: Timeouts
+    first_by: float
+    first_phase: str
+    until: float
+
+    @classmethod
+    def starting(cls, start: float, timeouts: Timeouts) -> _StreamLimits:
+        first, phase = timeouts.first_token, "first_token"
+        if timeouts.total < first:
+            first, phase = timeouts.total, "total"
+        return cls(timeouts, start + first, phase, start + timeouts.stream_total)
+
+    def wait(self, now: float, *, started: bool, finished: bool) -> tuple[float, str]:
+        """How long the next read may wait, and the phase that limit belongs to."""
+        if finished:
+            return min(self.timeouts.terminator_grace, self.until - now), "grace"
+        if not started:
+            return self.first_by - now, self.first_phase
+        left = self.until - now
+        if left < self.timeouts.idle:
+            return left, "stream_total"
+        return self.timeouts.idle, "idle"
 
 
 class Provider(Protocol):
@@ -195,38 +240,31 @@ class HttpProvider:
         self, request: Request, model: str, timeouts: Timeouts
     ) -> AsyncIterator[StreamChunk]:
         call = self._codec.build(request, model, self._api_key)
-        start = time.monotonic()
-        deadline = start + timeouts.total
-        first_by = start + timeouts.first_token  # one deadline: pings do not restart it
+        limits = _StreamLimits.starting(time.monotonic(), timeouts)
         try:
-            async with asyncio.timeout(min(timeouts.first_token, timeouts.total)):
+            async with asyncio.timeout(limits.first_by - time.monotonic()):
                 resp = await self._post(call, timeouts)
         except aiohttp.ClientError as exc:  # first: ConnectionTimeoutError is a TimeoutError
             raise self._tag(_transport_error(exc), model) from None
         except TimeoutError:
-            raise self._tag(ProviderTimeout("no answer", phase="first_token"), model) from None
+            raise self._tag(ProviderTimeout("no answer", phase=limits.first_phase), model) from None
         try:
             if resp.status >= 300:
-                raise await self._error(resp, model, within=timeouts.idle)
-            async for chunk in self._events(resp, model, timeouts, deadline, first_by):
+                within = min(timeouts.idle, limits.first_by - time.monotonic())
+                raise await self._error(resp, model, within=max(0.0, within))
+            async for chunk in self._events(resp, model, limits):
                 yield chunk
         finally:
             resp.release()
 
     async def _events(
-        self,
-        resp: aiohttp.ClientResponse,
-        model: str,
-        timeouts: Timeouts,
-        deadline: float,
-        first_by: float,
+        self, resp: aiohttp.ClientResponse, model: str, limits: _StreamLimits
     ) -> AsyncIterator[StreamChunk]:
         parser = SSEParser()
         decoder = self._codec.stream_decoder(model)
         started = finished = False
         while True:
-            first = None if started else first_by
-            data = await self._read(resp, model, timeouts, deadline, first, finished)
+            data = await self._read(resp, model, limits, started=started, finished=finished)
             if data is None:  # the terminator grace ran out after the finish reason
                 return
             if not data:  # end of body
@@ -253,32 +291,21 @@ class HttpProvider:
         self,
         resp: aiohttp.ClientResponse,
         model: str,
-        timeouts: Timeouts,
-        deadline: float,
-        first_by: float | None,
+        limits: _StreamLimits,
+        *,
+        started: bool,
         finished: bool,
     ) -> bytes | None:
-        """The next bytes of the body; b"" at its end; None when a finished stream went quiet.
-
-        ``first_by`` is the first chunk's deadline (None once one arrived)."""
-        if finished:
-            wait, phase = timeouts.terminator_grace, "grace"
-        elif first_by is None:
-            wait, phase = timeouts.idle, "idle"
-        else:
-            wait, phase = first_by - time.monotonic(), "first_token"
-        left = deadline - time.monotonic()
-        if left < wait:
-            wait, phase = left, "total"
+        """The next bytes of the body; b"" at its end; None when a finished stream went quiet
+        (or reached ``stream_total`` while waiting for its terminator)."""
+        wait, phase = limits.wait(time.monotonic(), started=started, finished=finished)
         try:
             async with asyncio.timeout(max(0.0, wait)):
                 return await resp.content.readany()
         except TimeoutError:
             if finished:
                 return None
-            raise self._tag(
-                ProviderTimeout(f"no stream data ({phase})", phase=phase), model
-            ) from None
+            raise self._tag(_read_timeout(phase, limits.timeouts), model) from None
         except aiohttp.ClientError as exc:
             if finished:
                 return None
@@ -329,6 +356,16 @@ class HttpProvider:
         err.provider = self.name
         err.model = err.model or model
         return err
+
+
+def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:
+    """The error for a stream read that ran out of time in ``phase``."""
+    if phase == "stream_total":
+        return StreamTooLong(
+            f"the answer was still streaming after {timeouts.stream_total:g} s, the gateway's "
+            "limit (timeouts.stream_total): it is incomplete"
+        )
+    return ProviderTimeout(f"no stream data ({phase})", phase=phase)
 
 
 def _transport_error(exc: aiohttp.ClientError) -> ProviderError:

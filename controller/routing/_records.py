@@ -31,7 +31,11 @@ from controller.model import Message, Request, Usage
 from controller.providers.base import Provider
 from controller.routing.plan import Plan, Target, TierPlan
 
-__all__ = ["Route", "Try", "attempt_event", "route_event"]
+__all__ = ["CANCELLED", "Route", "Try", "attempt_event", "route_event"]
+
+# The error.type of an attempt or a request cut because its client went away (or the shutdown
+# cut it): a value of its own, so the fault-rate queries can leave it out by name.
+CANCELLED = "cancelled"
 
 
 @dataclass(slots=True)
@@ -85,8 +89,16 @@ def attempt_event(
     answer) on it as JSON, for content recording the user opted in to."""
     if error is None:
         outcome = Outcome.CANCELLED if cancelled else Outcome.SUCCESS
+    elif isinstance(error, CallerError):
+        outcome = Outcome.CALLER_ERROR
+    elif error.counts_as_fault:
+        outcome = Outcome.FAULT
+    else:  # cut by our own limit (a stream past ``stream_total``): not the provider's fault
+        outcome = Outcome.CANCELLED
+    if error is not None:
+        error_type: str | None = error.error_type
     else:
-        outcome = Outcome.CALLER_ERROR if isinstance(error, CallerError) else Outcome.FAULT
+        error_type = CANCELLED if cancelled else None
     provider = attempt.provider
     return AttemptEvent(
         request_id=route.request_id,
@@ -101,7 +113,7 @@ def attempt_event(
         end=end,
         start_wall=wall,
         outcome=outcome,
-        error_type=error.error_type if error is not None else None,
+        error_type=error_type,
         error_status=error.status if error is not None else None,
         error_message=error.message if error is not None else None,
         response_model=response_model,
@@ -120,10 +132,22 @@ def attempt_event(
 
 
 def route_event(
-    route: Route, served_by: str | None, error: BaseException | None, *, end: float
+    route: Route,
+    served_by: str | None,
+    error: BaseException | None,
+    *,
+    end: float,
+    cancelled: bool = False,
 ) -> RouteEvent:
-    """The record of one routed request, served (by ``served_by``) or not."""
-    if served_by is None:
+    """The record of one routed request, served (by ``served_by``) or not.
+
+    ``cancelled`` (or ``error`` being a cancellation) says the client went away, or the
+    shutdown cut the request: it ends ``cancelled``, never ``failed``, whoever was serving it.
+    """
+    cancelled = cancelled or isinstance(error, asyncio.CancelledError)
+    if cancelled:
+        outcome = RouteOutcome.CANCELLED
+    elif served_by is None:
         outcome = RouteOutcome.FAILED
     elif route.attempts > 1 or route.plan.panic:
         outcome = RouteOutcome.DEGRADED
@@ -138,7 +162,7 @@ def route_event(
         start=route.start,
         end=end,
         stream=route.stream,
-        error_type=_error_type(error),
+        error_type=CANCELLED if cancelled else _error_type(error),
         panic=route.plan.panic,
         candidates=tuple(t.provider for t in route.plan.targets),
         start_wall=route.start_wall,
@@ -156,8 +180,6 @@ def _error_type(error: BaseException | None) -> str | None:
         if isinstance(error, AllProvidersFailed | DeadlineExceeded) and error.attempts:
             return error.attempts[-1].error_type
         return error.error_type
-    if isinstance(error, asyncio.CancelledError):
-        return "cancelled"
     return type(error).__qualname__
 
 

@@ -9,7 +9,12 @@ where the retry policy says it helps, and emits one :class:`AttemptEvent` per at
 Streams fail over transparently only until their first chunk: :meth:`Router.stream` returns once
 a provider has produced one, so the caller can still answer with a clean error status before
 that. After it, a failure ends the stream with :class:`StreamInterrupted`, never a truncated
-answer presented as complete.
+answer presented as complete. The request's deadline bounds the time to that first chunk
+(failover attempts included), not the delivery of a stream already flowing: that is bounded by
+the provider's ``idle`` and ``stream_total`` limits (see :class:`Timeouts`).
+
+A request whose client goes away (or that the shutdown cuts) ends with the route outcome
+``cancelled``, not ``failed``: ``failed`` means the gateway could not serve.
 """
 
 from __future__ import annotations
@@ -133,7 +138,8 @@ class Router:
     async def stream(
         self, request: Request, *, tier: str, deadline: float | None = None
     ) -> RoutedStream:
-        """Start a stream. Returns once a provider has produced the first chunk."""
+        """Start a stream. Returns once a provider has produced the first chunk (the deadline
+        bounds the wait for it; the stream may then outlive the deadline)."""
         route = self._begin(request, tier, deadline, stream=True)
         try:
             routed, _ = await self._attempts(route, request, self._stream_once)
@@ -382,15 +388,23 @@ class Router:
             )
         )
 
-    def _finish(self, route: Route, served_by: str | None, error: BaseException | None) -> None:
-        self.listeners.route(route_event(route, served_by, error, end=self._clock.monotonic()))
+    def _finish(
+        self,
+        route: Route,
+        served_by: str | None,
+        error: BaseException | None,
+        *,
+        cancelled: bool = False,
+    ) -> None:
+        end = self._clock.monotonic()
+        self.listeners.route(route_event(route, served_by, error, end=end, cancelled=cancelled))
 
 
 class RoutedStream:
     """A started stream. ``provider`` and ``model`` name what serves it.
 
     Iterate it once. A provider failure mid-stream raises :class:`StreamInterrupted`; closing it
-    early (client gone) reports the attempt as cancelled.
+    early (client gone) reports the attempt and the request as cancelled.
     """
 
     def __init__(
@@ -446,7 +460,8 @@ class RoutedStream:
         return chunk
 
     async def aclose(self) -> None:
-        """Stop early (e.g. the client disconnected): the attempt is reported as cancelled."""
+        """Stop early (e.g. the client disconnected): the attempt and the request are reported
+        as cancelled."""
         if self._done:
             return
         aclose = getattr(self._rest, "aclose", None)
@@ -471,5 +486,6 @@ class RoutedStream:
             response_model=self.model,
             ttfc=self._ttfc,
         )
-        failed = error is not None or cancelled
-        router._finish(route, None if failed else self.provider, error)
+        # A stream the client left is ``cancelled`` (not ``failed``), still naming who served it.
+        served_by = None if error is not None else self.provider
+        router._finish(route, served_by, error, cancelled=cancelled)

@@ -51,6 +51,20 @@ ATTR_EVENT = "event"
 ATTR_RESULT = "result"
 ATTR_SOURCE = "source"
 
+# --- error.type values that are not the provider's fault -----------------------------------------
+# The tripwire does not count them, so the fault-rate queries in dashboards/ and alerts/ leave out
+# exactly these (a test keeps the two in sync): caller errors (the request was wrong), attempts
+# cut because the client went away (or the shutdown cut them), and streams cut by our own
+# ``stream_total`` cap. Every other error.type on an attempt is a provider fault.
+NON_FAULT_ERROR_TYPES: tuple[str, ...] = (
+    "caller_error",
+    "bad_request",
+    "context_too_long",
+    "content_filtered",
+    "cancelled",
+    "stream_too_long",
+)
+
 # --- metrics: data plane -----------------------------------------------------------------------
 METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"  # s, histogram
 METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"  # {token}, histogram
