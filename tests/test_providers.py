@@ -253,3 +253,35 @@ async def test_pings_do_not_extend_the_first_token_deadline() -> None:
         await runner.cleanup()
     assert caught.value.phase == "first_token"
     assert asyncio.get_running_loop().time() - started < 2.0
+
+
+async def test_a_cookie_a_provider_sets_is_not_sent_on_later_requests() -> None:
+    """One client session serves every caller of the gateway: a cookie set in one caller's
+    answer (a CDN's session cookie) must not ride along on the next caller's request."""
+    cookies: list[str | None] = []
+    answer = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
+    }
+
+    async def sets_cookies(request: web.Request) -> web.Response:
+        cookies.append(request.headers.get("Cookie"))
+        response = web.json_response(answer)
+        response.set_cookie("session", "caller-one", path="/")
+        return response
+
+    runner, url = await _raw_server(sets_cookies)
+    # By name: aiohttp's default jar ignores cookies from IP addresses, never from host names.
+    named = url.replace("127.0.0.1", "localhost")
+    provider = HttpProvider(name="p", codec=codec_for("openai"), base_url=named, api_key="k")
+    try:
+        for _ in range(2):
+            assert (await provider.complete(HELLO, "m", FAST)).message.content == "hi"
+    finally:
+        await provider.close()
+        await runner.cleanup()
+    assert cookies == [None, None]

@@ -191,6 +191,9 @@ class HttpProvider:
                 timeout=aiohttp.ClientTimeout(total=None),
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
+                # One session serves every caller: a cookie one provider answer sets must not
+                # ride along on the next caller's request (and the jar cost work per request).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
