@@ -9,6 +9,7 @@ type, whether returned as a body or raised mid-stream.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -255,6 +256,7 @@ def test_usage_before_the_finish_is_reported_with_the_finish() -> None:
     [
         RateLimited("Resource has been exhausted (e.g. check quota).", retry_after=2.5),
         RateLimited("slow down"),
+        RateLimited("for a long while", retry_after=3.4e8),
         AuthFailed("API key not valid. Please pass a valid API key."),
         AuthFailed("Permission denied.", status=403),
         Overloaded("The model is overloaded. Please try again later."),
@@ -275,11 +277,15 @@ def test_errors_round_trip_by_type(err: ProviderError) -> None:
     assert type(back) is type(err)
     assert back.status == status
     assert err.message in back.message
-    if isinstance(err, RateLimited):
-        assert isinstance(back, RateLimited)
-        assert back.retry_after == err.retry_after
     without_header = CLIENT.error_from(status, {}, raw, MODEL)
     assert type(without_header) is type(err)
+    if isinstance(err, RateLimited):
+        assert isinstance(back, RateLimited)
+        assert isinstance(without_header, RateLimited)
+        # Retry-After is whole seconds rounded up (and wins); RetryInfo keeps the fraction.
+        whole = None if err.retry_after is None else math.ceil(err.retry_after)
+        assert back.retry_after == whole
+        assert without_header.retry_after == err.retry_after
     # ...and the same error raised mid-stream keeps its type too.
     event = SSEParser().feed(SERVER.stream_encoder(id="r", model=MODEL).error(err))
     with pytest.raises(type(err)) as info:

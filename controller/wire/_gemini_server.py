@@ -304,7 +304,7 @@ def _error_body(err: ProviderError) -> dict[str, Any]:
     }
     details: list[dict[str, Any]] = []
     if isinstance(err, RateLimited) and err.retry_after is not None:
-        details.append({"@type": RETRY_INFO, "retryDelay": f"{err.retry_after:g}s"})
+        details.append({"@type": RETRY_INFO, "retryDelay": _duration(err.retry_after)})
     if isinstance(err, ContentFiltered):
         details.append({"@type": ERROR_INFO, "reason": FILTER_REASON, "domain": _DOMAIN})
     if details:
@@ -464,3 +464,9 @@ class GeminiServerCodec:
 
     def render_error(self, err: ProviderError) -> tuple[int, dict[str, Any], dict[str, str]]:
         return status_for(err), _error_body(err), retry_after_headers(err)
+
+
+def _duration(seconds: float) -> str:
+    """A protobuf Duration in its JSON form: decimal seconds, at most nine fractional digits,
+    never an exponent (``:g`` wrote 3.4e+08s)."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
