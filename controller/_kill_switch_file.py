@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -131,3 +132,16 @@ def _overwrite(fd: int, data: bytes) -> None:
 
 def _cannot_write(path: Path, exc: OSError) -> FailoverError:
     return FailoverError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def usage_problem(action: str, providers: Sequence[str]) -> str:
+    """What is wrong with the provider names for ``action``, or "". Strict: ``disable`` with no
+    names would mean "disable nothing" and silently release an emergency pin; names given to
+    ``show`` or ``clear`` are refused rather than ignored, since the operator meant something."""
+    if action == "pin" and len(providers) != 1:
+        return f"pin takes exactly one provider name (got {len(providers)})"
+    if action == "disable" and not providers:
+        return "disable takes one or more provider names (to turn the kill switch off: clear)"
+    if action in ("show", "clear") and providers:
+        return f"{action} takes no provider names (got: {' '.join(providers)})"
+    return ""

@@ -297,16 +297,16 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def cmd_kill_switch(args: argparse.Namespace) -> int:
-    from controller._kill_switch_file import set_kill_switch
+    from controller._kill_switch_file import set_kill_switch, usage_problem
 
-    problem = _kill_switch_usage_problem(args.action, args.providers)
+    problem = usage_problem(args.action, args.providers)
     if problem:
         args.usage_error(problem)  # exits 2 before the file is read, let alone written
     config = load_config(args.config)
-    current = config.effective_kill_switch({})
+    current = config.effective_kill_switch({}, warn=False)  # shown, not applied: no warning
     if args.action == "show":
         print(f"kill switch in {args.config}: {current.describe()}")
-        env = config.effective_kill_switch()
+        env = config.effective_kill_switch(warn=False)
         if env != current:
             print(f"environment override in force: {env.describe()}")
         return 0
@@ -322,20 +322,9 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
         f"kill switch now {new.describe()} (was {current.describe()}); "
         "a running gateway applies it within a second"
     )
+    if stranded := config.unroutable(new):  # written anyway: the operator may mean it
+        print(f"warning: {stranded}", file=sys.stderr)
     return 0
-
-
-def _kill_switch_usage_problem(action: str, providers: Sequence[str]) -> str:
-    """What is wrong with the provider names for ``action``, or "". Strict: ``disable`` with no
-    names would mean "disable nothing" and silently release an emergency pin; names given to
-    ``show`` or ``clear`` are refused rather than ignored, since the operator meant something."""
-    if action == "pin" and len(providers) != 1:
-        return f"pin takes exactly one provider name (got {len(providers)})"
-    if action == "disable" and not providers:
-        return "disable takes one or more provider names (to turn the kill switch off: clear)"
-    if action in ("show", "clear") and providers:
-        return f"{action} takes no provider names (got: {' '.join(providers)})"
-    return ""
 
 
 # ---------------------------------------------------------------------------------- parser

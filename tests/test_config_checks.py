@@ -246,6 +246,21 @@ def test_check_names_the_environment_override_that_strands_a_tier(
     assert "environment: FAILOVER_KILL_SWITCH_DISABLE: disabled: a: tier fast has no" in out
 
 
+def test_kill_switch_warns_when_it_writes_a_switch_that_strands_tiers_and_show_does_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path, config_text(tmp_path / "state.json"))
+    assert main(["kill-switch", "--config", str(path), "pin", "spare"]) == 0
+    out, err = capsys.readouterr()
+    assert "kill switch now pinned to spare" in out
+    assert "warning: tiers fast, smart have no provider to route to" in err  # written anyway
+    assert main(["kill-switch", "--config", str(path), "show"]) == 0
+    out, err = capsys.readouterr()
+    assert "pinned to spare" in out
+    assert err == ""
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # show applies nothing
+
+
 @pytest.mark.parametrize(
     ("kill", "spare_extra"),
     [
