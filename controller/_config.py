@@ -274,7 +274,7 @@ class Config(_Frozen):
         secret = env.get(provider.api_key_env or "", "")
         message = err.message.replace(secret, "***") if secret else err.message
         if isinstance(err, ConnectionFailed):
-            return f"connection failed: {_os_reason(err) or message}"
+            return f"connection failed: {message}"
         status = f"HTTP {err.status}" if err.status else err.error_type
         if isinstance(err, AuthFailed):
             where = f"${provider.api_key_env}" if provider.api_key_env else "no api_key_env set"
@@ -288,15 +288,6 @@ _PHASES = {
     "idle": "the answer stalled for",
     "total": "no complete answer within",
 }
-
-
-def _os_reason(err: Exception) -> str:
-    """The system's reason ("Connection refused") behind a transport error the adapter
-    translated while handling it, when there is one; "" otherwise."""
-    cause = err.__cause__ or err.__context__
-    if isinstance(cause, OSError) and cause.errno and cause.errno > 0:
-        return os.strerror(cause.errno)
-    return ""
 
 
 class _Ref(ValueError):

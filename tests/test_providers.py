@@ -24,6 +24,7 @@ from controller.model import FinishReason, Message, Request, StreamChunk, ToolDe
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from tests.conftest import FORMATS, adapter, drain
+from tests.fakes_chat import unused_port
 
 FAST = Timeouts(connect=1.0, first_token=0.3, idle=0.3, total=0.6, terminator_grace=0.1)
 HELLO = Request(messages=(Message(role="user", content="hello there"),))
@@ -285,3 +286,31 @@ async def test_a_cookie_a_provider_sets_is_not_sent_on_later_requests() -> None:
         await provider.close()
         await runner.cleanup()
     assert cookies == [None, None]
+
+
+async def test_connection_failures_say_why_without_the_address() -> None:
+    """Refused, and TLS spoken to a plain-HTTP port: the reason, never the URL (it may carry a
+    key, as Gemini's and Azure's do)."""
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    runner, url = await _raw_server(plain)
+    port = url.rsplit(":", 1)[1]
+    cases = {
+        f"http://127.0.0.1:{unused_port()}/v1?key=sk-in-url": "Connection refused",
+        f"https://127.0.0.1:{port}/v1?key=sk-in-url": "TLS handshake failed (",
+    }
+    try:
+        for base_url, reason in cases.items():
+            provider = HttpProvider(name="p", codec=codec_for("openai"), base_url=base_url)
+            try:
+                with pytest.raises(ConnectionFailed) as caught:
+                    await provider.complete(HELLO, "m", FAST)
+            finally:
+                await provider.close()
+            assert caught.value.message.startswith(f"could not connect: {reason}")
+            assert "sk-in-url" not in str(caught.value)
+            assert "127.0.0.1" not in str(caught.value)
+    finally:
+        await runner.cleanup()

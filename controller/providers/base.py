@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -371,12 +373,27 @@ def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:
     return ProviderTimeout(f"no stream data ({phase})", phase=phase)
 
 
+def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection failed, without the address (a URL may carry a key): the name did not
+    resolve, the TLS handshake failed (and OpenSSL's reason), or the system's error text."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name did not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # it has no os_error
+        return "the server's TLS certificate was not accepted"
+    cause = exc.os_error
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS handshake failed ({cause.reason or type(cause).__name__})"
+    if cause.errno and cause.errno > 0:
+        return os.strerror(cause.errno)
+    return type(cause).__name__
+
+
 def _transport_error(exc: aiohttp.ClientError) -> ProviderError:
     """Translate an aiohttp failure. Messages are generic: URLs may carry keys (Azure, Gemini)."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ProviderTimeout("connect timed out", phase="connect")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectionFailed("could not connect")
+        return ConnectionFailed(f"could not connect: {_connect_reason(exc)}")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ConnectionFailed("server closed the connection")
     if isinstance(exc, aiohttp.ClientPayloadError):
