@@ -12,6 +12,7 @@ Everything is real: a gateway on 127.0.0.1 over the fake providers, the official
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ import openai
 import pytest
 
 from controller.events import Outcome
+from controller.gateway import GatewaySettings
 from controller.gateway._chat import SHUTTING_DOWN
 from controller.providers import Timeouts
 from controller.providers.fake import Fault, FaultMode
@@ -38,6 +40,7 @@ HANG = Fault(mode=FaultMode.HANG)
 GRACE = 0.5
 STOP_BOUND = 2.0  # generous: the stop takes GRACE plus a little; this is not a benchmark
 WAIT = 5.0  # bound on anything else that waits
+ANTHROPIC_VERSION = {"anthropic-version": "2023-06-01"}  # what the Anthropic SDKs send
 
 
 @asynccontextmanager
@@ -135,6 +138,50 @@ async def test_a_wrong_method_is_a_405_in_the_callers_format(
     assert (body.get("type") == "error") is (fmt == "anthropic")
 
 
+def _format_of(body: Any) -> str:
+    if body.get("type") == "error":
+        assert set(body["error"]) == {"type", "message"}
+        return "anthropic"
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return "openai"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status", "fmt"),
+    [
+        # The endpoint's own format, whatever the headers say (its other errors are in it too).
+        ("POST", CHAT, ANTHROPIC_VERSION, 401, "openai"),
+        ("PUT", CHAT, ANTHROPIC_VERSION, 405, "openai"),
+        ("POST", MESSAGES, {}, 401, "anthropic"),
+        ("POST", MESSAGES + "/count_tokens", {}, 401, "anthropic"),
+        ("PUT", MESSAGES + "/count_tokens", {}, 405, "anthropic"),
+        # Paths either SDK calls: the header decides.
+        ("GET", "/v1/models", ANTHROPIC_VERSION, 401, "anthropic"),
+        ("GET", "/v1/models", {}, 401, "openai"),
+        ("GET", "/v1/models/claude-test", ANTHROPIC_VERSION, 401, "anthropic"),
+        ("GET", "/v1/models/gpt-test", {}, 401, "openai"),
+        ("PUT", "/v1/models", ANTHROPIC_VERSION, 405, "anthropic"),
+    ],
+)
+async def test_the_path_decides_the_format_where_it_can_and_the_header_elsewhere(
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    status: int,
+    fmt: str,
+) -> None:
+    wrong_key = {"x-api-key": "sk-wrong", **headers}
+    keyed = GatewaySettings(api_keys=("sk-right",))
+    async with (
+        gateway_env(settings=keyed) as env,
+        http.request(method, env.url + path, headers=wrong_key, json={}) as answer,
+    ):
+        assert answer.status == status
+        body = await answer.json()
+    assert _format_of(body) == fmt
+
+
 async def test_the_operational_paths_are_unchanged(
     env: GatewayEnv, http: aiohttp.ClientSession
 ) -> None:
@@ -152,24 +199,34 @@ async def test_the_operational_paths_are_unchanged(
 # ---------------------------------------------------------------- requests cut by the shutdown
 
 
-async def _stop_timed(env: GatewayEnv) -> float:
-    """Stop the gateway; how long it took (real seconds: the grace period is real time)."""
+async def _stop_timed(env: GatewayEnv, caplog: pytest.LogCaptureFixture) -> float:
+    """Stop the gateway; how long it took (real seconds: the grace period is real time).
+
+    Nothing may log an error meanwhile: aiohttp logged an "Unhandled exception" traceback
+    (InvalidStateError) for each cut request when its own deadline fell on the cut."""
     loop = asyncio.get_running_loop()
+    seen = len(caplog.records)
     began = loop.time()
     async with asyncio.timeout(WAIT):
         await env.server.stop()
+    took = loop.time() - began
     assert not accepts(env.url)
-    return loop.time() - began
+    errors = [r for r in caplog.records[seen:] if r.levelno >= logging.ERROR]
+    assert not errors, [(r.name, r.getMessage()) for r in errors]
+    return took
 
 
 async def _cut_while(
-    env: GatewayEnv, call: asyncio.Future[Any], ready: Callable[[], bool]
+    env: GatewayEnv,
+    call: asyncio.Future[Any],
+    ready: Callable[[], bool],
+    caplog: pytest.LogCaptureFixture,
 ) -> float:
     """Once ``ready()`` holds while ``call`` (a client's request) runs, stop the gateway; how
     long the stop took."""
     await wait_for(lambda: ready() or call.done(), within=WAIT)
     assert not call.done(), call.result()
-    return await _stop_timed(env)
+    return await _stop_timed(env, caplog)
 
 
 async def _outcome(call: asyncio.Future[Any]) -> Any:
@@ -177,7 +234,9 @@ async def _outcome(call: asyncio.Future[Any]) -> Any:
         return await call
 
 
-async def test_an_openai_stream_cut_by_the_shutdown_raises_in_the_sdk() -> None:
+async def test_an_openai_stream_cut_by_the_shutdown_raises_in_the_sdk(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with gateway_env(grace=GRACE, timeouts=SLOW) as env, openai_client(env) as oai:
         env.primary.set_fault(STALL)
         texts: list[str] = []
@@ -188,7 +247,7 @@ async def test_an_openai_stream_cut_by_the_shutdown_raises_in_the_sdk() -> None:
                 texts.append(chunk.choices[0].delta.content or "")  # noqa: PERF401 - seen live
 
         call = asyncio.ensure_future(read())
-        took = await _cut_while(env, call, lambda: len(texts) >= 3)  # the role chunk, two words
+        took = await _cut_while(env, call, lambda: len(texts) >= 3, caplog)  # role chunk, two words
         with pytest.raises(openai.APIError) as cut:
             await _outcome(call)
         assert env.recorder.attempts[-1].outcome is Outcome.CANCELLED
@@ -197,7 +256,9 @@ async def test_an_openai_stream_cut_by_the_shutdown_raises_in_the_sdk() -> None:
     assert "".join(texts) == "Hello from"
 
 
-async def test_an_anthropic_stream_cut_by_the_shutdown_raises_overloaded() -> None:
+async def test_an_anthropic_stream_cut_by_the_shutdown_raises_overloaded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with gateway_env(grace=GRACE, timeouts=SLOW) as env, anthropic_client(env) as claude:
         env.primary.set_fault(STALL)
         kinds: list[str] = []
@@ -210,7 +271,7 @@ async def test_an_anthropic_stream_cut_by_the_shutdown_raises_overloaded() -> No
                 kinds.append(event.type)  # noqa: PERF401 - seen while streaming
 
         call = asyncio.ensure_future(read())
-        took = await _cut_while(env, call, lambda: kinds.count("content_block_delta") >= 2)
+        took = await _cut_while(env, call, lambda: kinds.count("content_block_delta") >= 2, caplog)
         with pytest.raises(anthropic.APIStatusError) as cut:
             await _outcome(call)
         assert env.recorder.attempts[-1].outcome is Outcome.CANCELLED
@@ -220,24 +281,28 @@ async def test_an_anthropic_stream_cut_by_the_shutdown_raises_overloaded() -> No
     assert "message_stop" not in kinds
 
 
-async def test_a_stream_outliving_the_grace_is_cut_within_it() -> None:
+async def test_a_stream_outliving_the_grace_is_cut_within_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """aiohttp's shutdown_timeout alone let a stream run for twice the grace (2.4 s here)."""
     grace = 1.2
     async with gateway_env(grace=grace, timeouts=SLOW) as env, aiohttp.ClientSession() as http:
         env.primary.set_fault(STALL)
         async with http.post(env.url + CHAT, json=hello(stream=True)) as answer:
             await answer.content.readuntil(b"\n\n")  # the stream has started
-            took = await _stop_timed(env)
+            took = await _stop_timed(env, caplog)
             with pytest.raises(aiohttp.ClientPayloadError):  # the connection was cut
                 await answer.read()
     assert grace - 0.05 <= took < STOP_BOUND  # the grace was given, and given once
 
 
-async def test_a_request_still_waiting_for_a_provider_gets_a_503() -> None:
+async def test_a_request_still_waiting_for_a_provider_gets_a_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with gateway_env(grace=GRACE, timeouts=SLOW) as env, openai_client(env) as oai:
         env.primary.set_fault(HANG)
         call = asyncio.ensure_future(oai.chat.completions.create(model="gpt-test", messages=USER))
-        took = await _cut_while(env, call, lambda: env.primary.requests == 1)
+        took = await _cut_while(env, call, lambda: env.primary.requests == 1, caplog)
         with pytest.raises(openai.InternalServerError) as cut:
             await _outcome(call)
         assert took < STOP_BOUND
@@ -245,3 +310,24 @@ async def test_a_request_still_waiting_for_a_provider_gets_a_503() -> None:
         assert env.recorder.attempts[-1].outcome is Outcome.CANCELLED
     assert cut.value.status_code == 503
     assert SHUTTING_DOWN.message in cut.value.message
+
+
+async def test_a_count_still_waiting_for_a_provider_gets_a_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A count is cut like a chat request, and answered like one (it was a dropped connection)."""
+    async with gateway_env(grace=GRACE, timeouts=SLOW) as env, anthropic_client(env) as claude:
+        env.primary.set_fault(HANG)  # serves tier claude in Anthropic's format: it is asked
+        call = asyncio.ensure_future(
+            claude.messages.count_tokens(model="claude-test", messages=USER)
+        )
+        took = await _cut_while(env, call, lambda: env.primary.requests == 1, caplog)
+        with pytest.raises(anthropic.APIStatusError) as cut:
+            await _outcome(call)
+    assert took < STOP_BOUND
+    assert cut.value.status_code == 503
+    body: Any = cut.value.body
+    assert body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": SHUTTING_DOWN.message},
+    }

@@ -48,7 +48,7 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     ops = OpsEndpoints(backend)
     openai = ChatEndpoint(backend, OPENAI, max_body_bytes=limit, in_flight=in_flight)
     anthropic = ChatEndpoint(backend, ANTHROPIC, max_body_bytes=limit, in_flight=in_flight)
-    count = CountTokensEndpoint(backend, max_body_bytes=limit)
+    count = CountTokensEndpoint(backend, max_body_bytes=limit, in_flight=in_flight)
     keyed = client_auth(KeyRing(settings.api_keys))  # every /v1/ route needs a client key
 
     def routed(handler: Handler) -> Handler:  # the routes that wait on providers

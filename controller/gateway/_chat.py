@@ -13,7 +13,8 @@ Why the stream path is shaped as it is:
   routed stream, so the attempt is reported as cancelled and never counts against the provider.
 * A request the server cuts at the end of its shutdown grace period (see ``_server``) is closed
   the same way, after saying why in the caller's format: a stream gets the in-stream error event
-  (``overloaded_error`` for Anthropic clients), a request still waiting for a provider a 503.
+  (``overloaded_error`` for Anthropic clients), a request still waiting for a provider (a token
+  count included, see ``_count``) a 503 (:func:`answer_if_cut`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from controller.model import Request
 from controller.routing.router import RoutedStream
 from controller.wire._base import StreamEncoder
 
-__all__ = ["SHUTTING_DOWN", "ChatEndpoint", "decode_call", "served_headers"]
+__all__ = ["SHUTTING_DOWN", "ChatEndpoint", "answer_if_cut", "decode_call", "served_headers"]
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,7 @@ class ChatEndpoint:
         except FailoverError as exc:
             return self._failure(exc)
         except asyncio.CancelledError:
-            if self._in_flight.cut_off:
-                await _answer_quietly(http, self._front.error(SHUTTING_DOWN))
+            await answer_if_cut(http, self._front, self._in_flight)
             raise
         return await self._pump(http, routed, decoded)
 
@@ -204,6 +204,16 @@ def served_headers(provider: str, model: str) -> dict[str, str]:
 async def _write_quietly(out: web.StreamResponse, data: bytes) -> None:
     with contextlib.suppress(ConnectionResetError):
         await out.write(data)
+
+
+async def answer_if_cut(http: web.Request, front: Front, in_flight: InFlight) -> None:
+    """Called from a handler's ``except asyncio.CancelledError`` around its wait for a provider,
+    before its response starts: if the shutdown cut the wait, answer :data:`SHUTTING_DOWN` in
+    ``front``'s format (the handler then re-raises; a client that left gets nothing, there is
+    nobody to tell). An except clause rather than a context manager: it costs nothing on the
+    request path unless it runs."""
+    if in_flight.cut_off:
+        await _answer_quietly(http, front.error(SHUTTING_DOWN))
 
 
 async def _answer_quietly(http: web.Request, response: web.Response) -> None:

@@ -5,15 +5,19 @@ The body is a ``/v1/messages`` body without ``max_tokens``; the answer is
 ``x-failover-provider`` / ``x-failover-model``) when the serving provider counted, or
 ``x-failover-token-count: estimate`` when the gateway estimated (see
 :mod:`controller.routing.count` for when and how). Bad input gets the same 4xx answers, in
-Anthropic's format, as ``/v1/messages``.
+Anthropic's format, as ``/v1/messages``; a count still waiting for its provider when the
+shutdown cuts it gets a 503 in that format, as a chat request does.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from controller.gateway._chat import decode_call, served_headers
+from controller.gateway._chat import answer_if_cut, decode_call, served_headers
 from controller.gateway._formats import ANTHROPIC, json_answer
+from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
 from controller.routing.count import TokenCounter
 
@@ -23,9 +27,12 @@ HEADER_TOKEN_COUNT = "x-failover-token-count"
 
 
 class CountTokensEndpoint:
-    def __init__(self, backend: GatewayBackend, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, backend: GatewayBackend, *, max_body_bytes: int, in_flight: InFlight
+    ) -> None:
         self._backend = backend
         self._max_body = max_body_bytes
+        self._in_flight = in_flight  # says whether a cancellation is the shutdown's cut
         self._counter = TokenCounter(backend.router, tracer=backend.tracer, meter=backend.meter)
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
@@ -33,7 +40,11 @@ class CountTokensEndpoint:
         decoded = await decode_call(http, self._backend, ANTHROPIC, parse, self._max_body)
         if isinstance(decoded, web.StreamResponse):
             return decoded
-        count = await self._counter.count(decoded.request, tier=decoded.tier)
+        try:
+            count = await self._counter.count(decoded.request, tier=decoded.tier)
+        except asyncio.CancelledError:
+            await answer_if_cut(http, ANTHROPIC, self._in_flight)
+            raise
         if count.provider is None or count.model is None:
             headers = {HEADER_TOKEN_COUNT: "estimate"}
         else:

@@ -59,6 +59,7 @@ __all__ = [
 
 HEADER_PROVIDER = "x-failover-provider"
 HEADER_MODEL = "x-failover-model"
+_OPENAI_ROOT = "/v1/chat/completions"
 _ANTHROPIC_ROOT = "/v1/messages"
 _MAX_ECHO = 200  # longest client-supplied text (a model name) repeated back in an error
 
@@ -144,18 +145,26 @@ OPENAI = OpenAIFront()
 ANTHROPIC = AnthropicFront()
 
 
-def front_for_path(path: str) -> Front:
-    """The format a request to ``path`` expects its errors in: Anthropic's for ``/v1/messages``
-    and the paths under it, else OpenAI's."""
+def front_for_path(path: str) -> Front | None:
+    """The format ``path`` itself decides: OpenAI's for ``/v1/chat/completions``, Anthropic's
+    for ``/v1/messages``, each with the paths under it; None for any other path (``/v1/models``,
+    an unknown URL), which either format's SDK may call."""
     path = path.rstrip("/")
-    anthropic = path == _ANTHROPIC_ROOT or path.startswith(_ANTHROPIC_ROOT + "/")
-    return ANTHROPIC if anthropic else OPENAI
+    for root, front in ((_OPENAI_ROOT, OPENAI), (_ANTHROPIC_ROOT, ANTHROPIC)):
+        if path == root or path.startswith(root + "/"):
+            return front
+    return None
 
 
 def front_for_request(request: web.Request) -> Front:
-    """:func:`front_for_path`, except that a request carrying ``anthropic-version`` (which the
-    Anthropic SDKs send on every call) is answered in Anthropic's format wherever it went."""
-    return ANTHROPIC if "anthropic-version" in request.headers else front_for_path(request.path)
+    """The format a request expects its errors in: its path's (:func:`front_for_path`) where
+    the path decides, so every answer of an endpoint is in that endpoint's format. Elsewhere
+    Anthropic's for a request carrying ``anthropic-version`` (which the Anthropic SDKs send on
+    every call), else OpenAI's."""
+    front = front_for_path(request.path)
+    if front is not None:
+        return front
+    return ANTHROPIC if "anthropic-version" in request.headers else OPENAI
 
 
 def unknown_url(request: web.Request) -> web.Response:
