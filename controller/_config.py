@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from controller._env_name import EnvName
 from controller._errors import (
@@ -78,6 +86,19 @@ class TimeoutsConfig(_Frozen):
     idle: Seconds = 30.0
     total: Seconds = 120.0
     stream_total: Seconds = 600.0
+
+    @field_validator("stream_total")
+    @classmethod
+    def _longer_than_the_first_wait(cls, value: float, info: ValidationInfo) -> float:
+        """A stream's length counts from its attempt's start, so a cap no longer than the wait
+        for its first chunk would cut a stream that starts late but healthy right away."""
+        first = min(info.data.get("first_token", value), info.data.get("total", value))
+        if value <= first:
+            raise ValueError(
+                f"must be longer than the wait for a stream's first chunk ({first:g} s: the "
+                "shorter of first_token and total)"
+            )
+        return value
 
     def limits(self) -> Timeouts:
         """These limits as the router and the adapters take them."""

@@ -195,3 +195,31 @@ def test_notify_and_gateway_variable_names_are_checked_the_same_way() -> None:
         assert "hooks.slack" not in str(info.value)
     ok = parse_config(MINIMAL + "notify:\n  telegram: {bot_token_env: MY_BOT_TOKEN_2}\n")
     assert ok.notify.telegram.bot_token_env == "MY_BOT_TOKEN_2"
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "first"),
+    [
+        ("{first_token: 20, total: 120, stream_total: 5}", "20"),
+        ("{total: 8, stream_total: 8}", "8"),
+    ],
+)
+def test_a_stream_cap_no_longer_than_the_wait_for_its_first_chunk_is_refused(
+    timeouts: str, first: str
+) -> None:
+    """stream_total counts from the attempt's start: a cap inside the first-chunk wait would cut
+    a stream that starts late but healthy at once, past the point where it could fail over."""
+    text = f"""providers:
+  a:
+    kind: openai
+    timeouts: {timeouts}
+tiers:
+  t:
+    targets: [{{provider: a, model: m}}]
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="f.yaml")
+    assert str(caught.value) == (
+        "f.yaml:4: providers.a.timeouts.stream_total: must be longer than the wait for a "
+        f"stream's first chunk ({first} s: the shorter of first_token and total)"
+    )
