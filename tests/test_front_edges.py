@@ -191,6 +191,9 @@ async def test_tool_arguments_that_are_no_object_give_empty_input(
     assert "'call_cut'" in warning.getMessage()
     assert "'get_weather'" in warning.getMessage()
     assert "Par" not in warning.getMessage()  # the arguments are the caller's content
+    relayed = stream and arguments.startswith("{")  # an object is streamed as it comes
+    sent = "relayed as it came" if relayed else ("held back" if stream else "sent as input {}")
+    assert sent in warning.getMessage()  # says what the client got
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])

@@ -62,7 +62,7 @@ class Timeouts:
     ``total`` bounds the wait for an answer: a whole non-streaming answer, and a stream's first
     chunk (together with ``first_token``, a provider that accepts the request but never starts
     answering). After its first chunk a stream is bounded by ``idle`` (the gap between events)
-    and by ``stream_total`` (its whole length, from the request; a safety cap, not a health
+    and by ``stream_total`` (its whole length, from the attempt's start; a safety cap, not a health
     signal). ``terminator_grace`` is how long a stream that already carried its finish reason
     may take to send its terminator before it is finalised as complete anyway.
     """

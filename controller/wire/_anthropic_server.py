@@ -276,22 +276,23 @@ def _response_blocks(response: Response) -> list[dict[str, Any]]:
     for call in message.tool_calls:
         args = read_arguments(call.arguments)
         if args is None:
-            _warn_unreadable(response.id, call.id, call.name)
+            _warn_unreadable(response.id, call.id, call.name, sent="sent as input {}")
         block = {"type": "tool_use", "id": call.id, "name": call.name, "input": args or {}}
         blocks.append(block)
     return blocks
 
 
-def _warn_unreadable(answer_id: str, call_id: str, name: str) -> None:
+def _warn_unreadable(answer_id: str, call_id: str, name: str, *, sent: str) -> None:
     """A tool call whose arguments hold no JSON object, most often one cut by max_tokens (an
     OpenAI provider stops mid-arguments with finish_reason "length"). The provider did answer,
-    so the answer is delivered with ``input: {}`` and its stop_reason; the arguments themselves
-    are the caller's content and stay out of the log."""
+    so the answer is delivered with its stop_reason; ``sent`` says what the client got for the
+    arguments. They are the caller's content and stay out of the log."""
     log.warning(
-        "answer %s: arguments of tool call %r (%r) are not a JSON object; sent as input {}",
+        "answer %s: arguments of tool call %r (%r) are not a JSON object; %s",
         answer_id,
         call_id,
         name,
+        sent,
     )
 
 
@@ -356,7 +357,8 @@ class _StreamEncoder:
         if self._open is None:
             return b""
         if self._open != "text" and read_arguments("".join(self._args)) is None:
-            _warn_unreadable(self._id, *self._call)
+            sent = "relayed as it came" if self._relaying else "held back (input {})"
+            _warn_unreadable(self._id, *self._call, sent=sent)
         closing = self._event("content_block_stop")
         self._open = None
         self._index += 1

@@ -6,8 +6,8 @@
 Wall-clock figures from :mod:`tests.bench.gateway` move by 10-20% between runs on a shared box,
 which hides the effect of most single changes. The number of instructions a proxy executes per
 request barely moves, whatever else the machine is doing: about 2% between runs of one commit
-(timers fire at different points of a run slowed 50x; hash seeds differ), so compare changes
-larger than that. That makes this the A/B measure for work on the gateway's per-request cost;
+(timers fire at different points of a run slowed 50x; hash seeds differ): differences under
+about 3% are noise. That makes this the A/B measure for work on the gateway's per-request cost;
 the gateway benchmark remains the one that reports requests/s and latency.
 
 How: the fake provider runs natively; the pass-through floor (:mod:`tests.bench.passthrough`)
