@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -314,3 +317,41 @@ async def test_connection_failures_say_why_without_the_address() -> None:
             assert "127.0.0.1" not in str(caught.value)
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate and key nobody trusts, made by the openssl command line."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_a_self_signed_certificate_is_named_as_the_reason(
+    self_signed: tuple[Path, Path],
+) -> None:
+    """A TLS server the system does not trust: the reason is OpenSSL's verify message."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*self_signed)
+    app = web.Application()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    provider = HttpProvider(
+        name="p", codec=codec_for("openai"), base_url=f"https://127.0.0.1:{port}/v1"
+    )
+    try:
+        with pytest.raises(ConnectionFailed) as caught:
+            await provider.complete(HELLO, "m", FAST)
+    finally:
+        await provider.close()
+        await runner.cleanup()
+    assert caught.value.message == (
+        "could not connect: the server's TLS certificate: self-signed certificate"
+    )

@@ -379,7 +379,8 @@ def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "the host name did not resolve"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # it has no os_error
-        return "the server's TLS certificate was not accepted"
+        why = getattr(exc.certificate_error, "verify_message", "") or "not accepted"
+        return f"the server's TLS certificate: {why}"  # "self-signed certificate", "expired"
     cause = exc.os_error
     if isinstance(cause, ssl.SSLError):
         return f"TLS handshake failed ({cause.reason or type(cause).__name__})"
