@@ -219,19 +219,61 @@ async def test_a_client_that_leaves_while_its_request_waits_is_cancelled(
 @pytest.mark.parametrize("source", ["alerts/rules.yml", "dashboards/failover.json"])
 def test_fault_queries_leave_out_exactly_the_non_fault_error_types(source: str) -> None:
     """Every ``error_type!~"..."`` in the fault-rate queries names what the tripwire does not
-    count, no more and no less; and that list is what the error tree says is not a fault."""
+    count, no more and no less; and that list is what the error tree says is not a fault. Each
+    fault rate divides as the tripwire does, by successes + faults: its denominator leaves out
+    the same error types (on every series it reads) and keeps the successes."""
     text = (ROOT / source).read_text()
-    exprs = (
-        [r["expr"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]]
-        if source.endswith(".yml")
-        else [t["expr"] for p in json.loads(text)["panels"] for t in p.get("targets", [])]
-    )
-    excluded = [m for e in exprs for m in re.findall(r'error_type!~"([^"]*)"', e)]
+    if source.endswith(".yml"):
+        groups = yaml.safe_load(text)["groups"]
+        exprs = [r["expr"] for g in groups for r in g["rules"]]
+        candidates = _inlined_records(groups)
+    else:
+        exprs = [t["expr"] for p in json.loads(text)["panels"] for t in p.get("targets", [])]
+        candidates = exprs
+    excluded = [m for e in exprs for m in re.findall(_EXCLUDED, e)]
     assert excluded, f"{source}: no fault-rate query found"
     for regex in excluded:
         assert set(regex.split("|")) == set(names.NON_FAULT_ERROR_TYPES), source
     not_faults = _error_types(CallerError) | {CANCELLED, StreamTooLong.error_type}
     assert set(names.NON_FAULT_ERROR_TYPES) == not_faults
+    ratios = [r for e in candidates if _FAULTS in e and (r := _split_ratio(e)) is not None]
+    assert ratios, f"{source}: no fault-rate ratio found"
+    for numerator, denominator in ratios:
+        assert _FAULTS in numerator, source
+        assert _FAULTS not in denominator, f"{source}: the denominator must keep the successes"
+        selectors = re.findall(r"\{[^}]*\}", denominator)
+        assert selectors, source
+        assert all(re.search(_EXCLUDED, s) for s in selectors), f"{source}: {denominator}"
+
+
+_EXCLUDED = r'error_type!~"([^"]*)"'
+_FAULTS = 'error_type!=""'  # the numerator's mark: attempts that failed at all
+
+
+def _inlined_records(groups: list[dict[str, Any]]) -> list[str]:
+    """Every recording rule's expression, with the records it reads written out in full."""
+    inlined: dict[str, str] = {}
+    for rule in (r for g in groups for r in g["rules"] if "record" in r):
+        expr = rule["expr"]
+        for name, body in inlined.items():
+            expr = re.sub(rf"(?<![\w:]){re.escape(name)}(?![\w:])", f"({body})", expr)
+        inlined[rule["record"]] = expr
+    return list(inlined.values())
+
+
+def _split_ratio(expr: str) -> tuple[str, str] | None:
+    """``(numerator, denominator)`` when ``expr`` is a division at its top level, else None."""
+    depth, quoted = 0, False
+    for index, char in enumerate(expr):
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "([{":
+            depth += 1
+        elif not quoted and char in ")]}":
+            depth -= 1
+        elif not quoted and depth == 0 and char == "/":
+            return expr[:index], expr[index + 1 :]
+    return None
 
 
 def _error_types(cls: type[CallerError]) -> set[str]:

@@ -1,4 +1,5 @@
-"""Telemetry: attempt spans — one CLIENT span per attempt, GenAI attributes, the failover chain.
+"""Telemetry: attempt spans (one CLIENT span per attempt, GenAI attributes, the failover chain)
+and which spans carry an ERROR status.
 
 Everything is read back from real backends: here OTel's in-memory span exporter behind a real
 TelemetryListener (the harness in tests/telemetry_support.py). Data-plane metrics, Prometheus
@@ -10,11 +11,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from controller.events import AttemptReason, Listeners, Outcome
+from controller.events import AttemptReason, Listeners, Outcome, RouteOutcome
 from controller.telemetry import names
-from tests.telemetry_support import BASE, FAILED, WALL, Harness, attempt, make_harness, only_span
+from tests.telemetry_support import (
+    BASE,
+    FAILED,
+    WALL,
+    Harness,
+    attempt,
+    make_harness,
+    only_span,
+    route,
+)
 from tests.telemetry_support import otel as otel  # a fixture: the alias re-exports it for pytest
 
 
@@ -78,6 +89,55 @@ def test_failure_without_error_type_falls_back_to_other(otel: Harness) -> None:
     span = only_span(otel)
     assert span.status.status_code is StatusCode.ERROR
     assert (span.attributes or {})[names.ERROR_TYPE] == "_OTHER"
+
+
+# A client that leaves is no error of the gateway's or the provider's: span-metrics error rates
+# count ERROR spans, so a cut keeps error.type=cancelled as an attribute and leaves the status.
+@pytest.mark.parametrize(
+    ("outcome", "error_type", "status"),
+    [
+        (Outcome.CANCELLED, "cancelled", StatusCode.UNSET),  # the client left mid-attempt
+        (Outcome.CANCELLED, "stream_too_long", StatusCode.ERROR),  # our cap cut the answer
+        (Outcome.CALLER_ERROR, "bad_request", StatusCode.ERROR),
+    ],
+)
+def test_only_an_attempt_its_client_left_keeps_an_unset_status(
+    otel: Harness, outcome: Outcome, error_type: str, status: StatusCode
+) -> None:
+    otel.listener.on_attempt(attempt(outcome=outcome, error_type=error_type, usage=None))
+
+    span = only_span(otel)
+    assert span.status.status_code is status
+    assert (span.attributes or {})[names.ERROR_TYPE] == error_type
+
+
+@pytest.mark.parametrize(
+    ("outcome", "served_by", "error_type", "status"),
+    [
+        (RouteOutcome.CANCELLED, "openai-primary", "cancelled", StatusCode.UNSET),  # mid-stream
+        (RouteOutcome.CANCELLED, None, "cancelled", StatusCode.UNSET),  # while it waited
+        (RouteOutcome.FAILED, None, "rate_limited", StatusCode.ERROR),
+        (RouteOutcome.FAILED, "openai-primary", "stream_too_long", StatusCode.ERROR),
+        (RouteOutcome.DEGRADED, "anthropic-backup", None, StatusCode.UNSET),
+    ],
+)
+def test_a_route_span_is_an_error_only_when_the_route_failed(
+    otel: Harness,
+    outcome: RouteOutcome,
+    served_by: str | None,
+    error_type: str | None,
+    status: StatusCode,
+) -> None:
+    otel.listener.on_route(route(outcome=outcome, served_by=served_by, error_type=error_type))
+
+    span = only_span(otel)
+    attrs = dict(span.attributes or {})
+    assert span.name == names.SPAN_ROUTE
+    assert span.status.status_code is status
+    assert attrs[names.FAILOVER_OUTCOME] == outcome.value
+    assert attrs.get(names.ERROR_TYPE) == error_type
+    if status is StatusCode.ERROR:
+        assert span.status.description == error_type
 
 
 def test_failover_chain_is_children_of_the_route_span(otel: Harness) -> None:

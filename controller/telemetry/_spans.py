@@ -6,6 +6,11 @@ can name the trace at once) and reports frozen events; the spans are created ret
 the events' own times, off the request path. That keeps tracing out of the adapters and lets the
 signal windows and the spans consume the same records. :class:`PresetIdGenerator` lets the route
 span be created with exactly the ids the router chose.
+
+A request or attempt cut because its client went away (or the shutdown cut it) keeps
+``error.type=cancelled`` but no ERROR status: span-metrics error rates (a collector's spanmetrics
+connector, a tracing backend's RED view) count ERROR spans, and client impatience is not an error
+of the gateway's or the provider's. A route span is ERROR only when the route ``failed``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from opentelemetry.trace import (
     Tracer,
 )
 
-from controller.events import AttemptEvent, RouteEvent
+from controller.events import AttemptEvent, RouteEvent, RouteOutcome
 from controller.telemetry import names
 from controller.telemetry._metrics import Attributes
 
@@ -33,6 +38,7 @@ _ROOT = Context()  # an explicit empty context: "no parent", whatever span is cu
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _NS = 1_000_000_000
+_CANCELLED = RouteOutcome.CANCELLED.value  # also the error.type of a cut request or attempt
 
 
 class PresetIdGenerator(IdGenerator):
@@ -95,7 +101,7 @@ class RouteSpans:
         finally:
             if self._ids is not None:
                 self._ids.preset(trace_id=None, span_id=None)
-        if event.error_type is not None:
+        if event.outcome is RouteOutcome.FAILED:
             span.set_status(Status(StatusCode.ERROR, event.error_type))
         span.end(end_time=start_ns + int(max(event.end - event.start, 0.0) * _NS))
 
@@ -121,7 +127,7 @@ class AttemptSpans:
             record_exception=False,
             set_status_on_exception=False,
         )
-        if error_type is not None:
+        if error_type is not None and error_type != _CANCELLED:
             span.set_status(Status(StatusCode.ERROR, _describe(error_type, event.error_status)))
         span.end(end_time=start_ns + int(max(event.duration, 0.0) * _NS))
 

@@ -52,8 +52,9 @@ ATTR_RESULT = "result"
 ATTR_SOURCE = "source"
 
 # --- error.type values that are not the provider's fault -----------------------------------------
-# The tripwire does not count them, so the fault-rate queries in dashboards/ and alerts/ leave out
-# exactly these (a test keeps the two in sync): caller errors (the request was wrong), attempts
+# The tripwire does not count them on either side of faults / (successes + faults), so the
+# fault-rate queries in dashboards/ and alerts/ leave out exactly these, from the numerator and the
+# denominator (a test keeps the two in sync): caller errors (the request was wrong), attempts
 # cut because the client went away (or the shutdown cut them), and streams cut by our own
 # ``stream_total`` cap. Every other error.type on an attempt is a provider fault.
 NON_FAULT_ERROR_TYPES: tuple[str, ...] = (
