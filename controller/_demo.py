@@ -85,7 +85,8 @@ class Story:
 
     Every entry carries the time the thing happened, never the time the demo noticed it: the
     demo stamps its own actions as it takes them, routing flips and alerts bring the times the
-    controller gave them, and "tripped" / "healthy" take the routing state's ``since``. All of
+    controller gave them, an alert's delivery the time the runtime saw a channel take it
+    (``delivered_at``), and "tripped" / "healthy" take the routing state's ``since``. All of
     these are on the controller's clock, so differences between them are exact; the 50 ms poll
     only decides when a line is printed. The timeline is sorted by time; alerts keep the order
     in which they were handed to the dispatcher (its sending order).
@@ -131,12 +132,14 @@ class _Fresh:
 
 
 class Narrator:
-    """Adds the runtime's routing flips and alerts to the story, each at its own recorded time."""
+    """Adds the runtime's routing flips and alerts to the story, each at its own recorded time,
+    and each alert's delivery once a channel (the log, Telegram, Slack) has taken it."""
 
     def __init__(self, rt: Runtime, story: Story) -> None:
         self._story = story
         self._events = _Fresh(rt.events)
         self._alerts = _Fresh(rt.alerts)
+        self._undelivered: list[dict[str, Any]] = []
 
     def poll(self) -> None:
         for event in self._events():
@@ -144,6 +147,15 @@ class Narrator:
         for alert in self._alerts():
             text = f"ALERT [{alert['severity']}] {alert['text']}"
             self._story.add(alert["time"], f"alert:{alert['event']}", text)
+            if alert.get("sent") is not False:
+                self._undelivered.append(alert)
+        waiting, self._undelivered = self._undelivered, []
+        for alert in waiting:
+            if alert.get("delivered_at") is None:
+                self._undelivered.append(alert)
+                continue
+            text = f"alert {alert['event']} delivered"
+            self._story.add(alert["delivered_at"], f"delivered:{alert['event']}", text)
 
 
 async def _traffic(url: str, tally: Tally, stop: asyncio.Event) -> None:
@@ -261,7 +273,7 @@ def _summary(story: Story, tally: Tally) -> dict[str, Any]:
         "error_samples": tally.errors[:3],
         "tripped": story.at("tripped") is not None,
         "detection_seconds": since("outage", "flip:trip"),
-        "alert_seconds_after_flip": since("flip:trip", "alert:provider_tripped"),
+        "alert_seconds_after_flip": since("flip:trip", "delivered:provider_tripped"),
         "recovered": story.at("healthy") is not None,
         "recovery_seconds": since("back", "healthy"),
         "alerts": story.alerts(),
@@ -281,7 +293,7 @@ def print_summary(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
         ("served", f"{summary['served']}  {summary['served_by']}"),
         ("client-visible errors", summary["client_errors"]),
         ("detection (outage -> trip)", _secs(summary["detection_seconds"])),
-        ("alert raised after the flip", _secs(summary["alert_seconds_after_flip"])),
+        ("alert (flip -> delivered)", _secs(summary["alert_seconds_after_flip"])),
         ("recovery (back -> healthy)", _secs(summary["recovery_seconds"])),
         ("alerts", ", ".join(summary["alerts"]) or "none"),
     ]

@@ -38,6 +38,7 @@ from controller.control.store import FileStateStore, MemoryStateStore, StateStor
 from controller.events import AttemptEvent, Outcome, RouteEvent
 from controller.notify import Dispatcher, senders_from_env
 from controller.notify.alert import Alert
+from controller.notify.dispatcher import DROPPED, FAILED, SENT, Delivery, Submitted
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy
@@ -48,6 +49,8 @@ from controller.telemetry.setup import Telemetry, setup_telemetry
 log = logging.getLogger(__name__)
 
 _HISTORY = 50
+# Why the dispatcher did not queue an alert, as the status page's alert list says it.
+_NOT_SENT = {Submitted.QUEUE_FULL: "alert queue full", Submitted.CLOSING: "shutting down"}
 # Config sections whose change needs a restart (hot reload: kill_switch, tiers, aliases).
 _RESTART_SECTIONS = (
     "providers",
@@ -199,9 +202,14 @@ class Runtime:
             clock=self.clock,
             cfg=config.notify,
             meter=self.telemetry.meter,
+            on_outcome=[self._on_alert_outcome],
         )
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_HISTORY)
         self.alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=_HISTORY)
+        # The alerts behind ``self.alerts`` entries, to mark them as channels take them.
+        self._listed: collections.deque[tuple[Alert, dict[str, Any]]] = collections.deque(
+            maxlen=_HISTORY
+        )
         self.watcher: ConfigWatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -275,17 +283,48 @@ class Runtime:
             self.notify(alert)
 
     def notify(self, alert: Alert) -> None:
-        """Hand ``alert`` to the dispatcher; the status page lists it only when it was queued
-        (a repeat within the cooldown, or one dropped by a full queue, is counted there)."""
-        if not self.dispatcher.submit(alert):
+        """Hand ``alert`` to the dispatcher and list it (status page, demo), newest first.
+
+        A repeat within the cooldown is not listed: it was not sent, and the earlier one is. One
+        the dispatcher dropped (queue full, shutting down) is listed with ``"sent": false`` and
+        the reason in its text: that is when the operator needs the page. A queued one stays
+        ``"sent": null`` until a channel takes it (:meth:`_on_alert_outcome`).
+        """
+        submitted = self.dispatcher.submit(alert)
+        if submitted is Submitted.DEDUPLICATED:
             return
         subject = alert.provider or alert.tier or ""
         text = " ".join(p for p in (subject, alert.event.value.replace("_", " ")) if p)
         if alert.detail:
             text += f": {alert.detail}"
-        self.alerts.appendleft(
-            {"time": alert.at, "severity": alert.severity.value, "event": alert.event, "text": text}
-        )
+        if not submitted:
+            text += f" (not sent: {_NOT_SENT[submitted]})"
+        entry: dict[str, Any] = {
+            "time": alert.at,
+            "severity": alert.severity.value,
+            "event": alert.event,
+            "text": text,
+            "sent": None if submitted else False,
+            "delivered_at": None,
+            "not_sent_to": [],
+        }
+        self.alerts.appendleft(entry)
+        self._listed.appendleft((alert, entry))
+
+    def _on_alert_outcome(self, outcome: Delivery) -> None:
+        """Mark the listed alerts a message stood for: ``delivered_at`` when a channel first
+        took it (on the controller's clock, like the transitions it reports), and each channel
+        that failed or dropped it in ``not_sent_to``."""
+        if outcome.result not in (SENT, FAILED, DROPPED):
+            return
+        for alert, entry in self._listed:
+            if not any(alert is member for member in outcome.message.alerts):
+                continue
+            if outcome.result != SENT:
+                if outcome.channel not in entry["not_sent_to"]:
+                    entry["not_sent_to"].append(outcome.channel)
+            elif entry["delivered_at"] is None:
+                entry.update(sent=True, delivered_at=self.controller.now())
 
     def _apply_kill_switch(self, switch: KillSwitch, *, changed_by: str) -> None:
         before = self.holder.current.kill_switch

@@ -3,14 +3,19 @@
 A real :class:`Runtime` with the demo's config on a :class:`FakeClock` (its fake providers are
 never contacted): faults are fed to its signal windows and the controller ticks by hand, so the
 trip, its routing record and its alert carry exact, known times. The demo's narrator then looks
-*later* than they happened, as its 50 ms poll does, and the summary must not move.
+*later* than they happened, as its 50 ms poll does, and the summary must not move. The alert's
+delivery is timed by a real channel: a fake Telegram Bot API on loopback that asks for a retry.
+
+The runtime's alert list (the demo's and the status page's) is checked here too: what it lists,
+and how it marks an alert that was never sent.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +27,35 @@ from controller._demo import DEMO_CONFIG, Narrator, Story, Tally, _Fresh, _summa
 from controller.control.decide import TransitionKind
 from controller.control.state import HealthState
 from controller.runtime import Runtime
+from tests.fakes_chat import FakeTelegram, Fault
+from tests.gateway_support import wait_for
 from tests.notify_support import recovered
+from tests.notify_support import tg as tg  # the fixture: the alias re-exports it for pytest
 from tests.telemetry_support import FAILED
+
+
+@asynccontextmanager
+async def demo_runtime(
+    tmp_path: Path, *, notify: str = "", env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[Runtime, FakeClock]]:
+    """The demo's runtime on a FakeClock; ``notify`` adds lines to its ``notify:`` section."""
+    text = DEMO_CONFIG.format(
+        primary="http://127.0.0.1:9/v1", backup="http://127.0.0.1:9", state=tmp_path / "s.json"
+    )
+    assert text.count("notify:\n") == 1
+    text = text.replace("notify:\n", "notify:\n" + notify)
+    clock = FakeClock()
+    rt = Runtime(parse_config(text, source="demo"), env=dict(env or {}), clock=clock)
+    try:
+        yield rt, clock
+    finally:
+        await rt.stop(grace=0.5)
 
 
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[tuple[Runtime, FakeClock]]:
-    text = DEMO_CONFIG.format(
-        primary="http://127.0.0.1:9/v1", backup="http://127.0.0.1:9", state=tmp_path / "s.json"
-    )
-    clock = FakeClock()
-    rt = Runtime(parse_config(text, source="demo"), env={}, clock=clock)
-    yield rt, clock
-    await rt.stop(grace=0.5)
+    async with demo_runtime(tmp_path) as running:
+        yield running
 
 
 def trip_primary(rt: Runtime, clock: FakeClock) -> float:
@@ -69,7 +90,7 @@ async def test_timeline_uses_recorded_times_not_poll_times(
 
     summary = _summary(story, Tally())
     assert summary["detection_seconds"] == 0.5
-    assert summary["alert_seconds_after_flip"] == 0.0  # raised in the tick that flipped
+    assert summary["alert_seconds_after_flip"] is None  # raised, but no channel has it yet
     assert summary["alerts"] == ["provider_tripped", "provider_recovered"]  # sending order
     assert summary["tripped"] is True
     timeline = [(row["t"], row["event"].split(":")[0]) for row in summary["timeline"]]
@@ -97,14 +118,72 @@ def test_fresh_finds_new_records_once_the_history_is_full() -> None:
     assert [item["n"] for item in fresh()] == [3, 4]
 
 
-async def test_an_alert_the_dispatcher_does_not_queue_is_not_listed(
+async def test_alert_latency_is_from_the_flip_to_a_channel_taking_the_alert(
+    tmp_path: Path, tg: FakeTelegram
+) -> None:
+    """Telegram answers the alert with "retry after 2 s": the alert reaches it 2 s after the
+    flip, and that is the number the demo reports (not the alert's own time, the flip's)."""
+    env = {
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_CHAT_ID": "111",
+        "TELEGRAM_API_BASE_URL": tg.url,
+    }
+    async with demo_runtime(tmp_path, notify="  log: false\n", env=env) as (rt, clock):
+        story = Story(start=rt.controller.now(), say=lambda line: None)
+        narrator = Narrator(rt, story)
+        rt.dispatcher.start()
+        tg.push(Fault.rate_limited(2))
+        tripped_at = trip_primary(rt, clock)
+        await tg.wait_messages(1)
+        await wait_for(lambda: clock.sleepers == 1)  # the worker waits out retry_after
+        narrator.poll()
+        assert rt.alerts[0]["sent"] is None  # queued, not delivered yet
+        clock.advance(2.0)
+        await tg.wait_messages(2)
+        await wait_for(lambda: rt.alerts[0]["sent"] is True)
+        assert rt.status()["alerts"][0]["delivered_at"] == pytest.approx(tripped_at + 2.0)
+        narrator.poll()
+
+    summary = _summary(story, Tally())
+    assert summary["alert_seconds_after_flip"] == 2.0
+    last = summary["timeline"][-1]
+    assert last["event"] == "alert provider_tripped delivered"
+    assert last["t"] == pytest.approx(tripped_at + 2.0 - story.start)
+
+
+async def test_a_repeat_within_the_cooldown_is_not_listed(
     runtime: tuple[Runtime, FakeClock],
 ) -> None:
-    """The demo's and the status page's alert list shows what went out: a repeat within the
-    dispatcher's cooldown is counted as deduplicated there, not listed as if it had been sent."""
+    """A repeat within the dispatcher's cooldown is counted as deduplicated there, not listed
+    as if it had been sent (the earlier one is listed)."""
     rt, clock = runtime
     alert = recovered("primary")
     rt.notify(dataclasses.replace(alert, at=rt.controller.now()))
     clock.advance(1.0)
     rt.notify(dataclasses.replace(alert, at=rt.controller.now()))
     assert [a["event"] for a in rt.alerts] == ["provider_recovered"]
+
+
+async def test_an_alert_dropped_by_a_full_queue_is_listed_as_not_sent(tmp_path: Path) -> None:
+    async with demo_runtime(tmp_path, notify="  queue_size: 1\n") as (rt, _):
+        rt.notify(recovered("primary"))  # not started: it stays queued, the queue is full
+        rt.notify(recovered("backup"))
+        dropped, queued = rt.status()["alerts"]  # newest first
+    assert dropped["text"] == "backup provider recovered (not sent: alert queue full)"
+    assert dropped["sent"] is False
+    assert queued["text"] == "primary provider recovered"
+    assert queued["sent"] is None
+
+
+async def test_alerts_dropped_at_shutdown_are_listed_as_not_sent(
+    runtime: tuple[Runtime, FakeClock],
+) -> None:
+    rt, _ = runtime
+    rt.notify(recovered("primary"))  # queued; the dispatcher stops before sending it
+    await rt.dispatcher.stop(timeout=0.5)
+    rt.notify(recovered("backup"))
+    late, cut = rt.status()["alerts"]
+    assert late["text"] == "backup provider recovered (not sent: shutting down)"
+    assert late["sent"] is False
+    assert cut["not_sent_to"] == ["log"]  # queued, then dropped by its channel's worker
+    assert cut["delivered_at"] is None

@@ -37,6 +37,7 @@ from controller.notify import (
     senders_from_env,
     telegram_senders,
 )
+from controller.notify.dispatcher import Delivery, Submitted
 from controller.telemetry import names
 from tests.fakes_chat import FakeSlack, FakeTelegram, Fault, unused_port
 from tests.notify_support import AT, LINKS, TRACE, recovered, trip
@@ -177,9 +178,9 @@ async def test_duplicates_within_cooldown_are_suppressed(
 ) -> None:
     cfg = config(cooldown_seconds=300)
     d = dispatcher(cfg, {}, clock, metrics)  # log sender only; not started: submit alone
-    assert d.submit(trip())
+    assert d.submit(trip()) is Submitted.QUEUED
     clock.advance(100)
-    assert not d.submit(trip())  # same event + provider
+    assert d.submit(trip()) is Submitted.DEDUPLICATED  # same event + provider
     assert d.submit(trip("anthropic-main"))  # another provider is news
     assert d.submit(recovered())  # a recovery is never held back by the trip's cooldown
     assert d.submit(trip())  # ...and a trip after a recovery is news again
@@ -295,7 +296,8 @@ async def test_full_queue_drops_and_counts(clock: FakeClock, metrics: Metrics) -
     cfg = config(queue_size=3)
     d = dispatcher(cfg, {}, clock, metrics)
     accepted = [d.submit(trip(f"p{i}")) for i in range(5)]
-    assert accepted == [True, True, True, False, False]
+    assert accepted == [Submitted.QUEUED] * 3 + [Submitted.QUEUE_FULL] * 2
+    assert [bool(a) for a in accepted] == [True, True, True, False, False]  # "if submit(...)"
     assert metrics.counts() == {("log", "provider_tripped", "dropped"): 2}
     await d.stop(timeout=1)  # never started: what was queued is dropped, and counted
     assert d.counts() == {("log", "provider_tripped", "dropped"): 5}
@@ -316,7 +318,7 @@ async def test_stop_flushes_without_waiting_for_the_window(
     assert time.perf_counter() - started < 1.0  # drained, not cut by the bound
     assert len(tg.messages) == 2
     assert d.counts() == {("telegram", "provider_tripped", "sent"): 2}
-    assert not d.submit(trip("late"))
+    assert d.submit(trip("late")) is Submitted.CLOSING
 
 
 async def test_submit_never_blocks_while_servers_hang(
@@ -338,7 +340,7 @@ async def test_submit_never_blocks_while_servers_hang(
     started = time.perf_counter()
     accepted = [d.submit(trip(f"p{i}")) for i in range(100)]
     assert time.perf_counter() - started < 0.1
-    assert accepted.count(True) == 10
+    assert accepted.count(Submitted.QUEUED) == 10
     assert d.counts()[("slack", "provider_tripped", "dropped")] == 90
     started = time.perf_counter()
     await d.stop(timeout=0.3)
@@ -397,6 +399,35 @@ async def test_a_raising_sender_is_isolated(clock: FakeClock) -> None:
     assert d.counts() == {
         ("broken", "provider_tripped", "failed"): 1,
         ("log", "provider_tripped", "sent"): 1,
+    }
+
+
+async def test_every_outcome_is_reported_to_the_listeners(clock: FakeClock) -> None:
+    """Listeners hear each counted outcome as it happens; one that raises changes nothing."""
+    heard: list[tuple[str, str, str]] = []
+
+    def listen(outcome: Delivery) -> None:
+        heard.append((outcome.channel, outcome.message.event.value, outcome.result))
+
+    def broken(outcome: Delivery) -> None:
+        raise RuntimeError("a listener bug")
+
+    cfg = config(group_window_seconds=0, queue_size=1)
+    d = Dispatcher(senders=[LogSender()], clock=clock, cfg=cfg, on_outcome=[broken, listen])
+    alert = trip()
+    assert d.submit(alert) is Submitted.QUEUED
+    assert d.submit(trip("other")) is Submitted.QUEUE_FULL  # not started: the queue is full
+    assert heard == [("log", "provider_tripped", "dropped")]
+    d.start()
+    await eventually(lambda: len(heard) == 2)
+    assert heard[1] == ("log", "provider_tripped", "sent")
+    assert d.submit(alert) is Submitted.DEDUPLICATED
+    await d.stop(timeout=1)
+    assert heard[2:] == [("log", "provider_tripped", "deduplicated")]
+    assert d.counts() == {
+        ("log", "provider_tripped", "sent"): 1,
+        ("log", "provider_tripped", "dropped"): 1,
+        ("log", "provider_tripped", "deduplicated"): 1,
     }
 
 

@@ -9,6 +9,7 @@ a missing Chromium is a failure, never a skip.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import os
 import re
@@ -21,14 +22,20 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from controller._clock import FakeClock
+from controller._config import parse_config
+from controller._demo import DEMO_CONFIG
 from controller.control.state import (
     HealthState,
     KillSwitch,
     ProviderStatus,
     RoutingState,
 )
+from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.providers.fake import FaultMode
+from controller.runtime import Runtime
 from tests.gateway_support import GatewayEnv, gateway_env, hello
+from tests.notify_support import recovered
 
 BROWSER_FLAGS = (
     "--headless",
@@ -157,3 +164,34 @@ async def test_status_page_screenshot_is_readable(
     keep = os.environ.get("STATUS_PAGE_SCREENSHOT")
     if keep:  # for a person to look at: STATUS_PAGE_SCREENSHOT=/tmp/status.png pytest ...
         shutil.copy(shot, keep)
+
+
+async def test_status_page_shows_the_newest_30_events_and_alerts_newest_first(
+    chromium: str, tmp_path: Path
+) -> None:
+    """A runtime keeps its routing events and alerts newest first; with 45 of each the page
+    lists the newest 30, the newest on top, and says which alerts were not sent."""
+    text = DEMO_CONFIG.format(
+        primary="http://127.0.0.1:9/v1", backup="http://127.0.0.1:9", state=tmp_path / "s.json"
+    )
+    clock = FakeClock()
+    rt = Runtime(parse_config(text, source="demo"), env={}, clock=clock)
+    try:
+        for n in range(45):
+            clock.advance(1.0)
+            if n == 44:  # the last one comes too late: the dispatcher is stopping
+                await rt.dispatcher.stop(timeout=0.5)
+            rt.notify(dataclasses.replace(recovered(f"prov-{n:02}"), at=rt.controller.now()))
+            # As Runtime._on_transition records a flip (45 real ones take 45 outage cycles).
+            rt.events.appendleft({"time": rt.controller.now(), "text": f"flip-{n:02}"})
+        app = create_app(rt, settings=GatewaySettings())
+        async with GatewayServer(app, host="127.0.0.1", port=0, grace=1.0) as server:
+            dom = await _run(chromium, "--dump-dom", f"{server.url}/status", profile=tmp_path / "p")
+    finally:
+        await rt.stop(grace=0.5)
+    page = _text(dom)
+    for name in ("flip", "prov"):
+        shown = [int(n) for n in re.findall(rf"\b{name}-(\d\d)\b", page)]
+        assert shown == list(range(44, 14, -1)), name
+    assert "prov-44 provider recovered (not sent: shutting down)" in page
+    assert "prov-43 provider recovered (not sent to log)" in page  # queued, cut at the stop

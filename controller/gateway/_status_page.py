@@ -5,7 +5,9 @@ an air-gapped box and passes a strict Content-Security-Policy; text from the sta
 inserted with ``textContent`` only, so a provider name or reason can never inject markup.
 
 It reads this shape (lists may also be objects keyed by name; unknown fields are ignored, missing
-ones are left blank)::
+ones are left blank). ``events`` and ``alerts`` are newest first, as the runtime keeps them; the
+page shows the newest 30 of each, newest at the top. An alert's ``sent`` is false when it was
+dropped before any channel got it, and ``not_sent_to`` names channels that failed it::
 
     {"version": 7, "updated_at": <epoch s>, "changed_by": "controller",
      "kill_switch": {"active": true, "pin": "backup", "disable": [],
@@ -17,7 +19,8 @@ ones are left blank)::
                     "reason": "error rate 62% >= 50%", "trip_count": 1, "traffic_share": 0.0}],
      "events": [{"time": <epoch s>, "text": "frontier: primary -> backup (rate_limited)"}],
      "alerts": [{"time": <epoch s>, "severity": "warning", "event": "provider_tripped",
-                 "text": "primary tripped"}]}
+                 "text": "primary tripped", "sent": true, "delivered_at": <epoch s>,
+                 "not_sent_to": []}]}
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ ul.log time { color:var(--mute); font-variant-numeric:tabular-nums; margin-right
 _JS = r"""
 "use strict";
 const POLL_MS = 2000;
+const LOG_ITEMS = 30;  // events and alerts come newest first: the newest 30, newest on top
 const byId = (id) => document.getElementById(id);
 
 function el(tag, cls, text) {
@@ -191,6 +195,8 @@ function renderLogItem(item) {
   if (when) li.append(el("time", "", clock(when)));
   if (item && item.event) li.append(el("strong", "", item.event + " "));
   li.append(document.createTextNode(describe(item)));
+  const missed = item && Array.isArray(item.not_sent_to) ? item.not_sent_to : [];
+  if (missed.length) li.append(el("em", "", " (not sent to " + missed.join(", ") + ")"));
   return li;
 }
 
@@ -198,8 +204,8 @@ function render(doc) {
   renderKill(doc.kill_switch);
   fill("tiers", entries(doc.tiers).map(renderTier), "No tiers configured.");
   fill("providers", entries(doc.providers).map(renderProvider), "No providers configured.");
-  const events = entries(doc.events).slice(-30).reverse().map(renderLogItem);
-  const alerts = entries(doc.alerts).slice(-30).reverse().map(renderLogItem);
+  const events = entries(doc.events).slice(0, LOG_ITEMS).map(renderLogItem);
+  const alerts = entries(doc.alerts).slice(0, LOG_ITEMS).map(renderLogItem);
   fill("events", events.length ? [el("ul", "log")] : [], "No routing events yet.");
   if (events.length) byId("events").firstChild.append(...events);
   fill("alerts", alerts.length ? [el("ul", "log")] : [], "No alerts sent.");

@@ -17,18 +17,23 @@ grouping window and backoff sleeps all run on the injected :class:`Clock`; only 
 flush bound is real time, because it bounds how long a process takes to exit.
 
 ``submit`` must be called from the event loop's thread (the controller loop, a watcher task).
-Outcomes are counted on ``failover.alerts`` {channel, event, result}, result one of
-``sent | failed | dropped | deduplicated``; a storm summary counts once per member alert.
+It says what it did (:class:`Submitted`), so a caller can list an alert that was dropped as not
+sent rather than hide it. Outcomes are counted on ``failover.alerts`` {channel, event, result},
+result one of ``sent | failed | dropped | deduplicated``; a storm summary counts once per member
+alert. Every counted outcome is also reported, as it happens, to the ``on_outcome`` listeners
+(a :class:`Delivery` each): that is how the runtime learns when a channel took an alert.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 import random
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from opentelemetry.metrics import Meter
 
@@ -48,11 +53,41 @@ DEDUPLICATED = "deduplicated"
 CountKey = tuple[str, str, str]  # (channel, event, result)
 
 
-class _Tally:
-    """Counts outcomes in memory and, when a meter is given, on the OTel counter."""
+class Submitted(enum.Enum):
+    """What :meth:`Dispatcher.submit` did with an alert.
 
-    def __init__(self, meter: Meter | None) -> None:
+    Only ``QUEUED`` is truthy, so ``if dispatcher.submit(alert):`` still reads "was queued".
+    """
+
+    QUEUED = "queued"
+    DEDUPLICATED = "deduplicated"  # a repeat within the cooldown: the earlier one went out
+    QUEUE_FULL = "queue_full"  # dropped: the intake queue is full
+    CLOSING = "closing"  # dropped: the dispatcher is stopping
+
+    def __bool__(self) -> bool:
+        return self is Submitted.QUEUED
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One counted outcome of ``message`` on one sender: ``result`` is a ``failover.alerts``
+    result (``sent | failed | dropped | deduplicated``). Reported when it happens."""
+
+    channel: str
+    message: Alert
+    result: str
+
+
+OutcomeListener = Callable[[Delivery], None]
+
+
+class _Tally:
+    """Counts outcomes in memory and, when a meter is given, on the OTel counter; reports each
+    to the listeners (a listener that raises is logged, never lets delivery fail)."""
+
+    def __init__(self, meter: Meter | None, listeners: Sequence[OutcomeListener] = ()) -> None:
         self.counts: Counter[CountKey] = Counter()
+        self._listeners = tuple(listeners)
         self._counter = (
             meter.create_counter(
                 names.METRIC_ALERTS,
@@ -73,6 +108,11 @@ class _Tally:
                     names.ATTR_RESULT: result,
                 }
                 self._counter.add(1, attrs)
+        for listener in self._listeners:
+            try:
+                listener(Delivery(channel, message, result))
+            except Exception as exc:  # like an exporter's failure: logged, never raised
+                log.error("alert outcome listener raised %s", type(exc).__name__)
 
 
 class _Worker:
@@ -185,10 +225,11 @@ class Dispatcher:
         cfg: NotifyConfig,
         meter: Meter | None = None,
         rng: random.Random | None = None,
+        on_outcome: Sequence[OutcomeListener] = (),
     ) -> None:
         self._clock = clock
         self._cfg = cfg
-        self._tally = _Tally(meter)
+        self._tally = _Tally(meter, on_outcome)
         shared_rng = rng or random.Random()
         self._workers = [
             _Worker(s, clock=clock, cfg=cfg, rng=shared_rng, tally=self._tally) for s in senders
@@ -201,27 +242,27 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- intake -----------------------------------------------------------------------------------
-    def submit(self, alert: Alert) -> bool:
-        """Queue ``alert`` unless it duplicates a recent one or the queue is full. Never blocks.
+    def submit(self, alert: Alert) -> Submitted:
+        """Queue ``alert`` unless it duplicates a recent one or cannot be queued. Never blocks.
 
-        Returns True when queued; a duplicate or a drop returns False and is counted.
+        Says what it did; anything but ``QUEUED`` (falsy) has been counted already.
         """
         if self._closing.is_set():
             self._count_everywhere(alert, DROPPED)
-            return False
+            return Submitted.CLOSING
         now = self._clock.monotonic()
         last = self._last_sent.get(alert.dedup_key)
         if last is not None and now - last < self._cfg.cooldown_seconds:
             self._count_everywhere(alert, DEDUPLICATED)
-            return False
+            return Submitted.DEDUPLICATED
         if len(self._inbox) >= self._cfg.queue_size:
             log.warning("alert queue full (%d); dropping %s", len(self._inbox), alert.event)
             self._count_everywhere(alert, DROPPED)
-            return False
+            return Submitted.QUEUE_FULL
         self._inbox.append(alert)
         self._remember(alert, now)
         self._wake.set()
-        return True
+        return Submitted.QUEUED
 
     def _remember(self, alert: Alert, now: float) -> None:
         opposite = OPPOSITE.get(alert.event)
