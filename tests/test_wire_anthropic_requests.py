@@ -151,12 +151,6 @@ def test_tool_choice_maps_both_ways(choice: str, wire: dict[str, Any]) -> None:
     assert SERVER.parse_request(body)[1].tool_choice == choice
 
 
-def test_build_refuses_tool_arguments_that_are_not_a_json_object() -> None:
-    bad = Message(role="assistant", tool_calls=(ToolCall(id="c", name="f", arguments="[1,"),))
-    with pytest.raises(BadRequest, match=r"messages\.0.*'c'"):
-        CLIENT.build(Request(messages=(bad,)), MODEL, None)
-
-
 # --------------------------------------------------------------- round trips: the conversation
 
 

@@ -3,6 +3,7 @@ stream events and errors → our types. :mod:`controller.wire.anthropic` explain
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -35,7 +36,7 @@ from controller.wire._anthropic_common import (
     FILTER_MARKER,
     MESSAGES_PATH,
     PROVIDER_KIND,
-    arguments_object,
+    arguments_or_empty,
     dump_arguments,
 )
 from controller.wire._base import HttpCall, SSEEvent
@@ -48,6 +49,8 @@ from controller.wire._common import (
 )
 
 __all__ = ["AnthropicClientCodec"]
+
+log = logging.getLogger(__name__)
 
 # pause_turn (a server tool paused a long turn) ends the answer as far as our model can say.
 # model_context_window_exceeded is a newer reason meaning the output ran out of room.
@@ -102,7 +105,7 @@ def _encode_message(message: Message, where: str) -> tuple[str, list[dict[str, A
     if message.content or not message.tool_calls:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
-        args = arguments_object(call, where=where, error=BadRequest)
+        args = arguments_or_empty(call, log, where=where, sent="sent as input {}")
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": args})
     return "assistant", blocks
 

@@ -1,13 +1,14 @@
 """Anthropic Messages API pieces both directions share: the format's constants, how an error's
-message marks the two refinements, and tool-argument conversion (object ↔ JSON text)."""
+message marks the two refinements, and tool-argument conversion (object ↔ JSON text; the Gemini
+codec, whose wire also wants an object, reads arguments with the same helpers)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from controller._errors import ProviderError
 from controller.model import ToolCall
 
 __all__ = [
@@ -18,7 +19,7 @@ __all__ = [
     "FILTER_MARKER",
     "MESSAGES_PATH",
     "PROVIDER_KIND",
-    "arguments_object",
+    "arguments_or_empty",
     "dump_arguments",
     "read_arguments",
 ]
@@ -53,9 +54,25 @@ def read_arguments(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def arguments_object(call: ToolCall, *, where: str, error: type[ProviderError]) -> Any:
-    """The argument object of ``call``; ``error`` names whose fault bad JSON is."""
+def arguments_or_empty(
+    call: ToolCall, log: logging.Logger, *, where: str, sent: str
+) -> dict[str, Any]:
+    """The argument object of ``call``, or ``{}`` when its text holds none.
+
+    Such a call is no fault of whoever sent it: an OpenAI model stopped by max_tokens in the
+    middle of the arguments leaves exactly that, OpenAI takes it back in a replayed history, and
+    the tool result after it still tells what happened. Refusing it would turn a request fit for
+    one provider into a 400 on the next, with no failover; so it is sent as ``{}`` and logged
+    as a warning naming the call (``where`` it sat, ``sent`` what went instead). The arguments
+    themselves are the caller's content and stay out of the log."""
     value = read_arguments(call.arguments)
     if value is None:
-        raise error(f"{where}: arguments of tool call {call.id!r} are not a JSON object")
+        log.warning(
+            "%s: arguments of tool call %r (%r) are not a JSON object; %s",
+            where,
+            call.id,
+            call.name,
+            sent,
+        )
+        return {}
     return value

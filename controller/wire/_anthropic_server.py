@@ -35,8 +35,8 @@ from controller.model import (
 from controller.wire._anthropic_common import (
     CONTEXT_MARKERS,
     FILTER_MARKER,
+    arguments_or_empty,
     dump_arguments,
-    read_arguments,
 )
 from controller.wire._common import is_json_kind, retry_after_headers, status_for
 from controller.wire._sse import sse
@@ -274,26 +274,10 @@ def _response_blocks(response: Response) -> list[dict[str, Any]]:
     if message.content:
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
-        args = read_arguments(call.arguments)
-        if args is None:
-            _warn_unreadable(response.id, call.id, call.name, sent="sent as input {}")
-        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": args or {}}
-        blocks.append(block)
+        # The provider did answer: delivered with its stop_reason (max_tokens), input {}.
+        args = arguments_or_empty(call, log, where=f"answer {response.id}", sent="sent as input {}")
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": args})
     return blocks
-
-
-def _warn_unreadable(answer_id: str, call_id: str, name: str, *, sent: str) -> None:
-    """A tool call whose arguments hold no JSON object, most often one cut by max_tokens (an
-    OpenAI provider stops mid-arguments with finish_reason "length"). The provider did answer,
-    so the answer is delivered with its stop_reason; ``sent`` says what the client got for the
-    arguments. They are the caller's content and stay out of the log."""
-    log.warning(
-        "answer %s: arguments of tool call %r (%r) are not a JSON object; %s",
-        answer_id,
-        call_id,
-        name,
-        sent,
-    )
 
 
 class _StreamEncoder:
@@ -356,9 +340,10 @@ class _StreamEncoder:
     def _close(self) -> bytes:
         if self._open is None:
             return b""
-        if self._open != "text" and read_arguments("".join(self._args)) is None:
+        if self._open != "text":  # warns when the arguments ended holding no object
+            call = ToolCall(id=self._call[0], name=self._call[1], arguments="".join(self._args))
             sent = "relayed as it came" if self._relaying else "held back (input {})"
-            _warn_unreadable(self._id, *self._call, sent=sent)
+            arguments_or_empty(call, log, where=f"answer {self._id}", sent=sent)
         closing = self._event("content_block_stop")
         self._open = None
         self._index += 1

@@ -3,6 +3,7 @@ events and errors → our types. :mod:`controller.wire.gemini` explains the mapp
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import replace
@@ -51,6 +52,8 @@ from controller.wire._gemini_common import (
 
 __all__ = ["GeminiClientCodec"]
 
+log = logging.getLogger(__name__)
+
 _FILTERED = frozenset(
     {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
 )
@@ -73,7 +76,7 @@ def _encode_contents(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
                 contents.append({"role": "user", "parts": [part]})
         elif msg.role == "assistant":
             names.update((call.id, call.name) for call in msg.tool_calls)
-            parts = model_parts(msg, where=f"messages[{i}]", error=BadRequest)
+            parts = model_parts(msg, where=f"messages[{i}]", log=log)
             _sign_first_call(parts)
             contents.append({"role": "model", "parts": parts})
         else:

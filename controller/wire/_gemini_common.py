@@ -4,11 +4,12 @@ arguments, the empty-schema convention, and the error markers one side writes, t
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, NamedTuple
 
-from controller._errors import ProviderError
 from controller.model import Message
+from controller.wire._anthropic_common import arguments_or_empty
 
 __all__ = [
     "CONTEXT_TOO_LONG",
@@ -19,7 +20,6 @@ __all__ = [
     "RETRY_INFO",
     "SKIP_SIGNATURE",
     "Call",
-    "args_object",
     "args_text",
     "model_parts",
 ]
@@ -50,21 +50,13 @@ def args_text(args: Any) -> str:
     return json.dumps(args, separators=(",", ":"), ensure_ascii=False)
 
 
-def args_object(text: str, *, where: str, error: type[ProviderError]) -> dict[str, Any]:
-    """Arguments text → the object Gemini requires; ``error`` names ``where`` if it is not one."""
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise error(f"{where}: arguments are not a JSON object")
-    return value
-
-
-def model_parts(message: Message, *, where: str, error: type[ProviderError]) -> list[Any]:
+def model_parts(message: Message, *, where: str, log: logging.Logger) -> list[Any]:
+    """An assistant message → the parts of a ``model`` content. A call whose arguments hold no
+    JSON object (one cut by max_tokens) goes with ``args: {}``, logged as ``where`` it sat:
+    see :func:`~controller.wire._anthropic_common.arguments_or_empty`."""
     parts: list[dict[str, Any]] = [{"text": message.content}] if message.content else []
-    for j, call in enumerate(message.tool_calls):
-        args = args_object(call.arguments, where=f"{where}.tool_calls[{j}]", error=error)
+    for call in message.tool_calls:
+        args = arguments_or_empty(call, log, where=where, sent="sent as args {}")
         function: dict[str, Any] = {"name": call.name, "args": args}
         if call.id:
             function["id"] = call.id

@@ -4,6 +4,7 @@ and bodies → our Request, with Google's error wording; our answers → Gemini'
 from __future__ import annotations
 
 import json
+import logging
 import re
 import urllib.parse
 from typing import Any, NamedTuple
@@ -12,7 +13,6 @@ from controller._errors import (
     BadRequest,
     ContentFiltered,
     ContextTooLong,
-    MalformedResponse,
     ProviderError,
     RateLimited,
 )
@@ -43,6 +43,8 @@ from controller.wire._gemini_common import (
 from controller.wire._sse import sse
 
 __all__ = ["GeminiServerCodec", "parse_path"]
+
+log = logging.getLogger(__name__)
 
 _PATH = re.compile(r"^/v1(?:beta)?/models/([^/:]+):(generateContent|streamGenerateContent)$")
 _TO_GEMINI_FINISH = {
@@ -314,7 +316,9 @@ def _error_body(err: ProviderError) -> dict[str, Any]:
 
 class _GeminiStreamEncoder:
     """Our chunks → Gemini SSE. Gemini sends a function call whole, so streamed argument pieces
-    are buffered and the calls flushed with the finishing chunk (or at ``end()``)."""
+    are buffered and the calls flushed with the finishing chunk (or at ``end()``). A call cut
+    mid-arguments (finish LENGTH) goes out whole with ``args: {}``, as the Anthropic side
+    sends ``input: {}``: the answer is still delivered, with its finishReason."""
 
     def __init__(self, *, id: str, model: str) -> None:
         self._id = id
@@ -356,7 +360,7 @@ class _GeminiStreamEncoder:
         if not calls:
             return []
         message = Message(role="assistant", tool_calls=calls)
-        return model_parts(message, where="stream", error=MalformedResponse)
+        return model_parts(message, where=f"answer {self._id}", log=log)
 
     def _event(
         self, parts: list[dict[str, Any]], finish: FinishReason | None, usage: Usage | None
@@ -446,7 +450,7 @@ class GeminiServerCodec:
         return path_model, request
 
     def render_response(self, response: Response) -> dict[str, Any]:
-        parts = model_parts(response.message, where="message", error=MalformedResponse)
+        parts = model_parts(response.message, where=f"answer {response.id}", log=log)
         candidate = {
             "content": {"parts": parts, "role": "model"},
             "finishReason": _TO_GEMINI_FINISH[response.finish_reason],
