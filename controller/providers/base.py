@@ -373,14 +373,29 @@ def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:
     return ProviderTimeout(f"no stream data ({phase})", phase=phase)
 
 
+# OpenSSL's X509_V_ERR_* codes, in fixed words: its own verify messages name the host or IP
+# on a mismatch ("certificate is not valid for '10.0.0.5'"), which must not reach a client.
+_CERTIFICATE_PROBLEMS = {
+    9: "not valid yet",
+    10: "expired",
+    18: "self-signed",
+    19: "self-signed certificate in the chain",
+    20: "issuer not trusted (unknown CA)",
+    21: "cannot be verified (incomplete chain?)",
+    62: "issued for another host name",
+    64: "issued for another IP address",
+}
+
+
 def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
     """Why a connection failed, without the address (a URL may carry a key): the name did not
     resolve, the TLS handshake failed (and OpenSSL's reason), or the system's error text."""
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "the host name did not resolve"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # it has no os_error
-        why = getattr(exc.certificate_error, "verify_message", "") or "not accepted"
-        return f"the server's TLS certificate: {why}"  # "self-signed certificate", "expired"
+        code: int = getattr(exc.certificate_error, "verify_code", 0)
+        why = _CERTIFICATE_PROBLEMS.get(code, f"not trusted (OpenSSL verify code {code})")
+        return f"the server's TLS certificate: {why}"
     cause = exc.os_error
     if isinstance(cause, ssl.SSLError):
         return f"TLS handshake failed ({cause.reason or type(cause).__name__})"
