@@ -28,8 +28,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -87,18 +85,19 @@ class TimeoutsConfig(_Frozen):
     total: Seconds = 120.0
     stream_total: Seconds = 600.0
 
-    @field_validator("stream_total")
-    @classmethod
-    def _longer_than_the_first_wait(cls, value: float, info: ValidationInfo) -> float:
+    @model_validator(mode="after")
+    def _stream_cap_past_the_first_wait(self) -> TimeoutsConfig:
         """A stream's length counts from its attempt's start, so a cap no longer than the wait
-        for its first chunk would cut a stream that starts late but healthy right away."""
-        first = min(info.data.get("first_token", value), info.data.get("total", value))
-        if value <= first:
-            raise ValueError(
+        for its first chunk would cut a stream that starts late but healthy right away. After
+        validation, so the default 600 s is checked against a long first_token / total too."""
+        first = min(self.first_token, self.total)
+        if self.stream_total <= first:
+            raise _AtField(
+                "stream_total",
                 f"must be longer than the wait for a stream's first chunk ({first:g} s: the "
-                "shorter of first_token and total)"
+                "shorter of first_token and total)",
             )
-        return value
+        return self
 
     def limits(self) -> Timeouts:
         """These limits as the router and the adapters take them."""
@@ -311,6 +310,14 @@ _PHASES = {
 }
 
 
+class _AtField(ValueError):
+    """A model's own check about one of its fields: the error points at that field's line."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 class _Ref(ValueError):
     """A dangling reference; carries the dotted key so the error can point at its line."""
 
@@ -387,6 +394,8 @@ def _config_error(exc: ValidationError, node: yaml.Node | None, source: str) -> 
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, _Ref):
         loc = cause.key.split(".")
+    elif isinstance(cause, _AtField):
+        loc = [*loc, cause.field]
     elif first["type"] == "extra_forbidden":
         message = "unknown key (check the spelling; see deploy/failover.example.yaml)"
     elif first["type"] == "missing":

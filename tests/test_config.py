@@ -202,6 +202,7 @@ def test_notify_and_gateway_variable_names_are_checked_the_same_way() -> None:
     [
         ("{first_token: 20, total: 120, stream_total: 5}", "20"),
         ("{total: 8, stream_total: 8}", "8"),
+        ("{first_token: 900, total: 900}", "900"),  # the default 600 s is checked too
     ],
 )
 def test_a_stream_cap_no_longer_than_the_wait_for_its_first_chunk_is_refused(
@@ -223,3 +224,18 @@ tiers:
         "f.yaml:4: providers.a.timeouts.stream_total: must be longer than the wait for a "
         f"stream's first chunk ({first} s: the shorter of first_token and total)"
     )
+
+
+def test_an_invalid_first_token_is_the_only_error_reported() -> None:
+    text = """providers:
+  a:
+    kind: openai
+    timeouts: {first_token: abc, stream_total: 100}
+tiers:
+  t:
+    targets: [{provider: a, model: m}]
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="f.yaml")
+    assert str(caught.value).startswith("f.yaml:4: providers.a.timeouts.first_token: ")
+    assert "more problem" not in str(caught.value)
