@@ -140,6 +140,8 @@ class Narrator:
         self._events = _Fresh(rt.events)
         self._alerts = _Fresh(rt.alerts)
         self._undelivered: list[dict[str, Any]] = []
+        self._told: dict[int, set[str]] = {}  # per listed alert: the channels already narrated
+        self._channels = len(rt.dispatcher.channels)
 
     def poll(self) -> None:
         for event in self._events():
@@ -151,11 +153,16 @@ class Narrator:
                 self._undelivered.append(alert)
         waiting, self._undelivered = self._undelivered, []
         for alert in waiting:
-            if alert.get("delivered_at") is None:
+            told = self._told.setdefault(id(alert), set())
+            for channel, at in sorted(alert.get("delivered", {}).items(), key=lambda kv: kv[1]):
+                if channel not in told:
+                    told.add(channel)
+                    # The log is in-process; a phone channel (Telegram, Slack) is what counts.
+                    name = "delivered-log" if channel == "log" else "delivered"
+                    text = f"alert {alert['event']} delivered ({channel})"
+                    self._story.add(at, f"{name}:{alert['event']}", text)
+            if len(told) < self._channels:
                 self._undelivered.append(alert)
-                continue
-            text = f"alert {alert['event']} delivered"
-            self._story.add(alert["delivered_at"], f"delivered:{alert['event']}", text)
 
 
 async def _traffic(url: str, tally: Tally, stop: asyncio.Event) -> None:
@@ -273,7 +280,9 @@ def _summary(story: Story, tally: Tally) -> dict[str, Any]:
         "error_samples": tally.errors[:3],
         "tripped": story.at("tripped") is not None,
         "detection_seconds": since("outage", "flip:trip"),
-        "alert_seconds_after_flip": since("flip:trip", "delivered:provider_tripped"),
+        "alert_seconds_after_flip": since("flip:trip", "delivered:provider_tripped")
+        if story.at("delivered:provider_tripped") is not None
+        else since("flip:trip", "delivered-log:provider_tripped"),
         "recovered": story.at("healthy") is not None,
         "recovery_seconds": since("back", "healthy"),
         "alerts": story.alerts(),

@@ -306,6 +306,7 @@ class Runtime:
             "text": text,
             "sent": None if submitted else False,
             "delivered_at": None,
+            "delivered": {},  # channel -> when it first took the alert
             "not_sent_to": [],
         }
         self.alerts.appendleft(entry)
@@ -313,8 +314,8 @@ class Runtime:
 
     def _on_alert_outcome(self, outcome: Delivery) -> None:
         """Mark the listed alerts a message stood for: ``delivered_at`` when a channel first
-        took it (on the controller's clock, like the transitions it reports), and each channel
-        that failed or dropped it in ``not_sent_to``."""
+        took it and ``delivered`` when each did (on the controller's clock, like the transitions
+        it reports), and each channel that failed or dropped it in ``not_sent_to``."""
         if outcome.result not in (SENT, FAILED, DROPPED):
             return
         for alert, entry in self._listed:
@@ -323,8 +324,11 @@ class Runtime:
             if outcome.result != SENT:
                 if outcome.channel not in entry["not_sent_to"]:
                     entry["not_sent_to"].append(outcome.channel)
-            elif entry["delivered_at"] is None:
-                entry.update(sent=True, delivered_at=self.controller.now())
+            elif outcome.channel not in entry["delivered"]:
+                now = self.controller.now()
+                entry["delivered"][outcome.channel] = now
+                if entry["delivered_at"] is None:
+                    entry.update(sent=True, delivered_at=now)
 
     def _apply_kill_switch(self, switch: KillSwitch, *, changed_by: str) -> None:
         before = self.holder.current.kill_switch

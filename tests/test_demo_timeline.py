@@ -118,17 +118,20 @@ def test_fresh_finds_new_records_once_the_history_is_full() -> None:
     assert [item["n"] for item in fresh()] == [3, 4]
 
 
+@pytest.mark.parametrize("log", [False, True], ids=["telegram-only", "log-too"])
 async def test_alert_latency_is_from_the_flip_to_a_channel_taking_the_alert(
-    tmp_path: Path, tg: FakeTelegram
+    tmp_path: Path, tg: FakeTelegram, log: bool
 ) -> None:
     """Telegram answers the alert with "retry after 2 s": the alert reaches it 2 s after the
-    flip, and that is the number the demo reports (not the alert's own time, the flip's)."""
+    flip, and that is the number the demo reports (not the alert's own time, the flip's), also
+    when the in-process log channel took it at once."""
     env = {
         "TELEGRAM_BOT_TOKEN": tg.token,
         "TELEGRAM_CHAT_ID": "111",
         "TELEGRAM_API_BASE_URL": tg.url,
     }
-    async with demo_runtime(tmp_path, notify="  log: false\n", env=env) as (rt, clock):
+    notify = f"  log: {'true' if log else 'false'}\n"
+    async with demo_runtime(tmp_path, notify=notify, env=env) as (rt, clock):
         story = Story(start=rt.controller.now(), say=lambda line: None)
         narrator = Narrator(rt, story)
         rt.dispatcher.start()
@@ -137,17 +140,18 @@ async def test_alert_latency_is_from_the_flip_to_a_channel_taking_the_alert(
         await tg.wait_messages(1)
         await wait_for(lambda: clock.sleepers == 1)  # the worker waits out retry_after
         narrator.poll()
-        assert rt.alerts[0]["sent"] is None  # queued, not delivered yet
+        assert rt.alerts[0]["delivered"].keys() == ({"log"} if log else set())
         clock.advance(2.0)
         await tg.wait_messages(2)
-        await wait_for(lambda: rt.alerts[0]["sent"] is True)
-        assert rt.status()["alerts"][0]["delivered_at"] == pytest.approx(tripped_at + 2.0)
+        await wait_for(lambda: "telegram" in rt.alerts[0]["delivered"])
+        delivered = rt.status()["alerts"][0]["delivered"]
+        assert delivered["telegram"] == pytest.approx(tripped_at + 2.0)
         narrator.poll()
 
     summary = _summary(story, Tally())
     assert summary["alert_seconds_after_flip"] == 2.0
     last = summary["timeline"][-1]
-    assert last["event"] == "alert provider_tripped delivered"
+    assert last["event"] == "alert provider_tripped delivered (telegram)"
     assert last["t"] == pytest.approx(tripped_at + 2.0 - story.start)
 
 

@@ -241,6 +241,11 @@ class Dispatcher:
         self._closing = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels alerts go to ("log", "telegram", "slack"), each once."""
+        return tuple(dict.fromkeys(worker.sender.channel for worker in self._workers))
+
     # -- intake -----------------------------------------------------------------------------------
     def submit(self, alert: Alert) -> Submitted:
         """Queue ``alert`` unless it duplicates a recent one or cannot be queued. Never blocks.
