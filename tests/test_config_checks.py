@@ -80,6 +80,12 @@ def line_of(path: Path, start: str) -> int:
     return next(i for i, line in enumerate(lines, 1) if line.lstrip().startswith(start))
 
 
+async def live_check(path: Path) -> int:
+    """``failover check --live`` in a thread (it runs its own event loop), bounded in time."""
+    run = asyncio.to_thread(main, ["check", "--config", str(path), "--live"])
+    return await asyncio.wait_for(run, timeout=30)
+
+
 def check(path: Path, capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, str]:
     code = main(["check", "--config", str(path), *flags])
     out, err = capsys.readouterr()
@@ -360,8 +366,7 @@ async def test_live_check_gives_each_provider_failure_its_reason(
             spare_extra=", default_model: m",
         )
         path = write(tmp_path, text)
-        run = asyncio.to_thread(main, ["check", "--config", str(path), "--live"])
-        code = await asyncio.wait_for(run, timeout=30)
+        code = await live_check(path)
     out, err = capsys.readouterr()
     assert code == 1
     assert "provider a did not answer a tiny request: authentication failed (HTTP 401): " in out
@@ -381,8 +386,7 @@ async def test_live_check_names_the_timeout_phase(
         urls = (a.url(), down, down)  # spare has no model (not probed); b is refused at once
         text = config_text(tmp_path / "state.json", urls=urls, a_extra=", timeouts: {total: 0.2}")
         path = write(tmp_path, text)
-        run = asyncio.to_thread(main, ["check", "--config", str(path), "--live"])
-        code = await asyncio.wait_for(run, timeout=30)
+        code = await live_check(path)
     out, _ = capsys.readouterr()
     assert code == 1
     assert "provider a did not answer a tiny request: timed out (total): " in out
