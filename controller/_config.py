@@ -92,10 +92,11 @@ class TimeoutsConfig(_Frozen):
         validation, so the default 600 s is checked against a long first_token / total too."""
         first = min(self.first_token, self.total)
         if self.stream_total <= first:
+            given = "" if "stream_total" in self.model_fields_set else ", the default,"
             raise _AtField(
                 "stream_total",
-                f"must be longer than the wait for a stream's first chunk ({first:g} s: the "
-                "shorter of first_token and total)",
+                f"{self.stream_total:g} s{given} must be longer than the wait for a stream's "
+                f"first chunk ({first:g} s: the shorter of first_token and total)",
             )
         return self
 

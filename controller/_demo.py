@@ -85,11 +85,12 @@ class Story:
 
     Every entry carries the time the thing happened, never the time the demo noticed it: the
     demo stamps its own actions as it takes them, routing flips and alerts bring the times the
-    controller gave them, an alert's delivery the time the runtime saw a channel take it
-    (``delivered_at``), and "tripped" / "healthy" take the routing state's ``since``. All of
-    these are on the controller's clock, so differences between them are exact; the 50 ms poll
-    only decides when a line is printed. The timeline is sorted by time; alerts keep the order
-    in which they were handed to the dispatcher (its sending order).
+    controller gave them, an alert's delivery on each channel the time the runtime saw that
+    channel take it (``delivered``), and "tripped" / "healthy" take the routing state's
+    ``since``. All of these are on the controller's clock, so differences between them are
+    exact; the 50 ms poll only decides when a line is printed (except "NOT sent": a channel's
+    giving up has no recorded time). The timeline is sorted by time; alerts keep the order in
+    which they were handed to the dispatcher (its sending order).
     """
 
     def __init__(self, *, start: float, say: Callable[[str], None]) -> None:
@@ -133,15 +134,23 @@ class _Fresh:
 
 class Narrator:
     """Adds the runtime's routing flips and alerts to the story, each at its own recorded time,
-    and each alert's delivery once a channel (the log, Telegram, Slack) has taken it."""
+    and what became of each alert on each channel: delivered (when the channel took it) or not
+    sent (when the demo saw the channel give up).
+
+    The delivery the summary counts is a phone channel's (Telegram, Slack) when one is set up,
+    the in-process log's only when none is: a log line 5 ms after the flip says nothing about
+    whether anyone was told."""
 
     def __init__(self, rt: Runtime, story: Story) -> None:
         self._story = story
+        self._now = rt.controller.now
         self._events = _Fresh(rt.events)
         self._alerts = _Fresh(rt.alerts)
-        self._undelivered: list[dict[str, Any]] = []
-        self._told: dict[int, set[str]] = {}  # per listed alert: the channels already narrated
-        self._channels = len(rt.dispatcher.channels)
+        channels = rt.dispatcher.channels
+        self._channels = len(channels)
+        self._counted = {c for c in channels if c != "log"} or {"log"}
+        # Alerts whose every channel has not answered yet, with the channels already narrated.
+        self._pending: list[tuple[dict[str, Any], set[str]]] = []
 
     def poll(self) -> None:
         for event in self._events():
@@ -149,20 +158,26 @@ class Narrator:
         for alert in self._alerts():
             text = f"ALERT [{alert['severity']}] {alert['text']}"
             self._story.add(alert["time"], f"alert:{alert['event']}", text)
-            if alert.get("sent") is not False:
-                self._undelivered.append(alert)
-        waiting, self._undelivered = self._undelivered, []
-        for alert in waiting:
-            told = self._told.setdefault(id(alert), set())
-            for channel, at in sorted(alert.get("delivered", {}).items(), key=lambda kv: kv[1]):
-                if channel not in told:
-                    told.add(channel)
-                    # The log is in-process; a phone channel (Telegram, Slack) is what counts.
-                    name = "delivered-log" if channel == "log" else "delivered"
-                    text = f"alert {alert['event']} delivered ({channel})"
-                    self._story.add(at, f"{name}:{alert['event']}", text)
+            if alert.get("sent") is not False:  # dropped at intake: its text says so
+                self._pending.append((alert, set()))
+        still: list[tuple[dict[str, Any], set[str]]] = []
+        for alert, told in self._pending:
+            self._tell(alert, told)
             if len(told) < self._channels:
-                self._undelivered.append(alert)
+                still.append((alert, told))
+        self._pending = still
+
+    def _tell(self, alert: dict[str, Any], told: set[str]) -> None:
+        event = alert["event"]
+        for channel, at in sorted(alert.get("delivered", {}).items(), key=lambda kv: kv[1]):
+            if channel not in told:
+                told.add(channel)
+                name = "delivered" if channel in self._counted else "delivered-also"
+                self._story.add(at, f"{name}:{event}", f"alert {event} delivered ({channel})")
+        for channel in alert.get("not_sent_to", ()):
+            if channel not in told:  # the time it gave up is not recorded: when it was seen
+                told.add(channel)
+                self._story.add(self._now(), f"lost:{event}", f"alert {event} NOT sent ({channel})")
 
 
 async def _traffic(url: str, tally: Tally, stop: asyncio.Event) -> None:
@@ -280,9 +295,7 @@ def _summary(story: Story, tally: Tally) -> dict[str, Any]:
         "error_samples": tally.errors[:3],
         "tripped": story.at("tripped") is not None,
         "detection_seconds": since("outage", "flip:trip"),
-        "alert_seconds_after_flip": since("flip:trip", "delivered:provider_tripped")
-        if story.at("delivered:provider_tripped") is not None
-        else since("flip:trip", "delivered-log:provider_tripped"),
+        "alert_seconds_after_flip": since("flip:trip", "delivered:provider_tripped"),
         "recovered": story.at("healthy") is not None,
         "recovery_seconds": since("back", "healthy"),
         "alerts": story.alerts(),

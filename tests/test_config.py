@@ -198,15 +198,15 @@ def test_notify_and_gateway_variable_names_are_checked_the_same_way() -> None:
 
 
 @pytest.mark.parametrize(
-    ("timeouts", "first"),
+    ("timeouts", "cap", "first"),
     [
-        ("{first_token: 20, total: 120, stream_total: 5}", "20"),
-        ("{total: 8, stream_total: 8}", "8"),
-        ("{first_token: 900, total: 900}", "900"),  # the default 600 s is checked too
+        ("{first_token: 20, total: 120, stream_total: 5}", "5 s must", "20"),
+        ("{total: 8, stream_total: 8}", "8 s must", "8"),
+        ("{first_token: 900, total: 900}", "600 s, the default, must", "900"),  # checked too
     ],
 )
 def test_a_stream_cap_no_longer_than_the_wait_for_its_first_chunk_is_refused(
-    timeouts: str, first: str
+    timeouts: str, cap: str, first: str
 ) -> None:
     """stream_total counts from the attempt's start: a cap inside the first-chunk wait would cut
     a stream that starts late but healthy at once, past the point where it could fail over."""
@@ -221,7 +221,7 @@ tiers:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, source="f.yaml")
     assert str(caught.value) == (
-        "f.yaml:4: providers.a.timeouts.stream_total: must be longer than the wait for a "
+        f"f.yaml:4: providers.a.timeouts.stream_total: {cap} be longer than the wait for a "
         f"stream's first chunk ({first} s: the shorter of first_token and total)"
     )
 

@@ -125,13 +125,8 @@ async def test_alert_latency_is_from_the_flip_to_a_channel_taking_the_alert(
     """Telegram answers the alert with "retry after 2 s": the alert reaches it 2 s after the
     flip, and that is the number the demo reports (not the alert's own time, the flip's), also
     when the in-process log channel took it at once."""
-    env = {
-        "TELEGRAM_BOT_TOKEN": tg.token,
-        "TELEGRAM_CHAT_ID": "111",
-        "TELEGRAM_API_BASE_URL": tg.url,
-    }
     notify = f"  log: {'true' if log else 'false'}\n"
-    async with demo_runtime(tmp_path, notify=notify, env=env) as (rt, clock):
+    async with demo_runtime(tmp_path, notify=notify, env=telegram_env(tg)) as (rt, clock):
         story = Story(start=rt.controller.now(), say=lambda line: None)
         narrator = Narrator(rt, story)
         rt.dispatcher.start()
@@ -191,3 +186,48 @@ async def test_alerts_dropped_at_shutdown_are_listed_as_not_sent(
     assert late["sent"] is False
     assert cut["not_sent_to"] == ["log"]  # queued, then dropped by its channel's worker
     assert cut["delivered_at"] is None
+
+
+def telegram_env(tg: FakeTelegram) -> dict[str, str]:
+    return {
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_CHAT_ID": "111",
+        "TELEGRAM_API_BASE_URL": tg.url,
+    }
+
+
+async def test_with_only_the_log_its_delivery_is_the_alert_latency(
+    runtime: tuple[Runtime, FakeClock],
+) -> None:
+    """A plain `failover demo`: no phone channel, so the log's delivery is the figure."""
+    rt, clock = runtime
+    story = Story(start=rt.controller.now(), say=lambda line: None)
+    narrator = Narrator(rt, story)
+    rt.dispatcher.start()
+    trip_primary(rt, clock)
+    await wait_for(lambda: "log" in rt.alerts[0]["delivered"])
+    narrator.poll()
+    summary = _summary(story, Tally())
+    assert summary["alert_seconds_after_flip"] == 0.0  # the fake clock did not move
+    assert "alert provider_tripped delivered (log)" in [r["event"] for r in summary["timeline"]]
+
+
+async def test_a_phone_channel_that_fails_leaves_no_alert_latency_and_says_so(
+    tmp_path: Path, tg: FakeTelegram
+) -> None:
+    """Telegram set up but refusing: the log took the alert at once, but nobody's phone did, so
+    the demo reports no latency (not the log's) and says the alert was not sent there."""
+    async with demo_runtime(tmp_path, env=telegram_env(tg)) as (rt, clock):
+        story = Story(start=rt.controller.now(), say=lambda line: None)
+        narrator = Narrator(rt, story)
+        rt.dispatcher.start()
+        tg.push(Fault.error(400))
+        trip_primary(rt, clock)
+        await wait_for(lambda: "telegram" in rt.alerts[0]["not_sent_to"])
+        await wait_for(lambda: "log" in rt.alerts[0]["delivered"])
+        narrator.poll()
+    summary = _summary(story, Tally())
+    assert summary["alert_seconds_after_flip"] is None
+    events = [row["event"] for row in summary["timeline"]]
+    assert "alert provider_tripped delivered (log)" in events
+    assert "alert provider_tripped NOT sent (telegram)" in events

@@ -20,7 +20,7 @@ dropped before any channel got it, and ``not_sent_to`` names channels that faile
      "events": [{"time": <epoch s>, "text": "frontier: primary -> backup (rate_limited)"}],
      "alerts": [{"time": <epoch s>, "severity": "warning", "event": "provider_tripped",
                  "text": "primary tripped", "sent": true, "delivered_at": <epoch s>,
-                 "not_sent_to": []}]}
+                 "delivered": {"log": <epoch s>}, "not_sent_to": []}]}
 """
 
 from __future__ import annotations
