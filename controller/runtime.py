@@ -39,7 +39,7 @@ from controller.events import AttemptEvent, Outcome, RouteEvent
 from controller.notify import Dispatcher, senders_from_env
 from controller.notify.alert import Alert
 from controller.notify.dispatcher import DROPPED, FAILED, SENT, Delivery, Submitted
-from controller.providers import HttpProvider, Timeouts, codec_for
+from controller.providers import HttpProvider, codec_for
 from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import Router
@@ -175,7 +175,7 @@ class Runtime:
                 backoff_base=retry.backoff_base,
                 backoff_cap=retry.backoff_cap,
             ),
-            timeouts={n: _timeouts(p) for n, p in config.providers.items()},
+            timeouts={n: p.timeouts.limits() for n, p in config.providers.items()},
             deadline=config.routing.deadline_seconds,
             max_attempts=config.routing.max_attempts,
             default_models=self._models,
@@ -473,7 +473,3 @@ class Runtime:
 def _membership(config: Config) -> dict[str, list[str]]:
     """Which providers serve each tier (what 'never eject the last usable one' judges by)."""
     return {name: [t.provider for t in tier.targets] for name, tier in config.tiers.items()}
-
-
-def _timeouts(cfg: ProviderConfig) -> Timeouts:
-    return cfg.timeouts.limits()
