@@ -9,10 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.client_reqrep import ConnectionKey
 
 from controller._errors import (
     AuthFailed,
@@ -27,6 +25,8 @@ from controller._errors import (
 )
 from controller.model import FinishReason, Message, Request, StreamChunk, ToolDefinition, assemble
 from controller.providers import HttpProvider, Timeouts, codec_for
+from controller.providers._http import ConnectFailed as TransportConnectFailed
+from controller.providers._http import connect_reason
 from controller.providers.base import _transport_error
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from tests.conftest import FORMATS, adapter, drain
@@ -363,12 +363,11 @@ async def test_a_self_signed_certificate_is_named_as_the_reason(
 )
 def test_a_certificate_mismatch_is_told_without_the_address(code: int, words: str) -> None:
     """OpenSSL's own verify message names the host or IP ("not valid for '10.0.0.5'"): the
-    reason is given in fixed words instead. aiohttp's error is built here as aiohttp builds it
+    reason is given in fixed words instead. The error is built here as the ssl module raises it
     (a trusted certificate for another name needs a CA the system trusts)."""
     cause = ssl.SSLCertVerificationError(1, "certificate verify failed")
     cause.verify_code = code
     cause.verify_message = "IP address mismatch, certificate is not valid for '10.0.0.5'."
-    key = ConnectionKey("10.0.0.5", 443, True, True, None, None, None, None)
-    err = _transport_error(aiohttp.ClientConnectorCertificateError(key, cause))
+    err = _transport_error(TransportConnectFailed(connect_reason(cause)))
     assert err.message == f"could not connect: the server's TLS certificate: {words}"
     assert "10.0.0.5" not in str(err)

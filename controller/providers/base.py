@@ -2,12 +2,13 @@
 
 A provider adapter is a :class:`Provider`: ``complete()`` and ``stream()`` over our own types.
 :class:`HttpProvider` implements it for any :class:`~controller.wire.ClientCodec` with one pooled
-aiohttp session per provider, and translates transport failures into the error tree here, once:
+keep-alive connection pool per provider (:mod:`controller.providers._http`), and translates
+transport failures into the error tree here, once:
 
 ==========================================  ==========================================
-aiohttp / asyncio                           our error
+transport / asyncio                         our error
 ==========================================  ==========================================
-connect refused / DNS / reset / closed      ConnectionFailed
+connect refused / DNS / TLS / reset / cut   ConnectionFailed
 connect slower than ``timeouts.connect``    ProviderTimeout(phase="connect")
 no first chunk within ``first_token``       ProviderTimeout(phase="first_token")
 no answer (or first chunk) within ``total``  ProviderTimeout(phase="total")
@@ -28,16 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
-
-import aiohttp
-from yarl import URL
 
 from controller import _json
 from controller._errors import (
@@ -48,10 +44,27 @@ from controller._errors import (
     StreamTooLong,
 )
 from controller.model import Request, Response, StreamChunk
+from controller.providers._http import (
+    BadResponse,
+    ConnectFailed,
+    ConnectTimeout,
+    Disconnected,
+    HttpClient,
+    HttpResponse,
+    ResponseCut,
+    TransportError,
+)
 from controller.wire import ClientCodec, HttpCall, TokenCountCodec
 from controller.wire._sse import SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
+# Sent on every call, names in lower case (a codec's own headers win, whatever their case):
+# what aiohttp's client sent by default, kept when it was replaced.
+_STATIC_HEADERS = {
+    "content-type": "application/json",
+    "accept": "*/*",
+    "accept-encoding": "gzip, deflate",
+}
 T = TypeVar("T")
 
 
@@ -175,9 +188,8 @@ class HttpProvider:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}  # parsed once per path (a path per model, at most)
-        self._connect_timeout = aiohttp.ClientTimeout(total=None, sock_connect=Timeouts().connect)
+        self._http: HttpClient | None = None
+        self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         parts = urlsplit(self._base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -185,24 +197,15 @@ class HttpProvider:
     def __repr__(self) -> str:  # never shows the key
         return f"HttpProvider(name={self.name!r}, kind={self.kind!r}, base_url={self._base_url!r})"
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-                # One session serves every caller: a cookie one provider answer sets must not
-                # ride along on the next caller's request (and the jar cost work per request).
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
+    def _client(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient(self._base_url, max_connections=self._max_connections)
+        return self._http
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, self._api_key)
@@ -228,11 +231,14 @@ class HttpProvider:
         error tree, parse the whole body."""
         try:
             async with asyncio.timeout(timeouts.total):
-                async with self._post(call, timeouts) as resp:
+                resp = await self._post(call, timeouts)
+                try:
                     if resp.status >= 300:
                         raise await self._error(resp, model)
                     body = await resp.read()
-        except aiohttp.ClientError as exc:  # first: ConnectionTimeoutError is a TimeoutError
+                finally:
+                    resp.release()
+        except TransportError as exc:
             raise self._tag(_transport_error(exc), model) from None
         except TimeoutError:
             raise self._tag(ProviderTimeout("no answer in time", phase="total"), model) from None
@@ -249,7 +255,7 @@ class HttpProvider:
         try:
             async with asyncio.timeout(limits.first_by - time.monotonic()):
                 resp = await self._post(call, timeouts)
-        except aiohttp.ClientError as exc:  # first: ConnectionTimeoutError is a TimeoutError
+        except TransportError as exc:
             raise self._tag(_transport_error(exc), model) from None
         except TimeoutError:
             raise self._tag(ProviderTimeout("no answer", phase=limits.first_phase), model) from None
@@ -263,7 +269,7 @@ class HttpProvider:
             resp.release()
 
     async def _events(
-        self, resp: aiohttp.ClientResponse, model: str, limits: _StreamLimits
+        self, resp: HttpResponse, model: str, limits: _StreamLimits
     ) -> AsyncIterator[StreamChunk]:
         parser = SSEParser()
         decoder = self._codec.stream_decoder(model)
@@ -294,7 +300,7 @@ class HttpProvider:
 
     async def _read(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: HttpResponse,
         model: str,
         limits: _StreamLimits,
         *,
@@ -306,54 +312,43 @@ class HttpProvider:
         wait, phase = limits.wait(time.monotonic(), started=started, finished=finished)
         try:
             async with asyncio.timeout(max(0.0, wait)):
-                return await resp.content.readany()
+                return await resp.readany()
         except TimeoutError:
             if finished:
                 return None
             raise self._tag(_read_timeout(phase, limits.timeouts), model) from None
-        except aiohttp.ClientError as exc:
+        except TransportError as exc:
             if finished:
                 return None
             raise self._tag(_transport_error(exc), model) from None
 
-    def _post(self, call: HttpCall, timeouts: Timeouts) -> aiohttp.client._RequestContextManager:
-        headers = {"content-type": "application/json", **call.headers}
-        return self._client().post(
-            self._url(call.path),
-            data=_json.dumps(call.body),
-            headers=headers,
-            params=dict(call.query) or None,
-            timeout=self._timeout(timeouts.connect),
-            # A redirect would carry x-api-key / x-goog-api-key / api-key (aiohttp strips only
-            # Authorization) and the prompt to another host: a 3xx is an error instead.
-            allow_redirects=False,
+    async def _post(self, call: HttpCall, timeouts: Timeouts) -> HttpResponse:
+        """Send ``call``; returns with the answer's status and headers (the caller releases
+        it). Redirects are not followed: a 3xx is an error (following one would carry the key
+        header and the prompt to another host)."""
+        client = self._client()
+        key = (call.path, tuple(call.query.items()))
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = client.target(call.path, key[1])
+        headers = _STATIC_HEADERS | {name.lower(): value for name, value in call.headers.items()}
+        return await client.post(
+            target, headers.items(), _json.dumps(call.body), connect_timeout=timeouts.connect
         )
 
-    def _url(self, path: str) -> URL:
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = URL(self._base_url + path)
-        return url
-
-    def _timeout(self, connect: float) -> aiohttp.ClientTimeout:
-        """The per-request timeout (connect only: the rest is bounded by asyncio.timeout);
-        reused while the connect limit stays the same, which it does but near a deadline."""
-        if self._connect_timeout.sock_connect != connect:
-            self._connect_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)
-        return self._connect_timeout
-
     async def _error(
-        self, resp: aiohttp.ClientResponse, model: str, *, within: float = 10.0
+        self, resp: HttpResponse, model: str, *, within: float = 10.0
     ) -> ProviderError:
         """The mapped error for a non-2xx answer; reads its body (bounded in size and time)."""
         body = b""
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        with contextlib.suppress(TransportError, TimeoutError):
             async with asyncio.timeout(within):
                 while len(body) < _MAX_ERROR_BODY:
-                    piece = await resp.content.read(_MAX_ERROR_BODY - len(body))
+                    piece = await resp.readany()
                     if not piece:
                         break
                     body += piece
+        body = body[:_MAX_ERROR_BODY]
         err = self._codec.error_from(resp.status, resp.headers, body, model)
         return self._tag(err, model)
 
@@ -373,47 +368,14 @@ def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:
     return ProviderTimeout(f"no stream data ({phase})", phase=phase)
 
 
-# OpenSSL's X509_V_ERR_* codes, in fixed words: its own verify messages name the host or IP
-# on a mismatch ("certificate is not valid for '10.0.0.5'"), which must not reach a client.
-_CERTIFICATE_PROBLEMS = {
-    9: "not valid yet",
-    10: "expired",
-    18: "self-signed",
-    19: "self-signed certificate in the chain",
-    20: "issuer not trusted (unknown CA)",
-    21: "cannot be verified (incomplete chain?)",
-    62: "issued for another host name",
-    64: "issued for another IP address",
-}
-
-
-def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
-    """Why a connection failed, without the address (a URL may carry a key): the name did not
-    resolve, the TLS handshake failed (and OpenSSL's reason), or the system's error text."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "the host name did not resolve"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # it has no os_error
-        code: int = getattr(exc.certificate_error, "verify_code", 0)
-        why = _CERTIFICATE_PROBLEMS.get(code, f"not trusted (OpenSSL verify code {code})")
-        return f"the server's TLS certificate: {why}"
-    cause = exc.os_error
-    if isinstance(cause, ssl.SSLError):
-        return f"TLS handshake failed ({cause.reason or type(cause).__name__})"
-    if cause.errno and cause.errno > 0:
-        return os.strerror(cause.errno)
-    return type(cause).__name__
-
-
-def _transport_error(exc: aiohttp.ClientError) -> ProviderError:
-    """Translate an aiohttp failure. Messages are generic: URLs may carry keys (Azure, Gemini)."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+def _transport_error(exc: TransportError) -> ProviderError:
+    """Translate a transport failure. Messages are generic: URLs may carry keys (Azure, Gemini)."""
+    if isinstance(exc, ConnectTimeout):
         return ProviderTimeout("connect timed out", phase="connect")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectionFailed(f"could not connect: {_connect_reason(exc)}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ConnectionFailed("server closed the connection")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return ConnectionFailed("connection cut mid-response")
-    if isinstance(exc, aiohttp.ClientOSError):
-        return ConnectionFailed("connection reset")
+    if isinstance(exc, ConnectFailed):
+        return ConnectionFailed(f"could not connect: {exc.reason}")
+    if isinstance(exc, Disconnected | ResponseCut):
+        return ConnectionFailed(str(exc))
+    if isinstance(exc, BadResponse):
+        return ConnectionFailed(f"HTTP transport error ({exc})")
     return ConnectionFailed(f"HTTP transport error ({type(exc).__name__})")

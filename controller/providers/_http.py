@@ -1,0 +1,548 @@
+"""The HTTP/1.1 client behind every provider call: a keep-alive pool per provider, on asyncio.
+
+Why not aiohttp's client (the gateway's server is aiohttp's): measured on the development box,
+one small POST to a local server and its answer cost 305 µs of CPU through ``aiohttp.ClientSession``
+and 56 µs through a protocol that writes the request itself and parses the answer with
+``httptools`` (llhttp, the parser uvicorn uses). At concurrency 1 that difference is most of what
+the gateway added over a bare pass-through; ``tests/bench/upstream_client.py`` reproduces it.
+
+What it does, and no more (the calls are POSTs of a JSON body to a provider's API):
+
+* one pool per base URL: idle connections reused newest first, at most ``max_connections`` open
+  (callers beyond that wait for one), an idle connection closed after ``keepalive`` seconds;
+* a request is never sent twice: when a reused connection turns out closed as the request went
+  out, that is :class:`Disconnected`, as with aiohttp (RFC 9112 section 9.3.1: a POST is not
+  retried automatically; the router's retry and failover policy decides);
+* bodies by ``Content-Length``, chunked, or up to the end of the connection; gzip and deflate
+  answers decoded; 1xx answers skipped; a streaming body read back-pressured (the socket is
+  paused while more than ``_HIGH_WATER`` bytes wait unread);
+* TLS with the system's trust store (``ssl.create_default_context()``), the host name checked;
+* no cookies, no redirects, no proxies from the environment (the gateway never wanted them).
+
+Errors are :class:`TransportError` subclasses whose messages never hold the address: a base URL
+can carry a key (Azure, Gemini), and these messages reach clients and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import socket
+import ssl
+import time
+import zlib
+from collections.abc import Iterable
+from typing import cast
+from urllib.parse import urlencode, urlsplit
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = [
+    "BadResponse",
+    "ConnectFailed",
+    "ConnectTimeout",
+    "Disconnected",
+    "HttpClient",
+    "HttpResponse",
+    "ResponseCut",
+    "TransportError",
+]
+
+_HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being read
+_LOW_WATER = 64 * 1024  # ... and starts again
+KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's default too)
+
+# OpenSSL's X509_V_ERR_* codes, in fixed words: its own verify messages name the host or IP
+# on a mismatch ("certificate is not valid for '10.0.0.5'"), which must not reach a client.
+_CERTIFICATE_PROBLEMS = {
+    9: "not valid yet",
+    10: "expired",
+    18: "self-signed",
+    19: "self-signed certificate in the chain",
+    20: "issuer not trusted (unknown CA)",
+    21: "cannot be verified (incomplete chain?)",
+    62: "issued for another host name",
+    64: "issued for another IP address",
+}
+
+
+# ------------------------------------------------------------------------------- errors
+class TransportError(Exception):
+    """The request did not get a whole HTTP answer. The message names no address."""
+
+
+class ConnectTimeout(TransportError):
+    """No connection within the connect limit."""
+
+
+class ConnectFailed(TransportError):
+    """No connection: the name did not resolve, it was refused, TLS failed, ..."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Disconnected(TransportError):
+    """The server closed the connection before any byte of an answer."""
+
+
+class ResponseCut(TransportError):
+    """The connection ended (or broke) in the middle of an answer."""
+
+
+class BadResponse(TransportError):
+    """What came back is not HTTP/1.1 this client can read."""
+
+
+def connect_reason(exc: OSError) -> str:
+    """Why a connection failed, in words that hold no address."""
+    if isinstance(exc, socket.gaierror):
+        return "the host name did not resolve"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        why = _CERTIFICATE_PROBLEMS.get(code, f"not trusted (OpenSSL verify code {code})")
+        return f"the server's TLS certificate: {why}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or type(exc).__name__})"
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return type(exc).__name__
+
+
+# ------------------------------------------------------------------------------- answer
+class HttpResponse:
+    """One answer: status and headers at once, the body as it arrives.
+
+    Read it with :meth:`read` (all of it) or :meth:`readany` (the next piece), then always call
+    :meth:`release`: a connection whose answer was read to the end goes back to the pool, any
+    other is closed.
+    """
+
+    __slots__ = (
+        "_conn",
+        "_decoder",
+        "_done",
+        "_error",
+        "_pieces",
+        "_size",
+        "_waiter",
+        "headers",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
+        self._conn: _Connection | None = conn
+        self.status = status
+        self.headers = headers
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._done = False
+        self._error: TransportError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._decoder = _decoder_for(headers.get("content-encoding", ""))
+
+    async def read(self) -> bytes:
+        """The rest of the body."""
+        parts = []
+        while piece := await self.readany():
+            parts.append(piece)
+        return b"".join(parts)
+
+    async def readany(self) -> bytes:
+        """What has arrived of the body since the last read (waiting for something when
+        nothing has); b"" at its end."""
+        while not self._pieces:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return b""
+            conn = self._conn
+            if conn is None:
+                raise ResponseCut("the answer was released before it was read to the end")
+            self._waiter = conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
+        self._pieces.clear()
+        was, self._size = self._size, 0
+        if was >= _HIGH_WATER and self._conn is not None:
+            self._conn.resume()
+        return data
+
+    def release(self) -> None:
+        """Done with this answer (idempotent): its connection is reused or closed."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.finished(reusable=self._done and self._error is None)
+
+    # --- fed by the connection
+    def _feed(self, data: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error:
+                self._fail(BadResponse("the answer's compressed body is corrupt"))
+                return
+        if data:
+            self._pieces.append(data)
+            self._size += len(data)
+            if self._size >= _HIGH_WATER and self._conn is not None:
+                self._conn.pause()
+            self._wake()
+
+    def _finish(self) -> None:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if tail:
+                self._pieces.append(tail)
+            if not self._decoder.eof:  # framing says whole, the stream inside says otherwise
+                self._fail(BadResponse("the answer's compressed body is cut short"))
+                return
+        self._done = True
+        self._wake()
+
+    def _fail(self, error: TransportError) -> None:
+        if not self._done and self._error is None:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _decoder_for(encoding: str) -> zlib._Decompress | None:
+    encoding = encoding.strip().lower()
+    if encoding == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":  # zlib-wrapped, as RFC 9110 says (raw deflate is not accepted)
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    return None  # identity, or a coding we did not ask for: the codec sees the bytes
+
+
+# ------------------------------------------------------------------------------- connection
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: one request at a time, its answer parsed by httptools."""
+
+    def __init__(self, pool: HttpClient) -> None:
+        self.loop = pool.loop
+        self._pool = pool
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._head: asyncio.Future[HttpResponse] | None = None
+        self._response: HttpResponse | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._received = False  # any byte of the current answer
+        self._length_known = False  # Content-Length or chunked: the end is not the socket's
+        self._keep_alive = False  # the answer lets this connection carry another request
+        self._paused = False
+        self.closed = False
+        self.idle_since = 0.0
+
+    # --- used by the pool and the answer
+    def send(self, data: bytes) -> asyncio.Future[HttpResponse]:
+        """Write a request; the future resolves with its answer's head."""
+        assert self._transport is not None
+        assert self._head is None
+        self._head = self.loop.create_future()
+        self._received = False
+        self._transport.write(data)
+        return self._head
+
+    def finished(self, *, reusable: bool) -> None:
+        self._response = None
+        if reusable and self._keep_alive and not self.closed:
+            self.resume()  # a body that filled the buffer and then ended left reading paused
+            self.idle_since = time.monotonic()
+            self._pool._put_back(self)
+        else:
+            self.close()
+
+    def pause(self) -> None:
+        if not self._paused and self._transport is not None and not self.closed:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self._transport is not None and not self.closed:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        """Close it from this side: an answer not yet whole ends cut (connection_lost, which
+        comes later, must not take the end of the connection for the end of the body)."""
+        if not self.closed:
+            self.closed = True
+            self._cut_short("the connection was closed before the answer came")
+            self.abandon()
+            self._pool._gone(self)
+
+    def abandon(self) -> None:
+        """Close the socket, whatever the bookkeeping says."""
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A read-write stream transport (uvloop's does not subclass asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        if self._head is None and self._response is None:
+            self.close()  # bytes nobody asked for: this connection can no longer be trusted
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._broken(BadResponse("the provider's answer is not valid HTTP"))
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost tells the rest
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return  # closed from this side: close() has told the answer
+        self.closed = True
+        response = self._response
+        if response is not None and exc is None and not self._length_known:
+            response._finish()  # a body delimited by the end of the connection
+        self._cut_short("server closed the connection")
+        self._pool._gone(self)
+
+    def _cut_short(self, unanswered: str) -> None:
+        """Whoever waits for an answer on this connection learns it will not come whole
+        (``unanswered``: why, when no byte of it has come)."""
+        if self._response is not None:
+            self._response._fail(ResponseCut("connection cut mid-response"))
+        head, self._head = self._head, None
+        if head is not None and not head.done():
+            if self._received:
+                head.set_exception(ResponseCut("connection cut mid-response"))
+            else:
+                head.set_exception(Disconnected(unanswered))
+
+    def _broken(self, error: TransportError) -> None:
+        head, self._head = self._head, None
+        if head is not None and not head.done():
+            head.set_exception(error)
+        if self._response is not None:
+            self._response._fail(error)
+        self.close()
+
+    # --- httptools callbacks
+    def on_message_begin(self) -> None:
+        self._headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # 1xx (103 Early Hints, say): the real answer follows
+        head, self._head = self._head, None
+        if head is None or head.done():  # an answer nobody asked for (or nobody waits for)
+            self._broken(BadResponse("an answer to no request"))
+            return
+        self._keep_alive = self._parser.should_keep_alive()
+        headers = CIMultiDictProxy(CIMultiDict(self._headers))
+        self._length_known = (
+            "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()
+        )
+        self._response = response = HttpResponse(self, status, headers)
+        head.set_result(response)
+
+    def on_body(self, body: bytes) -> None:
+        if self._response is not None:
+            self._response._feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._response is not None:
+            self._response._finish()
+
+
+# ------------------------------------------------------------------------------- pool
+class HttpClient:
+    """POSTs to one base URL over a pool of keep-alive connections (made lazily)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int = 100,
+        keepalive: float = KEEPALIVE,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("a provider's base_url must be an http:// or https:// URL")
+        self.loop = asyncio.get_running_loop()
+        self._tls = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._tls else 80)
+        default = self._port == (443 if self._tls else 80)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._authority = host if default else f"{host}:{self._port}"
+        self._prefix = parts.path.rstrip("/")
+        self._base_query = parts.query
+        self._ssl = (ssl_context or ssl.create_default_context()) if self._tls else None
+        self._max = max_connections
+        self._keepalive = keepalive
+        self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed = False
+
+    def target(self, path: str, query: Iterable[tuple[str, str]] = ()) -> str:
+        """The request target for ``path`` under the base URL, with ``query`` added."""
+        pairs = urlencode(list(query))
+        joined = "&".join(q for q in (self._base_query, pairs) if q)
+        return f"{self._prefix}{path}?{joined}" if joined else f"{self._prefix}{path}"
+
+    async def post(
+        self,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        *,
+        connect_timeout: float,
+    ) -> HttpResponse:
+        """Send ``body`` to ``target`` (from :meth:`target`); returns once the answer's status
+        and headers are in. The caller must :meth:`HttpResponse.release` it."""
+        request = self._request_bytes(target, headers, body)
+        conn = await self._acquire(connect_timeout)
+        try:
+            return await conn.send(request)
+        except BaseException:
+            conn.close()
+            raise
+
+    async def close(self) -> None:
+        """Close every connection; answers being read end with :class:`ResponseCut`."""
+        self._closed = True
+        for conn in list(self._open):
+            conn.close()
+        self._idle.clear()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- internals
+    def _request_bytes(self, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+        lines = [f"POST {target} HTTP/1.1", f"Host: {self._authority}"]
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        lines.append(f"Content-Length: {len(body)}")
+        head = "\r\n".join(lines)
+        breaks = len(lines) - 1  # a CR or LF inside a name or value would start a new header
+        if head.count("\n") != breaks or head.count("\r") != breaks:
+            raise BadResponse("a request header holds a line break (check the API key variable)")
+        try:
+            return head.encode("latin-1") + b"\r\n\r\n" + body
+        except UnicodeEncodeError:
+            raise BadResponse("a request header holds characters HTTP cannot carry") from None
+
+    async def _acquire(self, connect_timeout: float) -> _Connection:
+        while True:
+            if self._closed:
+                raise Disconnected("the provider's client was closed")
+            now = time.monotonic()
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.closed:
+                    continue
+                if now - conn.idle_since > self._keepalive:
+                    conn.close()
+                    continue
+                return conn
+            if len(self._open) < self._max:
+                return await self._connect(connect_timeout)
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then cancelled before it ran: pass the turn on
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    async def _connect(self, connect_timeout: float) -> _Connection:
+        conn = _Connection(self)
+        self._open.add(conn)  # counted while connecting, so the limit holds
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await self._open_socket(conn)
+            if conn.closed:  # the client was closed while this connection was being made
+                conn.abandon()
+                raise Disconnected("the provider's client was closed")
+        except TimeoutError:
+            self._gone(conn)
+            raise ConnectTimeout("connect timed out") from None
+        except OSError as exc:  # ssl.SSLError and socket.gaierror are OSErrors
+            self._gone(conn)
+            raise ConnectFailed(connect_reason(exc)) from None
+        except BaseException:
+            self._gone(conn)
+            raise
+        return conn
+
+    async def _open_socket(self, conn: _Connection) -> None:
+        """Connect to the host's addresses in turn (the last failure is the one reported:
+        asyncio's own loop over them would put every address into its error text)."""
+        infos = await self.loop.getaddrinfo(
+            self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        last: OSError = OSError("no address")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await self.loop.sock_connect(sock, address)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            try:
+                await self.loop.create_connection(
+                    lambda: conn,
+                    sock=sock,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
+                )
+            except BaseException:
+                sock.close()
+                raise
+            return
+        raise last
+
+    def _put_back(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.close()
+            return
+        self._idle.append(conn)
+        self._wake_one()
+
+    def _gone(self, conn: _Connection) -> None:
+        self._open.discard(conn)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
