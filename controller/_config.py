@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -28,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -124,6 +126,24 @@ class ProviderConfig(_Frozen):
     path: str = "/chat/completions"
     query: dict[str, str] = Field(default_factory=dict)
     stream_usage: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """A URL the provider client can call; the message never repeats it (it may hold a key)."""
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http:// or https:// URL with a host, e.g. https://api.openai.com/v1"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not hold a user name or password: secrets come from the environment "
+                "(api_key_env)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _base_url_known(self) -> Self:

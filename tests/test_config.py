@@ -115,6 +115,26 @@ def test_compatible_provider_needs_a_base_url() -> None:
     assert caught.value.key == "providers.anthropic"
 
 
+@pytest.mark.parametrize(
+    ("base_url", "words"),
+    [
+        ("127.0.0.1:11434/v1", "must be an http:// or https:// URL with a host"),
+        ("ftp://models.example/v1", "must be an http:// or https:// URL with a host"),
+        ("https://user:sk-pasted@models.example/v1", "must not hold a user name or password"),
+    ],
+)
+def test_a_base_url_the_client_cannot_call_is_refused_unshown(base_url: str, words: str) -> None:
+    """Refused when the config is read (it was a 500 on every request), never repeated: a URL
+    may hold a key."""
+    text = MINIMAL.replace("kind: anthropic", f'kind: anthropic\n    base_url: "{base_url}"')
+    with pytest.raises(ConfigError, match=words) as caught:
+        parse_config(text)
+    assert caught.value.key == "providers.anthropic.base_url"
+    assert caught.value.line == 7  # the base_url line
+    assert base_url not in str(caught.value)
+    assert "sk-pasted" not in str(caught.value)
+
+
 def test_kill_switch_environment_overrides_win() -> None:
     config = parse_config(MINIMAL + "kill_switch:\n  disable: [openai]\n")
     assert config.effective_kill_switch({}) == KillSwitch(disable=("openai",))

@@ -1,19 +1,15 @@
 """HttpClient (controller/providers/_http.py) against real servers on 127.0.0.1.
 
-The servers are raw ``asyncio.start_server`` handlers that write exact bytes, so the framing under
-test (Content-Length, chunked, end of connection, 1xx, HTTP/1.0, a cut) is the one the test wrote,
-not whatever a server framework chose. Each server counts the connections it accepted: that is
-how keep-alive reuse, the pool limit and a request never being resent are seen from the outside.
+The servers (tests/http_client_support.py) write exact bytes, so the framing under test
+(Content-Length, chunked, end of connection, 1xx, HTTP/1.0, a cut) is the one the test wrote,
+not whatever a server framework chose.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 
@@ -23,111 +19,23 @@ from controller.providers._http import (
     ConnectTimeout,
     Disconnected,
     HttpClient,
-    HttpResponse,
     ResponseCut,
     TransportError,
 )
 from tests.fakes_chat import unused_port
-
-Handler = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-HEAD = b"HTTP/1.1 200 OK\r\n"
-OK = HEAD + b"Content-Length: 2\r\n\r\nok"
-CHUNKED = HEAD + b"Transfer-Encoding: chunked\r\n\r\n"
-PARTIAL = HEAD + b"Content-Length: 10\r\n\r\nabc"  # 3 bytes of 10: the rest is never sent
-BODY = b'{"model": "m"}'
-
-
-class RawServer:
-    """A loopback server running ``handler`` per connection; counts accepts and requests."""
-
-    def __init__(self, handler: Handler) -> None:
-        self._handler = handler
-        self._server: asyncio.Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._writers: list[asyncio.StreamWriter] = []
-        self.accepts = 0
-        self.requests: list[bytes] = []
-        self.url = ""
-
-    async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.close()  # the handlers see the end of their connection and return
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._tasks.append(asyncio.current_task())  # type: ignore[arg-type]
-        self._writers.append(writer)
-        self.accepts += 1
-        try:
-            await self._handler(self, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away: what some tests do on purpose
-        finally:
-            writer.close()
-
-    async def request(self, reader: asyncio.StreamReader) -> bytes | None:
-        """The next request's head and body as read off the wire; None at the connection's end."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return None
-        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-        assert length is not None, head
-        self.requests.append(head + await reader.readexactly(int(length[1])))
-        return self.requests[-1]
-
-
-def answering(*pieces: bytes, cut: bool = False) -> Handler:
-    """Answers every request on a connection by writing ``pieces`` one by one; with ``cut``,
-    closes the connection after the first answer."""
-
-    async def handler(
-        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        while await server.request(reader) is not None:
-            for piece in pieces:
-                writer.write(piece)
-                await writer.drain()
-                await asyncio.sleep(0)  # let the client read this piece on its own
-            if cut:
-                return
-
-    return handler
-
-
-@asynccontextmanager
-async def served(
-    handler: Handler, *, max_connections: int = 100
-) -> AsyncIterator[tuple[RawServer, HttpClient]]:
-    """A server running ``handler`` and a client of it, both closed at the end; the whole test
-    within 5 s."""
-    async with asyncio.timeout(5), RawServer(handler) as server:
-        client = HttpClient(server.url, max_connections=max_connections)
-        try:
-            yield server, client
-        finally:
-            await client.close()
-
-
-async def post(client: HttpClient, *headers: tuple[str, str]) -> HttpResponse:
-    return await client.post("/v1/chat", headers, BODY, connect_timeout=2.0)
-
-
-async def fetch(client: HttpClient) -> tuple[int, bytes]:
-    """One whole exchange: status and body, the answer released."""
-    resp = await post(client)
-    try:
-        return resp.status, await resp.read()
-    finally:
-        resp.release()
+from tests.http_client_support import (
+    BODY,
+    CHUNKED,
+    HEAD,
+    OK,
+    PARTIAL,
+    Handler,
+    RawServer,
+    answering,
+    fetch,
+    post,
+    served,
+)
 
 
 # ----------------------------------------------------------------------------- framing

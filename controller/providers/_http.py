@@ -13,10 +13,12 @@ What it does, and no more (the calls are POSTs of a JSON body to a provider's AP
 * a request is never sent twice: when a reused connection turns out closed as the request went
   out, that is :class:`Disconnected`, as with aiohttp (RFC 9112 section 9.3.1: a POST is not
   retried automatically; the router's retry and failover policy decides);
-* bodies by ``Content-Length``, chunked, or up to the end of the connection; gzip and deflate
-  answers decoded; 1xx answers skipped; a streaming body read back-pressured (the socket is
-  paused while more than ``_HIGH_WATER`` bytes wait unread);
-* TLS with the system's trust store (``ssl.create_default_context()``), the host name checked;
+* bodies by ``Content-Length``, chunked, or up to the end of the connection; 1xx answers
+  skipped; a streaming body read back-pressured (the socket is paused while more than
+  ``_HIGH_WATER`` bytes wait unread); headers bounded (``_MAX_HEAD`` bytes, ``_MAX_FIELDS``);
+* ``Accept-Encoding: identity`` is what callers send (see ``base.py``), and a gzip or deflate
+  body sent anyway is decoded, in pieces of at most ``_HIGH_WATER`` and ``_MAX_INFLATED`` in all;
+* addresses cached, happy eyeballs, one TLS context: :mod:`controller.providers._http_connect`;
 * no cookies, no redirects, no proxies from the environment (the gateway never wanted them).
 
 Errors are :class:`TransportError` subclasses whose messages never hold the address: a base URL
@@ -27,17 +29,29 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import socket
 import ssl
 import time
-import zlib
 from collections.abc import Iterable
 from typing import cast
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from controller.providers._http_body import HIGH_WATER as _HIGH_WATER
+from controller.providers._http_body import Inflater
+from controller.providers._http_connect import (
+    BadResponse,
+    ConnectFailed,
+    ConnectTimeout,
+    Disconnected,
+    Resolver,
+    ResponseCut,
+    TransportError,
+    connect_reason,
+    open_connection,
+    tls_context,
+)
 
 __all__ = [
     "BadResponse",
@@ -48,68 +62,13 @@ __all__ = [
     "HttpResponse",
     "ResponseCut",
     "TransportError",
+    "connect_reason",
 ]
 
-_HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being read
-_LOW_WATER = 64 * 1024  # ... and starts again
+_MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may take
+_MAX_FIELDS = 128  # header (or trailer) fields an answer may have
 KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's default too)
-
-# OpenSSL's X509_V_ERR_* codes, in fixed words: its own verify messages name the host or IP
-# on a mismatch ("certificate is not valid for '10.0.0.5'"), which must not reach a client.
-_CERTIFICATE_PROBLEMS = {
-    9: "not valid yet",
-    10: "expired",
-    18: "self-signed",
-    19: "self-signed certificate in the chain",
-    20: "issuer not trusted (unknown CA)",
-    21: "cannot be verified (incomplete chain?)",
-    62: "issued for another host name",
-    64: "issued for another IP address",
-}
-
-
-# ------------------------------------------------------------------------------- errors
-class TransportError(Exception):
-    """The request did not get a whole HTTP answer. The message names no address."""
-
-
-class ConnectTimeout(TransportError):
-    """No connection within the connect limit."""
-
-
-class ConnectFailed(TransportError):
-    """No connection: the name did not resolve, it was refused, TLS failed, ..."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Disconnected(TransportError):
-    """The server closed the connection before any byte of an answer."""
-
-
-class ResponseCut(TransportError):
-    """The connection ended (or broke) in the middle of an answer."""
-
-
-class BadResponse(TransportError):
-    """What came back is not HTTP/1.1 this client can read."""
-
-
-def connect_reason(exc: OSError) -> str:
-    """Why a connection failed, in words that hold no address."""
-    if isinstance(exc, socket.gaierror):
-        return "the host name did not resolve"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        code = exc.verify_code
-        why = _CERTIFICATE_PROBLEMS.get(code, f"not trusted (OpenSSL verify code {code})")
-        return f"the server's TLS certificate: {why}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed ({exc.reason or type(exc).__name__})"
-    if exc.errno and exc.errno > 0:
-        return os.strerror(exc.errno)
-    return type(exc).__name__
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # left as they are when the base URL's path is quoted
 
 
 # ------------------------------------------------------------------------------- answer
@@ -142,7 +101,7 @@ class HttpResponse:
         self._done = False
         self._error: TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._decoder = _decoder_for(headers.get("content-encoding", ""))
+        self._decoder = Inflater.for_encoding(headers.get("content-encoding", ""))
 
     async def read(self) -> bytes:
         """The rest of the body."""
@@ -167,10 +126,14 @@ class HttpResponse:
                 await self._waiter
             finally:
                 self._waiter = None
-        data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
-        self._pieces.clear()
-        was, self._size = self._size, 0
-        if was >= _HIGH_WATER and self._conn is not None:
+        was = self._size
+        if len(self._pieces) == 1 or was <= _HIGH_WATER:
+            data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
+            self._pieces.clear()
+        else:  # an inflated body: hand it out a piece at a time
+            data = self._pieces.popleft()
+        self._size -= len(data)
+        if was >= _HIGH_WATER and self._size < _HIGH_WATER and self._conn is not None:
             self._conn.resume()
         return data
 
@@ -182,13 +145,17 @@ class HttpResponse:
 
     # --- fed by the connection
     def _feed(self, data: bytes) -> None:
-        if self._decoder is not None:
-            try:
-                data = self._decoder.decompress(data)
-            except zlib.error:
-                self._fail(BadResponse("the answer's compressed body is corrupt"))
-                return
-        if data:
+        if self._decoder is None:
+            self._keep(data)
+            return
+        try:
+            for piece in self._decoder.inflate(data):
+                self._keep(piece)
+        except BadResponse as exc:
+            self._fail(exc)
+
+    def _keep(self, data: bytes) -> None:
+        if data and self._error is None:
             self._pieces.append(data)
             self._size += len(data)
             if self._size >= _HIGH_WATER and self._conn is not None:
@@ -197,11 +164,10 @@ class HttpResponse:
 
     def _finish(self) -> None:
         if self._decoder is not None:
-            tail = self._decoder.flush()
-            if tail:
-                self._pieces.append(tail)
-            if not self._decoder.eof:  # framing says whole, the stream inside says otherwise
-                self._fail(BadResponse("the answer's compressed body is cut short"))
+            try:
+                self._keep(self._decoder.finish())
+            except BadResponse as exc:
+                self._fail(exc)
                 return
         self._done = True
         self._wake()
@@ -217,15 +183,6 @@ class HttpResponse:
             waiter.set_result(None)
 
 
-def _decoder_for(encoding: str) -> zlib._Decompress | None:
-    encoding = encoding.strip().lower()
-    if encoding == "gzip":
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":  # zlib-wrapped, as RFC 9110 says (raw deflate is not accepted)
-        return zlib.decompressobj(zlib.MAX_WBITS)
-    return None  # identity, or a coding we did not ask for: the codec sees the bytes
-
-
 # ------------------------------------------------------------------------------- connection
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, its answer parsed by httptools."""
@@ -238,6 +195,8 @@ class _Connection(asyncio.Protocol):
         self._head: asyncio.Future[HttpResponse] | None = None
         self._response: HttpResponse | None = None
         self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0  # received while the current answer's head is incomplete
+        self._too_big = ""  # why the answer is refused, found by a parser callback
         self._received = False  # any byte of the current answer
         self._length_known = False  # Content-Length or chunked: the end is not the socket's
         self._keep_alive = False  # the answer lets this connection carry another request
@@ -252,6 +211,7 @@ class _Connection(asyncio.Protocol):
         assert self._head is None
         self._head = self.loop.create_future()
         self._received = False
+        self._head_bytes = 0
         self._transport.write(data)
         return self._head
 
@@ -302,6 +262,13 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError:
             self._broken(BadResponse("the provider's answer is not valid HTTP"))
+            return
+        if self._response is None and self._head is not None:  # the head is still coming
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD:
+                self._too_big = "the provider's answer has over 64 KiB of headers"
+        if self._too_big:
+            self._broken(BadResponse(self._too_big))
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost tells the rest
@@ -341,21 +308,26 @@ class _Connection(asyncio.Protocol):
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) >= _MAX_FIELDS:  # trailers count too: they land here as well
+            self._too_big = f"the provider's answer has over {_MAX_FIELDS} header fields"
+            return
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if status < 200:
             return  # 1xx (103 Early Hints, say): the real answer follows
+        if self._too_big:  # refused before anyone sees a head with fields left out
+            self._broken(BadResponse(self._too_big))
+            return
         head, self._head = self._head, None
         if head is None or head.done():  # an answer nobody asked for (or nobody waits for)
             self._broken(BadResponse("an answer to no request"))
             return
         self._keep_alive = self._parser.should_keep_alive()
         headers = CIMultiDictProxy(CIMultiDict(self._headers))
-        self._length_known = (
-            "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()
-        )
+        coding = ",".join(headers.getall("transfer-encoding", ())).lower()
+        self._length_known = "content-length" in headers or "chunked" in coding
         self._response = response = HttpResponse(self, status, headers)
         head.set_result(response)
 
@@ -382,7 +354,9 @@ class HttpClient:
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("a provider's base_url must be an http:// or https:// URL")
+            raise ConnectFailed("the provider's base_url is not an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ConnectFailed("the provider's base_url holds a user name or password")
         self.loop = asyncio.get_running_loop()
         self._tls = parts.scheme == "https"
         self._host = parts.hostname
@@ -390,9 +364,10 @@ class HttpClient:
         default = self._port == (443 if self._tls else 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._authority = host if default else f"{host}:{self._port}"
-        self._prefix = parts.path.rstrip("/")
+        self._prefix = quote(parts.path.rstrip("/"), safe=_PATH_SAFE)
         self._base_query = parts.query
-        self._ssl = (ssl_context or ssl.create_default_context()) if self._tls else None
+        self._ssl = (ssl_context or tls_context()) if self._tls else None
+        self._resolver = Resolver(self._host, self._port)
         self._max = max_connections
         self._keepalive = keepalive
         self._idle: list[_Connection] = []
@@ -481,53 +456,20 @@ class HttpClient:
         self._open.add(conn)  # counted while connecting, so the limit holds
         try:
             async with asyncio.timeout(connect_timeout):
-                await self._open_socket(conn)
+                await open_connection(self._resolver, lambda: conn, self._ssl, self._host)
             if conn.closed:  # the client was closed while this connection was being made
                 conn.abandon()
                 raise Disconnected("the provider's client was closed")
         except TimeoutError:
             self._gone(conn)
             raise ConnectTimeout("connect timed out") from None
-        except OSError as exc:  # ssl.SSLError and socket.gaierror are OSErrors
+        except (OSError, RuntimeError) as exc:  # ssl.SSLError, socket.gaierror; uvloop's
             self._gone(conn)
             raise ConnectFailed(connect_reason(exc)) from None
         except BaseException:
             self._gone(conn)
             raise
         return conn
-
-    async def _open_socket(self, conn: _Connection) -> None:
-        """Connect to the host's addresses in turn (the last failure is the one reported:
-        asyncio's own loop over them would put every address into its error text)."""
-        infos = await self.loop.getaddrinfo(
-            self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
-        last: OSError = OSError("no address")
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await self.loop.sock_connect(sock, address)
-            except OSError as exc:
-                sock.close()
-                last = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            try:
-                await self.loop.create_connection(
-                    lambda: conn,
-                    sock=sock,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl is not None else None,
-                )
-            except BaseException:
-                sock.close()
-                raise
-            return
-        raise last
 
     def _put_back(self, conn: _Connection) -> None:
         if self._closed:

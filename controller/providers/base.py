@@ -54,16 +54,18 @@ from controller.providers._http import (
     ResponseCut,
     TransportError,
 )
+from controller.providers._http_connect import tls_context
 from controller.wire import ClientCodec, HttpCall, TokenCountCodec
 from controller.wire._sse import SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
-# Sent on every call, names in lower case (a codec's own headers win, whatever their case):
-# what aiohttp's client sent by default, kept when it was replaced.
+# Sent on every call, names in lower case (a codec's own headers win, whatever their case).
+# identity: the answers are small JSON or a stream of events; compressing them saves little
+# and costs CPU on both ends (a body compressed anyway is still decoded, in bounded pieces).
 _STATIC_HEADERS = {
     "content-type": "application/json",
     "accept": "*/*",
-    "accept-encoding": "gzip, deflate",
+    "accept-encoding": "identity",
 }
 T = TypeVar("T")
 
@@ -193,6 +195,8 @@ class HttpProvider:
         parts = urlsplit(self._base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.scheme == "https":
+            tls_context()  # made now, at start-up or reload, not on a request's way
 
     def __repr__(self) -> str:  # never shows the key
         return f"HttpProvider(name={self.name!r}, kind={self.kind!r}, base_url={self._base_url!r})"

@@ -1,0 +1,140 @@
+"""The provider HTTP client's bounds and compatibility edges, against raw servers on 127.0.0.1.
+
+What a hostile or broken server cannot do to the gateway (endless headers, a compression bomb, a
+body cut inside framing it did not declare cleanly), what older servers still send (raw deflate,
+an empty gzip body), and the base URL parts it must encode or refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+
+import pytest
+
+from controller.providers._http import BadResponse, ConnectFailed, HttpClient, ResponseCut
+from controller.providers._http_body import HIGH_WATER, MAX_INFLATED
+from controller.providers._http_connect import Resolver
+from tests.http_client_support import HEAD, RawServer, answering, fetch, post, served
+
+
+async def endless_headers(
+    server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Answers with a status line, then header fields without end (bounded: 4 MiB)."""
+    await server.request(reader)
+    writer.write(HEAD)
+    for _ in range(4096):
+        writer.write(b"X-Filler: " + b"v" * 1000 + b"\r\n")
+        await writer.drain()
+
+
+async def test_endless_headers_are_refused_before_memory_grows() -> None:
+    async with served(endless_headers) as (_, client):
+        with pytest.raises(BadResponse, match="over 64 KiB of headers"):
+            await post(client)
+
+
+async def test_too_many_header_fields_are_refused() -> None:
+    fields = b"".join(b"X-F%d: v\r\n" % n for n in range(200))
+    answer = HEAD + fields + b"Content-Length: 2\r\n\r\nok"
+    async with served(answering(answer)) as (_, client):
+        with pytest.raises(BadResponse, match="over 128 header fields"):
+            await post(client)
+
+
+async def test_chunked_named_on_a_second_transfer_encoding_line_still_frames_the_body() -> None:
+    """A cut after 'hel' is a cut, not the end of a body delimited by the connection."""
+    answer = HEAD + b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"
+    async with served(answering(answer, cut=True)) as (_, client):
+        resp = await post(client)
+        try:
+            with pytest.raises(ResponseCut):
+                await resp.read()
+        finally:
+            resp.release()
+
+
+def compressed(coding: bytes, body: bytes) -> bytes:
+    return (
+        HEAD
+        + b"Content-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+        % (
+            coding,
+            len(body),
+        )
+        + body
+    )
+
+
+async def test_raw_deflate_and_an_empty_gzip_body_are_read() -> None:
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    deflated = raw.compress(b"hello") + raw.flush()
+    async with served(answering(compressed(b"deflate", deflated))) as (_, client):
+        assert await fetch(client) == (200, b"hello")
+    async with served(answering(compressed(b"gzip", b""))) as (_, client):
+        assert await fetch(client) == (200, b"")
+
+
+async def test_a_compression_bomb_comes_out_in_bounded_pieces_then_stops() -> None:
+    small = gzip.compress(bytes(4 * HIGH_WATER))  # a few KiB that inflate to 1 MiB
+    async with served(answering(compressed(b"gzip", small))) as (_, client):
+        resp = await post(client)
+        try:
+            sizes = []
+            while piece := await resp.readany():
+                sizes.append(len(piece))
+        finally:
+            resp.release()
+    assert sum(sizes) == 4 * HIGH_WATER
+    assert max(sizes) <= HIGH_WATER
+    bomb = gzip.compress(bytes(MAX_INFLATED + HIGH_WATER), compresslevel=1)
+    async with served(answering(compressed(b"gzip", bomb))) as (_, client):
+        resp = await post(client)
+        try:
+            with pytest.raises(BadResponse, match="inflates past 64 MiB"):
+                await resp.read()
+        finally:
+            resp.release()
+
+
+async def test_the_base_path_is_percent_encoded_once() -> None:
+    async with (
+        asyncio.timeout(5),
+        RawServer(answering(HEAD + b"Content-Length: 0\r\n\r\n")) as server,
+    ):
+        client = HttpClient(server.url + "/proxy/café x/a%20b")
+        try:
+            resp = await client.post(client.target("/chat"), [], b"{}", connect_timeout=2.0)
+            resp.release()
+        finally:
+            await client.close()
+    assert server.requests[0].startswith(b"POST /proxy/caf%C3%A9%20x/a%20b/chat HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "words"),
+    [
+        ("127.0.0.1:11434/v1", "not an http:// or https:// URL"),
+        ("http://user:sk-pasted@127.0.0.1:1/v1", "holds a user name or password"),
+    ],
+)
+async def test_a_base_url_it_cannot_call_is_a_transport_error(base_url: str, words: str) -> None:
+    """A transport error (the router fails over), not a ValueError (a 500); the URL unshown."""
+    with pytest.raises(ConnectFailed, match=words) as caught:
+        HttpClient(base_url)
+    assert "sk-pasted" not in str(caught.value)
+    assert "127.0.0.1" not in str(caught.value)
+
+
+async def test_addresses_are_looked_up_once_and_shared_while_looking() -> None:
+    resolver = Resolver("localhost", 443)
+    async with asyncio.timeout(5):
+        first, second = await asyncio.gather(resolver.addresses(), resolver.addresses())
+        assert first is second  # one lookup for both callers
+        assert await resolver.addresses() is first  # and kept
+        resolver.forget()
+        again = await resolver.addresses()
+    assert again is not first
+    assert again == first
