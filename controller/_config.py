@@ -143,6 +143,16 @@ class ProviderConfig(_Frozen):
                 "must not hold a user name or password: secrets come from the environment "
                 "(api_key_env)"
             )
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
+        try:
+            parts.hostname.encode("idna")
+        except UnicodeError:
+            raise ValueError(
+                "has a host name that is not valid (an empty or too long label)"
+            ) from None
         return value
 
     @model_validator(mode="after")

@@ -121,6 +121,8 @@ def test_compatible_provider_needs_a_base_url() -> None:
         ("127.0.0.1:11434/v1", "must be an http:// or https:// URL with a host"),
         ("ftp://models.example/v1", "must be an http:// or https:// URL with a host"),
         ("https://user:sk-pasted@models.example/v1", "must not hold a user name or password"),
+        ("https://models.example:99999/v1", "has a port that is not a number"),
+        ("https://api..example.com/v1", "has a host name that is not valid"),
     ],
 )
 def test_a_base_url_the_client_cannot_call_is_refused_unshown(base_url: str, words: str) -> None:

@@ -16,7 +16,15 @@ import pytest
 from controller.providers._http import BadResponse, ConnectFailed, HttpClient, ResponseCut
 from controller.providers._http_body import HIGH_WATER, MAX_INFLATED
 from controller.providers._http_connect import Resolver
-from tests.http_client_support import HEAD, RawServer, answering, fetch, post, served
+from tests.http_client_support import (
+    CHUNKED,
+    HEAD,
+    RawServer,
+    answering,
+    fetch,
+    post,
+    served,
+)
 
 
 async def endless_headers(
@@ -138,3 +146,64 @@ async def test_addresses_are_looked_up_once_and_shared_while_looking() -> None:
         again = await resolver.addresses()
     assert again is not first
     assert again == first
+
+
+async def test_a_host_name_idna_cannot_encode_is_a_connect_failure() -> None:
+    client = HttpClient("http://api..example.com/v1")
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(ConnectFailed, match="the host name did not resolve"):
+                await post(client)
+    finally:
+        await client.close()
+
+
+async def test_an_endless_trailer_is_refused() -> None:
+    """Trailers come after the body, where no head is being waited for: bounded all the same."""
+    answer = CHUNKED + b"2\r\nok\r\n0\r\nX-Trailer: " + b"t" * (200 * 1024)
+    async with served(answering(answer)) as (_, client):
+        resp = await post(client)
+        try:
+            with pytest.raises(BadResponse, match="over 64 KiB of headers"):
+                await resp.read()
+        finally:
+            resp.release()
+
+
+async def test_deflate_is_told_apart_even_when_it_arrives_a_byte_at_a_time() -> None:
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    body = raw.compress(b"hello there") + raw.flush()
+    head = HEAD + b"Content-Encoding: deflate\r\nContent-Length: %d\r\n\r\n" % len(body)
+    async with served(answering(head, *(body[i : i + 1] for i in range(len(body))))) as (_, c):
+        assert await fetch(c) == (200, b"hello there")
+
+
+async def test_every_gzip_member_is_read_and_bytes_after_deflate_are_refused() -> None:
+    members = gzip.compress(b"first ") + gzip.compress(b"second")
+    async with served(answering(compressed(b"gzip", members))) as (_, client):
+        assert await fetch(client) == (200, b"first second")
+    deflated = zlib.compress(b"hello") + b"junk"
+    async with served(answering(compressed(b"deflate", deflated))) as (_, client):
+        with pytest.raises(BadResponse, match="bytes after its compressed body"):
+            await fetch(client)
+
+
+async def test_an_idle_connection_is_closed_after_keepalive() -> None:
+    closed = asyncio.Event()
+
+    async def one_answer_then_watch(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.request(reader)
+        writer.write(HEAD + b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if await reader.read(1) == b"":  # the client closed its end
+            closed.set()
+
+    async with asyncio.timeout(5), RawServer(one_answer_then_watch) as server:
+        client = HttpClient(server.url, keepalive=0.05)
+        try:
+            assert await fetch(client) == (200, b"ok")
+            await closed.wait()  # no further request: only the idle sweep closes it
+        finally:
+            await client.close()

@@ -112,12 +112,20 @@ class HttpResponse:
 
     async def readany(self) -> bytes:
         """What has arrived of the body since the last read (waiting for something when
-        nothing has); b"" at its end."""
-        while not self._pieces:
+        nothing has), at most ``_HIGH_WATER`` bytes of it when it was compressed; b"" at its
+        end."""
+        while True:
             if self._error is not None:
                 raise self._error
-            if self._done:
-                return b""
+            try:
+                data = self._take()
+                if data:
+                    return data
+                if self._done:
+                    return self._decoder.finish() if self._decoder is not None else b""
+            except BadResponse as exc:
+                self._error = exc
+                raise
             conn = self._conn
             if conn is None:
                 raise ResponseCut("the answer was released before it was read to the end")
@@ -126,13 +134,20 @@ class HttpResponse:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def _take(self) -> bytes:
+        """The next piece there is to hand out (b"" when none), the socket resumed once
+        what is held unread drops below ``_HIGH_WATER``."""
         was = self._size
-        if len(self._pieces) == 1 or was <= _HIGH_WATER:
+        if self._decoder is not None:
+            data = self._decoder.pull()
+            self._size = self._decoder.pending
+        elif self._pieces:
             data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
             self._pieces.clear()
-        else:  # an inflated body: hand it out a piece at a time
-            data = self._pieces.popleft()
-        self._size -= len(data)
+            self._size = 0
+        else:
+            return b""
         if was >= _HIGH_WATER and self._size < _HIGH_WATER and self._conn is not None:
             self._conn.resume()
         return data
@@ -145,30 +160,20 @@ class HttpResponse:
 
     # --- fed by the connection
     def _feed(self, data: bytes) -> None:
-        if self._decoder is None:
-            self._keep(data)
+        """Body bytes off the wire: held as they came (still compressed, if they are) until
+        read; the socket paused while ``_HIGH_WATER`` of them wait."""
+        if not data or self._error is not None:
             return
-        try:
-            for piece in self._decoder.inflate(data):
-                self._keep(piece)
-        except BadResponse as exc:
-            self._fail(exc)
-
-    def _keep(self, data: bytes) -> None:
-        if data and self._error is None:
+        if self._decoder is not None:
+            self._decoder.feed(data)
+        else:
             self._pieces.append(data)
-            self._size += len(data)
-            if self._size >= _HIGH_WATER and self._conn is not None:
-                self._conn.pause()
-            self._wake()
+        self._size += len(data)
+        if self._size >= _HIGH_WATER and self._conn is not None:
+            self._conn.pause()
+        self._wake()
 
     def _finish(self) -> None:
-        if self._decoder is not None:
-            try:
-                self._keep(self._decoder.finish())
-            except BadResponse as exc:
-                self._fail(exc)
-                return
         self._done = True
         self._wake()
 
@@ -195,7 +200,7 @@ class _Connection(asyncio.Protocol):
         self._head: asyncio.Future[HttpResponse] | None = None
         self._response: HttpResponse | None = None
         self._headers: list[tuple[str, str]] = []
-        self._head_bytes = 0  # received while the current answer's head is incomplete
+        self._unframed = 0  # bytes received since the last head or body bytes were parsed
         self._too_big = ""  # why the answer is refused, found by a parser callback
         self._received = False  # any byte of the current answer
         self._length_known = False  # Content-Length or chunked: the end is not the socket's
@@ -211,7 +216,7 @@ class _Connection(asyncio.Protocol):
         assert self._head is None
         self._head = self.loop.create_future()
         self._received = False
-        self._head_bytes = 0
+        self._unframed = 0
         self._transport.write(data)
         return self._head
 
@@ -258,15 +263,16 @@ class _Connection(asyncio.Protocol):
         if self._head is None and self._response is None:
             self.close()  # bytes nobody asked for: this connection can no longer be trusted
             return
+        # Counted before parsing, reset by the callbacks for a head or body bytes: what is left
+        # is a head, chunk header or trailer still coming, which httptools buffers whole.
+        self._unframed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
             self._broken(BadResponse("the provider's answer is not valid HTTP"))
             return
-        if self._response is None and self._head is not None:  # the head is still coming
-            self._head_bytes += len(data)
-            if self._head_bytes > _MAX_HEAD:
-                self._too_big = "the provider's answer has over 64 KiB of headers"
+        if self._unframed > _MAX_HEAD:
+            self._too_big = "the provider's answer has over 64 KiB of headers"
         if self._too_big:
             self._broken(BadResponse(self._too_big))
 
@@ -329,13 +335,16 @@ class _Connection(asyncio.Protocol):
         coding = ",".join(headers.getall("transfer-encoding", ())).lower()
         self._length_known = "content-length" in headers or "chunked" in coding
         self._response = response = HttpResponse(self, status, headers)
+        self._unframed = 0
         head.set_result(response)
 
     def on_body(self, body: bytes) -> None:
+        self._unframed = 0
         if self._response is not None:
             self._response._feed(body)
 
     def on_message_complete(self) -> None:
+        self._unframed = 0
         if self._response is not None:
             self._response._finish()
 
@@ -360,7 +369,10 @@ class HttpClient:
         self.loop = asyncio.get_running_loop()
         self._tls = parts.scheme == "https"
         self._host = parts.hostname
-        self._port = parts.port or (443 if self._tls else 80)
+        try:
+            self._port = parts.port or (443 if self._tls else 80)
+        except ValueError:  # "Port out of range", "Port could not be cast to integer"
+            raise ConnectFailed("the provider's base_url has an invalid port") from None
         default = self._port == (443 if self._tls else 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._authority = host if default else f"{host}:{self._port}"
@@ -374,6 +386,7 @@ class HttpClient:
         self._open: set[_Connection] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
+        self._sweep: asyncio.TimerHandle | None = None
 
     def target(self, path: str, query: Iterable[tuple[str, str]] = ()) -> str:
         """The request target for ``path`` under the base URL, with ``query`` added."""
@@ -402,6 +415,9 @@ class HttpClient:
     async def close(self) -> None:
         """Close every connection; answers being read end with :class:`ResponseCut`."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in list(self._open):
             conn.close()
         self._idle.clear()
@@ -476,7 +492,19 @@ class HttpClient:
             conn.close()
             return
         self._idle.append(conn)
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(self._keepalive, self._close_stale)
         self._wake_one()
+
+    def _close_stale(self) -> None:
+        """Close the connections idle for ``keepalive`` (checked again while any stay idle)."""
+        self._sweep = None
+        cutoff = time.monotonic() - self._keepalive
+        for conn in [c for c in self._idle if c.closed or c.idle_since <= cutoff]:
+            self._idle.remove(conn)
+            conn.close()
+        if self._idle and not self._closed:
+            self._sweep = self.loop.call_later(self._keepalive, self._close_stale)
 
     def _gone(self, conn: _Connection) -> None:
         self._open.discard(conn)

@@ -1,8 +1,9 @@
 """How the provider client (:mod:`controller.providers._http`) reaches a server, and its errors.
 
-* Addresses are looked up once per ``ADDRESS_TTL`` seconds per host (callers that arrive during
-  a lookup share it), not once per new connection: a burst of new connections would otherwise
-  queue lookups on the loop's small thread pool, several DNS queries each in Kubernetes.
+* Addresses are looked up at most once per ``ADDRESS_TTL`` seconds per host (callers that
+  arrive during a lookup share it), not once per new connection: a burst of new connections
+  would otherwise queue lookups on the loop's small thread pool, several DNS queries each in
+  Kubernetes. A connection that fails (or times out) drops them, so a moved host is found.
 * Connecting races the addresses (happy eyeballs, RFC 8305, with ``aiohappyeyeballs``, the
   library aiohttp uses): a dead first address, such as a broken IPv6 route to a host that has an
   AAAA record, costs ``HAPPY_EYEBALLS_DELAY``, not the whole connect limit.
@@ -38,7 +39,7 @@ __all__ = [
     "tls_context",
 ]
 
-ADDRESS_TTL = 60.0  # seconds a host's looked-up addresses are used
+ADDRESS_TTL = 10.0  # seconds a host's looked-up addresses are used (aiohttp's default too)
 HAPPY_EYEBALLS_DELAY = 0.25  # seconds before the next address is tried alongside (RFC 8305)
 
 # OpenSSL's X509_V_ERR_* codes, in fixed words: its own verify messages name the host or IP
@@ -138,9 +139,12 @@ class Resolver:
 
     async def _resolve(self) -> list[AddrInfo]:
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(
-            self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
+        try:
+            infos = await loop.getaddrinfo(
+                self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except UnicodeError:  # a name IDNA cannot encode ("api..example.com", a 64-char label)
+            raise socket.gaierror(socket.EAI_NONAME, "invalid host name") from None
         if not infos:
             raise socket.gaierror(socket.EAI_NONAME, "no address")
         return list(infos)
@@ -168,7 +172,7 @@ async def open_connection(
         sock = await aiohappyeyeballs.start_connection(
             infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
         )
-    except (OSError, RuntimeError):
+    except BaseException:  # refused, unreachable, or cut by the connect limit: look up anew
         resolver.forget()
         raise
     try:
