@@ -144,9 +144,11 @@ class ProviderConfig(_Frozen):
                 "(api_key_env)"
             )
         try:
-            _ = parts.port
+            port = parts.port
         except ValueError:
-            raise ValueError("has a port that is not a number from 1 to 65535") from None
+            port = 0
+        if port == 0:
+            raise ValueError("has a port that is not a number from 1 to 65535")
         try:
             parts.hostname.encode("idna")
         except UnicodeError:

@@ -122,6 +122,7 @@ def test_compatible_provider_needs_a_base_url() -> None:
         ("ftp://models.example/v1", "must be an http:// or https:// URL with a host"),
         ("https://user:sk-pasted@models.example/v1", "must not hold a user name or password"),
         ("https://models.example:99999/v1", "has a port that is not a number"),
+        ("https://models.example:0/v1", "has a port that is not a number"),
         ("https://api..example.com/v1", "has a host name that is not valid"),
     ],
 )

@@ -126,6 +126,7 @@ async def test_the_base_path_is_percent_encoded_once() -> None:
     [
         ("127.0.0.1:11434/v1", "not an http:// or https:// URL"),
         ("http://user:sk-pasted@127.0.0.1:1/v1", "holds a user name or password"),
+        ("http://127.0.0.1:0/v1", "has an invalid port"),
     ],
 )
 async def test_a_base_url_it_cannot_call_is_a_transport_error(base_url: str, words: str) -> None:
@@ -207,3 +208,35 @@ async def test_an_idle_connection_is_closed_after_keepalive() -> None:
             await closed.wait()  # no further request: only the idle sweep closes it
         finally:
             await client.close()
+
+
+async def test_headers_over_the_bound_are_refused_when_they_arrive_in_one_read() -> None:
+    answer = HEAD + b"X-Pad: " + b"p" * 120_000 + b"\r\nContent-Length: 2\r\n\r\nok"
+    async with served(answering(answer)) as (_, client):
+        with pytest.raises(BadResponse, match="over 64 KiB of headers"):
+            await post(client)
+
+
+async def test_zero_padding_after_a_gzip_body_is_ignored() -> None:
+    async with served(answering(compressed(b"gzip", gzip.compress(b"hi") + bytes(8)))) as (_, c):
+        assert await fetch(c) == (200, b"hi")
+
+
+async def test_a_gzip_stream_of_tiny_chunks_is_read_in_gathered_pieces() -> None:
+    text = bytes(range(256)) * 1024  # 256 KiB that compress poorly enough to need many chunks
+    packed = gzip.compress(text)
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(packed[i : i + 3]), packed[i : i + 3])
+        for i in range(0, len(packed), 3)
+    )
+    answer = CHUNKED.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
+    async with served(answering(answer + chunks + b"0\r\n\r\n")) as (_, client):
+        resp = await post(client)
+        try:
+            pieces = []
+            while piece := await resp.readany():
+                pieces.append(piece)
+        finally:
+            resp.release()
+    assert b"".join(pieces) == text
+    assert len(pieces) <= 8, [len(p) for p in pieces]  # not one per 3-byte chunk

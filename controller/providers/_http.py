@@ -201,6 +201,7 @@ class _Connection(asyncio.Protocol):
         self._response: HttpResponse | None = None
         self._headers: list[tuple[str, str]] = []
         self._unframed = 0  # bytes received since the last head or body bytes were parsed
+        self._header_bytes = 0  # of the current answer's header (and trailer) fields
         self._too_big = ""  # why the answer is refused, found by a parser callback
         self._received = False  # any byte of the current answer
         self._length_known = False  # Content-Length or chunked: the end is not the socket's
@@ -312,10 +313,15 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks
     def on_message_begin(self) -> None:
         self._headers = []
+        self._header_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self._headers) >= _MAX_FIELDS:  # trailers count too: they land here as well
             self._too_big = f"the provider's answer has over {_MAX_FIELDS} header fields"
+            return
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > _MAX_HEAD:  # fields parsed within one read escape _unframed
+            self._too_big = "the provider's answer has over 64 KiB of headers"
             return
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
@@ -370,9 +376,12 @@ class HttpClient:
         self._tls = parts.scheme == "https"
         self._host = parts.hostname
         try:
-            self._port = parts.port or (443 if self._tls else 80)
+            port = parts.port
         except ValueError:  # "Port out of range", "Port could not be cast to integer"
-            raise ConnectFailed("the provider's base_url has an invalid port") from None
+            port = 0
+        if port == 0:
+            raise ConnectFailed("the provider's base_url has an invalid port")
+        self._port = port if port is not None else (443 if self._tls else 80)
         default = self._port == (443 if self._tls else 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._authority = host if default else f"{host}:{self._port}"

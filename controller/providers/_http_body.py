@@ -19,6 +19,7 @@ __all__ = ["HIGH_WATER", "MAX_INFLATED", "Inflater"]
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being read
 MAX_INFLATED = 64 * 1024 * 1024  # bytes a compressed body may inflate to
+_GATHER = 64 * 1024  # decoded bytes a read collects before it returns, when it can
 _GZIP = 16 + zlib.MAX_WBITS
 
 
@@ -64,7 +65,20 @@ class Inflater:
             self._fed = True
 
     def pull(self) -> bytes:
-        """At most ``HIGH_WATER`` decoded bytes; b"" when it needs more input."""
+        """At most ``HIGH_WATER`` decoded bytes; b"" when it needs more input. Gathers at
+        least ``_GATHER`` when the input allows (a stream of tiny chunks is not handed out
+        eighty bytes at a time)."""
+        parts: list[bytes] = []
+        size = 0
+        while size < _GATHER:
+            piece = self._pull_one(HIGH_WATER - size)
+            if not piece:
+                break
+            parts.append(piece)
+            size += len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _pull_one(self, limit: int) -> bytes:
         while True:
             if not self._tail and not self._full:
                 if not self._input:
@@ -75,16 +89,19 @@ class Inflater:
             inflate = self._inflate
             assert inflate is not None
             if self._ended:
+                if not self._tail.strip(b"\0"):  # zero padding after the end, as gzip(1) allows
+                    self._tail = b""
+                    continue
                 if not self._gzip:
                     raise BadResponse("the answer has bytes after its compressed body")
                 inflate = self._inflate = zlib.decompressobj(_GZIP)  # the next gzip member
                 self._ended = False
             try:
-                out = inflate.decompress(self._tail, HIGH_WATER)
+                out = inflate.decompress(self._tail, limit)
             except zlib.error:
                 raise _corrupt() from None
             self._tail = inflate.unconsumed_tail
-            self._full = len(out) >= HIGH_WATER and not inflate.eof
+            self._full = len(out) >= limit and not inflate.eof
             if inflate.eof:
                 self._ended = True
                 self._tail = inflate.unused_data

@@ -183,6 +183,7 @@ async def open_connection(
             ssl=tls,
             server_hostname=server_hostname if tls is not None else None,
         )
-    except BaseException:
+    except BaseException:  # a TLS failure too: a moved host shows as a wrong certificate
         sock.close()
+        resolver.forget()
         raise
