@@ -10,8 +10,9 @@ windows, latency tracking, the drill wrapper; the adapter's codec and orjson; re
 aiohttp ``Response``), called in a loop with one thing swapped: the provider behind the drill
 wrapper is :class:`CannedProvider`, which builds the real request body with the OpenAI client
 codec, waits one loop turn inside the same per-attempt timeout as the HTTP adapter, and parses a
-canned answer with the codec instead of sending anything. Not measured: aiohttp's server and
-client and the sockets (the floor's share), which :mod:`tests.bench.gateway` covers.
+canned answer with the codec instead of sending anything. Not measured: aiohttp's server, the
+provider HTTP client (:mod:`tests.bench.upstream_client` measures it) and the sockets, which
+:mod:`tests.bench.gateway` covers.
 
 Each repeat times ``--requests`` requests (one event-loop turn after each, so the deferred
 telemetry runs and is counted); the minimum over repeats is the figure (noise only adds time).
