@@ -111,14 +111,11 @@ class Inflater:
             if out:
                 return out
 
-    def finish(self) -> bytes:
-        """The last decoded bytes, once :meth:`pull` gave b"" and the framing says the body is
-        whole; raises when the compressed stream inside is not."""
-        if not self._fed:
-            return b""  # an empty body (a 204, Content-Length 0) marked gzip is just empty
-        if self._inflate is None or not self._ended:
+    def finish(self) -> None:
+        """Once :meth:`pull` gave b"" and the framing says the body is whole: raises when the
+        compressed stream inside is not (an empty body marked gzip, a 204 say, is whole)."""
+        if self._fed and (self._inflate is None or not self._ended):
             raise BadResponse("the answer's compressed body is cut short")
-        return b""
 
     def _next(self) -> bytes:
         data = self._input.popleft()
