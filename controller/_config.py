@@ -219,12 +219,17 @@ class GatewayConfig(_Frozen):
     admin_token_env: EnvName = "FAILOVER_ADMIN_TOKEN"  # unset: admin endpoints answer 403
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # An answer's `model` names the model that served it, as the providers' own APIs do; true
+    # answers with the name the client sent instead.
+    echo_requested_model: bool = False
 
 
 class Config(_Frozen):
     providers: Annotated[dict[str, ProviderConfig], Field(min_length=1)]
     tiers: Annotated[dict[str, TierConfig], Field(min_length=1)]
-    aliases: dict[str, str] = Field(default_factory=dict)  # front model name → tier
+    # Front model name or glob pattern → tier (lookup order: controller/_model_names.py).
+    aliases: dict[str, str] = Field(default_factory=dict)
+    default_tier: str | None = None  # the tier of a model name nothing else matches; else 404
     routing: RoutingConfig = RoutingConfig()
     kill_switch: KillSwitchConfig = KillSwitchConfig()
     controller: TripwireConfig = TripwireConfig()
@@ -242,9 +247,12 @@ class Config(_Frozen):
                 if target.provider not in self.providers:
                     where = f"targets.{i}" if i < len(tier.targets) else "context_fallback"
                     raise _Ref(f"tiers.{name}.{where}.provider", target.provider, known)
+        tiers = ", ".join(sorted(self.tiers))
         for alias, tier_name in self.aliases.items():
             if tier_name not in self.tiers:
-                raise _Ref(f"aliases.{alias}", tier_name, ", ".join(sorted(self.tiers)), "tier")
+                raise _Ref(("aliases", alias), tier_name, tiers, "tier")
+        if self.default_tier is not None and self.default_tier not in self.tiers:
+            raise _Ref("default_tier", self.default_tier, tiers, "tier")
         ks = self.kill_switch
         if ks.pin is not None and ks.pin not in self.providers:
             raise _Ref("kill_switch.pin", ks.pin, known)
@@ -352,10 +360,13 @@ class _AtField(ValueError):
 
 
 class _Ref(ValueError):
-    """A dangling reference; carries the dotted key so the error can point at its line."""
+    """A dangling reference; carries its key so the error can point at its line. A dotted
+    string, or the parts as a tuple where a part may hold a dot (``aliases.gpt-4.1*``)."""
 
-    def __init__(self, key: str, value: str, known: str, what: str = "provider") -> None:
-        self.key = key
+    def __init__(
+        self, key: str | tuple[str, ...], value: str, known: str, what: str = "provider"
+    ) -> None:
+        self.loc = key.split(".") if isinstance(key, str) else list(key)
         super().__init__(f"unknown {what} {value!r} (known: {known or 'none'})")
 
 
@@ -426,7 +437,7 @@ def _config_error(exc: ValidationError, node: yaml.Node | None, source: str) -> 
     message = first["msg"].removeprefix("Value error, ")
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, _Ref):
-        loc = cause.key.split(".")
+        loc = cause.loc
     elif isinstance(cause, _AtField):
         loc = [*loc, cause.field]
     elif first["type"] == "extra_forbidden":

@@ -5,10 +5,10 @@ loop, the alert dispatcher and the config watcher as background tasks, and offer
 its narrow :class:`~controller.gateway.backend.GatewayBackend` view (status, readiness, metrics,
 drills). Routers read the routing state without ever waiting on the controller.
 
-Hot reload: the kill switch, tiers and aliases take effect on save (within two polls of the
-watcher, about 0.5 s: it waits for the file to hold still); a change to ``providers``,
-``controller``, ``notify``, ``telemetry`` or ``state`` is reported and needs a restart. An
-invalid file is rejected, the running config stays, and an alert says why.
+Hot reload: the kill switch, tiers, aliases and ``default_tier`` take effect on save (within two
+polls of the watcher, about 0.5 s: it waits for the file to hold still); a change to
+``providers``, ``controller``, ``notify``, ``telemetry`` or ``state`` is reported and needs a
+restart. An invalid file is rejected, the running config stays, and an alert says why.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from controller._clock import Clock, SystemClock
 from controller._config import Config, ProviderConfig, resolve_secret
 from controller._drill import Drillable
 from controller._errors import ConfigError
+from controller._model_names import ModelNames
 from controller._watch import ConfigWatcher
 from controller.control.decide import Transition
 from controller.control.loop import Controller
@@ -115,6 +116,11 @@ def build_provider(
     )
 
 
+def model_names(config: Config) -> ModelNames:
+    """The model-name lookup of ``config`` (its aliases, tiers and default tier)."""
+    return ModelNames(config.aliases, config.tiers, default_tier=config.default_tier)
+
+
 def probe_models(config: Config) -> dict[str, str]:
     """The model each provider is probed (and pinned) with: its default, else its first use."""
     models = {n: p.default_model for n, p in config.providers.items() if p.default_model}
@@ -141,6 +147,7 @@ class Runtime:
         self.env = dict(os.environ if env is None else env)
         self.clock = clock or SystemClock()
         self.config = config
+        self._names = model_names(config)
         self.config_path = Path(config_path) if config_path else None
         self.telemetry = telemetry or setup_telemetry(
             service_name=config.telemetry.service_name,
@@ -358,6 +365,7 @@ class Runtime:
             self._reject_config(err)
             return
         self.config = config
+        self._names = model_names(config)
         self.router.tiers = build_tiers(config)
         self.controller.set_tiers(_membership(config))
         self._models = probe_models(config)
@@ -369,12 +377,10 @@ class Runtime:
 
     # ----------------------------------------------------------------------------- gateway
     def tier_for(self, model: str) -> str | None:
-        if model in self.config.aliases:
-            return self.config.aliases[model]
-        return model if model in self.config.tiers else None
+        return self._names.tier_for(model)
 
     def models(self) -> list[str]:
-        return sorted({*self.config.aliases, *self.config.tiers})
+        return self._names.known()
 
     def routes(self) -> dict[str, tuple[str, ...]]:
         """Where each tier's traffic goes now, in order (no randomness: the configured order)."""

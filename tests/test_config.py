@@ -34,7 +34,19 @@ def test_the_shipped_example_is_valid() -> None:
     assert config.tiers["frontier"].targets[0].provider == "openai"
     assert config.tiers["fast"].strategy is Strategy.LEAST_LATENCY
     assert config.aliases["gpt-4o"] == "frontier"
+    assert config.aliases["claude-*"] == "frontier"
+    assert config.default_tier is None  # shown, commented out: off unless configured
     assert config.providers["local"].url == "http://127.0.0.1:11434/v1"
+
+
+def test_aliases_take_patterns_and_a_default_tier() -> None:
+    text = (
+        MINIMAL + "aliases:\n  gpt-4o: frontier\n  'claude-*': frontier\ndefault_tier: frontier\n"
+    )
+    config = parse_config(text)
+    assert config.aliases == {"gpt-4o": "frontier", "claude-*": "frontier"}
+    assert config.default_tier == "frontier"
+    assert parse_config(MINIMAL).default_tier is None  # off unless configured
 
 
 def test_defaults_and_frozen() -> None:
@@ -72,6 +84,18 @@ def test_defaults_and_frozen() -> None:
             "unknown provider 'nope'",
         ),
         (MINIMAL + "aliases:\n  gpt: frontir\n", "aliases.gpt", 13, "unknown tier"),
+        (  # a dot inside a name or pattern does not lose the line
+            MINIMAL + "aliases:\n  gpt-4o: frontier\n  gpt-4.1*: frontir\n",
+            "aliases.gpt-4.1*",
+            14,
+            "unknown tier 'frontir' (known: frontier)",
+        ),
+        (
+            MINIMAL + "aliases: {gpt-4o: frontier}\ndefault_tier: fast\n",
+            "default_tier",
+            13,
+            "unknown tier 'fast' (known: frontier)",
+        ),
         (
             MINIMAL.replace(
                 "    targets:\n      - {provider: openai, model: gpt-4o}\n"

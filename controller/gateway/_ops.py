@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controller._model_names import is_pattern
 from controller.gateway._formats import OPENAI
 from controller.gateway._status_page import STATUS_PAGE_HTML
 from controller.gateway.backend import GatewayBackend
@@ -55,13 +56,15 @@ class OpsEndpoints:
         return web.Response(text=STATUS_PAGE_HTML, content_type="text/html", headers=headers)
 
     async def models(self, request: web.Request) -> web.Response:
-        """The OpenAI list format, so ``client.models.list()`` works against the gateway."""
-        data = [_model_card(name) for name in sorted(self._backend.models())]
-        return web.json_response({"object": "list", "data": data})
+        """The OpenAI list format, so ``client.models.list()`` works against the gateway: the
+        names a client may ask for (tiers, exact aliases). An alias pattern is no model id."""
+        names = sorted(n for n in self._backend.models() if not is_pattern(n))
+        return web.json_response({"object": "list", "data": [_model_card(n) for n in names]})
 
     async def model(self, request: web.Request) -> web.Response:
+        """One model: any name the gateway routes, a pattern's or the default tier's included."""
         name = request.match_info["model"]
-        if name not in self._backend.models():
+        if self._backend.tier_for(name) is None:
             return OPENAI.model_not_found(name, self._backend.models())
         return web.json_response(_model_card(name))
 

@@ -20,11 +20,14 @@ class GatewayBackend(Protocol):
     meter: Meter
 
     def tier_for(self, model: str) -> str | None:
-        """The tier a front-end model name maps to (an alias, or a tier name), else None."""
+        """The tier a front-end model name routes to (a tier name, an alias, an alias pattern
+        or the default tier), else None."""
         ...
 
     def models(self) -> list[str]:
-        """Model names clients may send (aliases and tier names), for GET /v1/models."""
+        """What clients may send: model names (tier names, exact aliases) and then alias
+        patterns (``claude-*``), as :func:`controller._model_names.is_pattern` tells them apart.
+        GET /v1/models lists the names; an unknown model's 404 lists both."""
         ...
 
     def ready(self) -> tuple[bool, str]:
