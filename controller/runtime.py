@@ -18,7 +18,7 @@ import collections
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -381,6 +381,20 @@ class Runtime:
 
     def models(self) -> list[str]:
         return self._names.known()
+
+    def retry_after(self, providers: Collection[str]) -> float | None:
+        """The soonest the controller looks again at a provider out of rotation in the tier a
+        failed request was routed in: the tiers that list every provider it was tried on."""
+        tried = set(providers)
+        if not tried:
+            return None
+        around: set[str] = set()
+        for tier in self.config.tiers.values():
+            fallback = (tier.context_fallback,) if tier.context_fallback else ()
+            members = {t.provider for t in (*tier.targets, *fallback)}
+            if tried <= members:
+                around |= members
+        return self.controller.next_look_in(around)
 
     def routes(self) -> dict[str, tuple[str, ...]]:
         """Where each tier's traffic goes now, in order (no randomness: the configured order)."""

@@ -18,7 +18,7 @@ import json
 import random
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +97,8 @@ class GatewayTestBackend:
         self.drills: list[tuple[str, float]] = []
         self.alerts: list[dict[str, Any]] = []
         self.fakes: dict[str, FakeProvider] = {}
+        self.retry_wait: float | None = None  # the controller's estimate retry_after answers
+        self.retry_asked: list[tuple[str, ...]] = []  # the providers each call named
 
     def tier_for(self, model: str) -> str | None:
         if model in self.router.tiers:
@@ -108,6 +110,10 @@ class GatewayTestBackend:
 
     def ready(self) -> tuple[bool, str]:
         return self.readiness
+
+    def retry_after(self, providers: Collection[str]) -> float | None:
+        self.retry_asked.append(tuple(providers))
+        return self.retry_wait
 
     def status(self) -> dict[str, Any]:
         state = self.router.state.current

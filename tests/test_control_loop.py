@@ -22,7 +22,13 @@ from controller._clock import FakeClock
 from controller.control.config import TripwireConfig
 from controller.control.decide import Transition, TransitionKind
 from controller.control.loop import Controller, Prober
-from controller.control.state import HealthState, KillSwitch, RoutingState, StateHolder
+from controller.control.state import (
+    HealthState,
+    KillSwitch,
+    ProviderStatus,
+    RoutingState,
+    StateHolder,
+)
 from controller.control.store import MemoryStateStore, StateStore
 from controller.events import AttemptEvent, AttemptReason, Outcome
 from controller.signals import SignalWindows
@@ -423,6 +429,28 @@ async def test_kill_switch_publishes_a_new_version() -> None:
     assert sim.store.load() is state
     same = sim.controller.set_kill_switch(KillSwitch(pin="b"), changed_by="operator")
     assert same.version == 1
+
+
+async def test_next_look_in_is_the_soonest_cooloff_end_or_probe() -> None:
+    """What the gateway's Retry-After is made of: only providers out of rotation count."""
+    cfg = TripwireConfig(cooloff_seconds=10, probe_interval_seconds=4, tick_seconds=0.5)
+    sim = Sim(cfg=cfg, tiers={"t": ("a", "b", "c")})
+    now = sim.controller.now()
+    out = ProviderStatus(state=T, since=now - 3, trip_count=2, traffic_share=0.0)  # 20 s off
+    probing = ProviderStatus(state=P, since=now, traffic_share=0.0)
+    back = ProviderStatus(state=R, since=now, traffic_share=0.5)
+    table = {"a": out, "c": probing, "r": back}
+    sim.holder.publish(RoutingState(providers=table))
+    look = sim.controller.next_look_in
+    assert look(["a", "b"]) == 17.0  # b (healthy) tells nothing
+    assert look(["b", "r"]) is None
+    assert look([]) is None
+    assert look(["a", "c"]) == 0.5  # c's first probe is scheduled at the next tick
+    sim.controller.tick()  # starts c's probe
+    sim.clock.advance(1.5)
+    assert look(["a", "c"]) == 2.5  # the next one 4 s after it
+    sim.clock.advance(30)
+    assert look(["a"]) == 0.0  # over: it is probed at the next tick
 
 
 def gauge_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any], float]]]:

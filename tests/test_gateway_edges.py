@@ -310,6 +310,9 @@ async def test_a_request_still_waiting_for_a_provider_gets_a_503(
         assert env.recorder.attempts[-1].outcome is Outcome.CANCELLED
     assert cut.value.status_code == 503
     assert SHUTTING_DOWN.message in cut.value.message
+    # Retry (another replica takes it), soon: nothing better than the default is known.
+    assert cut.value.response.headers["x-should-retry"] == "true"
+    assert cut.value.response.headers["Retry-After"] == "1"
 
 
 async def test_a_count_still_waiting_for_a_provider_gets_a_503(

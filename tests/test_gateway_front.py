@@ -161,7 +161,9 @@ async def test_all_providers_failing_maps_the_last_error_to_a_status(
     if mode is FaultMode.AUTH:  # named, but the upstream's text about its key is not relayed
         assert "rejected the gateway's credentials (HTTP 401)" in message
         assert "invalid api key" not in message
-    assert headers.get("Retry-After") == ("7" if status == 429 else None)
+    # 429: the provider's Retry-After; 503: the gateway's (nothing known here: 1 s); 502: none.
+    assert headers.get("Retry-After") == {429: "7", 503: "1"}.get(status)
+    assert headers.get("x-should-retry") == ("true" if status in (429, 503) else None)
 
 
 async def test_timeouts_everywhere_are_a_504(http: aiohttp.ClientSession) -> None:

@@ -120,6 +120,7 @@ async def test_an_unknown_model_is_a_404_listing_names_and_patterns(
     with pytest.raises(openai.NotFoundError) as caught:
         await oai.chat.completions.create(model="gemini-3-pro", messages=USER)
     assert caught.value.code == "model_not_found"
+    assert caught.value.response.headers["x-should-retry"] == "false"
     listed = caught.value.message.split("Available models: ")[1].rstrip(".")
     assert listed.split(", ") == sorted(EXACT + PATTERNS)
 

@@ -271,6 +271,11 @@ def _advance(work: _Pass, name: str) -> _Candidate | None:
     return None
 
 
+def cooloff_left(status: ProviderStatus, now: float, cfg: TripwireConfig) -> float:
+    """Seconds until a tripped provider's cool-off is over and it is probed (0 once it is)."""
+    return max(0.0, status.since + cfg.cooloff_for(status.trip_count) - now)
+
+
 def _end_cooloff(work: _Pass, name: str, status: ProviderStatus) -> None:
     cooloff = work.cfg.cooloff_for(status.trip_count)
     if work.now - status.since < cooloff:

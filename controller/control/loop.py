@@ -40,6 +40,7 @@ from controller.control.decide import (
     ProbeResult,
     Transition,
     TransitionKind,
+    cooloff_left,
     decide,
 )
 from controller.control.state import HealthState, KillSwitch, RoutingState, StateHolder
@@ -139,6 +140,29 @@ class Controller:
             seen.update(dict.fromkeys(members))
         seen.update(dict.fromkeys(sorted(self._holder.current.providers)))
         return list(seen)
+
+    def next_look_in(self, providers: Iterable[str]) -> float | None:
+        """Seconds until the controller next looks at one of ``providers`` that is out of
+        rotation: the rest of a tripped one's cool-off, the wait for a probing one's next probe;
+        the soonest of these. None when none of them is out of rotation (the controller knows
+        nothing about when a provider in rotation stops failing)."""
+        state = self._holder.current
+        waits: list[float] = []
+        for name in providers:
+            status = state.status(name)
+            if status.state is HealthState.TRIPPED:
+                waits.append(cooloff_left(status, self.now(), self._cfg))
+            elif status.state is HealthState.PROBING:
+                waits.append(self._next_probe_in(name))
+        return min(waits, default=None)
+
+    def _next_probe_in(self, name: str) -> float:
+        """Seconds until a probing provider's next probe starts (at a tick: one is due)."""
+        track = self._tracks.get(name)
+        if track is None or self._prober is None:  # it is scheduled (or moves on) next tick
+            return self._cfg.tick_seconds
+        due = track.last_started + self._cfg.probe_interval_seconds
+        return max(0.0, due - self._clock.monotonic())
 
     def set_tiers(self, tiers: Mapping[str, Sequence[str]]) -> None:
         """New tier membership (a config reload): the next tick's decide() judges by it."""

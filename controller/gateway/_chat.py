@@ -41,7 +41,9 @@ from controller.gateway._formats import (
     HEADER_PROVIDER,
     Front,
     json_answer,
+    providers_tried,
     public_error,
+    wants_retry_estimate,
 )
 from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
@@ -111,7 +113,10 @@ class ChatEndpoint:
     def _failure(self, exc: FailoverError) -> web.Response:
         shown = public_error(exc)
         log.info("request failed (%s): %s", type(exc).__name__, exc)
-        response = self._front.error(shown)
+        wait = None
+        if wants_retry_estimate(shown):  # a 429/503: when the controller looks again, if known
+            wait = self._backend.retry_after(providers_tried(exc))
+        response = self._front.error(shown, retry_after=wait)
         provider = getattr(exc, "provider", "")
         if isinstance(provider, str) and provider:  # a caller error names who refused it
             response.headers[HEADER_PROVIDER] = provider

@@ -15,10 +15,19 @@ every provider failed; the last one rate-limited us    429 (+ Retry-After when i
                                                        the client's own key is fine
 ... the last one was overloaded, unreachable, garbled  503
 =====================================================  ======================================
+
+Every answer also says whether to retry, in the header the official SDKs obey
+(``x-should-retry``, read by the ``openai`` and ``anthropic`` SDKs before their own rules): a
+final 4xx (bad key, bad request, unknown model or URL, wrong method, body too large) says
+``false``, so a client does not retry what cannot succeed; the gateway's own 429 and 503 say
+``true`` with a ``Retry-After`` in whole seconds: the last provider's for a 429 that had one, else
+the controller's estimate (:meth:`~controller.gateway.backend.GatewayBackend.retry_after`), else
+:data:`DEFAULT_RETRY_AFTER`. Other 5xx keep the SDKs' own rules.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -46,6 +55,8 @@ from controller.wire.anthropic import AnthropicServerCodec
 from controller.wire.openai import OpenAIServerCodec, stream_usage_requested
 
 __all__ = [
+    "DEFAULT_RETRY_AFTER",
+    "HEADER_SHOULD_RETRY",
     "AnthropicFront",
     "Front",
     "OpenAIFront",
@@ -53,12 +64,18 @@ __all__ = [
     "front_for_path",
     "front_for_request",
     "method_not_allowed",
+    "providers_tried",
     "public_error",
     "unknown_url",
+    "wants_retry_estimate",
 ]
 
 HEADER_PROVIDER = "x-failover-provider"
 HEADER_MODEL = "x-failover-model"
+HEADER_SHOULD_RETRY = "x-should-retry"
+DEFAULT_RETRY_AFTER = 1  # seconds, in a 429/503 when nothing better is known
+_RETRY_STATUSES = frozenset({429, 503})  # the gateway's own "try again later" answers
+_FINAL = {HEADER_SHOULD_RETRY: "false"}
 _OPENAI_ROOT = "/v1/chat/completions"
 _ANTHROPIC_ROOT = "/v1/messages"
 _MAX_ECHO = 200  # longest client-supplied text (a model name) repeated back in an error
@@ -76,7 +93,9 @@ class Front(Protocol):
 
     def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder: ...
 
-    def error(self, err: ProviderError) -> web.Response: ...
+    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
+        """``err`` as this format's error answer (see :func:`error_response`)."""
+        ...
 
     def model_not_found(self, model: str, known: Sequence[str]) -> web.Response: ...
 
@@ -101,8 +120,8 @@ class OpenAIFront:
         usage = stream_usage_requested(body)
         return self.codec.stream_encoder(id=id, model=model, include_usage=usage)
 
-    def error(self, err: ProviderError) -> web.Response:
-        return error_response(*self.codec.render_error(err))
+    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
+        return error_response(*self.codec.render_error(err), retry_after=retry_after)
 
     def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
         message = f"The model '{_clip(model)}' does not exist on this gateway. {_known(known)}"
@@ -112,7 +131,7 @@ class OpenAIFront:
             "param": "model",
             "code": "model_not_found",
         }
-        return web.json_response({"error": error}, status=404)
+        return web.json_response({"error": error}, status=404, headers=_FINAL)
 
 
 class AnthropicFront:
@@ -133,12 +152,12 @@ class AnthropicFront:
     def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder:
         return self.codec.stream_encoder(id=id, model=model)
 
-    def error(self, err: ProviderError) -> web.Response:
-        return error_response(*self.codec.render_error(err))
+    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
+        return error_response(*self.codec.render_error(err), retry_after=retry_after)
 
     def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
         error = {"type": "not_found_error", "message": f"model: {_clip(model)}. {_known(known)}"}
-        return web.json_response({"type": "error", "error": error}, status=404)
+        return web.json_response({"type": "error", "error": error}, status=404, headers=_FINAL)
 
 
 OPENAI = OpenAIFront()
@@ -191,8 +210,33 @@ def _requested(request: web.Request) -> str:
     return _clip(f"{request.method} {request.path}")
 
 
-def error_response(status: int, body: dict[str, Any], headers: dict[str, str]) -> web.Response:
-    return json_answer(body, status=status, headers=headers)
+def error_response(
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    *,
+    retry_after: float | None = None,
+) -> web.Response:
+    """An error answer with the retry advice of its status (module docstring): ``headers`` may
+    hold the provider's ``Retry-After`` already; ``retry_after`` is the gateway's estimate for
+    a 429/503 without one."""
+    return json_answer(
+        body, status=status, headers=headers | _retry_advice(status, headers, retry_after)
+    )
+
+
+def _retry_advice(
+    status: int, headers: Mapping[str, str], retry_after: float | None
+) -> dict[str, str]:
+    if status in _RETRY_STATUSES:
+        advice = {HEADER_SHOULD_RETRY: "true"}
+        if not any(name.lower() == "retry-after" for name in headers):
+            seconds = DEFAULT_RETRY_AFTER if retry_after is None else math.ceil(retry_after)
+            advice["Retry-After"] = str(max(DEFAULT_RETRY_AFTER, seconds))
+        return advice
+    if 400 <= status < 500:
+        return {HEADER_SHOULD_RETRY: "false"}
+    return {}
 
 
 def json_answer(
@@ -232,6 +276,25 @@ def public_error(exc: FailoverError) -> ProviderError:
     if isinstance(exc, ProviderError):
         return _from_last(exc, str(exc), deadline=False)
     return ProviderFault(str(exc), status=500)
+
+
+def wants_retry_estimate(shown: ProviderError) -> bool:
+    """Whether the answer to ``shown`` (from :func:`public_error`) is a 429/503 that needs the
+    gateway's own ``Retry-After``: not a 429 that carries the provider's."""
+    if isinstance(shown, RateLimited) and shown.retry_after is not None:
+        return False
+    return shown.status in _RETRY_STATUSES
+
+
+def providers_tried(exc: FailoverError) -> tuple[str, ...]:
+    """The providers a failed request was tried on, each once, in order."""
+    if isinstance(exc, AllProvidersFailed | DeadlineExceeded):
+        names = [err.provider for err in exc.attempts]
+    elif isinstance(exc, StreamInterrupted | ProviderError):
+        names = [exc.provider]
+    else:
+        names = []
+    return tuple(dict.fromkeys(name for name in names if name))
 
 
 def _as_caller_error(err: CallerError, message: str) -> ProviderError:

@@ -6,6 +6,7 @@ gateway's tests implement it over a real Router and fake providers.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from opentelemetry.metrics import Meter
@@ -28,6 +29,13 @@ class GatewayBackend(Protocol):
         """What clients may send: model names (tier names, exact aliases) and then alias
         patterns (``claude-*``), as :func:`controller._model_names.is_pattern` tells them apart.
         GET /v1/models lists the names; an unknown model's 404 lists both."""
+        ...
+
+    def retry_after(self, providers: Collection[str]) -> float | None:
+        """Seconds a client should wait before retrying a request that failed on ``providers``
+        (the providers it was tried on, in its tier), by what the controller knows: the soonest
+        a provider of that tier out of rotation is looked at again (its cool-off ends, its next
+        probe). None when nothing is known (the gateway then says a small constant)."""
         ...
 
     def ready(self) -> tuple[bool, str]:
