@@ -204,6 +204,19 @@ class TelemetryConfig(_Frozen):
     capture_content: bool = False  # record prompts/completions on spans: opt-in only
 
 
+class TranslationConfig(_Frozen):
+    """Requests served by a provider of another wire format than the client's.
+
+    The translation carries what the formats share; what it cannot carry (``cache_control``,
+    ``thinking``, images, ``response_format``, a field it does not know, ...) makes the router
+    skip such a provider for that request. ``droppable`` names features a provider of another
+    format may serve without: the request is then served with the feature dropped, counted
+    in ``failover.features.dropped`` and logged once.
+    """
+
+    droppable: tuple[str, ...] = ()
+
+
 class StateConfig(_Frozen):
     path: str = "failover-state.json"
 
@@ -235,6 +248,7 @@ class Config(_Frozen):
     controller: TripwireConfig = TripwireConfig()
     notify: NotifyConfig = NotifyConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    translation: TranslationConfig = TranslationConfig()
     state: StateConfig = StateConfig()
     gateway: GatewayConfig = GatewayConfig()
 

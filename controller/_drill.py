@@ -24,6 +24,7 @@ class Drillable:
         self.inner = inner
         self.name = inner.name
         self.kind = inner.kind
+        self.wire_format = inner.wire_format
         self.server_address = inner.server_address
         self.server_port = inner.server_port
         self._clock = clock

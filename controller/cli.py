@@ -90,6 +90,7 @@ async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> in
         api_keys=keys,
         max_body_bytes=gw.max_body_bytes,
         shutdown_grace_seconds=gw.shutdown_grace_seconds,
+        echo_requested_model=gw.echo_requested_model,
     )
     host, port = args.host or gw.host, args.port if args.port is not None else gw.port
     grace = gw.shutdown_grace_seconds

@@ -121,6 +121,11 @@ class RouteEvent:
     span_id: int = 0
     parent_span_id: int = 0  # the span that was current when routing began (e.g. gateway SERVER)
     sampled: bool = True
+    # Providers passed over because their wire format cannot carry what the client sent
+    # ("provider: feature, ..."), and the features the serving provider's format dropped
+    # because the config allows it (translation.droppable).
+    skipped: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
 
 
 class Listener(Protocol):

@@ -15,6 +15,7 @@ Formats that key results by function name (Gemini) look the name up from the cal
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,9 +68,42 @@ ToolChoice = Literal["auto", "none", "required"] | str
 """``auto`` / ``none`` / ``required``, or the name of one tool the model must call."""
 
 
+@dataclass(frozen=True, slots=True)
+class Untranslatable:
+    """Something a client sent that only a provider of the client's own wire format honours:
+    ``feature`` names its family (``image``, ``cache_control``, ``thinking``, a top-level field
+    name), ``path`` where the first one was seen (``messages.0.content.1``)."""
+
+    feature: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    """The client's request as it came, for a provider that speaks the client's format.
+
+    Such a provider gets ``body`` unchanged except ``model`` (and what the gateway's own
+    accounting needs), with ``headers`` (``anthropic-beta``, ``anthropic-version``); its answer
+    is relayed as it came. Any other provider gets the translation in :class:`Request`, which
+    cannot carry ``untranslatable``: the router skips such a provider unless every feature
+    listed is one the operator allowed to drop.
+    """
+
+    format: str  # the wire format: "openai" (chat completions) or "anthropic" (messages)
+    body: Mapping[str, Any] = field(repr=False)  # the parsed JSON body; never mutated
+    raw: bytes = field(default=b"", repr=False)  # the body's bytes as they came
+    headers: Mapping[str, str] = field(default_factory=dict)
+    untranslatable: tuple[Untranslatable, ...] = ()
+    echo_model: str | None = None  # answer with this model name instead of the served one
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
-    """A provider-neutral chat request. The router chooses the concrete model per attempt."""
+    """A provider-neutral chat request. The router chooses the concrete model per attempt.
+
+    ``source`` is the client's own request where the gateway decoded one (None for requests
+    built in code: probes, library use).
+    """
 
     messages: tuple[Message, ...]
     system: str | None = None
@@ -80,6 +114,7 @@ class Request:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     stream: bool = False
+    source: Source | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +137,7 @@ class Response:
     finish_reason: FinishReason
     usage: Usage = Usage()
     provider: str = ""
+    raw: bytes | None = field(default=None, repr=False)  # the provider's body, same format
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +160,10 @@ class StreamChunk:
 
     A stream is complete only once a chunk with ``finish_reason`` has been seen; ``usage`` may
     arrive on that chunk or on a later one.
+
+    ``raw`` is set on every chunk of a stream relayed in the client's own format: the provider's
+    events to forward as they came (possibly several, possibly none: ``b""``), the terminator
+    included. A stream whose first chunk has ``raw`` None is one to encode from the other fields.
     """
 
     text: str = ""
@@ -131,6 +171,7 @@ class StreamChunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     model: str | None = None
+    raw: bytes | None = field(default=None, repr=False)
 
 
 def text_message(role: Role, content: str) -> Message:

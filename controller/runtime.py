@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 _HISTORY = 50
 # Why the dispatcher did not queue an alert, as the status page's alert list says it.
 _NOT_SENT = {Submitted.QUEUE_FULL: "alert queue full", Submitted.CLOSING: "shutting down"}
-# Config sections whose change needs a restart (hot reload: kill_switch, tiers, aliases).
+# Config sections whose change needs a restart (hot reload: kill_switch, tiers, aliases,
+# translation).
 _RESTART_SECTIONS = (
     "providers",
     "controller",
@@ -188,6 +189,7 @@ class Runtime:
             default_models=self._models,
             capture_content=config.telemetry.capture_content,
             sample_root=self.telemetry.sample_root,
+            droppable=frozenset(config.translation.droppable),
         )
         self.store = store or (
             FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()
@@ -367,6 +369,7 @@ class Runtime:
         self.config = config
         self._names = model_names(config)
         self.router.tiers = build_tiers(config)
+        self.router.droppable = frozenset(config.translation.droppable)
         self.controller.set_tiers(_membership(config))
         self._models = probe_models(config)
         if switch != self.holder.current.kill_switch:

@@ -55,7 +55,7 @@ class GatedProvider:
     """A provider (the router's Provider seam) whose stream yields one chunk, then waits for
     :meth:`release` before finishing: an in-flight stream a test controls exactly."""
 
-    kind = "openai"
+    kind = wire_format = "openai"
     server_address = "127.0.0.1"
     server_port = 0
 

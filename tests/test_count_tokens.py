@@ -253,7 +253,7 @@ async def test_a_provider_only_partly_back_or_a_tier_in_panic_gets_an_estimate(
 
 async def test_a_provider_that_raises_anything_still_gets_an_estimate() -> None:
     class Broken:
-        name = kind = "broken"
+        name = kind = wire_format = "broken"
         server_address, server_port = "127.0.0.1", 0
         counts_tokens = True
 

@@ -216,7 +216,7 @@ async def test_stream_is_sse_in_the_callers_format(
     events = sse_events(raw)
     assert events[-1] == ("", "[DONE]")
     chunks = [json.loads(data) for _, data in events[:-1]]
-    assert {c["model"] for c in chunks} == {"gpt-test"}  # the name the client sent
+    assert {c["model"] for c in chunks} == {"gpt-big"}  # the model that served
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text.startswith("Hello from primary")
 

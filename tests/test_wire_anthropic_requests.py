@@ -12,6 +12,7 @@ request side: the client's ``build``, the conversation round trip, and the serve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from typing import Any
@@ -165,7 +166,8 @@ def test_conversation_survives_build_then_parse_request() -> None:
 def test_conversation_survives_a_second_pass() -> None:
     """What the gateway decoded from an Anthropic client re-encodes to the same body."""
     body = CLIENT.build(_conversation(), MODEL, None).body
-    again = CLIENT.build(SERVER.parse_request(body)[1], MODEL, None).body
+    decoded = dataclasses.replace(SERVER.parse_request(body)[1], source=None)  # translated
+    again = CLIENT.build(decoded, MODEL, None).body
     assert again == body
 
 
@@ -323,7 +325,7 @@ def _body(**changes: Any) -> dict[str, Any]:
         (_body(model=None), "model: Field required"),
         (_body(messages=None), "messages: Field required"),
         (_body(messages={"role": "user"}), "messages: Input should be a valid list"),
-        (_body(messages=[{"role": "system", "content": "x"}]), "messages.0.role"),
+        (_body(messages=[{"role": "tool", "content": "x"}]), "messages.0.role"),
         (_body(messages=[{"role": "user"}]), "messages.0.content: Field required"),
         (_body(messages=[{"role": "user", "content": 5}]), "messages.0.content"),
         (
@@ -342,23 +344,11 @@ def _body(**changes: Any) -> dict[str, Any]:
             _body(messages=[{"role": "user", "content": [{"type": "tool_result"}]}]),
             "messages.0.content.0.tool_use_id: Field required",
         ),
-        (
-            _body(
-                messages=[
-                    {
-                        "role": "user",
-                        "content": [{"type": "image", "source": {"type": "base64", "data": ""}}],
-                    }
-                ]
-            ),
-            "messages.0.content.0.type",
-        ),
         (_body(tools=[{"name": "f"}]), "tools.0.input_schema: Field required"),
         (_body(tool_choice={"type": "some"}), "tool_choice.type"),
         (_body(tool_choice={"type": "tool"}), "tool_choice.name: Field required"),
         (_body(temperature="hot"), "temperature: Input should be a valid number"),
         (_body(stop_sequences=["a", 1]), "stop_sequences.1"),
-        (_body(system=[{"type": "image"}]), "system.0.type"),
         ("not json", "invalid JSON"),
         ([1, 2], "request body"),
     ],

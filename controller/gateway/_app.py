@@ -46,8 +46,13 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     in_flight = app[IN_FLIGHT_KEY] = InFlight()  # what a stopping server cuts after its grace
     limit = settings.max_body_bytes
     ops = OpsEndpoints(backend)
-    openai = ChatEndpoint(backend, OPENAI, max_body_bytes=limit, in_flight=in_flight)
-    anthropic = ChatEndpoint(backend, ANTHROPIC, max_body_bytes=limit, in_flight=in_flight)
+    echo = settings.echo_requested_model
+    openai = ChatEndpoint(
+        backend, OPENAI, max_body_bytes=limit, in_flight=in_flight, echo_model=echo
+    )
+    anthropic = ChatEndpoint(
+        backend, ANTHROPIC, max_body_bytes=limit, in_flight=in_flight, echo_model=echo
+    )
     count = CountTokensEndpoint(backend, max_body_bytes=limit, in_flight=in_flight)
     keyed = client_auth(KeyRing(settings.api_keys))  # every /v1/ route needs a client key
 

@@ -9,6 +9,11 @@ Why the stream path is shaped as it is:
   the format's own in-stream error event and the stream ends *without* its terminator
   (``[DONE]`` / ``message_stop``): the SDKs raise on that event, so nobody mistakes a truncated
   answer for a complete one.
+* A provider of the client's own format gets the client's body as it came (``model`` set) and
+  its answer goes back as it came: a whole body unchanged, a stream event by event (the
+  routed stream says so: ``relayed``). Any other provider's answer is encoded here, in the
+  client's format. Either way the answer's ``model`` names the model that served, as the
+  providers' own APIs do (``echo_requested_model`` answers with the name the client sent).
 * A client that goes away mid-stream (a write fails, or aiohttp cancels the handler) closes the
   routed stream, so the attempt is reported as cancelled and never counts against the provider.
 * A request the server cuts at the end of its shutdown grace period (see ``_server``) is closed
@@ -27,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from controller import _json
 from controller._errors import (
@@ -47,7 +53,7 @@ from controller.gateway._formats import (
 )
 from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
-from controller.model import Request
+from controller.model import Request, Response
 from controller.routing.router import RoutedStream
 from controller.wire._base import StreamEncoder
 
@@ -55,6 +61,7 @@ __all__ = ["SHUTTING_DOWN", "ChatEndpoint", "answer_if_cut", "decode_call", "ser
 
 log = logging.getLogger(__name__)
 
+_JSON = "application/json"
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -78,12 +85,19 @@ class ChatEndpoint:
     """The handler of one front route (``/v1/chat/completions`` or ``/v1/messages``)."""
 
     def __init__(
-        self, backend: GatewayBackend, front: Front, *, max_body_bytes: int, in_flight: InFlight
+        self,
+        backend: GatewayBackend,
+        front: Front,
+        *,
+        max_body_bytes: int,
+        in_flight: InFlight,
+        echo_model: bool = False,
     ) -> None:
         self._backend = backend
         self._front = front
         self._max_body = max_body_bytes
         self._in_flight = in_flight  # says whether a cancellation is the shutdown's cut
+        self._echo = echo_model
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         decoded = await self._decode(http)
@@ -93,10 +107,7 @@ class ChatEndpoint:
         try:
             if not decoded.request.stream:
                 response = await router.complete(decoded.request, tier=decoded.tier)
-                rendered = self._front.render(response)
-                rendered["model"] = decoded.model  # the name the client asked for (both formats)
-                headers = served_headers(response.provider, response.model)
-                return json_answer(rendered, headers=headers)
+                return self._whole(response, decoded)
             routed = await router.stream(decoded.request, tier=decoded.tier)
         except FailoverError as exc:
             return self._failure(exc)
@@ -105,10 +116,20 @@ class ChatEndpoint:
             raise
         return await self._pump(http, routed, decoded)
 
+    def _whole(self, response: Response, call: _Call) -> web.Response:
+        headers = served_headers(response.provider, response.model)
+        if response.raw is not None:  # the provider speaks the client's format: as it came
+            return web.Response(body=response.raw, headers=headers, content_type=_JSON)
+        rendered = self._front.render(response)
+        if self._echo:
+            rendered["model"] = call.model
+        return json_answer(rendered, headers=headers)
+
     # ----------------------------------------------------------------------------- decoding
     async def _decode(self, http: web.Request) -> _Call | web.StreamResponse:
         front = self._front
-        return await decode_call(http, self._backend, front, front.parse, self._max_body)
+        echo = self._echo
+        return await decode_call(http, self._backend, front, front.parse, self._max_body, echo)
 
     def _failure(self, exc: FailoverError) -> web.Response:
         shown = public_error(exc)
@@ -131,7 +152,8 @@ class ChatEndpoint:
             headers=_SSE_HEADERS | served_headers(routed.provider, routed.model)
         )
         ident = f"{self._front.id_prefix}{routed.request_id}"
-        encoder = self._front.encoder(id=ident, model=call.model, body=call.body)
+        model = call.model if self._echo else routed.model
+        encoder = self._front.encoder(id=ident, model=model, body=call.body)
         try:
             await out.prepare(http)
             await self._relay(out, routed, encoder)
@@ -146,11 +168,17 @@ class ChatEndpoint:
     ) -> None:
         chunks = aiter(routed)
         try:
-            await out.write(encoder.start())
-            async for chunk in chunks:
-                # The client sees the model name it asked for; the header names the real one.
-                await out.write(encoder.encode(replace(chunk, model=None)))
-            await out.write(encoder.end())
+            if routed.relayed:  # the provider's own events, as they came (terminator included)
+                async for chunk in chunks:
+                    if chunk.raw:
+                        await out.write(chunk.raw)
+            else:
+                await out.write(encoder.start())
+                async for chunk in chunks:
+                    if self._echo:
+                        chunk = replace(chunk, model=None)
+                    await out.write(encoder.encode(chunk))
+                await out.write(encoder.end())
         except StreamInterrupted as exc:
             log.warning("stream %s interrupted: %s", routed.request_id, exc)
             await _write_quietly(out, encoder.error(exc.cause))
@@ -175,9 +203,11 @@ async def decode_call(
     front: Front,
     parse: Callable[[Any], tuple[str, Request]],
     max_body: int,
+    echo_model: bool = False,
 ) -> _Call | web.StreamResponse:
     """The request (``parse`` reads the JSON body), or the 4xx answer in ``front``'s format
-    that explains what is wrong with it."""
+    that explains what is wrong with it. The request's source gets the body's bytes and the
+    headers that go upstream with it on the same-format route."""
     try:
         raw = await http.read()
     except web.HTTPRequestEntityTooLarge:
@@ -193,7 +223,23 @@ async def decode_call(
     tier = backend.tier_for(model)
     if tier is None:
         return front.model_not_found(model, backend.models())
+    source = request.source
+    if source is not None:
+        headers = _relayed_headers(http.headers, front.relayed_headers)
+        echo = model if echo_model else None
+        source = replace(source, raw=raw, headers=headers, echo_model=echo)
+        request = replace(request, source=source)
     return _Call(body=body, model=model, tier=tier, request=request)
+
+
+def _relayed_headers(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> dict[str, str]:
+    """The client's headers among ``names`` (repeated ones joined by commas, as HTTP allows)."""
+    found: dict[str, str] = {}
+    for name in names:
+        values = headers.getall(name, ())
+        if values:
+            found[name] = ",".join(values)
+    return found
 
 
 def replace_status(err: BadRequest, status: int) -> BadRequest:

@@ -51,7 +51,7 @@ from controller._errors import (
 )
 from controller.model import Request, Response
 from controller.wire._base import StreamEncoder
-from controller.wire.anthropic import AnthropicServerCodec
+from controller.wire.anthropic import RELAYED_HEADERS, AnthropicServerCodec
 from controller.wire.openai import OpenAIServerCodec, stream_usage_requested
 
 __all__ = [
@@ -86,6 +86,7 @@ class Front(Protocol):
 
     name: str
     id_prefix: str  # of the ids minted for streamed answers
+    relayed_headers: tuple[str, ...]  # the client's headers a provider of its format gets
 
     def parse(self, body: Any) -> tuple[str, Request]: ...
 
@@ -105,6 +106,7 @@ class OpenAIFront:
 
     name = "openai"
     id_prefix = "chatcmpl-"
+    relayed_headers: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.codec = OpenAIServerCodec()
@@ -139,6 +141,7 @@ class AnthropicFront:
 
     name = "anthropic"
     id_prefix = "msg_"
+    relayed_headers: tuple[str, ...] = RELAYED_HEADERS
 
     def __init__(self) -> None:
         self.codec = AnthropicServerCodec()

@@ -21,6 +21,8 @@ class GatewaySettings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     shutdown_grace_seconds: float = 10.0
+    # Answer with the model name the client sent instead of the model that served.
+    echo_requested_model: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_keys, tuple):  # a lone string is a classic slip

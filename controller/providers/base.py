@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -55,7 +55,8 @@ from controller.providers._http import (
     TransportError,
 )
 from controller.providers._http_connect import tls_context
-from controller.wire import ClientCodec, HttpCall, TokenCountCodec
+from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
+from controller.wire._relay import Relay
 from controller.wire._sse import SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -143,6 +144,7 @@ class Provider(Protocol):
 
     name: str  # configured name, e.g. "openai-primary"
     kind: str  # gen_ai.provider.name, e.g. "openai"
+    wire_format: str  # "openai", "anthropic", "gemini": a client's own format goes on as it came
     server_address: str
     server_port: int
 
@@ -185,6 +187,7 @@ class HttpProvider:
     ) -> None:
         self.name = name
         self.kind = codec.provider_kind
+        self.wire_format = codec.wire_format
         self._codec = codec
         self._counter = codec if isinstance(codec, TokenCountCodec) else None
         self._base_url = base_url.rstrip("/")
@@ -213,7 +216,14 @@ class HttpProvider:
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, self._api_key)
-        return await self._exchange(call, model, timeouts, self._codec.parse_response)
+        relay = call.relay
+        if relay is None:
+            return await self._exchange(call, model, timeouts, self._codec.parse_response)
+
+        def relayed(body: bytes, model: str) -> Response:  # read for telemetry, sent as it came
+            return replace(self._codec.parse_response(body, model), raw=relay.whole(body))
+
+        return await self._exchange(call, model, timeouts, relayed)
 
     @property
     def counts_tokens(self) -> bool:
@@ -267,37 +277,45 @@ class HttpProvider:
             if resp.status >= 300:
                 within = min(timeouts.idle, limits.first_by - time.monotonic())
                 raise await self._error(resp, model, within=max(0.0, within))
-            async for chunk in self._events(resp, model, limits):
+            async for chunk in self._events(resp, model, limits, call.relay):
                 yield chunk
         finally:
             resp.release()
 
     async def _events(
-        self, resp: HttpResponse, model: str, limits: _StreamLimits
+        self, resp: HttpResponse, model: str, limits: _StreamLimits, relay: Relay | None
     ) -> AsyncIterator[StreamChunk]:
+        """The decoded chunks; with ``relay`` (same format) each also carries the events to
+        forward as they came (:class:`_Relayed`)."""
         parser = SSEParser()
         decoder = self._codec.stream_decoder(model)
+        relayed = _Relayed(relay) if relay is not None else None
         started = finished = False
         while True:
             data = await self._read(resp, model, limits, started=started, finished=finished)
-            if data is None:  # the terminator grace ran out after the finish reason
+            if not data and (finished or data is None):  # the end, or no terminator in time
+                if relayed is not None:
+                    yield relayed.ending()
                 return
             if not data:  # end of body
-                if finished:
-                    return
                 raise self._tag(
                     MalformedResponse("stream ended before the answer was complete"), model
                 )
             try:
                 events = parser.feed(data)
                 for event in events:
-                    for chunk in decoder.feed(event):
+                    chunks = decoder.feed(event)
+                    if relayed is not None:
+                        chunks = relayed.attach(event, chunks, started=started)
+                    for chunk in chunks:
                         started = True
                         finished = finished or chunk.finish_reason is not None
                         yield chunk
                     if decoder.done:
                         if not finished:
                             raise MalformedResponse("stream terminated without a finish reason")
+                        if relayed is not None and relayed.pending:
+                            yield relayed.flush()
                         return
             except ProviderError as exc:
                 raise self._tag(exc, model) from None
@@ -336,9 +354,8 @@ class HttpProvider:
         if target is None:
             target = self._targets[key] = client.target(call.path, key[1])
         headers = _STATIC_HEADERS | {name.lower(): value for name, value in call.headers.items()}
-        return await client.post(
-            target, headers.items(), _json.dumps(call.body), connect_timeout=timeouts.connect
-        )
+        content = call.content if call.content is not None else _json.dumps(call.body)
+        return await client.post(target, headers.items(), content, connect_timeout=timeouts.connect)
 
     async def _error(
         self, resp: HttpResponse, model: str, *, within: float = 10.0
@@ -360,6 +377,42 @@ class HttpProvider:
         err.provider = self.name
         err.model = err.model or model
         return err
+
+
+class _Relayed:
+    """The events of a same-format stream, handed on with the chunks they decode to.
+
+    Events that decode to nothing (``message_start``, a ping, a block opening) wait for the next
+    chunk until the stream has started: a provider that opens a message and fails before its
+    first token still fails over, with nothing sent to the client. After that they go at once,
+    on a chunk of their own that carries nothing else.
+    """
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+        self.pending: list[bytes] = []
+
+    def attach(
+        self, event: SSEEvent, chunks: list[StreamChunk], *, started: bool
+    ) -> list[StreamChunk]:
+        framed = self._relay.event(event, chunks)
+        if framed:
+            self.pending.append(framed)
+        if not chunks:
+            return [self.flush()] if started and self.pending else []
+        raw = b"".join(self.pending)
+        self.pending.clear()
+        *before, last = chunks
+        return [*(replace(c, raw=b"") for c in before), replace(last, raw=raw)]
+
+    def flush(self) -> StreamChunk:
+        raw = b"".join(self.pending)
+        self.pending.clear()
+        return StreamChunk(raw=raw)
+
+    def ending(self) -> StreamChunk:
+        """The last chunk of a stream that ended without its terminator (after its finish)."""
+        return StreamChunk(raw=b"".join(self.pending) + self._relay.terminator)
 
 
 def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:

@@ -106,6 +106,8 @@ class Seen:
     format: str
     model: str
     request: Request
+    body: bytes = field(default=b"", repr=False)  # as it arrived, byte for byte
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 _PREFLIGHT_ERRORS: dict[FaultMode, ProviderError] = {
@@ -255,8 +257,9 @@ class FakeProvider:
     ) -> web.StreamResponse:
         codec = self._codecs[fmt]
         self.requests += 1
+        raw = await http.read()
         try:
-            body = json.loads(await http.read())
+            body = json.loads(raw)
             model, request = codec.parse_request(body, path_model)
         except ValueError:
             return self._error(codec, BadRequest("request body is not valid JSON", status=400))
@@ -264,7 +267,8 @@ class FakeProvider:
             return self._error(codec, exc)
         if stream is not None:
             request = dataclasses.replace(request, stream=stream)
-        self.seen.append(Seen(format=fmt, model=model, request=request))
+        headers = dict(http.headers)
+        self.seen.append(Seen(format=fmt, model=model, request=request, body=raw, headers=headers))
         fault = self._take_fault()
         early = await self._preflight(http, codec, fault)
         if early is not None:

@@ -55,6 +55,8 @@ class Route:
     sampled: bool
     attempts: int = 0
     errors: list[ProviderError] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "provider: feature, ..." it cannot honour
+    dropped: tuple[str, ...] = ()  # features the serving provider's format could not carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,8 @@ def route_event(
         span_id=route.span_id,
         parent_span_id=route.parent_span_id,
         sampled=route.sampled,
+        skipped=tuple(route.skipped),
+        dropped=route.dropped if served_by is not None else (),
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ from opentelemetry import trace
 from controller._clock import Clock, SystemClock
 from controller._errors import (
     AllProvidersFailed,
+    BadRequest,
     CallerError,
     ContextTooLong,
     DeadlineExceeded,
@@ -49,13 +51,14 @@ from controller.events import (
     Outcome,
     RouteEvent,
 )
-from controller.model import Message, Request, Response, StreamChunk, Usage
+from controller.model import Message, Request, Response, Source, StreamChunk, Untranslatable, Usage
 from controller.providers.base import Provider, Timeouts
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _DEFAULT_TIMEOUTS = Timeouts()
 _PROBE = Request(messages=(Message(role="user", content="ping"),), max_tokens=1)
 
@@ -100,6 +103,7 @@ class Router:
         rng: random.Random | None = None,
         capture_content: bool = False,
         sample_root: Callable[[int], bool] | None = None,
+        droppable: frozenset[str] = frozenset(),
     ) -> None:
         self.tiers = dict(tiers)
         self.providers = dict(providers)
@@ -115,6 +119,10 @@ class Router:
         self._default_models = dict(default_models or {})
         self._rng = rng or random.Random()
         self._capture = capture_content
+        # What a provider of another format may serve without (counted, logged once each);
+        # the runtime replaces it on a config reload.
+        self.droppable = droppable
+        self._drops_logged: set[str] = set()
         # Whether a trace this router starts itself (no current span: probes, library use) is
         # kept: the attempt spans must follow the decision the route span will get.
         self._sample_root = sample_root
@@ -224,7 +232,7 @@ class Router:
         request: Request,
         once: Callable[[Route, Request, Try], Awaitable[T]],
     ) -> tuple[T, Target]:
-        queue = list(route.plan.targets)
+        queue = self._capable(route, request, list(route.plan.targets))
         if not queue:
             raise AllProvidersFailed(route.plan.reason or f"tier {route.tier.name} has no targets")
         reason, previous, cause = AttemptReason.PRIMARY, None, None
@@ -240,10 +248,15 @@ class Router:
                     target, self.providers[target.provider], reason, previous, cause, remaining
                 )
                 try:
-                    return await once(route, request, attempt), target
+                    answer = await once(route, request, attempt)
                 except ContextTooLong as exc:
                     fallback = route.tier.context_fallback
-                    if fallback is None or fallback in queue or not self._allowed(route, fallback):
+                    if (
+                        fallback is None
+                        or fallback in queue
+                        or not self._allowed(route, fallback)
+                        or self._missing(request.source, self.providers[fallback.provider])
+                    ):
                         raise
                     route.errors.append(exc)
                     queue[index + 1 :] = [fallback]
@@ -270,10 +283,68 @@ class Router:
                     reason, cause = AttemptReason.FAILOVER, exc.error_type
                     previous = target.provider
                     break
+                else:
+                    route.dropped = self._dropped(request.source, attempt.provider)
+                    return answer, target
             if route.attempts >= self._max_attempts:
                 break
             index += 1
         raise self._exhausted(route)
+
+    # ------------------------------------------------------------------------------- formats
+    def _missing(self, source: Source | None, provider: Provider) -> list[Untranslatable]:
+        """What the client sent that ``provider`` cannot honour: nothing when it speaks the
+        client's format (the body goes on as it came), else what translation cannot carry and
+        the config does not allow to drop."""
+        if source is None or not source.untranslatable or provider.wire_format == source.format:
+            return []
+        return [u for u in source.untranslatable if u.feature not in self.droppable]
+
+    def _capable(self, route: Route, request: Request, targets: list[Target]) -> list[Target]:
+        """``targets`` without those whose format cannot carry the request (noted on the
+        route). None left: a 400 naming the field when no target of the tier could carry it,
+        else the capable ones are all out of the plan (tripped, kill switch): no capacity."""
+        source = request.source
+        if source is None or not source.untranslatable:
+            return targets
+        kept: list[Target] = []
+        for target in targets:
+            missing = self._missing(source, self.providers[target.provider])
+            if missing:
+                features = ", ".join(dict.fromkeys(u.feature for u in missing))
+                route.skipped.append(f"{target.provider}: {features}")
+            else:
+                kept.append(target)
+        if kept or not targets:
+            return kept
+        tier = route.tier
+        everyone = [*tier.targets, *((tier.context_fallback,) if tier.context_fallback else ())]
+        providers = [self.providers[t.provider] for t in everyone if t.provider in self.providers]
+        if any(not self._missing(source, p) for p in providers):
+            raise AllProvidersFailed(
+                f"no provider that can honour this request is available in tier {tier.name} "
+                f"now (tripped or switched off); passed over: {'; '.join(route.skipped)}"
+            )
+        raise _unsupported(source, self._missing(source, providers[0]), tier.name, providers)
+
+    def _dropped(self, source: Source | None, provider: Provider) -> tuple[str, ...]:
+        """The droppable features ``provider`` served without; each logged once."""
+        if source is None or not source.untranslatable or provider.wire_format == source.format:
+            return ()
+        dropped = tuple(dict.fromkeys(u.feature for u in source.untranslatable))
+        for feature in dropped:
+            if feature not in self._drops_logged:
+                self._drops_logged.add(feature)
+                log.warning(
+                    "'%s' sent by a %s client was dropped on the way to %s (%s format), as "
+                    "translation.droppable allows (logged once; counted in %s)",
+                    feature,
+                    source.format,
+                    provider.name,
+                    provider.wire_format,
+                    "failover.features.dropped",
+                )
+        return dropped
 
     def _allowed(self, route: Route, target: Target) -> bool:
         """May ``target`` be tried outside the plan (the context fallback)? The kill switch and
@@ -404,7 +475,8 @@ class RoutedStream:
     """A started stream. ``provider`` and ``model`` name what serves it.
 
     Iterate it once. A provider failure mid-stream raises :class:`StreamInterrupted`; closing it
-    early (client gone) reports the attempt and the request as cancelled.
+    early (client gone) reports the attempt and the request as cancelled. ``relayed`` says the
+    provider speaks the client's format: every chunk's ``raw`` then holds the events to forward.
     """
 
     def __init__(
@@ -422,6 +494,8 @@ class RoutedStream:
         self.provider = attempt.provider.name
         self.model = first.model or attempt.target.model
         self.request_id = route.request_id
+        # In the client's own format: each chunk's ``raw`` is what to forward, as it came.
+        self.relayed = first.raw is not None
         self._router = router
         self._route = route
         self._attempt = attempt
@@ -489,3 +563,21 @@ class RoutedStream:
         # A stream the client left is ``cancelled`` (not ``failed``), still naming who served it.
         served_by = None if error is not None else self.provider
         router._finish(route, served_by, error, cancelled=cancelled)
+
+
+def _unsupported(
+    source: Source, missing: Sequence[Untranslatable], tier: str, providers: Sequence[Provider]
+) -> BadRequest:
+    """The 400 for a request no provider of its tier can honour, worded like the APIs' own
+    validation errors (``Invalid 'path': ...``, which the OpenAI front reads ``param`` from)."""
+    first = missing[0]
+    formats = ", ".join(sorted({f"{p.name} ({p.wire_format})" for p in providers}))
+    others = [u.feature for u in missing[1:]]
+    also = f" (also: {', '.join(dict.fromkeys(others))})" if others else ""
+    return BadRequest(
+        f"Invalid '{first.path}': {first.feature} cannot be sent to any provider of tier {tier}: "
+        f"only a provider of the {source.format} format honours it, and the tier has "
+        f"{formats}{also}. Route this model to a tier with a {source.format} provider, or allow "
+        "the gateway to drop it (translation.droppable).",
+        status=400,
+    )

@@ -39,6 +39,7 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
         names.METRIC_CONTROLLER_LAST_TICK: "s",
         names.METRIC_TELEMETRY_DROPPED: "{item}",
         names.METRIC_TOKEN_COUNTS: "{count}",
+        names.METRIC_FEATURES_DROPPED: "{request}",
     }
 )
 
@@ -125,7 +126,7 @@ class DataPlaneMetrics:
     instruments on ``meter``, which every reader of that meter sees.
     """
 
-    __slots__ = ("_duration", "_failovers", "_requests", "_tokens", "_ttfc")
+    __slots__ = ("_dropped", "_duration", "_failovers", "_requests", "_tokens", "_ttfc")
 
     def __init__(self, *, meter: Meter, hot: HotMetrics | None = None) -> None:
         self._duration = _histogram(
@@ -161,6 +162,13 @@ class DataPlaneMetrics:
             "Moves from one provider to the next within a request.",
             (names.ATTR_FROM, names.ATTR_TO, names.ATTR_REASON),
         )
+        self._dropped = _Tally(
+            meter,
+            names.METRIC_FEATURES_DROPPED,
+            "Requests served by a provider of another format without a feature the client "
+            "sent, as translation.droppable allows.",
+            (names.ATTR_TIER, names.ATTR_FEATURE, names.ATTR_PROVIDER),
+        )
 
     def record_attempt(self, event: AttemptEvent, attrs: Attributes) -> None:
         """Record one attempt. ``attrs`` comes from :func:`common_attributes` and is not mutated
@@ -187,6 +195,8 @@ class DataPlaneMetrics:
         if event.tier == PROBE_TIER:  # health probes are not requests anyone made
             return
         self._requests.add((event.tier, event.outcome.value, event.served_by or _NONE))
+        for feature in event.dropped:
+            self._dropped.add((event.tier, feature, event.served_by or _NONE))
 
 
 def _histogram(

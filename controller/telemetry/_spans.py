@@ -87,6 +87,10 @@ class RouteSpans:
             attrs[names.FAILOVER_SERVED_BY] = event.served_by
         if event.error_type is not None:
             attrs[names.ERROR_TYPE] = event.error_type
+        if event.skipped:
+            attrs[names.FAILOVER_SKIPPED] = event.skipped
+        if event.dropped:
+            attrs[names.FAILOVER_DROPPED] = event.dropped
         start_ns = int(event.start_wall * _NS)
         try:
             span = self._tracer.start_span(

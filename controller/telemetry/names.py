@@ -37,6 +37,10 @@ FAILOVER_OUTCOME = "failover.outcome"
 FAILOVER_SERVED_BY = "failover.served_by"
 FAILOVER_ATTEMPTS = "failover.attempts"
 FAILOVER_PANIC = "failover.panic"
+# Providers passed over because their format cannot carry what the client sent, and the
+# features the serving one dropped as translation.droppable allows (route span, string arrays).
+FAILOVER_SKIPPED = "failover.skipped"
+FAILOVER_DROPPED = "failover.dropped"
 # metric attribute keys
 ATTR_TIER = "tier"
 ATTR_OUTCOME = "outcome"
@@ -73,6 +77,8 @@ METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"  # s,
 METRIC_REQUESTS = "failover.requests"  # counter: tier, outcome, served_by
 METRIC_FAILOVERS = "failover.failovers"  # counter: from, to, reason
 METRIC_TOKEN_COUNTS = "failover.token_counts"  # counter: tier, source, provider, error.type
+METRIC_FEATURES_DROPPED = "failover.features.dropped"  # counter: tier, feature, provider
+ATTR_FEATURE = "feature"
 
 # --- metrics: control plane --------------------------------------------------------------------
 METRIC_PROVIDER_STATE = "failover.provider.state"  # gauge, one-hot per state
@@ -94,6 +100,7 @@ PROM_TIME_TO_FIRST_CHUNK = "gen_ai_client_operation_time_to_first_chunk_seconds"
 PROM_REQUESTS = "failover_requests_total"  # tier, outcome, served_by
 PROM_FAILOVERS = "failover_failovers_total"  # from, to, reason
 PROM_TOKEN_COUNTS = "failover_token_counts_total"  # tier, source, provider, error_type
+PROM_FEATURES_DROPPED = "failover_features_dropped_total"  # tier, feature, provider
 PROM_PROVIDER_STATE = "failover_provider_state"  # provider, state (one-hot: 1 for the current)
 PROM_PROVIDER_ERROR_RATE = "failover_provider_error_rate"  # provider
 PROM_TRIPWIRE_THRESHOLD = "failover_tripwire_threshold"  # provider

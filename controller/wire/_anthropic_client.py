@@ -21,6 +21,7 @@ from controller.model import (
     Message,
     Request,
     Response,
+    Source,
     StreamChunk,
     ToolCall,
     ToolCallDelta,
@@ -47,6 +48,8 @@ from controller.wire._common import (
     parse_retry_after,
     require,
 )
+from controller.wire._relay import Relay, relayed_body
+from controller.wire._sse import sse
 
 __all__ = ["AnthropicClientCodec"]
 
@@ -76,6 +79,10 @@ _STATUS_BY_TYPE = {
     "overloaded_error": 529,
 }
 _SECRET_HEADERS = frozenset({"x-api-key", "authorization"})
+# What a client's request says that the API reads from headers: its version and betas.
+RELAYED_HEADERS = ("anthropic-version", "anthropic-beta")
+_TERMINATOR = sse({"type": "message_stop"}, "message_stop")
+_GENERATION_ONLY = ("max_tokens", "temperature", "top_p", "stop_sequences", "stream")
 
 
 class _RedactedHeaders(dict[str, str]):
@@ -365,30 +372,58 @@ class _StreamDecoder:
         return [StreamChunk(finish_reason=finish, usage=Usage(input_tokens, output))]
 
 
-def _headers(api_key: str | None) -> _RedactedHeaders:
+def _headers(api_key: str | None, source: Source | None = None) -> _RedactedHeaders:
+    """Ours; on the same-format route with the client's version and betas."""
     headers = _RedactedHeaders(
         {"content-type": "application/json", "anthropic-version": API_VERSION}
     )
+    if source is not None:
+        headers.update(source.headers)
     if api_key:
         headers["x-api-key"] = api_key
     return headers
+
+
+def _own(source: Source | None) -> Source | None:
+    """``source`` when it is an Anthropic client's request (to send on as it came)."""
+    return source if source is not None and source.format == PROVIDER_KIND else None
 
 
 class AnthropicClientCodec:
     """Client side: our Request → ``POST /v1/messages``; Anthropic answers → our types."""
 
     provider_kind: str = PROVIDER_KIND
+    wire_format: str = PROVIDER_KIND
 
     def build(self, request: Request, model: str, api_key: str | None) -> HttpCall:
+        source = _own(request.source)
+        if source is not None:
+            return HttpCall(
+                path=MESSAGES_PATH,
+                body={},
+                headers=_headers(api_key, source),
+                content=relayed_body(source, model),
+                relay=Relay(_TERMINATOR, echo_model=source.echo_model),
+            )
         body = _encode_request(request, model)
         return HttpCall(path=MESSAGES_PATH, body=body, headers=_headers(api_key))
 
     def build_count(self, request: Request, model: str, api_key: str | None) -> HttpCall:
-        """``POST /v1/messages/count_tokens``: what ``request`` would cost as input on ``model``."""
-        body = _encode_request(request, model)
-        for generation_only in ("max_tokens", "temperature", "top_p", "stop_sequences", "stream"):
-            body.pop(generation_only, None)
-        return HttpCall(path=COUNT_TOKENS_PATH, body=body, headers=_headers(api_key))
+        """``POST /v1/messages/count_tokens``: what ``request`` would cost as input on ``model``
+        (an Anthropic client's own count body goes on as it came, ``model`` set)."""
+        source = _own(request.source)
+        if source is not None and not any(key in source.body for key in _GENERATION_ONLY):
+            content = relayed_body(source, model)
+            headers = _headers(api_key, source)
+            return HttpCall(path=COUNT_TOKENS_PATH, body={}, headers=headers, content=content)
+        if source is not None:  # a messages body: its generation settings are not counted
+            body = {k: v for k, v in source.body.items() if k not in _GENERATION_ONLY}
+            body["model"] = model
+        else:
+            body = _encode_request(request, model)
+            for generation_only in _GENERATION_ONLY:
+                body.pop(generation_only, None)
+        return HttpCall(path=COUNT_TOKENS_PATH, body=body, headers=_headers(api_key, source))
 
     def parse_count(self, body: bytes, model: str) -> int:
         data = load_json(body, model=model)

@@ -25,6 +25,7 @@ from controller.model import (
     Message,
     Request,
     Response,
+    Source,
     StreamChunk,
     ToolCall,
     ToolCallDelta,
@@ -35,10 +36,11 @@ from controller.model import (
 from controller.wire._anthropic_common import (
     CONTEXT_MARKERS,
     FILTER_MARKER,
+    PROVIDER_KIND,
     arguments_or_empty,
     dump_arguments,
 )
-from controller.wire._common import is_json_kind, retry_after_headers, status_for
+from controller.wire._common import Notes, is_json_kind, retry_after_headers, status_for
 from controller.wire._sse import sse
 
 __all__ = ["AnthropicServerCodec"]
@@ -96,64 +98,94 @@ def _blocks_at(content: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
     return pairs
 
 
-def _unsupported(where: str, kind: str) -> BadRequest:
-    return BadRequest(f"{where}.type: content block type {kind!r} is not supported here")
+# What the translation carries of each part of a request; any other member (not null) is noted
+# as untranslatable by its own name (cache_control, citations, metadata, thinking, ...).
+_TRANSLATED = frozenset(
+    {
+        "model",
+        "max_tokens",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "top_p",
+        "stop_sequences",
+        "stream",
+    }
+)
+_NEUTRAL: dict[str, Any] = {"thinking": {"type": "disabled"}}
+_TEXT_MEMBERS = frozenset({"type", "text"})
+_TOOL_USE_MEMBERS = frozenset({"type", "id", "name", "input"})
+_TOOL_RESULT_MEMBERS = frozenset({"type", "tool_use_id", "content", "is_error"})
+_TOOL_MEMBERS = frozenset({"type", "name", "description", "input_schema"})
+_TOOL_CHOICE_MEMBERS = frozenset({"type", "name"})
 
 
-def _texts(content: Any, where: str) -> str:
-    """Text blocks only (system prompt, tool result content), joined with newlines."""
+def _texts(content: Any, where: str, notes: Notes) -> str:
+    """Text blocks (system prompt, tool result content), joined with newlines; any other
+    block is noted by its type (``image`` in a tool result)."""
     texts: list[str] = []
     for path, block in _blocks_at(content, where):
         if block["type"] != "text":
-            raise _unsupported(path, block["type"])
+            notes.add(block["type"], path)
+            continue
+        notes.extra(block, _TEXT_MEMBERS, path, ".")
         texts.append(_field(block, "text", str, path, required=True))
     return "\n".join(texts)
 
 
-def _decode_tool_result(block: dict[str, Any], where: str) -> Message:
+def _decode_tool_result(block: dict[str, Any], where: str, notes: Notes) -> Message:
+    notes.extra(block, _TOOL_RESULT_MEMBERS, where, ".")
     call_id = _field(block, "tool_use_id", str, where, required=True)
     content = block.get("content")
-    text = "" if content is None else _texts(content, f"{where}.content")
+    text = "" if content is None else _texts(content, f"{where}.content", notes)
     is_error = bool(_field(block, "is_error", bool, where))
     return Message(role="tool", content=text, tool_call_id=call_id, is_error=is_error)
 
 
-def _decode_user(content: Any, where: str) -> list[Message]:
+def _decode_user(content: Any, where: str, notes: Notes) -> list[Message]:
     """One user turn → its tool results (in order), then one user message for any text."""
     messages: list[Message] = []
     texts: list[str] = []
     for path, block in _blocks_at(content, where):
         kind = block["type"]
         if kind == "tool_result":
-            messages.append(_decode_tool_result(block, path))
+            messages.append(_decode_tool_result(block, path, notes))
         elif kind == "text":
+            notes.extra(block, _TEXT_MEMBERS, path, ".")
             texts.append(_field(block, "text", str, path, required=True))
         elif kind not in _IGNORED_BLOCKS:
-            raise _unsupported(path, kind)
+            notes.add(kind, path)  # image, document, search_result, ...
     if texts or not messages:
         messages.append(Message(role="user", content="\n".join(texts)))
     return messages
 
 
-def _decode_assistant(content: Any, where: str) -> Message:
+def _decode_assistant(content: Any, where: str, notes: Notes) -> Message:
     texts: list[str] = []
     calls: list[ToolCall] = []
     for path, block in _blocks_at(content, where):
         kind = block["type"]
         if kind == "text":
+            notes.extra(block, _TEXT_MEMBERS, path, ".")
             texts.append(_field(block, "text", str, path, required=True))
         elif kind == "tool_use":
+            notes.extra(block, _TOOL_USE_MEMBERS, path, ".")
             call_id = _field(block, "id", str, path, required=True)
             name = _field(block, "name", str, path, required=True)
             args = _field(block, "input", dict, path, required=True)
             calls.append(ToolCall(id=call_id, name=name, arguments=dump_arguments(args)))
         elif kind not in _IGNORED_BLOCKS:
-            raise _unsupported(path, kind)
+            notes.add(kind, path)  # server_tool_use, web_search_tool_result, ...
     return Message(role="assistant", content="".join(texts), tool_calls=tuple(calls))
 
 
-def _decode_messages(raw: list[Any]) -> tuple[Message, ...]:
+def _decode_messages(raw: list[Any], notes: Notes) -> tuple[tuple[Message, ...], list[str]]:
+    """The turns, and the text of ``system`` turns among them (Anthropic's mid-conversation
+    system messages, which a translation folds into the system prompt)."""
     messages: list[Message] = []
+    system: list[str] = []
     for index, turn in enumerate(raw):
         where = f"messages.{index}"
         if not isinstance(turn, dict):
@@ -162,20 +194,27 @@ def _decode_messages(raw: list[Any]) -> tuple[Message, ...]:
         if "content" not in turn:
             raise BadRequest(f"{where}.content: Field required")
         if role == "user":
-            messages.extend(_decode_user(turn["content"], f"{where}.content"))
+            messages.extend(_decode_user(turn["content"], f"{where}.content", notes))
         elif role == "assistant":
-            messages.append(_decode_assistant(turn["content"], f"{where}.content"))
+            messages.append(_decode_assistant(turn["content"], f"{where}.content", notes))
+        elif role == "system":
+            system.append(_texts(turn["content"], f"{where}.content", notes))
         else:
-            raise BadRequest(f"{where}.role: Input should be 'user' or 'assistant'")
-    return tuple(messages)
+            raise BadRequest(f"{where}.role: Input should be 'user', 'assistant' or 'system'")
+    return tuple(messages), system
 
 
-def _decode_tools(raw: list[Any] | None) -> tuple[ToolDefinition, ...]:
+def _decode_tools(raw: list[Any] | None, notes: Notes) -> tuple[ToolDefinition, ...]:
     tools: list[ToolDefinition] = []
     for index, tool in enumerate(raw or []):
         where = f"tools.{index}"
         if not isinstance(tool, dict):
             raise BadRequest(f"{where}: Input should be a valid dictionary")
+        kind = tool.get("type")
+        if kind not in (None, "custom"):  # a server tool (web_search_20250305, bash_...)
+            notes.add(str(kind), where)
+            continue
+        notes.extra(tool, _TOOL_MEMBERS, where, ".")
         name = _field(tool, "name", str, where, required=True)
         description = _field(tool, "description", str, where) or ""
         schema = _field(tool, "input_schema", dict, where, required=True)
@@ -183,9 +222,12 @@ def _decode_tools(raw: list[Any] | None) -> tuple[ToolDefinition, ...]:
     return tuple(tools)
 
 
-def _decode_tool_choice(raw: dict[str, Any] | None) -> ToolChoice | None:
+def _decode_tool_choice(raw: dict[str, Any] | None, notes: Notes) -> ToolChoice | None:
     if raw is None:
         return None
+    if raw.get("disable_parallel_tool_use") is False:
+        raw = {k: v for k, v in raw.items() if k != "disable_parallel_tool_use"}
+    notes.extra(raw, _TOOL_CHOICE_MEMBERS, "tool_choice", ".")
     kind = _field(raw, "type", str, "tool_choice", required=True)
     if kind == "tool":
         name: str = _field(raw, "name", str, "tool_choice", required=True)
@@ -218,17 +260,24 @@ def _decode_request(body: dict[str, Any], *, counting: bool = False) -> tuple[st
     raw_messages = _field(body, "messages", list, required=True)
     if not counting:  # a count_tokens body has no max_tokens; it is checked as it always was
         _check_generation(max_tokens, raw_messages)
-    system = body.get("system")
+    notes = Notes()
+    for key, value in body.items():
+        if key not in _TRANSLATED and value is not None and _NEUTRAL.get(key) != value:
+            notes.add(key, key)  # thinking, metadata, context_management, top_k, ...
+    messages, midway = _decode_messages(raw_messages, notes)
+    raw_system = body.get("system")
+    system = [] if raw_system is None else [_texts(raw_system, "system", notes)]
     request = Request(
-        messages=_decode_messages(raw_messages),
-        system=None if system is None else _texts(system, "system"),
-        tools=_decode_tools(_field(body, "tools", list)),
-        tool_choice=_decode_tool_choice(_field(body, "tool_choice", dict)),
+        messages=messages,
+        system="\n\n".join(system + midway) if system or midway else None,
+        tools=_decode_tools(_field(body, "tools", list), notes),
+        tool_choice=_decode_tool_choice(_field(body, "tool_choice", dict), notes),
         max_tokens=max_tokens,
         temperature=_field(body, "temperature", float),
         top_p=_field(body, "top_p", float),
         stop=_decode_stop(_field(body, "stop_sequences", list)),
         stream=bool(_field(body, "stream", bool)),
+        source=Source(format=PROVIDER_KIND, body=body, untranslatable=notes.found()),
     )
     return model, request
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from controller._errors import ProviderError
 from controller.model import Request, Response, StreamChunk
+
+if TYPE_CHECKING:
+    from controller.wire._relay import Relay
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +23,18 @@ class SSEEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpCall:
-    """What a client codec asks the transport to send. ``path`` is appended to the base URL."""
+    """What a client codec asks the transport to send. ``path`` is appended to the base URL.
+
+    ``content``, when set, is the body already encoded (the client's own, on the same-format
+    route) and ``body`` is not sent; ``relay`` then says how the answer goes back as it came.
+    """
 
     path: str
     body: dict[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # carries API keys
     query: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = field(default=None, repr=False)
+    relay: Relay | None = None
 
 
 class StreamDecoder(Protocol):
@@ -48,9 +57,14 @@ class ClientCodec(Protocol):
 
     #: ``gen_ai.provider.name`` for this format, e.g. ``openai``, ``anthropic``, ``gcp.gemini``.
     provider_kind: str
+    #: The wire format, as :attr:`controller.model.Source.format` names it: ``openai``,
+    #: ``anthropic``, ``gemini`` (an OpenAI-compatible server speaks ``openai``).
+    wire_format: str
 
     def build(self, request: Request, model: str, api_key: str | None) -> HttpCall:
-        """The HTTP call for ``request`` on ``model``; streaming when ``request.stream``."""
+        """The HTTP call for ``request`` on ``model``; streaming when ``request.stream``. A
+        request whose :attr:`~controller.model.Request.source` is in this format goes on as
+        the client sent it (:mod:`controller.wire._relay`)."""
         ...
 
     def parse_response(self, body: bytes, model: str) -> Response:

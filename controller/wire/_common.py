@@ -23,6 +23,7 @@ from controller._errors import (
     ProviderTimeout,
     RateLimited,
 )
+from controller.model import Untranslatable
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -140,3 +141,26 @@ def json_or_none(body: bytes | str) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+class Notes:
+    """What a request uses that translation into :class:`~controller.model.Request` cannot
+    carry, by feature (the first path each was seen at). A server codec fills it while it
+    decodes: such a request is still served, as it came, by a provider of its own format."""
+
+    __slots__ = ("_found",)
+
+    def __init__(self) -> None:
+        self._found: dict[str, str] = {}
+
+    def add(self, feature: str, path: str) -> None:
+        self._found.setdefault(feature, path)
+
+    def extra(self, obj: Mapping[str, Any], known: frozenset[str], where: str, sep: str) -> None:
+        """Every member of ``obj`` not in ``known`` (and not null), by its own name."""
+        for key, value in obj.items():
+            if key not in known and value is not None:
+                self.add(key, f"{where}{sep}{key}" if where else key)
+
+    def found(self) -> tuple[Untranslatable, ...]:
+        return tuple(Untranslatable(feature, path) for feature, path in self._found.items())

@@ -367,6 +367,7 @@ class GeminiClientCodec:
     """Client side: our Request → ``generateContent`` call; Gemini answers → our types."""
 
     provider_kind = PROVIDER_KIND
+    wire_format = "gemini"
 
     def build(self, request: Request, model: str, api_key: str | None) -> HttpCall:
         method = "streamGenerateContent" if request.stream else "generateContent"

@@ -15,6 +15,7 @@ from controller.model import (
     Message,
     Request,
     Response,
+    Source,
     StreamChunk,
     ToolCall,
     ToolCallDelta,
@@ -23,9 +24,20 @@ from controller.model import (
 )
 from controller.wire._base import HttpCall, SSEEvent
 from controller.wire._common import error_for_status, load_json, parse_retry_after, require
-from controller.wire._openai_common import CHOICES, TOOL_ERROR_PREFIX, ErrorFields, tool_call_out
+from controller.wire._openai_common import (
+    CHOICES,
+    TOOL_ERROR_PREFIX,
+    ErrorFields,
+    stream_usage_requested,
+    tool_call_out,
+)
+from controller.wire._relay import Relay, relayed_body
+from controller.wire._sse import sse
 
-__all__ = ["OpenAIClientCodec", "OpenAIStreamDecoder"]
+__all__ = ["WIRE_FORMAT", "OpenAIClientCodec", "OpenAIStreamDecoder"]
+
+WIRE_FORMAT = "openai"
+_TERMINATOR = sse("[DONE]")
 
 _FINISH_IN = {
     "stop": FinishReason.STOP,
@@ -69,10 +81,15 @@ class OpenAIClientCodec:
         self._query = dict(query or {})
         self._include_usage = include_usage_option
 
+    wire_format = WIRE_FORMAT
+
     def __repr__(self) -> str:
         return f"OpenAIClientCodec(provider_kind={self.provider_kind!r}, path={self._path!r})"
 
     def build(self, request: Request, model: str, api_key: str | None) -> HttpCall:
+        source = request.source
+        if source is not None and source.format == WIRE_FORMAT:
+            return self._relayed(source, model, api_key)
         body: dict[str, Any] = {"model": model, "messages": _messages_out(request)}
         if request.tools:
             body["tools"] = [_tool_out(t) for t in request.tools]
@@ -87,8 +104,34 @@ class OpenAIClientCodec:
             body["stream"] = True
             if self._include_usage:
                 body["stream_options"] = {"include_usage": True}
-        path = self._path.replace("{model}", quote(model, safe=""))
-        return HttpCall(path=path, body=body, headers=self._headers(api_key), query=self._query)
+        return HttpCall(
+            path=self._model_path(model),
+            body=body,
+            headers=self._headers(api_key),
+            query=self._query,
+        )
+
+    def _relayed(self, source: Source, model: str, api_key: str | None) -> HttpCall:
+        """The client's body as it came, ``model`` set. A stream also asks for usage (the
+        gateway's accounting needs it); a client that did not ask is not shown that event."""
+        extra: dict[str, Any] = {}
+        body = source.body
+        if body.get("stream") is True and self._include_usage and not stream_usage_requested(body):
+            options = body.get("stream_options")
+            kept = options if isinstance(options, dict) else {}
+            extra = {"stream_options": kept | {"include_usage": True}}
+        relay = Relay(_TERMINATOR, drop_usage_only=bool(extra), echo_model=source.echo_model)
+        return HttpCall(
+            path=self._model_path(model),
+            body={},
+            headers=self._headers(api_key),
+            query=self._query,
+            content=relayed_body(source, model, extra),
+            relay=relay,
+        )
+
+    def _model_path(self, model: str) -> str:
+        return self._path.replace("{model}", quote(model, safe=""))
 
     def _headers(self, api_key: str | None) -> _Headers:
         if api_key is None or self._auth == "none":

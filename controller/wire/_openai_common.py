@@ -19,7 +19,14 @@ from controller._errors import (
 from controller.model import ToolCall
 from controller.wire._common import error_for_status, status_for
 
-__all__ = ["CHOICES", "TOOL_ERROR_PREFIX", "ErrorFields", "error_body", "tool_call_out"]
+__all__ = [
+    "CHOICES",
+    "TOOL_ERROR_PREFIX",
+    "ErrorFields",
+    "error_body",
+    "stream_usage_requested",
+    "tool_call_out",
+]
 
 TOOL_ERROR_PREFIX = "[tool error] "
 CHOICES = ("auto", "none", "required")
@@ -44,6 +51,16 @@ _STREAM_STATUS = {
 _NAMED_PARAM = re.compile(
     r"(?:Invalid (?:type for |value for )?|Missing required parameter: )'([^']+)'"
 )
+
+
+def stream_usage_requested(body: Any) -> bool:
+    """Whether a client asked for the usage-only chunk (``stream_options.include_usage``).
+
+    The real API sends that chunk (with empty ``choices``) only on request, and client code that
+    reads ``chunk.choices[0]`` breaks on it otherwise: pass the answer to ``stream_encoder``.
+    """
+    options = body.get("stream_options") if isinstance(body, dict) else None
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def tool_call_out(call: ToolCall) -> dict[str, Any]:

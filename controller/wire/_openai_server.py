@@ -11,14 +11,22 @@ from controller.model import (
     Message,
     Request,
     Response,
+    Source,
     StreamChunk,
     ToolCall,
     ToolCallDelta,
     ToolDefinition,
     Usage,
 )
-from controller.wire._common import retry_after_headers, status_for
-from controller.wire._openai_common import CHOICES, TOOL_ERROR_PREFIX, error_body, tool_call_out
+from controller.wire._common import Notes, retry_after_headers, status_for
+from controller.wire._openai_client import WIRE_FORMAT
+from controller.wire._openai_common import (
+    CHOICES,
+    TOOL_ERROR_PREFIX,
+    error_body,
+    stream_usage_requested,
+    tool_call_out,
+)
 from controller.wire._sse import sse
 
 __all__ = ["OpenAIServerCodec", "OpenAIStreamEncoder", "stream_usage_requested"]
@@ -58,48 +66,99 @@ def _unsupported(value: Any, path: str, supported: str) -> BadRequest:
     return _bad(f"Invalid value for '{path}': {value!r}. Supported values are: {supported}.")
 
 
-def _text_in(value: Any, path: str) -> str:
-    """Content as a string or a list of text parts (the SDKs send both)."""
+# The members each part of a request has that the translation carries; any other member (not
+# null) is noted as untranslatable by its own name, so only an OpenAI-format provider gets it.
+_TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "stream",
+        "stream_options",  # the gateway's own accounting: it asks for usage on every stream
+    }
+)
+_NOTHING = object()
+# Members whose value here is the API's default: they ask for nothing a translation loses.
+_NEUTRAL: dict[str, Any] = {
+    "n": 1,
+    "parallel_tool_calls": True,
+    "logprobs": False,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "store": False,
+    "response_format": {"type": "text"},
+}
+_MESSAGE_MEMBERS = {
+    "system": frozenset({"role", "content"}),
+    "developer": frozenset({"role", "content"}),
+    "user": frozenset({"role", "content"}),
+    "assistant": frozenset({"role", "content", "tool_calls", "refusal"}),
+    "tool": frozenset({"role", "content", "tool_call_id"}),
+}
+_FUNCTION_MEMBERS = frozenset({"name", "description", "parameters"})
+# Content parts by the feature they are noted as (a type not listed is noted by its name).
+_PART_FEATURES = {"image_url": "image", "input_audio": "audio", "file": "file"}
+
+
+def _text_in(value: Any, path: str, notes: Notes) -> str:
+    """Content as a string or a list of text parts (the SDKs send both); other parts are
+    noted (a translation would lose them)."""
     if not isinstance(_typed(value, (str, list, type(None)), path), list):
         return value or ""
     texts: list[str] = []
     for i, part in enumerate(value):
         part = _typed(part, (dict,), f"{path}[{i}]")
-        kind = part.get("type")
+        kind = _field(part, "type", (str,), f"{path}[{i}]")
         if kind not in ("text", "refusal"):
-            raise _unsupported(kind, f"{path}[{i}].type", "'text'")
+            notes.add(_PART_FEATURES.get(kind, kind), f"{path}[{i}]")
+            continue
         texts.append(_field(part, kind, (str,), f"{path}[{i}]"))
     return "\n".join(texts)
 
 
-def _message_in_request(raw: Any, path: str) -> Message | str:
+def _message_in_request(raw: Any, path: str, notes: Notes) -> Message | str:
     """A turn, or the text of a system/developer turn (folded into ``Request.system``)."""
     raw = _typed(raw, (dict,), path)
     role = _field(raw, "role", (str,), path)
+    members = _MESSAGE_MEMBERS.get(role)
+    if members is None:
+        supported = "'system', 'developer', 'user', 'assistant', 'tool'"
+        raise _unsupported(role, f"{path}.role", supported)
+    notes.extra(raw, members, path, ".")
     if role in ("system", "developer", "user"):
-        text = _text_in(_field(raw, "content", (str, list), path), f"{path}.content")
+        text = _text_in(_field(raw, "content", (str, list), path), f"{path}.content", notes)
         return text if role != "user" else Message(role="user", content=text)
     if role == "assistant":
         calls = _optional(raw, "tool_calls", (list,), path) or []
         return Message(
             role="assistant",
-            content=_text_in(raw.get("content"), f"{path}.content"),
-            tool_calls=tuple(_call_in(c, f"{path}.tool_calls[{i}]") for i, c in enumerate(calls)),
+            content=_text_in(raw.get("content"), f"{path}.content", notes),
+            tool_calls=tuple(
+                _call_in(c, f"{path}.tool_calls[{i}]", notes) for i, c in enumerate(calls)
+            ),
         )
-    if role == "tool":
-        content = _text_in(_field(raw, "content", (str, list), path), f"{path}.content")
-        return Message(
-            role="tool",
-            content=content.removeprefix(TOOL_ERROR_PREFIX),
-            tool_call_id=_field(raw, "tool_call_id", (str,), path),
-            is_error=content.startswith(TOOL_ERROR_PREFIX),
-        )
-    supported = "'system', 'developer', 'user', 'assistant', 'tool'"
-    raise _unsupported(role, f"{path}.role", supported)
+    content = _text_in(_field(raw, "content", (str, list), path), f"{path}.content", notes)
+    return Message(
+        role="tool",
+        content=content.removeprefix(TOOL_ERROR_PREFIX),
+        tool_call_id=_field(raw, "tool_call_id", (str,), path),
+        is_error=content.startswith(TOOL_ERROR_PREFIX),
+    )
 
 
-def _call_in(raw: Any, path: str) -> ToolCall:
-    function = _field(_typed(raw, (dict,), path), "function", (dict,), path)
+def _call_in(raw: Any, path: str, notes: Notes) -> ToolCall:
+    raw = _typed(raw, (dict,), path)
+    kind = raw.get("type", "function")
+    if kind != "function":  # a custom tool's call: only an OpenAI provider knows it
+        notes.add(str(kind), f"{path}.type")
+        return ToolCall(id=str(raw.get("id", "")), name="", arguments="{}")
+    function = _field(raw, "function", (dict,), path)
     return ToolCall(
         id=_field(raw, "id", (str,), path),
         name=_field(function, "name", (str,), f"{path}.function"),
@@ -107,11 +166,14 @@ def _call_in(raw: Any, path: str) -> ToolCall:
     )
 
 
-def _tool_in(raw: Any, path: str) -> ToolDefinition:
-    if _field(_typed(raw, (dict,), path), "type", (str,), path) != "function":
-        raise _unsupported(raw["type"], f"{path}.type", "'function'")
+def _tool_in(raw: Any, path: str, notes: Notes) -> ToolDefinition | None:
+    kind = _field(_typed(raw, (dict,), path), "type", (str,), path)
+    if kind != "function":  # custom (free-form) tools: only an OpenAI provider knows them
+        notes.add(kind, f"{path}.type")
+        return None
     function = _field(raw, "function", (dict,), path)
     where = f"{path}.function"
+    notes.extra(function, _FUNCTION_MEMBERS, where, ".")  # strict: structured outputs
     name = _field(function, "name", (str,), where)
     parameters = _optional(function, "parameters", (dict,), where)
     return ToolDefinition(
@@ -121,12 +183,15 @@ def _tool_in(raw: Any, path: str) -> ToolDefinition:
     )
 
 
-def _tool_choice_in(raw: Any) -> str | None:
+def _tool_choice_in(raw: Any, notes: Notes) -> str | None:
     if raw is None or raw in CHOICES:
         return None if raw is None else str(raw)
     if isinstance(raw, dict) and raw.get("type") == "function":
         function = _field(raw, "function", (dict,), "tool_choice")
         return str(_field(function, "name", (str,), "tool_choice.function"))
+    if isinstance(raw, dict):  # allowed_tools, a custom tool: only an OpenAI provider knows them
+        notes.add(f"tool_choice {raw.get('type')}", "tool_choice")
+        return None
     raise _unsupported(raw, "tool_choice", "'none', 'auto', 'required', a function")
 
 
@@ -141,6 +206,17 @@ def _token_limit(body: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def _notable(body: dict[str, Any], notes: Notes) -> None:
+    """Top-level members the translation does not carry, unless they hold the default."""
+    for key, value in body.items():
+        if key in _TRANSLATED or value is None:
+            continue
+        neutral = _NEUTRAL.get(key, _NOTHING)
+        if value == neutral and isinstance(value, bool) == isinstance(neutral, bool):
+            continue
+        notes.add(key, key)
+
+
 def _request_in(body: dict[str, Any]) -> Request:
     raw_messages = _field(body, "messages", (list,))
     if not raw_messages:
@@ -148,10 +224,13 @@ def _request_in(body: dict[str, Any]) -> Request:
             "Invalid 'messages': empty array. Expected an array with minimum length 1, "
             "but got an empty array instead."
         )
-    turns = [_message_in_request(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
+    notes = Notes()
+    _notable(body, notes)
+    turns = [_message_in_request(m, f"messages[{i}]", notes) for i, m in enumerate(raw_messages)]
     system = [t for t in turns if isinstance(t, str)]
     stop = _optional(body, "stop", (str, list)) or ()
-    tools = _optional(body, "tools", (list,)) or []
+    raw_tools = _optional(body, "tools", (list,)) or []
+    tools = [_tool_in(t, f"tools[{i}]", notes) for i, t in enumerate(raw_tools)]
     max_tokens = _token_limit(body, "max_completion_tokens")
     legacy_max_tokens = _token_limit(body, "max_tokens")
     temperature = _optional(body, "temperature", (int, float))
@@ -159,24 +238,15 @@ def _request_in(body: dict[str, Any]) -> Request:
     return Request(
         messages=tuple(t for t in turns if isinstance(t, Message)),
         system="\n\n".join(system) if system else None,
-        tools=tuple(_tool_in(t, f"tools[{i}]") for i, t in enumerate(tools)),
-        tool_choice=_tool_choice_in(body.get("tool_choice")),
+        tools=tuple(t for t in tools if t is not None),
+        tool_choice=_tool_choice_in(body.get("tool_choice"), notes),
         max_tokens=max_tokens if max_tokens is not None else legacy_max_tokens,
         temperature=None if temperature is None else float(temperature),
         top_p=None if top_p is None else float(top_p),
         stop=(stop,) if isinstance(stop, str) else tuple(_typed(s, (str,), "stop") for s in stop),
         stream=bool(_optional(body, "stream", (bool,))),
+        source=Source(format=WIRE_FORMAT, body=body, untranslatable=notes.found()),
     )
-
-
-def stream_usage_requested(body: Any) -> bool:
-    """Whether a client asked for the usage-only chunk (``stream_options.include_usage``).
-
-    The real API sends that chunk (with empty ``choices``) only on request, and client code that
-    reads ``chunk.choices[0]`` breaks on it otherwise: pass the answer to ``stream_encoder``.
-    """
-    options = body.get("stream_options") if isinstance(body, dict) else None
-    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 # ---------------------------------------------------------------- server: response, stream, errors

@@ -52,3 +52,10 @@ def sse(data: Any, event: str = "") -> bytes:
     text = data if isinstance(data, str) else _json.dumps_text(data)
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {text}\n\n".encode()
+
+
+def frame(event: SSEEvent) -> bytes:
+    """``event`` framed again as it came: its name, then each line of its data."""
+    head = f"event: {event.event}\n" if event.event else ""
+    lines = "".join(f"data: {line}\n" for line in event.data.split("\n"))
+    return f"{head}{lines}\n".encode()

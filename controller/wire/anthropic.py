@@ -21,7 +21,7 @@ Why the translation looks the way it does:
   ``parse_count_request`` / ``render_count`` on the server side.
 """
 
-from controller.wire._anthropic_client import AnthropicClientCodec
+from controller.wire._anthropic_client import RELAYED_HEADERS, AnthropicClientCodec
 from controller.wire._anthropic_common import (
     API_VERSION,
     COUNT_TOKENS_PATH,
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "MESSAGES_PATH",
     "PROVIDER_KIND",
+    "RELAYED_HEADERS",
     "AnthropicClientCodec",
     "AnthropicServerCodec",
 ]

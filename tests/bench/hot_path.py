@@ -69,7 +69,7 @@ class CannedProvider:
     """An OpenAI-format provider that answers ``ANSWER`` without a network: the codec's work and
     the adapter's timeout, none of the transport's."""
 
-    kind = "openai"
+    kind = wire_format = "openai"
     server_address = "127.0.0.1"
     server_port = 9
 

@@ -1,0 +1,119 @@
+"""The same-format route: a client's body sent on as it came, the answer relayed as it came.
+
+When the client's wire format is the provider's, nothing is decoded and re-encoded on the way
+out: the body goes upstream byte for byte, except the ``model`` value (spliced in place) and
+what the gateway's own accounting needs (OpenAI's ``stream_options.include_usage``, whose extra
+usage-only event is then kept from a client that did not ask for it). Unknown fields, vendor
+betas and fields newer than this code pass without a release of ours.
+
+The answer goes back as it came too: a whole body unchanged, a stream event by event (framed
+again from the parsed event: same name, same data lines). The stream decoder still reads every
+event, for what telemetry and failover need (first chunk, usage, finish reason, in-stream
+errors, cuts).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from controller import _json
+from controller.model import Source, StreamChunk
+from controller.wire._base import SSEEvent
+from controller.wire._sse import frame
+
+__all__ = ["Relay", "relayed_body", "with_model"]
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """How one same-format answer is relayed. ``terminator`` is sent when a stream that carried
+    its finish reason ends without one (the provider's grace ran out)."""
+
+    terminator: bytes
+    drop_usage_only: bool = False  # the gateway asked for usage the client did not ask for
+    echo_model: str | None = None  # the model name to answer with instead of the served one
+
+    def event(self, event: SSEEvent, chunks: list[StreamChunk]) -> bytes:
+        """The bytes to forward for one stream event (``chunks``: what it decoded to)."""
+        if self.drop_usage_only and _usage_only(chunks):
+            return b""
+        if self.echo_model is not None and '"model"' in event.data:
+            event = SSEEvent(data=_renamed(event.data, self.echo_model), event=event.event)
+        return frame(event)
+
+    def whole(self, body: bytes) -> bytes:
+        """A whole answer's body, as it goes to the client."""
+        if self.echo_model is None:
+            return body
+        return _renamed(body.decode("utf-8", "replace"), self.echo_model).encode()
+
+
+def _usage_only(chunks: list[StreamChunk]) -> bool:
+    if len(chunks) != 1:
+        return False
+    chunk = chunks[0]
+    return (
+        chunk.usage is not None
+        and not chunk.text
+        and chunk.tool_call is None
+        and chunk.finish_reason is None
+    )
+
+
+def _renamed(data: str, model: str) -> str:
+    """``data`` with the ``model`` of its object (or of its ``message``) set to ``model``."""
+    try:
+        parsed = _json.loads(data)
+    except ValueError:
+        return data  # not JSON: the decoder has judged it already
+    if isinstance(parsed, dict):
+        target = parsed.get("message") if "model" not in parsed else parsed
+        if isinstance(target, dict) and "model" in target:
+            target["model"] = model
+            return _json.dumps_text(parsed)
+    return data
+
+
+def relayed_body(source: Source, model: str, extra: dict[str, Any] | None = None) -> bytes:
+    """The client's body with ``model`` set (and ``extra`` top-level members added, e.g.
+    ``stream_options``), changed nowhere else when that can be done in place; otherwise
+    encoded again from the parsed body (same members, same order, same values)."""
+    spliced = with_model(source.raw, source.body.get("model"), model) if source.raw else None
+    if spliced is not None and extra:
+        spliced = None if any(key in source.body for key in extra) else _prepend(spliced, extra)
+    if spliced is not None:
+        return spliced
+    body = dict(source.body)
+    body["model"] = model
+    return _json.dumps(body | (extra or {}))
+
+
+def with_model(raw: bytes, old: Any, new: str) -> bytes | None:
+    """``raw`` with the value of its top-level ``"model": old`` member replaced by ``new``, or
+    None when that member cannot be found for certain (written with escapes, or the same
+    member and value also appear nested somewhere)."""
+    if not isinstance(old, str):
+        return None
+    if old == new:
+        return raw
+    # After "{", "," or a blank, a quote opens a key (the body parsed as JSON, so no string is
+    # open there): the match is a real member, top-level unless the same one is nested too.
+    pattern = rb'(?<=[{,\s])"model"\s*:\s*' + re.escape(_json.dumps(old))
+    found = list(re.finditer(pattern, raw))
+    if len(found) != 1:
+        return None
+    start, end = found[0].span()
+    return raw[:start] + b'"model":' + _json.dumps(new) + raw[end:]
+
+
+def _prepend(raw: bytes, members: dict[str, Any]) -> bytes | None:
+    """``raw`` (a JSON object) with ``members`` (none of them in it) added first."""
+    opening = raw.find(b"{")
+    if opening < 0 or raw[:opening].strip():
+        return None
+    inner = _json.dumps(members)[1:-1]
+    rest = raw[opening + 1 :]
+    separator = b"" if rest.lstrip().startswith(b"}") else b","
+    return raw[: opening + 1] + inner + separator + rest

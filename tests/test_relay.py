@@ -1,0 +1,87 @@
+"""The same-format route's body surgery (controller.wire._relay): the client's bytes go on
+unchanged except the model value, and what cannot be changed in place is encoded again."""
+
+from __future__ import annotations
+
+import json
+
+from controller.model import Source, StreamChunk, Usage
+from controller.wire._base import SSEEvent
+from controller.wire._relay import Relay, relayed_body, with_model
+
+
+def source(raw: bytes) -> Source:
+    return Source(format="openai", body=json.loads(raw), raw=raw)
+
+
+def test_only_the_model_value_changes_byte_for_byte() -> None:
+    raw = b'{ "messages" : [{"role":"user","content":"h\\u00e9"}],\n  "model" : "gpt-x", "z":1.50}'
+    assert relayed_body(source(raw), "real-model") == raw.replace(
+        b'"model" : "gpt-x"', b'"model":"real-model"'
+    )
+
+
+def test_the_same_model_leaves_the_body_untouched() -> None:
+    raw = b'{"model":"gpt-x","messages":[]}'
+    assert with_model(raw, "gpt-x", "gpt-x") is raw
+
+
+def test_a_nested_model_member_is_not_touched() -> None:
+    raw = b'{"metadata":{"model":"other"},"model":"gpt-x","messages":[]}'
+    assert (
+        with_model(raw, "gpt-x", "real")
+        == b'{"metadata":{"model":"other"},"model":"real","messages":[]}'
+    )
+
+
+def test_model_text_inside_a_string_is_not_a_member() -> None:
+    raw = b'{"messages":[{"content":"say \\"model\\":\\"gpt-x\\""}],"model":"gpt-x"}'
+    assert with_model(raw, "gpt-x", "real") == raw.replace(b'"model":"gpt-x"}', b'"model":"real"}')
+
+
+def test_an_ambiguous_or_escaped_model_is_encoded_again() -> None:
+    twice = b'{"model":"gpt-x","tools":[{"model":"gpt-x"}]}'
+    assert with_model(twice, "gpt-x", "real") is None
+    body = relayed_body(source(twice), "real")
+    assert json.loads(body) == {"model": "real", "tools": [{"model": "gpt-x"}]}
+    escaped = b'{"model":"gpt-\\u0078"}'
+    assert with_model(escaped, "gpt-x", "real") is None
+    assert json.loads(relayed_body(source(escaped), "real")) == {"model": "real"}
+
+
+def test_members_for_the_gateway_s_accounting_go_first() -> None:
+    raw = b'{"model":"m","stream":true}'
+    extra = {"stream_options": {"include_usage": True}}
+    assert relayed_body(source(raw), "real", extra) == (
+        b'{"stream_options":{"include_usage":true},"model":"real","stream":true}'
+    )
+    present = b'{"model":"m","stream":true,"stream_options":{"include_usage":false}}'
+    body = json.loads(relayed_body(source(present), "real", extra))
+    assert body == {"model": "real", "stream": True, "stream_options": {"include_usage": True}}
+
+
+def test_events_are_framed_again_line_for_line() -> None:
+    relay = Relay(b"data: [DONE]\n\n")
+    event = SSEEvent(data='{"a":1}\n{"b":2}', event="custom")
+    assert relay.event(event, []) == b'event: custom\ndata: {"a":1}\ndata: {"b":2}\n\n'
+
+
+def test_the_usage_only_event_the_client_did_not_ask_for_is_held_back() -> None:
+    relay = Relay(b"data: [DONE]\n\n", drop_usage_only=True)
+    usage = SSEEvent(data='{"choices":[],"usage":{"prompt_tokens":1}}')
+    assert relay.event(usage, [StreamChunk(usage=Usage(1, 2))]) == b""
+    text = SSEEvent(data='{"choices":[{"delta":{"content":"x"}}]}')
+    assert relay.event(text, [StreamChunk(text="x")]) != b""
+    # an event without chunks (Azure's prompt filter results, choices: []) still goes
+    assert relay.event(SSEEvent(data='{"choices":[]}'), []) != b""
+
+
+def test_echo_model_renames_the_answer_and_message_start() -> None:
+    relay = Relay(b"", echo_model="asked")
+    assert json.loads(relay.whole(b'{"id":"x","model":"served"}')) == {"id": "x", "model": "asked"}
+    start = SSEEvent(
+        data='{"type":"message_start","message":{"model":"served"}}', event="message_start"
+    )
+    framed = relay.event(start, [])
+    data = framed.decode().split("data: ", 1)[1]
+    assert json.loads(data)["message"]["model"] == "asked"

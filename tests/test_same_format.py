@@ -1,0 +1,628 @@
+"""The same-format route through the gateway, judged by the official SDKs and a recording
+upstream: what a client sends reaches a provider of its own format byte for byte (except the
+model value), and what that provider answers reaches the client as it came. A provider of
+another format is skipped when it cannot honour the request, or serves it without a feature the
+config lets it drop (counted); a 400 names the field when no provider of the tier can.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import anthropic
+import httpx
+import openai
+import pydantic
+import pytest
+from aiohttp import web
+from opentelemetry.sdk.metrics import MeterProvider
+
+from controller.gateway import GatewayServer, GatewaySettings, create_app
+from controller.providers import HttpProvider, codec_for
+from controller.routing.plan import Target, TierPlan
+from controller.routing.policy import never_retry
+from controller.routing.router import Router
+from controller.telemetry import names
+from tests.conftest import Recorder
+from tests.gateway_support import GatewayTestBackend
+from tests.telemetry_support import Harness, make_harness
+
+PROVIDER_KEY = "sk-gateway-provider-key"
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5E"
+    "rkJggg=="
+)
+PDF = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PD4+CmVuZG9iagp0cmFpbGVyCjw8Pj4KJSVFT0YK"
+
+# ---------------------------------------------------------------- canned upstream answers
+
+
+def _sse(*events: tuple[str, Any]) -> bytes:
+    out = []
+    for name, data in events:
+        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+        out.append((f"event: {name}\n" if name else "") + f"data: {text}\n\n")
+    return "".join(out).encode()
+
+
+OPENAI_WHOLE = json.dumps(
+    {
+        "id": "chatcmpl-up1",
+        "object": "chat.completion",
+        "created": 1760000000,
+        "model": "gpt-real-2025-08-07",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": '{"city":"Paris","temp_c":21}',
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": {"content": [{"token": "{", "logprob": -0.01, "bytes": [123]}]},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 31,
+            "completion_tokens": 9,
+            "total_tokens": 40,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_up",
+        "x_future_answer_field": {"kept": [1, 2]},
+    },
+    indent=1,  # not how we would write it: the client must get these bytes, not ours
+).encode()
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    frame = {"id": "chatcmpl-up2", "object": "chat.completion.chunk", "created": 1760000000}
+    return frame | {"model": "gpt-real-2025-08-07", "choices": [choice], **extra}
+
+
+OPENAI_USAGE_EVENT = _sse(
+    (
+        "",
+        {
+            "id": "chatcmpl-up2",
+            "object": "chat.completion.chunk",
+            "created": 1760000000,
+            "model": "gpt-real-2025-08-07",
+            "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        },
+    )
+)
+OPENAI_STREAM_HEAD = _sse(
+    ("", _chunk({"role": "assistant", "content": ""}, obfuscation="ab")),
+    ("", _chunk({"content": "Bon"}, obfuscation="cd")),
+    ("", _chunk({"content": "jour"})),
+    ("", _chunk({}, "stop")),
+)
+OPENAI_STREAM = OPENAI_STREAM_HEAD + OPENAI_USAGE_EVENT + _sse(("", "[DONE]"))
+
+ANTHROPIC_WHOLE = json.dumps(
+    {
+        "id": "msg_up1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-real-20251001",
+        "content": [
+            {"type": "thinking", "thinking": "The user wants...", "signature": "EqQBCgIYAhIM"},
+            {
+                "type": "server_tool_use",
+                "id": "srvtoolu_1",
+                "name": "web_search",
+                "input": {"query": "weather Paris"},
+            },
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+            {
+                "type": "text",
+                "text": "It is sunny.",
+                "citations": [{"type": "web_search_result_location", "url": "u", "title": "t"}],
+            },
+        ],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 12,
+            "cache_creation_input_tokens": 900,
+            "cache_read_input_tokens": 3000,
+            "output_tokens": 40,
+            "server_tool_use": {"web_search_requests": 1},
+        },
+        "container": None,
+    },
+    indent=2,
+).encode()
+
+_MESSAGE_START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_up2",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-real-20251001",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "cache_read_input_tokens": 3000, "output_tokens": 1},
+    },
+}
+ANTHROPIC_STREAM = _sse(
+    ("message_start", _MESSAGE_START),
+    ("ping", {"type": "ping"}),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Let me think."},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "content_block_start",
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "text_delta", "text": "Sunny."},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 15},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+)
+# Opens a message, then fails before any content: must fail over with nothing relayed.
+ANTHROPIC_BROKEN_STREAM = _sse(
+    ("message_start", _MESSAGE_START),
+    ("ping", {"type": "ping"}),
+    ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+)
+
+# ---------------------------------------------------------------- the recording upstream
+
+
+@dataclass
+class Received:
+    path: str
+    body: bytes
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Upstream:
+    """A provider on loopback that keeps every request as it arrived and answers canned bytes
+    (in pieces, for streams), whatever the format it was asked in."""
+
+    received: list[Received] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.received.append(Received(request.path, raw, dict(request.headers)))
+        body = json.loads(raw)
+        anthropic_path = request.path.endswith("/messages")
+        if not body.get("stream"):
+            answer = ANTHROPIC_WHOLE if anthropic_path else OPENAI_WHOLE
+            return web.Response(body=answer, content_type="application/json")
+        if body.get("model") == "claude-broken":
+            answer = ANTHROPIC_BROKEN_STREAM
+        else:
+            answer = ANTHROPIC_STREAM if anthropic_path else OPENAI_STREAM
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        for start in range(0, len(answer), 97):  # pieces that split events and lines
+            await out.write(answer[start : start + 97])
+        await out.write_eof()
+        return out
+
+
+@dataclass
+class Env:
+    url: str
+    upstream: Upstream
+    telemetry: Harness
+    recorder: Recorder
+
+    def last(self) -> Received:
+        return self.upstream.received[-1]
+
+
+TIERS = {
+    "oa": [("up-openai", "gpt-real")],
+    "an": [("up-anthropic", "claude-real")],
+    "mix": [("up-anthropic", "claude-real"), ("up-openai", "gpt-real")],
+    "flaky": [("up-anthropic", "claude-broken"), ("up-anthropic", "claude-real")],
+}
+
+
+@asynccontextmanager
+async def same_format_env(*, droppable: frozenset[str] = frozenset()) -> AsyncIterator[Env]:
+    upstream = Upstream()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", upstream.handle)
+    app.router.add_post("/v1/messages", upstream.handle)
+    async with GatewayServer(app, host="127.0.0.1", port=0, grace=1.0) as up:
+        providers = {
+            "up-openai": HttpProvider(
+                name="up-openai",
+                codec=codec_for("openai"),
+                base_url=f"{up.url}/v1",
+                api_key=PROVIDER_KEY,
+            ),
+            "up-anthropic": HttpProvider(
+                name="up-anthropic",
+                codec=codec_for("anthropic"),
+                base_url=up.url,
+                api_key=PROVIDER_KEY,
+            ),
+        }
+        tiers = {
+            name: TierPlan(name=name, targets=tuple(Target(provider=p, model=m) for p, m in ts))
+            for name, ts in TIERS.items()
+        }
+        telemetry, recorder = make_harness(), Recorder()
+        router = Router(
+            tiers=tiers,
+            providers=providers,
+            listeners=[recorder, telemetry.listener],
+            retry=never_retry,
+            deadline=20.0,
+            droppable=droppable,
+        )
+        tracer = telemetry.tracer_provider.get_tracer("test")
+        meter = MeterProvider().get_meter("test")  # the token-count endpoint's; unused here
+        backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=recorder)
+        app = create_app(backend, settings=GatewaySettings())
+        gateway = GatewayServer(app, host="127.0.0.1", port=0, grace=1.0)
+        async with gateway:
+            yield Env(gateway.url, upstream, telemetry, recorder)
+        await router.aclose()
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    async with same_format_env() as running:
+        yield running
+
+
+def _capturing(
+    sent: list[bytes],
+    client: Callable[..., Any] = httpx.AsyncClient,
+    headers: list[dict[str, str]] | None = None,
+) -> Any:
+    """An HTTP client for an SDK (``client``: its own httpx flavour) that keeps each request
+    body the SDK sends (and its headers, in ``headers``)."""
+    headers = [] if headers is None else headers
+
+    async def keep(request: Any) -> None:
+        sent.append(request.content)
+        headers.append(dict(request.headers))
+
+    return client(event_hooks={"request": [keep]})
+
+
+async def _post_stream(url: str, body: Any) -> bytes:
+    """The whole raw body of a streamed answer."""
+    async with aiohttp.ClientSession() as http, http.post(url, json=body) as answer:
+        assert answer.status == 200, await answer.text()
+        return await answer.read()
+
+
+def _model_set(body: bytes, old: str, new: str) -> bytes:
+    """``body`` with its top-level model value replaced, nothing else touched."""
+    pattern = rb'"model"\s*:\s*"' + re.escape(old.encode()) + rb'"'
+    changed, count = re.subn(pattern, b'"model":"' + new.encode() + b'"', body)
+    assert count == 1
+    return changed
+
+
+# ---------------------------------------------------------------- OpenAI clients, OpenAI provider
+
+
+class Weather(pydantic.BaseModel):
+    city: str
+    temp_c: int
+
+
+async def test_openai_parse_goes_upstream_byte_for_byte_and_answers_as_it_came(env: Env) -> None:
+    sent: list[bytes] = []
+    async with openai.AsyncOpenAI(
+        base_url=env.url + "/v1", api_key="sk-client", max_retries=0, http_client=_capturing(sent)
+    ) as client:
+        content: Any = [
+            {"type": "text", "text": "Weather in the photo's city?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        ]
+        raw = await client.chat.completions.with_raw_response.parse(
+            model="oa",
+            messages=[{"role": "user", "content": content}],
+            response_format=Weather,
+            seed=7,
+            user="end-user-1",
+            reasoning_effort="low",
+            parallel_tool_calls=False,
+            max_completion_tokens=300,
+            logprobs=True,
+            extra_body={"x_future_field": {"nested": [1, "two"]}},
+        )
+    upstream = env.last()
+    assert upstream.body == _model_set(sent[0], "oa", "gpt-real")
+    assert upstream.headers["Authorization"] == f"Bearer {PROVIDER_KEY}"  # ours, not the client's
+    assert raw.http_response.content == OPENAI_WHOLE  # not re-encoded: the provider's bytes
+    completion = raw.parse()
+    assert completion.choices[0].message.parsed == Weather(city="Paris", temp_c=21)
+    assert completion.model == "gpt-real-2025-08-07"  # the snapshot that served
+    assert raw.headers["x-failover-provider"] == "up-openai"
+    assert env.recorder.attempts[-1].usage is not None  # read on the way for telemetry
+    assert env.recorder.attempts[-1].usage.input_tokens == 31
+
+
+async def test_openai_stream_relays_events_and_hides_the_usage_the_gateway_asked_for(
+    env: Env,
+) -> None:
+    body = {"model": "oa", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    relayed = await _post_stream(env.url + "/v1/chat/completions", body)
+    assert json.loads(env.last().body)["stream_options"] == {"include_usage": True}
+    assert relayed == OPENAI_STREAM_HEAD + _sse(("", "[DONE]"))
+    assert env.recorder.attempts[-1].usage is not None  # the gateway still counted the tokens
+    assert env.recorder.attempts[-1].usage.output_tokens == 2
+
+
+async def test_openai_stream_that_asked_for_usage_gets_every_event(env: Env) -> None:
+    sent: list[bytes] = []
+    async with openai.AsyncOpenAI(
+        base_url=env.url + "/v1", api_key="sk-client", max_retries=0, http_client=_capturing(sent)
+    ) as client:
+        stream = await client.chat.completions.create(
+            model="oa",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [chunk async for chunk in stream]
+    assert env.last().body == _model_set(sent[0], "oa", "gpt-real")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Bonjour"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == 7
+
+
+# ---------------------------------------------------------------- Anthropic clients and provider
+
+CLAUDE_CODE_SYSTEM: Any = [
+    {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+    {"type": "text", "text": "Env: linux", "cache_control": {"type": "ephemeral"}},
+    {"type": "text", "text": "Tools follow.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+]
+CLAUDE_CODE_MESSAGES: Any = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is in these?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+            },
+        ],
+    },
+    {"role": "assistant", "content": "Let me look."},
+    {"role": "system", "content": "The user enabled plan mode."},
+    {"role": "user", "content": "Go on."},
+]
+BETAS = ["interleaved-thinking-2025-05-14", "context-management-2025-06-27", "x-future-beta"]
+
+
+async def test_claude_code_shaped_request_reaches_anthropic_as_it_was_sent(env: Env) -> None:
+    sent: list[bytes] = []
+    sent_headers: list[dict[str, str]] = []
+    async with anthropic.AsyncAnthropic(
+        base_url=env.url,
+        api_key="sk-ant-client",
+        max_retries=0,
+        http_client=_capturing(sent, anthropic.DefaultAsyncHttpxClient, sent_headers),
+    ) as client:
+        raw = await client.beta.messages.with_raw_response.create(
+            model="an",
+            max_tokens=2048,
+            system=CLAUDE_CODE_SYSTEM,
+            messages=CLAUDE_CODE_MESSAGES,
+            tools=[
+                {"name": "Bash", "input_schema": {"type": "object"}},
+                {"type": "web_search_20250305", "name": "web_search", "max_uses": 2},
+            ],
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            metadata={"user_id": "user_abc"},
+            betas=BETAS,
+            extra_body={
+                "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+                "output_config": {"effort": "high"},
+                "x_future_field": True,
+            },
+        )
+    upstream = env.last()
+    assert upstream.body == _model_set(sent[0], "an", "claude-real")
+    assert upstream.headers["anthropic-beta"] == ",".join(BETAS)
+    # the client's API version, not the one this code was written against
+    assert upstream.headers["anthropic-version"] == sent_headers[0]["anthropic-version"]
+    assert upstream.headers["x-api-key"] == PROVIDER_KEY
+    assert raw.http_response.content == ANTHROPIC_WHOLE
+    message = await raw.parse()
+    assert [block.type for block in message.content] == [
+        "thinking",
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+    ]
+    assert message.model == "claude-real-20251001"
+    assert message.usage.cache_read_input_tokens == 3000
+    usage = env.recorder.attempts[-1].usage
+    assert usage is not None
+    assert usage.input_tokens == 12 + 900 + 3000  # cache reads and writes counted as input
+
+
+async def test_anthropic_stream_relays_every_event_as_it_came(env: Env) -> None:
+    body = {
+        "model": "an",
+        "max_tokens": 64,
+        "stream": True,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [{"role": "user", "content": "weather?"}],
+    }
+    relayed = await _post_stream(env.url + "/v1/messages", body)
+    assert relayed == ANTHROPIC_STREAM
+    async with (
+        anthropic.AsyncAnthropic(base_url=env.url, api_key="k", max_retries=0) as client,
+        client.messages.stream(**body_without_stream(body)) as stream,
+    ):
+        final = await stream.get_final_message()
+    assert [block.type for block in final.content] == ["thinking", "text"]
+    assert final.content[0].type == "thinking"
+    assert final.content[0].signature == "EqQBCgIYAhIM"
+
+
+def body_without_stream(body: dict[str, Any]) -> Any:
+    return {k: v for k, v in body.items() if k != "stream"}
+
+
+async def test_a_relayed_stream_that_fails_before_its_first_token_fails_over_cleanly(
+    env: Env,
+) -> None:
+    """message_start and a ping came from the first provider, then an error: none of it may
+    reach the client, whose stream is the second provider's alone."""
+    body = {
+        "model": "flaky",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "weather?"}],
+    }
+    relayed = await _post_stream(env.url + "/v1/messages", body)
+    assert relayed == ANTHROPIC_STREAM
+    assert [json.loads(r.body)["model"] for r in env.upstream.received] == [
+        "claude-broken",
+        "claude-real",
+    ]
+
+
+# ---------------------------------------------------------------- across formats: skip, 400, drop
+
+
+def _route_span(env: Env) -> Any:
+    env.telemetry.listener.flush()
+    spans = [s for s in env.telemetry.finished() if s.name == names.SPAN_ROUTE]
+    return spans[-1]
+
+
+async def test_an_image_skips_the_provider_that_cannot_see_it(env: Env) -> None:
+    content: Any = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
+    async with openai.AsyncOpenAI(base_url=env.url + "/v1", api_key="k", max_retries=0) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="mix", messages=[{"role": "user", "content": content}]
+        )
+    assert raw.headers["x-failover-provider"] == "up-openai"  # the Anthropic one was skipped
+    assert [r.path for r in env.upstream.received] == ["/v1/chat/completions"]
+    span = _route_span(env)
+    assert span.attributes[names.FAILOVER_SKIPPED] == ("up-anthropic: image",)
+    assert span.attributes[names.FAILOVER_OUTCOME] == "served"
+
+
+async def test_no_provider_of_the_tier_can_honour_it_is_a_400_naming_the_field(env: Env) -> None:
+    content: Any = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
+    async with openai.AsyncOpenAI(base_url=env.url + "/v1", api_key="k", max_retries=2) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(
+                model="an", messages=[{"role": "user", "content": content}]
+            )
+    error = caught.value
+    assert isinstance(error.body, dict)
+    assert error.body["param"] == "messages[0].content[1]"
+    assert "image" in error.message
+    assert "up-anthropic (anthropic)" in error.message
+    assert "translation.droppable" in error.message
+    assert error.response.headers["x-should-retry"] == "false"
+    assert env.upstream.received == []  # nothing was sent anywhere
+
+
+async def test_a_droppable_feature_is_dropped_counted_and_served_across_formats() -> None:
+    async with same_format_env(droppable=frozenset({"cache_control", "metadata"})) as env:
+        async with anthropic.AsyncAnthropic(base_url=env.url, api_key="k", max_retries=0) as client:
+            message = await client.messages.create(
+                model="oa",
+                max_tokens=64,
+                system=[
+                    {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}
+                ],
+                metadata={"user_id": "u-1"},
+                messages=[{"role": "user", "content": "hi"}],
+            )
+        assert message.content[0].type == "text"  # an OpenAI provider served it, translated
+        upstream = env.last().json()
+        assert upstream["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert "metadata" not in upstream
+        assert _route_span(env).attributes[names.FAILOVER_DROPPED] == ("metadata", "cache_control")
+        counts = env.telemetry.counter(names.METRIC_FEATURES_DROPPED)
+        assert counts == {
+            frozenset({("tier", "oa"), ("feature", "cache_control"), ("provider", "up-openai")}): 1,
+            frozenset({("tier", "oa"), ("feature", "metadata"), ("provider", "up-openai")}): 1,
+        }
+
+
+async def test_without_droppable_the_same_request_is_refused_not_stripped(env: Env) -> None:
+    async with anthropic.AsyncAnthropic(base_url=env.url, api_key="k", max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            await client.messages.create(
+                model="oa",
+                max_tokens=64,
+                system=[
+                    {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}
+                ],
+                messages=[{"role": "user", "content": "hi"}],
+            )
+    assert "system.0.cache_control" in caught.value.message
+    assert env.upstream.received == []
