@@ -247,6 +247,9 @@ class Upstream:
             return web.Response(body=answer, content_type="application/json")
         if body.get("model") == "claude-broken":
             answer = ANTHROPIC_BROKEN_STREAM
+        elif body.get("model") == "claude-pings":  # 1.4 MB of pings before any content
+            answer = _sse(("message_start", _MESSAGE_START))
+            answer += _sse(("ping", {"type": "ping"})) * 50_000 + ANTHROPIC_STREAM
         else:
             answer = ANTHROPIC_STREAM if anthropic_path else OPENAI_STREAM
         out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -273,6 +276,7 @@ TIERS = {
     "an": [("up-anthropic", "claude-real")],
     "mix": [("up-anthropic", "claude-real"), ("up-openai", "gpt-real")],
     "flaky": [("up-anthropic", "claude-broken"), ("up-anthropic", "claude-real")],
+    "pingy": [("up-anthropic", "claude-pings"), ("up-anthropic", "claude-real")],
 }
 
 
@@ -542,6 +546,22 @@ async def test_a_relayed_stream_that_fails_before_its_first_token_fails_over_cle
         "claude-broken",
         "claude-real",
     ]
+
+
+async def test_events_held_before_the_first_token_are_bounded(env: Env) -> None:
+    """A provider that sends pings instead of a first token is cut at 1 MiB held (a fault that
+    fails over), not buffered without end."""
+    body = {
+        "model": "pingy",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "weather?"}],
+    }
+    relayed = await _post_stream(env.url + "/v1/messages", body)
+    assert relayed == ANTHROPIC_STREAM
+    first = env.recorder.attempts[0]
+    assert first.model == "claude-pings"
+    assert first.error_type == "malformed_response"
 
 
 # ---------------------------------------------------------------- across formats: skip, 400, drop

@@ -60,6 +60,9 @@ from controller.wire._relay import Relay
 from controller.wire._sse import SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
+# The most a same-format stream may send before its first content (message_start, pings, block
+# openings) while it is held back so that a failure there can still fail over.
+_MAX_HELD = 1024 * 1024
 # Sent on every call, names in lower case (a codec's own headers win, whatever their case).
 # identity: the answers are small JSON or a stream of events; compressing them saves little
 # and costs CPU on both ends (a body compressed anyway is still decoded, in bounded pieces).
@@ -391,23 +394,27 @@ class _Relayed:
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
         self.pending: list[bytes] = []
+        self._held = 0  # bytes in pending
 
     def attach(
         self, event: SSEEvent, chunks: list[StreamChunk], *, started: bool
     ) -> list[StreamChunk]:
         framed = self._relay.event(event, chunks)
         if framed:
+            self._held += len(framed)
+            if self._held > _MAX_HELD:  # e.g. endless pings instead of a first token
+                raise MalformedResponse(f"over {_MAX_HELD} bytes of events before any content")
             self.pending.append(framed)
         if not chunks:
             return [self.flush()] if started and self.pending else []
-        raw = b"".join(self.pending)
-        self.pending.clear()
+        raw = self.flush().raw or b""
         *before, last = chunks
         return [*(replace(c, raw=b"") for c in before), replace(last, raw=raw)]
 
     def flush(self) -> StreamChunk:
         raw = b"".join(self.pending)
         self.pending.clear()
+        self._held = 0
         return StreamChunk(raw=raw)
 
     def ending(self) -> StreamChunk:
