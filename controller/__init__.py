@@ -6,7 +6,6 @@ The stable public surface is re-exported here (``tests/test_exported_members.py`
 """
 
 from controller._clock import Clock, FakeClock, SystemClock
-from controller._config import Config, load_config, parse_config
 from controller._errors import (
     AllProvidersFailed,
     AuthFailed,
@@ -27,6 +26,7 @@ from controller._errors import (
     RateLimited,
     StreamInterrupted,
 )
+from controller.config import Config, load_config, parse_config
 from controller.control.state import HealthState, KillSwitch, RoutingState, StateHolder
 from controller.events import AttemptEvent, Listener, Outcome, RouteEvent
 from controller.model import (

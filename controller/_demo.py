@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from controller._config import parse_config
+from controller.config import parse_config
 from controller.control.state import HealthState
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.providers.fake import FakeProvider, FaultMode

@@ -25,10 +25,17 @@ import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from controller._config import Config, load_config, readiness_problems, resolve_secret
 from controller._errors import ConfigError, FailoverError, ProviderError
 from controller._loop import LOOPS, loop_factory
 from controller._loop import run as run_loop
+from controller.config import (
+    Config,
+    load_config,
+    readiness_problems,
+    resolve_secret,
+    set_kill_switch,
+    usage_problem,
+)
 from controller.control.state import KillSwitch
 from controller.gateway._ops import MAX_DRILL_SECONDS
 
@@ -298,8 +305,6 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def cmd_kill_switch(args: argparse.Namespace) -> int:
-    from controller._kill_switch_file import set_kill_switch, usage_problem
-
     problem = usage_problem(args.action, args.providers)
     if problem:
         args.usage_error(problem)  # exits 2 before the file is read, let alone written

@@ -1,6 +1,6 @@
 """The assembled process: providers, router, tripwire, notifier and telemetry, from one config.
 
-:class:`Runtime` builds every part from a :class:`~controller._config.Config`, runs the control
+:class:`Runtime` builds every part from a :class:`~controller.config.Config`, runs the control
 loop, the alert dispatcher and the config watcher as background tasks, and offers the gateway
 its narrow :class:`~controller.gateway.backend.GatewayBackend` view (status, readiness, metrics,
 drills). Routers read the routing state without ever waiting on the controller.
@@ -27,11 +27,10 @@ from opentelemetry.trace import Tracer
 
 from controller._alerting import alert_for_transition, kill_switch_alert, rejected_alert
 from controller._clock import Clock, SystemClock
-from controller._config import Config, ProviderConfig, resolve_secret
 from controller._drill import Drillable
 from controller._errors import ConfigError
 from controller._model_names import ModelNames
-from controller._watch import ConfigWatcher
+from controller.config import Config, ConfigWatcher, ProviderConfig, resolve_secret
 from controller.control.decide import Transition
 from controller.control.loop import Controller
 from controller.control.state import KillSwitch, StateHolder

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller._config import load_config
-from controller._kill_switch_file import rewrite
 from controller._loop import loop_factory
+from controller.config import load_config
+from controller.config._kill_switch_file import rewrite
 from controller.control.state import KillSwitch
 from controller.providers.fake import FakeProvider
 from tests.fakes_chat import unused_port

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from controller._config import load_config
 from controller.cli import build_parser, main
+from controller.config import load_config
 from controller.gateway._ops import MAX_DRILL_SECONDS
 from tests.fakes_chat import unused_port
 

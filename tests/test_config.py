@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from controller._config import load_config, parse_config, resolve_secret
 from controller._errors import ConfigError
+from controller.config import load_config, parse_config, resolve_secret
 from controller.control.state import KillSwitch
 from controller.routing.plan import Strategy
 

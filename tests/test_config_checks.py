@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from controller._clock import FakeClock
-from controller._config import load_config, parse_config
 from controller._errors import AuthFailed, Overloaded, ProviderError
 from controller.cli import main
+from controller.config import load_config, parse_config
 from controller.control.config import TripwireConfig
 from controller.control.loop import Controller
 from controller.control.state import HealthState, KillSwitch, RoutingState, StateHolder
@@ -319,7 +319,7 @@ def test_unroutable_tiers_agree_with_the_routing_plan(
 
 
 def from_config(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "controller._config"]
+    return [r for r in caplog.records if r.name == "controller.config._model"]
 
 
 async def test_serve_and_reload_apply_an_unroutable_kill_switch_with_a_warning(
@@ -328,7 +328,7 @@ async def test_serve_and_reload_apply_an_unroutable_kill_switch_with_a_warning(
     """The operator's switch is applied to the tiers that can follow it; the rest is loud."""
     path = write(tmp_path, config_text(tmp_path / "state.json", kill="disable: [a]"))
     runtime = Runtime(load_config(path), config_path=path, env={}, clock=FakeClock())
-    with caplog.at_level(logging.WARNING, logger="controller._config"):
+    with caplog.at_level(logging.WARNING, logger="controller.config._model"):
         await runtime.start()
         try:
             assert runtime.holder.current.kill_switch == KillSwitch(disable=("a",))

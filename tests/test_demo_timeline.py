@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from controller._clock import FakeClock
-from controller._config import parse_config
 from controller._demo import DEMO_CONFIG, Narrator, Story, Tally, _Fresh, _summary
+from controller.config import parse_config
 from controller.control.decide import TransitionKind
 from controller.control.state import HealthState
 from controller.runtime import Runtime

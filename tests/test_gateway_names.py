@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from controller._config import parse_config
+from controller.config import parse_config
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.providers.fake import FakeProvider
 from controller.runtime import Runtime

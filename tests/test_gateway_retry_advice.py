@@ -23,7 +23,7 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from controller._clock import FakeClock
-from controller._config import parse_config
+from controller.config import parse_config
 from controller.control.state import HealthState
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.providers.fake import FakeProvider, FaultMode

@@ -19,7 +19,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from controller._config import load_config
+from controller.config import load_config
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.providers.fake import FakeProvider, FaultMode
 from controller.runtime import Runtime

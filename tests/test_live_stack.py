@@ -35,7 +35,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from controller._config import load_config
+from controller.config import load_config
 from controller.control.state import HealthState
 from controller.gateway import HEADER_PROVIDER, GatewayServer, GatewaySettings, create_app
 from controller.providers.fake import FakeProvider, FaultMode

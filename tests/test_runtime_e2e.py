@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controller._config import load_config
+from controller.config import load_config
 from controller.control.state import HealthState
 from controller.events import AttemptReason
 from controller.model import Message, Request

@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 
 from controller._clock import FakeClock
-from controller._config import parse_config
 from controller._demo import DEMO_CONFIG
+from controller.config import parse_config
 from controller.control.state import (
     HealthState,
     KillSwitch,

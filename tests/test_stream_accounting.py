@@ -32,7 +32,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from controller._clock import FakeClock
-from controller._config import parse_config
 from controller._errors import (
     AllProvidersFailed,
     CallerError,
@@ -42,6 +41,7 @@ from controller._errors import (
     StreamInterrupted,
     StreamTooLong,
 )
+from controller.config import parse_config
 from controller.events import Outcome, RouteOutcome
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import FinishReason, Message, Request, StreamChunk, Usage

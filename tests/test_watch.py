@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from controller._clock import FakeClock
-from controller._config import Config, parse_config
 from controller._errors import ConfigError
-from controller._watch import ConfigWatcher
+from controller.config import Config, ConfigWatcher, parse_config
 from tests.config_support import rewrite_in_place
 
 GOOD = """\

@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from controller._config import load_config
+from controller.config import load_config
 from controller.control.config import TripwireConfig
 from controller.control.state import HealthState
 from controller.notify.config import NotifyConfig

@@ -644,7 +644,7 @@ def log(text: str) -> None:
 # ------------------------------------------------------------- the in-process gateway launcher
 async def serve_gateway(config_path: str) -> None:
     """Runtime + GatewayServer from a config file, until SIGTERM (``--launcher inprocess``)."""
-    from controller._config import load_config
+    from controller.config import load_config
     from controller.gateway import GatewayServer, GatewaySettings, create_app
     from controller.runtime import Runtime
 

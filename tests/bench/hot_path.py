@@ -37,8 +37,8 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from controller import _json
-from controller._config import load_config
 from controller._loop import loop_factory
+from controller.config import load_config
 from controller.gateway import GatewaySettings, create_app
 from controller.model import Request, Response, StreamChunk
 from controller.providers import Timeouts, codec_for

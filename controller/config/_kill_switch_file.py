@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from controller._config import Config, parse_config
 from controller._errors import ConfigError, FailoverError
+from controller.config._model import Config, parse_config
 from controller.control.state import KillSwitch
 
 
@@ -103,7 +103,7 @@ def _write_in_place(path: Path, data: bytes, *, old: bytes) -> None:
     (read-only or immutable file, wrong owner), and if writing fails part-way (disk full, I/O
     error) the old bytes, which fit in blocks the file already has, are put back before the
     error is reported. A reader can still catch the file mid-write; the gateway's watcher waits
-    for the file to hold still before it reads (see ``controller/_watch.py``).
+    for the file to hold still before it reads (see ``controller/config/_watch.py``).
     """
     try:
         fd = os.open(path, os.O_WRONLY | getattr(os, "O_BINARY", 0))  # no O_TRUNC, no O_CREAT

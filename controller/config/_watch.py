@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from controller._clock import Clock
-from controller._config import Config, parse_config_bytes
 from controller._errors import ConfigError
+from controller.config._model import Config, parse_config_bytes
 
 log = logging.getLogger(__name__)
 
