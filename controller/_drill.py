@@ -3,17 +3,25 @@
 :class:`Drillable` wraps a provider; while a drill is on, every attempt fails at once with
 ``Overloaded("drill: simulated outage")`` without touching the network. The failures flow
 through the router like real ones, so the tripwire trips, traffic fails over, the alert goes
-out and, once the drill ends, probes succeed and traffic fails back.
+out and, once the drill ends, probes succeed and traffic fails back. :func:`start_drill` is what
+the admin API's ``POST /admin/drill`` (and ``failover drill``) runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from controller._clock import Clock
 from controller._errors import Overloaded
 from controller.model import Request, Response, StreamChunk
 from controller.providers.base import CountsTokens, Provider, Timeouts
+
+log = logging.getLogger(__name__)
+
+#: The longest drill :func:`start_drill` starts; a longer request is cut to it.
+MAX_SECONDS = 3600.0
 
 
 class Drillable:
@@ -73,3 +81,15 @@ class Drillable:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def start_drill(
+    providers: Mapping[str, Drillable], provider: str, seconds: float
+) -> dict[str, Any]:
+    """Put ``provider`` into a drill for ``seconds`` (held within 0..:data:`MAX_SECONDS`) and
+    say so; returns the admin API's answer. Raises KeyError for an unknown provider."""
+    target = providers[provider]
+    seconds = max(0.0, min(seconds, MAX_SECONDS))
+    target.start_drill(seconds)
+    log.warning("drill: simulating an outage of %s for %.0f s", provider, seconds)
+    return {"provider": provider, "seconds": seconds, "drill": True}

@@ -3,7 +3,9 @@
 :class:`Runtime` builds every part from a :class:`~controller.config.Config`, runs the control
 loop, the alert dispatcher and the config watcher as background tasks, and offers the gateway
 its narrow :class:`~controller.gateway.backend.GatewayBackend` view (status, readiness, metrics,
-drills). Routers read the routing state without ever waiting on the controller.
+drills). Routers read the routing state without ever waiting on the controller. What the gateway
+is shown is built in :mod:`controller._status`, the alert list kept in
+:mod:`controller._alert_history`, drills run by :mod:`controller._drill`; this module wires.
 
 Hot reload: the kill switch, tiers, aliases and ``default_tier`` take effect on save (within two
 polls of the watcher, about 0.5 s: it waits for the file to hold still); a change to
@@ -17,7 +19,6 @@ import asyncio
 import collections
 import logging
 import os
-import random
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,20 @@ from typing import Any
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
+from controller._alert_history import HISTORY, AlertHistory
 from controller._alerting import alert_for_transition, kill_switch_alert, rejected_alert
 from controller._clock import Clock, SystemClock
-from controller._drill import Drillable
+from controller._drill import Drillable, start_drill
 from controller._errors import ConfigError
 from controller._model_names import ModelNames
+from controller._status import (
+    TierPlans,
+    event_entry,
+    readiness,
+    status_document,
+    tier_plans,
+    tier_routes,
+)
 from controller.config import Config, ConfigWatcher, ProviderConfig, resolve_secret
 from controller.control.decide import Transition
 from controller.control.loop import Controller
@@ -38,9 +48,8 @@ from controller.control.store import FileStateStore, MemoryStateStore, StateStor
 from controller.events import AttemptEvent, Outcome, RouteEvent
 from controller.notify import Dispatcher, senders_from_env
 from controller.notify.alert import Alert
-from controller.notify.dispatcher import DROPPED, FAILED, SENT, Delivery, Submitted
 from controller.providers import HttpProvider, codec_for
-from controller.routing.plan import Plan, Target, TierPlan, make_plan
+from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import Router
 from controller.signals.window import SignalWindows
@@ -48,9 +57,6 @@ from controller.telemetry.setup import Telemetry, setup_telemetry
 
 log = logging.getLogger(__name__)
 
-_HISTORY = 50
-# Why the dispatcher did not queue an alert, as the status page's alert list says it.
-_NOT_SENT = {Submitted.QUEUE_FULL: "alert queue full", Submitted.CLOSING: "shutting down"}
 # Config sections whose change needs a restart (hot reload: kill_switch, tiers, aliases,
 # translation).
 _RESTART_SECTIONS = (
@@ -148,6 +154,7 @@ class Runtime:
         self.clock = clock or SystemClock()
         self.config = config
         self._names = model_names(config)
+        self._models = probe_models(config)
         self.config_path = Path(config_path) if config_path else None
         self.telemetry = telemetry or setup_telemetry(
             service_name=config.telemetry.service_name,
@@ -168,9 +175,27 @@ class Runtime:
             bucket_seconds=config.controller.bucket_seconds,
         )
         self._wake = _Wake()
+        self.router = self._build_router(config)
+        self.store = store or (
+            FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()
+        )
+        self.controller = self._build_controller(config)
+        self._wake.controller = self.controller
+        self.history = AlertHistory(now=self.controller.now)
+        self.dispatcher = Dispatcher(
+            senders=senders_from_env(config.notify, self.env),
+            clock=self.clock,
+            cfg=config.notify,
+            meter=self.telemetry.meter,
+            on_outcome=[self.history.on_outcome],
+        )
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
+        self.watcher: ConfigWatcher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _build_router(self, config: Config) -> Router:
         retry = config.routing.retry
-        self._models = probe_models(config)
-        self.router = Router(
+        return Router(
             tiers=build_tiers(config),
             providers=self.providers,
             state=self.holder,
@@ -190,10 +215,9 @@ class Runtime:
             sample_root=self.telemetry.sample_root,
             droppable=frozenset(config.translation.droppable),
         )
-        self.store = store or (
-            FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()
-        )
-        self.controller = Controller(
+
+    def _build_controller(self, config: Config) -> Controller:
+        return Controller(
             clock=self.clock,
             windows=self.windows,
             holder=self.holder,
@@ -204,22 +228,11 @@ class Runtime:
             on_transition=[self._on_transition],
             meter=self.telemetry.meter,
         )
-        self._wake.controller = self.controller
-        self.dispatcher = Dispatcher(
-            senders=senders_from_env(config.notify, self.env),
-            clock=self.clock,
-            cfg=config.notify,
-            meter=self.telemetry.meter,
-            on_outcome=[self._on_alert_outcome],
-        )
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=_HISTORY)
-        self.alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=_HISTORY)
-        # The alerts behind ``self.alerts`` entries, to mark them as channels take them.
-        self._listed: collections.deque[tuple[Alert, dict[str, Any]]] = collections.deque(
-            maxlen=_HISTORY
-        )
-        self.watcher: ConfigWatcher | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def alerts(self) -> collections.deque[dict[str, Any]]:
+        """The latest alerts, newest first, as the status document lists them."""
+        return self.history.entries
 
     # ----------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -263,23 +276,9 @@ class Runtime:
         return await self.router.probe(provider, model, within=within)
 
     def _on_transition(self, transition: Transition) -> None:
-        observed = "" if transition.enforced else " (observe mode: not enforced)"
-        text = (
-            f"{transition.provider}: {transition.from_state.value} -> "
-            f"{transition.to_state.value} ({transition.reason}){observed}"
-        )
-        self.events.appendleft({"time": transition.at, "text": text, "kind": transition.kind})
-        with self.tracer.start_as_current_span("failover.routing_flip") as span:
-            span.add_event(
-                "routing.flip",
-                {
-                    "failover.provider": transition.provider,
-                    "failover.transition": transition.kind.value,
-                    "failover.state.from": transition.from_state.value,
-                    "failover.state.to": transition.to_state.value,
-                    "failover.state.version": self.holder.current.version,
-                },
-            )
+        """List the flip (status page), trace it, and alert when it is worth a page."""
+        self.events.appendleft(event_entry(transition))
+        _trace_flip(self.tracer, transition, version=self.holder.current.version)
         alert = alert_for_transition(
             transition,
             state=self.holder.current,
@@ -291,52 +290,9 @@ class Runtime:
             self.notify(alert)
 
     def notify(self, alert: Alert) -> None:
-        """Hand ``alert`` to the dispatcher and list it (status page, demo), newest first.
-
-        A repeat within the cooldown is not listed: it was not sent, and the earlier one is. One
-        the dispatcher dropped (queue full, shutting down) is listed with ``"sent": false`` and
-        the reason in its text: that is when the operator needs the page. A queued one stays
-        ``"sent": null`` until a channel takes it (:meth:`_on_alert_outcome`).
-        """
-        submitted = self.dispatcher.submit(alert)
-        if submitted is Submitted.DEDUPLICATED:
-            return
-        subject = alert.provider or alert.tier or ""
-        text = " ".join(p for p in (subject, alert.event.value.replace("_", " ")) if p)
-        if alert.detail:
-            text += f": {alert.detail}"
-        if not submitted:
-            text += f" (not sent: {_NOT_SENT[submitted]})"
-        entry: dict[str, Any] = {
-            "time": alert.at,
-            "severity": alert.severity.value,
-            "event": alert.event,
-            "text": text,
-            "sent": None if submitted else False,
-            "delivered_at": None,
-            "delivered": {},  # channel -> when it first took the alert
-            "not_sent_to": [],
-        }
-        self.alerts.appendleft(entry)
-        self._listed.appendleft((alert, entry))
-
-    def _on_alert_outcome(self, outcome: Delivery) -> None:
-        """Mark the listed alerts a message stood for: ``delivered_at`` when a channel first
-        took it and ``delivered`` when each did (on the controller's clock, like the transitions
-        it reports), and each channel that failed or dropped it in ``not_sent_to``."""
-        if outcome.result not in (SENT, FAILED, DROPPED):
-            return
-        for alert, entry in self._listed:
-            if not any(alert is member for member in outcome.message.alerts):
-                continue
-            if outcome.result != SENT:
-                if outcome.channel not in entry["not_sent_to"]:
-                    entry["not_sent_to"].append(outcome.channel)
-            elif outcome.channel not in entry["delivered"]:
-                now = self.controller.now()
-                entry["delivered"][outcome.channel] = now
-                if entry["delivered_at"] is None:
-                    entry.update(sent=True, delivered_at=now)
+        """Hand ``alert`` to the dispatcher and list it (status page, demo), newest first: see
+        :mod:`controller._alert_history` for what is listed and how it is marked."""
+        self.history.add(alert, self.dispatcher.submit(alert))
 
     def _apply_kill_switch(self, switch: KillSwitch, *, changed_by: str) -> None:
         before = self.holder.current.kill_switch
@@ -400,96 +356,52 @@ class Runtime:
 
     def routes(self) -> dict[str, tuple[str, ...]]:
         """Where each tier's traffic goes now, in order (no randomness: the configured order)."""
-        return {name: tuple(t.provider for t in plan.targets) for name, plan in self._plans()}
+        return tier_routes(self._plans())
 
-    def _plans(self) -> list[tuple[str, Plan]]:
-        """Each tier's plan as a request would see it now (fixed seed: a stable view)."""
-        state = self.holder.current
-        return [
-            (
-                name,
-                make_plan(
-                    tier,
-                    state,
-                    default_models=self._models,
-                    rng=random.Random(0),
-                    latency_of=self.router.latency.latency,
-                ),
-            )
-            for name, tier in self.router.tiers.items()
-        ]
+    def _plans(self) -> TierPlans:
+        return tier_plans(
+            self.router.tiers,
+            self.holder.current,
+            default_models=self._models,
+            latency_of=self.router.latency.latency,
+        )
 
     def ready(self) -> tuple[bool, str]:
-        for name, plan in self._plans():
-            if not plan.targets:
-                return False, f"tier {name}: {plan.reason}"
-            if plan.panic:
-                return False, f"tier {name}: every provider is tripped"
-        return True, "ready"
+        return readiness(self._plans())
 
     def status(self) -> dict[str, Any]:
         """The status document (the shape ``controller/gateway/_status_page.py`` reads)."""
-        state = self.holder.current
-        snapshot = self.controller.snapshot
-        cfg = self.config.controller
-        providers: list[dict[str, Any]] = []
-        for name in self.config.providers:
-            status = state.status(name)
-            signals = snapshot.providers.get(name) if snapshot is not None else None
-            providers.append(
-                {
-                    "name": name,
-                    "kind": self.providers[name].kind,
-                    "state": status.state.value,
-                    "since": status.since,
-                    "reason": status.reason,
-                    "trip_count": status.trip_count,
-                    "traffic_share": status.traffic_share,
-                    "error_rate": signals.error_rate if signals else 0.0,
-                    "requests": signals.requests if signals else 0,
-                    "threshold": cfg.error_rate_threshold,
-                    "drill": self.providers[name].drilling,
-                }
-            )
-        tiers = [
-            {
-                "name": name,
-                "serving": plan.targets[0].provider if plan.targets else None,
-                "route": [t.provider for t in plan.targets],
-                "panic": plan.panic,
-                "reason": plan.reason,
-            }
-            for name, plan in self._plans()
-        ]
-        switch = state.kill_switch
-        return {
-            "version": state.version,
-            "updated_at": state.updated_at,
-            "changed_by": state.changed_by,
-            "mode": cfg.mode,
-            "window_seconds": cfg.window_seconds,
-            "tiers": tiers,
-            "providers": providers,
-            "kill_switch": {
-                "active": switch.active,
-                "pin": switch.pin,
-                "disable": list(switch.disable),
-                "describe": switch.describe(),
-            },
-            "events": list(self.events),
-            "alerts": list(self.alerts),
-        }
+        return status_document(
+            state=self.holder.current,
+            snapshot=self.controller.snapshot,
+            tripwire=self.config.controller,
+            providers=self.providers,
+            plans=self._plans(),
+            events=self.events,
+            alerts=self.history.entries,
+        )
 
     def render_metrics(self) -> tuple[bytes, str]:
         self.telemetry.listener.flush()
         return self.telemetry.render_prometheus(), self.telemetry.prometheus_content_type
 
     async def drill(self, provider: str, seconds: float) -> dict[str, Any]:
-        target = self.providers[provider]  # KeyError for an unknown provider
-        seconds = max(0.0, min(seconds, 3600.0))
-        target.start_drill(seconds)
-        log.warning("drill: simulating an outage of %s for %.0f s", provider, seconds)
-        return {"provider": provider, "seconds": seconds, "drill": True}
+        return start_drill(self.providers, provider, seconds)
+
+
+def _trace_flip(tracer: Tracer, transition: Transition, *, version: int) -> None:
+    """A ``failover.routing_flip`` span holding the flip as its ``routing.flip`` event."""
+    with tracer.start_as_current_span("failover.routing_flip") as span:
+        span.add_event(
+            "routing.flip",
+            {
+                "failover.provider": transition.provider,
+                "failover.transition": transition.kind.value,
+                "failover.state.from": transition.from_state.value,
+                "failover.state.to": transition.to_state.value,
+                "failover.state.version": version,
+            },
+        )
 
 
 def _membership(config: Config) -> dict[str, list[str]]:
