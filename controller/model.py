@@ -10,12 +10,15 @@ A conversation is a tuple of :class:`Message`. Tool use is represented uniformly
 * the result of a call is a ``role="tool"`` message whose ``tool_call_id`` names the call.
 
 Formats that key results by function name (Gemini) look the name up from the calling turn.
+
+A user turn or a tool result may hold images and documents among its text: ``Message.parts``
+keeps them in order (see :class:`Message`), while ``content`` stays the turn's text.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,12 +52,52 @@ class ToolCall:
     arguments: str = "{}"
 
 
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """A piece of text among a turn's images or documents."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImagePart:
+    """An image: base64 ``data`` of ``media_type`` (``image/png``), or a ``url`` the provider
+    fetches (``media_type`` is then "" unless the client named it)."""
+
+    media_type: str = ""
+    data: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DocumentPart:
+    """A document: base64 ``data`` of ``media_type`` (a PDF, or UTF-8 text for ``text/plain``),
+    or a ``url`` the provider fetches.
+
+    ``name`` is its file name (OpenAI requires one; a label of the bytes), ``title`` a title the
+    client gave the model to see (Anthropic's ``title``); either may be empty.
+    """
+
+    media_type: str = "application/pdf"
+    data: str = ""
+    url: str = ""
+    name: str = ""
+    title: str = ""
+
+
+Part = TextPart | ImagePart | DocumentPart
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
     """One conversation turn.
 
     ``role="tool"`` messages carry a tool result in ``content`` and the call's ``tool_call_id``;
     ``is_error`` marks a failed tool execution.
+
+    ``parts`` is the content of a user turn or a tool result, in order, when it holds an image or
+    a document (empty otherwise); ``content`` is then the text of its text parts joined with
+    newlines, for code that reads text only. :func:`parts_message` builds such a turn.
     """
 
     role: Role
@@ -62,6 +105,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     is_error: bool = False
+    parts: tuple[Part, ...] = ()
 
 
 ToolChoice = Literal["auto", "none", "required"] | str
@@ -177,6 +221,22 @@ class StreamChunk:
 def text_message(role: Role, content: str) -> Message:
     """Shorthand for a plain text turn."""
     return Message(role=role, content=content)
+
+
+def parts_message(
+    role: Role, parts: Sequence[Part], *, tool_call_id: str | None = None, is_error: bool = False
+) -> Message:
+    """A turn whose content is ``parts``: its text in ``content``, and ``parts`` kept when one
+    of them is an image or a document (a text-only turn is a plain one)."""
+    text = "\n".join(part.text for part in parts if isinstance(part, TextPart))
+    media = any(not isinstance(part, TextPart) for part in parts)
+    return Message(
+        role=role,
+        content=text,
+        tool_call_id=tool_call_id,
+        is_error=is_error,
+        parts=tuple(parts) if media else (),
+    )
 
 
 def assemble(chunks: list[StreamChunk], *, id: str, model: str, provider: str = "") -> Response:

@@ -573,10 +573,11 @@ def _route_span(env: Env) -> Any:
     return spans[-1]
 
 
-async def test_an_image_skips_the_provider_that_cannot_see_it(env: Env) -> None:
+async def test_audio_skips_the_provider_that_cannot_hear_it(env: Env) -> None:
+    """(Images translate now: tests/test_gateway_media.py.)"""
     content: Any = [
         {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "input_audio", "input_audio": {"data": PNG, "format": "wav"}},
     ]
     async with openai.AsyncOpenAI(base_url=env.url + "/v1", api_key="k", max_retries=0) as client:
         raw = await client.chat.completions.with_raw_response.create(
@@ -585,14 +586,14 @@ async def test_an_image_skips_the_provider_that_cannot_see_it(env: Env) -> None:
     assert raw.headers["x-failover-provider"] == "up-openai"  # the Anthropic one was skipped
     assert [r.path for r in env.upstream.received] == ["/v1/chat/completions"]
     span = _route_span(env)
-    assert span.attributes[names.FAILOVER_SKIPPED] == ("up-anthropic: image",)
+    assert span.attributes[names.FAILOVER_SKIPPED] == ("up-anthropic: audio",)
     assert span.attributes[names.FAILOVER_OUTCOME] == "served"
 
 
 async def test_no_provider_of_the_tier_can_honour_it_is_a_400_naming_the_field(env: Env) -> None:
     content: Any = [
         {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "input_audio", "input_audio": {"data": PNG, "format": "wav"}},
     ]
     async with openai.AsyncOpenAI(base_url=env.url + "/v1", api_key="k", max_retries=2) as client:
         with pytest.raises(openai.BadRequestError) as caught:
@@ -602,7 +603,7 @@ async def test_no_provider_of_the_tier_can_honour_it_is_a_400_naming_the_field(e
     error = caught.value
     assert isinstance(error.body, dict)
     assert error.body["param"] == "messages[0].content[1]"
-    assert "image" in error.message
+    assert "audio" in error.message
     assert "up-anthropic (anthropic)" in error.message
     assert "translation.droppable" in error.message
     assert error.response.headers["x-should-retry"] == "false"

@@ -79,7 +79,8 @@ def test_openai_top_level_fields_a_translation_would_lose(
     assert openai_found(**extra) == (Untranslatable(*expected),)
 
 
-def test_openai_images_audio_and_message_names_are_noted_where_they_are() -> None:
+def test_openai_audio_image_detail_and_message_names_are_noted_where_they_are() -> None:
+    """Images translate (tests/test_wire_media.py); audio and a ``detail`` do not."""
     messages = [
         {"role": "system", "content": "be brief", "name": "rules"},
         {
@@ -88,18 +89,24 @@ def test_openai_images_audio_and_message_names_are_noted_where_they_are() -> Non
                 {"type": "text", "text": "what is this?"},
                 {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
                 {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}},
-                {"type": "image_url", "image_url": {"url": "https://example.invalid/b.png"}},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "https://example.invalid/b.png", "detail": "low"},
+                },
+                {"type": "file", "file": {"file_id": "file-abc"}},
             ],
         },
     ]
     body = {"model": "m", "messages": messages}
     _, request = OPENAI.parse_request(body)
     assert request.messages[0].content == "what is this?"  # the text still decodes
+    assert len(request.messages[0].parts) == 3  # the text and the two images
     assert request.source is not None
     assert request.source.untranslatable == (
         Untranslatable("name", "messages[0].name"),
-        Untranslatable("image", "messages[1].content[1]"),  # the first image's place
         Untranslatable("audio", "messages[1].content[2]"),
+        Untranslatable("image_detail", "messages[1].content[3].image_url.detail"),
+        Untranslatable("file_id", "messages[1].content[4].file.file_id"),
     )
 
 
@@ -164,8 +171,6 @@ def test_claude_code_shaped_request_notes_what_only_anthropic_honours() -> None:
         Untranslatable("thinking", "thinking"),
         Untranslatable("metadata", "metadata"),
         Untranslatable("context_management", "context_management"),
-        Untranslatable("image", "messages.2.content.0"),
-        Untranslatable("document", "messages.2.content.1"),
         Untranslatable("cache_control", "system.0.cache_control"),
         Untranslatable("web_search_20250305", "tools.1"),
     )
@@ -181,7 +186,7 @@ def test_anthropic_disabled_thinking_and_parallel_defaults_are_translatable() ->
     )
 
 
-def test_anthropic_images_in_tool_results_and_server_tool_history_are_noted() -> None:
+def test_anthropic_server_tool_history_is_noted_and_images_in_tool_results_are_not() -> None:
     messages = [
         {"role": "user", "content": "look"},
         {
@@ -199,7 +204,10 @@ def test_anthropic_images_in_tool_results_and_server_tool_history_are_noted() ->
                     "tool_use_id": "t1",
                     "content": [
                         {"type": "text", "text": "a screenshot"},
-                        {"type": "image", "source": {"type": "base64", "data": PNG}},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                        },
                     ],
                 }
             ],
@@ -207,5 +215,4 @@ def test_anthropic_images_in_tool_results_and_server_tool_history_are_noted() ->
     ]
     assert anthropic_found(messages=messages) == (
         Untranslatable("server_tool_use", "messages.1.content.0"),
-        Untranslatable("image", "messages.2.content.0.content.1"),
     )

@@ -17,12 +17,16 @@ from controller._errors import (
     ProviderError,
 )
 from controller.model import (
+    DocumentPart,
     FinishReason,
+    ImagePart,
     Message,
+    Part,
     Request,
     Response,
     Source,
     StreamChunk,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
@@ -48,6 +52,7 @@ from controller.wire._common import (
     parse_retry_after,
     require,
 )
+from controller.wire._media import TEXT, text_of
 from controller.wire._relay import Relay, relayed_body
 from controller.wire._sse import sse
 
@@ -103,9 +108,13 @@ def _encode_message(message: Message, where: str) -> tuple[str, list[dict[str, A
             "tool_use_id": message.tool_call_id or "",
             "content": message.content,
         }
+        if message.parts:
+            block["content"] = _part_blocks(message.parts)
         if message.is_error:
             block["is_error"] = True
         return "user", [block]
+    if message.role == "user" and message.parts:
+        return "user", _part_blocks(message.parts)
     if message.role == "user":
         return "user", [{"type": "text", "text": message.content}]
     blocks: list[dict[str, Any]] = []
@@ -115,6 +124,25 @@ def _encode_message(message: Message, where: str) -> tuple[str, list[dict[str, A
         args = arguments_or_empty(call, log, where=where, sent="sent as input {}")
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": args})
     return "assistant", blocks
+
+
+def _part_blocks(parts: Sequence[Part]) -> list[dict[str, Any]]:
+    """Text, image and document blocks, in order (empty text left out: the API refuses it)."""
+    return [_part_block(part) for part in parts if not isinstance(part, TextPart) or part.text]
+
+
+def _part_block(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    source: dict[str, Any] = {"type": "base64", "media_type": part.media_type, "data": part.data}
+    if part.url:
+        source = {"type": "url", "url": part.url}
+    elif isinstance(part, DocumentPart) and part.media_type == TEXT:
+        source = {"type": "text", "media_type": TEXT, "data": text_of(part)}
+    if isinstance(part, ImagePart):
+        return {"type": "image", "source": source}
+    title = part.title or part.name  # a file name is the only label such a document has
+    return {"type": "document", "source": source} | ({"title": title} if title else {})
 
 
 def _encode_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:

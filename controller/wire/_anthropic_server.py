@@ -21,17 +21,22 @@ from controller._errors import (
     RateLimited,
 )
 from controller.model import (
+    DocumentPart,
     FinishReason,
+    ImagePart,
     Message,
+    Part,
     Request,
     Response,
     Source,
     StreamChunk,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolDefinition,
     Usage,
+    parts_message,
 )
 from controller.wire._anthropic_common import (
     CONTEXT_MARKERS,
@@ -41,6 +46,7 @@ from controller.wire._anthropic_common import (
     dump_arguments,
 )
 from controller.wire._common import Notes, is_json_kind, retry_after_headers, status_for
+from controller.wire._media import text_data
 from controller.wire._sse import sse
 
 __all__ = ["AnthropicServerCodec"]
@@ -120,11 +126,20 @@ _TOOL_USE_MEMBERS = frozenset({"type", "id", "name", "input"})
 _TOOL_RESULT_MEMBERS = frozenset({"type", "tool_use_id", "content", "is_error"})
 _TOOL_MEMBERS = frozenset({"type", "name", "description", "input_schema"})
 _TOOL_CHOICE_MEMBERS = frozenset({"type", "name"})
+_MEDIA_MEMBERS = {
+    "image": frozenset({"type", "source"}),
+    "document": frozenset({"type", "source", "title"}),
+}
+_SOURCE_MEMBERS = {
+    "base64": frozenset({"type", "media_type", "data"}),
+    "url": frozenset({"type", "url"}),
+    "text": frozenset({"type", "media_type", "data"}),  # a plain-text document
+}
 
 
 def _texts(content: Any, where: str, notes: Notes) -> str:
-    """Text blocks (system prompt, tool result content), joined with newlines; any other
-    block is noted by its type (``image`` in a tool result)."""
+    """Text blocks (a system prompt), joined with newlines; any other block is noted by its
+    type."""
     texts: list[str] = []
     for path, block in _blocks_at(content, where):
         if block["type"] != "text":
@@ -135,30 +150,76 @@ def _texts(content: Any, where: str, notes: Notes) -> str:
     return "\n".join(texts)
 
 
+def _source(kind: str, block: dict[str, Any], where: str, notes: Notes) -> Part | None:
+    """The image or document a block's ``source`` holds: base64, a URL, or (a document) text.
+    A ``file`` source names a file uploaded to Anthropic, which no other provider can read, and
+    a document made of content blocks is not carried: both noted."""
+    source = _field(block, "source", dict, where, required=True)
+    path = f"{where}.source"
+    source_type = _field(source, "type", str, path, required=True)
+    if source_type == "file":
+        notes.add("file_id", path)
+        return None
+    if source_type not in _SOURCE_MEMBERS or (kind, source_type) == ("image", "text"):
+        notes.add(f"{kind} source {source_type}", path)  # content, and types newer than this
+        return None
+    notes.extra(source, _SOURCE_MEMBERS[source_type], path, ".")
+    title = _field(block, "title", str, where) or ""
+    if source_type == "url":
+        url: str = _field(source, "url", str, path, required=True)
+        return ImagePart(url=url) if kind == "image" else DocumentPart(url=url, title=title)
+    media_type: str = _field(source, "media_type", str, path, required=True)
+    data: str = _field(source, "data", str, path, required=True)
+    if kind == "image":
+        return ImagePart(media_type=media_type, data=data)
+    data = text_data(data) if source_type == "text" else data
+    return DocumentPart(media_type=media_type, data=data, title=title)
+
+
+def _part(block: dict[str, Any], where: str, notes: Notes) -> Part | None:
+    """A text, image or document block of a user turn or a tool result; any other block is
+    noted by its type (search_result, ...), thinking blocks ignored. What an image or document
+    asks for beyond its bytes (cache_control, citations, context) is noted by name."""
+    kind = block["type"]
+    if kind == "text":
+        notes.extra(block, _TEXT_MEMBERS, where, ".")
+        return TextPart(_field(block, "text", str, where, required=True))
+    if kind in _MEDIA_MEMBERS:
+        if block.get("citations") == {"enabled": False}:  # the default: asks for nothing
+            block = {key: value for key, value in block.items() if key != "citations"}
+        notes.extra(block, _MEDIA_MEMBERS[kind], where, ".")
+        return _source(kind, block, where, notes)
+    if kind not in _IGNORED_BLOCKS:
+        notes.add(kind, where)
+    return None
+
+
+def _parts(content: Any, where: str, notes: Notes) -> list[Part]:
+    found = (_part(block, path, notes) for path, block in _blocks_at(content, where))
+    return [part for part in found if part is not None]
+
+
 def _decode_tool_result(block: dict[str, Any], where: str, notes: Notes) -> Message:
     notes.extra(block, _TOOL_RESULT_MEMBERS, where, ".")
     call_id = _field(block, "tool_use_id", str, where, required=True)
     content = block.get("content")
-    text = "" if content is None else _texts(content, f"{where}.content", notes)
+    parts = [] if content is None else _parts(content, f"{where}.content", notes)
     is_error = bool(_field(block, "is_error", bool, where))
-    return Message(role="tool", content=text, tool_call_id=call_id, is_error=is_error)
+    return parts_message("tool", parts, tool_call_id=call_id, is_error=is_error)
 
 
 def _decode_user(content: Any, where: str, notes: Notes) -> list[Message]:
-    """One user turn → its tool results (in order), then one user message for any text."""
+    """One user turn → its tool results (in order), then one user message for the rest (its
+    text, images and documents, in order)."""
     messages: list[Message] = []
-    texts: list[str] = []
+    parts: list[Part] = []
     for path, block in _blocks_at(content, where):
-        kind = block["type"]
-        if kind == "tool_result":
+        if block["type"] == "tool_result":
             messages.append(_decode_tool_result(block, path, notes))
-        elif kind == "text":
-            notes.extra(block, _TEXT_MEMBERS, path, ".")
-            texts.append(_field(block, "text", str, path, required=True))
-        elif kind not in _IGNORED_BLOCKS:
-            notes.add(kind, path)  # image, document, search_result, ...
-    if texts or not messages:
-        messages.append(Message(role="user", content="\n".join(texts)))
+        elif (part := _part(block, path, notes)) is not None:
+            parts.append(part)
+    if parts or not messages:
+        messages.append(parts_message("user", parts))
     return messages
 
 

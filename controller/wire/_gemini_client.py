@@ -20,9 +20,11 @@ from controller._errors import (
 from controller.model import (
     FinishReason,
     Message,
+    Part,
     Request,
     Response,
     StreamChunk,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
@@ -49,6 +51,7 @@ from controller.wire._gemini_common import (
     args_text,
     model_parts,
 )
+from controller.wire._media import url_media_type
 
 __all__ = ["GeminiClientCodec"]
 
@@ -68,21 +71,37 @@ def _encode_contents(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     contents: list[dict[str, Any]] = []
     previous_was_tool = False
     for i, msg in enumerate(messages):
-        if msg.role == "tool":
-            part = _encode_result(msg, names, where=f"messages[{i}]")
+        if msg.role == "tool":  # its images and documents follow its functionResponse
+            result = _encode_result(msg, names, where=f"messages[{i}]")
+            parts = [result, *(_part_out(p) for p in msg.parts if not isinstance(p, TextPart))]
             if previous_was_tool:
-                contents[-1]["parts"].append(part)
+                contents[-1]["parts"].extend(parts)
             else:
-                contents.append({"role": "user", "parts": [part]})
+                contents.append({"role": "user", "parts": parts})
         elif msg.role == "assistant":
             names.update((call.id, call.name) for call in msg.tool_calls)
             parts = model_parts(msg, where=f"messages[{i}]", log=log)
             _sign_first_call(parts)
             contents.append({"role": "model", "parts": parts})
+        elif msg.parts:  # empty text parts left out, as the API refuses them
+            parts = [_part_out(p) for p in msg.parts if not isinstance(p, TextPart) or p.text]
+            contents.append({"role": "user", "parts": parts})
         else:
             contents.append({"role": "user", "parts": [{"text": msg.content}]})
         previous_was_tool = msg.role == "tool"
     return contents
+
+
+def _part_out(part: Part) -> dict[str, Any]:
+    """Text; bytes as ``inlineData``; a URL as ``fileData`` (Gemini fetches public and signed
+    URLs; the media type is sent when known, from the client or the URL's path)."""
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if part.url:
+        media_type = url_media_type(part.url, part.media_type)
+        named = {"mimeType": media_type} if media_type else {}
+        return {"fileData": named | {"fileUri": part.url}}
+    return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
 
 
 def _sign_first_call(parts: list[dict[str, Any]]) -> None:

@@ -17,16 +17,21 @@ from controller._errors import (
     RateLimited,
 )
 from controller.model import (
+    DocumentPart,
     FinishReason,
+    ImagePart,
     Message,
+    Part,
     Request,
     Response,
     StreamChunk,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolDefinition,
     Usage,
+    parts_message,
 )
 from controller.wire._common import is_json_kind, retry_after_headers, status_for
 from controller.wire._gemini_common import (
@@ -124,7 +129,7 @@ def _want(obj: dict[str, Any], key: str, kind: type, path: str, *, required: boo
     return value
 
 
-def _read_part(part: Any, path: str) -> str | Call | _Result | None:
+def _read_part(part: Any, path: str) -> str | Call | _Result | ImagePart | DocumentPart | None:
     if not isinstance(part, dict):
         raise _invalid(path, part)
     if part.get("thought") is True:
@@ -142,8 +147,25 @@ def _read_part(part: Any, path: str) -> str | Call | _Result | None:
     if "text" in part:
         text: str = _want(part, "text", str, f"{path}.text", required=True)
         return text
-    supported = "only text, functionCall and functionResponse parts are supported"
-    raise BadRequest(f"{path}: {supported}", status=400)
+    if "inlineData" in part or "fileData" in part:
+        return _read_media(part, path)
+    supported = "only text, inlineData, fileData, functionCall and functionResponse parts are"
+    raise BadRequest(f"{path}: {supported} supported", status=400)
+
+
+def _read_media(part: dict[str, Any], path: str) -> ImagePart | DocumentPart:
+    """``inlineData`` {mimeType, data} or ``fileData`` {mimeType, fileUri}: an image when its
+    media type says so, else a document."""
+    inline = "inlineData" in part
+    key = "inlineData" if inline else "fileData"
+    blob = _want(part, key, dict, f"{path}.{key}")
+    where = f"{path}.{key}"
+    media_type = _want(blob, "mimeType", str, f"{where}.mimeType", required=inline) or ""
+    data = _want(blob, "data", str, f"{where}.data", required=True) if inline else ""
+    url = "" if inline else _want(blob, "fileUri", str, f"{where}.fileUri", required=True)
+    if media_type.startswith("image/") or (not media_type and not inline):
+        return ImagePart(media_type=media_type, data=data, url=url)
+    return DocumentPart(media_type=media_type, data=data, url=url)
 
 
 def _unwrap(response: dict[str, Any]) -> tuple[str, bool]:
@@ -181,33 +203,56 @@ class _CallIds:
 
 
 def _decode_turn(role: str, parts: list[Any], ids: _CallIds, path: str) -> list[Message]:
+    items = [
+        (f"{path}.parts[{j}]", _read_part(part, f"{path}.parts[{j}]"))
+        for j, part in enumerate(parts)
+    ]
+    if role == "model":
+        return [_decode_model_turn(items, ids)]
+    return _decode_user_turn(items, ids, role)
+
+
+def _decode_model_turn(items: list[tuple[str, Any]], ids: _CallIds) -> Message:
     texts: list[str] = []
     calls: list[ToolCall] = []
-    results: list[Message] = []
-    for j, part in enumerate(parts):
-        item = _read_part(part, f"{path}.parts[{j}]")
+    for where, item in items:
         if isinstance(item, str):
             texts.append(item)
-        elif isinstance(item, Call) and role == "model":
-            calls.append(
-                ToolCall(
-                    id=ids.for_call(item.id, item.name), name=item.name, arguments=item.arguments
-                )
-            )
-        elif isinstance(item, _Result) and role != "model":
-            content, is_error = _unwrap(item.response)
-            call_id = ids.for_result(item.id, item.name)
-            results.append(
-                Message(role="tool", content=content, tool_call_id=call_id, is_error=is_error)
-            )
+        elif isinstance(item, Call):
+            call_id = ids.for_call(item.id, item.name)
+            calls.append(ToolCall(id=call_id, name=item.name, arguments=item.arguments))
         elif item is not None:
-            raise BadRequest(f"{path}.parts[{j}]: not allowed in a {role!r} turn", status=400)
-    if role == "model":
-        return [Message(role="assistant", content="".join(texts), tool_calls=tuple(calls))]
-    # User text parts are separate pieces of input, not stream deltas: keep them apart.
-    if texts or not results:
-        results.append(Message(role="user", content="\n".join(texts)))
-    return results
+            raise BadRequest(f"{where}: not allowed in a 'model' turn", status=400)
+    return Message(role="assistant", content="".join(texts), tool_calls=tuple(calls))
+
+
+def _decode_user_turn(items: list[tuple[str, Any]], ids: _CallIds, role: str) -> list[Message]:
+    """Tool results, then one user message for the text, images and documents. Images and
+    documents right after a functionResponse are that result's (how our client sends a tool's
+    media); a text part ends that."""
+    results: list[tuple[str, bool, list[Part]]] = []
+    parts: list[Part] = []
+    attached: list[Part] | None = None  # the parts of the result just read
+    for where, item in items:
+        if isinstance(item, _Result):
+            content, is_error = _unwrap(item.response)
+            attached = [TextPart(content)] if content else []
+            results.append((ids.for_result(item.id, item.name), is_error, attached))
+        elif isinstance(item, ImagePart | DocumentPart) and attached is not None:
+            attached.append(item)
+        elif isinstance(item, str | ImagePart | DocumentPart):
+            # User text parts are separate pieces of input, not stream deltas: keep them apart.
+            attached = None
+            parts.append(TextPart(item) if isinstance(item, str) else item)
+        elif item is not None:
+            raise BadRequest(f"{where}: not allowed in a {role!r} turn", status=400)
+    messages = [
+        parts_message("tool", found, tool_call_id=call_id, is_error=is_error)
+        for call_id, is_error, found in results
+    ]
+    if parts or not messages:
+        messages.append(parts_message("user", parts))
+    return messages
 
 
 def _decode_contents(data: dict[str, Any]) -> tuple[Message, ...]:

@@ -9,14 +9,17 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
-from controller._errors import MalformedResponse, ProviderError
+from controller._errors import BadRequest, MalformedResponse, ProviderError
 from controller.model import (
     FinishReason,
+    ImagePart,
     Message,
+    Part,
     Request,
     Response,
     Source,
     StreamChunk,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     ToolDefinition,
@@ -24,6 +27,7 @@ from controller.model import (
 )
 from controller.wire._base import HttpCall, SSEEvent
 from controller.wire._common import error_for_status, load_json, parse_retry_after, require
+from controller.wire._media import data_url, file_name
 from controller.wire._openai_common import (
     CHOICES,
     TOOL_ERROR_PREFIX,
@@ -176,8 +180,20 @@ class OpenAIClientCodec:
 
 
 def _messages_out(request: Request) -> list[dict[str, Any]]:
-    system = [{"role": "system", "content": request.system}] if request.system else []
-    return system + [_message_out(m) for m in request.messages]
+    out: list[dict[str, Any]] = []
+    if request.system:
+        out.append({"role": "system", "content": request.system})
+    attached: list[dict[str, Any]] = []  # images and documents of the tool results just sent
+    for message in request.messages:
+        if message.role != "tool" and attached:
+            out.append({"role": "user", "content": attached})
+            attached = []
+        out.append(_message_out(message))
+        if message.role == "tool":
+            attached += _attachments(message)
+    if attached:
+        out.append({"role": "user", "content": attached})
+    return out
 
 
 def _message_out(message: Message) -> dict[str, Any]:
@@ -187,7 +203,33 @@ def _message_out(message: Message) -> dict[str, Any]:
     if message.role == "assistant" and message.tool_calls:
         calls = [tool_call_out(c) for c in message.tool_calls]
         return {"role": "assistant", "content": message.content or None, "tool_calls": calls}
+    if message.parts:
+        return {"role": message.role, "content": [_part_out(part) for part in message.parts]}
     return {"role": message.role, "content": message.content}
+
+
+def _attachments(result: Message) -> list[dict[str, Any]]:
+    """The images and documents of a tool result. A tool message takes text parts only, so they
+    go in a user message right after the run of tool messages (one between them would break
+    the run the API requires after the calls), each result's introduced by a text naming its
+    call, so the model can tell whose they are."""
+    media = [_part_out(part) for part in result.parts if not isinstance(part, TextPart)]
+    if not media:
+        return []
+    label = f"Attached to the result of tool call {result.tool_call_id}:"
+    return [{"type": "text", "text": label}, *media]
+
+
+def _part_out(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart):
+        url = part.url or data_url(part.media_type, part.data)
+        return {"type": "image_url", "image_url": {"url": url}}
+    if part.url:  # Chat Completions takes a file's bytes, never a URL
+        raise BadRequest("a document given by URL cannot be sent to OpenAI chat completions")
+    file = {"filename": file_name(part), "file_data": data_url(part.media_type, part.data)}
+    return {"type": "file", "file": file}
 
 
 def _tool_out(tool: ToolDefinition) -> dict[str, Any]:

@@ -8,17 +8,23 @@ from typing import Any
 from controller._clock import Clock, SystemClock
 from controller._errors import BadRequest, ProviderError
 from controller.model import (
+    DocumentPart,
+    ImagePart,
     Message,
+    Part,
     Request,
     Response,
     Source,
     StreamChunk,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     ToolDefinition,
     Usage,
+    parts_message,
 )
 from controller.wire._common import Notes, retry_after_headers, status_for
+from controller.wire._media import PDF, parse_data_url
 from controller.wire._openai_client import WIRE_FORMAT
 from controller.wire._openai_common import (
     CHOICES,
@@ -104,6 +110,8 @@ _MESSAGE_MEMBERS = {
 _FUNCTION_MEMBERS = frozenset({"name", "description", "parameters"})
 # Content parts by the feature they are noted as (a type not listed is noted by its name).
 _PART_FEATURES = {"image_url": "image", "input_audio": "audio", "file": "file"}
+_IMAGE_URL_MEMBERS = frozenset({"url", "detail"})
+_FILE_MEMBERS = frozenset({"file_data", "file_id", "filename"})
 
 
 def _text_in(value: Any, path: str, notes: Notes) -> str:
@@ -122,6 +130,60 @@ def _text_in(value: Any, path: str, notes: Notes) -> str:
     return "\n".join(texts)
 
 
+def _user_in(value: str | list[Any], path: str, notes: Notes) -> Message:
+    """A user turn: its text, images and files in order; other parts (audio) are noted."""
+    if isinstance(value, str):
+        return Message(role="user", content=value)
+    parts: list[Part] = []
+    for i, part in enumerate(value):
+        where = f"{path}[{i}]"
+        part = _typed(part, (dict,), where)
+        kind = _field(part, "type", (str,), where)
+        if kind in ("text", "refusal"):
+            parts.append(TextPart(_field(part, kind, (str,), where)))
+        elif kind == "image_url":
+            parts.extend(_image_in(part, where, notes))
+        elif kind == "file":
+            parts.extend(_file_in(part, where, notes))
+        else:
+            notes.add(_PART_FEATURES.get(kind, kind), where)
+    return parts_message("user", parts)
+
+
+def _image_in(part: dict[str, Any], path: str, notes: Notes) -> list[Part]:
+    """An ``image_url`` part: a base64 data URL or a URL. A ``detail`` other than ``auto`` is
+    noted (only OpenAI has it); a data URL not in base64 (``;utf8,<svg...``) is noted too."""
+    image = _field(part, "image_url", (dict,), path)
+    where = f"{path}.image_url"
+    notes.extra(image, _IMAGE_URL_MEMBERS, where, ".")
+    url: str = _field(image, "url", (str,), where)
+    if _optional(image, "detail", (str,), where) not in (None, "auto"):
+        notes.add("image_detail", f"{where}.detail")
+    if not url.startswith("data:"):
+        return [ImagePart(url=url)]
+    inline = parse_data_url(url)
+    if inline is None:
+        notes.add("image", path)
+        return []
+    return [ImagePart(media_type=inline[0], data=inline[1])]
+
+
+def _file_in(part: dict[str, Any], path: str, notes: Notes) -> list[Part]:
+    """A ``file`` part: ``file_data`` (a base64 data URL, or bare base64 of a PDF) with its
+    ``filename``. A ``file_id`` names a file uploaded to OpenAI, which no other provider can
+    read: noted."""
+    file = _field(part, "file", (dict,), path)
+    where = f"{path}.file"
+    notes.extra(file, _FILE_MEMBERS, where, ".")
+    if file.get("file_id") is not None:
+        notes.add("file_id", f"{where}.file_id")
+        return []
+    data: str = _field(file, "file_data", (str,), where)
+    media_type, data = parse_data_url(data) or (PDF, data)
+    name = _optional(file, "filename", (str,), where) or ""
+    return [DocumentPart(media_type=media_type or PDF, data=data, name=name)]
+
+
 def _message_in_request(raw: Any, path: str, notes: Notes) -> Message | str:
     """A turn, or the text of a system/developer turn (folded into ``Request.system``)."""
     raw = _typed(raw, (dict,), path)
@@ -131,9 +193,10 @@ def _message_in_request(raw: Any, path: str, notes: Notes) -> Message | str:
         supported = "'system', 'developer', 'user', 'assistant', 'tool'"
         raise _unsupported(role, f"{path}.role", supported)
     notes.extra(raw, members, path, ".")
-    if role in ("system", "developer", "user"):
-        text = _text_in(_field(raw, "content", (str, list), path), f"{path}.content", notes)
-        return text if role != "user" else Message(role="user", content=text)
+    if role == "user":
+        return _user_in(_field(raw, "content", (str, list), path), f"{path}.content", notes)
+    if role in ("system", "developer"):
+        return _text_in(_field(raw, "content", (str, list), path), f"{path}.content", notes)
     if role == "assistant":
         calls = _optional(raw, "tool_calls", (list,), path) or []
         return Message(

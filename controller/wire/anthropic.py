@@ -9,10 +9,14 @@ Why the translation looks the way it does:
 * Tool arguments are JSON text in our model but objects on this wire: parsed on the way out and
   serialised with ``json.dumps(..., ensure_ascii=False)`` on the way in. That spacing is the one
   Anthropic uses in ``input_json_delta``, so a streamed and a whole answer give the same text.
+* Images and documents (``base64``, ``url`` and, for a document, ``text`` sources) become
+  ``Message.parts``, in a user turn or a tool result's content; a document's ``title`` travels
+  with it. What a translation cannot carry is noted, not lost: a ``file`` source (``file_id``:
+  a file uploaded to Anthropic), a document of content blocks, ``citations``, ``context``.
 * Blocks our model cannot carry: ``thinking`` / ``redacted_thinking`` are dropped (the model's
-  scratch work, not conversation content); images, documents and server tools in a *request*
-  are refused with BadRequest rather than silently lost; unknown block and event types in a
-  *response* are skipped, as Anthropic's versioning policy asks of clients.
+  scratch work, not conversation content); server tools and other blocks in a *request* are
+  noted as untranslatable (a provider of another format is then skipped); unknown block and
+  event types in a *response* are skipped, as Anthropic's versioning policy asks of clients.
 * Text joins: several assistant text blocks join with "" (what streaming yields); several user or
   system text blocks join with "\\n" so words from separate blocks never run together.
 * Token counting (``POST /v1/messages/count_tokens``) takes the same body without the

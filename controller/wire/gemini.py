@@ -15,6 +15,10 @@ Why this is more than a field rename:
   made never had one), so the first call of every
   replayed model turn carries Google's documented placeholder, which skips the check at some
   cost to the model's reasoning continuity. The server codec (the fake) checks like Gemini 3.
+* Images and documents go as ``inlineData`` {mimeType, data} when the bytes are at hand and
+  as ``fileData`` {mimeType, fileUri} for a URL (Gemini fetches public and signed URLs); a tool
+  result's follow its ``functionResponse`` part in the same content, where decoding finds them
+  again. A document's title has no place on this wire.
 * Streams have no terminator: every ``data:`` event is a whole response chunk, ``done`` never
   turns true, and completeness is judged (by the transport) from a finishReason having been seen.
 """

@@ -7,6 +7,12 @@ optional fields are tolerated while a missing ``choices``/``message`` is Malform
 OpenAI has no ``is_error`` flag on tool results. To keep a conversation lossless when it moves
 between formats, a failed result is sent with :data:`TOOL_ERROR_PREFIX` before its content (which
 also tells the model that the call failed) and the prefix is read back as the flag.
+
+Images travel as ``image_url`` parts (a base64 data URL or a URL), documents as ``file`` parts
+(``file_data``, a data URL, with a ``filename``). A tool message takes text only, so a tool
+result's images and documents go in a user message right after the tool messages, each result's
+introduced by a text naming its call. Chat Completions takes no file URL: a document given by
+URL is refused.
 """
 
 from controller.wire._openai_client import OpenAIClientCodec, OpenAIStreamDecoder
