@@ -20,12 +20,11 @@ import os
 import signal
 import socket
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from controller._errors import ConfigError, FailoverError, ProviderError
+from controller._gateway_client import call_json
 from controller._loop import LOOPS, loop_factory
 from controller._loop import run as run_loop
 from controller.config import (
@@ -246,24 +245,8 @@ async def _live_check(config: Config, within: float = 15.0) -> list[str]:
     return problems
 
 
-def _http_json(url: str, *, data: dict[str, Any] | None = None, token: str | None = None) -> Any:
-    body = json.dumps(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, method="POST" if body else "GET")
-    request.add_header("content-type", "application/json")
-    if token:
-        request.add_header("authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        raise FailoverError(f"{url}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise FailoverError(f"{url}: cannot connect ({exc}). Is the gateway running?") from None
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _http_json(args.url.rstrip("/") + "/status.json")
+    status = call_json(args.url.rstrip("/") + "/status.json")
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -296,7 +279,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         print(f"error: set {args.token_env} to the gateway's admin token", file=sys.stderr)
         return 2
     url = args.admin_url.rstrip("/") + "/admin/drill"
-    result = _http_json(url, data={"provider": args.provider, "seconds": args.seconds}, token=token)
+    result = call_json(url, data={"provider": args.provider, "seconds": args.seconds}, token=token)
     print(
         f"drill started: {args.provider} is failing for {args.seconds:g} s "
         f"({result}). Watch `failover status` and your alert channels."
