@@ -15,7 +15,7 @@ from typing import Any
 
 from controller._clock import Clock
 from controller._errors import Overloaded
-from controller.model import Request, Response, StreamChunk
+from controller.model import Request, Response, StreamChunk, Untranslatable
 from controller.providers.base import CountsTokens, Provider, Timeouts
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ class Drillable:
 
     def _fail(self, model: str) -> Overloaded:
         return Overloaded("drill: simulated outage", provider=self.name, model=model, status=503)
+
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        return self.inner.unsupported(request)
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         if self.drilling:

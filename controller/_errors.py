@@ -200,12 +200,21 @@ class DeadlineExceeded(FailoverError):
 
 
 class AllProvidersFailed(FailoverError):
-    """Every candidate failed (or none was usable). ``attempts`` holds each error, in order."""
+    """Every candidate failed (or none was usable). ``attempts`` holds each error, in order;
+    ``passed_over`` the providers skipped because their format cannot honour the request
+    (``"provider: feature, ..."``)."""
 
     error_type = "all_providers_failed"
 
-    def __init__(self, message: str, *, attempts: tuple[ProviderError, ...] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: tuple[ProviderError, ...] = (),
+        passed_over: tuple[str, ...] = (),
+    ) -> None:
         self.attempts = attempts
+        self.passed_over = passed_over
         super().__init__(message)
 
     @property

@@ -112,6 +112,31 @@ ToolChoice = Literal["auto", "none", "required"] | str
 """``auto`` / ``none`` / ``required``, or the name of one tool the model must call."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseFormat:
+    """Structured output: the answer's text is one JSON object, valid against ``schema`` when
+    one is given (OpenAI ``json_schema``, Anthropic ``output_config.format``, Gemini
+    ``responseJsonSchema``), any object when not (OpenAI ``json_object``)."""
+
+    schema: Mapping[str, Any] | None = None
+    name: str = "response"
+    description: str | None = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reasoning:
+    """Thinking before answering, as the client asked for it: an ``effort`` level (OpenAI's
+    ``reasoning_effort``: ``none``, ``minimal``, ``low``, ``medium``, ``high``, ``xhigh``;
+    Anthropic's ``output_config.effort`` adds ``max``) or a ``budget_tokens`` (Anthropic's
+    thinking budget, Gemini's ``thinkingBudget``). Neither: think, as much as the model decides
+    (Anthropic's adaptive thinking). Each format's codec maps one onto the other
+    (:mod:`controller.wire._reasoning`)."""
+
+    effort: str | None = None
+    budget_tokens: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Untranslatable:
     """Something a client sent that only a provider of the client's own wire format honours:
@@ -158,6 +183,11 @@ class Request:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     stream: bool = False
+    response_format: ResponseFormat | None = None
+    parallel_tool_calls: bool | None = None  # False: at most one tool call per answer
+    seed: int | None = None
+    user: str | None = None  # the end user's id (OpenAI ``user``, Anthropic metadata.user_id)
+    reasoning: Reasoning | None = None  # None: the model's default
     source: Source | None = field(default=None, repr=False, compare=False)
 
 

@@ -87,7 +87,11 @@ class _Wake:
 def build_tiers(config: Config) -> dict[str, TierPlan]:
     def target(t: Any) -> Target:
         return Target(
-            provider=t.provider, model=t.model, weight=t.weight, cost_per_mtok=t.cost_per_mtok
+            provider=t.provider,
+            model=t.model,
+            weight=t.weight,
+            cost_per_mtok=t.cost_per_mtok,
+            reasoning=t.reasoning,
         )
 
     return {

@@ -35,7 +35,15 @@ from opentelemetry.trace import Tracer
 from controller.control.state import RoutingState, StateHolder
 from controller.events import Outcome
 from controller.gateway import GatewayServer, GatewaySettings, create_admin_app, create_app
-from controller.model import FinishReason, Message, Request, Response, StreamChunk, Usage
+from controller.model import (
+    FinishReason,
+    Message,
+    Request,
+    Response,
+    StreamChunk,
+    Untranslatable,
+    Usage,
+)
 from controller.providers import Provider, Timeouts
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing.plan import Target, TierPlan, make_plan
@@ -66,6 +74,9 @@ class GatedProvider:
 
     def release(self) -> None:
         self.gate.set()
+
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        return ()
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         await self.gate.wait()

@@ -155,3 +155,25 @@ async def test_anthropic_sdk_tool_result_image_fails_over_to_an_openai_provider(
             ],
         },
     ]
+
+
+async def test_a_pdf_url_skips_the_openai_provider_and_is_served_by_an_anthropic_one(
+    env: GatewayEnv,
+) -> None:
+    """Chat Completions takes no file URL: the OpenAI provider first in the tier is skipped for
+    this request (not failed), the Anthropic one behind it serves it."""
+    content: Any = [
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+        {"type": "text", "text": "Summarise."},
+    ]
+    async with anthropic.AsyncAnthropic(
+        base_url=env.url, api_key="sk-ant-client", max_retries=0
+    ) as client:
+        raw = await client.messages.with_raw_response.create(
+            model="gpt-test", max_tokens=64, messages=[{"role": "user", "content": content}]
+        )
+    assert raw.headers["x-failover-provider"] == "backup-anthropic"
+    assert env.primary.requests == 0  # skipped, not failed: never asked
+    assert _received(env, "backup")["messages"] == [
+        {"role": "user", "content": content}
+    ]  # the client's own format: its body as it came

@@ -82,7 +82,7 @@ tiers:
     targets:
       - {{provider: spare, model: small}}
 aliases: {{gpt-4o: frontier, gpt-mini: cheap}}
-translation: {{droppable: [user]}}
+translation: {{droppable: [service_tier]}}
 routing: {{deadline_seconds: 10, retry: {{max_tries_per_provider: 1}}}}
 kill_switch: {{pin: {pin}}}
 controller:
@@ -148,9 +148,9 @@ class GatewayRequests:
                 raise BadAnswer(f"count_tokens {answer.status}: {await answer.text()}")
 
     async def _plain(self) -> str:
-        """Names its end user: the Anthropic-format backup serves it without (droppable)."""
+        """Asks for a service tier: the Anthropic-format backup serves it without (droppable)."""
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
-        body["user"] = "live-test-user"
+        body["service_tier"] = "auto"
         async with self.session.post(self.url + "/v1/chat/completions", json=body) as answer:
             if answer.status != 200:
                 raise BadAnswer(f"{answer.status}: {await answer.text()}")

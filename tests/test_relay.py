@@ -85,3 +85,23 @@ def test_echo_model_renames_the_answer_and_message_start() -> None:
     framed = relay.event(start, [])
     data = framed.decode().split("data: ", 1)[1]
     assert json.loads(data)["message"]["model"] == "asked"
+
+
+def test_an_escaped_top_model_never_moves_the_splice_to_a_nested_one() -> None:
+    """The top-level value written with an escape, the same value nested plainly: the one
+    found is nested, so the splice is refused and the body encoded again."""
+    raw = (
+        b'{"model":"claude\\u002dplain",'
+        b'"messages":[{"content":[{"input":{"model":"claude-plain"}}]}]}'
+    )
+    assert with_model(raw, "claude-plain", "real") is None
+    body = json.loads(relayed_body(source(raw), "real"))
+    assert body["model"] == "real"
+    assert body["messages"][0]["content"][0]["input"] == {"model": "claude-plain"}
+
+
+def test_the_provider_key_is_masked_in_relayed_events_and_bodies() -> None:
+    relay = Relay(b"", secret="sk-provider-123")
+    event = SSEEvent(data='{"error":{"message":"bad key sk-provider-123"}}')
+    assert b"sk-provider-123" not in relay.event(event, [])
+    assert relay.whole(b'{"x":"sk-provider-123"}') == b'{"x":"***"}'

@@ -7,6 +7,7 @@ config lets it drop (counted); a 400 names the field when no provider of the tie
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -23,8 +24,9 @@ import pytest
 from aiohttp import web
 from opentelemetry.sdk.metrics import MeterProvider
 
+from controller.control.state import HealthState, ProviderStatus, RoutingState
 from controller.gateway import GatewayServer, GatewaySettings, create_app
-from controller.providers import HttpProvider, codec_for
+from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import never_retry
 from controller.routing.router import Router
@@ -210,6 +212,33 @@ ANTHROPIC_STREAM = _sse(
     ),
     ("message_stop", {"type": "message_stop"}),
 )
+_THINKING_START = {
+    "type": "content_block_start",
+    "index": 0,
+    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+}
+
+
+def _thinking_delta(text: str) -> tuple[str, Any]:
+    delta = {"type": "thinking_delta", "thinking": text}
+    return ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+
+
+THINKING_EVENTS = [
+    _sse(("message_start", _MESSAGE_START)),
+    _sse(("content_block_start", _THINKING_START)),
+    *(_sse(_thinking_delta(f"step {i}. ")) for i in range(8)),
+]
+# ANTHROPIC_STREAM from its signature delta on (after the first thinking delta)
+ANTHROPIC_STREAM_AFTER_THINKING = ANTHROPIC_STREAM[
+    ANTHROPIC_STREAM.rindex(b"event:", 0, ANTHROPIC_STREAM.index(b'"signature_delta"')) :
+]
+ANTHROPIC_BIG_THINKING = (
+    _sse(("message_start", _MESSAGE_START), ("content_block_start", _THINKING_START))
+    + b"".join(_sse(_thinking_delta("x" * 100_000)) for _ in range(13))
+    + ANTHROPIC_STREAM_AFTER_THINKING
+)
+
 # Opens a message, then fails before any content: must fail over with nothing relayed.
 ANTHROPIC_BROKEN_STREAM = _sse(
     ("message_start", _MESSAGE_START),
@@ -244,9 +273,15 @@ class Upstream:
         anthropic_path = request.path.endswith("/messages")
         if not body.get("stream"):
             answer = ANTHROPIC_WHOLE if anthropic_path else OPENAI_WHOLE
+            if body.get("model") == "claude-echo":  # a provider repeating the key it was sent
+                answer = answer.replace(b"It is sunny.", f"key {PROVIDER_KEY} bad".encode())
             return web.Response(body=answer, content_type="application/json")
+        if body.get("model") == "claude-thinker":
+            return await self._think_slowly(request)
         if body.get("model") == "claude-broken":
             answer = ANTHROPIC_BROKEN_STREAM
+        elif body.get("model") == "claude-bigthink":  # 1.3 MB of thinking, then the answer
+            answer = ANTHROPIC_BIG_THINKING
         elif body.get("model") == "claude-pings":  # 1.4 MB of pings before any content
             answer = _sse(("message_start", _MESSAGE_START))
             answer += _sse(("ping", {"type": "ping"})) * 50_000 + ANTHROPIC_STREAM
@@ -259,6 +294,18 @@ class Upstream:
         await out.write_eof()
         return out
 
+    async def _think_slowly(self, request: web.Request) -> web.StreamResponse:
+        """Thinks for 2 s (a delta every 0.25 s) before any text: longer than the provider's
+        first_token limit of 1 s, which a stream that is thinking must not be cut by."""
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        for event in THINKING_EVENTS:
+            await out.write(event)
+            await asyncio.sleep(0.25)
+        await out.write(ANTHROPIC_STREAM_AFTER_THINKING)
+        await out.write_eof()
+        return out
+
 
 @dataclass
 class Env:
@@ -266,6 +313,7 @@ class Env:
     upstream: Upstream
     telemetry: Harness
     recorder: Recorder
+    router: Router
 
     def last(self) -> Received:
         return self.upstream.received[-1]
@@ -277,6 +325,9 @@ TIERS = {
     "mix": [("up-anthropic", "claude-real"), ("up-openai", "gpt-real")],
     "flaky": [("up-anthropic", "claude-broken"), ("up-anthropic", "claude-real")],
     "pingy": [("up-anthropic", "claude-pings"), ("up-anthropic", "claude-real")],
+    "think": [("up-anthropic", "claude-thinker"), ("up-openai", "gpt-real")],
+    "bigthink": [("up-anthropic", "claude-bigthink"), ("up-openai", "gpt-real")],
+    "echo": [("up-anthropic", "claude-echo")],
 }
 
 
@@ -313,6 +364,7 @@ async def same_format_env(*, droppable: frozenset[str] = frozenset()) -> AsyncIt
             retry=never_retry,
             deadline=20.0,
             droppable=droppable,
+            timeouts={"up-anthropic": Timeouts(connect=2.0, first_token=1.0, idle=5.0, total=10.0)},
         )
         tracer = telemetry.tracer_provider.get_tracer("test")
         meter = MeterProvider().get_meter("test")  # the token-count endpoint's; unused here
@@ -320,7 +372,7 @@ async def same_format_env(*, droppable: frozenset[str] = frozenset()) -> AsyncIt
         app = create_app(backend, settings=GatewaySettings())
         gateway = GatewayServer(app, host="127.0.0.1", port=0, grace=1.0)
         async with gateway:
-            yield Env(gateway.url, upstream, telemetry, recorder)
+            yield Env(gateway.url, upstream, telemetry, recorder, router)
         await router.aclose()
 
 
@@ -564,6 +616,59 @@ async def test_events_held_before_the_first_token_are_bounded(env: Env) -> None:
     assert first.error_type == "malformed_response"
 
 
+async def test_a_stream_that_thinks_longer_than_first_token_is_not_cut(env: Env) -> None:
+    """Thinking is the answer starting: the events go to the client as they come, and the
+    first_token limit (1 s here) is met by the first thinking delta."""
+    body = {
+        "model": "think",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "think hard"}],
+    }
+    relayed = await _post_stream(env.url + "/v1/messages", body)
+    assert relayed == b"".join(THINKING_EVENTS) + ANTHROPIC_STREAM_AFTER_THINKING
+    assert [a.outcome.value for a in env.recorder.attempts] == ["success"]
+
+
+async def test_more_than_a_mebibyte_of_thinking_is_relayed_not_refused(env: Env) -> None:
+    body = {
+        "model": "bigthink",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "think a lot"}],
+    }
+    relayed = await _post_stream(env.url + "/v1/messages", body)
+    assert relayed == ANTHROPIC_BIG_THINKING
+    assert env.recorder.attempts[-1].provider == "up-anthropic"
+
+
+async def test_a_provider_echoing_its_key_never_shows_it_to_the_client(env: Env) -> None:
+    async with anthropic.AsyncAnthropic(base_url=env.url, api_key="k", max_retries=0) as client:
+        raw = await client.messages.with_raw_response.create(
+            model="echo", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert PROVIDER_KEY.encode() not in raw.http_response.content
+    assert b"key *** bad" in raw.http_response.content
+
+
+async def test_when_the_capable_provider_is_tripped_it_is_tried_anyway(env: Env) -> None:
+    """cache_control keeps the OpenAI provider out; the Anthropic one is tripped: panic among
+    the providers that can honour the request rather than a 503 without trying."""
+    tripped = ProviderStatus(state=HealthState.TRIPPED, traffic_share=0.0)
+    env.router.state.publish(RoutingState(providers={"up-anthropic": tripped}))
+    async with anthropic.AsyncAnthropic(base_url=env.url, api_key="k", max_retries=0) as client:
+        raw = await client.messages.with_raw_response.create(
+            model="mix",
+            max_tokens=64,
+            system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    assert raw.headers["x-failover-provider"] == "up-anthropic"
+    span = _route_span(env)
+    assert span.attributes[names.FAILOVER_PANIC] is True
+    assert span.attributes[names.FAILOVER_SKIPPED] == ("up-openai: cache_control",)
+
+
 # ---------------------------------------------------------------- across formats: skip, 400, drop
 
 
@@ -625,12 +730,11 @@ async def test_a_droppable_feature_is_dropped_counted_and_served_across_formats(
         assert message.content[0].type == "text"  # an OpenAI provider served it, translated
         upstream = env.last().json()
         assert upstream["messages"][0] == {"role": "system", "content": "Be brief."}
-        assert "metadata" not in upstream
-        assert _route_span(env).attributes[names.FAILOVER_DROPPED] == ("metadata", "cache_control")
+        assert upstream["user"] == "u-1"  # metadata.user_id translates to the end user's id
+        assert _route_span(env).attributes[names.FAILOVER_DROPPED] == ("cache_control",)
         counts = env.telemetry.counter(names.METRIC_FEATURES_DROPPED)
         assert counts == {
             frozenset({("tier", "oa"), ("feature", "cache_control"), ("provider", "up-openai")}): 1,
-            frozenset({("tier", "oa"), ("feature", "metadata"), ("provider", "up-openai")}): 1,
         }
 
 

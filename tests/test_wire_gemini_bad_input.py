@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from controller._errors import BadRequest, MalformedResponse, RateLimited
-from controller.model import Request, ToolDefinition, text_message
+from controller.model import Reasoning, Request, ToolDefinition, text_message
 from controller.wire import SSEEvent
 from tests.wire_gemini_support import CLIENT, MODEL, SERVER
 
@@ -164,12 +164,19 @@ def test_unknown_fields_are_ignored() -> None:
         "safetySettings": [],
         "cachedContent": "cachedContents/abc",
         "tools": [{"googleSearch": {}}],
-        "generationConfig": {"candidateCount": 1, "thinkingConfig": {"thinkingBudget": 0}},
+        "generationConfig": {"candidateCount": 1, "thinkingConfig": {"includeThoughts": True}},
         "somethingNew": {"a": 1},
     }
     model, request = SERVER.parse_request(json.dumps(body), MODEL)
     assert model == MODEL
     assert request == Request(messages=(text_message("user", "x"),))
+
+
+def test_a_thinking_budget_is_read() -> None:
+    config = {"thinkingConfig": {"thinkingBudget": 0}}
+    body = {"contents": [{"role": "user", "parts": [{"text": "x"}]}], "generationConfig": config}
+    _, request = SERVER.parse_request(body, MODEL)
+    assert request.reasoning == Reasoning(budget_tokens=0)
 
 
 def test_user_text_parts_join_by_line_and_thoughts_are_dropped() -> None:

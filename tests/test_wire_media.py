@@ -352,6 +352,17 @@ def test_anthropic_images_and_documents_golden_to_openai() -> None:
     ]
 
 
+def test_a_pdf_url_cannot_go_to_openai_and_skips_it_only() -> None:
+    """Chat Completions takes no file URL: the OpenAI codec says so (the router then skips an
+    OpenAI provider for this request), the Anthropic and Gemini ones take it."""
+    request = _translated(_from_anthropic(ANTHROPIC_MESSAGES))
+    assert OPENAI.unsupported(request) == (Untranslatable("document_url", "messages"),)
+    assert ANTHROPIC.unsupported(request) == ()
+    assert GEMINI.unsupported(request) == ()
+    with pytest.raises(BadRequest, match="document given by URL"):
+        OPENAI.build(request, "gpt", "key")
+
+
 def test_anthropic_document_options_not_carried_are_noted() -> None:
     content = [
         {
@@ -375,6 +386,32 @@ def test_anthropic_document_options_not_carried_are_noted() -> None:
         Untranslatable("document source content", "messages.0.content.2.source"),
     )
     assert request.messages[0].parts == (DocumentPart(data=PDF, title="Q3 report"),)
+
+
+def test_a_document_title_goes_to_anthropic_and_openai_but_not_gemini() -> None:
+    content = [
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+            "title": "Q3 report",
+        }
+    ]
+    request = _translated(_from_anthropic([{"role": "user", "content": content}]))
+    assert GEMINI.unsupported(request) == (Untranslatable("document_title", "messages"),)
+    assert OPENAI.unsupported(request) == ()
+    file = _body(OPENAI, request)["messages"][0]["content"][0]["file"]
+    assert file["filename"] == "Q3 report"
+
+
+def test_anthropic_takes_documents_that_are_pdf_or_plain_text_only() -> None:
+    docx = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    part = {"type": "file", "file": {"filename": "a.docx", "file_data": f"data:{docx};base64,UEs="}}
+    request = _from_openai([{"role": "user", "content": [part]}])
+    assert ANTHROPIC.unsupported(request) == (Untranslatable("document_type", "messages"),)
+    assert GEMINI.unsupported(request) == ()
+
+
+# ---------------------------------------------------------------- round trips
 
 
 def _conversation() -> Request:
@@ -414,8 +451,8 @@ def _mapped(messages: tuple[Message, ...], change: Callable[[Part], Part]) -> tu
 
 
 def test_round_trip_through_gemini() -> None:
-    """Back as they went, but that Gemini carries no title and a URL's media type is named
-    from its path."""
+    """Back as they went, but that Gemini carries no title (its codec's unsupported() says so
+    for a client's request) and a URL's media type is named from its path."""
 
     def gemini(part: Part) -> Part:
         if isinstance(part, DocumentPart):

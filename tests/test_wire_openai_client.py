@@ -7,8 +7,11 @@ leak into reprs.
 
 from __future__ import annotations
 
+import json
+
 from controller.model import Message, Request, ToolCall
-from controller.wire.openai import TOOL_ERROR_PREFIX, OpenAIClientCodec
+from controller.wire._base import SSEEvent
+from controller.wire.openai import TOOL_ERROR_PREFIX, OpenAIClientCodec, OpenAIStreamDecoder
 from tests.wire_openai_support import WEATHER_PARAMETERS, WEATHER_TOOL
 
 # ---------------------------------------------------------------- client: building calls
@@ -116,3 +119,27 @@ def test_assistant_tool_call_turn_sends_null_content_and_error_prefix() -> None:
         },
         {"role": "tool", "tool_call_id": "c1", "content": TOOL_ERROR_PREFIX + "boom"},
     ]
+
+
+def test_several_choices_finish_when_the_last_one_does() -> None:
+    """With n=2, choice 0 finishing first must not end the stream (the finish starts the wait
+    for the terminator): its finish is reported once choice 1 has finished too."""
+
+    def event(index: int, delta: dict[str, object], finish: str | None = None) -> SSEEvent:
+        choice = {"index": index, "delta": delta, "finish_reason": finish}
+        return SSEEvent(data=json.dumps({"model": "m", "choices": [choice]}))
+
+    decoder = OpenAIStreamDecoder(model="m")
+    got = [
+        decoder.feed(event(0, {"role": "assistant", "content": ""})),
+        decoder.feed(event(1, {"role": "assistant", "content": ""})),
+        decoder.feed(event(0, {"content": "a"})),
+        decoder.feed(event(1, {"content": "b"})),
+        decoder.feed(event(0, {}, "stop")),
+        decoder.feed(event(1, {"content": "c"})),
+        decoder.feed(event(1, {}, "stop")),
+    ]
+    texts = [chunk.text for chunks in got for chunk in chunks if chunk.text]
+    assert texts == ["a"]  # the chunks are choice 0's
+    finishes = [i for i, chunks in enumerate(got) if any(c.finish_reason for c in chunks)]
+    assert finishes == [6]  # after choice 1 finished, not at choice 0's own finish

@@ -127,6 +127,7 @@ def test_server_accepts_the_variants_the_sdks_send() -> None:
         max_tokens=50,
         temperature=1.0,
         stop=("###",),
+        seed=42,
     )
     deployment, _ = OpenAIServerCodec().parse_request(
         {"messages": [{"role": "user", "content": "x"}]}, path_model="my-deployment"

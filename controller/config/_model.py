@@ -173,6 +173,7 @@ class TargetConfig(_Frozen):
     model: str
     weight: Annotated[float, Field(gt=0)] = 1.0
     cost_per_mtok: Annotated[float, Field(ge=0)] = 0.0
+    reasoning: bool | None = None  # takes reasoning parameters; unset: told by the model's name
 
 
 class TierConfig(_Frozen):

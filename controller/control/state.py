@@ -51,6 +51,12 @@ class KillSwitch:
     def active(self) -> bool:
         return self.pin is not None or bool(self.disable)
 
+    def allows(self, provider: str) -> bool:
+        """Whether ``provider`` may serve at all: not disabled, and the pinned one if any."""
+        if self.pin is not None and provider != self.pin:
+            return False
+        return provider not in self.disable
+
     def describe(self) -> str:
         if self.pin:
             return f"pinned to {self.pin}"

@@ -330,7 +330,14 @@ def _what_was_tried(exc: AllProvidersFailed | DeadlineExceeded, *, deadline: boo
         return str(exc)  # nothing was tried: the message says why (kill switch, empty tier)
     headline = "the request deadline passed" if deadline else "every provider failed"
     tried = "; ".join(_attempt_text(err) for err in exc.attempts)
-    return f"{headline} after {len(exc.attempts)} attempt(s): {tried}"
+    skipped = getattr(exc, "passed_over", ())
+    also = (
+        f"; passed over, as their format cannot honour the request: {'; '.join(skipped)} "
+        "(translation.droppable lets them serve it without)"
+        if skipped
+        else ""
+    )
+    return f"{headline} after {len(exc.attempts)} attempt(s): {tried}{also}"
 
 
 def _attempt_text(err: ProviderError) -> str:

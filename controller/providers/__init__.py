@@ -29,7 +29,7 @@ def codec_for(
     if kind == "gemini":
         return GeminiClientCodec()
     if kind == "openai":
-        return OpenAIClientCodec()
+        return OpenAIClientCodec(token_limit="max_completion_tokens")
     if kind == "openai_compatible":
         if auth not in ("bearer", "api-key", "none"):
             raise ValueError(f"unknown auth style {auth!r}")

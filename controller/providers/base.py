@@ -43,7 +43,7 @@ from controller._errors import (
     ProviderTimeout,
     StreamTooLong,
 )
-from controller.model import Request, Response, StreamChunk
+from controller.model import Request, Response, StreamChunk, Untranslatable
 from controller.providers._http import (
     BadResponse,
     ConnectFailed,
@@ -157,6 +157,10 @@ class Provider(Protocol):
         self, request: Request, model: str, timeouts: Timeouts
     ) -> AsyncIterator[StreamChunk]: ...
 
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        """What of ``request``, translated, this provider's format cannot express."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -216,6 +220,9 @@ class HttpProvider:
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        return self._codec.unsupported(request)
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, self._api_key)
@@ -406,7 +413,8 @@ class _Relayed:
                 raise MalformedResponse(f"over {_MAX_HELD} bytes of events before any content")
             self.pending.append(framed)
         if not chunks:
-            return [self.flush()] if started and self.pending else []
+            begins = started or self._relay.starts(event)
+            return [self.flush()] if begins and self.pending else []
         raw = self.flush().raw or b""
         *before, last = chunks
         return [*(replace(c, raw=b"") for c in before), replace(last, raw=raw)]

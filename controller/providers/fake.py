@@ -28,7 +28,7 @@ import dataclasses
 import enum
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,6 +377,8 @@ class FakeProvider:
                 usage=usage,
                 provider=self.name,
             )
+        elif request.response_format is not None:  # structured output: an instance of it
+            text = json.dumps(_instance(request.response_format.schema or {"type": "object"}))
         else:
             text = self._reply
         return Response(
@@ -387,6 +389,29 @@ class FakeProvider:
             usage=Usage(input_tokens=usage.input_tokens, output_tokens=len(text.split())),
             provider=self.name,
         )
+
+
+_SCALARS: dict[str, Any] = {"string": "text", "integer": 0, "number": 0, "boolean": False}
+
+
+def _instance(schema: Mapping[str, Any]) -> Any:
+    """The smallest value valid against a plain JSON schema (types, properties, required,
+    enum, arrays): what the fake answers when asked for structured output."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return _instance(schema[key][0])
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: _instance(properties.get(name, {})) for name in schema.get("required", [])}
+    if kind == "array":
+        return []
+    return _SCALARS.get(kind)
 
 
 def _chunks(answer: Response) -> Iterator[StreamChunk]:

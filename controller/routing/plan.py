@@ -31,6 +31,8 @@ class Target:
     model: str
     weight: float = 1.0
     cost_per_mtok: float = 0.0  # input + output price per million tokens, for Strategy.COST
+    # Whether the model takes reasoning parameters; None: known by its name (wire._reasoning).
+    reasoning: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -56,6 +56,7 @@ from controller.providers.base import Provider, Timeouts
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
+from controller.wire._reasoning import NONE, reasons
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -248,14 +249,14 @@ class Router:
                     target, self.providers[target.provider], reason, previous, cause, remaining
                 )
                 try:
-                    answer = await once(route, request, attempt)
+                    answer = await once(route, self._for(request, target), attempt)
                 except ContextTooLong as exc:
                     fallback = route.tier.context_fallback
                     if (
                         fallback is None
                         or fallback in queue
                         or not self._allowed(route, fallback)
-                        or self._missing(request.source, self.providers[fallback.provider])
+                        or self._missing(request, fallback)
                     ):
                         raise
                     route.errors.append(exc)
@@ -284,7 +285,7 @@ class Router:
                     previous = target.provider
                     break
                 else:
-                    route.dropped = self._dropped(request.source, attempt.provider)
+                    route.dropped = self._dropped(request, target)
                     return answer, target
             if route.attempts >= self._max_attempts:
                 break
@@ -292,24 +293,36 @@ class Router:
         raise self._exhausted(route)
 
     # ------------------------------------------------------------------------------- formats
-    def _missing(self, source: Source | None, provider: Provider) -> list[Untranslatable]:
-        """What the client sent that ``provider`` cannot honour: nothing when it speaks the
-        client's format (the body goes on as it came), else what translation cannot carry and
-        the config does not allow to drop."""
-        if source is None or not source.untranslatable or provider.wire_format == source.format:
-            return []
-        return [u for u in source.untranslatable if u.feature not in self.droppable]
+    def _missing(self, request: Request, target: Target) -> list[Untranslatable]:
+        """What the client sent that ``target`` cannot honour, less what the config allows
+        to drop (:meth:`_lost`)."""
+        return [u for u in self._lost(request, target) if u.feature not in self.droppable]
+
+    def _lost(self, request: Request, target: Target) -> tuple[Untranslatable, ...]:
+        """What of the client's request ``target`` would not get: nothing when its provider
+        speaks the client's format (the body goes on as it came); else what the translation
+        cannot carry, what the provider's format cannot express, and reasoning for a model
+        that does not reason."""
+        source = request.source
+        provider = self.providers[target.provider]
+        if source is None or provider.wire_format == source.format:
+            return ()
+        lost = (*source.untranslatable, *provider.unsupported(request))
+        thinks = request.reasoning is not None and request.reasoning.effort != NONE
+        if thinks and not _reasons(target, provider.wire_format):
+            lost = (*lost, _REASONING)
+        return lost
 
     def _capable(self, route: Route, request: Request, targets: list[Target]) -> list[Target]:
         """``targets`` without those whose format cannot carry the request (noted on the
         route). None left: a 400 naming the field when no target of the tier could carry it,
         else the capable ones are all out of the plan (tripped, kill switch): no capacity."""
         source = request.source
-        if source is None or not source.untranslatable:
+        if source is None:
             return targets
         kept: list[Target] = []
         for target in targets:
-            missing = self._missing(source, self.providers[target.provider])
+            missing = self._missing(request, target)
             if missing:
                 features = ", ".join(dict.fromkeys(u.feature for u in missing))
                 route.skipped.append(f"{target.provider}: {features}")
@@ -319,25 +332,46 @@ class Router:
             return kept
         tier = route.tier
         everyone = [*tier.targets, *((tier.context_fallback,) if tier.context_fallback else ())]
-        providers = [self.providers[t.provider] for t in everyone if t.provider in self.providers]
-        if any(not self._missing(source, p) for p in providers):
+        everyone = [t for t in everyone if t.provider in self.providers]
+        able = [t for t in everyone if not self._missing(request, t)]
+        if not able:
+            providers = [self.providers[t.provider] for t in everyone]
+            raise _unsupported(source, self._missing(request, everyone[0]), tier.name, providers)
+        # The ones that can honour it are all out of rotation: for this request, panic among
+        # them (as a tier whose every provider is tripped does), the kill switch still applies.
+        switch = self.state.current.kill_switch
+        allowed = [t for t in able if switch.allows(t.provider)]
+        if not allowed:
             raise AllProvidersFailed(
-                f"no provider that can honour this request is available in tier {tier.name} "
-                f"now (tripped or switched off); passed over: {'; '.join(route.skipped)}"
+                f"no provider that can honour this request may serve tier {tier.name} now "
+                f"(kill switch: {switch.describe()}); passed over: {'; '.join(route.skipped)}"
             )
-        raise _unsupported(source, self._missing(source, providers[0]), tier.name, providers)
+        route.plan = replace(route.plan, targets=tuple(allowed), panic=True)
+        return allowed
 
-    def _dropped(self, source: Source | None, provider: Provider) -> tuple[str, ...]:
-        """The droppable features ``provider`` served without; each logged once."""
-        if source is None or not source.untranslatable or provider.wire_format == source.format:
+    def _for(self, request: Request, target: Target) -> Request:
+        """``request`` as ``target`` gets it: without reasoning parameters for a model that
+        does not take them (it was not skipped, so the config lets the gateway drop them)."""
+        if request.reasoning is None or request.source is None:
+            return request
+        provider = self.providers[target.provider]
+        if provider.wire_format == request.source.format or _reasons(target, provider.wire_format):
+            return request
+        return replace(request, reasoning=None)
+
+    def _dropped(self, request: Request, target: Target) -> tuple[str, ...]:
+        """The droppable features ``target`` served without; each logged once."""
+        source = request.source
+        provider = self.providers[target.provider]
+        if source is None:
             return ()
-        dropped = tuple(dict.fromkeys(u.feature for u in source.untranslatable))
+        dropped = tuple(dict.fromkeys(u.feature for u in self._lost(request, target)))
         for feature in dropped:
             if feature not in self._drops_logged:
                 self._drops_logged.add(feature)
                 log.warning(
-                    "'%s' sent by a %s client was dropped on the way to %s (%s format), as "
-                    "translation.droppable allows (logged once; counted in %s)",
+                    "'%s' sent by a client in the %s format was dropped on the way to %s "
+                    "(%s format), as translation.droppable allows (logged once; counted in %s)",
                     feature,
                     source.format,
                     provider.name,
@@ -350,10 +384,7 @@ class Router:
         """May ``target`` be tried outside the plan (the context fallback)? The kill switch and
         the controller's state apply to it like to any planned target."""
         state = self.state.current
-        switch = state.kill_switch
-        if switch.pin is not None and target.provider != switch.pin:
-            return False
-        if target.provider in switch.disable:
+        if not state.kill_switch.allows(target.provider):
             return False
         return route.plan.panic or state.status(target.provider).usable
 
@@ -372,10 +403,12 @@ class Router:
 
     def _exhausted(self, route: Route) -> AllProvidersFailed:
         tried = "; ".join(str(e) for e in route.errors) or "no attempt was made"
+        skipped = f"; passed over (format): {'; '.join(route.skipped)}" if route.skipped else ""
         return AllProvidersFailed(
             f"all providers failed for tier {route.tier.name} after {route.attempts} "
-            f"attempt(s): {tried}",
+            f"attempt(s): {tried}{skipped}",
             attempts=tuple(route.errors),
+            passed_over=tuple(route.skipped),
         )
 
     # ------------------------------------------------------------------------------- attempts
@@ -563,6 +596,16 @@ class RoutedStream:
         # A stream the client left is ``cancelled`` (not ``failed``), still naming who served it.
         served_by = None if error is not None else self.provider
         router._finish(route, served_by, error, cancelled=cancelled)
+
+
+_REASONING = Untranslatable("reasoning", "reasoning")
+
+
+def _reasons(target: Target, wire_format: str) -> bool:
+    """Whether the target's model takes reasoning parameters: as configured, else by name."""
+    if target.reasoning is not None:
+        return target.reasoning
+    return reasons(wire_format, target.model)
 
 
 def _unsupported(

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from controller import _json
 from controller._errors import (
     AuthFailed,
     BadRequest,
@@ -22,6 +23,7 @@ from controller.model import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     Request,
     Response,
     Source,
@@ -31,6 +33,7 @@ from controller.model import (
     ToolCallDelta,
     ToolChoice,
     ToolDefinition,
+    Untranslatable,
     Usage,
 )
 from controller.wire._anthropic_common import (
@@ -52,7 +55,8 @@ from controller.wire._common import (
     parse_retry_after,
     require,
 )
-from controller.wire._media import TEXT, text_of
+from controller.wire._media import PDF, TEXT, media_of, text_of
+from controller.wire._reasoning import budget_for
 from controller.wire._relay import Relay, relayed_body
 from controller.wire._sse import sse
 
@@ -87,7 +91,9 @@ _SECRET_HEADERS = frozenset({"x-api-key", "authorization"})
 # What a client's request says that the API reads from headers: its version and betas.
 RELAYED_HEADERS = ("anthropic-version", "anthropic-beta")
 _TERMINATOR = sse({"type": "message_stop"}, "message_stop")
-_GENERATION_ONLY = ("max_tokens", "temperature", "top_p", "stop_sequences", "stream")
+_MIN_THINKING = 1024  # the smallest thinking budget the API takes
+# What count_tokens does not take: generation settings, and metadata (it bills nobody).
+_GENERATION_ONLY = ("max_tokens", "temperature", "top_p", "stop_sequences", "stream", "metadata")
 
 
 class _RedactedHeaders(dict[str, str]):
@@ -145,6 +151,16 @@ def _part_block(part: Part) -> dict[str, Any]:
     return {"type": "document", "source": source} | ({"title": title} if title else {})
 
 
+def _lost_media(request: Request) -> tuple[Untranslatable, ...]:
+    """A document is a PDF (base64 or URL) or plain text (its text) here, nothing else."""
+    for part in media_of(request.messages):
+        if not isinstance(part, DocumentPart) or part.media_type == PDF:
+            continue
+        if part.media_type != TEXT or part.url:
+            return (Untranslatable("document_type", "messages"),)
+    return ()
+
+
 def _encode_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Our turns → Anthropic turns, folding tool results (and a text after them) into one."""
     turns: list[tuple[str, list[dict[str, Any]]]] = []
@@ -196,9 +212,33 @@ def _encode_request(request: Request, model: str) -> dict[str, Any]:
     body.update({key: value for key, value in sampling.items() if value is not None})
     if request.stop:
         body["stop_sequences"] = list(request.stop)
+    if request.parallel_tool_calls is False and request.tools:
+        choice = body.setdefault("tool_choice", {"type": "auto"})
+        if choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+    wanted = request.response_format
+    if wanted is not None and wanted.schema is not None:
+        body["output_config"] = {"format": {"type": "json_schema", "schema": wanted.schema}}
+    if request.user is not None:
+        body["metadata"] = {"user_id": request.user}
+    thinking = _thinking(request.reasoning, max_tokens)
+    if thinking is not None:
+        body["thinking"] = thinking
     if request.stream:
         body["stream"] = True
     return body
+
+
+def _thinking(reasoning: Reasoning | None, max_tokens: int) -> dict[str, Any] | None:
+    """Extended thinking for ``reasoning``: its budget, at least the API's 1,024 tokens and
+    less than ``max_tokens`` (which counts the thinking too, as OpenAI's limit counts the
+    reasoning). No room for that, or effort ``none``: no thinking."""
+    if reasoning is None:
+        return None
+    budget = min(budget_for(reasoning), max_tokens - 1)
+    if budget < _MIN_THINKING:
+        return None
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 # ---------------------------------------------------------------- Anthropic answers -> ours
@@ -412,6 +452,21 @@ def _headers(api_key: str | None, source: Source | None = None) -> _RedactedHead
     return headers
 
 
+def _begins_content(event: SSEEvent) -> bool:
+    """Whether an event that decoded to no chunk still begins the answer: a thinking or
+    signature delta, a server tool's block. A text block's empty opening does not (its first
+    delta does), nor ``message_start`` or a ping."""
+    if event.event == "content_block_delta":
+        return True
+    if event.event != "content_block_start":
+        return False
+    try:
+        block = _json.loads(event.data).get("content_block")
+    except (ValueError, AttributeError):
+        return False
+    return not (isinstance(block, dict) and block.get("type") == "text")
+
+
 def _own(source: Source | None) -> Source | None:
     """``source`` when it is an Anthropic client's request (to send on as it came)."""
     return source if source is not None and source.format == PROVIDER_KIND else None
@@ -431,10 +486,24 @@ class AnthropicClientCodec:
                 body={},
                 headers=_headers(api_key, source),
                 content=relayed_body(source, model),
-                relay=Relay(_TERMINATOR, echo_model=source.echo_model),
+                relay=Relay(
+                    _TERMINATOR,
+                    echo_model=source.echo_model,
+                    starts=_begins_content,
+                    secret=api_key,
+                ),
             )
         body = _encode_request(request, model)
         return HttpCall(path=MESSAGES_PATH, body=body, headers=_headers(api_key))
+
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        """No seed, and no "any JSON object" mode (structured output needs a schema)."""
+        missing = []
+        if request.seed is not None:
+            missing.append(Untranslatable("seed", "seed"))
+        if request.response_format is not None and request.response_format.schema is None:
+            missing.append(Untranslatable("response_format json_object", "response_format"))
+        return (*missing, *_lost_media(request))
 
     def build_count(self, request: Request, model: str, api_key: str | None) -> HttpCall:
         """``POST /v1/messages/count_tokens``: what ``request`` would cost as input on ``model``

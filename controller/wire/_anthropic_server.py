@@ -26,8 +26,10 @@ from controller.model import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     Request,
     Response,
+    ResponseFormat,
     Source,
     StreamChunk,
     TextPart,
@@ -118,9 +120,15 @@ _TRANSLATED = frozenset(
         "top_p",
         "stop_sequences",
         "stream",
+        "metadata",  # its user_id (any other member is noted)
+        "thinking",  # its type and budget_tokens (any other member is noted)
+        "output_config",  # its format (any other member is noted)
     }
 )
-_NEUTRAL: dict[str, Any] = {"thinking": {"type": "disabled"}}
+_NEUTRAL: dict[str, Any] = {}
+_METADATA_MEMBERS = frozenset({"user_id"})
+_OUTPUT_CONFIG_MEMBERS = frozenset({"format", "effort"})
+_THINKING_MEMBERS = frozenset({"type", "budget_tokens"})
 _TEXT_MEMBERS = frozenset({"type", "text"})
 _TOOL_USE_MEMBERS = frozenset({"type", "id", "name", "input"})
 _TOOL_RESULT_MEMBERS = frozenset({"type", "tool_use_id", "content", "is_error"})
@@ -283,12 +291,18 @@ def _decode_tools(raw: list[Any] | None, notes: Notes) -> tuple[ToolDefinition, 
     return tuple(tools)
 
 
+def _parallel(raw: dict[str, Any] | None) -> bool | None:
+    """``tool_choice.disable_parallel_tool_use: true`` as our ``parallel_tool_calls=False``."""
+    if raw is None:
+        return None
+    disabled = _field(raw, "disable_parallel_tool_use", bool, "tool_choice")
+    return None if disabled is None else not disabled
+
+
 def _decode_tool_choice(raw: dict[str, Any] | None, notes: Notes) -> ToolChoice | None:
     if raw is None:
         return None
-    if raw.get("disable_parallel_tool_use") is False:
-        raw = {k: v for k, v in raw.items() if k != "disable_parallel_tool_use"}
-    notes.extra(raw, _TOOL_CHOICE_MEMBERS, "tool_choice", ".")
+    notes.extra(raw, _TOOL_CHOICE_MEMBERS | {"disable_parallel_tool_use"}, "tool_choice", ".")
     kind = _field(raw, "type", str, "tool_choice", required=True)
     if kind == "tool":
         name: str = _field(raw, "name", str, "tool_choice", required=True)
@@ -297,6 +311,49 @@ def _decode_tool_choice(raw: dict[str, Any] | None, notes: Notes) -> ToolChoice 
     if kind not in choices:
         raise BadRequest("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
     return choices[kind]
+
+
+def _decode_end_user(metadata: dict[str, Any] | None, notes: Notes) -> str | None:
+    if metadata is None:
+        return None
+    notes.extra(metadata, _METADATA_MEMBERS, "metadata", ".")
+    user: str | None = _field(metadata, "user_id", str, "metadata")
+    return user
+
+
+def _decode_reasoning(
+    thinking: dict[str, Any] | None, config: dict[str, Any] | None, notes: Notes
+) -> Reasoning | None:
+    """``thinking`` (enabled with a budget, adaptive, or disabled) with ``output_config.effort``."""
+    effort = _field(config, "effort", str, "output_config") if config is not None else None
+    if thinking is None:
+        return Reasoning(effort=effort) if effort is not None else None
+    notes.extra(thinking, _THINKING_MEMBERS, "thinking", ".")  # display, ...
+    kind = _field(thinking, "type", str, "thinking", required=True)
+    if kind == "disabled":
+        return Reasoning(effort=effort) if effort is not None else None
+    if kind == "enabled":
+        budget = _field(thinking, "budget_tokens", int, "thinking", required=True)
+        return Reasoning(effort=effort, budget_tokens=budget)
+    if kind != "adaptive":
+        notes.add(f"thinking {kind}", "thinking.type")
+    return Reasoning(effort=effort)
+
+
+def _decode_output(config: dict[str, Any] | None, notes: Notes) -> ResponseFormat | None:
+    """``output_config.format`` (a JSON schema for the answer); ``effort`` and anything else
+    in it are noted."""
+    if config is None:
+        return None
+    notes.extra(config, _OUTPUT_CONFIG_MEMBERS, "output_config", ".")
+    spec = _field(config, "format", dict, "output_config")
+    if spec is None:
+        return None
+    kind = _field(spec, "type", str, "output_config.format", required=True)
+    if kind != "json_schema":
+        raise BadRequest("output_config.format.type: Input should be 'json_schema'")
+    schema = _field(spec, "schema", dict, "output_config.format", required=True)
+    return ResponseFormat(schema=schema)
 
 
 def _decode_stop(raw: list[Any] | None) -> tuple[str, ...]:
@@ -338,6 +395,12 @@ def _decode_request(body: dict[str, Any], *, counting: bool = False) -> tuple[st
         top_p=_field(body, "top_p", float),
         stop=_decode_stop(_field(body, "stop_sequences", list)),
         stream=bool(_field(body, "stream", bool)),
+        response_format=_decode_output(_field(body, "output_config", dict), notes),
+        parallel_tool_calls=_parallel(_field(body, "tool_choice", dict)),
+        user=_decode_end_user(_field(body, "metadata", dict), notes),
+        reasoning=_decode_reasoning(
+            _field(body, "thinking", dict), _field(body, "output_config", dict), notes
+        ),
         source=Source(format=PROVIDER_KIND, body=body, untranslatable=notes.found()),
     )
     return model, request

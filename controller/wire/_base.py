@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from controller._errors import ProviderError
-from controller.model import Request, Response, StreamChunk
+from controller.model import Request, Response, StreamChunk, Untranslatable
 
 if TYPE_CHECKING:
     from controller.wire._relay import Relay
@@ -65,6 +65,11 @@ class ClientCodec(Protocol):
         """The HTTP call for ``request`` on ``model``; streaming when ``request.stream``. A
         request whose :attr:`~controller.model.Request.source` is in this format goes on as
         the client sent it (:mod:`controller.wire._relay`)."""
+        ...
+
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        """What of ``request`` (decoded from another format) this format cannot express, e.g.
+        a ``seed`` for Anthropic: the router skips such a provider for that request."""
         ...
 
     def parse_response(self, body: bytes, model: str) -> Response:

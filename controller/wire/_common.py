@@ -143,6 +143,12 @@ def json_or_none(body: bytes | str) -> Any:
         return None
 
 
+# A client could send thousands of unknown fields: the first 32 are enough to skip providers
+# by, and to name in a 400 or a span attribute (each path cut to 200 characters).
+_MAX_NOTED = 32
+_MAX_PATH = 200
+
+
 class Notes:
     """What a request uses that translation into :class:`~controller.model.Request` cannot
     carry, by feature (the first path each was seen at). A server codec fills it while it
@@ -154,7 +160,8 @@ class Notes:
         self._found: dict[str, str] = {}
 
     def add(self, feature: str, path: str) -> None:
-        self._found.setdefault(feature, path)
+        if len(self._found) < _MAX_NOTED or feature in self._found:
+            self._found.setdefault(feature, path[:_MAX_PATH])
 
     def extra(self, obj: Mapping[str, Any], known: frozenset[str], where: str, sep: str) -> None:
         """Every member of ``obj`` not in ``known`` (and not null), by its own name."""

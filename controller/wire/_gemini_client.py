@@ -18,9 +18,11 @@ from controller._errors import (
     ProviderError,
 )
 from controller.model import (
+    DocumentPart,
     FinishReason,
     Message,
     Part,
+    Reasoning,
     Request,
     Response,
     StreamChunk,
@@ -29,6 +31,7 @@ from controller.model import (
     ToolCallDelta,
     ToolChoice,
     ToolDefinition,
+    Untranslatable,
     Usage,
 )
 from controller.wire._base import HttpCall, SSEEvent
@@ -51,7 +54,8 @@ from controller.wire._gemini_common import (
     args_text,
     model_parts,
 )
-from controller.wire._media import url_media_type
+from controller.wire._media import media_of, url_media_type
+from controller.wire._reasoning import budget_for
 
 __all__ = ["GeminiClientCodec"]
 
@@ -61,6 +65,7 @@ _FILTERED = frozenset(
     {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
 )
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+_DYNAMIC = -1  # thinkingBudget: the model decides how much to think
 
 # --------------------------------------------------------------------------- client: encode
 
@@ -102,6 +107,14 @@ def _part_out(part: Part) -> dict[str, Any]:
         named = {"mimeType": media_type} if media_type else {}
         return {"fileData": named | {"fileUri": part.url}}
     return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
+
+
+def _lost_media(request: Request) -> tuple[Untranslatable, ...]:
+    """A document's title has no place here (inline data carries no name; a file name, the
+    bytes' label OpenAI requires, is left behind as no more than that)."""
+    if any(isinstance(p, DocumentPart) and p.title for p in media_of(request.messages)):
+        return (Untranslatable("document_title", "messages"),)
+    return ()
 
 
 def _sign_first_call(parts: list[dict[str, Any]]) -> None:
@@ -146,16 +159,29 @@ def _encode_request(request: Request) -> dict[str, Any]:
         body["tools"] = [{"functionDeclarations": [_encode_tool(t) for t in request.tools]}]
     if request.tool_choice is not None:
         body["toolConfig"] = _encode_tool_choice(request.tool_choice)
+    wanted = request.response_format
     settings = (
         ("maxOutputTokens", request.max_tokens),
         ("temperature", request.temperature),
         ("topP", request.top_p),
         ("stopSequences", list(request.stop) or None),
+        ("seed", request.seed),
+        ("responseMimeType", "application/json" if wanted is not None else None),
+        ("responseJsonSchema", wanted.schema if wanted is not None else None),
+        ("thinkingConfig", _thinking_config(request.reasoning)),
     )
     config = {key: value for key, value in settings if value is not None}
     if config:
         body["generationConfig"] = config
     return body
+
+
+def _thinking_config(reasoning: Reasoning | None) -> dict[str, int] | None:
+    """``thinkingBudget`` for ``reasoning``: its budget, 0 for effort ``none``, -1 (the model
+    decides) for Anthropic's adaptive thinking."""
+    if reasoning is None:
+        return None
+    return {"thinkingBudget": budget_for(reasoning, default=_DYNAMIC)}
 
 
 # --------------------------------------------------------------------------- client: decode
@@ -397,6 +423,15 @@ class GeminiClientCodec:
             headers={"x-goog-api-key": api_key} if api_key else {},
             query={"alt": "sse"} if request.stream else {},
         )
+
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        """No end-user id, and no way to ask for one tool call at a time."""
+        missing = []
+        if request.user is not None:
+            missing.append(Untranslatable("user", "user"))
+        if request.parallel_tool_calls is False and request.tools:
+            missing.append(Untranslatable("parallel_tool_calls", "parallel_tool_calls"))
+        return (*missing, *_lost_media(request))
 
     def parse_response(self, body: bytes, model: str) -> Response:
         return _decode_response(load_json(body, model=model), model)

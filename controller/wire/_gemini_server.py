@@ -22,8 +22,10 @@ from controller.model import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     Request,
     Response,
+    ResponseFormat,
     StreamChunk,
     TextPart,
     ToolCall,
@@ -327,12 +329,36 @@ def _decode_generation(data: dict[str, Any]) -> dict[str, Any]:
     for k, item in enumerate(stop):
         if not isinstance(item, str):
             raise _invalid(f"generationConfig.stopSequences[{k}]", item)
+    mime = _want(config, "responseMimeType", str, "generationConfig.responseMimeType")
+    schema = _want(config, "responseJsonSchema", dict, "generationConfig.responseJsonSchema")
+    wanted = None
+    if mime == "application/json" or schema is not None:
+        wanted = ResponseFormat(schema=schema)
     return {
         "max_tokens": _want(config, "maxOutputTokens", int, "generationConfig.maxOutputTokens"),
         "temperature": _want(config, "temperature", float, "generationConfig.temperature"),
         "top_p": _want(config, "topP", float, "generationConfig.topP"),
         "stop": tuple(stop),
+        "seed": _want(config, "seed", int, "generationConfig.seed"),
+        "response_format": wanted,
+        "reasoning": _decode_thinking(config),
     }
+
+
+def _decode_thinking(config: dict[str, Any]) -> Reasoning | None:
+    """``thinkingConfig``: a ``thinkingBudget`` (-1: the model decides) or a ``thinkingLevel``."""
+    where = "generationConfig.thinkingConfig"
+    thinking = _want(config, "thinkingConfig", dict, where)
+    if thinking is None:
+        return None
+    budget = _want(thinking, "thinkingBudget", int, f"{where}.thinkingBudget")
+    level = _want(thinking, "thinkingLevel", str, f"{where}.thinkingLevel")
+    if budget is None and level is None:
+        return None
+    effort = level.lower() if level is not None else None
+    return Reasoning(
+        effort=effort, budget_tokens=budget if budget is not None and budget >= 0 else None
+    )
 
 
 # --------------------------------------------------------------------------- server: answers

@@ -9,25 +9,29 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
+from controller import _json
 from controller._errors import BadRequest, MalformedResponse, ProviderError
 from controller.model import (
+    DocumentPart,
     FinishReason,
     ImagePart,
     Message,
     Part,
     Request,
     Response,
+    ResponseFormat,
     Source,
     StreamChunk,
     TextPart,
     ToolCall,
     ToolCallDelta,
     ToolDefinition,
+    Untranslatable,
     Usage,
 )
 from controller.wire._base import HttpCall, SSEEvent
 from controller.wire._common import error_for_status, load_json, parse_retry_after, require
-from controller.wire._media import data_url, file_name
+from controller.wire._media import data_url, file_name, media_of
 from controller.wire._openai_common import (
     CHOICES,
     TOOL_ERROR_PREFIX,
@@ -35,6 +39,7 @@ from controller.wire._openai_common import (
     stream_usage_requested,
     tool_call_out,
 )
+from controller.wire._reasoning import effort_for
 from controller.wire._relay import Relay, relayed_body
 from controller.wire._sse import sse
 
@@ -78,8 +83,10 @@ class OpenAIClientCodec:
         path: str = "/chat/completions",
         query: Mapping[str, str] | None = None,
         include_usage_option: bool = True,
+        token_limit: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
     ) -> None:
         self.provider_kind = provider_kind
+        self._token_limit = token_limit
         self._auth = auth
         self._path = path
         self._query = dict(query or {})
@@ -99,10 +106,17 @@ class OpenAIClientCodec:
             body["tools"] = [_tool_out(t) for t in request.tools]
         if request.tool_choice is not None:
             body["tool_choice"] = _tool_choice_out(request.tool_choice)
-        # "max_tokens", not "max_completion_tokens": every compatible server understands it.
-        optional: dict[str, Any] = {"max_tokens": request.max_tokens}
+        if request.tools and request.parallel_tool_calls is False:  # not allowed without tools
+            body["parallel_tool_calls"] = False
+        if request.response_format is not None:
+            body["response_format"] = _response_format_out(request.response_format)
+        # OpenAI's reasoning models refuse "max_tokens"; compatible servers know only that one.
+        optional: dict[str, Any] = {self._token_limit: request.max_tokens}
         optional |= {"temperature": request.temperature}
         optional |= {"top_p": request.top_p, "stop": list(request.stop) or None}
+        optional |= {"seed": request.seed, "user": request.user}
+        if request.reasoning is not None:
+            optional["reasoning_effort"] = effort_for(request.reasoning)
         body |= {k: v for k, v in optional.items() if v is not None}
         if request.stream:
             body["stream"] = True
@@ -115,6 +129,9 @@ class OpenAIClientCodec:
             query=self._query,
         )
 
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        return _lost_media(request)  # everything else our Request carries has a field here
+
     def _relayed(self, source: Source, model: str, api_key: str | None) -> HttpCall:
         """The client's body as it came, ``model`` set. A stream also asks for usage (the
         gateway's accounting needs it); a client that did not ask is not shown that event."""
@@ -124,7 +141,13 @@ class OpenAIClientCodec:
             options = body.get("stream_options")
             kept = options if isinstance(options, dict) else {}
             extra = {"stream_options": kept | {"include_usage": True}}
-        relay = Relay(_TERMINATOR, drop_usage_only=bool(extra), echo_model=source.echo_model)
+        relay = Relay(
+            _TERMINATOR,
+            drop_usage_only=bool(extra),
+            echo_model=source.echo_model,
+            starts=_begins_content,
+            secret=api_key,
+        )
         return HttpCall(
             path=self._model_path(model),
             body={},
@@ -226,10 +249,44 @@ def _part_out(part: Part) -> dict[str, Any]:
     if isinstance(part, ImagePart):
         url = part.url or data_url(part.media_type, part.data)
         return {"type": "image_url", "image_url": {"url": url}}
-    if part.url:  # Chat Completions takes a file's bytes, never a URL
+    if part.url:  # see unsupported(): the router sends a client's such request elsewhere
         raise BadRequest("a document given by URL cannot be sent to OpenAI chat completions")
     file = {"filename": file_name(part), "file_data": data_url(part.media_type, part.data)}
     return {"type": "file", "file": file}
+
+
+def _lost_media(request: Request) -> tuple[Untranslatable, ...]:
+    """Chat Completions takes a file's bytes (``file_data``) or an OpenAI file id, never a URL."""
+    if any(isinstance(p, DocumentPart) and p.url for p in media_of(request.messages)):
+        return (Untranslatable("document_url", "messages"),)
+    return ()
+
+
+def _begins_content(event: SSEEvent) -> bool:
+    """Whether an event that decoded to no chunk still carries content: a delta our decoder
+    does not read (a compatible server's ``reasoning_content``, a refusal, another choice's
+    text). The opening ``{"role": "assistant", "content": ""}`` carries none."""
+    try:
+        data = _json.loads(event.data)
+    except ValueError:  # [DONE]
+        return False
+    choices = data.get("choices") if isinstance(data, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role"):
+            return True
+    return False
+
+
+def _response_format_out(wanted: ResponseFormat) -> dict[str, Any]:
+    if wanted.schema is None:
+        return {"type": "json_object"}
+    spec: dict[str, Any] = {"name": wanted.name, "schema": wanted.schema}
+    if wanted.description is not None:
+        spec["description"] = wanted.description
+    if wanted.strict is not None:
+        spec["strict"] = wanted.strict
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def _tool_out(tool: ToolDefinition) -> dict[str, Any]:
@@ -299,6 +356,9 @@ class OpenAIStreamDecoder:
 
     Usage on a finish event rides on the finish chunk, a usage-only event becomes its own chunk.
     The served model is reported once, on the first chunk, when it differs from the requested one.
+    With several choices (``n``), the chunks are choice 0's, and its finish is reported only
+    once every choice seen has finished: a finish ends the wait for more, and the other choices
+    (relayed to a same-format client as they came) must not be cut short.
     """
 
     def __init__(self, *, model: str, provider: str = "openai") -> None:
@@ -306,6 +366,8 @@ class OpenAIStreamDecoder:
         self._provider = provider
         self._done = False
         self._model_seen = False
+        self._unfinished: set[int] = set()  # choices seen that have not finished yet
+        self._finish: StreamChunk | None = None  # choice 0's, held while others stream
 
     @property
     def done(self) -> bool:
@@ -325,13 +387,34 @@ class OpenAIStreamDecoder:
         if isinstance(body, dict) and (body.get("error") or event.event == "error"):
             raise ErrorFields.of(body, None).stream_error(self._model, self._provider)
         choices = require(body, "choices", list, what="stream chunk", model=self._model)
-        chunks = self._choice(choices[0]) if choices else []
+        chunks = self._choices(choices)
         usage = _usage_in(body.get("usage"), self._model)
         if usage is not None and chunks and chunks[-1].finish_reason is not None:
             chunks[-1] = dataclasses.replace(chunks[-1], usage=usage)
         elif usage is not None:
             chunks.append(StreamChunk(usage=usage))
         return self._stamp_model(body.get("model"), chunks)
+
+    def _choices(self, choices: list[Any]) -> list[StreamChunk]:
+        if len(choices) == 1 and not self._unfinished and self._finish is None:
+            only = choices[0]  # the usual case: one choice, nothing held
+            if not isinstance(only, dict) or only.get("index", 0) == 0:
+                return self._choice(only)
+        chunks: list[StreamChunk] = []
+        for choice in choices:
+            index = choice.get("index", 0) if isinstance(choice, dict) else 0
+            if index == 0:
+                chunks += self._choice(choice)
+            if isinstance(choice, dict) and choice.get("finish_reason") is not None:
+                self._unfinished.discard(index)
+            else:
+                self._unfinished.add(index)
+        if chunks and chunks[-1].finish_reason is not None:
+            self._finish = chunks.pop()
+        if self._finish is not None and not self._unfinished:
+            chunks.append(self._finish)
+            self._finish = None
+        return chunks
 
     def _choice(self, choice: Any) -> list[StreamChunk]:
         if not isinstance(choice, dict):

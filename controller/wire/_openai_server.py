@@ -12,8 +12,10 @@ from controller.model import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
     Request,
     Response,
+    ResponseFormat,
     Source,
     StreamChunk,
     TextPart,
@@ -87,18 +89,21 @@ _TRANSLATED = frozenset(
         "stop",
         "stream",
         "stream_options",  # the gateway's own accounting: it asks for usage on every stream
+        "response_format",
+        "parallel_tool_calls",
+        "seed",
+        "user",
+        "reasoning_effort",
     }
 )
 _NOTHING = object()
 # Members whose value here is the API's default: they ask for nothing a translation loses.
 _NEUTRAL: dict[str, Any] = {
     "n": 1,
-    "parallel_tool_calls": True,
     "logprobs": False,
     "presence_penalty": 0,
     "frequency_penalty": 0,
     "store": False,
-    "response_format": {"type": "text"},
 }
 _MESSAGE_MEMBERS = {
     "system": frozenset({"role", "content"}),
@@ -258,6 +263,35 @@ def _tool_choice_in(raw: Any, notes: Notes) -> str | None:
     raise _unsupported(raw, "tool_choice", "'none', 'auto', 'required', a function")
 
 
+def _response_format_in(raw: Any) -> ResponseFormat | None:
+    """``text`` (the default) is none; ``json_object`` any object; ``json_schema`` its schema."""
+    if raw is None:
+        return None
+    kind = _field(_typed(raw, (dict,), "response_format"), "type", (str,), "response_format")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat()
+    if kind != "json_schema":
+        supported = "'text', 'json_object', 'json_schema'"
+        raise _unsupported(kind, "response_format.type", supported)
+    spec = _field(raw, "json_schema", (dict,), "response_format")
+    where = "response_format.json_schema"
+    schema = _optional(spec, "schema", (dict,), where)
+    return ResponseFormat(
+        schema=schema if schema is not None else {"type": "object"},
+        name=_field(spec, "name", (str,), where),
+        description=_optional(spec, "description", (str,), where),
+        strict=_optional(spec, "strict", (bool,), where),
+    )
+
+
+def _reasoning_in(effort: Any) -> Reasoning | None:
+    if effort is None:
+        return None
+    return Reasoning(effort=_typed(effort, (str,), "reasoning_effort"))
+
+
 def _token_limit(body: dict[str, Any], key: str) -> int | None:
     """``max_tokens`` or ``max_completion_tokens``: none, or room for at least one token."""
     value: int | None = _optional(body, key, (int,))
@@ -308,6 +342,11 @@ def _request_in(body: dict[str, Any]) -> Request:
         top_p=None if top_p is None else float(top_p),
         stop=(stop,) if isinstance(stop, str) else tuple(_typed(s, (str,), "stop") for s in stop),
         stream=bool(_optional(body, "stream", (bool,))),
+        response_format=_response_format_in(body.get("response_format")),
+        parallel_tool_calls=_optional(body, "parallel_tool_calls", (bool,)),
+        seed=_optional(body, "seed", (int,)),
+        user=_optional(body, "user", (str,)),
+        reasoning=_reasoning_in(body.get("reasoning_effort")),
         source=Source(format=WIRE_FORMAT, body=body, untranslatable=notes.found()),
     )
 

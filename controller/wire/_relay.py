@@ -15,7 +15,8 @@ errors, cuts).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller import _json
@@ -23,31 +24,43 @@ from controller.model import Source, StreamChunk
 from controller.wire._base import SSEEvent
 from controller.wire._sse import frame
 
-__all__ = ["Relay", "relayed_body", "with_model"]
+__all__ = ["MASK", "Relay", "relayed_body", "with_model"]
+
+MASK = "***"  # what a provider's key echoed in its answer becomes
 
 
 @dataclass(frozen=True, slots=True)
 class Relay:
     """How one same-format answer is relayed. ``terminator`` is sent when a stream that carried
-    its finish reason ends without one (the provider's grace ran out)."""
+    its finish reason ends without one (the provider's grace ran out). ``starts`` tells whether
+    an event that decoded to no chunk (thinking, a server tool's block, a compatible server's
+    ``reasoning_content``) begins the answer: events before that are held back (failover is
+    still possible), and a long thinking must not read as a provider that does not answer.
+    The provider's key (``secret``) never reaches the client, even when a provider echoes it."""
 
     terminator: bytes
     drop_usage_only: bool = False  # the gateway asked for usage the client did not ask for
     echo_model: str | None = None  # the model name to answer with instead of the served one
+    starts: Callable[[SSEEvent], bool] = field(default=lambda event: False, repr=False)
+    secret: str | None = field(default=None, repr=False)
 
     def event(self, event: SSEEvent, chunks: list[StreamChunk]) -> bytes:
         """The bytes to forward for one stream event (``chunks``: what it decoded to)."""
         if self.drop_usage_only and _usage_only(chunks):
             return b""
-        if self.echo_model is not None and '"model"' in event.data:
-            event = SSEEvent(data=_renamed(event.data, self.echo_model), event=event.event)
-        return frame(event)
+        data = event.data
+        if self.echo_model is not None and '"model"' in data:
+            data = _renamed(data, self.echo_model)
+        if self.secret and self.secret in data:
+            data = data.replace(self.secret, MASK)
+        return frame(SSEEvent(data=data, event=event.event) if data is not event.data else event)
 
     def whole(self, body: bytes) -> bytes:
         """A whole answer's body, as it goes to the client."""
-        if self.echo_model is None:
-            return body
-        return _renamed(body.decode("utf-8", "replace"), self.echo_model).encode()
+        if self.echo_model is not None:
+            body = _renamed(body.decode("utf-8", "replace"), self.echo_model).encode()
+        secret = self.secret.encode() if self.secret else b""
+        return body.replace(secret, MASK.encode()) if secret and secret in body else body
 
 
 def _usage_only(chunks: list[StreamChunk]) -> bool:
@@ -105,7 +118,12 @@ def with_model(raw: bytes, old: Any, new: str) -> bytes | None:
     if len(found) != 1:
         return None
     start, end = found[0].span()
-    return raw[:start] + b'"model":' + _json.dumps(new) + raw[end:]
+    spliced = raw[:start] + b'"model":' + _json.dumps(new) + raw[end:]
+    if raw.count(b'"model"') > 1:  # the one found may be nested (the top one written escaped)
+        parsed = _json.loads(spliced)
+        if not isinstance(parsed, dict) or parsed.get("model") != new:
+            return None
+    return spliced
 
 
 def _prepend(raw: bytes, members: dict[str, Any]) -> bytes | None:

@@ -18,7 +18,7 @@ Why this is more than a field rename:
 * Images and documents go as ``inlineData`` {mimeType, data} when the bytes are at hand and
   as ``fileData`` {mimeType, fileUri} for a URL (Gemini fetches public and signed URLs); a tool
   result's follow its ``functionResponse`` part in the same content, where decoding finds them
-  again. A document's title has no place on this wire.
+  again. A document's title has no place on this wire: the codec's ``unsupported`` says so.
 * Streams have no terminator: every ``data:`` event is a whole response chunk, ``done`` never
   turns true, and completeness is judged (by the transport) from a finishReason having been seen.
 """

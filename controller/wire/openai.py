@@ -12,7 +12,7 @@ Images travel as ``image_url`` parts (a base64 data URL or a URL), documents as 
 (``file_data``, a data URL, with a ``filename``). A tool message takes text only, so a tool
 result's images and documents go in a user message right after the tool messages, each result's
 introduced by a text naming its call. Chat Completions takes no file URL: a document given by
-URL is refused.
+URL is what the codec's ``unsupported`` names (the router then skips the provider).
 """
 
 from controller.wire._openai_client import OpenAIClientCodec, OpenAIStreamDecoder

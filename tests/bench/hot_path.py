@@ -40,7 +40,7 @@ from controller import _json
 from controller._loop import loop_factory
 from controller.config import load_config
 from controller.gateway import GatewaySettings, create_app
-from controller.model import Request, Response, StreamChunk
+from controller.model import Request, Response, StreamChunk, Untranslatable
 from controller.providers import Timeouts, codec_for
 from controller.runtime import Runtime
 from tests.bench.gateway import API_KEY, BODY, GATEWAY_YAML, MODEL
@@ -76,6 +76,9 @@ class CannedProvider:
     def __init__(self, name: str) -> None:
         self.name = name
         self._codec = codec_for("openai")
+
+    def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
+        return ()
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, "sk-bench")

@@ -1,7 +1,7 @@
 """Benchmark: instructions executed per proxied request, counted by valgrind (callgrind).
 
     python -m tests.bench.instructions [--requests 600] [--concurrency 10] [--json]
-                                       [--systems passthrough gateway] [--keep DIR]
+                                       [--systems passthrough gateway translated] [--keep DIR]
 
 Wall-clock figures from :mod:`tests.bench.gateway` move by 10-20% between runs on a shared box,
 which hides the effect of most single changes. The number of instructions a proxy executes per
@@ -10,9 +10,11 @@ request barely moves, whatever else the machine is doing: about 2% between runs 
 about 3% are noise. That makes this the A/B measure for work on the gateway's per-request cost;
 the gateway benchmark remains the one that reports requests/s and latency.
 
-How: the fake provider runs natively; the pass-through floor (:mod:`tests.bench.passthrough`)
-and then the gateway (``failover serve``, same config as the gateway benchmark, telemetry on)
-each run under ``valgrind --tool=callgrind``. Each gets 200 warm-up requests, then its counters
+How: the fake provider runs natively; the pass-through floor (:mod:`tests.bench.passthrough`),
+the gateway (``failover serve``, same config as the gateway benchmark, telemetry on: an OpenAI
+client and an OpenAI-format provider, the same-format route) and ``translated`` (the same
+gateway with an Anthropic-format provider: the cross-format route) each run under ``valgrind
+--tool=callgrind``. Each gets 200 warm-up requests, then its counters
 are zeroed (``callgrind_control -z``), ``--requests`` requests are sent from an aiohttp client at
 ``--concurrency``, and the counters are dumped (``callgrind_control -d``). Reported: instructions
 per request for each, and their ratio. Only the proxy's own process is counted (not the kernel:
@@ -40,6 +42,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -140,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--systems",
         nargs="+",
-        choices=("passthrough", "gateway"),
-        default=["passthrough", "gateway"],
+        choices=("passthrough", "gateway", "translated"),
+        default=["passthrough", "gateway", "translated"],
     )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the callgrind dumps here")
     args = parser.parse_args(argv)
@@ -154,19 +157,25 @@ def main(argv: list[str] | None = None) -> None:
         fake = start_fake(tmp)
         try:
             floor = [sys.executable, "-m", "tests.bench.passthrough", "--upstream", fake.url]
-            config = tmp / "failover.yaml"
-            config.write_text(
-                GATEWAY_YAML.format(
-                    upstream=fake.url,
-                    model=MODEL,
-                    state=tmp / "state.json",
-                    port=free_port(),  # replaced by --port
-                    admin_port=free_port(),
-                )
+            text = GATEWAY_YAML.format(
+                upstream=fake.url,
+                model=MODEL,
+                state=tmp / "state.json",
+                port=free_port(),  # replaced by --port
+                admin_port=free_port(),
             )
-            gateway = [sys.executable, "-m", "controller.cli", "serve", "--config", str(config)]
+            # The same OpenAI client request served by an Anthropic-format provider: decoded,
+            # translated, and the answer encoded back (the cross-format route).
+            openai_provider = f'kind: openai, base_url: "{fake.url}/v1"'
+            assert openai_provider in text
+            translated = text.replace(openai_provider, f'kind: anthropic, base_url: "{fake.url}"')
+            serve = [sys.executable, "-m", "controller.cli", "serve", "--config"]
+            chosen = {"passthrough": floor}
+            for system_name, config_text in (("gateway", text), ("translated", translated)):
+                config = tmp / f"{system_name}.yaml"
+                config.write_text(config_text)
+                chosen[system_name] = [*serve, str(config)]
             env = clean_env(BENCH_UPSTREAM_KEY=API_KEY)  # no client auth, as in .gateway
-            chosen = {"passthrough": floor, "gateway": gateway}
             for system_name in args.systems:
                 cmd = chosen[system_name]
                 system = start_under_callgrind(system_name, [*cmd, "--port"], tmp, env)
@@ -187,16 +196,23 @@ def main(argv: list[str] | None = None) -> None:
 
 def _report(counts: list[Count], args: argparse.Namespace) -> None:
     by = {c.system: c for c in counts}
-    both = "gateway" in by and "passthrough" in by
-    ratio = by["gateway"].per_request / by["passthrough"].per_request if both else None
+    floor = by.get("passthrough")
+    ratios = {
+        c.system: c.per_request / floor.per_request
+        for c in counts
+        if floor is not None and c is not floor
+    }
     if args.json:
-        doc = {"counts": [asdict(c) | {"per_request": c.per_request} for c in counts]}
-        print(json.dumps(doc | {"ratio": ratio, "concurrency": args.concurrency}, indent=2))
+        doc: dict[str, Any] = {
+            "counts": [asdict(c) | {"per_request": c.per_request} for c in counts]
+        }
+        doc |= {"ratio": ratios.get("gateway"), "ratios": ratios}
+        print(json.dumps(doc | {"concurrency": args.concurrency}, indent=2))
         return
     for c in counts:
         print(f"{c.system:12} {c.per_request / 1e6:6.3f} M instructions per request")
-    if ratio is not None:
-        print(f"gateway / pass-through: {ratio:.2f}x (concurrency {args.concurrency})")
+    for name, ratio in ratios.items():
+        print(f"{name} / pass-through: {ratio:.2f}x (concurrency {args.concurrency})")
 
 
 if __name__ == "__main__":
