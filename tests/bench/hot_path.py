@@ -30,6 +30,7 @@ import pstats
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -82,10 +83,14 @@ class CannedProvider:
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, "sk-bench")
-        _json.dumps(call.body)
+        if call.content is None:  # the translated route encodes; the same-format one relays
+            _json.dumps(call.body)
         async with asyncio.timeout(timeouts.total):
             await asyncio.sleep(0)  # the answer "arrives" one loop turn later, as over a socket
-        return self._codec.parse_response(ANSWER, model)
+        response = self._codec.parse_response(ANSWER, model)
+        if call.relay is not None:  # as HttpProvider does: read for telemetry, sent as it came
+            response = replace(response, raw=call.relay.whole(ANSWER))
+        return response
 
     def stream(
         self, request: Request, model: str, timeouts: Timeouts
