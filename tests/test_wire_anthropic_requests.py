@@ -255,7 +255,7 @@ def test_parse_request_splits_a_merged_user_turn_and_ignores_extras() -> None:
     body: dict[str, Any] = {
         "model": MODEL,
         "max_tokens": 100,
-        "metadata": {"user_id": "u1"},  # unknown to our model: ignored
+        "metadata": {"user_id": "u1"},  # the end user (Request.user), not a turn
         "thinking": {"type": "enabled", "budget_tokens": 50},
         "system": [
             {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},

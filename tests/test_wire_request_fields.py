@@ -7,6 +7,7 @@ served by an Anthropic-format and a Gemini-format provider.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -297,3 +298,49 @@ def test_the_config_key_reaches_the_router() -> None:
         "                      {provider: a, model: claude-sonnet-4-5}]}}\n"
     )
     assert [t.reasoning for t in build_tiers(config)["t"].targets] == [True, None]
+
+
+def test_thinking_in_history_stays_with_anthropic_and_its_turns_go_elsewhere() -> None:
+    """A Claude tool loop with thinking, continued by OpenAI or Gemini: the thinking blocks (and
+    their signatures, which only Anthropic can check) are left out of the history, as neither
+    API takes them; the tool calls, results and the reasoning asked for carry on."""
+    request = from_anthropic(
+        max_tokens=20000,
+        thinking={"type": "enabled", "budget_tokens": 10000},
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "I should call it.", "signature": "EqQB"},
+                    {"type": "redacted_thinking", "data": "EmwK"},
+                    {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "Paris"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}],
+            },
+        ],
+    )
+    assert request.source is not None
+    assert request.source.untranslatable == ()  # thinking history is not a feature to refuse
+    openai_body = OpenAIClientCodec().build(translated(request), "o4-mini", None).body
+    assert openai_body["reasoning_effort"] == "medium"
+    assert openai_body["messages"][1] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "t1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    }
+    assert "thinking" not in json.dumps(openai_body["messages"])
+    gemini_body = GeminiClientCodec().build(translated(request), "gemini-2.5-pro", None).body
+    model_turn = gemini_body["contents"][1]
+    assert model_turn["role"] == "model"
+    assert [list(part) for part in model_turn["parts"]] == [["functionCall", "thoughtSignature"]]
+    assert gemini_body["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 10000}
