@@ -212,6 +212,7 @@ class Response:
     usage: Usage = Usage()
     provider: str = ""
     raw: bytes | None = field(default=None, repr=False)  # the provider's body, same format
+    headers: tuple[tuple[str, str], ...] = ()  # the provider's, relayed with ``raw``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,6 +247,7 @@ class StreamChunk:
     usage: Usage | None = None
     model: str | None = None
     raw: bytes | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = ()  # on a relayed stream's first chunk: the provider's
 
 
 def text_message(role: Role, content: str) -> Message:

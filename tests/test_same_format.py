@@ -246,6 +246,14 @@ ANTHROPIC_BROKEN_STREAM = _sse(
     ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
 )
 
+# Headers of every upstream answer: the first three reach the client, the account's name not.
+ANSWERED = {
+    "request-id": "req_up_123",
+    "anthropic-ratelimit-requests-remaining": "99",
+    "x-ratelimit-remaining-tokens": "5000",
+    "openai-organization": "the-gateway-account",
+}
+
 # ---------------------------------------------------------------- the recording upstream
 
 
@@ -275,7 +283,7 @@ class Upstream:
             answer = ANTHROPIC_WHOLE if anthropic_path else OPENAI_WHOLE
             if body.get("model") == "claude-echo":  # a provider repeating the key it was sent
                 answer = answer.replace(b"It is sunny.", f"key {PROVIDER_KEY} bad".encode())
-            return web.Response(body=answer, content_type="application/json")
+            return web.Response(body=answer, content_type="application/json", headers=ANSWERED)
         if body.get("model") == "claude-thinker":
             return await self._think_slowly(request)
         if body.get("model") == "claude-broken":
@@ -287,7 +295,7 @@ class Upstream:
             answer += _sse(("ping", {"type": "ping"})) * 50_000 + ANTHROPIC_STREAM
         else:
             answer = ANTHROPIC_STREAM if anthropic_path else OPENAI_STREAM
-        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream", **ANSWERED})
         await out.prepare(request)
         for start in range(0, len(answer), 97):  # pieces that split events and lines
             await out.write(answer[start : start + 97])
@@ -667,6 +675,20 @@ async def test_when_the_capable_provider_is_tripped_it_is_tried_anyway(env: Env)
     span = _route_span(env)
     assert span.attributes[names.FAILOVER_PANIC] is True
     assert span.attributes[names.FAILOVER_SKIPPED] == ("up-openai: cache_control",)
+
+
+async def test_the_provider_s_request_id_and_rate_limits_reach_the_client(env: Env) -> None:
+    body = {"model": "an", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as http:
+        for streaming in (False, True):
+            url = env.url + "/v1/messages"
+            async with http.post(url, json=body | {"stream": streaming}) as answer:
+                await answer.read()
+                assert answer.headers["request-id"] == "req_up_123"
+                assert answer.headers["anthropic-ratelimit-requests-remaining"] == "99"
+                assert answer.headers["x-ratelimit-remaining-tokens"] == "5000"
+                assert "openai-organization" not in answer.headers
+                assert answer.headers["x-failover-provider"] == "up-anthropic"
 
 
 # ---------------------------------------------------------------- across formats: skip, 400, drop

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from controller import _json
 from controller._errors import (
@@ -119,7 +119,9 @@ class ChatEndpoint:
     def _whole(self, response: Response, call: _Call) -> web.Response:
         headers = served_headers(response.provider, response.model)
         if response.raw is not None:  # the provider speaks the client's format: as it came
-            return web.Response(body=response.raw, headers=headers, content_type=_JSON)
+            relayed = CIMultiDict(response.headers)
+            relayed.update(headers)
+            return web.Response(body=response.raw, headers=relayed, content_type=_JSON)
         rendered = self._front.render(response)
         if self._echo:
             rendered["model"] = call.model
@@ -149,7 +151,13 @@ class ChatEndpoint:
     ) -> web.StreamResponse:
         """Relay ``routed`` as SSE; whatever happens, the routed stream is closed at the end."""
         out = web.StreamResponse(
-            headers=_SSE_HEADERS | served_headers(routed.provider, routed.model)
+            headers=CIMultiDict(
+                [
+                    *routed.headers,  # the provider's, on the same-format route
+                    *_SSE_HEADERS.items(),
+                    *served_headers(routed.provider, routed.model).items(),
+                ]
+            )
         )
         ident = f"{self._front.id_prefix}{routed.request_id}"
         model = call.model if self._echo else routed.model

@@ -35,6 +35,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+from multidict import CIMultiDictProxy
+
 from controller import _json
 from controller._errors import (
     ConnectionFailed,
@@ -56,7 +58,7 @@ from controller.providers._http import (
 )
 from controller.providers._http_connect import tls_context
 from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
-from controller.wire._relay import Relay
+from controller.wire._relay import Relay, answer_headers
 from controller.wire._sse import SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -228,12 +230,14 @@ class HttpProvider:
         call = self._codec.build(request, model, self._api_key)
         relay = call.relay
         if relay is None:
-            return await self._exchange(call, model, timeouts, self._codec.parse_response)
+            response, _ = await self._exchange(call, model, timeouts, self._codec.parse_response)
+            return response
 
         def relayed(body: bytes, model: str) -> Response:  # read for telemetry, sent as it came
             return replace(self._codec.parse_response(body, model), raw=relay.whole(body))
 
-        return await self._exchange(call, model, timeouts, relayed)
+        response, headers = await self._exchange(call, model, timeouts, relayed)
+        return replace(response, headers=answer_headers(headers))  # those a client may read
 
     @property
     def counts_tokens(self) -> bool:
@@ -246,13 +250,14 @@ class HttpProvider:
         if counter is None:
             return None
         call = counter.build_count(request, model, self._api_key)
-        return await self._exchange(call, model, timeouts, counter.parse_count)
+        count, _ = await self._exchange(call, model, timeouts, counter.parse_count)
+        return count
 
     async def _exchange(
         self, call: HttpCall, model: str, timeouts: Timeouts, parse: Callable[[bytes, str], T]
-    ) -> T:
+    ) -> tuple[T, CIMultiDictProxy[str]]:
         """One non-streaming call: POST, map a non-2xx answer or a transport failure into the
-        error tree, parse the whole body."""
+        error tree, parse the whole body; with the answer's headers."""
         try:
             async with asyncio.timeout(timeouts.total):
                 resp = await self._post(call, timeouts)
@@ -267,7 +272,7 @@ class HttpProvider:
         except TimeoutError:
             raise self._tag(ProviderTimeout("no answer in time", phase="total"), model) from None
         try:
-            return parse(body, model)
+            return parse(body, model), resp.headers
         except ProviderError as exc:
             raise self._tag(exc, model) from None
 
@@ -287,7 +292,10 @@ class HttpProvider:
             if resp.status >= 300:
                 within = min(timeouts.idle, limits.first_by - time.monotonic())
                 raise await self._error(resp, model, within=max(0.0, within))
+            first = call.relay is not None  # its first chunk carries the answer's headers
             async for chunk in self._events(resp, model, limits, call.relay):
+                if first:
+                    chunk, first = replace(chunk, headers=answer_headers(resp.headers)), False
                 yield chunk
         finally:
             resp.release()

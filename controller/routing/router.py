@@ -527,8 +527,10 @@ class RoutedStream:
         self.provider = attempt.provider.name
         self.model = first.model or attempt.target.model
         self.request_id = route.request_id
-        # In the client's own format: each chunk's ``raw`` is what to forward, as it came.
+        # In the client's own format: each chunk's ``raw`` is what to forward, as it came, and
+        # ``headers`` the provider's answer headers that go with it.
         self.relayed = first.raw is not None
+        self.headers = first.headers
         self._router = router
         self._route = route
         self._attempt = attempt

@@ -15,7 +15,7 @@ errors, cuts).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from controller.model import Source, StreamChunk
 from controller.wire._base import SSEEvent
 from controller.wire._sse import frame
 
-__all__ = ["MASK", "Relay", "relayed_body", "with_model"]
+__all__ = ["MASK", "Relay", "answer_headers", "relayed_body", "with_model"]
 
 MASK = "***"  # what a provider's key echoed in its answer becomes
 
@@ -61,6 +61,24 @@ class Relay:
             body = _renamed(body.decode("utf-8", "replace"), self.echo_model).encode()
         secret = self.secret.encode() if self.secret else b""
         return body.replace(secret, MASK.encode()) if secret and secret in body else body
+
+
+# The provider's answer headers a client may read, relayed on the same-format route: the
+# request id (for the vendor's support) and the rate-limit state (Claude Code shows it). Not
+# the organization or project names, which are the gateway's account, not the client's.
+_ANSWER_HEADERS = frozenset({"request-id", "x-request-id", "openai-processing-ms"})
+_ANSWER_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
+_MAX_ANSWER_HEADERS = 32
+
+
+def answer_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The headers of a provider's answer that go on to the client (see the list above)."""
+    kept = [
+        (name, value)
+        for name, value in headers.items()
+        if name.lower() in _ANSWER_HEADERS or name.lower().startswith(_ANSWER_PREFIXES)
+    ]
+    return tuple(kept[:_MAX_ANSWER_HEADERS])
 
 
 def _usage_only(chunks: list[StreamChunk]) -> bool:
