@@ -148,6 +148,20 @@ class Untranslatable:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """What the gateway saw of a client's request besides its parsed body, for the server
+    codec that decodes it to put in the :class:`Source`: the body's bytes, the client's
+    headers that go upstream with it, and whether answers name the model the client asked for."""
+
+    raw: bytes = field(default=b"", repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    echo_model: bool = False
+
+
+NO_ORIGIN = Origin()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Source:
     """The client's request as it came, for a provider that speaks the client's format.
 

@@ -53,7 +53,7 @@ from controller.gateway._formats import (
 )
 from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
-from controller.model import Request, Response
+from controller.model import Origin, Request, Response
 from controller.routing.router import RoutedStream
 from controller.wire._base import StreamEncoder
 
@@ -119,9 +119,9 @@ class ChatEndpoint:
     def _whole(self, response: Response, call: _Call) -> web.Response:
         headers = served_headers(response.provider, response.model)
         if response.raw is not None:  # the provider speaks the client's format: as it came
-            relayed = CIMultiDict(response.headers)
-            relayed.update(headers)
-            return web.Response(body=response.raw, headers=relayed, content_type=_JSON)
+            if response.headers:  # the provider's request id, rate limits (ours win)
+                headers = dict(response.headers) | headers
+            return web.Response(body=response.raw, headers=headers, content_type=_JSON)
         rendered = self._front.render(response)
         if self._echo:
             rendered["model"] = call.model
@@ -209,13 +209,13 @@ async def decode_call(
     http: web.Request,
     backend: GatewayBackend,
     front: Front,
-    parse: Callable[[Any], tuple[str, Request]],
+    parse: Callable[[Any, Origin], tuple[str, Request]],
     max_body: int,
     echo_model: bool = False,
 ) -> _Call | web.StreamResponse:
     """The request (``parse`` reads the JSON body), or the 4xx answer in ``front``'s format
     that explains what is wrong with it. The request's source gets the body's bytes and the
-    headers that go upstream with it on the same-format route."""
+    headers that go upstream with it on the same-format route (``origin``)."""
     try:
         raw = await http.read()
     except web.HTTPRequestEntityTooLarge:
@@ -224,19 +224,14 @@ async def decode_call(
         body = _json.loads(raw)
     except ValueError as exc:  # bad UTF-8 and nesting too deep included
         return front.error(BadRequest(f"request body is not valid JSON: {exc}"))
+    headers = _relayed_headers(http.headers, front.relayed_headers)
     try:
-        model, request = parse(body)
+        model, request = parse(body, Origin(raw=raw, headers=headers, echo_model=echo_model))
     except BadRequest as exc:
         return front.error(replace_status(exc, 400))
     tier = backend.tier_for(model)
     if tier is None:
         return front.model_not_found(model, backend.models())
-    source = request.source
-    if source is not None:
-        headers = _relayed_headers(http.headers, front.relayed_headers)
-        echo = model if echo_model else None
-        source = replace(source, raw=raw, headers=headers, echo_model=echo)
-        request = replace(request, source=source)
     return _Call(body=body, model=model, tier=tier, request=request)
 
 

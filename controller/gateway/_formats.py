@@ -49,7 +49,7 @@ from controller._errors import (
     RateLimited,
     StreamInterrupted,
 )
-from controller.model import Request, Response
+from controller.model import Origin, Request, Response
 from controller.wire._base import StreamEncoder
 from controller.wire.anthropic import RELAYED_HEADERS, AnthropicServerCodec
 from controller.wire.openai import OpenAIServerCodec, stream_usage_requested
@@ -88,7 +88,7 @@ class Front(Protocol):
     id_prefix: str  # of the ids minted for streamed answers
     relayed_headers: tuple[str, ...]  # the client's headers a provider of its format gets
 
-    def parse(self, body: Any) -> tuple[str, Request]: ...
+    def parse(self, body: Any, origin: Origin) -> tuple[str, Request]: ...
 
     def render(self, response: Response) -> dict[str, Any]: ...
 
@@ -111,8 +111,8 @@ class OpenAIFront:
     def __init__(self) -> None:
         self.codec = OpenAIServerCodec()
 
-    def parse(self, body: Any) -> tuple[str, Request]:
-        return self.codec.parse_request(body)
+    def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
+        return self.codec.parse_request(body, origin=origin)
 
     def render(self, response: Response) -> dict[str, Any]:
         return self.codec.render_response(response)
@@ -146,8 +146,8 @@ class AnthropicFront:
     def __init__(self) -> None:
         self.codec = AnthropicServerCodec()
 
-    def parse(self, body: Any) -> tuple[str, Request]:
-        return self.codec.parse_request(body)
+    def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
+        return self.codec.parse_request(body, origin=origin)
 
     def render(self, response: Response) -> dict[str, Any]:
         return self.codec.render_response(response)

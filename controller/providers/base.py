@@ -228,16 +228,14 @@ class HttpProvider:
 
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, self._api_key)
+        body, headers = await self._exchange(call, model, timeouts)
+        response = self._parsed(self._codec.parse_response, body, model)
         relay = call.relay
         if relay is None:
-            response, _ = await self._exchange(call, model, timeouts, self._codec.parse_response)
-            return response
-
-        def relayed(body: bytes, model: str) -> Response:  # read for telemetry, sent as it came
-            return replace(self._codec.parse_response(body, model), raw=relay.whole(body))
-
-        response, headers = await self._exchange(call, model, timeouts, relayed)
-        return replace(response, headers=answer_headers(headers))  # those a client may read
+            return replace(response, provider=self.name)
+        # Read for telemetry; relayed as it came, with the headers a client may read.
+        raw, kept = relay.whole(body), answer_headers(headers)
+        return replace(response, provider=self.name, raw=raw, headers=kept)
 
     @property
     def counts_tokens(self) -> bool:
@@ -250,14 +248,14 @@ class HttpProvider:
         if counter is None:
             return None
         call = counter.build_count(request, model, self._api_key)
-        count, _ = await self._exchange(call, model, timeouts, counter.parse_count)
-        return count
+        body, _ = await self._exchange(call, model, timeouts)
+        return self._parsed(counter.parse_count, body, model)
 
     async def _exchange(
-        self, call: HttpCall, model: str, timeouts: Timeouts, parse: Callable[[bytes, str], T]
-    ) -> tuple[T, CIMultiDictProxy[str]]:
+        self, call: HttpCall, model: str, timeouts: Timeouts
+    ) -> tuple[bytes, CIMultiDictProxy[str]]:
         """One non-streaming call: POST, map a non-2xx answer or a transport failure into the
-        error tree, parse the whole body; with the answer's headers."""
+        error tree; the whole body and the answer's headers."""
         try:
             async with asyncio.timeout(timeouts.total):
                 resp = await self._post(call, timeouts)
@@ -271,8 +269,11 @@ class HttpProvider:
             raise self._tag(_transport_error(exc), model) from None
         except TimeoutError:
             raise self._tag(ProviderTimeout("no answer in time", phase="total"), model) from None
+        return body, resp.headers
+
+    def _parsed(self, parse: Callable[[bytes, str], T], body: bytes, model: str) -> T:
         try:
-            return parse(body, model), resp.headers
+            return parse(body, model)
         except ProviderError as exc:
             raise self._tag(exc, model) from None
 

@@ -362,10 +362,11 @@ class Router:
     def _dropped(self, request: Request, target: Target) -> tuple[str, ...]:
         """The droppable features ``target`` served without; each logged once."""
         source = request.source
-        provider = self.providers[target.provider]
-        if source is None:
+        lost = self._lost(request, target) if source is not None else ()
+        if not lost or source is None:
             return ()
-        dropped = tuple(dict.fromkeys(u.feature for u in self._lost(request, target)))
+        provider = self.providers[target.provider]
+        dropped = tuple(dict.fromkeys(u.feature for u in lost))
         for feature in dropped:
             if feature not in self._drops_logged:
                 self._drops_logged.add(feature)
@@ -433,7 +434,8 @@ class Router:
             response_model=response.model,
             output=response.message if self._capture else None,
         )
-        return replace(response, provider=attempt.provider.name)
+        name = attempt.provider.name
+        return response if response.provider == name else replace(response, provider=name)
 
     async def _stream_once(self, route: Route, request: Request, attempt: Try) -> RoutedStream:
         timeouts = self._timeouts_for(attempt)

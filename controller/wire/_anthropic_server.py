@@ -21,10 +21,12 @@ from controller._errors import (
     RateLimited,
 )
 from controller.model import (
+    NO_ORIGIN,
     DocumentPart,
     FinishReason,
     ImagePart,
     Message,
+    Origin,
     Part,
     Reasoning,
     Request,
@@ -371,7 +373,9 @@ def _check_generation(max_tokens: int, raw_messages: list[Any]) -> None:
         raise BadRequest("messages: at least one message is required")
 
 
-def _decode_request(body: dict[str, Any], *, counting: bool = False) -> tuple[str, Request]:
+def _decode_request(
+    body: dict[str, Any], origin: Origin, *, counting: bool = False
+) -> tuple[str, Request]:
     """A ``/v1/messages`` body; with ``counting`` a ``count_tokens`` one (no ``max_tokens``)."""
     model: str = _field(body, "model", str, required=True)
     max_tokens = _field(body, "max_tokens", int, required=not counting)
@@ -401,7 +405,14 @@ def _decode_request(body: dict[str, Any], *, counting: bool = False) -> tuple[st
         reasoning=_decode_reasoning(
             _field(body, "thinking", dict), _field(body, "output_config", dict), notes
         ),
-        source=Source(format=PROVIDER_KIND, body=body, untranslatable=notes.found()),
+        source=Source(
+            format=PROVIDER_KIND,
+            body=body,
+            raw=origin.raw,
+            headers=origin.headers,
+            untranslatable=notes.found(),
+            echo_model=model if origin.echo_model else None,
+        ),
     )
     return model, request
 
@@ -588,12 +599,14 @@ def _body_object(body: Any) -> dict[str, Any]:
 class AnthropicServerCodec:
     """Server side: what api.anthropic.com accepts and sends, for the fake and the gateway."""
 
-    def parse_request(self, body: Any, path_model: str | None = None) -> tuple[str, Request]:
-        return _decode_request(_body_object(body))
+    def parse_request(
+        self, body: Any, path_model: str | None = None, origin: Origin = NO_ORIGIN
+    ) -> tuple[str, Request]:
+        return _decode_request(_body_object(body), origin)
 
-    def parse_count_request(self, body: Any) -> tuple[str, Request]:
+    def parse_count_request(self, body: Any, origin: Origin = NO_ORIGIN) -> tuple[str, Request]:
         """A ``POST /v1/messages/count_tokens`` body: the messages body without ``max_tokens``."""
-        return _decode_request(_body_object(body), counting=True)
+        return _decode_request(_body_object(body), origin, counting=True)
 
     def render_count(self, input_tokens: int) -> dict[str, Any]:
         return {"input_tokens": input_tokens}

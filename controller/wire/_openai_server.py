@@ -8,9 +8,11 @@ from typing import Any
 from controller._clock import Clock, SystemClock
 from controller._errors import BadRequest, ProviderError
 from controller.model import (
+    NO_ORIGIN,
     DocumentPart,
     ImagePart,
     Message,
+    Origin,
     Part,
     Reasoning,
     Request,
@@ -314,7 +316,7 @@ def _notable(body: dict[str, Any], notes: Notes) -> None:
         notes.add(key, key)
 
 
-def _request_in(body: dict[str, Any]) -> Request:
+def _request_in(body: dict[str, Any], model: str, origin: Origin) -> Request:
     raw_messages = _field(body, "messages", (list,))
     if not raw_messages:
         raise _bad(
@@ -347,7 +349,14 @@ def _request_in(body: dict[str, Any]) -> Request:
         seed=_optional(body, "seed", (int,)),
         user=_optional(body, "user", (str,)),
         reasoning=_reasoning_in(body.get("reasoning_effort")),
-        source=Source(format=WIRE_FORMAT, body=body, untranslatable=notes.found()),
+        source=Source(
+            format=WIRE_FORMAT,
+            body=body,
+            raw=origin.raw,
+            headers=origin.headers,
+            untranslatable=notes.found(),
+            echo_model=model if origin.echo_model else None,
+        ),
     )
 
 
@@ -363,11 +372,14 @@ class OpenAIServerCodec:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
 
-    def parse_request(self, body: Any, path_model: str | None = None) -> tuple[str, Request]:
+    def parse_request(
+        self, body: Any, path_model: str | None = None, origin: Origin = NO_ORIGIN
+    ) -> tuple[str, Request]:
         body = _typed(body, (dict,), "body")
         if path_model is not None and body.get("model") is None:  # Azure: deployment in path
-            return path_model, _request_in(body)
-        return _field(body, "model", (str,)), _request_in(body)
+            return path_model, _request_in(body, path_model, origin)
+        model = _field(body, "model", (str,))
+        return model, _request_in(body, model, origin)
 
     def render_response(self, response: Response) -> dict[str, Any]:
         message = response.message

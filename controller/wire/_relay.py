@@ -66,18 +66,16 @@ class Relay:
 # The provider's answer headers a client may read, relayed on the same-format route: the
 # request id (for the vendor's support) and the rate-limit state (Claude Code shows it). Not
 # the organization or project names, which are the gateway's account, not the client's.
-_ANSWER_HEADERS = frozenset({"request-id", "x-request-id", "openai-processing-ms"})
-_ANSWER_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
+_ANSWER_HEADER = re.compile(
+    r"(?:x-)?request-id$|openai-processing-ms$|(?:anthropic|x)-ratelimit-", re.IGNORECASE
+)
 _MAX_ANSWER_HEADERS = 32
 
 
 def answer_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The headers of a provider's answer that go on to the client (see the list above)."""
-    kept = [
-        (name, value)
-        for name, value in headers.items()
-        if name.lower() in _ANSWER_HEADERS or name.lower().startswith(_ANSWER_PREFIXES)
-    ]
+    wanted = _ANSWER_HEADER.match
+    kept = [(name, value) for name, value in headers.items() if wanted(name)]
     return tuple(kept[:_MAX_ANSWER_HEADERS])
 
 
