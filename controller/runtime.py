@@ -92,6 +92,7 @@ def build_tiers(config: Config) -> dict[str, TierPlan]:
             weight=t.weight,
             cost_per_mtok=t.cost_per_mtok,
             reasoning=t.reasoning,
+            lacks=frozenset(t.lacks),
         )
 
     return {

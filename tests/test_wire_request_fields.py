@@ -344,3 +344,46 @@ def test_thinking_in_history_stays_with_anthropic_and_its_turns_go_elsewhere() -
     assert model_turn["role"] == "model"
     assert [list(part) for part in model_turn["parts"]] == [["functionCall", "thoughtSignature"]]
     assert gemini_body["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 10000}
+
+
+# ---------------------------------------------------------------- what a model lacks
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5E"
+
+
+async def look(url: str) -> str:
+    content: Any = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+    ]
+    async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="t", messages=[{"role": "user", "content": content}]
+        )
+    return raw.headers["x-failover-model"]
+
+
+async def test_an_image_skips_a_text_only_model_even_of_the_client_s_format() -> None:
+    text_only = Target(provider="openai", model="llama-text", lacks=frozenset({"image"}))
+    vision = Target(provider="anthropic", model="claude-sonnet-4-5")
+    async with routed(text_only, vision, droppable=frozenset({"image"})) as (url, fake, _):
+        assert await look(url) == "claude-sonnet-4-5"  # droppable does not drop what a model lacks
+    assert [seen.model for seen in fake.seen] == ["claude-sonnet-4-5"]
+
+
+async def test_no_model_of_the_tier_can_see_it_is_a_400_naming_the_image() -> None:
+    text_only = Target(provider="openai", model="llama-text", lacks=frozenset({"image", "tools"}))
+    async with routed(text_only) as (url, fake, _):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await look(url)
+    assert "image" in caught.value.message
+    assert list(fake.seen) == []
+
+
+def test_lacks_is_read_from_the_config() -> None:
+    config = parse_config(
+        "providers: {a: {kind: openai_compatible, base_url: 'http://127.0.0.1:1/v1'}}\n"
+        "tiers: {t: {targets: [{provider: a, model: llama, lacks: [image, tools]}]}}\n"
+    )
+    assert build_tiers(config)["t"].targets[0].lacks == {"image", "tools"}

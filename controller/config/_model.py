@@ -168,12 +168,16 @@ class ProviderConfig(_Frozen):
         return self.base_url or DEFAULT_BASE_URLS[self.kind]
 
 
+Capability = Literal["image", "document", "tools", "response_format"]
+
+
 class TargetConfig(_Frozen):
     provider: str
     model: str
     weight: Annotated[float, Field(gt=0)] = 1.0
     cost_per_mtok: Annotated[float, Field(ge=0)] = 0.0
     reasoning: bool | None = None  # takes reasoning parameters; unset: told by the model's name
+    lacks: tuple[Capability, ...] = ()  # what the model cannot honour (a text-only model: image)
 
 
 class TierConfig(_Frozen):

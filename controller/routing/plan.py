@@ -33,6 +33,9 @@ class Target:
     cost_per_mtok: float = 0.0  # input + output price per million tokens, for Strategy.COST
     # Whether the model takes reasoning parameters; None: known by its name (wire._reasoning).
     reasoning: bool | None = None
+    # What the model cannot honour whatever the format: "image", "document", "tools",
+    # "response_format" (a text-only or small local model). A request using one skips it.
+    lacks: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,11 +51,21 @@ from controller.events import (
     Outcome,
     RouteEvent,
 )
-from controller.model import Message, Request, Response, Source, StreamChunk, Untranslatable, Usage
+from controller.model import (
+    ImagePart,
+    Message,
+    Request,
+    Response,
+    Source,
+    StreamChunk,
+    Untranslatable,
+    Usage,
+)
 from controller.providers.base import Provider, Timeouts
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
+from controller.wire._media import media_of
 from controller.wire._reasoning import NONE, reasons
 
 T = TypeVar("T")
@@ -296,18 +306,24 @@ class Router:
     def _missing(self, request: Request, target: Target) -> list[Untranslatable]:
         """What the client sent that ``target`` cannot honour, less what the config allows
         to drop (:meth:`_lost`)."""
-        return [u for u in self._lost(request, target) if u.feature not in self.droppable]
+        # What the model lacks is never dropped: nothing takes it out of the request.
+        return [
+            u
+            for u in self._lost(request, target)
+            if u.feature not in self.droppable or u.feature in target.lacks
+        ]
 
     def _lost(self, request: Request, target: Target) -> tuple[Untranslatable, ...]:
-        """What of the client's request ``target`` would not get: nothing when its provider
-        speaks the client's format (the body goes on as it came); else what the translation
-        cannot carry, what the provider's format cannot express, and reasoning for a model
-        that does not reason."""
+        """What of the client's request ``target`` would not get: what its model lacks (from
+        the config, whatever the format); nothing more when its provider speaks the client's
+        format (the body goes on as it came); else what the translation cannot carry, what the
+        provider's format cannot express, and reasoning for a model that does not reason."""
         source = request.source
         provider = self.providers[target.provider]
+        lacking = _lacking(request, target.lacks) if target.lacks else ()
         if source is None or provider.wire_format == source.format:
-            return ()
-        lost = (*source.untranslatable, *provider.unsupported(request))
+            return lacking
+        lost = (*lacking, *source.untranslatable, *provider.unsupported(request))
         thinks = request.reasoning is not None and request.reasoning.effort != NONE
         if thinks and not _reasons(target, provider.wire_format):
             lost = (*lost, _REASONING)
@@ -603,6 +619,15 @@ class RoutedStream:
 
 
 _REASONING = Untranslatable("reasoning", "reasoning")
+
+
+def _lacking(request: Request, lacks: frozenset[str]) -> tuple[Untranslatable, ...]:
+    """Which of the capabilities a model ``lacks`` the request uses."""
+    used = {"tools": bool(request.tools), "response_format": request.response_format is not None}
+    if {"image", "document"} & lacks:
+        for part in media_of(request.messages):
+            used["image" if isinstance(part, ImagePart) else "document"] = True
+    return tuple(Untranslatable(name, name) for name in sorted(lacks) if used.get(name))
 
 
 def _reasons(target: Target, wire_format: str) -> bool:
