@@ -334,8 +334,8 @@ class Router:
         route). None left: a 400 naming the field when no target of the tier could carry it,
         else the capable ones are all out of the plan (tripped, kill switch): no capacity."""
         source = request.source
-        if source is None:
-            return targets
+        if source is None or all(self._own(source, t) for t in targets):
+            return targets  # the usual case: each target gets the body as it came
         kept: list[Target] = []
         for target in targets:
             missing = self._missing(request, target)
@@ -375,11 +375,17 @@ class Router:
             return request
         return replace(request, reasoning=None)
 
+    def _own(self, source: Source, target: Target) -> bool:
+        """Whether ``target`` takes the client's request as it came, with nothing it lacks."""
+        return not target.lacks and self.providers[target.provider].wire_format == source.format
+
     def _dropped(self, request: Request, target: Target) -> tuple[str, ...]:
         """The droppable features ``target`` served without; each logged once."""
         source = request.source
-        lost = self._lost(request, target) if source is not None else ()
-        if not lost or source is None:
+        if source is None or self._own(source, target):
+            return ()
+        lost = self._lost(request, target)
+        if not lost:
             return ()
         provider = self.providers[target.provider]
         dropped = tuple(dict.fromkeys(u.feature for u in lost))

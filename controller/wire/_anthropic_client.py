@@ -57,7 +57,7 @@ from controller.wire._common import (
 )
 from controller.wire._media import PDF, TEXT, media_of, text_of
 from controller.wire._reasoning import budget_for
-from controller.wire._relay import Relay, relayed_body
+from controller.wire._relay import relay_for, relayed_body
 from controller.wire._sse import sse
 
 __all__ = ["AnthropicClientCodec"]
@@ -486,7 +486,7 @@ class AnthropicClientCodec:
                 body={},
                 headers=_headers(api_key, source),
                 content=relayed_body(source, model),
-                relay=Relay(
+                relay=relay_for(
                     _TERMINATOR,
                     echo_model=source.echo_model,
                     starts=_begins_content,

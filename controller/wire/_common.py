@@ -170,4 +170,6 @@ class Notes:
                 self.add(key, f"{where}{sep}{key}" if where else key)
 
     def found(self) -> tuple[Untranslatable, ...]:
+        if not self._found:
+            return ()
         return tuple(Untranslatable(feature, path) for feature, path in self._found.items())

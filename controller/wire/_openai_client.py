@@ -40,7 +40,7 @@ from controller.wire._openai_common import (
     tool_call_out,
 )
 from controller.wire._reasoning import effort_for
-from controller.wire._relay import Relay, relayed_body
+from controller.wire._relay import relay_for, relayed_body
 from controller.wire._sse import sse
 
 __all__ = ["WIRE_FORMAT", "OpenAIClientCodec", "OpenAIStreamDecoder"]
@@ -141,7 +141,7 @@ class OpenAIClientCodec:
             options = body.get("stream_options")
             kept = options if isinstance(options, dict) else {}
             extra = {"stream_options": kept | {"include_usage": True}}
-        relay = Relay(
+        relay = relay_for(
             _TERMINATOR,
             drop_usage_only=bool(extra),
             echo_model=source.echo_model,
@@ -158,6 +158,8 @@ class OpenAIClientCodec:
         )
 
     def _model_path(self, model: str) -> str:
+        if "{model}" not in self._path:
+            return self._path
         return self._path.replace("{model}", quote(model, safe=""))
 
     def _headers(self, api_key: str | None) -> _Headers:

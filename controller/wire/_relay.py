@@ -14,6 +14,7 @@ errors, cuts).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from controller.model import Source, StreamChunk
 from controller.wire._base import SSEEvent
 from controller.wire._sse import frame
 
-__all__ = ["MASK", "Relay", "answer_headers", "relayed_body", "with_model"]
+__all__ = ["MASK", "Relay", "answer_headers", "relay_for", "relayed_body", "with_model"]
 
 MASK = "***"  # what a provider's key echoed in its answer becomes
 
@@ -70,13 +71,34 @@ _ANSWER_HEADER = re.compile(
     r"(?:x-)?request-id$|openai-processing-ms$|(?:anthropic|x)-ratelimit-", re.IGNORECASE
 )
 _MAX_ANSWER_HEADERS = 32
+_FIRST = frozenset("aAoOrRxX")  # the first letters of those names: most headers stop there
 
 
 def answer_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The headers of a provider's answer that go on to the client (see the list above)."""
     wanted = _ANSWER_HEADER.match
-    kept = [(name, value) for name, value in headers.items() if wanted(name)]
+    kept = [(n, v) for n, v in headers.items() if n[:1] in _FIRST and wanted(n)]
     return tuple(kept[:_MAX_ANSWER_HEADERS])
+
+
+@functools.lru_cache(maxsize=128)  # one per codec and setting; echo_model is the client's name
+def relay_for(
+    terminator: bytes,
+    *,
+    drop_usage_only: bool = False,
+    echo_model: str | None = None,
+    starts: Callable[[SSEEvent], bool],
+    secret: str | None,
+) -> Relay:
+    """The :class:`Relay` for these settings, made once (its construction was a measurable
+    part of a same-format request)."""
+    return Relay(
+        terminator,
+        drop_usage_only=drop_usage_only,
+        echo_model=echo_model,
+        starts=starts,
+        secret=secret,
+    )
 
 
 def _usage_only(chunks: list[StreamChunk]) -> bool:
