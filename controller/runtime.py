@@ -117,6 +117,8 @@ def build_provider(
         path=cfg.path,
         query=cfg.query,
         stream_usage=cfg.stream_usage,
+        organization=cfg.organization,
+        project=cfg.project,
     )
     return HttpProvider(
         name=name,

@@ -227,7 +227,7 @@ def _thinking_delta(text: str) -> tuple[str, Any]:
 THINKING_EVENTS = [
     _sse(("message_start", _MESSAGE_START)),
     _sse(("content_block_start", _THINKING_START)),
-    *(_sse(_thinking_delta(f"step {i}. ")) for i in range(8)),
+    *(_sse(_thinking_delta(f"step {i}. ")) for i in range(9)),
 ]
 # ANTHROPIC_STREAM from its signature delta on (after the first thinking delta)
 ANTHROPIC_STREAM_AFTER_THINKING = ANTHROPIC_STREAM[
@@ -303,13 +303,14 @@ class Upstream:
         return out
 
     async def _think_slowly(self, request: web.Request) -> web.StreamResponse:
-        """Thinks for 2 s (a delta every 0.25 s) before any text: longer than the provider's
-        first_token limit of 1 s, which a stream that is thinking must not be cut by."""
+        """Thinks for 3 s (a delta every 0.3 s) before any text: longer than the provider's
+        first_token limit of 2 s, which a stream that is thinking must not be cut by. The first
+        delta goes at once, so a loaded machine has the whole 2 s to relay it."""
         out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await out.prepare(request)
         for event in THINKING_EVENTS:
             await out.write(event)
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.3)
         await out.write(ANTHROPIC_STREAM_AFTER_THINKING)
         await out.write_eof()
         return out
@@ -372,7 +373,7 @@ async def same_format_env(*, droppable: frozenset[str] = frozenset()) -> AsyncIt
             retry=never_retry,
             deadline=20.0,
             droppable=droppable,
-            timeouts={"up-anthropic": Timeouts(connect=2.0, first_token=1.0, idle=5.0, total=10.0)},
+            timeouts={"up-anthropic": Timeouts(connect=2.0, first_token=2.0, idle=5.0, total=10.0)},
         )
         tracer = telemetry.tracer_provider.get_tracer("test")
         meter = MeterProvider().get_meter("test")  # the token-count endpoint's; unused here
@@ -626,7 +627,7 @@ async def test_events_held_before_the_first_token_are_bounded(env: Env) -> None:
 
 async def test_a_stream_that_thinks_longer_than_first_token_is_not_cut(env: Env) -> None:
     """Thinking is the answer starting: the events go to the client as they come, and the
-    first_token limit (1 s here) is met by the first thinking delta."""
+    first_token limit (2 s here) is met by the first thinking delta."""
     body = {
         "model": "think",
         "max_tokens": 64,

@@ -387,3 +387,13 @@ def test_lacks_is_read_from_the_config() -> None:
         "tiers: {t: {targets: [{provider: a, model: llama, lacks: [image, tools]}]}}\n"
     )
     assert build_tiers(config)["t"].targets[0].lacks == {"image", "tools"}
+
+
+def test_the_configured_openai_organization_and_project_go_on_every_call() -> None:
+    codec = codec_for("openai", organization="org-abc", project="proj_1")
+    for request in (translated(from_openai()), from_openai()):  # translated, and as it came
+        headers = codec.build(request, "gpt", "sk-key").headers
+        assert headers["OpenAI-Organization"] == "org-abc"
+        assert headers["OpenAI-Project"] == "proj_1"
+        assert headers["Authorization"] == "Bearer sk-key"
+    assert "OpenAI-Organization" not in codec_for("openai").build(from_openai(), "g", "k").headers

@@ -126,6 +126,9 @@ class ProviderConfig(_Frozen):
     path: str = "/chat/completions"
     query: dict[str, str] = Field(default_factory=dict)
     stream_usage: bool = True
+    # openai and openai_compatible: the organization and project calls are billed to
+    organization: str | None = None
+    project: str | None = None
 
     @field_validator("base_url")
     @classmethod

@@ -21,15 +21,20 @@ def codec_for(
     path: str = "/chat/completions",
     query: Mapping[str, str] | None = None,
     stream_usage: bool = True,
+    organization: str | None = None,
+    project: str | None = None,
 ) -> ClientCodec:
     """The client codec for a provider kind (``openai``, ``anthropic``, ``gemini``,
-    ``openai_compatible``)."""
+    ``openai_compatible``). ``organization`` and ``project`` go to OpenAI-format providers as
+    ``OpenAI-Organization`` and ``OpenAI-Project``."""
+    named = (("OpenAI-Organization", organization), ("OpenAI-Project", project))
+    account = {header: value for header, value in named if value}
     if kind == "anthropic":
         return AnthropicClientCodec()
     if kind == "gemini":
         return GeminiClientCodec()
     if kind == "openai":
-        return OpenAIClientCodec(token_limit="max_completion_tokens")
+        return OpenAIClientCodec(token_limit="max_completion_tokens", account=account)
     if kind == "openai_compatible":
         if auth not in ("bearer", "api-key", "none"):
             raise ValueError(f"unknown auth style {auth!r}")
@@ -39,5 +44,6 @@ def codec_for(
             path=path,
             query=query,
             include_usage_option=stream_usage,
+            account=account,
         )
     raise ValueError(f"unknown provider kind {kind!r}")

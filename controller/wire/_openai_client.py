@@ -84,9 +84,13 @@ class OpenAIClientCodec:
         query: Mapping[str, str] | None = None,
         include_usage_option: bool = True,
         token_limit: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
+        account: Mapping[str, str] | None = None,
     ) -> None:
         self.provider_kind = provider_kind
         self._token_limit = token_limit
+        # OpenAI-Organization / OpenAI-Project: which of the key's organizations and projects
+        # a call is billed to, sent on every call (the client's own never go upstream).
+        self._account = dict(account or {})
         self._auth = auth
         self._path = path
         self._query = dict(query or {})
@@ -163,11 +167,14 @@ class OpenAIClientCodec:
         return self._path.replace("{model}", quote(model, safe=""))
 
     def _headers(self, api_key: str | None) -> _Headers:
+        headers = _Headers(self._account)
         if api_key is None or self._auth == "none":
-            return _Headers()
+            return headers
         if self._auth == "api-key":
-            return _Headers({"api-key": api_key})
-        return _Headers({"Authorization": f"Bearer {api_key}"})
+            headers["api-key"] = api_key
+        else:
+            headers["Authorization"] = f"Bearer {api_key}"
+        return headers
 
     def parse_response(self, body: bytes, model: str) -> Response:
         data = load_json(body, what="chat completion", model=model)
