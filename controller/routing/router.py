@@ -382,8 +382,8 @@ class Router:
     def _dropped(self, request: Request, target: Target) -> tuple[str, ...]:
         """The droppable features ``target`` served without; each logged once."""
         source = request.source
-        if source is None or self._own(source, target):
-            return ()
+        if not self.droppable or source is None or self._own(source, target):
+            return ()  # nothing may be dropped: a target that would lose something was skipped
         lost = self._lost(request, target)
         if not lost:
             return ()
