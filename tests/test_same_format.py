@@ -279,6 +279,10 @@ class Upstream:
         self.received.append(Received(request.path, raw, dict(request.headers)))
         body = json.loads(raw)
         anthropic_path = request.path.endswith("/messages")
+        if body.get("model") == "claude-quoter":  # a 400 quoting the request's headers
+            quoted = f"bad header x-api-key: {request.headers.get('x-api-key')}"
+            error = {"type": "error", "error": {"type": "invalid_request_error", "message": quoted}}
+            return web.json_response(error, status=400)
         if not body.get("stream"):
             answer = ANTHROPIC_WHOLE if anthropic_path else OPENAI_WHOLE
             if body.get("model") == "claude-echo":  # a provider repeating the key it was sent
@@ -337,6 +341,7 @@ TIERS = {
     "think": [("up-anthropic", "claude-thinker"), ("up-openai", "gpt-real")],
     "bigthink": [("up-anthropic", "claude-bigthink"), ("up-openai", "gpt-real")],
     "echo": [("up-anthropic", "claude-echo")],
+    "quoter": [("up-anthropic", "claude-quoter")],
 }
 
 
@@ -658,6 +663,19 @@ async def test_a_provider_echoing_its_key_never_shows_it_to_the_client(env: Env)
         )
     assert PROVIDER_KEY.encode() not in raw.http_response.content
     assert b"key *** bad" in raw.http_response.content
+
+
+async def test_a_provider_error_quoting_the_key_is_masked(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with anthropic.AsyncAnthropic(base_url=env.url, api_key="k", max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            await client.messages.create(
+                model="quoter", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+            )
+    assert PROVIDER_KEY not in caught.value.message
+    assert "x-api-key: ***" in caught.value.message
+    assert PROVIDER_KEY not in caplog.text
 
 
 async def test_when_the_capable_provider_is_tripped_it_is_tried_anyway(env: Env) -> None:

@@ -58,7 +58,7 @@ from controller.providers._http import (
 )
 from controller.providers._http_connect import tls_context
 from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
-from controller.wire._relay import Relay, answer_headers
+from controller.wire._relay import MASK, Relay, answer_headers
 from controller.wire._sse import SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -393,8 +393,14 @@ class HttpProvider:
         return self._tag(err, model)
 
     def _tag(self, err: ProviderError, model: str) -> ProviderError:
+        """``err`` naming this provider; a provider echoing our key in its message (a 400
+        quoting the request's headers) gets it masked: the message reaches clients and logs."""
         err.provider = self.name
         err.model = err.model or model
+        key = self._api_key
+        if key and key in err.message:
+            err.message = err.message.replace(key, MASK)
+            err.args = (err.message,)
         return err
 
 
