@@ -7,7 +7,7 @@ import json
 
 from controller.model import Source, StreamChunk, Usage
 from controller.wire._base import SSEEvent
-from controller.wire._relay import Relay, relayed_body, with_model
+from controller.wire._relay import Relay, relay_for, relayed_body, with_model
 
 
 def source(raw: bytes) -> Source:
@@ -105,3 +105,11 @@ def test_the_provider_key_is_masked_in_relayed_events_and_bodies() -> None:
     event = SSEEvent(data='{"error":{"message":"bad key sk-provider-123"}}')
     assert b"sk-provider-123" not in relay.event(event, [])
     assert relay.whole(b'{"x":"sk-provider-123"}') == b'{"x":"***"}'
+
+
+def test_a_short_key_is_no_secret_and_is_left_alone() -> None:
+    relay = relay_for(b"", starts=lambda event: False, secret="ollama")
+    assert (
+        relay.whole(b'{"error":"run: ollama pull llama3"}')
+        == b'{"error":"run: ollama pull llama3"}'
+    )

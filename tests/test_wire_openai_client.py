@@ -143,3 +143,11 @@ def test_several_choices_finish_when_the_last_one_does() -> None:
     assert texts == ["a"]  # the chunks are choice 0's
     finishes = [i for i, chunks in enumerate(got) if any(c.finish_reason for c in chunks)]
     assert finishes == [6]  # after choice 1 finished, not at choice 0's own finish
+
+
+def test_a_compatible_server_s_null_index_is_choice_zero() -> None:
+    decoder = OpenAIStreamDecoder(model="m")
+    event = {"choices": [{"index": None, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+    chunks = decoder.feed(SSEEvent(data=json.dumps(event)))
+    assert [c.text for c in chunks if c.text] == ["hi"]
+    assert any(c.finish_reason for c in chunks)

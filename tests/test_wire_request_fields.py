@@ -221,7 +221,7 @@ def test_anthropic_thinking_becomes_an_effort() -> None:
     gemini = GeminiClientCodec().build(adaptive, "gemini-3-pro", None).body
     assert gemini["generationConfig"]["thinkingConfig"] == {"thinkingBudget": -1}
     effort = translated(from_anthropic(output_config={"effort": "max"}))
-    assert OpenAIClientCodec().build(effort, "gpt-5", None).body["reasoning_effort"] == "xhigh"
+    assert OpenAIClientCodec().build(effort, "gpt-5", None).body["reasoning_effort"] == "high"
     assert from_anthropic(thinking={"type": "disabled"}).reasoning is None
 
 
@@ -397,3 +397,42 @@ def test_the_configured_openai_organization_and_project_go_on_every_call() -> No
         assert headers["OpenAI-Project"] == "proj_1"
         assert headers["Authorization"] == "Bearer sk-key"
     assert "OpenAI-Organization" not in codec_for("openai").build(from_openai(), "g", "k").headers
+
+
+def test_thinking_is_not_asked_for_where_anthropic_refuses_it() -> None:
+    """A tool loop under way, a forced tool call, a non-default temperature: Anthropic refuses
+    thinking there (the client's own API did not), so the request goes without it."""
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    loop = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+    ]
+    cases: dict[str, dict[str, Any]] = {
+        "tool loop": {"messages": loop, "tools": [tool]},
+        "forced tool": {"tools": [tool], "tool_choice": "required"},
+        "temperature": {"temperature": 0.2},
+    }
+    for name, fields in cases.items():
+        request = translated(from_openai(reasoning_effort="high", **fields))
+        body = AnthropicClientCodec().build(request, "claude-sonnet-4-5", None).body
+        assert "thinking" not in body, name
+    plain = translated(from_openai(reasoning_effort="high", temperature=1))
+    assert "thinking" in AnthropicClientCodec().build(plain, "claude-sonnet-4-5", None).body
+
+
+def test_gemini_budgets_stay_within_what_the_model_takes() -> None:
+    ultrathink = translated(
+        from_anthropic(max_tokens=64000, thinking={"type": "enabled", "budget_tokens": 31999})
+    )
+    flash = GeminiClientCodec().build(ultrathink, "gemini-2.5-flash", None).body
+    assert flash["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 24576}
+    off = translated(from_openai(reasoning_effort="none"))
+    pro = GeminiClientCodec().build(off, "gemini-2.5-pro", None).body
+    assert pro["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 128}  # never 0
+
+
+def test_a_budget_below_one_never_breaks_the_effort_mapping() -> None:
+    odd = translated(from_anthropic(thinking={"type": "enabled", "budget_tokens": -5}))
+    assert OpenAIClientCodec().build(odd, "o4-mini", None).body["reasoning_effort"] == "none"

@@ -58,7 +58,7 @@ from controller.providers._http import (
 )
 from controller.providers._http_connect import tls_context
 from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
-from controller.wire._relay import MASK, Relay, answer_headers
+from controller.wire._relay import MASK, MIN_SECRET, Relay, answer_headers
 from controller.wire._sse import SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -398,7 +398,7 @@ class HttpProvider:
         err.provider = self.name
         err.model = err.model or model
         key = self._api_key
-        if key and key in err.message:
+        if key and len(key) >= MIN_SECRET and key in err.message:
             err.message = err.message.replace(key, MASK)
             err.args = (err.message,)
         return err

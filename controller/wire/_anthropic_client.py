@@ -23,7 +23,6 @@ from controller.model import (
     ImagePart,
     Message,
     Part,
-    Reasoning,
     Request,
     Response,
     Source,
@@ -92,6 +91,7 @@ _SECRET_HEADERS = frozenset({"x-api-key", "authorization"})
 RELAYED_HEADERS = ("anthropic-version", "anthropic-beta")
 _TERMINATOR = sse({"type": "message_stop"}, "message_stop")
 _MIN_THINKING = 1024  # the smallest thinking budget the API takes
+_MIN_TOP_P = 0.95  # the lowest top_p the API takes with thinking
 # What count_tokens does not take: generation settings, and metadata (it bills nobody).
 _GENERATION_ONLY = ("max_tokens", "temperature", "top_p", "stop_sequences", "stream", "metadata")
 
@@ -221,7 +221,7 @@ def _encode_request(request: Request, model: str) -> dict[str, Any]:
         body["output_config"] = {"format": {"type": "json_schema", "schema": wanted.schema}}
     if request.user is not None:
         body["metadata"] = {"user_id": request.user}
-    thinking = _thinking(request.reasoning, max_tokens)
+    thinking = _thinking(request, max_tokens)
     if thinking is not None:
         body["thinking"] = thinking
     if request.stream:
@@ -229,16 +229,29 @@ def _encode_request(request: Request, model: str) -> dict[str, Any]:
     return body
 
 
-def _thinking(reasoning: Reasoning | None, max_tokens: int) -> dict[str, Any] | None:
-    """Extended thinking for ``reasoning``: its budget, at least the API's 1,024 tokens and
-    less than ``max_tokens`` (which counts the thinking too, as OpenAI's limit counts the
-    reasoning). No room for that, or effort ``none``: no thinking."""
-    if reasoning is None:
+def _thinking(request: Request, max_tokens: int) -> dict[str, Any] | None:
+    """Extended thinking for the request's reasoning: its budget, at least the API's 1,024
+    tokens and less than ``max_tokens`` (which counts the thinking too, as OpenAI's limit
+    counts the reasoning). None where the API refuses thinking, which the client's own API
+    took: no room for the budget, effort ``none``, a forced tool call, a sampling setting
+    other than its default, or a tool loop under way (the last turn a tool result: the turn
+    that asked for the call then had to start with a thinking block, which no other format
+    gives back)."""
+    reasoning = request.reasoning
+    if reasoning is None or not _may_think(request):
         return None
     budget = min(budget_for(reasoning), max_tokens - 1)
     if budget < _MIN_THINKING:
         return None
     return {"type": "enabled", "budget_tokens": budget}
+
+
+def _may_think(request: Request) -> bool:
+    if request.tool_choice not in (None, "auto", "none"):
+        return False  # a forced tool call ("any" or a named tool)
+    if request.temperature not in (None, 1.0) or (request.top_p or 1.0) < _MIN_TOP_P:
+        return False
+    return not request.messages or request.messages[-1].role != "tool"
 
 
 # ---------------------------------------------------------------- Anthropic answers -> ours

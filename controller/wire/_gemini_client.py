@@ -55,7 +55,7 @@ from controller.wire._gemini_common import (
     model_parts,
 )
 from controller.wire._media import media_of, url_media_type
-from controller.wire._reasoning import budget_for
+from controller.wire._reasoning import gemini_budget
 
 __all__ = ["GeminiClientCodec"]
 
@@ -65,7 +65,6 @@ _FILTERED = frozenset(
     {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
 )
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-_DYNAMIC = -1  # thinkingBudget: the model decides how much to think
 
 # --------------------------------------------------------------------------- client: encode
 
@@ -151,7 +150,7 @@ def _encode_tool_choice(choice: ToolChoice) -> dict[str, Any]:
     return {"functionCallingConfig": config}
 
 
-def _encode_request(request: Request) -> dict[str, Any]:
+def _encode_request(request: Request, model: str = "") -> dict[str, Any]:
     body: dict[str, Any] = {"contents": _encode_contents(request.messages)}
     if request.system is not None:
         body["systemInstruction"] = {"parts": [{"text": request.system}]}
@@ -168,7 +167,7 @@ def _encode_request(request: Request) -> dict[str, Any]:
         ("seed", request.seed),
         ("responseMimeType", "application/json" if wanted is not None else None),
         ("responseJsonSchema", wanted.schema if wanted is not None else None),
-        ("thinkingConfig", _thinking_config(request.reasoning)),
+        ("thinkingConfig", _thinking_config(request.reasoning, model)),
     )
     config = {key: value for key, value in settings if value is not None}
     if config:
@@ -176,12 +175,13 @@ def _encode_request(request: Request) -> dict[str, Any]:
     return body
 
 
-def _thinking_config(reasoning: Reasoning | None) -> dict[str, int] | None:
-    """``thinkingBudget`` for ``reasoning``: its budget, 0 for effort ``none``, -1 (the model
-    decides) for Anthropic's adaptive thinking."""
+def _thinking_config(reasoning: Reasoning | None, model: str) -> dict[str, int] | None:
+    """``thinkingBudget`` for ``reasoning``: its budget within what ``model`` takes, 0 for
+    effort ``none`` (where the model can stop thinking), -1 (the model decides) for
+    Anthropic's adaptive thinking."""
     if reasoning is None:
         return None
-    return {"thinkingBudget": budget_for(reasoning, default=_DYNAMIC)}
+    return {"thinkingBudget": gemini_budget(reasoning, model)}
 
 
 # --------------------------------------------------------------------------- client: decode
@@ -419,7 +419,7 @@ class GeminiClientCodec:
         name = urllib.parse.quote(model.removeprefix("models/"), safe="-._~")
         return HttpCall(
             path=f"/v1beta/models/{name}:{method}",
-            body=_encode_request(request),
+            body=_encode_request(request, model),
             headers={"x-goog-api-key": api_key} if api_key else {},
             query={"alt": "sse"} if request.stream else {},
         )

@@ -360,6 +360,12 @@ def _usage_in(raw: Any, model: str) -> Usage | None:
     return Usage(prompt, _opt(raw, "completion_tokens", int, 0, model))
 
 
+def _index(choice: Any) -> int:
+    """A stream choice's index; 0 when a compatible server leaves it out or null."""
+    index = choice.get("index") if isinstance(choice, dict) else None
+    return index if isinstance(index, int) and not isinstance(index, bool) else 0
+
+
 class OpenAIStreamDecoder:
     """``data: {chat.completion.chunk}`` events → chunks; ``data: [DONE]`` sets :attr:`done`.
 
@@ -407,11 +413,11 @@ class OpenAIStreamDecoder:
     def _choices(self, choices: list[Any]) -> list[StreamChunk]:
         if len(choices) == 1 and not self._unfinished and self._finish is None:
             only = choices[0]  # the usual case: one choice, nothing held
-            if not isinstance(only, dict) or only.get("index", 0) == 0:
+            if _index(only) == 0:
                 return self._choice(only)
         chunks: list[StreamChunk] = []
         for choice in choices:
-            index = choice.get("index", 0) if isinstance(choice, dict) else 0
+            index = _index(choice)
             if index == 0:
                 chunks += self._choice(choice)
             if isinstance(choice, dict) and choice.get("finish_reason") is not None:

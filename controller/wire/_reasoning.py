@@ -21,12 +21,17 @@ import re
 
 from controller.model import Reasoning
 
-__all__ = ["NONE", "budget_for", "effort_for", "reasons"]
+__all__ = ["NONE", "budget_for", "effort_for", "gemini_budget", "reasons"]
 
 NONE = "none"  # the effort level that turns reasoning off (OpenAI's gpt-5.1 and later)
 # The budget (tokens) an effort level stands for.
 _BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
 _BUDGETS["max"] = 32768
+_DYNAMIC = -1  # Gemini's thinkingBudget: the model decides how much to think
+# OpenAI's levels for each level a client may name: Anthropic's "max" and "xhigh" are OpenAI's
+# "high" (its "xhigh" is taken by few models); a level nobody knows, "medium" (the default).
+_EFFORTS = {level: level for level in ("none", "minimal", "low", "medium", "high")}
+_EFFORTS |= {"xhigh": "high", "max": "high"}
 # The smallest budget of each level, largest first: a budget gets the first level it reaches.
 _LEVELS = (("high", 16384), ("medium", 4096), ("low", 1))
 # Model families, by name, that do not take reasoning parameters.
@@ -50,12 +55,27 @@ def effort_for(reasoning: Reasoning) -> str | None:
     """The OpenAI effort level ``reasoning`` asks for; None: the model's default."""
     effort = reasoning.effort
     if effort is not None:
-        return "xhigh" if effort == "max" else effort
+        return _EFFORTS.get(effort, "medium")
     if reasoning.budget_tokens is None:
         return None  # adaptive: the model decides, which is what no level says
-    if reasoning.budget_tokens == 0:
+    if reasoning.budget_tokens <= 0:
         return NONE
     return next(level for level, least in _LEVELS if reasoning.budget_tokens >= least)
+
+
+def gemini_budget(reasoning: Reasoning, model: str) -> int:
+    """``thinkingBudget`` for ``model``, within what its family takes: Flash and Flash-Lite
+    up to 24,576 tokens (Flash-Lite from 512), Pro from 128 to 32,768 and never 0 (it cannot
+    stop thinking); -1 (the model decides) for Anthropic's adaptive thinking."""
+    budget = budget_for(reasoning, default=_DYNAMIC)
+    if budget == _DYNAMIC:
+        return budget
+    if "pro" in model:
+        return min(max(budget, 128), 32768)
+    if budget == 0:
+        return 0
+    floor = 512 if "lite" in model else 1
+    return min(max(budget, floor), 24576)
 
 
 def reasons(wire_format: str, model: str) -> bool:

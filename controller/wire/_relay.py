@@ -25,9 +25,20 @@ from controller.model import Source, StreamChunk
 from controller.wire._base import SSEEvent
 from controller.wire._sse import frame
 
-__all__ = ["MASK", "Relay", "answer_headers", "relay_for", "relayed_body", "with_model"]
+__all__ = [
+    "MASK",
+    "MIN_SECRET",
+    "Relay",
+    "answer_headers",
+    "relay_for",
+    "relayed_body",
+    "with_model",
+]
 
 MASK = "***"  # what a provider's key echoed in its answer becomes
+# Shorter "keys" (a local server's "ollama", "none") are no secret, and masking them would
+# mangle ordinary text: only a key at least this long is masked.
+MIN_SECRET = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +108,7 @@ def relay_for(
         drop_usage_only=drop_usage_only,
         echo_model=echo_model,
         starts=starts,
-        secret=secret,
+        secret=secret if secret and len(secret) >= MIN_SECRET else None,
     )
 
 
