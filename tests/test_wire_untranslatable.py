@@ -212,3 +212,17 @@ def test_anthropic_server_tool_history_is_noted_and_images_in_tool_results_are_n
     assert anthropic_found(messages=messages) == (
         Untranslatable("server_tool_use", "messages.1.content.0"),
     )
+
+
+def test_the_legacy_function_role_is_noted_not_refused() -> None:
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "function", "name": "f", "content": "result"},
+        ],
+    }
+    _, request = OPENAI.parse_request(body)
+    assert [m.role for m in request.messages] == ["user"]
+    assert request.source is not None
+    assert request.source.untranslatable == (Untranslatable("role function", "messages[1].role"),)

@@ -191,13 +191,18 @@ def _file_in(part: dict[str, Any], path: str, notes: Notes) -> list[Part]:
     return [DocumentPart(media_type=media_type or PDF, data=data, name=name)]
 
 
-def _message_in_request(raw: Any, path: str, notes: Notes) -> Message | str:
-    """A turn, or the text of a system/developer turn (folded into ``Request.system``)."""
+def _message_in_request(raw: Any, path: str, notes: Notes) -> Message | str | None:
+    """A turn, or the text of a system/developer turn (folded into ``Request.system``); None
+    for a turn of the legacy ``function`` role, which the translation does not carry (noted:
+    an OpenAI-format provider gets it as it came)."""
     raw = _typed(raw, (dict,), path)
     role = _field(raw, "role", (str,), path)
     members = _MESSAGE_MEMBERS.get(role)
+    if role == "function":  # the legacy functions API's result turn, which OpenAI still takes
+        notes.add("role function", f"{path}.role")
+        return None
     if members is None:
-        supported = "'system', 'developer', 'user', 'assistant', 'tool'"
+        supported = "'system', 'developer', 'user', 'assistant', 'tool', 'function'"
         raise _unsupported(role, f"{path}.role", supported)
     notes.extra(raw, members, path, ".")
     if role == "user":
