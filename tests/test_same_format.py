@@ -306,6 +306,11 @@ class Upstream:
         await out.write_eof()
         return out
 
+    async def count(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        self.received.append(Received(request.path, raw, dict(request.headers)))
+        return web.json_response({"input_tokens": 4242})
+
     async def _think_slowly(self, request: web.Request) -> web.StreamResponse:
         """Thinks for 3 s (a delta every 0.3 s) before any text: longer than the provider's
         first_token limit of 2 s, which a stream that is thinking must not be cut by. The first
@@ -351,6 +356,7 @@ async def same_format_env(*, droppable: frozenset[str] = frozenset()) -> AsyncIt
     app = web.Application()
     app.router.add_post("/v1/chat/completions", upstream.handle)
     app.router.add_post("/v1/messages", upstream.handle)
+    app.router.add_post("/v1/messages/count_tokens", upstream.count)
     async with GatewayServer(app, host="127.0.0.1", port=0, grace=1.0) as up:
         providers = {
             "up-openai": HttpProvider(
@@ -708,6 +714,32 @@ async def test_the_provider_s_request_id_and_rate_limits_reach_the_client(env: E
                 assert answer.headers["x-ratelimit-remaining-tokens"] == "5000"
                 assert "openai-organization" not in answer.headers
                 assert answer.headers["x-failover-provider"] == "up-anthropic"
+
+
+async def test_a_token_count_goes_to_anthropic_as_it_came(env: Env) -> None:
+    """Claude Code counts tokens with the same blocks it sends: the Anthropic provider gets the
+    count body byte for byte (but the model) with the betas, so it counts what it will be sent."""
+    sent: list[bytes] = []
+    sent_headers: list[dict[str, str]] = []
+    async with anthropic.AsyncAnthropic(
+        base_url=env.url,
+        api_key="k",
+        max_retries=0,
+        http_client=_capturing(sent, anthropic.DefaultAsyncHttpxClient, sent_headers),
+    ) as client:
+        counted = await client.beta.messages.count_tokens(
+            model="an",
+            system=CLAUDE_CODE_SYSTEM,
+            messages=CLAUDE_CODE_MESSAGES,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            betas=BETAS,
+        )
+    assert counted.input_tokens == 4242
+    upstream = env.last()
+    assert upstream.path == "/v1/messages/count_tokens"
+    assert upstream.body == _model_set(sent[0], "an", "claude-real")
+    assert upstream.headers["anthropic-beta"] == sent_headers[0]["anthropic-beta"]
+    assert set(BETAS) <= set(upstream.headers["anthropic-beta"].split(","))
 
 
 # ---------------------------------------------------------------- across formats: skip, 400, drop
