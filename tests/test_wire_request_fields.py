@@ -19,6 +19,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
+from controller._errors import ConfigError
 from controller.config import parse_config
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import Request, Untranslatable
@@ -436,3 +437,19 @@ def test_gemini_budgets_stay_within_what_the_model_takes() -> None:
 def test_a_budget_below_one_never_breaks_the_effort_mapping() -> None:
     odd = translated(from_anthropic(thinking={"type": "enabled", "budget_tokens": -5}))
     assert OpenAIClientCodec().build(odd, "o4-mini", None).body["reasoning_effort"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        ("{kind: anthropic, organization: org-1}", "organization: is sent only to kind openai"),
+        ('{kind: openai, project: "p\\nx"}', "project: must be one line"),
+    ],
+)
+def test_an_openai_account_setting_where_it_cannot_go_names_key_and_line(
+    provider: str, message: str
+) -> None:
+    text = f"providers:\n  a: {provider}\ntiers: {{t: {{targets: [{{provider: a, model: m}}]}}}}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="f.yaml")
+    assert f"f.yaml:2: providers.a.{message}" in str(caught.value)

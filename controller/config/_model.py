@@ -166,6 +166,20 @@ class ProviderConfig(_Frozen):
             raise ValueError("base_url is required for kind openai_compatible")
         return self
 
+    @model_validator(mode="after")
+    def _account_where_it_is_sent(self) -> Self:
+        """organization / project are OpenAI headers: set elsewhere, they would do nothing."""
+        openai = (ProviderKind.OPENAI, ProviderKind.OPENAI_COMPATIBLE)
+        for key in ("organization", "project"):
+            value = getattr(self, key)
+            if value is not None and self.kind not in openai:
+                raise _AtField(
+                    key, f"is sent only to kind openai or openai_compatible, not {self.kind.value}"
+                )
+            if value is not None and (not value.strip() or any(c in value for c in "\r\n")):
+                raise _AtField(key, "must be one line of text (it goes into a header)")
+        return self
+
     @property
     def url(self) -> str:
         return self.base_url or DEFAULT_BASE_URLS[self.kind]
