@@ -18,7 +18,7 @@ keeps them in order (see :class:`Message`), while ``content`` stays the turn's t
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,6 +178,9 @@ class Source:
     headers: Mapping[str, str] = field(default_factory=dict)
     untranslatable: tuple[Untranslatable, ...] = ()
     echo_model: str | None = None  # answer with this model name instead of the served one
+    # Set on a request not decoded yet (every provider that may serve it takes the body as
+    # it came): the whole decode, made once, for whoever needs the translation after all.
+    full: Callable[[], Request] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -742,6 +742,29 @@ async def test_a_token_count_goes_to_anthropic_as_it_came(env: Env) -> None:
     assert set(BETAS) <= set(upstream.headers["anthropic-beta"].split(","))
 
 
+async def test_a_tier_that_takes_the_body_as_it_came_leaves_judging_it_to_the_provider(
+    env: Env,
+) -> None:
+    """Every provider of tier oa speaks the client's format: the gateway checks only what every
+    provider would (the body, model, messages) and does not decode the rest, which the provider
+    judges; with a provider of another format in the tier (mix) it decodes and refuses first."""
+    odd = {"model": "oa", "messages": [{"role": "narrator", "content": "Once upon a time"}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(env.url + "/v1/chat/completions", json=odd) as answer:
+            assert answer.status == 200  # the upstream's canned answer
+        assert json.loads(env.last().body)["messages"] == odd["messages"]
+        async with http.post(
+            env.url + "/v1/chat/completions", json=odd | {"model": "mix"}
+        ) as answer:
+            error = await answer.json()
+            assert answer.status == 400
+        assert error["error"]["param"] == "messages[0].role"
+        assert len(env.upstream.received) == 1  # the mixed tier's request went nowhere
+        async with http.post(env.url + "/v1/chat/completions", json={"model": "oa"}) as answer:
+            assert answer.status == 400  # what every provider refuses is refused here
+            assert (await answer.json())["error"]["param"] == "messages"
+
+
 # ---------------------------------------------------------------- across formats: skip, 400, drop
 
 

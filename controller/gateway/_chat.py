@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -53,7 +54,7 @@ from controller.gateway._formats import (
 )
 from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
-from controller.model import Origin, Request, Response
+from controller.model import Origin, Request, Response, Source
 from controller.routing.router import RoutedStream
 from controller.wire._base import StreamEncoder
 
@@ -131,7 +132,9 @@ class ChatEndpoint:
     async def _decode(self, http: web.Request) -> _Call | web.StreamResponse:
         front = self._front
         echo = self._echo
-        return await decode_call(http, self._backend, front, front.parse, self._max_body, echo)
+        return await decode_call(
+            http, self._backend, front, front.parse, self._max_body, echo, lazy=True
+        )
 
     def _failure(self, exc: FailoverError) -> web.Response:
         shown = public_error(exc)
@@ -212,10 +215,14 @@ async def decode_call(
     parse: Callable[[Any, Origin], tuple[str, Request]],
     max_body: int,
     echo_model: bool = False,
+    *,
+    lazy: bool = False,
 ) -> _Call | web.StreamResponse:
     """The request (``parse`` reads the JSON body), or the 4xx answer in ``front``'s format
     that explains what is wrong with it. The request's source gets the body's bytes and the
-    headers that go upstream with it on the same-format route (``origin``)."""
+    headers that go upstream with it on the same-format route (``origin``). With ``lazy``, a
+    request every provider of whose tier takes the body as it came is checked only as every
+    provider would check it, and not decoded (the provider judges the rest)."""
     try:
         raw = await http.read()
     except web.HTTPRequestEntityTooLarge:
@@ -224,15 +231,51 @@ async def decode_call(
         body = _json.loads(raw)
     except ValueError as exc:  # bad UTF-8 and nesting too deep included
         return front.error(BadRequest(f"request body is not valid JSON: {exc}"))
-    headers = _relayed_headers(http.headers, front.relayed_headers)
+    origin = Origin(
+        raw=raw,
+        headers=_relayed_headers(http.headers, front.relayed_headers),
+        echo_model=echo_model,
+    )
     try:
-        model, request = parse(body, Origin(raw=raw, headers=headers, echo_model=echo_model))
+        if lazy:
+            model, stream = front.peek(body)
+            tier = backend.tier_for(model)
+            if tier is not None and backend.router.takes_as_is(front.name, tier):
+                request = _undecoded(front, body, origin, model, stream, parse)
+                return _Call(body=body, model=model, tier=tier, request=request)
+        model, request = parse(body, origin)
     except BadRequest as exc:
         return front.error(replace_status(exc, 400))
     tier = backend.tier_for(model)
     if tier is None:
         return front.model_not_found(model, backend.models())
     return _Call(body=body, model=model, tier=tier, request=request)
+
+
+def _undecoded(
+    front: Front,
+    body: Any,
+    origin: Origin,
+    model: str,
+    stream: bool,
+    parse: Callable[[Any, Origin], tuple[str, Request]],
+) -> Request:
+    """A request not decoded: every provider that may serve it takes the body as it came, so
+    only ``stream`` is needed, and the whole decode waits (made once) for whoever needs it."""
+
+    @functools.cache
+    def full() -> Request:
+        return parse(body, origin)[1]
+
+    source = Source(
+        format=front.name,
+        body=body,
+        raw=origin.raw,
+        headers=origin.headers,
+        echo_model=model if origin.echo_model else None,
+        full=full,
+    )
+    return Request(messages=(), stream=stream, source=source)
 
 
 def _relayed_headers(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> dict[str, str]:

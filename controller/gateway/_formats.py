@@ -90,6 +90,8 @@ class Front(Protocol):
 
     def parse(self, body: Any, origin: Origin) -> tuple[str, Request]: ...
 
+    def peek(self, body: Any) -> tuple[str, bool]: ...
+
     def render(self, response: Response) -> dict[str, Any]: ...
 
     def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder: ...
@@ -113,6 +115,9 @@ class OpenAIFront:
 
     def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
         return self.codec.parse_request(body, origin=origin)
+
+    def peek(self, body: Any) -> tuple[str, bool]:
+        return self.codec.peek_request(body)
 
     def render(self, response: Response) -> dict[str, Any]:
         return self.codec.render_response(response)
@@ -148,6 +153,9 @@ class AnthropicFront:
 
     def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
         return self.codec.parse_request(body, origin=origin)
+
+    def peek(self, body: Any) -> tuple[str, bool]:
+        return self.codec.peek_request(body)
 
     def render(self, response: Response) -> dict[str, Any]:
         return self.codec.render_response(response)

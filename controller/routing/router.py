@@ -193,6 +193,24 @@ class Router:
             latency_of=self.latency.latency,
         )
 
+    def takes_as_is(self, wire_format: str, tier: str) -> bool:
+        """Whether every provider that may serve a request on ``tier`` now takes a client's
+        body of ``wire_format`` as it came (then the gateway need not decode it): every target
+        and the context fallback of that format and lacking nothing, a kill switch pin among
+        them, and no prompt recording (which needs the decoded turns)."""
+        plan = self.tiers.get(tier)
+        if plan is None or self._capture:
+            return False
+        fallback = (plan.context_fallback,) if plan.context_fallback else ()
+        targets = (*plan.targets, *fallback)
+        pin = self.state.current.kill_switch.pin
+        if pin is not None and all(t.provider != pin for t in targets):
+            return False  # the pinned provider serves with its own model, of whatever format
+        providers = self.providers
+        return all(
+            not t.lacks and providers[t.provider].wire_format == wire_format for t in targets
+        )
+
     def timeouts_for(self, provider: str) -> Timeouts:
         """The per-attempt limits configured for ``provider``."""
         return self._timeouts.get(provider, self._default_timeouts)
@@ -318,6 +336,7 @@ class Router:
         the config, whatever the format); nothing more when its provider speaks the client's
         format (the body goes on as it came); else what the translation cannot carry, what the
         provider's format cannot express, and reasoning for a model that does not reason."""
+        request = _full(request)
         source = request.source
         provider = self.providers[target.provider]
         lacking = _lacking(request, target.lacks) if target.lacks else ()
@@ -368,10 +387,13 @@ class Router:
     def _for(self, request: Request, target: Target) -> Request:
         """``request`` as ``target`` gets it: without reasoning parameters for a model that
         does not take them (it was not skipped, so the config lets the gateway drop them)."""
-        if request.reasoning is None or request.source is None:
+        source = request.source
+        if source is None or self._own(source, target):
             return request
-        provider = self.providers[target.provider]
-        if provider.wire_format == request.source.format or _reasons(target, provider.wire_format):
+        request = _full(request)  # a provider of another format gets the translation
+        if request.reasoning is None:
+            return request
+        if _reasons(target, self.providers[target.provider].wire_format):
             return request
         return replace(request, reasoning=None)
 
@@ -625,6 +647,12 @@ class RoutedStream:
 
 
 _REASONING = Untranslatable("reasoning", "reasoning")
+
+
+def _full(request: Request) -> Request:
+    """``request`` decoded, where the gateway left that until needed (:meth:`takes_as_is`)."""
+    source = request.source
+    return source.full() if source is not None and source.full is not None else request
 
 
 def _lacking(request: Request, lacks: frozenset[str]) -> tuple[Untranslatable, ...]:

@@ -599,6 +599,16 @@ def _body_object(body: Any) -> dict[str, Any]:
 class AnthropicServerCodec:
     """Server side: what api.anthropic.com accepts and sends, for the fake and the gateway."""
 
+    def peek_request(self, body: Any) -> tuple[str, bool]:
+        """The model and whether to stream, with the checks every provider makes (the body an
+        object, a model, max_tokens of at least one, messages a non-empty list): all a request
+        needs when an Anthropic-format provider gets it as it came."""
+        body = _body_object(body)
+        model: str = _field(body, "model", str, required=True)
+        max_tokens = _field(body, "max_tokens", int, required=True)
+        _check_generation(max_tokens, _field(body, "messages", list, required=True))
+        return model, bool(_field(body, "stream", bool))
+
     def parse_request(
         self, body: Any, path_model: str | None = None, origin: Origin = NO_ORIGIN
     ) -> tuple[str, Request]:

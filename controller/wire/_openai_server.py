@@ -377,6 +377,21 @@ class OpenAIServerCodec:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
 
+    def peek_request(self, body: Any) -> tuple[str, bool]:
+        """The model and whether to stream, with the checks every provider makes (the body an
+        object, a model, messages a non-empty array, token limits of at least one): all a
+        request needs when an OpenAI-format provider gets it as it came."""
+        body = _typed(body, (dict,), "body")
+        model: str = _field(body, "model", (str,))
+        if not _field(body, "messages", (list,)):
+            raise _bad(
+                "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+                "but got an empty array instead."
+            )
+        _token_limit(body, "max_completion_tokens")
+        _token_limit(body, "max_tokens")
+        return model, bool(_optional(body, "stream", (bool,)))
+
     def parse_request(
         self, body: Any, path_model: str | None = None, origin: Origin = NO_ORIGIN
     ) -> tuple[str, Request]:
