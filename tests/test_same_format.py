@@ -847,3 +847,39 @@ async def test_without_droppable_the_same_request_is_refused_not_stripped(env: E
             )
     assert "system.0.cache_control" in caught.value.message
     assert env.upstream.received == []
+
+
+async def test_a_claude_tool_loop_continued_after_a_failover_drops_thinking_for_anthropic(
+    env: Env,
+) -> None:
+    """The turn that called the tool was served by another format during an outage, so it has
+    no thinking block; with thinking enabled Anthropic refuses such a tool loop. The gateway
+    sends that one request without thinking rather than have it refused; other requests keep
+    their bytes."""
+    body: dict[str, Any] = {
+        "model": "an",
+        "max_tokens": 4096,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "weather", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}],
+            },
+        ],
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(env.url + "/v1/messages", json=body) as answer:
+            assert answer.status == 200
+        sent = json.loads(env.last().body)
+        assert "thinking" not in sent
+        assert sent["messages"] == body["messages"]
+        thought = [{"type": "thinking", "thinking": "hm", "signature": "s"}]
+        body["messages"][1]["content"] = thought + body["messages"][1]["content"]
+        async with http.post(env.url + "/v1/messages", json=body) as answer:
+            assert answer.status == 200
+        assert json.loads(env.last().body)["thinking"] == body["thinking"]  # as it came

@@ -236,17 +236,18 @@ async def decode_call(
         headers=_relayed_headers(http.headers, front.relayed_headers),
         echo_model=echo_model,
     )
+    named = body.get("model") if lazy and isinstance(body, dict) else None
+    tier = backend.tier_for(named) if isinstance(named, str) else None
     try:
-        if lazy:
+        if tier is not None and backend.router.takes_as_is(front.name, tier):
             model, stream = front.peek(body)
-            tier = backend.tier_for(model)
-            if tier is not None and backend.router.takes_as_is(front.name, tier):
-                request = _undecoded(front, body, origin, model, stream, parse)
-                return _Call(body=body, model=model, tier=tier, request=request)
+            request = _undecoded(front, body, origin, model, stream, parse)
+            return _Call(body=body, model=model, tier=tier, request=request)
         model, request = parse(body, origin)
     except BadRequest as exc:
         return front.error(replace_status(exc, 400))
-    tier = backend.tier_for(model)
+    if model != named:
+        tier = backend.tier_for(model)
     if tier is None:
         return front.model_not_found(model, backend.models())
     return _Call(body=body, model=model, tier=tier, request=request)

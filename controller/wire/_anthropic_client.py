@@ -480,6 +480,39 @@ def _begins_content(event: SSEEvent) -> bool:
     return not (isinstance(block, dict) and block.get("type") == "text")
 
 
+def _refused_thinking(body: Mapping[str, Any]) -> str | None:
+    """``"thinking"`` when the client's own request would be refused for it: thinking on, a
+    tool loop under way, and the assistant turn that called the tool not starting with a
+    thinking block. That turn was served by a provider of another format during an outage
+    (which gives no thinking back); the API then answers 400, which is no reason to fail
+    over, so the one request goes without thinking instead (its bytes are encoded again)."""
+    thinking = body.get("thinking")
+    messages = body.get("messages")
+    if not isinstance(thinking, dict) or thinking.get("type") == "disabled":
+        return None
+    if not isinstance(messages, list) or not _ends_with_tool_results(messages):
+        return None
+    turn = next(
+        (m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
+        None,
+    )
+    content = turn.get("content") if turn is not None else None
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        return None
+    if content[0].get("type") in ("thinking", "redacted_thinking"):
+        return None
+    calls = any(isinstance(b, dict) and b.get("type") == "tool_use" for b in content)
+    return "thinking" if calls else None
+
+
+def _ends_with_tool_results(messages: list[Any]) -> bool:
+    last = messages[-1] if messages else None
+    content = last.get("content") if isinstance(last, dict) else None
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+
+
 def _own(source: Source | None) -> Source | None:
     """``source`` when it is an Anthropic client's request (to send on as it came)."""
     return source if source is not None and source.format == PROVIDER_KIND else None
@@ -498,7 +531,7 @@ class AnthropicClientCodec:
                 path=MESSAGES_PATH,
                 body={},
                 headers=_headers(api_key, source),
-                content=relayed_body(source, model),
+                content=relayed_body(source, model, drop=_refused_thinking(source.body)),
                 relay=relay_for(
                     _TERMINATOR,
                     echo_model=source.echo_model,

@@ -138,16 +138,21 @@ def _renamed(data: str, model: str) -> str:
     return data
 
 
-def relayed_body(source: Source, model: str, extra: dict[str, Any] | None = None) -> bytes:
+def relayed_body(
+    source: Source, model: str, extra: dict[str, Any] | None = None, drop: str | None = None
+) -> bytes:
     """The client's body with ``model`` set (and ``extra`` top-level members added, e.g.
-    ``stream_options``), changed nowhere else when that can be done in place; otherwise
-    encoded again from the parsed body (same members, same order, same values)."""
-    spliced = with_model(source.raw, source.body.get("model"), model) if source.raw else None
+    ``stream_options``; the ``drop`` member taken out), changed nowhere else when that can be
+    done in place; otherwise encoded again from the parsed body (same members, same order,
+    same values)."""
+    spliced = None
+    if source.raw and drop is None:
+        spliced = with_model(source.raw, source.body.get("model"), model)
     if spliced is not None and extra:
         spliced = None if any(key in source.body for key in extra) else _prepend(spliced, extra)
     if spliced is not None:
         return spliced
-    body = dict(source.body)
+    body = {key: value for key, value in source.body.items() if key != drop}
     body["model"] = model
     return _json.dumps(body | (extra or {}))
 
