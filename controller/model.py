@@ -157,6 +157,25 @@ class Origin:
     headers: Mapping[str, str] = field(default_factory=dict)
     echo_model: bool = False
 
+    def source(
+        self,
+        wire_format: str,
+        body: Mapping[str, Any],
+        model: str,
+        untranslatable: tuple[Untranslatable, ...] = (),
+        full: Callable[[], Request] | None = None,
+    ) -> Source:
+        """The :class:`Source` of a request of ``model`` decoded from ``body``."""
+        return Source(
+            format=wire_format,
+            body=body,
+            raw=self.raw,
+            headers=self.headers,
+            untranslatable=untranslatable,
+            echo_model=model if self.echo_model else None,
+            full=full,
+        )
+
 
 NO_ORIGIN = Origin()
 

@@ -54,7 +54,7 @@ from controller.gateway._formats import (
 )
 from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
-from controller.model import Origin, Request, Response, Source
+from controller.model import Origin, Request, Response
 from controller.routing.router import RoutedStream
 from controller.wire._base import StreamEncoder
 
@@ -268,15 +268,9 @@ def _undecoded(
     def full() -> Request:
         return parse(body, origin)[1]
 
-    source = Source(
-        format=front.name,
-        body=body,
-        raw=origin.raw,
-        headers=origin.headers,
-        echo_model=model if origin.echo_model else None,
-        full=full,
+    return Request(
+        messages=(), stream=stream, source=origin.source(front.name, body, model, full=full)
     )
-    return Request(messages=(), stream=stream, source=source)
 
 
 def _relayed_headers(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> dict[str, str]:

@@ -32,7 +32,6 @@ from controller.model import (
     Request,
     Response,
     ResponseFormat,
-    Source,
     StreamChunk,
     TextPart,
     ToolCall,
@@ -405,14 +404,7 @@ def _decode_request(
         reasoning=_decode_reasoning(
             _field(body, "thinking", dict), _field(body, "output_config", dict), notes
         ),
-        source=Source(
-            format=PROVIDER_KIND,
-            body=body,
-            raw=origin.raw,
-            headers=origin.headers,
-            untranslatable=notes.found(),
-            echo_model=model if origin.echo_model else None,
-        ),
+        source=origin.source(PROVIDER_KIND, body, model, notes.found()),
     )
     return model, request
 

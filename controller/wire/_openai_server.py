@@ -18,7 +18,6 @@ from controller.model import (
     Request,
     Response,
     ResponseFormat,
-    Source,
     StreamChunk,
     TextPart,
     ToolCall,
@@ -354,14 +353,7 @@ def _request_in(body: dict[str, Any], model: str, origin: Origin) -> Request:
         seed=_optional(body, "seed", (int,)),
         user=_optional(body, "user", (str,)),
         reasoning=_reasoning_in(body.get("reasoning_effort")),
-        source=Source(
-            format=WIRE_FORMAT,
-            body=body,
-            raw=origin.raw,
-            headers=origin.headers,
-            untranslatable=notes.found(),
-            echo_model=model if origin.echo_model else None,
-        ),
+        source=origin.source(WIRE_FORMAT, body, model, notes.found()),
     )
 
 
