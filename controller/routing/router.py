@@ -33,7 +33,6 @@ from opentelemetry import trace
 from controller._clock import Clock, SystemClock
 from controller._errors import (
     AllProvidersFailed,
-    BadRequest,
     CallerError,
     ContextTooLong,
     DeadlineExceeded,
@@ -52,21 +51,17 @@ from controller.events import (
     RouteEvent,
 )
 from controller.model import (
-    ImagePart,
     Message,
     Request,
     Response,
-    Source,
     StreamChunk,
-    Untranslatable,
     Usage,
 )
 from controller.providers.base import Provider, Timeouts
+from controller.routing._capability import Capability, unsupported
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
-from controller.wire._media import media_of
-from controller.wire._reasoning import NONE, reasons
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -130,15 +125,22 @@ class Router:
         self._default_models = dict(default_models or {})
         self._rng = rng or random.Random()
         self._capture = capture_content
-        # What a provider of another format may serve without (counted, logged once each);
-        # the runtime replaces it on a config reload.
-        self.droppable = droppable
-        self._drops_logged: set[str] = set()
+        self._capability = Capability(self.providers, droppable)
         # Whether a trace this router starts itself (no current span: probes, library use) is
         # kept: the attempt spans must follow the decision the route span will get.
         self._sample_root = sample_root
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{random.getrandbits(24):06x}"
+
+    @property
+    def droppable(self) -> frozenset[str]:
+        """What a provider of another format may serve without (counted, logged once each);
+        the runtime replaces it on a config reload."""
+        return self._capability.droppable
+
+    @droppable.setter
+    def droppable(self, features: frozenset[str]) -> None:
+        self._capability.droppable = features
 
     # ------------------------------------------------------------------------------- public
     async def complete(
@@ -277,14 +279,16 @@ class Router:
                     target, self.providers[target.provider], reason, previous, cause, remaining
                 )
                 try:
-                    answer = await once(route, self._for(request, target), attempt)
+                    answer = await once(
+                        route, self._capability.request_for(request, target), attempt
+                    )
                 except ContextTooLong as exc:
                     fallback = route.tier.context_fallback
                     if (
                         fallback is None
                         or fallback in queue
                         or not self._allowed(route, fallback)
-                        or self._missing(request, fallback)
+                        or self._capability.missing(request, fallback)
                     ):
                         raise
                     route.errors.append(exc)
@@ -313,7 +317,7 @@ class Router:
                     previous = target.provider
                     break
                 else:
-                    route.dropped = self._dropped(request, target)
+                    route.dropped = self._capability.dropped(request, target)
                     return answer, target
             if route.attempts >= self._max_attempts:
                 break
@@ -321,43 +325,16 @@ class Router:
         raise self._exhausted(route)
 
     # ------------------------------------------------------------------------------- formats
-    def _missing(self, request: Request, target: Target) -> list[Untranslatable]:
-        """What the client sent that ``target`` cannot honour, less what the config allows
-        to drop (:meth:`_lost`)."""
-        # What the model lacks is never dropped: nothing takes it out of the request.
-        return [
-            u
-            for u in self._lost(request, target)
-            if u.feature not in self.droppable or u.feature in target.lacks
-        ]
-
-    def _lost(self, request: Request, target: Target) -> tuple[Untranslatable, ...]:
-        """What of the client's request ``target`` would not get: what its model lacks (from
-        the config, whatever the format); nothing more when its provider speaks the client's
-        format (the body goes on as it came); else what the translation cannot carry, what the
-        provider's format cannot express, and reasoning for a model that does not reason."""
-        request = _full(request)
-        source = request.source
-        provider = self.providers[target.provider]
-        lacking = _lacking(request, target.lacks) if target.lacks else ()
-        if source is None or provider.wire_format == source.format:
-            return lacking
-        lost = (*lacking, *source.untranslatable, *provider.unsupported(request))
-        thinks = request.reasoning is not None and request.reasoning.effort != NONE
-        if thinks and not _reasons(target, provider.wire_format):
-            lost = (*lost, _REASONING)
-        return lost
-
     def _capable(self, route: Route, request: Request, targets: list[Target]) -> list[Target]:
         """``targets`` without those whose format cannot carry the request (noted on the
         route). None left: a 400 naming the field when no target of the tier could carry it,
         else the capable ones are all out of the plan (tripped, kill switch): no capacity."""
         source = request.source
-        if source is None or all(self._own(source, t) for t in targets):
+        if source is None or all(self._capability.own(source, t) for t in targets):
             return targets  # the usual case: each target gets the body as it came
         kept: list[Target] = []
         for target in targets:
-            missing = self._missing(request, target)
+            missing = self._capability.missing(request, target)
             if missing:
                 features = ", ".join(dict.fromkeys(u.feature for u in missing))
                 route.skipped.append(f"{target.provider}: {features}")
@@ -368,10 +345,12 @@ class Router:
         tier = route.tier
         everyone = [*tier.targets, *((tier.context_fallback,) if tier.context_fallback else ())]
         everyone = [t for t in everyone if t.provider in self.providers]
-        able = [t for t in everyone if not self._missing(request, t)]
+        able = [t for t in everyone if not self._capability.missing(request, t)]
         if not able:
             providers = [self.providers[t.provider] for t in everyone]
-            raise _unsupported(source, self._missing(request, everyone[0]), tier.name, providers)
+            raise unsupported(
+                source, self._capability.missing(request, everyone[0]), tier.name, providers
+            )
         # The ones that can honour it are all out of rotation: for this request, panic among
         # them (as a tier whose every provider is tripped does), the kill switch still applies.
         switch = self.state.current.kill_switch
@@ -383,47 +362,6 @@ class Router:
             )
         route.plan = replace(route.plan, targets=tuple(allowed), panic=True)
         return allowed
-
-    def _for(self, request: Request, target: Target) -> Request:
-        """``request`` as ``target`` gets it: without reasoning parameters for a model that
-        does not take them (it was not skipped, so the config lets the gateway drop them)."""
-        source = request.source
-        if source is None or self._own(source, target):
-            return request
-        request = _full(request)  # a provider of another format gets the translation
-        if request.reasoning is None:
-            return request
-        if _reasons(target, self.providers[target.provider].wire_format):
-            return request
-        return replace(request, reasoning=None)
-
-    def _own(self, source: Source, target: Target) -> bool:
-        """Whether ``target`` takes the client's request as it came, with nothing it lacks."""
-        return not target.lacks and self.providers[target.provider].wire_format == source.format
-
-    def _dropped(self, request: Request, target: Target) -> tuple[str, ...]:
-        """The droppable features ``target`` served without; each logged once."""
-        source = request.source
-        if not self.droppable or source is None or self._own(source, target):
-            return ()  # nothing may be dropped: a target that would lose something was skipped
-        lost = self._lost(request, target)
-        if not lost:
-            return ()
-        provider = self.providers[target.provider]
-        dropped = tuple(dict.fromkeys(u.feature for u in lost))
-        for feature in dropped:
-            if feature not in self._drops_logged:
-                self._drops_logged.add(feature)
-                log.warning(
-                    "'%s' sent by a client in the %s format was dropped on the way to %s "
-                    "(%s format), as translation.droppable allows (logged once; counted in %s)",
-                    feature,
-                    source.format,
-                    provider.name,
-                    provider.wire_format,
-                    "failover.features.dropped",
-                )
-        return dropped
 
     def _allowed(self, route: Route, target: Target) -> bool:
         """May ``target`` be tried outside the plan (the context fallback)? The kill switch and
@@ -644,46 +582,3 @@ class RoutedStream:
         # A stream the client left is ``cancelled`` (not ``failed``), still naming who served it.
         served_by = None if error is not None else self.provider
         router._finish(route, served_by, error, cancelled=cancelled)
-
-
-_REASONING = Untranslatable("reasoning", "reasoning")
-
-
-def _full(request: Request) -> Request:
-    """``request`` decoded, where the gateway left that until needed (:meth:`takes_as_is`)."""
-    source = request.source
-    return source.full() if source is not None and source.full is not None else request
-
-
-def _lacking(request: Request, lacks: frozenset[str]) -> tuple[Untranslatable, ...]:
-    """Which of the capabilities a model ``lacks`` the request uses."""
-    used = {"tools": bool(request.tools), "response_format": request.response_format is not None}
-    if {"image", "document"} & lacks:
-        for part in media_of(request.messages):
-            used["image" if isinstance(part, ImagePart) else "document"] = True
-    return tuple(Untranslatable(name, name) for name in sorted(lacks) if used.get(name))
-
-
-def _reasons(target: Target, wire_format: str) -> bool:
-    """Whether the target's model takes reasoning parameters: as configured, else by name."""
-    if target.reasoning is not None:
-        return target.reasoning
-    return reasons(wire_format, target.model)
-
-
-def _unsupported(
-    source: Source, missing: Sequence[Untranslatable], tier: str, providers: Sequence[Provider]
-) -> BadRequest:
-    """The 400 for a request no provider of its tier can honour, worded like the APIs' own
-    validation errors (``Invalid 'path': ...``, which the OpenAI front reads ``param`` from)."""
-    first = missing[0]
-    formats = ", ".join(sorted({f"{p.name} ({p.wire_format})" for p in providers}))
-    others = [u.feature for u in missing[1:]]
-    also = f" (also: {', '.join(dict.fromkeys(others))})" if others else ""
-    return BadRequest(
-        f"Invalid '{first.path}': {first.feature} cannot be sent to any provider of tier {tier}: "
-        f"only a provider of the {source.format} format honours it, and the tier has "
-        f"{formats}{also}. Route this model to a tier with a {source.format} provider, or allow "
-        "the gateway to drop it (translation.droppable).",
-        status=400,
-    )
