@@ -430,19 +430,23 @@ class _Relayed:
         if not chunks:
             begins = started or self._relay.starts(event)
             return [self.flush()] if begins and self.pending else []
-        raw = self.flush().raw or b""
+        raw = self._take()
         *before, last = chunks
         return [*(replace(c, raw=b"") for c in before), replace(last, raw=raw)]
 
     def flush(self) -> StreamChunk:
-        raw = b"".join(self.pending)
-        self.pending.clear()
-        self._held = 0
-        return StreamChunk(raw=raw)
+        return StreamChunk(raw=self._take())
 
     def ending(self) -> StreamChunk:
         """The last chunk of a stream that ended without its terminator (after its finish)."""
-        return StreamChunk(raw=b"".join(self.pending) + self._relay.terminator)
+        return StreamChunk(raw=self._take() + self._relay.terminator)
+
+    def _take(self) -> bytes:
+        """The held events' bytes; nothing held after."""
+        raw = b"".join(self.pending)
+        self.pending.clear()
+        self._held = 0
+        return raw
 
 
 def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:

@@ -66,7 +66,7 @@ class Capability:
         """``request`` as ``target`` gets it: without reasoning parameters for a model that
         does not take them (it was not skipped, so the config lets the gateway drop them)."""
         source = request.source
-        if source is None or self.own(source, target):
+        if source is None or self.own(source.format, target):
             return request
         request = _full(request)  # a provider of another format gets the translation
         if request.reasoning is None:
@@ -75,14 +75,15 @@ class Capability:
             return request
         return replace(request, reasoning=None)
 
-    def own(self, source: Source, target: Target) -> bool:
-        """Whether ``target`` takes the client's request as it came, with nothing it lacks."""
-        return not target.lacks and self.providers[target.provider].wire_format == source.format
+    def own(self, wire_format: str, target: Target) -> bool:
+        """Whether ``target`` takes a client's request of ``wire_format`` as it came, with
+        nothing it lacks."""
+        return not target.lacks and self.providers[target.provider].wire_format == wire_format
 
     def dropped(self, request: Request, target: Target) -> tuple[str, ...]:
         """The droppable features ``target`` served without; each logged once."""
         source = request.source
-        if not self.droppable or source is None or self.own(source, target):
+        if not self.droppable or source is None or self.own(source.format, target):
             return ()  # nothing may be dropped: a target that would lose something was skipped
         lost = self.lost(request, target)
         if not lost:

@@ -208,10 +208,7 @@ class Router:
         pin = self.state.current.kill_switch.pin
         if pin is not None and all(t.provider != pin for t in targets):
             return False  # the pinned provider serves with its own model, of whatever format
-        providers = self.providers
-        return all(
-            not t.lacks and providers[t.provider].wire_format == wire_format for t in targets
-        )
+        return all(self._capability.own(wire_format, t) for t in targets)
 
     def timeouts_for(self, provider: str) -> Timeouts:
         """The per-attempt limits configured for ``provider``."""
@@ -326,11 +323,12 @@ class Router:
 
     # ------------------------------------------------------------------------------- formats
     def _capable(self, route: Route, request: Request, targets: list[Target]) -> list[Target]:
-        """``targets`` without those whose format cannot carry the request (noted on the
-        route). None left: a 400 naming the field when no target of the tier could carry it,
-        else the capable ones are all out of the plan (tripped, kill switch): no capacity."""
+        """``targets`` without those that cannot honour the request (noted on the route).
+        None left: a 400 naming the field when no target of the tier could honour it; else the
+        capable ones are out of the plan, and are tried anyway (panic) unless the kill switch
+        rules them all out (no capacity)."""
         source = request.source
-        if source is None or all(self._capability.own(source, t) for t in targets):
+        if source is None or all(self._capability.own(source.format, t) for t in targets):
             return targets  # the usual case: each target gets the body as it came
         kept: list[Target] = []
         for target in targets:
