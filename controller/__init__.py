@@ -24,6 +24,7 @@ from controller._errors import (
     ProviderFault,
     ProviderTimeout,
     RateLimited,
+    ResponseTooLarge,
     StreamInterrupted,
 )
 from controller.config import Config, load_config, parse_config
@@ -84,6 +85,7 @@ __all__ = [
     "RateLimited",
     "Request",
     "Response",
+    "ResponseTooLarge",
     "RouteEvent",
     "RoutedStream",
     "Router",

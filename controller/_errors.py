@@ -12,6 +12,7 @@ message text::
     │   │   ├── ProviderTimeout          phase: connect | first_token | idle | total
     │   │   ├── ConnectionFailed         refused / reset / closed before an answer
     │   │   ├── MalformedResponse        unparseable body or stream event, truncated stream
+    │   │   ├── ResponseTooLarge         an answer, event or line over the gateway's size limits
     │   │   ├── AuthFailed               401/402/403: bad key, suspended or out of credit
     │   │   └── ModelNotFound            404: the configured model or path is unknown there
     │   ├── StreamTooLong                a stream cut at our stream_total cap: not a fault
@@ -142,6 +143,13 @@ class ConnectionFailed(ProviderFault):
 
 class MalformedResponse(ProviderFault):
     error_type = "malformed_response"
+
+
+class ResponseTooLarge(ProviderFault):
+    """The answer broke a size limit (its body, one stream event or line, or the bytes
+    compressed answers inflate to): read no further, its memory freed, failed over."""
+
+    error_type = "response_too_large"
 
 
 class AuthFailed(ProviderFault):

@@ -126,6 +126,8 @@ def build_provider(
         base_url=base_url or cfg.url,
         api_key=key or None,
         max_connections=cfg.max_connections,
+        max_response_bytes=cfg.max_response_bytes,
+        max_event_bytes=cfg.max_event_bytes,
     )
 
 

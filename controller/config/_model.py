@@ -120,6 +120,9 @@ class ProviderConfig(_Frozen):
     default_model: str | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
     max_connections: Annotated[int, Field(ge=1, le=10_000)] = 256
+    # What the gateway holds of one answer: a whole body, one stream event (README "Limits").
+    max_response_bytes: Annotated[int, Field(ge=64 * 1024)] = 32 * 1024 * 1024
+    max_event_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
     # openai_compatible only:
     provider_name: str | None = None  # gen_ai.provider.name, e.g. "ollama", "openrouter"
     auth: Literal["bearer", "api-key", "none"] = "bearer"

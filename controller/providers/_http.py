@@ -17,7 +17,9 @@ What it does, and no more (the calls are POSTs of a JSON body to a provider's AP
   skipped; a streaming body read back-pressured (the socket is paused while more than
   ``_HIGH_WATER`` bytes wait unread); headers bounded (``_MAX_HEAD`` bytes, ``_MAX_FIELDS``);
 * ``Accept-Encoding: identity`` is what callers send (see ``base.py``), and a gzip or deflate
-  body sent anyway is decoded, in pieces of at most ``_HIGH_WATER`` and ``_MAX_INFLATED`` in all;
+  body sent anyway is decoded, in pieces of at most ``_HIGH_WATER`` and ``MAX_INFLATED`` in all,
+  all answers together within ``INFLATED_IN_FLIGHT`` (:mod:`controller.providers._http_body`);
+* a body handed out past the caller's ``max_body`` is :class:`TooLarge` (the connection closed);
 * addresses cached, happy eyeballs, one TLS context: :mod:`controller.providers._http_connect`;
 * no cookies, no redirects, no proxies from the environment (the gateway never wanted them).
 
@@ -47,6 +49,7 @@ from controller.providers._http_connect import (
     Disconnected,
     Resolver,
     ResponseCut,
+    TooLarge,
     TransportError,
     connect_reason,
     open_connection,
@@ -61,6 +64,7 @@ __all__ = [
     "HttpClient",
     "HttpResponse",
     "ResponseCut",
+    "TooLarge",
     "TransportError",
     "connect_reason",
 ]
@@ -69,6 +73,10 @@ _MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may take
 _MAX_FIELDS = 128  # header (or trailer) fields an answer may have
 KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's default too)
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # left as they are when the base URL's path is quoted
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB" if size >= 1024 * 1024 else f"{size} bytes"
 
 
 # ------------------------------------------------------------------------------- answer
@@ -85,6 +93,8 @@ class HttpResponse:
         "_decoder",
         "_done",
         "_error",
+        "_limit",
+        "_out",
         "_pieces",
         "_size",
         "_waiter",
@@ -92,8 +102,16 @@ class HttpResponse:
         "status",
     )
 
-    def __init__(self, conn: _Connection, status: int, headers: CIMultiDictProxy[str]) -> None:
+    def __init__(
+        self,
+        conn: _Connection,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        limit: int | None = None,
+    ) -> None:
         self._conn: _Connection | None = conn
+        self._limit = limit  # body bytes (decoded) this answer may hand out
+        self._out = 0
         self.status = status
         self.headers = headers
         self._pieces: collections.deque[bytes] = collections.deque()
@@ -104,10 +122,16 @@ class HttpResponse:
         self._decoder = Inflater.for_encoding(headers.get("content-encoding", ""))
 
     async def read(self) -> bytes:
-        """The rest of the body."""
+        """The rest of the body. Other tasks get the loop between pieces: a body already
+        received (a compression bomb inflating, say) does not hold it for its whole length."""
         parts = []
-        while piece := await self.readany():
-            parts.append(piece)
+        try:
+            while piece := await self.readany():
+                parts.append(piece)
+                await asyncio.sleep(0)
+        except BaseException:
+            parts.clear()  # not kept alive by the traceback, which outlives this call
+            raise
         return b"".join(parts)
 
     async def readany(self) -> bytes:
@@ -150,6 +174,10 @@ class HttpResponse:
             self._size = 0
         else:
             return b""
+        self._out += len(data)
+        if self._limit is not None and self._out > self._limit:
+            self._pieces.clear()
+            raise TooLarge(f"the provider's answer is over {_mib(self._limit)}")
         if was >= _HIGH_WATER and self._size < _HIGH_WATER and self._conn is not None:
             self._conn.resume()
         return data
@@ -157,6 +185,8 @@ class HttpResponse:
     def release(self) -> None:
         """Done with this answer (idempotent): its connection is reused or closed."""
         conn, self._conn = self._conn, None
+        if self._decoder is not None:
+            self._decoder.close()
         if conn is not None:
             conn.finished(reusable=self._done and self._error is None)
 
@@ -209,15 +239,17 @@ class _Connection(asyncio.Protocol):
         self._length_known = False  # Content-Length or chunked: the end is not the socket's
         self._keep_alive = False  # the answer lets this connection carry another request
         self._paused = False
+        self._max_body: int | None = None  # of the answer to the request in flight
         self.closed = False
         self.idle_since = 0.0
 
     # --- used by the pool and the answer
-    def send(self, data: bytes) -> asyncio.Future[HttpResponse]:
+    def send(self, data: bytes, max_body: int | None) -> asyncio.Future[HttpResponse]:
         """Write a request; the future resolves with its answer's head."""
         assert self._transport is not None
         assert self._head is None
         self._head = self.loop.create_future()
+        self._max_body = max_body
         self._received = False
         self._unframed = 0
         self._transport.write(data)
@@ -342,7 +374,7 @@ class _Connection(asyncio.Protocol):
         headers = CIMultiDictProxy(CIMultiDict(self._headers))
         coding = ",".join(headers.getall("transfer-encoding", ())).lower()
         self._length_known = "content-length" in headers or "chunked" in coding
-        self._response = response = HttpResponse(self, status, headers)
+        self._response = response = HttpResponse(self, status, headers, self._max_body)
         self._unframed = 0
         head.set_result(response)
 
@@ -412,13 +444,15 @@ class HttpClient:
         body: bytes,
         *,
         connect_timeout: float,
+        max_body: int | None = None,
     ) -> HttpResponse:
         """Send ``body`` to ``target`` (from :meth:`target`); returns once the answer's status
-        and headers are in. The caller must :meth:`HttpResponse.release` it."""
+        and headers are in. The caller must :meth:`HttpResponse.release` it. Reading more than
+        ``max_body`` bytes of the answer's body raises :class:`TooLarge`."""
         request = self._request_bytes(target, headers, body)
         conn = await self._acquire(connect_timeout)
         try:
-            return await conn.send(request)
+            return await conn.send(request, max_body)
         except BaseException:
             conn.close()
             raise

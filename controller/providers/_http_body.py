@@ -5,20 +5,35 @@ The client asks for ``identity`` and real providers honour it; a server that com
 is decoded rather than refused. A few hundred KiB of gzip can inflate to gigabytes, so nothing
 is inflated before it is read: :class:`Inflater` holds the compressed bytes (which the socket's
 back-pressure bounds) and hands out at most ``HIGH_WATER`` decoded bytes per read, stopping at
-``MAX_INFLATED`` in all.
+``MAX_INFLATED`` in all. Many answers at once could each stay under that and still add up (eight
+bombs, 512 MiB), so every decoded byte is also charged to one process-wide :class:`Budget`
+(``INFLATED_IN_FLIGHT``) and given back when its answer is released: past it, the answer that
+asked for more fails with :class:`TooLarge`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import ctypes
 import zlib
+from collections.abc import Callable
 
-from controller.providers._http_connect import BadResponse
+from controller.providers._http_connect import BadResponse, TooLarge
 
-__all__ = ["HIGH_WATER", "MAX_INFLATED", "Inflater"]
+__all__ = [
+    "HIGH_WATER",
+    "INFLATED",
+    "INFLATED_IN_FLIGHT",
+    "MAX_INFLATED",
+    "Budget",
+    "Inflater",
+    "give_back_memory",
+]
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being read
 MAX_INFLATED = 64 * 1024 * 1024  # bytes a compressed body may inflate to
+INFLATED_IN_FLIGHT = 128 * 1024 * 1024  # bytes all answers being read may inflate to together
 _GATHER = 64 * 1024  # decoded bytes a read collects before it returns, when it can
 _GZIP = 16 + zlib.MAX_WBITS
 
@@ -27,12 +42,37 @@ def _corrupt() -> BadResponse:
     return BadResponse("the answer's compressed body is corrupt")
 
 
+class Budget:
+    """Bytes shared by every answer in the process: taken as they are decoded, given back
+    when their answer is released. Single-threaded (the event loop's)."""
+
+    __slots__ = ("cap", "used")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        """Charge ``size`` bytes; False (nothing charged) when that would pass the cap."""
+        if self.used + size > self.cap:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+
+INFLATED = Budget(INFLATED_IN_FLIGHT)  # the decoded bytes of compressed answers being read
+
+
 class Inflater:
     """Decodes one gzip or deflate body: :meth:`feed` the bytes as they come, :meth:`pull`
     decoded pieces as they are read, :meth:`finish` once the framing says the body is whole."""
 
-    def __init__(self, *, gzip: bool) -> None:
+    def __init__(self, *, gzip: bool, budget: Budget = INFLATED) -> None:
         self._gzip = gzip
+        self._budget = budget
         # deflate: zlib-wrapped as RFC 9110 says, or raw as some servers send it; the first
         # two bytes tell which, so the decompressor is made once they are in
         self._inflate = zlib.decompressobj(_GZIP) if gzip else None
@@ -43,6 +83,7 @@ class Inflater:
         self._fed = False
         self._ended = False  # the compressed stream reached its end
         self._total = 0
+        self._charged = 0  # of _total, what the budget was charged
 
     @classmethod
     def for_encoding(cls, encoding: str) -> Inflater | None:
@@ -105,11 +146,25 @@ class Inflater:
             if inflate.eof:
                 self._ended = True
                 self._tail = inflate.unused_data
-            self._total += len(out)
-            if self._total > MAX_INFLATED:
-                raise BadResponse("the answer's compressed body inflates past 64 MiB")
+            self._charge(len(out))
             if out:
                 return out
+
+    def _charge(self, size: int) -> None:
+        self._total += size
+        if self._total > MAX_INFLATED:
+            raise TooLarge("the answer's compressed body inflates past 64 MiB")
+        if not self._budget.take(size):
+            raise TooLarge(
+                f"the compressed answers being read inflate past "
+                f"{self._budget.cap // (1024 * 1024)} MiB together"
+            )
+        self._charged += size
+
+    def close(self) -> None:
+        """The answer is done with: its decoded bytes are given back to the budget."""
+        self._budget.give(self._charged)
+        self._charged = 0
 
     def finish(self) -> None:
         """Once :meth:`pull` gave b"" and the framing says the body is whole: raises when the
@@ -131,3 +186,48 @@ class Inflater:
         wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
         self._inflate = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         return True
+
+
+# ------------------------------------------------------------------------------- memory
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to hand back this way
+        return None
+
+
+class _Trim:
+    """Hands the C heap's free pages back to the system, at most once per loop iteration.
+
+    The pieces of an answer refused for its size (up to ``max_response_bytes`` of them, or the
+    whole inflated budget) are freed when the refusal unwinds, but glibc keeps blocks of their
+    size in its heap for reuse: resident memory stayed at its peak. ``malloc_trim`` returns
+    those pages; it runs on the next loop iteration, when the refused answer's frames are gone.
+    """
+
+    def __init__(self) -> None:
+        self._trim = _malloc_trim()
+        self._pending = False
+
+    def soon(self) -> None:
+        if self._trim is None or self._pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._pending = True
+        loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._pending = False
+        if self._trim is not None:
+            self._trim(0)
+
+
+_TRIM = _Trim()
+
+
+def give_back_memory() -> None:
+    """After an answer broke a size limit: its memory goes back to the system (see _Trim)."""
+    _TRIM.soon()

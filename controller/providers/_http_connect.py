@@ -33,6 +33,7 @@ __all__ = [
     "Disconnected",
     "Resolver",
     "ResponseCut",
+    "TooLarge",
     "TransportError",
     "connect_reason",
     "open_connection",
@@ -83,6 +84,10 @@ class ResponseCut(TransportError):
 
 class BadResponse(TransportError):
     """What came back is not HTTP/1.1 this client can read (or will hold in memory)."""
+
+
+class TooLarge(BadResponse):
+    """The answer is over a size limit (its body, or what compressed bodies inflate to)."""
 
 
 def connect_reason(exc: BaseException) -> str:

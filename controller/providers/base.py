@@ -15,6 +15,7 @@ no answer (or first chunk) within ``total``  ProviderTimeout(phase="total")
 no stream data within ``idle``              ProviderTimeout(phase="idle")
 stream still running at ``stream_total``    StreamTooLong (our own cap: not a fault)
 non-2xx status                              codec.error_from(...)
+body, event or line over the size limits    ResponseTooLarge (see ``max_response_bytes``)
 bad JSON / event, stream cut before finish  MalformedResponse / ConnectionFailed
 ==========================================  ==========================================
 
@@ -43,6 +44,7 @@ from controller._errors import (
     MalformedResponse,
     ProviderError,
     ProviderTimeout,
+    ResponseTooLarge,
     StreamTooLong,
 )
 from controller.model import Request, Response, StreamChunk, Untranslatable
@@ -54,14 +56,19 @@ from controller.providers._http import (
     HttpClient,
     HttpResponse,
     ResponseCut,
+    TooLarge,
     TransportError,
 )
+from controller.providers._http_body import give_back_memory
 from controller.providers._http_connect import tls_context
 from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
 from controller.wire._relay import MASK, MIN_SECRET, Relay, answer_headers
-from controller.wire._sse import SSEParser
+from controller.wire._sse import MAX_EVENT_BYTES, SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
+# The most a whole (non-streaming) answer's body may be: the largest real answers (a long
+# structured output, base64 images) are a few MiB. A stream is bounded per event instead.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 # The most a same-format stream may send before its first content (message_start, pings, block
 # openings) while it is held back so that a failure there can still fail over.
 _MAX_HELD = 1024 * 1024
@@ -193,6 +200,8 @@ class HttpProvider:
         base_url: str,
         api_key: str | None = None,
         max_connections: int = 256,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.name = name
         self.kind = codec.provider_kind
@@ -202,6 +211,8 @@ class HttpProvider:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._max_connections = max_connections
+        self._max_body = max_response_bytes
+        self._max_event = max_event_bytes
         self._http: HttpClient | None = None
         self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         parts = urlsplit(self._base_url)
@@ -258,7 +269,7 @@ class HttpProvider:
         error tree; the whole body and the answer's headers."""
         try:
             async with asyncio.timeout(timeouts.total):
-                resp = await self._post(call, timeouts)
+                resp = await self._post(call, timeouts, max_body=self._max_body)
                 try:
                     if resp.status >= 300:
                         raise await self._error(resp, model)
@@ -306,7 +317,7 @@ class HttpProvider:
     ) -> AsyncIterator[StreamChunk]:
         """The decoded chunks; with ``relay`` (same format) each also carries the events to
         forward as they came (:class:`_Relayed`)."""
-        parser = SSEParser()
+        parser = SSEParser(max_event_bytes=self._max_event)
         decoder = self._codec.stream_decoder(model)
         relayed = _Relayed(relay) if relay is not None else None
         started = finished = False
@@ -363,7 +374,9 @@ class HttpProvider:
                 return None
             raise self._tag(_transport_error(exc), model) from None
 
-    async def _post(self, call: HttpCall, timeouts: Timeouts) -> HttpResponse:
+    async def _post(
+        self, call: HttpCall, timeouts: Timeouts, *, max_body: int | None = None
+    ) -> HttpResponse:
         """Send ``call``; returns with the answer's status and headers (the caller releases
         it). Redirects are not followed: a 3xx is an error (following one would carry the key
         header and the prompt to another host)."""
@@ -374,7 +387,9 @@ class HttpProvider:
             target = self._targets[key] = client.target(call.path, key[1])
         headers = _STATIC_HEADERS | {name.lower(): value for name, value in call.headers.items()}
         content = call.content if call.content is not None else _json.dumps(call.body)
-        return await client.post(target, headers.items(), content, connect_timeout=timeouts.connect)
+        return await client.post(
+            target, headers.items(), content, connect_timeout=timeouts.connect, max_body=max_body
+        )
 
     async def _error(
         self, resp: HttpResponse, model: str, *, within: float = 10.0
@@ -397,6 +412,8 @@ class HttpProvider:
         quoting the request's headers) gets it masked: the message reaches clients and logs."""
         err.provider = self.name
         err.model = err.model or model
+        if isinstance(err, ResponseTooLarge):
+            give_back_memory()
         key = self._api_key
         if key and len(key) >= MIN_SECRET and key in err.message:
             err.message = err.message.replace(key, MASK)
@@ -465,6 +482,8 @@ def _transport_error(exc: TransportError) -> ProviderError:
         return ProviderTimeout("connect timed out", phase="connect")
     if isinstance(exc, ConnectFailed):
         return ConnectionFailed(f"could not connect: {exc.reason}")
+    if isinstance(exc, TooLarge):
+        return ResponseTooLarge(str(exc))
     if isinstance(exc, Disconnected | ResponseCut):
         return ConnectionFailed(str(exc))
     if isinstance(exc, BadResponse):
