@@ -16,6 +16,8 @@ message text::
     │   │   ├── AuthFailed               401/402/403: bad key, suspended or out of credit
     │   │   └── ModelNotFound            404: the configured model or path is unknown there
     │   ├── StreamTooLong                a stream cut at our stream_total cap: not a fault
+    │   ├── Outpaced                     abandoned: a hedge or a rescue answered first
+    │   │   └── Stalled                  ... while its provider was tripped: counts as a fault
     │   └── CallerError                  the request was wrong: never retried, never failed over
     │       ├── BadRequest               400 / 404 / 422 ...
     │       │   ├── ContextTooLong       may go to a configured larger-context model
@@ -95,6 +97,23 @@ class StreamTooLong(ProviderError):
     """
 
     error_type = "stream_too_long"
+
+
+class Outpaced(ProviderError):
+    """An attempt abandoned because another attempt of the same request answered first (a
+    hedge against the slow tail). Never raised: it is what the abandoned attempt is reported
+    as (cancelled, with this ``error_type``), since a slower answer is not a failure."""
+
+    error_type = "outpaced"
+
+
+class Stalled(Outpaced):
+    """An attempt abandoned because its provider went out of rotation while it waited (it
+    stalled, or tripped otherwise) and the attempt started elsewhere answered first. Reported
+    as a fault of that provider: it had the request and did not answer it in time."""
+
+    error_type = "stalled"
+    counts_as_fault = True
 
 
 class ProviderFault(ProviderError):

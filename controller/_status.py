@@ -17,6 +17,7 @@ from controller.control.config import TripwireConfig
 from controller.control.decide import Transition
 from controller.control.state import KillSwitch, RoutingState
 from controller.routing.plan import LatencyOf, Plan, TierPlan, make_plan
+from controller.signals.inflight import WaitSignals
 from controller.signals.window import SignalSnapshot
 
 TierPlans = list[tuple[str, Plan]]
@@ -67,7 +68,10 @@ def event_entry(transition: Transition) -> dict[str, Any]:
         f"{transition.provider}: {transition.from_state.value} -> "
         f"{transition.to_state.value} ({transition.reason}){observed}"
     )
-    return {"time": transition.at, "text": text, "kind": transition.kind}
+    entry: dict[str, Any] = {"time": transition.at, "text": text, "kind": transition.kind}
+    if transition.cause is not None:
+        entry["cause"] = transition.cause.value
+    return entry
 
 
 def status_document(
@@ -118,6 +122,7 @@ def _provider(
 ) -> dict[str, Any]:
     status = state.status(name)
     signals = snapshot.providers.get(name) if snapshot is not None else None
+    waits = snapshot.waiting(name) if snapshot is not None else None
     return {
         "name": name,
         "kind": provider.kind,
@@ -129,8 +134,20 @@ def _provider(
         "error_rate": signals.error_rate if signals else 0.0,
         "requests": signals.requests if signals else 0,
         "threshold": tripwire.error_rate_threshold,
+        "waiting": waits.waiting if waits else 0,
+        "stall_limit": _stall_limits(waits, tripwire) if waits else {},
         "drill": provider.drilling,
     }
+
+
+def _stall_limits(waits: WaitSignals, tripwire: TripwireConfig) -> dict[str, float]:
+    """The learned wait after which the provider counts as stalled, per kind, once learned."""
+    stall = tripwire.stall
+    limits = {
+        kind: stall.limit(of.typical, of.samples)
+        for kind, of in (("stream", waits.streams), ("whole", waits.answers))
+    }
+    return {kind: round(limit, 3) for kind, limit in limits.items() if limit is not None}
 
 
 def _kill_switch(switch: KillSwitch) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class AttemptReason(enum.StrEnum):
     FAILOVER = "failover"  # next provider after the previous one failed
     CONTEXT_FALLBACK = "context_fallback"  # larger-context model after context_too_long
     PROBE = "probe"  # controller's health probe
+    RESCUE = "rescue"  # next provider, beside an attempt whose provider left rotation
+    HEDGE = "hedge"  # next provider, beside an attempt slower than the tier's hedge wait
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

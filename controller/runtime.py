@@ -52,6 +52,7 @@ from controller.providers import HttpProvider, codec_for
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import Router
+from controller.signals.inflight import InFlight
 from controller.signals.window import SignalWindows
 from controller.telemetry.setup import Telemetry, setup_telemetry
 
@@ -101,6 +102,7 @@ def build_tiers(config: Config) -> dict[str, TierPlan]:
             targets=tuple(target(t) for t in tier.targets),
             strategy=tier.strategy,
             context_fallback=target(tier.context_fallback) if tier.context_fallback else None,
+            hedge=tier.hedge.plan() if tier.hedge is not None else None,
         )
         for name, tier in config.tiers.items()
     }
@@ -182,6 +184,7 @@ class Runtime:
             clock=self.clock,
             window_seconds=config.controller.window_seconds,
             bucket_seconds=config.controller.bucket_seconds,
+            inflight=InFlight(self.clock, quantile=config.controller.stall.quantile),
         )
         self._wake = _Wake()
         self.router = self._build_router(config)
@@ -223,6 +226,7 @@ class Runtime:
             capture_content=config.telemetry.capture_content,
             sample_root=self.telemetry.sample_root,
             droppable=frozenset(config.translation.droppable),
+            inflight=self.windows.inflight,
         )
 
     def _build_controller(self, config: Config) -> Controller:

@@ -151,3 +151,17 @@ def samples(text: bytes) -> list[tuple[str, dict[str, str], float]]:
         for family in text_string_to_metric_families(text.decode())
         for s in family.samples
     ]
+
+
+def gauge_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any], float]]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[str, list[tuple[dict[str, Any], float]]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points[metric.name] = [
+                    (dict(p.attributes or {}), float(p.value))  # type: ignore[union-attr]
+                    for p in metric.data.data_points
+                ]
+    return points

@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -33,6 +32,7 @@ from controller.control.store import MemoryStateStore, StateStore
 from controller.events import AttemptEvent, AttemptReason, Outcome
 from controller.signals import SignalWindows
 from controller.telemetry import names
+from tests.telemetry_support import gauge_points
 
 H, T, P, R = (
     HealthState.HEALTHY,
@@ -451,20 +451,6 @@ async def test_next_look_in_is_the_soonest_cooloff_end_or_probe() -> None:
     assert look(["a", "c"]) == 2.5  # the next one 4 s after it
     sim.clock.advance(30)
     assert look(["a"]) == 0.0  # over: it is probed at the next tick
-
-
-def gauge_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any], float]]]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    points: dict[str, list[tuple[dict[str, Any], float]]] = {}
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                points[metric.name] = [
-                    (dict(p.attributes or {}), float(p.value))  # type: ignore[union-attr]
-                    for p in metric.data.data_points
-                ]
-    return points
 
 
 async def test_gauges_read_the_latest_state(running: Callable[[Sim], None]) -> None:

@@ -4,9 +4,15 @@ unchanged except the model value, and what cannot be changed in place is encoded
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from typing import Any
 
-from controller.model import Source, StreamChunk, Usage
+import pytest
+
+from controller._errors import MalformedResponse
+from controller.model import Request, Source, StreamChunk, Usage
 from controller.wire._base import SSEEvent
+from controller.wire._openai_client import OpenAIClientCodec, read_answer
 from controller.wire._relay import Relay, relay_for, relayed_body, with_model
 
 
@@ -113,3 +119,64 @@ def test_a_short_key_is_no_secret_and_is_left_alone() -> None:
         relay.whole(b'{"error":"run: ollama pull llama3"}')
         == b'{"error":"run: ollama pull llama3"}'
     )
+
+
+# ------------------------------------------------ the light reader of a whole same-format answer
+
+_GOOD_ANSWERS = [
+    {
+        "id": "chatcmpl-1",
+        "model": "gpt-real-2025",
+        "choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 2},
+    },
+    {  # a tool call, finish_reason null (some compatible servers), no usage, no id
+        "choices": [
+            {
+                "message": {
+                    "content": None,
+                    "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}],
+                },
+                "finish_reason": None,
+            }
+        ]
+    },
+    {"choices": [{"message": {"refusal": "no"}, "finish_reason": "content_filter"}]},
+]
+_MALFORMED_ANSWERS = [
+    b"not json",
+    b"[]",
+    b'{"choices": []}',
+    b'{"choices": [{"finish_reason": "stop"}]}',
+    b'{"choices": [{"message": {"content": 3}}]}',
+    b'{"choices": [{"message": {"tool_calls": [{"function": {}}]}}]}',
+    b'{"choices": [{"message": {}, "finish_reason": "sleepy"}]}',
+    b'{"choices": [{"message": {}}], "usage": {"prompt_tokens": "7"}}',
+    b'{"choices": [{"message": {}}], "id": 5}',
+]
+
+
+@pytest.mark.parametrize("answer", _GOOD_ANSWERS)
+def test_the_light_reader_reads_what_the_full_parse_does_but_the_message(answer: Any) -> None:
+    body = json.dumps(answer).encode()
+    full = OpenAIClientCodec().parse_response(body, "asked")
+    assert read_answer(body, "asked") == (full.id, full.model, full.finish_reason, full.usage)
+
+
+@pytest.mark.parametrize("body", _MALFORMED_ANSWERS)
+def test_the_light_reader_refuses_what_the_full_parse_refuses(body: bytes) -> None:
+    """A malformed answer still fails over on the same-format route."""
+    with pytest.raises(MalformedResponse):
+        OpenAIClientCodec().parse_response(body, "asked")
+    with pytest.raises(MalformedResponse):
+        read_answer(body, "asked")
+
+
+def test_only_a_request_left_undecoded_gets_its_answer_read_lightly() -> None:
+    """A decoded request may be recording content (capture), which needs the answer's message."""
+    raw = b'{"model":"m","messages":[]}'
+    decoded = Request(messages=(), source=source(raw))
+    undecoded = replace(decoded, source=replace(source(raw), full=lambda: decoded))
+    codec = OpenAIClientCodec()
+    assert codec.build(decoded, "real", None).relay.read is None  # type: ignore[union-attr]
+    assert codec.build(undecoded, "real", None).relay.read is read_answer  # type: ignore[union-attr]

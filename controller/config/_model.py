@@ -46,7 +46,7 @@ from controller.control.state import KillSwitch
 from controller.control.store import FileStateStore
 from controller.notify.config import NotifyConfig
 from controller.providers.base import Timeouts
-from controller.routing.plan import Strategy
+from controller.routing.plan import Hedge, Strategy
 
 ENV_PIN = "FAILOVER_KILL_SWITCH_PIN"
 ENV_DISABLE = "FAILOVER_KILL_SWITCH_DISABLE"
@@ -200,10 +200,30 @@ class TargetConfig(_Frozen):
     lacks: tuple[Capability, ...] = ()  # what the model cannot honour (a text-only model: image)
 
 
+class HedgeConfig(_Frozen):
+    """``tiers.<name>.hedge``: start the next target beside an attempt that has produced nothing
+    after ``after`` seconds, or after ``p50``/``p90``/``p95``/``p99`` of the target's own recent
+    times to answer (once it has ``min_samples``); the first answer wins. At most ``per_second``
+    hedges a second in the tier, one per request."""
+
+    after: Annotated[float, Field(gt=0)] | Literal["p50", "p90", "p95", "p99"]
+    per_second: Annotated[float, Field(gt=0)] = 1.0
+    min_samples: Annotated[int, Field(ge=1)] = 20
+
+    def plan(self) -> Hedge:
+        if isinstance(self.after, str):
+            quantile = int(self.after[1:]) / 100
+            return Hedge(
+                quantile=quantile, per_second=self.per_second, min_samples=self.min_samples
+            )
+        return Hedge(after=self.after, per_second=self.per_second, min_samples=self.min_samples)
+
+
 class TierConfig(_Frozen):
     strategy: Strategy = Strategy.PRIORITY
     targets: Annotated[tuple[TargetConfig, ...], Field(min_length=1)]
     context_fallback: TargetConfig | None = None
+    hedge: HedgeConfig | None = None
 
 
 class RetryConfig(_Frozen):

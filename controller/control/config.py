@@ -14,6 +14,10 @@ YAML shape (every key optional)::
       consecutive_failures: 5
       cooloff_seconds: 15
       failback_steps: [0.1, 0.5, 1.0]
+      stall:                     # a provider that accepts requests and stops answering
+        factor: 3                # limit = factor x p99 of its own recent times to answer
+        floor_seconds: 2
+        ceiling_seconds: 60
 """
 
 from __future__ import annotations
@@ -25,6 +29,52 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # A window is a ring of buckets; this bounds the ring so a typo cannot allocate millions.
 MAX_BUCKETS = 3600
+
+
+class StallConfig(BaseModel):
+    """When a provider that has stopped answering is tripped as ``stalled`` (``controller.stall``).
+
+    The limit is learned per provider and kind (a stream's first chunk, a whole answer):
+    ``factor`` x the ``quantile`` of its last answers' times, within ``floor_seconds`` and
+    ``ceiling_seconds``, once it has ``min_samples`` of them (before that the attempt timeouts
+    alone apply). It trips when attempts have waited past the limit while nothing was answered
+    for that long, and either ``min_waiting`` attempts are waiting or one has waited
+    ``alone_factor`` x the limit (low traffic).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="Trip providers that stop answering.")
+    factor: float = Field(default=3.0, ge=1.0, description="Limit = factor x learned quantile.")
+    quantile: float = Field(
+        default=0.99, gt=0, le=1, description="Share of past answers the learned time covers."
+    )
+    floor_seconds: float = Field(default=2.0, gt=0, description="The limit is never shorter.")
+    ceiling_seconds: float = Field(default=60.0, gt=0, description="The limit is never longer.")
+    min_samples: int = Field(
+        default=20, ge=1, description="Answers seen before a limit is learned."
+    )
+    min_waiting: int = Field(
+        default=3, ge=1, description="Attempts waiting past the limit that trip at once."
+    )
+    alone_factor: float = Field(
+        default=2.0, ge=1.0, description="Fewer waiting: one past this many limits trips."
+    )
+
+    @model_validator(mode="after")
+    def _floor_below_ceiling(self) -> Self:
+        if self.ceiling_seconds < self.floor_seconds:
+            raise ValueError(
+                f"ceiling_seconds ({self.ceiling_seconds}) must be at least "
+                f"floor_seconds ({self.floor_seconds})"
+            )
+        return self
+
+    def limit(self, typical: float | None, samples: int) -> float | None:
+        """The learned limit for one provider and kind, or None while too little is known."""
+        if typical is None or samples < self.min_samples:
+            return None
+        return min(max(typical * self.factor, self.floor_seconds), self.ceiling_seconds)
 
 
 class TripwireConfig(BaseModel):
@@ -81,6 +131,9 @@ class TripwireConfig(BaseModel):
     )
     stable_seconds: float = Field(
         default=300.0, ge=0, description="Healthy this long after a recovery resets trip_count."
+    )
+    stall: StallConfig = Field(
+        default_factory=StallConfig, description="Tripping a provider that stopped answering."
     )
 
     @field_validator("error_rate_threshold")

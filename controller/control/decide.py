@@ -27,6 +27,11 @@ announced; the loop hands it back on the next call). In ``observe`` mode nothing
 trips become "would trip" notices, once per episode; providers already out of rotation still
 recover, so switching to observe never strands one.
 
+A provider can also trip as ``stalled`` (``cause``) while nothing fails: attempts have waited
+past the limit learned from its own answers (``controller.stall``) while it answered nothing for
+that long. Silence ends no attempt, so the windows above cannot see it; the snapshot's ``waits``
+can. It applies to a healthy and to a recovering provider alike.
+
 Failback steps do not emit transitions (the state stays ``recovering``; only ``traffic_share``
 changes): a phone alert per step would be noise. The share is a pure function of the time since
 entering ``recovering``: step k starts ``k * failback_step_seconds`` after ``since``.
@@ -42,6 +47,7 @@ from typing import Any
 
 from controller.control.config import TripwireConfig
 from controller.control.state import HealthState, ProviderStatus, RoutingState
+from controller.signals.inflight import WaitSignals
 from controller.signals.window import ProviderSignals, SignalSnapshot
 
 AUTH_ERROR = "auth"
@@ -55,6 +61,15 @@ class TransitionKind(enum.StrEnum):
     FAILBACK = "failback"  # probing → recovering, traffic starts coming back
     RECOVERED = "recovered"  # → healthy, full traffic
     PANIC = "panic"  # a trip was refused: it would leave a tier with no usable provider
+
+
+class TripCause(enum.StrEnum):
+    """Which signal tripped a provider (``Transition.cause``; empty for other transitions)."""
+
+    ERROR_RATE = "error_rate"
+    CONSECUTIVE = "consecutive_failures"
+    STALLED = "stalled"  # attempts waiting past the learned limit, nothing answered
+    FAILBACK_FAULT = "failback_fault"  # a fault while recovering
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +97,7 @@ class Transition:
     tier: str | None = None
     trip_count: int = 0
     traffic_share: float = 1.0
+    cause: TripCause | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +145,7 @@ class _Candidate:
     signals: ProviderSignals
     error_rate: float
     requests: int
+    cause: TripCause
 
 
 class _Pass:
@@ -259,7 +276,7 @@ def _advance(work: _Pass, name: str) -> _Candidate | None:
     elif status.state is HealthState.PROBING:
         _after_probes(work, name, status)
     elif status.state is HealthState.RECOVERING:
-        fault = _fault_while_recovering(work, name, status)
+        fault = _fault_while_recovering(work, name, status) or _stalled(work, name)
         if fault is not None and work.cfg.enforce:
             return fault
         if fault is not None:
@@ -267,7 +284,7 @@ def _advance(work: _Pass, name: str) -> _Candidate | None:
         _step(work, name, status)
     else:
         _forget_old_trips(work, name, status)
-        return _healthy_trip(work, name, status)
+        return _healthy_trip(work, name, status) or _stalled(work, name)
     return None
 
 
@@ -345,12 +362,50 @@ def _healthy_trip(work: _Pass, name: str, status: ProviderStatus) -> _Candidate 
             f"error rate {rate:.0%} over {requests} requests in {sig.window_seconds:g}s "
             f"(threshold {cfg.error_rate_threshold:.0%})"
         )
-        return _Candidate(name, reason, sig, rate, requests)
+        return _Candidate(name, reason, sig, rate, requests, TripCause.ERROR_RATE)
     run_age = sig.failure_run_age
     run = sig.consecutive_failures if run_age is not None and run_age <= elapsed else 0
     if run >= cfg.consecutive_failures:
-        return _Candidate(name, f"{run} consecutive failures", sig, rate, requests)
+        reason = f"{run} consecutive failures"
+        return _Candidate(name, reason, sig, rate, requests, TripCause.CONSECUTIVE)
     return None
+
+
+def _stalled(work: _Pass, name: str) -> _Candidate | None:
+    """Attempts waiting past the learned limit while the provider answered nothing for as long:
+    enough of them, or one waiting ``alone_factor`` times the limit."""
+    cfg = work.cfg.stall
+    waits = work.snapshot.waiting(name)
+    if not cfg.enabled or not waits.waiting:
+        return None
+    for stream in (True, False):
+        reason = _stall_reason(waits, stream, work.cfg)
+        if reason is not None:
+            sig = work.snapshot.provider(name)
+            return _Candidate(name, reason, sig, sig.error_rate, sig.requests, TripCause.STALLED)
+    return None
+
+
+def _stall_reason(waits: WaitSignals, stream: bool, cfg: TripwireConfig) -> str | None:
+    stall = cfg.stall
+    kind = learned = waits.kind(stream)
+    if stream and learned.samples < stall.min_samples:
+        learned = waits.answers  # a first chunk comes no later than a whole answer would
+    limit = stall.limit(learned.typical, learned.samples)
+    if limit is None or learned.typical is None or kind.oldest is None or kind.oldest < limit:
+        return None
+    quiet = waits.last_answer_age
+    if quiet is not None and quiet < limit:
+        return None  # it still answers others: a slow request, not a silent provider
+    if waits.waiting < stall.min_waiting and kind.oldest < limit * stall.alone_factor:
+        return None
+    what = "first chunks" if learned is waits.streams else "answers"
+    silent = "nothing" if quiet is None else f"nothing for {quiet:.1f}s"
+    return (
+        f"stalled: {waits.waiting} waiting, the oldest {kind.oldest:.1f}s, {silent} answered "
+        f"(limit {limit:.1f}s: {stall.factor:g} x p{stall.quantile * 100:g} of its {what}, "
+        f"{learned.typical:.2f}s)"
+    )
 
 
 def _fault_while_recovering(work: _Pass, name: str, status: ProviderStatus) -> _Candidate | None:
@@ -361,7 +416,7 @@ def _fault_while_recovering(work: _Pass, name: str, status: ProviderStatus) -> _
     top = sig.top_errors(1)
     what = f" ({top[0][0]})" if top else ""
     reason = f"fault during failback at {status.traffic_share:.0%} of traffic{what}"
-    return _Candidate(name, reason, sig, sig.error_rate, sig.requests)
+    return _Candidate(name, reason, sig, sig.error_rate, sig.requests, TripCause.FAILBACK_FAULT)
 
 
 def _trip(work: _Pass, candidate: _Candidate) -> None:
@@ -395,6 +450,7 @@ def _trip(work: _Pass, candidate: _Candidate) -> None:
             critical=critical,
             error_rate=candidate.error_rate,
             requests=candidate.requests,
+            cause=candidate.cause,
         )
     )
 
@@ -462,6 +518,7 @@ def _announce_would_trip(work: _Pass, candidate: _Candidate) -> None:
             enforced=False,
             error_rate=candidate.error_rate,
             requests=candidate.requests,
+            cause=candidate.cause,
         )
     )
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Meter, Observation
 
 from controller._clock import Clock
 from controller._errors import FailoverError
@@ -108,8 +108,12 @@ class Controller:
         self._stopping = False
         self._resumed = False
         self._failed_saves = 0  # in a row: the first is logged, then quiet until one succeeds
+        self._trips: Counter | None = None
         if meter is not None:
             _register_gauges(self, meter)
+            self._trips = meter.create_counter(
+                names.METRIC_TRIPS, unit="{trip}", description="Trips, by the signal that tripped"
+            )
 
     # --- time and state ---------------------------------------------------------------------
 
@@ -281,6 +285,9 @@ class Controller:
     def _announce(self, events: Iterable[Transition]) -> None:
         for event in events:
             _log_transition(event)
+            if self._trips is not None and event.kind is TransitionKind.TRIP and event.enforced:
+                cause = event.cause.value if event.cause is not None else "other"
+                self._trips.add(1, {names.ATTR_PROVIDER: event.provider, names.ATTR_CAUSE: cause})
             for callback in self._callbacks:
                 try:
                     callback(event)
@@ -404,6 +411,23 @@ def _register_gauges(controller: Controller, meter: Meter) -> None:
         for name in controller.known_providers():
             yield Observation(value, {names.ATTR_PROVIDER: name})
 
+    def waiting(_: CallbackOptions) -> Iterable[Observation]:
+        snap = controller.snapshot
+        for name in controller.known_providers():
+            count = snap.waiting(name).waiting if snap is not None else 0
+            yield Observation(count, {names.ATTR_PROVIDER: name})
+
+    def stall_limit(_: CallbackOptions) -> Iterable[Observation]:
+        snap, stall = controller.snapshot, controller.config.stall
+        if snap is None or not stall.enabled:
+            return
+        for name in controller.known_providers():
+            waits = snap.waiting(name)
+            for kind, of in (("stream", waits.streams), ("whole", waits.answers)):
+                limit = stall.limit(of.typical, of.samples)
+                if limit is not None:
+                    yield Observation(limit, {names.ATTR_PROVIDER: name, names.ATTR_KIND: kind})
+
     def kill_switch(_: CallbackOptions) -> Iterable[Observation]:
         yield Observation(1 if controller.state.kill_switch.active else 0)
 
@@ -418,6 +442,8 @@ def _register_gauges(controller: Controller, meter: Meter) -> None:
         (names.METRIC_PROVIDER_STATE, provider_state, "", "1 for the provider's current state"),
         (names.METRIC_PROVIDER_ERROR_RATE, error_rate, "", "Error rate the tripwire sees"),
         (names.METRIC_TRIPWIRE_THRESHOLD, threshold, "", "Error rate at which it trips"),
+        (names.METRIC_PROVIDER_WAITING, waiting, "", "Attempts waiting for the provider's answer"),
+        (names.METRIC_STALL_LIMIT, stall_limit, "s", "Wait after which it counts as stalled"),
         (names.METRIC_KILL_SWITCH_ACTIVE, kill_switch, "", "1 when a kill switch is set"),
         (names.METRIC_STATE_VERSION, version, "", "Version of the routing state"),
         (names.METRIC_CONTROLLER_LAST_TICK, last_tick, "s", "Epoch seconds of the last tick"),

@@ -7,7 +7,7 @@ latest one from a :class:`StateHolder` without waiting (a plain attribute read).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -102,17 +102,30 @@ class RoutingState:
         )
 
 
-class StateHolder:
-    """Holds the latest RoutingState. Readers never block; the controller publishes whole docs."""
+StateWatcher = Callable[[RoutingState, RoutingState], None]
 
-    __slots__ = ("_state",)
+
+class StateHolder:
+    """Holds the latest RoutingState. Readers never block; the controller publishes whole docs.
+
+    A watcher (:meth:`watch`) is called with the old and the new document on each publish, on
+    the publisher's task: the router uses it to move requests off a provider the moment it
+    leaves rotation. A watcher must be quick and must not raise."""
+
+    __slots__ = ("_state", "_watchers")
 
     def __init__(self, state: RoutingState | None = None) -> None:
         self._state = state or RoutingState()
+        self._watchers: list[StateWatcher] = []
 
     @property
     def current(self) -> RoutingState:
         return self._state
 
+    def watch(self, watcher: StateWatcher) -> None:
+        self._watchers.append(watcher)
+
     def publish(self, state: RoutingState) -> None:
-        self._state = state
+        old, self._state = self._state, state
+        for watcher in self._watchers:
+            watcher(old, state)

@@ -62,7 +62,7 @@ from controller.providers._http import (
 from controller.providers._http_body import give_back_memory
 from controller.providers._http_connect import tls_context
 from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
-from controller.wire._relay import MASK, MIN_SECRET, Relay, answer_headers
+from controller.wire._relay import MASK, MIN_SECRET, UNREAD, Relay, answer_headers
 from controller.wire._sse import MAX_EVENT_BYTES, SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -240,8 +240,20 @@ class HttpProvider:
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, self._api_key)
         body, headers = await self._exchange(call, model, timeouts)
-        response = self._parsed(self._codec.parse_response, body, model)
         relay = call.relay
+        if relay is not None and relay.read is not None:  # relayed as it came, read lightly
+            ident, served, finish, usage = self._parsed(relay.read, body, model)
+            return Response(
+                id=ident,
+                model=served,
+                message=UNREAD,
+                finish_reason=finish,
+                usage=usage,
+                provider=self.name,
+                raw=relay.whole(body),
+                headers=answer_headers(headers),  # those a client may read
+            )
+        response = self._parsed(self._codec.parse_response, body, model)
         if relay is None:
             return replace(response, provider=self.name)
         # Read for telemetry; relayed as it came, with the headers a client may read.

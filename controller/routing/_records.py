@@ -30,6 +30,7 @@ from controller.events import (
 from controller.model import Message, Request, Usage
 from controller.providers.base import Provider
 from controller.routing.plan import Plan, Target, TierPlan
+from controller.signals.inflight import Waiter
 
 __all__ = ["CANCELLED", "Route", "Try", "attempt_event", "route_event"]
 
@@ -54,6 +55,10 @@ class Route:
     parent_span_id: int
     sampled: bool
     attempts: int = 0
+    # The targets this request may be tried on, in order, and the one being tried: an attempt
+    # started beside another (a rescue, a hedge) takes the next one.
+    queue: list[Target] = field(default_factory=list)
+    position: int = 0
     errors: list[ProviderError] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "provider: feature, ..." it cannot honour
     dropped: tuple[str, ...] = ()  # features the serving provider's format could not carry
@@ -61,7 +66,8 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Try:
-    """Who is being tried, and why."""
+    """Who is being tried, and why. ``waiter`` is its entry among the attempts waiting for an
+    answer (:class:`~controller.signals.inflight.InFlight`)."""
 
     target: Target
     provider: Provider
@@ -69,6 +75,7 @@ class Try:
     previous: str | None
     cause: str | None
     remaining: float
+    waiter: Waiter
 
 
 def attempt_event(

@@ -39,11 +39,25 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Hedge:
+    """When an attempt that has produced nothing yet gets the next target started beside it
+    (opt-in per tier): after ``after`` seconds, or after the ``quantile`` of the target's own
+    recent times to answer (once it has ``min_samples``). At most ``per_second`` hedges a
+    second per tier (a burst of as many), one per request."""
+
+    after: float | None = None
+    quantile: float | None = None
+    per_second: float = 1.0
+    min_samples: int = 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TierPlan:
     name: str
     targets: tuple[Target, ...]
     strategy: Strategy = Strategy.PRIORITY
     context_fallback: Target | None = None  # tried once after ContextTooLong
+    hedge: Hedge | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,14 @@ the provider's ``idle`` and ``stream_total`` limits (see :class:`Timeouts`).
 
 A request whose client goes away (or that the shutdown cuts) ends with the route outcome
 ``cancelled``, not ``failed``: ``failed`` means the gateway could not serve.
+
+Silence is handled while it lasts, not when a timeout expires. Every attempt waiting for its
+answer is registered in :class:`~controller.signals.inflight.InFlight` (the controller trips a
+provider whose attempts wait past the limit learned from its own answers). When a provider
+leaves rotation (tripped for any reason, or switched off by the kill switch) every request still
+waiting on it starts on its next target at once: a *rescue*. A tier with ``hedge`` set starts
+the next target beside an attempt that has produced nothing after the hedge wait. Either way the
+first answer wins (:mod:`controller.routing._race`).
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from controller._errors import (
     ContextTooLong,
     DeadlineExceeded,
     MalformedResponse,
+    Outpaced,
     ProviderError,
+    Stalled,
     StreamInterrupted,
 )
-from controller.control.state import StateHolder
+from controller.control.state import RoutingState, StateHolder
 from controller.events import (
     PROBE_TIER,
     AttemptEvent,
@@ -59,9 +69,11 @@ from controller.model import (
 )
 from controller.providers.base import Provider, Timeouts
 from controller.routing._capability import Capability, unsupported
+from controller.routing._race import HedgeBudget, Race
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing.plan import Plan, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
+from controller.signals.inflight import InFlight, Waiter
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -110,6 +122,7 @@ class Router:
         capture_content: bool = False,
         sample_root: Callable[[int], bool] | None = None,
         droppable: frozenset[str] = frozenset(),
+        inflight: InFlight | None = None,
     ) -> None:
         self.tiers = dict(tiers)
         self.providers = dict(providers)
@@ -131,6 +144,10 @@ class Router:
         self._sample_root = sample_root
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{random.getrandbits(24):06x}"
+        # Attempts waiting for an answer (shared with the signal windows the controller reads).
+        self.inflight = inflight if inflight is not None else InFlight(self._clock)
+        self._budgets: dict[str, HedgeBudget] = {}
+        self.state.watch(self._on_state)
 
     @property
     def droppable(self) -> frozenset[str]:
@@ -174,7 +191,10 @@ class Router:
         target = Target(provider=provider, model=model)
         tier = TierPlan(name=PROBE_TIER, targets=(target,))
         route = self._begin(_PROBE, PROBE_TIER, within, stream=False, tier_plan=tier)
-        attempt = Try(target, self.providers[provider], AttemptReason.PROBE, None, None, within)
+        waiter = self.inflight.begin(provider, stream=False)
+        attempt = Try(
+            target, self.providers[provider], AttemptReason.PROBE, None, None, within, waiter
+        )
         route.attempts = 1
         try:
             await self._complete_once(route, _PROBE, attempt)
@@ -260,25 +280,19 @@ class Router:
         request: Request,
         once: Callable[[Route, Request, Try], Awaitable[T]],
     ) -> tuple[T, Target]:
-        queue = self._capable(route, request, list(route.plan.targets))
+        queue = route.queue = self._capable(route, request, list(route.plan.targets))
         if not queue:
             raise AllProvidersFailed(route.plan.reason or f"tier {route.tier.name} has no targets")
         reason, previous, cause = AttemptReason.PRIMARY, None, None
-        index = 0
-        while index < len(queue):
+        while route.position < len(queue):
+            index = route.position
             target = queue[index]
             tries = 0
             while True:
-                remaining = self._remaining(route)
                 tries += 1
-                route.attempts += 1
-                attempt = Try(
-                    target, self.providers[target.provider], reason, previous, cause, remaining
-                )
+                attempt = self._try(route, target, reason, previous, cause)
                 try:
-                    answer = await once(
-                        route, self._capability.request_for(request, target), attempt
-                    )
+                    answer, target = await self._race(route, request, attempt, once)
                 except ContextTooLong as exc:
                     fallback = route.tier.context_fallback
                     if (
@@ -289,37 +303,183 @@ class Router:
                     ):
                         raise
                     route.errors.append(exc)
-                    queue[index + 1 :] = [fallback]
+                    queue[route.position + 1 :] = [fallback]
                     reason, cause = AttemptReason.CONTEXT_FALLBACK, exc.error_type
-                    previous = target.provider
+                    previous = queue[route.position].provider
                     break
                 except CallerError:
                     raise
                 except ProviderError as exc:
-                    route.errors.append(exc)
-                    delay = self._retry(
-                        RetryState(
-                            error=exc,
-                            tries_here=tries,
-                            remaining=self._remaining(route),
-                            has_alternative=index + 1 < len(queue),
+                    delay = None
+                    if route.position == index:  # no attempt beside it took the next target
+                        delay = self._retry(
+                            RetryState(
+                                error=exc,
+                                tries_here=tries,
+                                remaining=self._remaining(route),
+                                has_alternative=index + 1 < len(queue),
+                            )
                         )
-                    )
                     if delay is not None and route.attempts < self._max_attempts:
                         await self._clock.sleep(delay)
                         if not self._ejected(route, target):  # tripped while we waited?
                             reason, cause = AttemptReason.RETRY, exc.error_type
                             continue
                     reason, cause = AttemptReason.FAILOVER, exc.error_type
-                    previous = target.provider
+                    previous = queue[route.position].provider
                     break
                 else:
                     route.dropped = self._capability.dropped(request, target)
                     return answer, target
             if route.attempts >= self._max_attempts:
                 break
-            index += 1
+            route.position += 1
         raise self._exhausted(route)
+
+    def _try(
+        self,
+        route: Route,
+        target: Target,
+        reason: AttemptReason,
+        previous: str | None,
+        cause: str | None,
+    ) -> Try:
+        """The next attempt of ``route`` (counted), waiting for its answer from now on."""
+        remaining = self._remaining(route)
+        route.attempts += 1
+        waiter = self.inflight.begin(target.provider, stream=route.stream)
+        provider = self.providers[target.provider]
+        return Try(target, provider, reason, previous, cause, remaining, waiter)
+
+    # ------------------------------------------------------------------------------- races
+    async def _race(
+        self,
+        route: Route,
+        request: Request,
+        attempt: Try,
+        once: Callable[[Route, Request, Try], Awaitable[T]],
+    ) -> tuple[T, Target]:
+        """``attempt``, with a rescue or a hedge started beside it if need be: the first to
+        answer wins. Raises the last error when both fail (each is in ``route.errors``)."""
+        race: Race[tuple[T, Target]] = Race(attempt.waiter)
+        if not route.plan.panic:  # in panic every target is out of rotation: nowhere to go
+            attempt.waiter.on_trip = lambda: self._second(
+                route, request, once, race, attempt, AttemptReason.RESCUE
+            )
+        hedge = self._arm_hedge(route, request, once, race, attempt)
+        try:
+            answer = await once(
+                route, self._capability.request_for(request, attempt.target), attempt
+            )
+        except asyncio.CancelledError:
+            if race.took_over():
+                assert race.companion is not None
+                return race.companion.result()
+            await self._discard(race.abandon())  # the client went: the companion goes too
+            raise
+        except ProviderError as exc:
+            race.close()
+            if not isinstance(exc, CallerError):
+                route.errors.append(exc)
+            if race.companion is None or isinstance(exc, CallerError):
+                await self._discard(race.abandon())
+                raise
+            return await race.companion  # carrying on alone; its error is the request's now
+        finally:
+            if hedge is not None:
+                hedge.cancel()
+        await self._discard(race.abandon())
+        return answer, attempt.target
+
+    def _second(
+        self,
+        route: Route,
+        request: Request,
+        once: Callable[[Route, Request, Try], Awaitable[T]],
+        race: Race[tuple[T, Target]],
+        first: Try,
+        reason: AttemptReason,
+    ) -> None:
+        """Start the request's next target beside ``first``, if it has one and may."""
+        queue = route.queue
+        if not race.can_start or route.position + 1 >= len(queue):
+            return
+        if route.attempts >= self._max_attempts or route.deadline <= self._clock.monotonic():
+            return
+        route.position += 1
+        cause = Stalled.error_type if reason is AttemptReason.RESCUE else Outpaced.error_type
+        attempt = self._try(route, queue[route.position], reason, first.target.provider, cause)
+        race.partner = attempt.waiter
+        lost_as = Stalled if reason is AttemptReason.RESCUE else Outpaced
+        race.start(self._companion(route, request, once, attempt), lost_as=lost_as)
+
+    async def _companion(
+        self,
+        route: Route,
+        request: Request,
+        once: Callable[[Route, Request, Try], Awaitable[T]],
+        attempt: Try,
+    ) -> tuple[T, Target]:
+        try:
+            answer = await once(
+                route, self._capability.request_for(request, attempt.target), attempt
+            )
+        except CallerError:
+            raise
+        except ProviderError as exc:
+            route.errors.append(exc)
+            raise
+        return answer, attempt.target
+
+    def _arm_hedge(
+        self,
+        route: Route,
+        request: Request,
+        once: Callable[[Route, Request, Try], Awaitable[T]],
+        race: Race[tuple[T, Target]],
+        attempt: Try,
+    ) -> asyncio.Future[None] | None:
+        """A timer that hedges ``attempt`` after the tier's hedge wait (None: no hedge)."""
+        hedge = route.tier.hedge
+        if hedge is None or route.plan.panic or route.position + 1 >= len(route.queue):
+            return None
+        wait = hedge.after
+        if wait is None and hedge.quantile is not None:
+            wait = self.inflight.typical(
+                attempt.target.provider,
+                stream=route.stream,
+                quantile=hedge.quantile,
+                least=hedge.min_samples,
+            )
+        if wait is None:
+            return None
+
+        def fire() -> None:
+            budget = self._budgets.get(route.tier.name)
+            now = self._clock.monotonic()
+            if budget is None:
+                budget = self._budgets[route.tier.name] = HedgeBudget(hedge.per_second, now)
+            if race.can_start and budget.take(now):
+                self._second(route, request, once, race, attempt, AttemptReason.HEDGE)
+
+        return asyncio.ensure_future(self._after(wait, fire))
+
+    async def _after(self, seconds: float, then: Callable[[], None]) -> None:
+        await self._clock.sleep(seconds)
+        then()
+
+    async def _discard(self, extra: tuple[object, Target] | None) -> None:
+        """A companion's answer that came too late to be used: a started stream is closed."""
+        if extra is not None and isinstance(extra[0], RoutedStream):
+            await extra[0].discard()
+
+    def _on_state(self, old: RoutingState, new: RoutingState) -> None:
+        """A provider left rotation: rescue every request still waiting on it."""
+        for provider in self.inflight.providers():
+            if _in_rotation(old, provider) and not _in_rotation(new, provider):
+                for waiter in self.inflight.waiting_on(provider):
+                    if waiter.on_trip is not None:
+                        waiter.on_trip()
 
     # ------------------------------------------------------------------------------- formats
     def _capable(self, route: Route, request: Request, targets: list[Target]) -> list[Target]:
@@ -399,11 +559,13 @@ class Router:
         try:
             response = await attempt.provider.complete(request, attempt.target.model, timeouts)
         except ProviderError as exc:
+            self.inflight.ended(attempt.waiter, responded=exc.status is not None)
             self._emit(route, attempt, request, start, wall, error=exc)
             raise
         except asyncio.CancelledError:
-            self._emit(route, attempt, request, start, wall, cancelled=True)
+            self._abandoned(route, attempt, request, start, wall)
             raise
+        self.inflight.answered(attempt.waiter)
         self._emit(
             route,
             attempt,
@@ -426,16 +588,33 @@ class Router:
         except StopAsyncIteration:
             exc = MalformedResponse("stream ended without any chunk")
             exc.provider, exc.model = attempt.provider.name, attempt.target.model
+            self.inflight.ended(attempt.waiter)
             self._emit(route, attempt, request, start, wall, error=exc)
             raise exc from None
         except ProviderError as exc:
+            self.inflight.ended(attempt.waiter, responded=exc.status is not None)
             self._emit(route, attempt, request, start, wall, error=exc)
             raise
         except asyncio.CancelledError:
-            self._emit(route, attempt, request, start, wall, cancelled=True)
+            self._abandoned(route, attempt, request, start, wall)
             raise
+        self.inflight.answered(attempt.waiter)
         ttfc = self._clock.monotonic() - start
         return RoutedStream(self, route, attempt, request, first, chunks, start, wall, ttfc)
+
+    def _abandoned(
+        self, route: Route, attempt: Try, request: Request, start: float, wall: float
+    ) -> None:
+        """An attempt cut before its answer: the client went, or another attempt of the request
+        answered first (``waiter.lost`` says which: outpaced, or stalled after a rescue)."""
+        waiter = attempt.waiter
+        self.inflight.ended(waiter)
+        if waiter.lost is None:
+            self._emit(route, attempt, request, start, wall, cancelled=True)
+            return
+        lost = _lost(waiter, self._clock.monotonic() - start)
+        lost.provider, lost.model = attempt.provider.name, attempt.target.model
+        self._emit(route, attempt, request, start, wall, error=lost)
 
     def _timeouts_for(self, attempt: Try) -> Timeouts:
         return self.timeouts_for(attempt.target.provider).bounded(attempt.remaining)
@@ -550,6 +729,20 @@ class RoutedStream:
             self.model = chunk.model
         return chunk
 
+    async def discard(self) -> None:
+        """Drop a stream another attempt of the same request beat to its first chunk: only this
+        attempt is reported (outpaced), the request goes on with the winner."""
+        if self._done:
+            return
+        self._done = True
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        lost = Outpaced("another attempt of the request answered first")
+        lost.provider, lost.model = self.provider, self.model
+        router = self._router
+        router._emit(self._route, self._attempt, self._request, self._start, self._wall, error=lost)
+
     async def aclose(self) -> None:
         """Stop early (e.g. the client disconnected): the attempt and the request are reported
         as cancelled."""
@@ -580,3 +773,17 @@ class RoutedStream:
         # A stream the client left is ``cancelled`` (not ``failed``), still naming who served it.
         served_by = None if error is not None else self.provider
         router._finish(route, served_by, error, cancelled=cancelled)
+
+
+def _in_rotation(state: RoutingState, provider: str) -> bool:
+    return state.kill_switch.allows(provider) and state.status(provider).usable
+
+
+def _lost(waiter: Waiter, waited: float) -> Outpaced:
+    """What an attempt another one beat is reported as."""
+    if waiter.lost == Stalled.error_type:
+        return Stalled(
+            f"no answer after {waited:.1f}s; the provider left rotation and the request was "
+            "answered elsewhere"
+        )
+    return Outpaced(f"another attempt of the request answered first (after {waited:.1f}s)")

@@ -34,6 +34,7 @@ from typing import TypeVar
 
 from controller._clock import Clock
 from controller.events import AttemptEvent, Outcome, RouteEvent
+from controller.signals.inflight import NO_WAITS, InFlight, WaitSignals
 
 MAX_TRACE_IDS = 5
 _K = TypeVar("_K", str, tuple[str, str])
@@ -117,11 +118,16 @@ class SignalSnapshot:
     models: Mapping[tuple[str, str], ProviderSignals] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # What is waiting on each provider right now (see :mod:`controller.signals.inflight`).
+    waits: Mapping[str, WaitSignals] = field(default_factory=lambda: MappingProxyType({}))
 
     def provider(self, name: str) -> ProviderSignals:
         """A provider with no traffic in the window has empty signals, not a KeyError."""
         found = self.providers.get(name)
         return found if found is not None else ProviderSignals(window_seconds=self.window_seconds)
+
+    def waiting(self, name: str) -> WaitSignals:
+        return self.waits.get(name, NO_WAITS)
 
 
 class _Bucket:
@@ -198,14 +204,22 @@ class SignalWindows:
     """A :class:`~controller.events.Listener` that keeps the tripwire's sliding windows.
 
     Not thread-safe by design: it lives on the one event loop that also runs the router.
+    ``inflight`` is the registry of attempts still waiting (the router writes it); a snapshot
+    carries both views.
     """
 
     def __init__(
-        self, *, clock: Clock, window_seconds: float = 30.0, bucket_seconds: float = 1.0
+        self,
+        *,
+        clock: Clock,
+        window_seconds: float = 30.0,
+        bucket_seconds: float = 1.0,
+        inflight: InFlight | None = None,
     ) -> None:
         if window_seconds <= 0 or bucket_seconds <= 0 or bucket_seconds > window_seconds:
             raise ValueError("need 0 < bucket_seconds <= window_seconds")
         self._clock = clock
+        self.inflight = inflight if inflight is not None else InFlight(clock)
         self._window = window_seconds
         self._bucket = bucket_seconds
         self._size = max(1, math.ceil(window_seconds / bucket_seconds - 1e-9))
@@ -247,6 +261,7 @@ class SignalWindows:
             models=MappingProxyType(
                 {k: self._freeze(s, now, current) for k, s in self._models.items()}
             ),
+            waits=self.inflight.snapshot(),
         )
 
     def _freeze(self, series: _Series, now: float, current: int) -> ProviderSignals:

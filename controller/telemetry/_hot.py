@@ -45,12 +45,27 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["CARDINALITY_LIMIT", "HotHistogram", "HotMetrics", "HotPrometheusReader"]
+__all__ = [
+    "CARDINALITY_LIMIT",
+    "HotHistogram",
+    "HotMetrics",
+    "HotPrometheusReader",
+    "SeriesKey",
+    "series_key",
+]
 
 Attributes = Mapping[str, AttributeValue]
+SeriesKey = frozenset[tuple[str, AttributeValue]]
 CARDINALITY_LIMIT = 2000  # the SDK's default per instrument
 _OVERFLOW: Attributes = {"otel.metric.overflow": True}
-_OVERFLOW_KEY = frozenset(_OVERFLOW.items())
+
+
+def series_key(attributes: Attributes) -> SeriesKey:
+    """What identifies the series of an attribute set (whatever the order of its keys)."""
+    return frozenset(attributes.items())
+
+
+_OVERFLOW_KEY = series_key(_OVERFLOW)
 
 
 class _Series:
@@ -78,15 +93,17 @@ class HotHistogram:
         self.unit = unit
         self.description = description
         self._bounds = tuple(boundaries)
-        self._series: dict[frozenset[tuple[str, AttributeValue]], _Series] = {}
+        self._series: dict[SeriesKey, _Series] = {}
         self._lock = threading.Lock()
 
-    def record(self, value: float, attributes: Attributes) -> None:
+    def record(self, value: float, attributes: Attributes, key: SeriesKey | None = None) -> None:
         """Add one measurement (bucket i holds ``bounds[i-1] < value <= bounds[i]``, as in the
-        SDK). Negative, NaN and infinite values are ignored, as the SDK ignores them."""
+        SDK). Negative, NaN and infinite values are ignored, as the SDK ignores them. ``key``,
+        when the caller kept it, is ``series_key(attributes)``."""
         if not 0.0 <= value < float("inf"):
             return
-        key = frozenset(attributes.items())
+        if key is None:
+            key = series_key(attributes)
         index = bisect_left(self._bounds, value)
         with self._lock:
             series = self._series.get(key)
@@ -100,9 +117,7 @@ class HotHistogram:
             if value > series.max:
                 series.max = value
 
-    def _new_series(
-        self, key: frozenset[tuple[str, AttributeValue]], attributes: Attributes
-    ) -> _Series:
+    def _new_series(self, key: SeriesKey, attributes: Attributes) -> _Series:
         """Called with the lock held."""
         if len(self._series) >= CARDINALITY_LIMIT - 1:  # keep one slot for the overflow series
             key, attributes = _OVERFLOW_KEY, _OVERFLOW

@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.util.types import AttributeValue
 
 from controller.events import PROBE_TIER, AttemptEvent, AttemptReason, Outcome, RouteEvent
 from controller.telemetry import names
-from controller.telemetry._hot import HotMetrics
+from controller.telemetry._hot import HotMetrics, SeriesKey, series_key
 
 Attributes = dict[str, AttributeValue]
 
@@ -80,6 +80,62 @@ def common_attributes(event: AttemptEvent, error_type: str | None) -> Attributes
     return attrs
 
 
+_MAX_ATTRIBUTE_SETS = 1024  # distinct attempts' attribute combinations kept (then cleared)
+
+
+class AttemptAttributes:
+    """The attribute sets of one kind of attempt, built once and shared (never mutated): the
+    span's and the histograms' (:func:`common_attributes`), and the token histogram's two, each
+    with its series key for :class:`~controller.telemetry._hot.HotHistogram`. Building and
+    hashing them again for every attempt was a measurable part of a request's cost."""
+
+    __slots__ = (
+        "common",
+        "common_key",
+        "tokens_in",
+        "tokens_in_key",
+        "tokens_out",
+        "tokens_out_key",
+    )
+
+    def __init__(self, common: Attributes) -> None:
+        tokens = {k: v for k, v in common.items() if k != names.ERROR_TYPE}  # whatever the outcome
+        self.common = common
+        self.tokens_in = {**tokens, names.GEN_AI_TOKEN_TYPE: "input"}
+        self.tokens_out = {**tokens, names.GEN_AI_TOKEN_TYPE: "output"}
+        self.common_key = series_key(common)
+        self.tokens_in_key = series_key(self.tokens_in)
+        self.tokens_out_key = series_key(self.tokens_out)
+
+
+class AttributeCache:
+    """:class:`AttemptAttributes` by what :func:`common_attributes` reads of an event (bounded:
+    past :data:`_MAX_ATTRIBUTE_SETS` combinations it starts over)."""
+
+    __slots__ = ("_sets",)
+
+    def __init__(self) -> None:
+        self._sets: dict[tuple[object, ...], AttemptAttributes] = {}
+
+    def of(self, event: AttemptEvent, error_type: str | None) -> AttemptAttributes:
+        key = (
+            event.provider_kind,
+            event.model,
+            event.provider,
+            event.tier,
+            event.response_model,
+            event.server_address,
+            event.server_port,
+            error_type,
+        )
+        found = self._sets.get(key)
+        if found is None:
+            if len(self._sets) >= _MAX_ATTRIBUTE_SETS:
+                self._sets.clear()
+            found = self._sets[key] = AttemptAttributes(common_attributes(event, error_type))
+        return found
+
+
 class _Tally:
     """A monotonic counter kept in a dict and reported through an observable counter.
 
@@ -113,9 +169,23 @@ class _Tally:
 
 
 class _Recorder(Protocol):
-    """What both histogram kinds offer: the SDK's and :class:`HotHistogram`."""
+    """What both histogram kinds offer: :class:`HotHistogram` and the SDK's (:class:`_Sdk`)."""
 
-    def record(self, amount: float, attributes: Attributes, /) -> None: ...
+    def record(
+        self, amount: float, attributes: Attributes, key: SeriesKey | None = None
+    ) -> None: ...
+
+
+class _Sdk:
+    """The SDK's own histogram, which finds its series itself (``key`` is not used)."""
+
+    __slots__ = ("_histogram",)
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+
+    def record(self, amount: float, attributes: Attributes, key: SeriesKey | None = None) -> None:
+        self._histogram.record(amount, attributes)
 
 
 class DataPlaneMetrics:
@@ -170,23 +240,16 @@ class DataPlaneMetrics:
             (names.ATTR_TIER, names.ATTR_FEATURE, names.ATTR_PROVIDER),
         )
 
-    def record_attempt(self, event: AttemptEvent, attrs: Attributes) -> None:
-        """Record one attempt. ``attrs`` comes from :func:`common_attributes` and is not mutated
-        (the SDK may keep a reference to it as the series' attribute set)."""
-        self._duration.record(event.duration, attrs)
+    def record_attempt(self, event: AttemptEvent, attrs: AttemptAttributes) -> None:
+        """Record one attempt with its attribute sets (:class:`AttributeCache`; not mutated:
+        the SDK may keep a reference to one as the series' attribute set)."""
+        self._duration.record(event.duration, attrs.common, attrs.common_key)
         usage = event.usage
-        if usage is not None:
-            token_attrs = attrs
-            if names.ERROR_TYPE in attrs:  # tokens are counted, whatever the outcome
-                token_attrs = {k: v for k, v in attrs.items() if k != names.ERROR_TYPE}
-            self._tokens.record(
-                usage.input_tokens, {**token_attrs, names.GEN_AI_TOKEN_TYPE: "input"}
-            )
-            self._tokens.record(
-                usage.output_tokens, {**token_attrs, names.GEN_AI_TOKEN_TYPE: "output"}
-            )
+        if usage is not None:  # tokens are counted, whatever the outcome
+            self._tokens.record(usage.input_tokens, attrs.tokens_in, attrs.tokens_in_key)
+            self._tokens.record(usage.output_tokens, attrs.tokens_out, attrs.tokens_out_key)
         if event.stream and event.time_to_first_chunk is not None:
-            self._ttfc.record(event.time_to_first_chunk, attrs)
+            self._ttfc.record(event.time_to_first_chunk, attrs.common, attrs.common_key)
         if event.reason in _FAILOVER_REASONS:
             cause = event.failover_cause or _UNKNOWN
             self._failovers.add((event.failover_from or _NONE, event.provider, cause))
@@ -209,6 +272,8 @@ def _histogram(
     unit = METRIC_UNITS[name]
     if hot is not None:
         return hot.histogram(name, unit=unit, description=description, boundaries=buckets)
-    return meter.create_histogram(
-        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
+    return _Sdk(
+        meter.create_histogram(
+            name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
+        )
     )

@@ -28,8 +28,8 @@ from controller.events import AttemptEvent, RouteEvent
 from controller.telemetry._hot import HotMetrics
 from controller.telemetry._metrics import (
     METRIC_UNITS,
+    AttributeCache,
     DataPlaneMetrics,
-    common_attributes,
     failure_type,
 )
 from controller.telemetry._spans import AttemptSpans, PresetIdGenerator, RouteSpans
@@ -51,7 +51,7 @@ class TelemetryListener:
     :class:`~opentelemetry.trace.NoOpTracer` (nothing would keep the spans) no span is built.
     """
 
-    __slots__ = ("_drops", "_metrics", "_pending", "_routes", "_scheduled", "_spans")
+    __slots__ = ("_attributes", "_drops", "_metrics", "_pending", "_routes", "_scheduled", "_spans")
 
     def __init__(
         self,
@@ -68,6 +68,7 @@ class TelemetryListener:
         )
         self._routes = RouteSpans(tracer=tracer, ids=ids) if tracing else None
         self._metrics = DataPlaneMetrics(meter=meter, hot=hot)
+        self._attributes = AttributeCache()
         self._pending: deque[AttemptEvent | RouteEvent] = deque()
         self._scheduled = False
         self._drops = 0
@@ -118,10 +119,10 @@ class TelemetryListener:
         try:
             if isinstance(event, AttemptEvent):
                 error_type = failure_type(event)
-                common = common_attributes(event, error_type)
+                attrs = self._attributes.of(event, error_type)
                 if self._spans is not None:
-                    self._spans.emit(event, common, error_type)
-                self._metrics.record_attempt(event, common)
+                    self._spans.emit(event, attrs.common, error_type)
+                self._metrics.record_attempt(event, attrs)
             else:
                 if self._routes is not None:
                     self._routes.emit(event)

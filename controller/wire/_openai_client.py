@@ -40,7 +40,7 @@ from controller.wire._openai_common import (
     tool_call_out,
 )
 from controller.wire._reasoning import effort_for
-from controller.wire._relay import relay_for, relayed_body
+from controller.wire._relay import AnswerFacts, relay_for, relayed_body
 from controller.wire._sse import sse
 
 __all__ = ["WIRE_FORMAT", "OpenAIClientCodec", "OpenAIStreamDecoder"]
@@ -151,6 +151,7 @@ class OpenAIClientCodec:
             echo_model=source.echo_model,
             starts=_begins_content,
             secret=api_key,
+            read=read_answer if source.full is not None else None,  # not decoded: no capture
         )
         return HttpCall(
             path=self._model_path(model),
@@ -177,21 +178,15 @@ class OpenAIClientCodec:
         return headers
 
     def parse_response(self, body: bytes, model: str) -> Response:
-        data = load_json(body, what="chat completion", model=model)
-        choices = require(data, "choices", list, what="chat completion", model=model)
-        if not choices:
-            raise MalformedResponse("chat completion: 'choices' is empty", model=model)
-        raw = require(choices[0], "message", dict, what="choices[0]", model=model)
-        message = _message_in(raw, model)
-        finish = _finish_in(choices[0].get("finish_reason"), model)
-        if finish is None:  # some compatible servers leave it null on a complete answer
-            finish = FinishReason.TOOL_CALLS if message.tool_calls else FinishReason.STOP
+        data, message = _answer(body, model)
+        content, calls = _message_fields(message, model)
+        ident, served, finish, usage = _facts(data, bool(calls), model)
         return Response(
-            id=_opt(data, "id", str, "", model),
-            model=_opt(data, "model", str, "", model) or model,
-            message=message,
+            id=ident,
+            model=served,
+            message=Message(role="assistant", content=content, tool_calls=calls),
             finish_reason=finish,
-            usage=_usage_in(data.get("usage"), model) or Usage(),
+            usage=usage,
             provider=self.provider_kind,
         )
 
@@ -323,10 +318,42 @@ def _opt(data: Mapping[str, Any], key: str, kind: type, default: Any, model: str
     return value
 
 
-def _message_in(raw: dict[str, Any], model: str) -> Message:
+def read_answer(body: bytes, model: str) -> AnswerFacts:
+    """A whole answer relayed as it came, read for telemetry and failover (the light reader of
+    :class:`~controller.wire._relay.Relay`): checked as :meth:`OpenAIClientCodec.parse_response`
+    checks it, so a malformed answer still fails over, but its message is not built."""
+    data, message = _answer(body, model)
+    _, calls = _message_fields(message, model)
+    return _facts(data, bool(calls), model)
+
+
+def _answer(body: bytes, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parsed answer and its first choice's message; the choice's finish_reason is read
+    by :func:`_facts`."""
+    data = load_json(body, what="chat completion", model=model)
+    choices = require(data, "choices", list, what="chat completion", model=model)
+    if not choices:
+        raise MalformedResponse("chat completion: 'choices' is empty", model=model)
+    return data, require(choices[0], "message", dict, what="choices[0]", model=model)
+
+
+def _facts(data: dict[str, Any], has_calls: bool, model: str) -> AnswerFacts:
+    """The answer's id, model, finish reason and usage (``data`` checked by :func:`_answer`)."""
+    finish = _finish_in(data["choices"][0].get("finish_reason"), model)
+    if finish is None:  # some compatible servers leave it null on a complete answer
+        finish = FinishReason.TOOL_CALLS if has_calls else FinishReason.STOP
+    return (
+        _opt(data, "id", str, "", model),
+        _opt(data, "model", str, "", model) or model,
+        finish,
+        _usage_in(data.get("usage"), model) or Usage(),
+    )
+
+
+def _message_fields(raw: dict[str, Any], model: str) -> tuple[str, tuple[ToolCall, ...]]:
     content = _opt(raw, "content", str, "", model) or _opt(raw, "refusal", str, "", model)
     calls = tuple(_tool_call_in(c, model) for c in _opt(raw, "tool_calls", list, [], model))
-    return Message(role="assistant", content=content, tool_calls=calls)
+    return content, calls
 
 
 def _tool_call_in(raw: Any, model: str) -> ToolCall:

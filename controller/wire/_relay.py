@@ -9,7 +9,10 @@ betas and fields newer than this code pass without a release of ours.
 The answer goes back as it came too: a whole body unchanged, a stream event by event (framed
 again from the parsed event: same name, same data lines). The stream decoder still reads every
 event, for what telemetry and failover need (first chunk, usage, finish reason, in-stream
-errors, cuts).
+errors, cuts). A whole answer to a request the gateway did not decode either (see
+``gateway._chat``) is read by the codec's light reader (:attr:`Relay.read`): checked as the
+full parse checks it, but only its id, model, finish reason and usage are taken out; its message
+is not built (:data:`UNREAD`), the client reads it from the bytes relayed.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import _json
-from controller.model import Source, StreamChunk
+from controller.model import FinishReason, Message, Source, StreamChunk, Usage
 from controller.wire._base import SSEEvent
 from controller.wire._sse import frame
 
 __all__ = [
     "MASK",
     "MIN_SECRET",
+    "UNREAD",
+    "AnswerFacts",
     "Relay",
     "answer_headers",
     "relay_for",
@@ -39,6 +44,10 @@ MASK = "***"  # what a provider's key echoed in its answer becomes
 # Shorter "keys" (a local server's "ollama", "none") are no secret, and masking them would
 # mangle ordinary text: only a key at least this long is masked.
 MIN_SECRET = 12
+# The message of a whole answer relayed without being decoded: what it says is in its bytes.
+UNREAD = Message(role="assistant")
+# What a light reader takes out of a whole answer: its id, model, finish reason and usage.
+AnswerFacts = tuple[str, str, FinishReason, Usage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +57,16 @@ class Relay:
     an event that decoded to no chunk (thinking, a server tool's block, a compatible server's
     ``reasoning_content``) begins the answer: events before that are held back (failover is
     still possible), and a long thinking must not read as a provider that does not answer.
-    The provider's key (``secret``) never reaches the client, even when a provider echoes it."""
+    The provider's key (``secret``) never reaches the client, even when a provider echoes it.
+    ``read`` is the codec's light reader of a whole answer (body, model), set when the request
+    was not decoded (so no content capture needs the answer's message)."""
 
     terminator: bytes
     drop_usage_only: bool = False  # the gateway asked for usage the client did not ask for
     echo_model: str | None = None  # the model name to answer with instead of the served one
     starts: Callable[[SSEEvent], bool] = field(default=lambda event: False, repr=False)
     secret: str | None = field(default=None, repr=False)
+    read: Callable[[bytes, str], AnswerFacts] | None = field(default=None, repr=False)
 
     def event(self, event: SSEEvent, chunks: list[StreamChunk]) -> bytes:
         """The bytes to forward for one stream event (``chunks``: what it decoded to)."""
@@ -100,6 +112,7 @@ def relay_for(
     echo_model: str | None = None,
     starts: Callable[[SSEEvent], bool],
     secret: str | None,
+    read: Callable[[bytes, str], AnswerFacts] | None = None,
 ) -> Relay:
     """The :class:`Relay` for these settings, made once (its construction was a measurable
     part of a same-format request)."""
@@ -109,6 +122,7 @@ def relay_for(
         echo_model=echo_model,
         starts=starts,
         secret=secret if secret and len(secret) >= MIN_SECRET else None,
+        read=read,
     )
 
 

@@ -1,0 +1,502 @@
+"""A silent provider: attempts seen while they wait, the ``stalled`` trip, rescue and hedging.
+
+Fake providers over loopback (one hangs or answers late), the router and the controller on a
+fake clock: the test moves time, so nothing here races a real timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from controller._clock import FakeClock
+from controller._errors import AllProvidersFailed
+from controller.control.config import StallConfig, TripwireConfig
+from controller.control.decide import TransitionKind, TripCause, decide
+from controller.control.loop import Controller
+from controller.control.state import (
+    HealthState,
+    KillSwitch,
+    ProviderStatus,
+    RoutingState,
+    StateHolder,
+)
+from controller.control.store import MemoryStateStore
+from controller.events import AttemptReason, Outcome, RouteOutcome
+from controller.model import Message, Request, Response
+from controller.providers import Timeouts
+from controller.providers.fake import FakeProvider, Fault, FaultMode
+from controller.routing.plan import Hedge, Target, TierPlan
+from controller.routing.router import RoutedStream, Router
+from controller.signals.inflight import InFlight, Waits, WaitSignals
+from controller.signals.window import SignalSnapshot, SignalWindows
+from controller.telemetry import names
+from tests.conftest import Recorder, adapter, drain
+from tests.telemetry_support import gauge_points
+
+HELLO = Request(messages=(Message(role="user", content="hello"),))
+STREAM = Request(messages=HELLO.messages, stream=True)
+# Long: a silent provider must be left by the rescue, never by one of these expiring.
+PATIENT = Timeouts(connect=5.0, first_token=300.0, idle=300.0, total=300.0)
+
+
+# ----------------------------------------------------------------------------- the registry
+def test_inflight_sees_waiting_attempts_oldest_first() -> None:
+    clock = FakeClock()
+    inflight = InFlight(clock, history=3, quantile=1.0)
+    first = inflight.begin("a", stream=False)
+    clock.advance(1.0)
+    second = inflight.begin("a", stream=True)
+    clock.advance(2.0)
+    waits = inflight.snapshot()["a"]
+    assert (waits.answers.waiting, waits.answers.oldest) == (1, 3.0)
+    assert (waits.streams.waiting, waits.streams.oldest) == (1, 2.0)
+    assert waits.waiting == 2
+    assert waits.last_answer_age is None
+    assert inflight.waiting_on("a") == [first, second]
+    inflight.answered(first)
+    inflight.ended(second)
+    clock.advance(0.5)
+    after = inflight.snapshot()["a"]
+    assert after.waiting == 0
+    assert (after.answers.samples, after.answers.typical) == (1, 3.0)
+    assert after.streams.samples == 0  # ended without an answer: no sample
+    assert after.last_answer_age == 0.5
+    assert inflight.providers() == []
+
+
+def test_inflight_history_is_bounded_and_a_responding_error_is_not_silence() -> None:
+    clock = FakeClock()
+    inflight = InFlight(clock, history=3, quantile=1.0)
+    for took in (9.0, 1.0, 1.0, 1.0):  # the 9 s answer falls out of a history of 3
+        waiter = inflight.begin("a", stream=False)
+        clock.advance(took)
+        inflight.answered(waiter)
+    assert inflight.typical("a", stream=False, quantile=1.0, least=3) == 1.0
+    assert inflight.typical("a", stream=False, quantile=1.0, least=4) is None
+    clock.advance(10.0)
+    waiter = inflight.begin("a", stream=False)
+    inflight.ended(waiter, responded=True)  # a fast 500: the provider is not silent
+    assert inflight.snapshot()["a"].last_answer_age == 0.0
+    inflight.ended(waiter)  # twice is harmless
+    assert inflight.snapshot()["a"].waiting == 0
+
+
+# ----------------------------------------------------------------------------- the decision
+def _snapshot(waits: WaitSignals) -> SignalSnapshot:
+    return SignalSnapshot(taken_at=0.0, window_seconds=30.0, bucket_seconds=1.0, waits={"a": waits})
+
+
+def _waits(
+    *, waiting: int, oldest: float, quiet: float | None, stream: bool = False
+) -> WaitSignals:
+    kind = Waits(waiting=waiting, oldest=oldest, samples=50, typical=0.5)
+    return WaitSignals(
+        streams=kind if stream else Waits(),
+        answers=Waits() if stream else kind,
+        last_answer_age=quiet,
+    )
+
+
+TIERS = {"t": ("a", "b")}
+
+
+@pytest.mark.parametrize(
+    ("waits", "trips"),
+    [
+        # limit = max(3 x 0.5 s, floor 2 s) = 2 s
+        (_waits(waiting=3, oldest=2.1, quiet=2.1), True),
+        (_waits(waiting=3, oldest=2.1, quiet=2.1, stream=True), True),
+        (_waits(waiting=3, oldest=1.9, quiet=5.0), False),  # not waited long enough
+        (_waits(waiting=3, oldest=2.1, quiet=0.3), False),  # it answers others: just slow
+        (_waits(waiting=1, oldest=3.9, quiet=3.9), False),  # alone: needs 2 x the limit
+        (_waits(waiting=1, oldest=4.1, quiet=4.1), True),
+        (
+            WaitSignals(answers=Waits(waiting=5, oldest=60.0, samples=3, typical=0.5)),
+            False,  # too little history: the attempt timeouts alone apply
+        ),
+    ],
+)
+def test_stall_rule(waits: WaitSignals, trips: bool) -> None:
+    decision = decide(RoutingState(), _snapshot(waits), 100.0, TripwireConfig(), TIERS)
+    assert (decision.providers.get("a") is not None) is trips
+    if trips:
+        (event,) = decision.transitions
+        assert event.kind is TransitionKind.TRIP
+        assert event.cause is TripCause.STALLED
+        assert event.reason.startswith("stalled: ")
+        assert "limit 2.0s" in event.reason
+
+
+def test_stall_limit_is_learned_within_floor_and_ceiling() -> None:
+    stall = StallConfig(factor=3, floor_seconds=2, ceiling_seconds=10, min_samples=5)
+    assert stall.limit(0.1, 5) == 2.0
+    assert stall.limit(1.5, 5) == 4.5
+    assert stall.limit(30.0, 5) == 10.0
+    assert stall.limit(1.5, 4) is None
+
+
+def test_a_recovering_provider_that_stalls_trips_again() -> None:
+    state = RoutingState(
+        providers={"a": ProviderStatus(state=HealthState.RECOVERING, since=99.0, traffic_share=0.1)}
+    )
+    waits = _waits(waiting=3, oldest=2.5, quiet=2.5)
+    decision = decide(state, _snapshot(waits), 100.0, TripwireConfig(), TIERS)
+    assert decision.providers["a"].state is HealthState.TRIPPED
+    assert decision.transitions[0].cause is TripCause.STALLED
+
+
+def test_stall_detection_can_be_turned_off() -> None:
+    cfg = TripwireConfig(stall=StallConfig(enabled=False))
+    waits = _waits(waiting=9, oldest=60.0, quiet=60.0)
+    assert not decide(RoutingState(), _snapshot(waits), 100.0, cfg, TIERS).changed
+
+
+# ----------------------------------------------------------------------------- the router
+def _router(
+    primary: FakeProvider,
+    backup: FakeProvider,
+    recorder: Recorder,
+    clock: FakeClock,
+    *,
+    holder: StateHolder | None = None,
+    hedge: Hedge | None = None,
+    inflight: InFlight | None = None,
+) -> Router:
+    a, b = adapter(primary, "openai", "a"), adapter(backup, "anthropic", "b")
+    targets = (Target(provider="a", model="big"), Target(provider="b", model="alt"))
+    return Router(
+        tiers={"t": TierPlan(name="t", targets=targets, hedge=hedge)},
+        providers={"a": a, "b": b},
+        state=holder,
+        listeners=[recorder],
+        clock=clock,
+        default_timeouts=PATIENT,
+        deadline=600.0,
+        rng=random.Random(3),
+        inflight=inflight,
+    )
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    """Let the loop run (real sockets) until ``check`` holds; bounded."""
+    for _ in range(2000):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+def _trip(holder: StateHolder, provider: str) -> None:
+    tripped = ProviderStatus(state=HealthState.TRIPPED, since=1.0, traffic_share=0.0)
+    holder.publish(holder.current.evolve(changed_by="test", now=1.0, providers={provider: tripped}))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_requests_waiting_on_a_provider_that_trips_are_rescued(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder, stream: bool
+) -> None:
+    clock, holder = FakeClock(), StateHolder()
+    router = _router(primary, backup, recorder, clock, holder=holder)
+    primary.set_fault(FaultMode.HANG)
+    request = STREAM if stream else HELLO
+    call: Callable[[], Awaitable[object]] = (
+        (lambda: router.stream(request, tier="t"))
+        if stream
+        else (lambda: router.complete(request, tier="t"))
+    )
+    waiting = [asyncio.ensure_future(call()) for _ in range(3)]
+    await _until(lambda: len(router.inflight.waiting_on("a")) == 3, "three requests wait on a")
+    assert backup.requests == 0
+    _trip(holder, "a")  # what the controller publishes when it trips a
+    answers = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+    for answer in answers:
+        assert answer.provider == "b"  # type: ignore[attr-defined]
+        if stream:
+            await drain(answer, [])  # type: ignore[arg-type]
+    await router.aclose()
+    assert backup.requests == 3
+    lost = [e for e in recorder.attempts if e.provider == "a"]
+    assert [e.error_type for e in lost] == ["stalled"] * 3
+    assert all(e.outcome is Outcome.FAULT for e in lost)  # counted against the silent one
+    rescues = [e for e in recorder.attempts if e.provider == "b"]
+    assert {e.reason for e in rescues} == {AttemptReason.RESCUE}
+    assert {e.failover_from for e in rescues} == {"a"}
+    assert all(e.outcome is Outcome.SUCCESS for e in rescues)
+    assert [r.outcome for r in recorder.routes] == [RouteOutcome.DEGRADED] * 3
+    assert router.inflight.providers() == []
+
+
+async def test_the_kill_switch_rescues_too_and_a_pinned_provider_is_left_alone(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    clock, holder = FakeClock(), StateHolder()
+    router = _router(primary, backup, recorder, clock, holder=holder)
+    primary.set_fault(FaultMode.HANG)
+    waiting = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "a request waits on a")
+    holder.publish(holder.current.evolve(changed_by="t", now=1, kill_switch=KillSwitch(pin="a")))
+    await asyncio.sleep(0.05)
+    assert backup.requests == 0  # pinned to a: still in rotation, nothing to rescue
+    holder.publish(
+        holder.current.evolve(changed_by="t", now=2, kill_switch=KillSwitch(disable=("a",)))
+    )
+    answer = await asyncio.wait_for(waiting, 30)
+    await router.aclose()
+    assert answer.provider == "b"
+
+
+async def test_a_request_with_nowhere_to_go_keeps_waiting(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The rescue needs a next target: on the last one, the attempt's own limits apply."""
+    clock, holder = FakeClock(), StateHolder()
+    router = _router(primary, backup, recorder, clock, holder=holder)
+    backup.set_fault(FaultMode.HANG)
+    primary.set_fault(FaultMode.AUTH)  # not retried: on to b at once
+    waiting = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("b")), "the request waits on b")
+    _trip(holder, "b")
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await router.aclose()
+    assert recorder.attempts[-1].outcome is Outcome.CANCELLED
+    assert recorder.routes[-1].outcome is RouteOutcome.CANCELLED
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_hedge_rescues_a_slow_attempt(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder, stream: bool
+) -> None:
+    clock = FakeClock()
+    router = _router(primary, backup, recorder, clock, hedge=Hedge(after=2.0, per_second=1.0))
+    primary.set_fault(FaultMode.HANG)  # slow beyond the hedge wait (the fake clock decides)
+    request = STREAM if stream else HELLO
+    task: asyncio.Future[Response | RoutedStream] = asyncio.ensure_future(
+        router.stream(request, tier="t") if stream else router.complete(request, tier="t")
+    )
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(1.9)
+    await asyncio.sleep(0.05)
+    assert backup.requests == 0  # before the hedge wait: nothing started
+    clock.advance(0.2)
+    answer = await asyncio.wait_for(task, 30)
+    assert answer.provider == "b"
+    if isinstance(answer, RoutedStream):
+        await drain(answer, [])
+    await router.aclose()
+    hedge, first = sorted(recorder.attempts, key=lambda e: e.provider != "b")
+    assert (first.provider, first.outcome, first.error_type) == ("a", Outcome.CANCELLED, "outpaced")
+    assert (hedge.reason, hedge.outcome, hedge.failover_from) == (
+        AttemptReason.HEDGE,
+        Outcome.SUCCESS,
+        "a",
+    )
+    assert recorder.routes[0].served_by == "b"
+
+
+async def test_the_first_answer_wins_and_the_hedge_is_cancelled(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    clock = FakeClock()
+    router = _router(primary, backup, recorder, clock, hedge=Hedge(after=1.0))
+    primary.set_fault(Fault(mode=FaultMode.SLOW_FIRST_TOKEN, delay=0.3))
+    backup.set_fault(FaultMode.HANG)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(1.5)  # the hedge starts on b, which hangs; a answers after its 0.3 s
+    answer = await asyncio.wait_for(task, 30)
+    await _until(lambda: len(recorder.attempts) == 2, "the hedge reports itself")
+    await router.aclose()
+    assert answer.provider == "a"
+    by_provider = {e.provider: e for e in recorder.attempts}
+    assert by_provider["a"].outcome is Outcome.SUCCESS
+    assert (by_provider["b"].outcome, by_provider["b"].error_type) == (
+        Outcome.CANCELLED,
+        "outpaced",
+    )
+    assert by_provider["b"].reason is AttemptReason.HEDGE
+
+
+async def test_hedges_are_bounded_by_the_tier_budget(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    clock = FakeClock()
+    router = _router(primary, backup, recorder, clock, hedge=Hedge(after=1.0, per_second=1.0))
+    primary.set_fault(FaultMode.HANG)
+    tasks = [asyncio.ensure_future(router.complete(HELLO, tier="t")) for _ in range(3)]
+    await _until(lambda: len(router.inflight.waiting_on("a")) == 3, "three wait on a")
+    clock.advance(1.0)
+    done, pending = await asyncio.wait(tasks, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.sleep(0.05)
+    assert len(done) == 1
+    assert backup.requests == 1  # one token: one hedge, not three
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    await router.aclose()
+
+
+async def test_a_hedge_waits_for_the_learned_quantile(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    clock = FakeClock()
+    inflight = InFlight(clock)
+    for _ in range(20):  # a's history: every answer took 0.5 s
+        waiter = inflight.begin("a", stream=False)
+        clock.advance(0.5)
+        inflight.answered(waiter)
+    hedge = Hedge(quantile=0.95, min_samples=20)
+    router = _router(primary, backup, recorder, clock, hedge=hedge, inflight=inflight)
+    primary.set_fault(FaultMode.HANG)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(0.4)
+    await asyncio.sleep(0.05)
+    assert backup.requests == 0
+    clock.advance(0.2)
+    assert (await asyncio.wait_for(task, 30)).provider == "b"
+    await router.aclose()
+
+
+async def test_when_both_fail_the_request_fails_with_both_errors(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    clock = FakeClock()
+    router = _router(primary, backup, recorder, clock, hedge=Hedge(after=1.0))
+    primary.set_fault(FaultMode.HANG)
+    backup.set_fault(FaultMode.ERROR_500)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(1.0)  # the hedge to b fails at once; a still waits
+    await _until(lambda: backup.requests >= 1, "the hedge reached b")
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    primary.clear_fault()
+    await primary.stop()  # a's connection drops: its attempt fails too
+    with pytest.raises(AllProvidersFailed) as caught:
+        await asyncio.wait_for(task, 30)
+    await router.aclose()
+    assert {e.provider for e in caught.value.attempts} == {"a", "b"}
+    assert recorder.routes[0].outcome is RouteOutcome.FAILED
+
+
+# ----------------------------------------------------------------------------- end to end
+class _Loop:
+    """Router + signal windows + controller on one fake clock (ticks by hand)."""
+
+    def __init__(
+        self,
+        primary: FakeProvider,
+        backup: FakeProvider,
+        recorder: Recorder,
+        meter: MeterProvider | None = None,
+    ) -> None:
+        self.clock = FakeClock()
+        self.holder = StateHolder()
+        self.windows = SignalWindows(clock=self.clock)
+        self.router = _router(
+            primary,
+            backup,
+            recorder,
+            self.clock,
+            holder=self.holder,
+            inflight=self.windows.inflight,
+        )
+        self.router.listeners.add(self.windows)
+        self.controller = Controller(
+            clock=self.clock,
+            windows=self.windows,
+            holder=self.holder,
+            store=MemoryStateStore(),
+            cfg=TripwireConfig(cooloff_seconds=5, probe_interval_seconds=1, failback_steps=(1.0,)),
+            tiers={"t": ("a", "b")},
+            prober=lambda name: self.router.probe(name, "big"),
+            meter=meter.get_meter("test") if meter is not None else None,
+        )
+
+    async def warm(self, n: int = 25) -> None:
+        for _ in range(n):
+            assert (await self.router.complete(HELLO, tier="t")).provider == "a"
+
+    async def run_for(self, seconds: float, step: float = 0.25) -> None:
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+            self.controller.tick()
+            await asyncio.sleep(0.005)
+
+
+async def test_a_hanging_provider_trips_as_stalled_and_every_request_is_served(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    loop = _Loop(primary, backup, recorder)
+    await loop.warm()  # history: a answers (instantly on the fake clock): limit = the 2 s floor
+    primary.set_fault(FaultMode.HANG)
+    waiting = [asyncio.ensure_future(loop.router.complete(HELLO, tier="t")) for _ in range(4)]
+    await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 4, "four wait on a")
+    await loop.run_for(1.75)
+    assert loop.holder.current.status("a").state is HealthState.HEALTHY
+    await loop.run_for(0.5)  # past the limit: tripped, the waiting requests rescued
+    assert loop.holder.current.status("a").state is HealthState.TRIPPED
+    assert "stalled" in loop.holder.current.status("a").reason
+    answers = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+    assert {a.provider for a in answers} == {"b"}
+    after = await loop.router.complete(HELLO, tier="t")  # straight to b, a is out
+    assert after.provider == "b"
+    assert recorder.attempts[-1].reason is AttemptReason.PRIMARY
+    primary.clear_fault()
+    await loop.run_for(12.0)  # cool-off, three probes, back in
+    assert loop.holder.current.status("a").state is HealthState.HEALTHY
+    assert (await loop.router.complete(HELLO, tier="t")).provider == "a"
+    await loop.router.aclose()
+
+
+async def test_low_traffic_one_request_alone_is_not_left_waiting(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    loop = _Loop(primary, backup, recorder)
+    await loop.warm()
+    primary.set_fault(FaultMode.HANG)
+    first = asyncio.ensure_future(loop.router.stream(STREAM, tier="t"))
+    await _until(lambda: bool(loop.router.inflight.waiting_on("a")), "it waits on a")
+    await loop.run_for(3.5)
+    assert not first.done()  # alone: 2 x the 2 s limit before it trips
+    await loop.run_for(0.75)
+    answer = await asyncio.wait_for(first, 30)
+    assert answer.provider == "b"
+    await drain(answer, [])
+    # The next request, 5 s after the first, goes straight to b: it does not wait at all.
+    await loop.run_for(1.0)
+    second = await loop.router.complete(HELLO, tier="t")
+    assert second.provider == "b"
+    await loop.router.aclose()
+
+
+async def test_the_dashboard_sees_what_waits_the_learned_limit_and_the_stall_trip(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    reader = InMemoryMetricReader()
+    loop = _Loop(primary, backup, recorder, MeterProvider(metric_readers=[reader]))
+    await loop.warm()
+    primary.set_fault(FaultMode.HANG)
+    waiting = [asyncio.ensure_future(loop.router.complete(HELLO, tier="t")) for _ in range(3)]
+    await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 3, "three wait on a")
+    await loop.run_for(1.0)
+    points = gauge_points(reader)
+    assert ({"provider": "a"}, 3.0) in points[names.METRIC_PROVIDER_WAITING]
+    assert ({"provider": "a", "kind": "whole"}, 2.0) in points[names.METRIC_STALL_LIMIT]
+    await loop.run_for(1.25)
+    await asyncio.wait_for(asyncio.gather(*waiting), 30)
+    await loop.run_for(0.25)
+    points = gauge_points(reader)
+    assert points[names.METRIC_TRIPS] == [({"provider": "a", "cause": "stalled"}, 1.0)]
+    assert ({"provider": "a"}, 0.0) in points[names.METRIC_PROVIDER_WAITING]
+    await loop.router.aclose()
