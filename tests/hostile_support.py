@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,3 +121,23 @@ def measured() -> Iterator[Memory]:
     yield memory
     memory.peak = _status_kib("VmHWM") / 1024
     memory.after = _status_kib("VmRSS") / 1024
+
+
+def echoing_error(kind: str, extra: str = "") -> Handler:
+    """Answers every request with a 400 whose message repeats the request's head (the
+    gateway's key in it) and ``extra``, in the error format of ``kind``."""
+
+    async def handler(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while (request := await server.request(reader)) is not None:
+            head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            message = f"could not read your request: {head} {extra}"
+            inner = {"type": "invalid_request_error", "message": message}
+            body = {"type": "error", "error": inner} if kind == "anthropic" else {"error": inner}
+            data = json.dumps(body).encode()
+            head_out = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+            writer.write(head_out + b"Content-Length: %d\r\n\r\n" % len(data) + data)
+            await writer.drain()
+
+    return handler

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from controller._errors import AuthFailed
+from controller._redact import hold
 from controller.gateway._formats import front_for_request
 
 __all__ = ["KeyRing", "admin_guard_middleware", "client_auth"]
@@ -33,6 +34,7 @@ class KeyRing:
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self._digests = tuple(_digest(key) for key in keys if key)
+        hold(*keys)  # a provider quoting one back has it masked (controller._redact)
 
     def __repr__(self) -> str:
         return f"KeyRing(<{len(self._digests)} key(s)>)"

@@ -15,6 +15,12 @@ than return a truncated answer) before the cancellation proceeds; the cancelled 
 closes its routed stream, so the attempt is reported as cancelled. A handler still busy
 :data:`CUT_MARGIN` later is cancelled once more, so a stop takes at most ``grace`` plus that.
 
+A request aiohttp's parser refuses (a control character in a header, a broken request line) gets
+a short 400 that does not repeat what it refused, and one WARNING line without a traceback:
+aiohttp's own answer quoted the offending line, a client's key in it, in the body and in an
+ERROR traceback per request. aiohttp has no hook for that answer, so the runner here makes its
+server with a request handler that overrides ``handle_error`` for parser errors only.
+
 Handlers are cancelled when their client disconnects (``handler_cancellation``): a proxy must
 stop paying for tokens nobody will read, and the router reports such attempts as cancelled.
 """
@@ -26,7 +32,9 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestHandler
 
 __all__ = ["CUT_MARGIN", "IN_FLIGHT_KEY", "GatewayServer", "InFlight", "serve"]
 
@@ -86,6 +94,38 @@ def _cut(in_flight: InFlight) -> None:
 
 
 IN_FLIGHT_KEY: web.AppKey[InFlight] = web.AppKey("failover_in_flight", InFlight)
+_MALFORMED = "400 Bad Request: malformed HTTP request\n"
+
+
+class _Handler(RequestHandler):
+    """aiohttp's connection handler, answering its parser's refusals without echo."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status != 400 or not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        log.warning("refused a malformed request from %s (%s)", request.remote, type(exc).__name__)
+        response = web.Response(status=400, text=_MALFORMED)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner whose connections are handled by :class:`_Handler`."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()  # the app's startup runs here
+        return _Server(made.request_handler, request_factory=made.request_factory, **self._kwargs)
 
 
 class GatewayServer:
@@ -111,7 +151,7 @@ class GatewayServer:
         return f"http://{self._host}:{self._port}"
 
     async def start(self) -> GatewayServer:
-        runner = web.AppRunner(
+        runner = _Runner(
             self._app,
             access_log=None,
             handler_cancellation=True,

@@ -6,17 +6,19 @@ python-telegram-bot, urllib3 via requests) would write them into DEBUG/INFO log 
 defences, both installed by :func:`protect`:
 
 - those libraries' loggers are raised to WARNING unless the application configured them;
-- a redacting filter on the loggers that emit request lines replaces every registered secret
-  with ``***`` in the message and in formatted tracebacks, whatever the level.
+- a redacting filter on the loggers that emit request lines replaces every held secret with
+  ``***`` in the message and in formatted tracebacks, whatever the level.
+
+The secrets are held in the gateway's one registry (:mod:`controller._redact`), with the
+provider keys and the client keys: what a provider quotes back is scrubbed of them too.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from urllib.parse import urlsplit
 
-MASK = "***"
+from controller._redact import MASK, hold, mask
 
 # Loggers whose records may carry a URL: the filter must sit on the emitting logger itself,
 # because a logger's filters are not consulted for records propagated from its children.
@@ -62,26 +64,16 @@ class Secret:
 
 
 class _Redactor(logging.Filter):
-    """Rewrites a record whose text contains a registered secret; never drops a record."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
+    """Rewrites a record whose text contains a held secret; never drops a record."""
 
     def add(self, *secrets: str) -> None:
-        with self._lock:
-            # Short fragments would mask innocent text; real tokens and paths are long.
-            self._secrets = self._secrets | {s for s in secrets if len(s) >= 8}
+        # Short fragments would mask innocent text; real tokens and paths are long.
+        hold(*secrets, minimum=8)
 
     def redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, MASK)
-        return text
+        return mask(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
         message = record.getMessage()
         clean = self.redact(message)
         if clean != message:

@@ -47,6 +47,7 @@ from controller._errors import (
     ResponseTooLarge,
     StreamTooLong,
 )
+from controller._redact import hold, scrub
 from controller.model import Request, Response, StreamChunk, Untranslatable
 from controller.providers._http import (
     BadResponse,
@@ -62,7 +63,7 @@ from controller.providers._http import (
 from controller.providers._http_body import give_back_memory
 from controller.providers._http_connect import tls_context
 from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
-from controller.wire._relay import MASK, MIN_SECRET, UNREAD, Relay, answer_headers
+from controller.wire._relay import UNREAD, Relay, answer_headers
 from controller.wire._sse import MAX_EVENT_BYTES, SSEParser
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -210,6 +211,7 @@ class HttpProvider:
         self._counter = codec if isinstance(codec, TokenCountCodec) else None
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
+        hold(api_key)  # masked wherever a provider's text may quote it
         self._max_connections = max_connections
         self._max_body = max_response_bytes
         self._max_event = max_event_bytes
@@ -420,16 +422,17 @@ class HttpProvider:
         return self._tag(err, model)
 
     def _tag(self, err: ProviderError, model: str) -> ProviderError:
-        """``err`` naming this provider; a provider echoing our key in its message (a 400
-        quoting the request's headers) gets it masked: the message reaches clients and logs."""
+        """``err`` naming this provider, its message scrubbed of every secret the gateway holds
+        and of anything shaped like a credential (a 400 quoting the request's headers): the
+        message reaches clients, logs, spans and alerts."""
         err.provider = self.name
         err.model = err.model or model
         if isinstance(err, ResponseTooLarge):
             give_back_memory()
-        key = self._api_key
-        if key and len(key) >= MIN_SECRET and key in err.message:
-            err.message = err.message.replace(key, MASK)
-            err.args = (err.message,)
+        clean = scrub(err.message)
+        if clean != err.message:
+            err.message = clean
+            err.args = (clean,)
         return err
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import _json
+from controller._redact import MASK, MIN_SECRET  # the one registry of both
 from controller.model import FinishReason, Message, Source, StreamChunk, Usage
 from controller.wire._base import SSEEvent
 from controller.wire._sse import frame
@@ -40,10 +41,6 @@ __all__ = [
     "with_model",
 ]
 
-MASK = "***"  # what a provider's key echoed in its answer becomes
-# Shorter "keys" (a local server's "ollama", "none") are no secret, and masking them would
-# mangle ordinary text: only a key at least this long is masked.
-MIN_SECRET = 12
 # The message of a whole answer relayed without being decoded: what it says is in its bytes.
 UNREAD = Message(role="assistant")
 # What a light reader takes out of a whole answer: its id, model, finish reason and usage.

@@ -117,7 +117,7 @@ async def run_one(name: str, seconds: float, other: HttpProvider) -> dict[str, A
             started = time.perf_counter()
             task = asyncio.ensure_future(asyncio.wait_for(attack(provider), seconds))
             waits = await _others(other, task, 100_000)
-            outcomes = await _ended(task) if task.exception() else task.result()
+            outcomes = [await _ended(task)] if task.exception() else task.result()
             took = time.perf_counter() - started
             await provider.close()
     return {
