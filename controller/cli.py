@@ -198,15 +198,43 @@ def _describe(config: Config) -> list[str]:
     for name, tier in config.tiers.items():
         route = " -> ".join(f"{t.provider}/{t.model}" for t in tier.targets)
         print(f"  tier {name:20} {tier.strategy.value:14} {route}")
+        if tier.hedge is not None:
+            wait, most = _hedge_wait(tier.hedge.after), tier.hedge.per_second
+            print(f"{'':28}hedge after {wait}, at most {most:g} a second")
     print(f"  kill switch            {config.effective_kill_switch(warn=False).describe()}")
     trip = config.controller
     threshold = f"threshold {trip.error_rate_threshold:.0%} over {trip.window_seconds:g} s"
     print(f"  tripwire               {trip.mode}, {threshold}")
+    _describe_limits(config)
     from controller.notify import senders_from_env
 
     channels = sorted({s.channel for s in senders_from_env(config.notify, os.environ)})
     print(f"  alert channels         {', '.join(channels) or 'none'}")
     return problems
+
+
+def _hedge_wait(after: float | str) -> str:
+    return f"{after:g} s" if isinstance(after, float | int) else f"the target's {after}"
+
+
+def _describe_limits(config: Config) -> None:
+    """How long an attempt may wait: the configured timeouts until a provider has answered
+    enough to learn from, then the learned stall limit as well."""
+    stall = config.controller.stall
+    if stall.enabled:
+        learned = (
+            f"{stall.factor:g} x p{stall.quantile * 100:g} of its last answers, "
+            f"{stall.floor_seconds:g}-{stall.ceiling_seconds:g} s, after {stall.min_samples}"
+        )
+        print(f"  stalled when waiting   {learned} answers (silent that long; see README)")
+    else:
+        print("  stalled when waiting   off (controller.stall.enabled: false)")
+    for name, provider in config.providers.items():
+        t = provider.timeouts.limits()
+        print(
+            f"  limits {name:16} connect {t.connect:g} s, first chunk {t.first_token:g} s, "
+            f"answer {t.total:g} s, idle {t.idle:g} s, stream {t.stream_total:g} s"
+        )
 
 
 async def _live_check(config: Config, within: float = 15.0) -> list[str]:

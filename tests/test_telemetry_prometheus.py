@@ -97,6 +97,8 @@ def test_control_plane_units_give_the_documented_prometheus_names(telemetry: Tel
     gauges = {
         names.METRIC_PROVIDER_STATE: names.PROM_PROVIDER_STATE,
         names.METRIC_PROVIDER_ERROR_RATE: names.PROM_PROVIDER_ERROR_RATE,
+        names.METRIC_PROVIDER_WAITING: names.PROM_PROVIDER_WAITING,
+        names.METRIC_STALL_LIMIT: names.PROM_STALL_LIMIT,
         names.METRIC_TRIPWIRE_THRESHOLD: names.PROM_TRIPWIRE_THRESHOLD,
         names.METRIC_KILL_SWITCH_ACTIVE: names.PROM_KILL_SWITCH_ACTIVE,
         names.METRIC_STATE_VERSION: names.PROM_STATE_VERSION,
@@ -104,6 +106,8 @@ def test_control_plane_units_give_the_documented_prometheus_names(telemetry: Tel
     }
     for metric in gauges:
         meter.create_gauge(metric, unit=METRIC_UNITS[metric]).set(1, {"provider": "p"})
+    trips = meter.create_counter(names.METRIC_TRIPS, unit=METRIC_UNITS[names.METRIC_TRIPS])
+    trips.add(1, {"provider": "p", "cause": "stalled"})
     alerts = meter.create_counter(names.METRIC_ALERTS, unit=METRIC_UNITS[names.METRIC_ALERTS])
     alerts.add(1, {"channel": "telegram", "event": "tripped", "result": "sent"})
     unit = METRIC_UNITS[names.METRIC_TOKEN_COUNTS]
@@ -113,6 +117,7 @@ def test_control_plane_units_give_the_documented_prometheus_names(telemetry: Tel
     exposed = {name for name, _, _ in samples(telemetry.render_prometheus())}
     assert set(gauges.values()) <= exposed
     assert names.PROM_ALERTS in exposed
+    assert names.PROM_TRIPS in exposed
     assert names.PROM_TOKEN_COUNTS in exposed
 
 

@@ -62,6 +62,7 @@ class Traffic:
     late_starts: int = 0
     served: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, provider)
     errors: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, what)
+    took: list[tuple[float, float]] = field(default_factory=list)  # (sent at, seconds) if served
     _pending: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def served_by(self) -> dict[str, int]:
@@ -102,13 +103,20 @@ class Traffic:
         self.sent += 1
 
     async def _one(self, i: int) -> None:
+        sent = time.monotonic()
         try:
             provider = await self.send(i)
         except Exception as exc:  # a client-visible error is exactly what is recorded here
             self.errors.append((time.monotonic(), repr(exc)))
         else:
+            done = time.monotonic()
+            self.took.append((sent, done - sent))
             if provider is not None:
-                self.served.append((time.monotonic(), provider))
+                self.served.append((done, provider))
+
+    def latencies(self, start: float, end: float) -> list[float]:
+        """How long the requests sent in ``[start, end)`` took (those that were served)."""
+        return [took for sent, took in self.took if start <= sent < end]
 
     async def _drain(self) -> None:
         """Wait for the requests in flight; one still running after ``drain_seconds`` is

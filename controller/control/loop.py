@@ -442,7 +442,7 @@ def _register_gauges(controller: Controller, meter: Meter) -> None:
         (names.METRIC_PROVIDER_STATE, provider_state, "", "1 for the provider's current state"),
         (names.METRIC_PROVIDER_ERROR_RATE, error_rate, "", "Error rate the tripwire sees"),
         (names.METRIC_TRIPWIRE_THRESHOLD, threshold, "", "Error rate at which it trips"),
-        (names.METRIC_PROVIDER_WAITING, waiting, "", "Attempts waiting for the provider's answer"),
+        (names.METRIC_PROVIDER_WAITING, waiting, "{attempt}", "Attempts not answered yet"),
         (names.METRIC_STALL_LIMIT, stall_limit, "s", "Wait after which it counts as stalled"),
         (names.METRIC_KILL_SWITCH_ACTIVE, kill_switch, "", "1 when a kill switch is set"),
         (names.METRIC_STATE_VERSION, version, "", "Version of the routing state"),

@@ -59,8 +59,9 @@ ATTR_SOURCE = "source"
 # The tripwire does not count them on either side of faults / (successes + faults), so the
 # fault-rate queries in dashboards/ and alerts/ leave out exactly these, from the numerator and the
 # denominator (a test keeps the two in sync): caller errors (the request was wrong), attempts
-# cut because the client went away (or the shutdown cut them), and streams cut by our own
-# ``stream_total`` cap. Every other error.type on an attempt is a provider fault.
+# cut because the client went away (or the shutdown cut them), streams cut by our own
+# ``stream_total`` cap, and attempts abandoned because a hedge of the same request answered
+# first. Every other error.type on an attempt is a provider fault (``stalled`` among them).
 NON_FAULT_ERROR_TYPES: tuple[str, ...] = (
     "caller_error",
     "bad_request",
@@ -68,6 +69,7 @@ NON_FAULT_ERROR_TYPES: tuple[str, ...] = (
     "content_filtered",
     "cancelled",
     "stream_too_long",
+    "outpaced",
 )
 
 # --- metrics: data plane -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from controller.events import AttemptEvent, Outcome, RouteEvent
+from controller.events import AttemptEvent, AttemptReason, Outcome, RouteEvent
 from controller.model import Message, Request
 
 REQUEST = Request(messages=(Message(role="user", content="detection bench"),), max_tokens=16)
@@ -44,13 +44,17 @@ async def fake_process(name: str, *, latency_ms: float) -> AsyncIterator[str]:
             await proc.wait()
 
 
-async def set_fault(session: aiohttp.ClientSession, root: str, mode: str | None) -> None:
-    """Switch the fake's fault over HTTP (``None`` clears it), as another process would."""
+async def set_fault(
+    session: aiohttp.ClientSession, root: str, mode: str | None, **fault: float
+) -> None:
+    """Switch the fake's fault over HTTP (``None`` clears it), as another process would;
+    ``fault`` sets its other fields (``delay``, ...)."""
     timeout = aiohttp.ClientTimeout(total=5.0)
     if mode is None:
         request = session.delete(f"{root}/_fake/fault", timeout=timeout)
     else:
-        request = session.post(f"{root}/_fake/fault", json={"mode": mode}, timeout=timeout)
+        body = {"mode": mode, **fault}
+        request = session.post(f"{root}/_fake/fault", json=body, timeout=timeout)
     async with request as response:
         response.raise_for_status()
 
@@ -65,15 +69,20 @@ class FaultLog:
 
     provider: str
     ends: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)  # of its attempts other than probes
     limit: int = 100_000
 
     def on_attempt(self, event: AttemptEvent) -> None:
-        if (
-            event.provider == self.provider
-            and event.outcome is Outcome.FAULT
-            and len(self.ends) < self.limit
-        ):
+        if event.provider != self.provider:
+            return
+        if event.outcome is Outcome.FAULT and len(self.ends) < self.limit:
             self.ends.append(event.end)
+        if event.reason is not AttemptReason.PROBE and len(self.starts) < self.limit:
+            self.starts.append(event.start)
+
+    def tried_between(self, start: float, end: float) -> int:
+        """Attempts (not probes) that started on the provider in ``[start, end)``."""
+        return sum(1 for t in self.starts if start <= t < end)
 
     def on_route(self, event: RouteEvent) -> None:
         return None

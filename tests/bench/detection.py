@@ -1,6 +1,7 @@
 """Benchmark: outage → routing flip → phone alert, over repeated drills at steady traffic.
 
     python -m tests.bench.detection [--drills 10] [--rates 10 100] [--json]
+                                    [--outages error_503 hang slow] [--hedge p95]
 
 Per rate, one in-process :class:`~controller.runtime.Runtime` (real router, signal windows,
 controller loop, dispatcher, Telegram sender) serves open-loop traffic at that rate. The two
@@ -9,7 +10,9 @@ of ``tests/fakes_chat.py``. Each drill:
 
 1. steady traffic for ``--steady`` seconds (plus a random 0-250 ms, so outages start at every
    phase of the controller's tick);
-2. onset: ``POST /_fake/fault {"mode": "error_503"}`` to the primary's process;
+2. onset: ``POST /_fake/fault`` to the primary's process, one of the ``--outages``:
+   ``error_503`` (every request answered 503), ``hang`` (requests accepted, never answered),
+   ``slow`` (every answer 10x the fake's usual latency);
 3. flip: the routing state shows the primary ``tripped`` (the tick's own timestamp, taken from
    the state document; a 5 ms poll bounds it from above);
 4. alert: the fake Telegram receives the ``sendMessage`` of the trip;
@@ -18,6 +21,10 @@ of ``tests/fakes_chat.py``. Each drill:
 
 Detection latency = flip - onset; alert latency = alert - flip. Client-visible errors are the
 requests of the steady traffic that failed during the drills (the backup is healthy: expect 0).
+Also per outage: the latency of the requests sent between onset and the fault's clearing, and
+the attempts (probes aside) that still reached the primary after the flip. A slow primary that
+still answers is not tripped (see the README): its row shows what the tail cost, and with
+``--hedge`` what hedging saved.
 
 The tripwire runs with its defaults (tick 0.25 s, window 30 s, min_requests 10, threshold 0.5,
 consecutive 5) and the notify defaults (grouping window 2 s, unless ``--group-window``). Only the
@@ -42,7 +49,7 @@ from typing import Any
 import aiohttp
 
 from controller.config import load_config
-from controller.control.config import TripwireConfig
+from controller.control.config import StallConfig, TripwireConfig
 from controller.control.state import HealthState
 from controller.notify.config import NotifyConfig
 from controller.runtime import Runtime
@@ -79,7 +86,7 @@ tiers:
     targets:
       - {{provider: primary, model: big}}
       - {{provider: backup, model: alt}}
-routing: {{deadline_seconds: 10}}
+{hedge}routing: {{deadline_seconds: 10}}
 controller: {controller}
 notify: {{group_window_seconds: {group_window}}}
 state: {{path: "{state}"}}
@@ -94,12 +101,16 @@ class Settings:
     group_window: float
     latency_ms: float
     seed: int
+    outages: tuple[str, ...] = ("error_503",)
+    hedge: str | None = None
+    hedge_per_second: float = 5.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Drill:
     """One drill's timings in seconds (None: that step did not happen within its bound)."""
 
+    outage: str
     detection: float | None
     detection_polled: float | None
     faults_needed: float | None  # onset → the fault that completed the consecutive run
@@ -107,6 +118,8 @@ class Drill:
     recovery: float | None  # fault cleared → healthy again
     errors: int
     fault_post: float  # how long the POST that started the outage took
+    took: tuple[float, ...]  # the requests sent during the outage, that were served
+    after_flip: int  # attempts (not probes) that started on the primary after the flip
 
 
 @dataclass(slots=True, kw_only=True)
@@ -124,18 +137,31 @@ class Rig:
     settings: Settings
 
 
-def write_config(path: Path, *, primary: str, backup: str, group_window: float) -> None:
+def write_config(path: Path, *, primary: str, backup: str, settings: Settings) -> None:
     controller = json.dumps(SHORTENED)  # JSON is YAML: a flow mapping
+    hedge = ""
+    if settings.hedge is not None:
+        after = settings.hedge if settings.hedge.startswith("p") else float(settings.hedge)
+        block = json.dumps({"after": after, "per_second": settings.hedge_per_second})
+        hedge = f"    hedge: {block}\n"
     path.write_text(
         CONFIG.format(
             primary=primary,
             backup=backup,
             tier=TIER,
             controller=controller,
-            group_window=group_window,
+            group_window=settings.group_window,
             state=path.parent / "state.json",
+            hedge=hedge,
         )
     )
+
+
+def _fault(outage: str, settings: Settings) -> tuple[str, dict[str, float]]:
+    """The fake's fault for an outage kind (``slow``: 10x its usual latency)."""
+    if outage == "slow":
+        return "slow_first_token", {"delay": 10 * max(settings.latency_ms, 1.0) / 1000}
+    return outage, {}
 
 
 # --------------------------------------------------------------------------------- waiting
@@ -178,12 +204,13 @@ async def wait_alert(rig: Rig, *, after: int, word: str) -> float | None:
 # --------------------------------------------------------------------------------- one drill
 
 
-async def drill(rig: Rig, rng: random.Random) -> Drill:
+async def drill(rig: Rig, rng: random.Random, outage: str) -> Drill:
     begin = time.monotonic()
     await asyncio.sleep(rig.settings.steady + rng.uniform(0.0, 0.25))
     sent_before = len(telegram_messages(rig.tg))
     onset = time.monotonic()
-    await set_fault(rig.session, rig.primary, "error_503")
+    mode, fault = _fault(outage, rig.settings)
+    await set_fault(rig.session, rig.primary, mode, **fault)
     posted = time.monotonic()
     polled = await wait_state(rig, HealthState.TRIPPED, TRIP_TIMEOUT)
     flip = None
@@ -197,6 +224,7 @@ async def drill(rig: Rig, rng: random.Random) -> Drill:
         await wait_alert(rig, after=sent_before + 1, word="recovered")
     nth = rig.faults.nth_after(onset, TripwireConfig().consecutive_failures)
     return Drill(
+        outage=outage,
         detection=None if flip is None else flip - onset,
         detection_polled=None if polled is None else polled - onset,
         faults_needed=None if nth is None else nth - onset,
@@ -204,6 +232,8 @@ async def drill(rig: Rig, rng: random.Random) -> Drill:
         recovery=None if healthy is None else healthy - cleared,
         errors=sum(1 for at, _ in rig.traffic.errors if at >= begin),
         fault_post=posted - onset,
+        took=tuple(rig.traffic.latencies(onset, cleared)),
+        after_flip=0 if flip is None else rig.faults.tried_between(flip, cleared),
     )
 
 
@@ -214,7 +244,7 @@ async def run_rate(
     settings: Settings, rate: float, fakes: tuple[str, str], workdir: Path
 ) -> dict[str, Any]:
     path = workdir / f"failover-{rate:g}.yaml"
-    write_config(path, primary=fakes[0], backup=fakes[1], group_window=settings.group_window)
+    write_config(path, primary=fakes[0], backup=fakes[1], settings=settings)
     rng = random.Random(settings.seed)
     async with FakeTelegram() as tg, aiohttp.ClientSession() as session:
         env = {
@@ -231,7 +261,7 @@ async def run_rate(
             drills = await _drive(rig, rng)
         finally:
             await rt.stop(grace=2.0)
-    return _report(rate, drills, rig.traffic)
+    return _report(rate, drills, rig.traffic, settings)
 
 
 def _rig(
@@ -262,25 +292,43 @@ async def _drive(rig: Rig, rng: random.Random) -> list[Drill]:
     """Traffic for the whole run (bounded by the worst case of every drill), drills in turn."""
     per_drill = rig.settings.steady + TRIP_TIMEOUT + RECOVERY_TIMEOUT
     per_drill += 2 * (rig.settings.group_window + ALERT_SLACK) + 1.0
-    load = asyncio.create_task(
-        rig.traffic.run(rate=rig.rate, max_seconds=2.0 + rig.settings.drills * per_drill)
-    )
+    count = rig.settings.drills * len(rig.settings.outages)
+    load = asyncio.create_task(rig.traffic.run(rate=rig.rate, max_seconds=2.0 + count * per_drill))
     try:
         await asyncio.sleep(2.0)  # warm up connections; fill the window with successes
-        drills = [await drill(rig, rng) for _ in range(rig.settings.drills)]
+        drills = [
+            await drill(rig, rng, outage)
+            for outage in rig.settings.outages
+            for _ in range(rig.settings.drills)
+        ]
     finally:
         rig.traffic.stop.set()
         await load
     return drills
 
 
-def _report(rate: float, drills: list[Drill], traffic: Traffic) -> dict[str, Any]:
+def _report(
+    rate: float, drills: list[Drill], traffic: Traffic, settings: Settings
+) -> dict[str, Any]:
+    return {
+        "rate_rps": rate,
+        "requests": traffic.sent,
+        "served": traffic.served_by(),
+        "late_sends": traffic.late_starts,
+        "outages": [
+            _outage(outage, [d for d in drills if d.outage == outage])
+            for outage in settings.outages
+        ],
+    }
+
+
+def _outage(outage: str, drills: list[Drill]) -> dict[str, Any]:
     def values(name: str) -> list[float]:
         found = (getattr(d, name) for d in drills)
         return [v for v in found if v is not None]
 
     return {
-        "rate_rps": rate,
+        "outage": outage,
         "drills": len(drills),
         "detection": summary(values("detection")),
         "detection_polled": summary(values("detection_polled")),
@@ -290,10 +338,9 @@ def _report(rate: float, drills: list[Drill], traffic: Traffic) -> dict[str, Any
         "missed_trips": sum(1 for d in drills if d.detection is None),
         "missed_alerts": sum(1 for d in drills if d.alert is None),
         "client_errors": sum(d.errors for d in drills),
-        "requests": traffic.sent,
-        "served": traffic.served_by(),
-        "late_sends": traffic.late_starts,
-        "per_drill": [asdict(d) for d in drills],
+        "latency_during": summary([t for d in drills for t in d.took]),
+        "attempts_after_flip": sum(d.after_flip for d in drills),
+        "per_drill": [{**asdict(d), "took": summary(list(d.took))} for d in drills],
     }
 
 
@@ -315,6 +362,7 @@ async def run(settings: Settings, command: str) -> dict[str, Any]:
         "settings": asdict(settings),
         "controller": {**_defaults_used(), "shortened": SHORTENED},
         "notify_group_window_seconds": settings.group_window,
+        "hedge": settings.hedge,
         "results": results,
     }
 
@@ -344,22 +392,29 @@ def print_table(report: dict[str, Any]) -> None:
         + ", ".join(f"{k}={v:g}" for k, v in SHORTENED.items())
     )
     print()
-    head = f"{'rps':>5} {'drills':>6} | {'detection ms p50/p99/max':^23} | "
-    head += f"{'alert after flip ms':^23} | {'faults needed ms':^23} | {'recovery ms':^23} | errors"
+    head = f"{'rps':>5} {'outage':>9} {'drills':>6} | {'detection ms p50/p99/max':^23} | "
+    head += f"{'alert after flip ms':^23} | {'latency during ms':^23} | "
+    head += f"{'recovery ms':^23} | errors | after flip"
     print(head)
     print("-" * len(head))
-    for row in report["results"]:
-        print(
-            f"{row['rate_rps']:>5g} {row['drills']:>6} | {_cell(row['detection'])} | "
-            f"{_cell(row['alert_after_flip'])} | {_cell(row['faults_needed'])} | "
-            f"{_cell(row['recovery'])} | {row['client_errors']:>6}"
-        )
+    for rate in report["results"]:
+        for row in rate["outages"]:
+            print(
+                f"{rate['rate_rps']:>5g} {row['outage']:>9} {row['drills']:>6} | "
+                f"{_cell(row['detection'])} | {_cell(row['alert_after_flip'])} | "
+                f"{_cell(row['latency_during'])} | {_cell(row['recovery'])} | "
+                f"{row['client_errors']:>6} | {row['attempts_after_flip']:>10}"
+            )
     print()
-    for row in report["results"]:
+    for rate in report["results"]:
+        missed = ", ".join(
+            f"{row['outage']}: tripped in {row['drills'] - row['missed_trips']} of "
+            f"{row['drills']} drills, alerts missed {row['missed_alerts']}"
+            for row in rate["outages"]
+        )
         print(
-            f"{row['rate_rps']:g} rps: {row['requests']} requests, served {row['served']}, "
-            f"missed trips {row['missed_trips']}, missed alerts {row['missed_alerts']}, "
-            f"late sends {row['late_sends']}"
+            f"{rate['rate_rps']:g} rps: {rate['requests']} requests, served {rate['served']}, "
+            f"late sends {rate['late_sends']}; {missed}"
         )
     print()
     for line in verdicts(report):
@@ -367,19 +422,34 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def verdicts(report: dict[str, Any]) -> list[str]:
-    """The issue's targets: detection <= 1 s p50 at 10 rps; alert <= 1 s after the flip."""
+    """The targets: an error outage detected <= 1 s p50 at 10 rps, alert <= 1 s after the flip;
+    a hang: no client errors, p99 during it <= the learned limit + normal p99, no attempt on
+    the primary after the flip."""
     lines = []
-    for row in report["results"]:
-        rate = row["rate_rps"]
-        det = row["detection"]["p50_ms"]
-        if rate <= 10:
-            ok = det <= 1000
-            lines.append(f"{'MET ' if ok else 'MISS'} detection p50 at {rate:g} rps: {det:.0f} ms")
+    for rate in report["results"]:
+        for row in rate["outages"]:
+            lines += _verdict(rate["rate_rps"], row)
+    return lines
+
+
+def _verdict(rate: float, row: dict[str, Any]) -> list[str]:
+    def line(ok: bool, text: str) -> str:
+        return f"{'MET ' if ok else 'MISS'} {row['outage']} at {rate:g} rps: {text}"
+
+    lines = []
+    det = row["detection"]["p50_ms"]
+    if row["outage"] == "error_503" and rate <= 10:
+        lines.append(line(det <= 1000, f"detection p50 {det:.0f} ms"))
+    if row["outage"] != "slow":
         worst = row["alert_after_flip"]["max_ms"]
         ok = worst <= 1000 and row["missed_alerts"] == 0
-        lines.append(
-            f"{'MET ' if ok else 'MISS'} alert after flip at {rate:g} rps: max {worst:.0f} ms"
-        )
+        lines.append(line(ok, f"alert after flip max {worst:.0f} ms"))
+    if row["outage"] == "hang":
+        bound = StallConfig().floor_seconds * 1000 + 1000  # this fake's limit is the floor
+        p99 = row["latency_during"]["p99_ms"]
+        lines.append(line(p99 <= bound, f"p99 during {p99:.0f} ms (bound {bound:.0f} ms)"))
+        lines.append(line(row["attempts_after_flip"] == 0, "no attempt on it after the flip"))
+    lines.append(line(row["client_errors"] == 0, f"{row['client_errors']} client errors"))
     return lines
 
 
@@ -396,6 +466,14 @@ def parse(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
     )
     parser.add_argument("--latency-ms", type=float, default=20.0, help="fake provider latency")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--outages",
+        nargs="+",
+        choices=["error_503", "hang", "slow"],
+        default=["error_503", "hang", "slow"],
+    )
+    parser.add_argument("--hedge", help="tier hedge wait: seconds or p50/p90/p95/p99 (off)")
+    parser.add_argument("--hedge-per-second", type=float, default=5.0, help="hedge budget")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     parser.add_argument("--log-level", default="ERROR", help="controller logs (default ERROR)")
@@ -408,6 +486,9 @@ def parse(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
         group_window=max(0.0, min(args.group_window, 30.0)),
         latency_ms=max(0.0, min(args.latency_ms, 5000.0)),
         seed=args.seed,
+        outages=tuple(args.outages),
+        hedge=args.hedge,
+        hedge_per_second=max(0.1, min(args.hedge_per_second, 1000.0)),
     )
     return settings, args
 
