@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from controller._clock import FakeClock
 from controller._errors import AllProvidersFailed
@@ -36,8 +38,9 @@ from controller.routing.router import RoutedStream, Router
 from controller.signals.inflight import InFlight, Waits, WaitSignals
 from controller.signals.window import SignalSnapshot, SignalWindows
 from controller.telemetry import names
+from controller.telemetry.setup import setup_telemetry
 from tests.conftest import Recorder, adapter, drain
-from tests.telemetry_support import gauge_points
+from tests.telemetry_support import gauge_points, samples
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
 STREAM = Request(messages=HELLO.messages, stream=True)
@@ -500,3 +503,47 @@ async def test_the_dashboard_sees_what_waits_the_learned_limit_and_the_stall_tri
     assert points[names.METRIC_TRIPS] == [({"provider": "a", "cause": "stalled"}, 1.0)]
     assert ({"provider": "a"}, 0.0) in points[names.METRIC_PROVIDER_WAITING]
     await loop.router.aclose()
+
+
+async def test_hedges_and_rescues_are_counted_and_traced(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    reader, spans = InMemoryMetricReader(), InMemorySpanExporter()
+    telemetry = setup_telemetry(
+        span_processors=[SimpleSpanProcessor(spans)], metric_readers=[reader], env={}
+    )
+    clock, holder = FakeClock(), StateHolder()
+    router = _router(primary, backup, recorder, clock, holder=holder, hedge=Hedge(after=1.0))
+    router.listeners.add(telemetry.listener)
+    primary.set_fault(FaultMode.HANG)
+    hedged = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(1.0)
+    await asyncio.wait_for(hedged, 30)
+    rescued = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the next one waits on a")
+    _trip(holder, "a")
+    await asyncio.wait_for(rescued, 30)
+    await _until(lambda: len(recorder.attempts) == 4, "every attempt reported")
+    await asyncio.sleep(0)
+    telemetry.listener.flush()
+    await router.aclose()
+    text = telemetry.render_prometheus()
+    telemetry.shutdown(timeout=2.0)
+    counted = {
+        (labels.get("result") or labels.get("reason"), labels.get("provider") or labels["to"]): v
+        for name, labels, v in samples(text)
+        if name in (names.PROM_HEDGES, names.PROM_FAILOVERS)
+    }
+    assert counted == {
+        ("started", "b"): 1,
+        ("won", "b"): 1,
+        ("wasted", "a"): 1,
+        ("stalled", "b"): 1,
+    }
+    kinds = {
+        (span.attributes or {}).get(names.ERROR_TYPE)
+        for span in spans.get_finished_spans()
+        if span.name == "chat big"
+    }
+    assert kinds == {"outpaced", "stalled"}

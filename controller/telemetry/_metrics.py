@@ -35,6 +35,7 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
         names.METRIC_PROVIDER_WAITING: "{attempt}",
         names.METRIC_STALL_LIMIT: "s",
         names.METRIC_TRIPS: "{trip}",
+        names.METRIC_HEDGES: "{attempt}",
         names.METRIC_TRIPWIRE_THRESHOLD: "1",
         names.METRIC_KILL_SWITCH_ACTIVE: "1",
         names.METRIC_ALERTS: "{alert}",
@@ -46,7 +47,10 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
     }
 )
 
-_FAILOVER_REASONS = frozenset({AttemptReason.FAILOVER, AttemptReason.CONTEXT_FALLBACK})
+_FAILOVER_REASONS = frozenset(
+    {AttemptReason.FAILOVER, AttemptReason.CONTEXT_FALLBACK, AttemptReason.RESCUE}
+)
+_OUTPACED = "outpaced"  # the error.type of an attempt a hedge (or the hedged one) beat
 _UNKNOWN = "_OTHER"  # the semantic conventions' fallback for an unknown error.type
 _NONE = "none"
 
@@ -199,7 +203,15 @@ class DataPlaneMetrics:
     instruments on ``meter``, which every reader of that meter sees.
     """
 
-    __slots__ = ("_dropped", "_duration", "_failovers", "_requests", "_tokens", "_ttfc")
+    __slots__ = (
+        "_dropped",
+        "_duration",
+        "_failovers",
+        "_hedges",
+        "_requests",
+        "_tokens",
+        "_ttfc",
+    )
 
     def __init__(self, *, meter: Meter, hot: HotMetrics | None = None) -> None:
         self._duration = _histogram(
@@ -235,6 +247,12 @@ class DataPlaneMetrics:
             "Moves from one provider to the next within a request.",
             (names.ATTR_FROM, names.ATTR_TO, names.ATTR_REASON),
         )
+        self._hedges = _Tally(
+            meter,
+            names.METRIC_HEDGES,
+            "Hedges: started, won (answered first), wasted (attempts a faster one made useless).",
+            (names.ATTR_TIER, names.ATTR_PROVIDER, names.ATTR_RESULT),
+        )
         self._dropped = _Tally(
             meter,
             names.METRIC_FEATURES_DROPPED,
@@ -256,6 +274,12 @@ class DataPlaneMetrics:
         if event.reason in _FAILOVER_REASONS:
             cause = event.failover_cause or _UNKNOWN
             self._failovers.add((event.failover_from or _NONE, event.provider, cause))
+        elif event.reason is AttemptReason.HEDGE:
+            self._hedges.add((event.tier, event.provider, "started"))
+            if event.outcome is Outcome.SUCCESS:
+                self._hedges.add((event.tier, event.provider, "won"))
+        if event.error_type == _OUTPACED:
+            self._hedges.add((event.tier, event.provider, "wasted"))
 
     def record_route(self, event: RouteEvent) -> None:
         if event.tier == PROBE_TIER:  # health probes are not requests anyone made
