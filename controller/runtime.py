@@ -49,6 +49,8 @@ from controller.events import AttemptEvent, Outcome, RouteEvent
 from controller.notify import Dispatcher, senders_from_env
 from controller.notify.alert import Alert
 from controller.providers import HttpProvider, codec_for
+from controller.providers._http_connect import ConnectFailed
+from controller.providers._http_proxy import Proxy, proxy_for
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import Router
@@ -130,7 +132,18 @@ def build_provider(
         max_connections=cfg.max_connections,
         max_response_bytes=cfg.max_response_bytes,
         max_event_bytes=cfg.max_event_bytes,
+        proxy=_proxy(name, cfg, env, base_url or cfg.url),
     )
+
+
+def _proxy(name: str, cfg: ProviderConfig, env: Mapping[str, str], url: str) -> Proxy | None:
+    """The proxy a provider's calls take; a proxy variable the client cannot use is refused
+    at start, naming it (the message holds no part of its value: it may carry a password)."""
+    try:
+        return proxy_for(url, cfg.proxy, env)
+    except ConnectFailed as exc:
+        where = f"providers.{name}.proxy" if cfg.proxy else "HTTPS_PROXY / HTTP_PROXY"
+        raise ConfigError(str(exc), key=where) from None
 
 
 def model_names(config: Config) -> ModelNames:

@@ -82,12 +82,10 @@ def answering_gzip(body: bytes, piece: int = 1 << 20) -> Handler:
     return handler
 
 
-def hostile(server: RawServer, kind: str = "openai", **kw: int) -> HttpProvider:
+def hostile(server: RawServer, kind: str = "openai") -> HttpProvider:
     """An adapter of ``kind`` pointed at ``server``, with the key :data:`KEY`."""
     base = server.url + ("/v1" if kind == "openai" else "")
-    return HttpProvider(
-        name=f"hostile-{kind}", codec=codec_for(kind), base_url=base, api_key=KEY, **kw
-    )
+    return HttpProvider(name=f"hostile-{kind}", codec=codec_for(kind), base_url=base, api_key=KEY)
 
 
 # ------------------------------------------------------------------------------- memory

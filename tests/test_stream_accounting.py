@@ -37,6 +37,7 @@ from controller._errors import (
     CallerError,
     ConfigError,
     DeadlineExceeded,
+    Outpaced,
     ProviderTimeout,
     StreamInterrupted,
     StreamTooLong,
@@ -234,7 +235,8 @@ def test_fault_queries_leave_out_exactly_the_non_fault_error_types(source: str) 
     assert excluded, f"{source}: no fault-rate query found"
     for regex in excluded:
         assert set(regex.split("|")) == set(names.NON_FAULT_ERROR_TYPES), source
-    not_faults = _error_types(CallerError) | {CANCELLED, StreamTooLong.error_type}
+    abandoned = {c.error_type for c in _classes(Outpaced) if not c.counts_as_fault}
+    not_faults = _error_types(CallerError) | {CANCELLED, StreamTooLong.error_type} | abandoned
     assert set(names.NON_FAULT_ERROR_TYPES) == not_faults
     ratios = [r for e in candidates if _FAULTS in e and (r := _split_ratio(e)) is not None]
     assert ratios, f"{source}: no fault-rate ratio found"
@@ -279,6 +281,11 @@ def _split_ratio(expr: str) -> tuple[str, str] | None:
 def _error_types(cls: type[CallerError]) -> set[str]:
     """The error_type of ``cls`` and of every subclass of it."""
     return {cls.error_type}.union(*(_error_types(c) for c in cls.__subclasses__()))
+
+
+def _classes(cls: type[Outpaced]) -> list[type[Outpaced]]:
+    """``cls`` and every subclass of it (``Stalled`` is one that does count as a fault)."""
+    return [cls, *(c for sub in cls.__subclasses__() for c in _classes(sub))]
 
 
 # ------------------------------------------------------------------ a stream longer than total

@@ -123,6 +123,8 @@ class ProviderConfig(_Frozen):
     # What the gateway holds of one answer: a whole body, one stream event (README "Limits").
     max_response_bytes: Annotated[int, Field(ge=64 * 1024)] = 32 * 1024 * 1024
     max_event_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
+    # An http:// proxy URL, or "none" to ignore HTTPS_PROXY / HTTP_PROXY (README "Egress proxy").
+    proxy: str | None = None
     # openai_compatible only:
     provider_name: str | None = None  # gen_ai.provider.name, e.g. "ollama", "openrouter"
     auth: Literal["bearer", "api-key", "none"] = "bearer"
@@ -161,6 +163,26 @@ class ProviderConfig(_Frozen):
             raise ValueError(
                 "has a host name that is not valid (an empty or too long label)"
             ) from None
+        return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        """An http:// URL without credentials (those come from the environment), or none."""
+        if value is None or value.strip().lower() == "none":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError("must be an http:// URL with a host (e.g. http://proxy:3128) or none")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not hold a user name or password: a proxy that needs them is set with "
+                "HTTPS_PROXY / HTTP_PROXY in the environment"
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("has a port that is not a number from 1 to 65535") from None
         return value
 
     @model_validator(mode="after")

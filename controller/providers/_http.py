@@ -21,7 +21,9 @@ What it does, and no more (the calls are POSTs of a JSON body to a provider's AP
   all answers together within ``INFLATED_IN_FLIGHT`` (:mod:`controller.providers._http_body`);
 * a body handed out past the caller's ``max_body`` is :class:`TooLarge` (the connection closed);
 * addresses cached, happy eyeballs, one TLS context: :mod:`controller.providers._http_connect`;
-* no cookies, no redirects, no proxies from the environment (the gateway never wanted them).
+* an HTTP proxy when given one (``HTTPS_PROXY`` and the rest, resolved by the caller):
+  :mod:`controller.providers._http_proxy`, CONNECT tunnels for https;
+* no cookies, no redirects.
 
 Errors are :class:`TransportError` subclasses whose messages never hold the address: a base URL
 can carry a key (Azure, Gemini), and these messages reach clients and logs.
@@ -31,9 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
+import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -55,6 +59,7 @@ from controller.providers._http_connect import (
     open_connection,
     tls_context,
 )
+from controller.providers._http_proxy import Proxy, tunnel
 
 __all__ = [
     "BadResponse",
@@ -400,6 +405,7 @@ class HttpClient:
         max_connections: int = 100,
         keepalive: float = KEEPALIVE,
         ssl_context: ssl.SSLContext | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -423,6 +429,11 @@ class HttpClient:
         self._base_query = parts.query
         self._ssl = (ssl_context or tls_context()) if self._tls else None
         self._resolver = Resolver(self._host, self._port)
+        self._tunnel: Callable[[socket.socket], Awaitable[None]] | None = None
+        self._origin = ""  # before the path: the scheme and host when an http proxy gets it
+        self._proxy_auth: str | None = None  # Proxy-Authorization on each plain-http request
+        if proxy is not None:
+            self._via(proxy)
         self._max = max_connections
         self._keepalive = keepalive
         self._idle: list[_Connection] = []
@@ -431,11 +442,22 @@ class HttpClient:
         self._closed = False
         self._sweep: asyncio.TimerHandle | None = None
 
+    def _via(self, proxy: Proxy) -> None:
+        """Connections go to ``proxy``: tunnelled for https, in absolute form for http."""
+        self._resolver = Resolver(proxy.host, proxy.port)
+        if self._tls:
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            self._tunnel = functools.partial(tunnel, proxy, f"{host}:{self._port}")
+        else:
+            self._origin = f"http://{self._authority}"
+            self._proxy_auth = proxy.authorization
+
     def target(self, path: str, query: Iterable[tuple[str, str]] = ()) -> str:
         """The request target for ``path`` under the base URL, with ``query`` added."""
         pairs = urlencode(list(query))
         joined = "&".join(q for q in (self._base_query, pairs) if q)
-        return f"{self._prefix}{path}?{joined}" if joined else f"{self._prefix}{path}"
+        where = f"{self._origin}{self._prefix}{path}"
+        return f"{where}?{joined}" if joined else where
 
     async def post(
         self,
@@ -474,6 +496,8 @@ class HttpClient:
     # --- internals
     def _request_bytes(self, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
         lines = [f"POST {target} HTTP/1.1", f"Host: {self._authority}"]
+        if self._proxy_auth is not None:
+            lines.append(f"Proxy-Authorization: {self._proxy_auth}")
         lines.extend(f"{name}: {value}" for name, value in headers)
         lines.append(f"Content-Length: {len(body)}")
         head = "\r\n".join(lines)
@@ -517,7 +541,9 @@ class HttpClient:
         self._open.add(conn)  # counted while connecting, so the limit holds
         try:
             async with asyncio.timeout(connect_timeout):
-                await open_connection(self._resolver, lambda: conn, self._ssl, self._host)
+                await open_connection(
+                    self._resolver, lambda: conn, self._ssl, self._host, self._tunnel
+                )
             if conn.closed:  # the client was closed while this connection was being made
                 conn.abandon()
                 raise Disconnected("the provider's client was closed")

@@ -21,7 +21,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohappyeyeballs
@@ -168,9 +168,12 @@ async def open_connection(
     protocol: Callable[[], asyncio.Protocol],
     tls: ssl.SSLContext | None,
     server_hostname: str,
+    tunnel: Callable[[socket.socket], Awaitable[None]] | None = None,
 ) -> None:
-    """Connect ``protocol`` to the resolver's host (over TLS with ``tls``). Raises OSError
-    (ssl.SSLError and socket.gaierror included) or RuntimeError (uvloop) when it cannot."""
+    """Connect ``protocol`` to the resolver's host (over TLS with ``tls``, for
+    ``server_hostname``); with ``tunnel``, the resolver's host is a proxy and ``tunnel`` opens
+    the way through it first. Raises OSError (ssl.SSLError and socket.gaierror included),
+    RuntimeError (uvloop) or ConnectFailed (the proxy said no) when it cannot."""
     loop = asyncio.get_running_loop()
     infos = await resolver.addresses()
     try:
@@ -182,6 +185,8 @@ async def open_connection(
         raise
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tunnel is not None:
+            await tunnel(sock)
         await loop.create_connection(
             protocol,
             sock=sock,

@@ -62,6 +62,7 @@ from controller.providers._http import (
 )
 from controller.providers._http_body import give_back_memory
 from controller.providers._http_connect import tls_context
+from controller.providers._http_proxy import Proxy
 from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
 from controller.wire._relay import UNREAD, Relay, answer_headers
 from controller.wire._sse import MAX_EVENT_BYTES, SSEParser
@@ -203,6 +204,7 @@ class HttpProvider:
         max_connections: int = 256,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        proxy: Proxy | None = None,
     ) -> None:
         self.name = name
         self.kind = codec.provider_kind
@@ -215,6 +217,7 @@ class HttpProvider:
         self._max_connections = max_connections
         self._max_body = max_response_bytes
         self._max_event = max_event_bytes
+        self._proxy = proxy
         self._http: HttpClient | None = None
         self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         parts = urlsplit(self._base_url)
@@ -228,7 +231,9 @@ class HttpProvider:
 
     def _client(self) -> HttpClient:
         if self._http is None:
-            self._http = HttpClient(self._base_url, max_connections=self._max_connections)
+            self._http = HttpClient(
+                self._base_url, max_connections=self._max_connections, proxy=self._proxy
+            )
         return self._http
 
     async def close(self) -> None:
