@@ -229,6 +229,7 @@ class Runtime:
             retry=DefaultRetryPolicy(
                 max_tries_per_provider=retry.max_tries_per_provider,
                 max_retry_after=retry.max_retry_after,
+                wait_retry_after_under=retry.wait_retry_after_under,
                 backoff_base=retry.backoff_base,
                 backoff_cap=retry.backoff_cap,
             ),

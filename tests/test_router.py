@@ -166,6 +166,27 @@ async def test_retry_after_is_honoured_without_a_second_early_attempt(
     assert [e.reason for e in recorder.attempts] == [AttemptReason.PRIMARY, AttemptReason.RETRY]
 
 
+async def test_a_short_retry_after_is_waited_out_even_with_a_fallback(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """2 s <= wait_retry_after_under (3 s): the same model soon beats another one now."""
+    clock = FakeClock()
+    router = make_router(primary, backup, recorder, clock=clock)
+    primary.set_fault(Fault(mode=FaultMode.RATE_LIMIT, retry_after=2, count=1))
+    task = asyncio.create_task(router.complete(HELLO, tier="frontier"))
+    for _ in range(200):
+        if clock.sleepers:
+            break
+        await asyncio.sleep(0.01)
+    assert clock.sleepers == 1
+    clock.advance(2.0)
+    response = await asyncio.wait_for(task, 5)
+    await router.aclose()
+    assert response.provider == "primary"
+    assert backup.requests == 0
+    assert [e.reason for e in recorder.attempts] == [AttemptReason.PRIMARY, AttemptReason.RETRY]
+
+
 async def test_long_retry_after_fails_over_instead_of_waiting(
     primary: FakeProvider, backup: FakeProvider, recorder: Recorder
 ) -> None:

@@ -251,6 +251,7 @@ class TierConfig(_Frozen):
 class RetryConfig(_Frozen):
     max_tries_per_provider: Annotated[int, Field(ge=1, le=10)] = 2
     max_retry_after: Annotated[float, Field(ge=0)] = 5.0
+    wait_retry_after_under: Annotated[float, Field(ge=0)] = 3.0
     backoff_base: Annotated[float, Field(ge=0)] = 0.2
     backoff_cap: Annotated[float, Field(ge=0)] = 2.0
 

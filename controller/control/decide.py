@@ -400,9 +400,9 @@ def _stall_reason(waits: WaitSignals, stream: bool, cfg: TripwireConfig) -> str 
     if waits.waiting < stall.min_waiting and kind.oldest < limit * stall.alone_factor:
         return None
     what = "first chunks" if learned is waits.streams else "answers"
-    silent = "nothing" if quiet is None else f"nothing for {quiet:.1f}s"
+    silent = "nothing answered" if quiet is None else f"nothing answered for {quiet:.1f}s"
     return (
-        f"stalled: {waits.waiting} waiting, the oldest {kind.oldest:.1f}s, {silent} answered "
+        f"stalled: {waits.waiting} waiting, the oldest {kind.oldest:.1f}s, {silent} "
         f"(limit {limit:.1f}s: {stall.factor:g} x p{stall.quantile * 100:g} of its {what}, "
         f"{learned.typical:.2f}s)"
     )

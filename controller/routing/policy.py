@@ -37,8 +37,10 @@ def exponential_jitter(
 class DefaultRetryPolicy:
     """The documented default.
 
-    * 429 with Retry-After: wait exactly that long (never sooner), at most ``max_retry_after``
-      and only when no other provider is waiting — otherwise fail over rather than stall;
+    * 429 with Retry-After: wait exactly that long (never sooner) when it is short
+      (``wait_retry_after_under``, even with another provider waiting: the same model soon beats
+      a different one now), or when no other provider is waiting and it is at most
+      ``max_retry_after``; otherwise fail over rather than stall;
     * 429 without Retry-After, one transient 5xx, or a reset connection: one retry with
       exponential backoff and full jitter, when the wait fits the deadline;
     * everything else: no retry here.
@@ -46,6 +48,7 @@ class DefaultRetryPolicy:
 
     max_tries_per_provider: int = 2
     max_retry_after: float = 5.0
+    wait_retry_after_under: float = 3.0
     backoff_base: float = 0.2
     backoff_cap: float = 2.0
     rng: Callable[[], float] = random.random
@@ -61,6 +64,8 @@ class DefaultRetryPolicy:
     def _delay(self, state: RetryState) -> float | None:
         err = state.error
         if isinstance(err, RateLimited) and err.retry_after is not None:
+            if err.retry_after <= self.wait_retry_after_under:
+                return err.retry_after
             if state.has_alternative or err.retry_after > self.max_retry_after:
                 return None
             return err.retry_after
