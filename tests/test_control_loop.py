@@ -298,16 +298,22 @@ async def test_observe_mode_alerts_once_and_changes_nothing(
     assert sim.sent["a"] == 400  # traffic kept flowing to the failing provider
 
 
-async def test_failed_probes_keep_it_probing_and_respect_the_interval(
+async def test_a_failed_probe_retrips_with_a_longer_cooloff(
     running: Callable[[Sim], None],
 ) -> None:
+    """One long outage: each failed probe sends it back to tripped, the cool-off doubling
+    (15, 30, 60 s), instead of a probe every 2 s for as long as it lasts."""
     sim = Sim(script=outage(1.0), probe_ok=lambda name: False)
     running(sim)
-    await sim.run(40.0)
-    assert sim.a()[0] is P
+    await sim.run(120.0)
     times = [t for _, t in sim.probes]
-    assert len(times) == 12  # probing from ~t=16 to 40, one every 2 s
-    assert all(b - a >= 2.0 - 1e-6 for a, b in itertools.pairwise(times))
+    assert len(times) == 3  # after 15 s, then 30 s, then 60 s of cool-off
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps == [pytest.approx(30.0, abs=0.6), pytest.approx(60.0, abs=0.6)]
+    state, _, trips = sim.a()
+    assert (state, trips) == (T, 4)
+    assert sim.kinds().count(TransitionKind.RETRIP) == 3
+    assert sim.kinds().count(TransitionKind.TRIP) == 1  # one outage, one trip alert
 
 
 async def test_hanging_and_raising_probes_count_as_failures(
@@ -327,7 +333,7 @@ async def test_hanging_and_raising_probes_count_as_failures(
     sim = Sim(cfg=cfg, script=outage(1.0, 2.0), prober=prober)
     running(sim)
     with caplog.at_level(logging.INFO, logger="controller.control.loop"):
-        await sim.run(30.0)
+        await sim.run(130.0)  # cool-offs 15, 30 (after the hang), 60 s (after the raise)
     assert "timed out after 3s" in caplog.text
     assert "ConnectionResetError" in caplog.text
     assert "secret-token" not in caplog.text

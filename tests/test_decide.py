@@ -197,6 +197,13 @@ ROWS = [
     ),
     Row("probing: no probe result", providers={"a": st(P, ago(50), 1)}, changed=False),
     Row(
+        "probing: a failed probe re-trips it, counted (the next cool-off is longer)",
+        providers={"a": st(P, ago(5), 1)},
+        probes={"a": ProbeResult(successes_in_a_row=0, last_failure="timed out after 10s")},
+        status={"a": (T, 0.0, 2)},
+        events=(("a", TransitionKind.RETRIP, P, T, False),),
+    ),
+    Row(
         "probing: K successes start failback at the first step",
         providers={"a": st(P, ago(5), 1)},
         probes={"a": ProbeResult(successes_in_a_row=3)},

@@ -5,8 +5,13 @@ No I/O, no clock, no globals: the controller loop feeds it the current routing s
 machine is tested as a table. Per provider::
 
     healthy ─trip─► tripped ─cool-off─► probing ─K probes ok─► recovering ─last step─► healthy
-       ▲               ▲                                          │
+       ▲               ▲ ▲                 │                       │
+       │               │ └─ a probe fails ─┘                       │
        └───────────────┴────────── any fault while recovering ◄───┘
+
+A failed probe sends the provider back to ``tripped`` with its trip count up (``RETRIP``, not
+alerted: the outage it is part of was), so the cool-off grows through one long outage instead
+of probing it every few seconds for as long as it lasts.
 
 Time. ``now`` is epoch seconds, the same scale as ``ProviderStatus.since``, because the state
 document outlives the process (a restart resumes a cool-off half way). The loop does not read the
@@ -58,6 +63,7 @@ _EMPTY: Mapping[str, float] = MappingProxyType({})
 class TransitionKind(enum.StrEnum):
     TRIP = "trip"  # healthy or recovering → tripped (a notice in observe mode)
     PROBE = "probe"  # tripped → probing, the cool-off is over
+    RETRIP = "retrip"  # probing → tripped, a probe failed: a longer cool-off
     FAILBACK = "failback"  # probing → recovering, traffic starts coming back
     RECOVERED = "recovered"  # → healthy, full traffic
     PANIC = "panic"  # a trip was refused: it would leave a tier with no usable provider
@@ -305,6 +311,9 @@ def _end_cooloff(work: _Pass, name: str, status: ProviderStatus) -> None:
 
 def _after_probes(work: _Pass, name: str, status: ProviderStatus) -> None:
     result = work.probes.get(name)
+    if result is not None and result.last_failure is not None:
+        _retrip(work, name, status, result.last_failure)
+        return
     if result is None or result.successes_in_a_row < work.cfg.probe_successes:
         return
     first = work.cfg.failback_steps[0]
@@ -322,6 +331,20 @@ def _after_probes(work: _Pass, name: str, status: ProviderStatus) -> None:
             name, TransitionKind.FAILBACK, status.state, new, reason, down_for=work.down_for(name)
         )
     )
+
+
+def _retrip(work: _Pass, name: str, status: ProviderStatus, failure: str) -> None:
+    count = status.trip_count + 1
+    cooloff = work.cfg.cooloff_for(count)
+    reason = f"probe failed ({failure}); cool-off {cooloff:g}s (trip #{count})"
+    new = ProviderStatus(
+        state=HealthState.TRIPPED,
+        since=work.now,
+        reason=reason,
+        trip_count=count,
+        traffic_share=0.0,
+    )
+    work.event(name, TransitionKind.RETRIP, new, reason)
 
 
 def _step(work: _Pass, name: str, status: ProviderStatus) -> None:
