@@ -285,6 +285,19 @@ class StreamChunk:
     raw: bytes | None = field(default=None, repr=False)
     headers: tuple[tuple[str, str], ...] = ()  # on a relayed stream's first chunk: the provider's
 
+    def relaying(self, raw: bytes) -> StreamChunk:
+        """This chunk with ``raw`` set: built directly, at half the cost of
+        ``dataclasses.replace``, as the same-format route does for every event it relays."""
+        return StreamChunk(
+            text=self.text,
+            tool_call=self.tool_call,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model=self.model,
+            raw=raw,
+            headers=self.headers,
+        )
+
 
 def text_message(role: Role, content: str) -> Message:
     """Shorthand for a plain text turn."""

@@ -4,13 +4,13 @@ unchanged except the model value, and what cannot be changed in place is encoded
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
 
 from controller._errors import MalformedResponse
-from controller.model import Request, Source, StreamChunk, Usage
+from controller.model import FinishReason, Request, Source, StreamChunk, ToolCallDelta, Usage
 from controller.wire._base import SSEEvent
 from controller.wire._openai_client import OpenAIClientCodec, read_answer
 from controller.wire._relay import Relay, relay_for, relayed_body, with_model
@@ -180,3 +180,43 @@ def test_only_a_request_left_undecoded_gets_its_answer_read_lightly() -> None:
     codec = OpenAIClientCodec()
     assert codec.build(decoded, "real", None).relay.read is None  # type: ignore[union-attr]
     assert codec.build(undecoded, "real", None).relay.read is read_answer  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"model":"gpt-x","messages":[]}', b'{"model":"real","messages":[]}'),
+        (b'{"a":1,\n "model"\t:\r "gpt-x" }', b'{"a":1,\n "model":"real" }'),
+        (b'{"model":"gpt-xy"}', None),  # another value that starts the same
+        (b'{"x":"model","y":"gpt-x"}', None),  # "model" as a value, not a key
+        (b'["model"]', None),
+        (b'{"model":"gpt-\\u0078"}', None),  # written with an escape
+        (b'{"model":"gpt-x\\""}', None),
+    ],
+)
+def test_a_model_member_found_once_is_spliced_without_an_expression(
+    raw: bytes, expected: bytes | None
+) -> None:
+    assert with_model(raw, "gpt-x", "real") == expected
+
+
+def test_a_chunk_relaying_events_keeps_every_other_field() -> None:
+    chunk = StreamChunk(
+        text="t",
+        tool_call=ToolCallDelta(index=1, id="c", name="f", arguments="{}"),
+        finish_reason=FinishReason.TOOL_CALLS,
+        usage=Usage(1, 2),
+        model="m",
+        raw=b"old",
+        headers=(("x-request-id", "r"),),
+    )
+    assert {f.name for f in fields(StreamChunk)} == {
+        "text",
+        "tool_call",
+        "finish_reason",
+        "usage",
+        "model",
+        "raw",
+        "headers",
+    }  # a new field: set it above, and in StreamChunk.relaying
+    assert chunk.relaying(b"new") == replace(chunk, raw=b"new")

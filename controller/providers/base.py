@@ -469,7 +469,7 @@ class _Relayed:
             return [self.flush()] if begins and self.pending else []
         raw = self._take()
         *before, last = chunks
-        return [*(replace(c, raw=b"") for c in before), replace(last, raw=raw)]
+        return [*(c.relaying(b"") for c in before), last.relaying(raw)]
 
     def flush(self) -> StreamChunk:
         return StreamChunk(raw=self._take())

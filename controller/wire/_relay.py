@@ -176,6 +176,8 @@ def with_model(raw: bytes, old: Any, new: str) -> bytes | None:
         return None
     if old == new:
         return raw
+    if raw.count(b'"model"') == 1:  # the usual case: found without a regular expression
+        return _spliced_once(raw, _json.dumps(old), _json.dumps(new))
     # After "{", "," or a blank, a quote opens a key (the body parsed as JSON, so no string is
     # open there): the match is a real member, top-level unless the same one is nested too.
     pattern = rb'(?<=[{,\s])"model"\s*:\s*' + re.escape(_json.dumps(old))
@@ -189,6 +191,28 @@ def with_model(raw: bytes, old: Any, new: str) -> bytes | None:
         if not isinstance(parsed, dict) or parsed.get("model") != new:
             return None
     return spliced
+
+
+_BLANKS = b" \t\n\r"  # JSON's whitespace (the body parsed as JSON: there is no other)
+
+
+def _spliced_once(raw: bytes, old: bytes, new: bytes) -> bytes | None:
+    """:func:`with_model` where ``"model"`` occurs once in ``raw``: the same match (a key after
+    ``{``, ``,`` or a blank, then ``:`` and the old value, blanks allowed around the colon)."""
+    start = raw.find(b'"model"')
+    if start < 1 or raw[start - 1] not in b"{," + _BLANKS:
+        return None
+    at, end = start + 7, len(raw)
+    while at < end and raw[at] in _BLANKS:
+        at += 1
+    if raw[at : at + 1] != b":":
+        return None
+    at += 1
+    while at < end and raw[at] in _BLANKS:
+        at += 1
+    if not raw.startswith(old, at):
+        return None
+    return raw[:start] + b'"model":' + new + raw[at + len(old) :]
 
 
 def _prepend(raw: bytes, members: dict[str, Any]) -> bytes | None:
