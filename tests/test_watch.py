@@ -104,7 +104,9 @@ def test_a_bad_file_that_holds_still_is_rejected_once_and_the_old_config_kept(
 ) -> None:
     rewrite_in_place(path, bad)
     watcher.check()
-    assert watcher.check() is True
+    assert watcher.check() is False  # read once: maybe still being written
+    assert seen.rejected == []
+    assert watcher.check() is True  # the same bytes a poll later: rejected
     assert len(seen.rejected) == 1
     assert str(path) in str(seen.rejected[0])
     assert seen.applied == []
@@ -115,6 +117,20 @@ def test_a_bad_file_that_holds_still_is_rejected_once_and_the_old_config_kept(
     rewrite_in_place(path, NEW)  # the fix is applied as usual
     watcher.check()
     watcher.check()
+    assert pins(seen) == ["anthropic"]
+
+
+def test_a_writer_that_pauses_half_way_longer_than_a_poll_is_not_rejected(
+    path: Path, watcher: ConfigWatcher, seen: Seen
+) -> None:
+    rewrite_in_place(path, HALF)
+    watcher.check()
+    assert watcher.check() is False  # the half it sees fails to parse: not reported yet
+    with path.open("a") as f:  # the writer goes on, a poll later (HALF is NEW's first half)
+        f.write(NEW[len(HALF) :])
+    watcher.check()
+    assert watcher.check() is True
+    assert seen.rejected == []
     assert pins(seen) == ["anthropic"]
 
 

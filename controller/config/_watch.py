@@ -9,7 +9,10 @@ An editor or ``echo > file`` rewrites a file in place: truncate, then write. A p
 between sees an empty or half-written file, and rejecting that would send a false "config
 rejected" alert. So a change is acted on only once its stamp has held still from one poll to the
 next, and only if the stamp did not move while the file was being read. A poke skips the first
-wait (whoever sends SIGHUP has finished writing) but not the second.
+wait (whoever sends SIGHUP has finished writing) but not the second. A file that does not parse
+is read once more a poll later and rejected only if the same bytes fail again: a writer that
+paused longer than a poll half way through its file gets that long to finish (after a poke the
+file is taken as finished).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class ConfigWatcher:
         else:  # the file may have been saved since ``running`` was loaded: read it once settled
             self._seen = self._handled = None  # so the first poll only notes the stamp
             self._digest = None
+        self._doubt: str | None = None  # digest of content that failed once, to read again
         self._forced = False
         self._poked = asyncio.Event()
         self._stopping = False
@@ -96,23 +100,27 @@ class ConfigWatcher:
             return False
         if not forced and (stamp == self._handled or stamp != previous):
             return False  # nothing new, or changed since the last poll: wait until it holds still
-        return self._take(stamp)
+        return self._take(stamp, sure=forced)
 
-    def _take(self, stamp: Stamp) -> bool:
+    def _take(self, stamp: Stamp, *, sure: bool) -> bool:
         data = self._read_bytes()
         if data is None or self._read_stamp() != stamp:
             return False  # written to while we read it: the next polls settle it
-        self._handled = stamp
         digest = _digest(data)
         if digest == self._digest:
+            self._handled = stamp
             return False
-        self._digest = digest
         try:
             config = parse_config_bytes(data, source=str(self._path))  # the bytes hashed
         except ConfigError as err:
+            if self._doubt != digest and not sure:  # maybe half-written: read it again
+                self._doubt = digest
+                return False
+            self._handled, self._digest, self._doubt = stamp, digest, None
             log.error("config reload rejected, keeping the running config: %s", err)
             self._on_error(err)
             return True
+        self._handled, self._digest, self._doubt = stamp, digest, None
         if config == self._running:  # comments, formatting, or the file it was loaded from
             return False
         log.info("config reloaded from %s", self._path)
