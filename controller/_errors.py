@@ -16,6 +16,7 @@ message text::
     │   │   ├── AuthFailed               401/402/403: bad key, suspended or out of credit
     │   │   └── ModelNotFound            404: the configured model or path is unknown there
     │   ├── StreamTooLong                a stream cut at our stream_total cap: not a fault
+    │   ├── PoolFull                     no free connection to it in time: tried elsewhere
     │   ├── Outpaced                     abandoned: a hedge or a rescue answered first
     │   │   └── Stalled                  ... while its provider was tripped: counts as a fault
     │   └── CallerError                  the request was wrong: never retried, never failed over
@@ -97,6 +98,15 @@ class StreamTooLong(ProviderError):
     """
 
     error_type = "stream_too_long"
+
+
+class PoolFull(ProviderError):
+    """Every connection to the provider stayed busy for ``timeouts.pool``: the request goes to
+    its next target rather than queue behind a provider that holds them all. Not a fault by
+    itself (a full pool may be plain load): the attempts holding the connections are what the
+    stall detector judges."""
+
+    error_type = "pool_full"
 
 
 class Outpaced(ProviderError):

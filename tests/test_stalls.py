@@ -31,7 +31,7 @@ from controller.control.state import (
 from controller.control.store import MemoryStateStore
 from controller.events import AttemptReason, Outcome, RouteOutcome
 from controller.model import Message, Request, Response
-from controller.providers import Timeouts
+from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing.plan import Hedge, Target, TierPlan
 from controller.routing.router import RoutedStream, Router
@@ -547,3 +547,36 @@ async def test_hedges_and_rescues_are_counted_and_traced(
         if span.name == "chat big"
     }
     assert kinds == {"outpaced", "stalled"}
+
+
+async def test_a_full_pool_sends_the_request_on_instead_of_queueing(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """a holds its only connection on a request it never answers: the next request waits for a
+    connection only ``timeouts.pool`` (real time, 0.2 s), then goes to b. Not a fault of a."""
+    a = HttpProvider(
+        name="a",
+        codec=codec_for("openai"),
+        base_url=primary.url("openai"),
+        api_key="sk-test-not-a-secret",
+        max_connections=1,
+    )
+    b = adapter(backup, "anthropic", "b")
+    targets = (Target(provider="a", model="big"), Target(provider="b", model="alt"))
+    router = Router(
+        tiers={"t": TierPlan(name="t", targets=targets)},
+        providers={"a": a, "b": b},
+        listeners=[recorder],
+        default_timeouts=Timeouts(pool=0.2, first_token=300.0, total=300.0),
+    )
+    primary.set_fault(FaultMode.HANG)
+    holder = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: primary.requests == 1, "a holds its one connection")
+    answer = await asyncio.wait_for(router.complete(HELLO, tier="t"), 30)
+    assert answer.provider == "b"
+    assert primary.requests == 1  # the second request never reached a
+    full = [e for e in recorder.attempts if e.error_type == "pool_full"]
+    assert [(e.provider, e.outcome) for e in full] == [("a", Outcome.CANCELLED)]
+    holder.cancel()
+    await asyncio.gather(holder, return_exceptions=True)
+    await router.aclose()

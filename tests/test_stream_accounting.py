@@ -37,7 +37,7 @@ from controller._errors import (
     CallerError,
     ConfigError,
     DeadlineExceeded,
-    Outpaced,
+    ProviderError,
     ProviderTimeout,
     StreamInterrupted,
     StreamTooLong,
@@ -235,8 +235,9 @@ def test_fault_queries_leave_out_exactly_the_non_fault_error_types(source: str) 
     assert excluded, f"{source}: no fault-rate query found"
     for regex in excluded:
         assert set(regex.split("|")) == set(names.NON_FAULT_ERROR_TYPES), source
-    abandoned = {c.error_type for c in _classes(Outpaced) if not c.counts_as_fault}
-    not_faults = _error_types(CallerError) | {CANCELLED, StreamTooLong.error_type} | abandoned
+    tree = [c for c in _classes(ProviderError)[1:] if c.__module__ == ProviderError.__module__]
+    not_faults = {c.error_type for c in tree if not c.counts_as_fault} | {CANCELLED}
+    assert _error_types(CallerError) | {StreamTooLong.error_type} <= not_faults
     assert set(names.NON_FAULT_ERROR_TYPES) == not_faults
     ratios = [r for e in candidates if _FAULTS in e and (r := _split_ratio(e)) is not None]
     assert ratios, f"{source}: no fault-rate ratio found"
@@ -283,8 +284,8 @@ def _error_types(cls: type[CallerError]) -> set[str]:
     return {cls.error_type}.union(*(_error_types(c) for c in cls.__subclasses__()))
 
 
-def _classes(cls: type[Outpaced]) -> list[type[Outpaced]]:
-    """``cls`` and every subclass of it (``Stalled`` is one that does count as a fault)."""
+def _classes(cls: type[ProviderError]) -> list[type[ProviderError]]:
+    """``cls`` and every subclass of it, ``cls`` first."""
     return [cls, *(c for sub in cls.__subclasses__() for c in _classes(sub))]
 
 
@@ -408,7 +409,7 @@ async def test_the_deadline_still_bounds_the_wait_for_the_first_chunk(
             2.0,
             Timeouts(connect=2.0, first_token=2.0, idle=30.0, total=2.0, stream_total=600.0),
         ),
-        (-1.0, Timeouts(connect=0.0, first_token=0.0, total=0.0)),
+        (-1.0, Timeouts(connect=0.0, pool=0.0, first_token=0.0, total=0.0)),
     ],
 )
 def test_the_deadline_cuts_the_waits_for_an_answer_not_a_flowing_stream(

@@ -82,6 +82,7 @@ class TimeoutsConfig(_Frozen):
     """
 
     connect: Seconds = 5.0
+    pool: Seconds = 1.0
     first_token: Seconds = 20.0
     idle: Seconds = 30.0
     total: Seconds = 120.0
@@ -106,6 +107,7 @@ class TimeoutsConfig(_Frozen):
         """These limits as the router and the adapters take them."""
         return Timeouts(
             connect=self.connect,
+            pool=self.pool,
             first_token=self.first_token,
             idle=self.idle,
             total=self.total,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import math
 import socket
 import ssl
 import time
@@ -51,6 +52,7 @@ from controller.providers._http_connect import (
     ConnectFailed,
     ConnectTimeout,
     Disconnected,
+    PoolExhausted,
     Resolver,
     ResponseCut,
     TooLarge,
@@ -68,6 +70,7 @@ __all__ = [
     "Disconnected",
     "HttpClient",
     "HttpResponse",
+    "PoolExhausted",
     "ResponseCut",
     "TooLarge",
     "TransportError",
@@ -467,12 +470,15 @@ class HttpClient:
         *,
         connect_timeout: float,
         max_body: int | None = None,
+        pool_timeout: float | None = None,
     ) -> HttpResponse:
         """Send ``body`` to ``target`` (from :meth:`target`); returns once the answer's status
         and headers are in. The caller must :meth:`HttpResponse.release` it. Reading more than
-        ``max_body`` bytes of the answer's body raises :class:`TooLarge`."""
+        ``max_body`` bytes of the answer's body raises :class:`TooLarge`; waiting longer than
+        ``pool_timeout`` for a free connection (all ``max_connections`` busy) raises
+        :class:`PoolExhausted` (None: wait as long as the caller does)."""
         request = self._request_bytes(target, headers, body)
-        conn = await self._acquire(connect_timeout)
+        conn = await self._acquire(connect_timeout, pool_timeout)
         try:
             return await conn.send(request, max_body)
         except BaseException:
@@ -509,7 +515,10 @@ class HttpClient:
         except UnicodeEncodeError:
             raise BadResponse("a request header holds characters HTTP cannot carry") from None
 
-    async def _acquire(self, connect_timeout: float) -> _Connection:
+    async def _acquire(self, connect_timeout: float, pool_timeout: float | None) -> _Connection:
+        until = None
+        if pool_timeout is not None and pool_timeout != math.inf:
+            until = self.loop.time() + pool_timeout
         while True:
             if self._closed:
                 raise Disconnected("the provider's client was closed")
@@ -527,7 +536,11 @@ class HttpClient:
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                async with asyncio.timeout_at(until):
+                    await waiter
+            except TimeoutError:
+                busy = f"all {self._max} connections to the provider stayed busy"
+                raise PoolExhausted(f"{busy} for {pool_timeout:g}s") from None
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # woken, then cancelled before it ran: pass the turn on

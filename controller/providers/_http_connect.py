@@ -78,6 +78,10 @@ class Disconnected(TransportError):
     """The connection closed before any byte of an answer."""
 
 
+class PoolExhausted(TransportError):
+    """Every connection of the pool stayed busy for as long as the caller would wait for one."""
+
+
 class ResponseCut(TransportError):
     """The connection ended (or broke) in the middle of an answer."""
 

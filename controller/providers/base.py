@@ -42,6 +42,7 @@ from controller import _json
 from controller._errors import (
     ConnectionFailed,
     MalformedResponse,
+    PoolFull,
     ProviderError,
     ProviderTimeout,
     ResponseTooLarge,
@@ -56,6 +57,7 @@ from controller.providers._http import (
     Disconnected,
     HttpClient,
     HttpResponse,
+    PoolExhausted,
     ResponseCut,
     TooLarge,
     TransportError,
@@ -98,6 +100,7 @@ class Timeouts:
     """
 
     connect: float = 5.0
+    pool: float = 1.0
     first_token: float = 20.0
     idle: float = 30.0
     total: float = 120.0
@@ -115,6 +118,7 @@ class Timeouts:
         # (total and the request deadline both 120 s) this runs on every attempt.
         return Timeouts(
             connect=min(self.connect, cap),
+            pool=min(self.pool, cap),
             first_token=min(self.first_token, cap),
             idle=self.idle,
             total=min(self.total, cap),
@@ -407,7 +411,12 @@ class HttpProvider:
         headers = _STATIC_HEADERS | {name.lower(): value for name, value in call.headers.items()}
         content = call.content if call.content is not None else _json.dumps(call.body)
         return await client.post(
-            target, headers.items(), content, connect_timeout=timeouts.connect, max_body=max_body
+            target,
+            headers.items(),
+            content,
+            connect_timeout=timeouts.connect,
+            max_body=max_body,
+            pool_timeout=timeouts.pool,
         )
 
     async def _error(
@@ -504,6 +513,8 @@ def _transport_error(exc: TransportError) -> ProviderError:
         return ConnectionFailed(f"could not connect: {exc.reason}")
     if isinstance(exc, TooLarge):
         return ResponseTooLarge(str(exc))
+    if isinstance(exc, PoolExhausted):
+        return PoolFull(str(exc))
     if isinstance(exc, Disconnected | ResponseCut):
         return ConnectionFailed(str(exc))
     if isinstance(exc, BadResponse):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -147,6 +148,7 @@ class Router:
         # Attempts waiting for an answer (shared with the signal windows the controller reads).
         self.inflight = inflight if inflight is not None else InFlight(self._clock)
         self._budgets: dict[str, HedgeBudget] = {}
+        self._patient: dict[str, Timeouts] = {}  # per provider: no bound on the pool wait
         self.state.watch(self._on_state)
 
     @property
@@ -554,7 +556,7 @@ class Router:
 
     # ------------------------------------------------------------------------------- attempts
     async def _complete_once(self, route: Route, request: Request, attempt: Try) -> Response:
-        timeouts = self._timeouts_for(attempt)
+        timeouts = self._timeouts_for(route, attempt)
         start, wall = self._clock.monotonic(), self._clock.wall()
         try:
             response = await attempt.provider.complete(request, attempt.target.model, timeouts)
@@ -580,7 +582,7 @@ class Router:
         return response if response.provider == name else replace(response, provider=name)
 
     async def _stream_once(self, route: Route, request: Request, attempt: Try) -> RoutedStream:
-        timeouts = self._timeouts_for(attempt)
+        timeouts = self._timeouts_for(route, attempt)
         start, wall = self._clock.monotonic(), self._clock.wall()
         chunks = attempt.provider.stream(request, attempt.target.model, timeouts)
         try:
@@ -616,8 +618,16 @@ class Router:
         lost.provider, lost.model = attempt.provider.name, attempt.target.model
         self._emit(route, attempt, request, start, wall, error=lost)
 
-    def _timeouts_for(self, attempt: Try) -> Timeouts:
-        return self.timeouts_for(attempt.target.provider).bounded(attempt.remaining)
+    def _timeouts_for(self, route: Route, attempt: Try) -> Timeouts:
+        provider = attempt.target.provider
+        if route.position + 1 < len(route.queue):
+            return self.timeouts_for(provider).bounded(attempt.remaining)
+        # The last target: nowhere else to go, so no bound of its own on the wait for a
+        # connection (the attempt's own limits and the deadline still bound it).
+        patient = self._patient.get(provider)
+        if patient is None:
+            patient = self._patient[provider] = replace(self.timeouts_for(provider), pool=math.inf)
+        return patient.bounded(attempt.remaining)
 
     # ------------------------------------------------------------------------------- events
     def _emit(

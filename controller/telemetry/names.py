@@ -60,8 +60,9 @@ ATTR_SOURCE = "source"
 # fault-rate queries in dashboards/ and alerts/ leave out exactly these, from the numerator and the
 # denominator (a test keeps the two in sync): caller errors (the request was wrong), attempts
 # cut because the client went away (or the shutdown cut them), streams cut by our own
-# ``stream_total`` cap, and attempts abandoned because a hedge of the same request answered
-# first. Every other error.type on an attempt is a provider fault (``stalled`` among them).
+# ``stream_total`` cap, attempts abandoned because a hedge of the same request answered first,
+# and attempts sent elsewhere because every connection to the provider stayed busy. Every other
+# error.type on an attempt is a provider fault (``stalled`` among them).
 NON_FAULT_ERROR_TYPES: tuple[str, ...] = (
     "caller_error",
     "bad_request",
@@ -70,6 +71,7 @@ NON_FAULT_ERROR_TYPES: tuple[str, ...] = (
     "cancelled",
     "stream_too_long",
     "outpaced",
+    "pool_full",
 )
 
 # --- metrics: data plane -----------------------------------------------------------------------
