@@ -30,7 +30,7 @@ from controller.control.state import (
 )
 from controller.control.store import MemoryStateStore
 from controller.events import AttemptReason, Outcome, RouteOutcome
-from controller.model import Message, Request, Response
+from controller.model import Message, Request, Response, StreamChunk
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing.plan import Hedge, Target, TierPlan
@@ -437,13 +437,20 @@ class _Loop:
             await asyncio.sleep(0.005)
 
 
+@pytest.mark.parametrize("stream", [False, True])
 async def test_a_hanging_provider_trips_as_stalled_and_every_request_is_served(
-    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder, stream: bool
 ) -> None:
     loop = _Loop(primary, backup, recorder)
     await loop.warm()  # history: a answers (instantly on the fake clock): limit = the 2 s floor
     primary.set_fault(FaultMode.HANG)
-    waiting = [asyncio.ensure_future(loop.router.complete(HELLO, tier="t")) for _ in range(4)]
+    router = loop.router
+    waiting: list[asyncio.Future[Response | RoutedStream]] = [
+        asyncio.ensure_future(
+            router.stream(STREAM, tier="t") if stream else router.complete(HELLO, tier="t")
+        )
+        for _ in range(4)
+    ]
     await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 4, "four wait on a")
     await loop.run_for(1.75)
     assert loop.holder.current.status("a").state is HealthState.HEALTHY
@@ -452,6 +459,11 @@ async def test_a_hanging_provider_trips_as_stalled_and_every_request_is_served(
     assert "stalled" in loop.holder.current.status("a").reason
     answers = await asyncio.wait_for(asyncio.gather(*waiting), 30)
     assert {a.provider for a in answers} == {"b"}
+    for answer in answers:
+        if isinstance(answer, RoutedStream):
+            chunks: list[StreamChunk] = []
+            await drain(answer, chunks)
+            assert "".join(c.text for c in chunks).startswith("Hello from backup")
     after = await loop.router.complete(HELLO, tier="t")  # straight to b, a is out
     assert after.provider == "b"
     assert recorder.attempts[-1].reason is AttemptReason.PRIMARY
