@@ -4,7 +4,8 @@ Each test replays one attack from the hardening issue against the real provider 
 router, bounded in bytes (the servers in ``tests/hostile_support.py`` stop at 256 MiB) and time,
 and reads this process's resident memory from /proc: the answer is cut at the documented limit,
 the attempt is a provider fault (``error.type=response_too_large``) that fails over, and what it
-took is given back.
+took is given back. Row 6 (a 400 quoting the gateway's key) and the malformed client header are
+in ``tests/test_redaction.py``; ``python -m tests.bench.hostile`` measures the same attacks.
 """
 
 from __future__ import annotations

@@ -130,13 +130,18 @@ class HttpResponse:
         self._decoder = Inflater.for_encoding(headers.get("content-encoding", ""))
 
     async def read(self) -> bytes:
-        """The rest of the body. Other tasks get the loop between pieces: a body already
-        received (a compression bomb inflating, say) does not hold it for its whole length."""
+        """The rest of the body. Other tasks get the loop after each ``_HIGH_WATER`` read: a
+        body already received (a compression bomb inflating, say) does not hold it for its
+        whole length, and a small one (most answers) costs no extra turn of the loop."""
         parts = []
+        unyielded = 0
         try:
             while piece := await self.readany():
                 parts.append(piece)
-                await asyncio.sleep(0)
+                unyielded += len(piece)
+                if unyielded >= _HIGH_WATER:
+                    unyielded = 0
+                    await asyncio.sleep(0)
         except BaseException:
             parts.clear()  # not kept alive by the traceback, which outlives this call
             raise
