@@ -223,7 +223,7 @@ def _describe_limits(config: Config) -> None:
     stall = config.controller.stall
     if stall.enabled:
         learned = (
-            f"{stall.factor:g} x p{stall.quantile * 100:g} of its last answers, "
+            f"{stall.factor:g} x p{stall.quantile * 100:g} of its times to answer, "
             f"{stall.floor_seconds:g}-{stall.ceiling_seconds:g} s, after {stall.min_samples}"
         )
         print(f"  stalled when waiting   {learned} answers (silent that long; see README)")

@@ -197,7 +197,11 @@ class Runtime:
             clock=self.clock,
             window_seconds=config.controller.window_seconds,
             bucket_seconds=config.controller.bucket_seconds,
-            inflight=InFlight(self.clock, quantile=config.controller.stall.quantile),
+            inflight=InFlight(
+                self.clock,
+                quantile=config.controller.stall.quantile,
+                least=config.controller.stall.min_samples,
+            ),
         )
         self._wake = _Wake()
         self.router = self._build_router(config)

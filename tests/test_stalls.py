@@ -51,7 +51,7 @@ PATIENT = Timeouts(connect=5.0, first_token=300.0, idle=300.0, total=300.0)
 # ----------------------------------------------------------------------------- the registry
 def test_inflight_sees_waiting_attempts_oldest_first() -> None:
     clock = FakeClock()
-    inflight = InFlight(clock, history=3, quantile=1.0)
+    inflight = InFlight(clock, quantile=1.0, least=1)
     first = inflight.begin("a", stream=False)
     clock.advance(1.0)
     second = inflight.begin("a", stream=True)
@@ -60,34 +60,55 @@ def test_inflight_sees_waiting_attempts_oldest_first() -> None:
     assert (waits.answers.waiting, waits.answers.oldest) == (1, 3.0)
     assert (waits.streams.waiting, waits.streams.oldest) == (1, 2.0)
     assert waits.waiting == 2
-    assert waits.last_answer_age is None
+    assert waits.last_error_age is None
     assert inflight.waiting_on("a") == [first, second]
     inflight.answered(first)
     inflight.ended(second)
     clock.advance(0.5)
     after = inflight.snapshot()["a"]
     assert after.waiting == 0
-    assert (after.answers.samples, after.answers.typical) == (1, 3.0)
+    assert after.answers.samples == 1
+    assert after.answers.typical == pytest.approx(3.0, rel=0.1)  # a log bin's middle
+    assert after.answers.recent == ((0.5, 3.0),)  # (age, took)
     assert after.streams.samples == 0  # ended without an answer: no sample
-    assert after.last_answer_age == 0.5
     assert inflight.providers() == []
 
 
-def test_inflight_history_is_bounded_and_a_responding_error_is_not_silence() -> None:
+def _answer(inflight: InFlight, clock: FakeClock, took: float, *, stream: bool = False) -> None:
+    waiter = inflight.begin("a", stream=stream)
+    clock.advance(took)
+    inflight.answered(waiter)
+
+
+def test_the_baseline_leaves_out_the_last_30_seconds_once_older_answers_suffice() -> None:
+    clock = FakeClock(start=0.0)
+    inflight = InFlight(clock, quantile=0.99, least=20)
+    for _ in range(40):  # a minute of answers in 0.5 s
+        _answer(inflight, clock, 0.5)
+        clock.advance(1.0)
+    usual = inflight.typical("a", stream=False, quantile=0.99, least=20)
+    assert usual == pytest.approx(0.5, rel=0.1)
+    for _ in range(5):  # then 10x slower, for 25 s: not yet part of the baseline
+        _answer(inflight, clock, 5.0)
+    assert inflight.typical("a", stream=False, quantile=0.99, least=20) == usual
+    clock.advance(200.0)  # two minutes on, the old answers are gone: only the slow ones left
+    for _ in range(25):
+        _answer(inflight, clock, 5.0)
+    assert inflight.typical("a", stream=False, quantile=0.99, least=20) == pytest.approx(
+        5.0, rel=0.1
+    )
+
+
+def test_an_error_answer_shows_the_provider_is_not_silent() -> None:
     clock = FakeClock()
-    inflight = InFlight(clock, history=3, quantile=1.0)
-    for took in (9.0, 1.0, 1.0, 1.0):  # the 9 s answer falls out of a history of 3
-        waiter = inflight.begin("a", stream=False)
-        clock.advance(took)
-        inflight.answered(waiter)
-    assert inflight.typical("a", stream=False, quantile=1.0, least=3) == 1.0
-    assert inflight.typical("a", stream=False, quantile=1.0, least=4) is None
-    clock.advance(10.0)
+    inflight = InFlight(clock)
     waiter = inflight.begin("a", stream=False)
-    inflight.ended(waiter, responded=True)  # a fast 500: the provider is not silent
-    assert inflight.snapshot()["a"].last_answer_age == 0.0
+    clock.advance(3.0)
+    inflight.ended(waiter, responded=True)  # a 500 after 3 s
+    assert inflight.snapshot()["a"].last_error_age == 0.0
     inflight.ended(waiter)  # twice is harmless
     assert inflight.snapshot()["a"].waiting == 0
+    assert inflight.snapshot()["a"].answers.samples == 0  # an error is no answer
 
 
 # ----------------------------------------------------------------------------- the decision
@@ -96,13 +117,19 @@ def _snapshot(waits: WaitSignals) -> SignalSnapshot:
 
 
 def _waits(
-    *, waiting: int, oldest: float, quiet: float | None, stream: bool = False
+    *,
+    waiting: int,
+    oldest: float,
+    recent: tuple[tuple[float, float], ...] = (),
+    error: float | None = None,
+    stream: bool = False,
 ) -> WaitSignals:
-    kind = Waits(waiting=waiting, oldest=oldest, samples=50, typical=0.5)
+    """A baseline of 0.5 s (limit: the 2 s floor); ``recent`` answers as (age, took)."""
+    kind = Waits(waiting=waiting, oldest=oldest, samples=50, typical=0.5, recent=recent)
     return WaitSignals(
         streams=kind if stream else Waits(),
         answers=Waits() if stream else kind,
-        last_answer_age=quiet,
+        last_error_age=error,
     )
 
 
@@ -113,12 +140,15 @@ TIERS = {"t": ("a", "b")}
     ("waits", "trips"),
     [
         # limit = max(3 x 0.5 s, floor 2 s) = 2 s
-        (_waits(waiting=3, oldest=2.1, quiet=2.1), True),
-        (_waits(waiting=3, oldest=2.1, quiet=2.1, stream=True), True),
-        (_waits(waiting=3, oldest=1.9, quiet=5.0), False),  # not waited long enough
-        (_waits(waiting=3, oldest=2.1, quiet=0.3), False),  # it answers others: just slow
-        (_waits(waiting=1, oldest=3.9, quiet=3.9), False),  # alone: needs 2 x the limit
-        (_waits(waiting=1, oldest=4.1, quiet=4.1), True),
+        (_waits(waiting=3, oldest=2.1), True),  # silent
+        (_waits(waiting=3, oldest=2.1, stream=True), True),
+        (_waits(waiting=3, oldest=2.1, recent=((3.0, 0.4),)), True),  # its last answer is old
+        (_waits(waiting=3, oldest=1.9), False),  # not waited long enough
+        (_waits(waiting=3, oldest=2.1, recent=((0.3, 0.5),)), False),  # answers others in time
+        (_waits(waiting=3, oldest=2.1, recent=((0.1, 5.0), (0.5, 5.0))), True),  # only late
+        (_waits(waiting=3, oldest=2.1, error=0.2), False),  # answers errors: the error rate's
+        (_waits(waiting=1, oldest=3.9), False),  # alone: needs 2 x the limit
+        (_waits(waiting=1, oldest=4.1), True),
         (
             WaitSignals(answers=Waits(waiting=5, oldest=60.0, samples=3, typical=0.5)),
             False,  # too little history: the attempt timeouts alone apply
@@ -133,7 +163,30 @@ def test_stall_rule(waits: WaitSignals, trips: bool) -> None:
         assert event.kind is TransitionKind.TRIP
         assert event.cause is TripCause.STALLED
         assert event.reason.startswith("stalled: ")
-        assert "limit 2.0s" in event.reason
+        assert "in the last 2.0s" in event.reason
+
+
+def test_a_provider_10x_slower_than_its_baseline_trips_while_it_still_answers() -> None:
+    """Hedging off, a slowdown that persists: every answer comes, but late. The baseline
+    (what it took before) is not moved by the slow answers for 30 s, so it trips."""
+    clock = FakeClock(start=0.0)
+    inflight = InFlight(clock)
+    for _ in range(60):
+        _answer(inflight, clock, 0.5)
+        clock.advance(0.5)
+    waiting = [inflight.begin("a", stream=False) for _ in range(3)]
+    clock.advance(2.5)
+    for waiter in waiting[:2]:  # two of them answer, at 5x the usual time: late
+        inflight.answered(waiter)
+    waiting += [inflight.begin("a", stream=False) for _ in range(3)]
+    clock.advance(1.0)
+    snapshot = SignalSnapshot(
+        taken_at=0.0, window_seconds=30.0, bucket_seconds=1.0, waits=inflight.snapshot()
+    )
+    decision = decide(RoutingState(), snapshot, 100.0, TripwireConfig(), TIERS)
+    (event,) = decision.transitions
+    assert event.cause is TripCause.STALLED
+    assert "2 answered, later than that" in event.reason
 
 
 def test_stall_limit_is_learned_within_floor_and_ceiling() -> None:
@@ -148,7 +201,7 @@ def test_a_recovering_provider_that_stalls_trips_again() -> None:
     state = RoutingState(
         providers={"a": ProviderStatus(state=HealthState.RECOVERING, since=99.0, traffic_share=0.1)}
     )
-    waits = _waits(waiting=3, oldest=2.5, quiet=2.5)
+    waits = _waits(waiting=3, oldest=2.5)
     decision = decide(state, _snapshot(waits), 100.0, TripwireConfig(), TIERS)
     assert decision.providers["a"].state is HealthState.TRIPPED
     assert decision.transitions[0].cause is TripCause.STALLED
@@ -156,7 +209,7 @@ def test_a_recovering_provider_that_stalls_trips_again() -> None:
 
 def test_stall_detection_can_be_turned_off() -> None:
     cfg = TripwireConfig(stall=StallConfig(enabled=False))
-    waits = _waits(waiting=9, oldest=60.0, quiet=60.0)
+    waits = _waits(waiting=9, oldest=60.0)
     assert not decide(RoutingState(), _snapshot(waits), 100.0, cfg, TIERS).changed
 
 

@@ -35,7 +35,8 @@ class StallConfig(BaseModel):
     """When a provider that has stopped answering is tripped as ``stalled`` (``controller.stall``).
 
     The limit is learned per provider and kind (a stream's first chunk, a whole answer):
-    ``factor`` x the ``quantile`` of its last answers' times, within ``floor_seconds`` and
+    ``factor`` x the ``quantile`` of its times to answer (a two-minute baseline that leaves out
+    the last 30 s: :mod:`controller.signals.inflight`), within ``floor_seconds`` and
     ``ceiling_seconds``, once it has ``min_samples`` of them (before that the attempt timeouts
     alone apply). It trips when attempts have waited past the limit while nothing was answered
     for that long, and either ``min_waiting`` attempts are waiting or one has waited

@@ -33,9 +33,11 @@ trips become "would trip" notices, once per episode; providers already out of ro
 recover, so switching to observe never strands one.
 
 A provider can also trip as ``stalled`` (``cause``) while nothing fails: attempts have waited
-past the limit learned from its own answers (``controller.stall``) while it answered nothing for
-that long. Silence ends no attempt, so the windows above cannot see it; the snapshot's ``waits``
-can. It applies to a healthy and to a recovering provider alike.
+past the limit learned from its own answers (``controller.stall``) while nothing it answered in
+that time came within the limit (it is silent, or answers only late) and it answered no error.
+Silence ends no attempt, so the windows above cannot see it; the snapshot's ``waits`` can. The
+limit is learned from a baseline that leaves out the last 30 s, so a slowdown is judged by the
+provider's speed before it. It applies to a healthy and to a recovering provider alike.
 
 Failback steps do not emit transitions (the state stays ``recovering``; only ``traffic_share``
 changes): a phone alert per step would be noise. The share is a pure function of the time since
@@ -50,9 +52,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from controller.control.config import TripwireConfig
+from controller.control.config import StallConfig, TripwireConfig
 from controller.control.state import HealthState, ProviderStatus, RoutingState
-from controller.signals.inflight import WaitSignals
+from controller.signals.inflight import Waits, WaitSignals
 from controller.signals.window import ProviderSignals, SignalSnapshot
 
 AUTH_ERROR = "auth"
@@ -411,24 +413,38 @@ def _stalled(work: _Pass, name: str) -> _Candidate | None:
 
 def _stall_reason(waits: WaitSignals, stream: bool, cfg: TripwireConfig) -> str | None:
     stall = cfg.stall
-    kind = learned = waits.kind(stream)
-    if stream and learned.samples < stall.min_samples:
-        learned = waits.answers  # a first chunk comes no later than a whole answer would
-    limit = stall.limit(learned.typical, learned.samples)
-    if limit is None or learned.typical is None or kind.oldest is None or kind.oldest < limit:
+    kind = waits.kind(stream)
+    limit, learned = _limit(waits, stream, stall)
+    if limit is None or kind.oldest is None or kind.oldest < limit:
         return None
-    quiet = waits.last_answer_age
-    if quiet is not None and quiet < limit:
-        return None  # it still answers others: a slow request, not a silent provider
+    alive = [waits.last_error_age] + [
+        of.answered_within(bound)
+        for of, bound in (
+            (waits.streams, _limit(waits, True, stall)[0] or limit),
+            (waits.answers, _limit(waits, False, stall)[0] or limit),
+        )
+    ]
+    if any(age is not None and age < limit for age in alive):
+        return None  # it answers others in time (or with errors): not silent, not slow
     if waits.waiting < stall.min_waiting and kind.oldest < limit * stall.alone_factor:
         return None
-    what = "first chunks" if learned is waits.streams else "answers"
-    silent = "nothing answered" if quiet is None else f"nothing answered for {quiet:.1f}s"
+    late = sum(1 for of in (waits.streams, waits.answers) for age, _ in of.recent if age < limit)
+    what = f"{late} answered, later than that" if late else "nothing answered"
+    assert learned.typical is not None  # a limit was learned from it
     return (
-        f"stalled: {waits.waiting} waiting, the oldest {kind.oldest:.1f}s, {silent} "
-        f"(limit {limit:.1f}s: {stall.factor:g} x p{stall.quantile * 100:g} of its {what}, "
-        f"{learned.typical:.2f}s)"
+        f"stalled: {waits.waiting} waiting, the oldest {kind.oldest:.1f}s; {what} in the last "
+        f"{limit:.1f}s (limit: {stall.factor:g} x p{stall.quantile * 100:g} of its "
+        f"{'first chunks' if learned is waits.streams else 'answers'}, {learned.typical:.2f}s)"
     )
+
+
+def _limit(waits: WaitSignals, stream: bool, stall: StallConfig) -> tuple[float | None, Waits]:
+    """The stall limit of one kind, and the history it was learned from: a stream with too
+    little history of its own is judged by the whole answers' (a first chunk comes no later)."""
+    learned = waits.kind(stream)
+    if stream and learned.samples < stall.min_samples:
+        learned = waits.answers
+    return stall.limit(learned.typical, learned.samples), learned
 
 
 def _fault_while_recovering(work: _Pass, name: str, status: ProviderStatus) -> _Candidate | None:

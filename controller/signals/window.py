@@ -34,31 +34,11 @@ from typing import TypeVar
 
 from controller._clock import Clock
 from controller.events import AttemptEvent, Outcome, RouteEvent
+from controller.signals._latency import LAT_BINS, bin_value, latency_bin
 from controller.signals.inflight import NO_WAITS, InFlight, WaitSignals
 
 MAX_TRACE_IDS = 5
 _K = TypeVar("_K", str, tuple[str, str])
-
-# Latency histogram: bin 0 holds everything <= 1 ms; bin i holds (LAT_MIN*f**(i-1), LAT_MIN*f**i].
-_LAT_MIN = 0.001
-_LAT_FACTOR = 2**0.25
-_LAT_BINS = 84  # the last bin tops out near 1,600 s and also holds anything longer
-_LOG_FACTOR = math.log(_LAT_FACTOR)
-
-
-def latency_bin(seconds: float) -> int:
-    """The histogram bin of one latency."""
-    if seconds <= _LAT_MIN:
-        return 0
-    index = math.ceil(math.log(seconds / _LAT_MIN) / _LOG_FACTOR - 1e-9)
-    return min(index, _LAT_BINS - 1)
-
-
-def bin_value(index: int) -> float:
-    """A representative latency for a bin: its geometric middle."""
-    if index == 0:
-        return _LAT_MIN
-    return float(_LAT_MIN * _LAT_FACTOR ** (index - 0.5))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,14 +127,14 @@ class _Bucket:
         self.successes = self.faults = self.caller_errors = self.cancelled = 0
         self.errors = {}
         if self.latency is not None:
-            self.latency = [0] * _LAT_BINS
+            self.latency = [0] * LAT_BINS
 
     def add(self, event: AttemptEvent) -> None:
         outcome = event.outcome
         if outcome is Outcome.SUCCESS:
             self.successes += 1
             if self.latency is None:
-                self.latency = [0] * _LAT_BINS
+                self.latency = [0] * LAT_BINS
             self.latency[latency_bin(event.duration)] += 1
         elif outcome is Outcome.FAULT:
             self.faults += 1
@@ -315,7 +295,7 @@ def _merge_errors(live: list[_Bucket]) -> tuple[tuple[str, int], ...]:
 def _percentiles(
     live: list[_Bucket], quantiles: tuple[float, float, float]
 ) -> tuple[float | None, float | None, float | None]:
-    merged = [0] * _LAT_BINS
+    merged = [0] * LAT_BINS
     for bucket in live:
         if bucket.latency is not None and bucket.successes:
             for i, count in enumerate(bucket.latency):
