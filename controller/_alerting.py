@@ -54,7 +54,7 @@ def alert_for_transition(
         severity=severity,
         at=transition.at,
         provider=transition.provider,
-        tier=transition.tier,
+        tier=", ".join(transition.tiers) if transition.tiers else transition.tier,
         error_rate=transition.error_rate,
         requests=transition.requests,
         window_seconds=transition.window_seconds,

@@ -475,3 +475,24 @@ def test_config_is_frozen() -> None:
     cfg = TripwireConfig()
     with pytest.raises(ValidationError):
         cfg.min_requests = 3
+
+
+def test_one_outage_that_downs_several_tiers_is_one_panic_naming_them() -> None:
+    """a is the last usable provider of two tiers, b of a third: one pass, one critical
+    transition (one alert) naming the three tiers, not one per tier."""
+    state = RoutingState(providers=MappingProxyType({"c": st(T, ago(1), 1)}))
+    snapshot = SignalSnapshot(
+        taken_at=500.0,
+        window_seconds=30.0,
+        bucket_seconds=1.0,
+        providers=MappingProxyType({"a": sig(20, 20), "b": sig(20, 20)}),
+    )
+    tiers = {"fast": ("a", "c"), "frontier": ("a",), "cheap": ("b", "c")}
+    decision = decide(state, snapshot, NOW, TripwireConfig(), tiers)
+    (panic,) = decision.transitions
+    assert panic.kind is TransitionKind.PANIC
+    assert panic.critical
+    assert panic.tiers == ("fast", "frontier", "cheap")
+    assert "tiers 'fast', 'frontier', 'cheap' down: not ejecting a, b" in panic.reason
+    again = decide(state, snapshot, NOW + 1, TripwireConfig(), tiers, episodes=decision.episodes)
+    assert again.transitions == ()  # the same episode: not announced twice

@@ -121,3 +121,19 @@ def test_link_templates_are_checked_by_config() -> None:
     with pytest.raises(ValidationError, match="extra"):
         NotifyConfig.model_validate({"cooldown": 5})
     assert NotifyConfig().links().dashboard_url is None  # "{base}" but no base URL: no link
+
+
+def test_one_outage_downing_several_tiers_reads_as_one_alert_naming_them() -> None:
+    down = Alert(
+        event=AlertEvent.TIER_ALL_DOWN,
+        severity=Severity.CRITICAL,
+        at=AT,
+        provider="a",
+        tier="fast, frontier",
+    )
+    assert "all providers down in tiers fast, frontier" in render_telegram(down, links=LINKS)
+    assert 'tier="fast, frontier"' in render_log(down)
+    one = Alert(event=AlertEvent.TIER_ALL_DOWN, severity=Severity.CRITICAL, at=AT, tier="fast")
+    assert "all providers down in tier fast" in render_telegram(one, links=LINKS)
+    links = LinkTemplates(dashboard_url="{base}/d/x?var-tier={tier}", base_url="http://g.test")
+    assert links.dashboard(down) == "http://g.test/d/x?var-tier=fast"  # the first of them

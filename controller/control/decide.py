@@ -103,6 +103,7 @@ class Transition:
     enforced: bool = True
     down_for: float | None = None
     tier: str | None = None
+    tiers: tuple[str, ...] = ()  # PANIC: every tier this one outage left without a provider
     trip_count: int = 0
     traffic_share: float = 1.0
     cause: TripCause | None = None
@@ -180,6 +181,7 @@ class _Pass:
         self.down_since = dict(episodes.down_since)
         self.transitions: list[Transition] = []
         self.notices: list[Transition] = []
+        self.panics: list[tuple[str, _Candidate]] = []  # tiers newly in panic, this pass
 
     def names(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -271,6 +273,7 @@ def decide(
     candidates.sort(key=lambda c: (-c.error_rate, -c.signals.consecutive_failures, c.name))
     for candidate in candidates:
         _trip(work, candidate)
+    _announce_panic(work)
     _expire(work)
     return work.decision()
 
@@ -517,24 +520,37 @@ def _usable(work: _Pass, name: str) -> bool:
 def _panic(work: _Pass, candidate: _Candidate, tier: str) -> None:
     first = tier not in work.panic
     work.panic[tier] = work.now
-    if not first:
+    if first:
+        work.panics.append((tier, candidate))
+
+
+def _announce_panic(work: _Pass) -> None:
+    """One PANIC for every tier this pass left without a provider: one outage that downs many
+    tiers at once is one critical alert naming them all, not one per tier."""
+    if not work.panics:
         return
-    status = work.view.get(candidate.name) or work.state.status(candidate.name)
+    tiers = tuple(dict.fromkeys(tier for tier, _ in work.panics))
+    lead = work.panics[0][1]
+    kept = dict.fromkeys(c.name for _, c in work.panics)
+    why = "; ".join(dict.fromkeys(f"{c.name}: {c.reason}" for _, c in work.panics))
+    named = ", ".join(repr(t) for t in tiers)
     reason = (
-        f"all providers of tier {tier!r} down: not ejecting {candidate.name}, "
-        f"its last usable provider ({candidate.reason}); panic mode"
+        f"all providers of tier{'s' if len(tiers) > 1 else ''} {named} down: not ejecting "
+        f"{', '.join(kept)}, the last usable ({why}); panic mode"
     )
+    status = work.view.get(lead.name) or work.state.status(lead.name)
     event = work.make(
-        candidate.name,
+        lead.name,
         TransitionKind.PANIC,
         status.state,
         status,
         reason,
         critical=True,
         enforced=work.cfg.enforce,
-        tier=tier,
-        error_rate=candidate.error_rate,
-        requests=candidate.requests,
+        tier=tiers[0],
+        tiers=tiers,
+        error_rate=lead.error_rate,
+        requests=lead.requests,
     )
     (work.transitions if work.cfg.enforce else work.notices).append(event)
 

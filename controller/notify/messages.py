@@ -72,7 +72,7 @@ class LinkTemplates:
             "from_ms": str(int((alert.at - self.before_seconds) * 1000)),
             "to_ms": str(int((alert.at + self.after_seconds) * 1000)),
             "provider": quote(alert.provider or "", safe=""),
-            "tier": quote(alert.tier or "", safe=""),
+            "tier": quote((alert.tier or "").split(", ")[0], safe=""),  # the first, if several
         }
         return self.dashboard_url.format_map(values)
 
@@ -110,6 +110,13 @@ def _window(seconds: float) -> str:
     return f"{seconds:g} s" if seconds < 120 else format_duration(seconds)
 
 
+def _tiers(named: str | None) -> str:
+    """'tier fast', or 'tiers fast, frontier' for one outage that downed several."""
+    if not named:
+        return "tier ?"
+    return f"tiers {named}" if ", " in named else f"tier {named}"
+
+
 def headline(alert: Alert) -> str:
     """First line: emoji + a few words."""
     if alert.members:
@@ -119,7 +126,7 @@ def headline(alert: Alert) -> str:
     text = {
         AlertEvent.PROVIDER_TRIPPED: f"{who} tripped{where}",
         AlertEvent.PROVIDER_RECOVERED: f"{who} recovered{where}",
-        AlertEvent.TIER_ALL_DOWN: f"all providers down in tier {alert.tier or '?'}",
+        AlertEvent.TIER_ALL_DOWN: f"all providers down in {_tiers(alert.tier)}",
         AlertEvent.AUTH_FAILURE: f"{who}: auth failure (key rejected or account suspended)",
         AlertEvent.KILL_SWITCH_ENGAGED: f"kill switch engaged: {alert.kill_switch or '?'}",
         AlertEvent.KILL_SWITCH_RELEASED: "kill switch released",
