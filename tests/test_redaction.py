@@ -139,3 +139,22 @@ async def test_a_malformed_client_header_gets_a_short_400_and_one_warning(
     assert CLIENT_KEY not in caplog.text
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [(r.levelname, r.exc_info) for r in loud] == [("WARNING", None)]
+
+
+async def test_a_tls_hello_on_the_plain_port_is_refused_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not HTTP at all (a TLS client, a scanner): refused, logged at DEBUG only, as aiohttp
+    does, so the internet's noise does not fill the log."""
+    caplog.set_level(logging.DEBUG)
+    async with (
+        asyncio.timeout(10),
+        GatewayServer(aiohttp.web.Application(), host="127.0.0.1", port=0, grace=1.0) as front,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32) + b"\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("refused a malformed request" in r.getMessage() for r in caplog.records)

@@ -32,7 +32,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
@@ -109,7 +109,11 @@ class _Handler(RequestHandler):
     ) -> web.StreamResponse:
         if status != 400 or not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
-        log.warning("refused a malformed request from %s (%s)", request.remote, type(exc).__name__)
+        # Not HTTP at all (TLS or a scanner on a plain port): as aiohttp does, not worth a warning
+        level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
+        log.log(
+            level, "refused a malformed request from %s (%s)", request.remote, type(exc).__name__
+        )
         response = web.Response(status=400, text=_MALFORMED)
         response.force_close()
         return response

@@ -3,7 +3,8 @@
     python -m tests.bench.hostile [--limit-mib 256] [--seconds 20] [--json]
 
 Replays the provider-side rows of issue 16 on loopback, one at a time, each while other requests
-go one after another to a well-behaved fake provider on the same event loop:
+go one after another to a well-behaved fake provider on the same event loop (the hostile server
+runs in a child process, so only the client's side of each attack is in the figures):
 
 * ``body-length`` / ``body-close``: a 200 whose body never ends (twice in a row);
 * ``event-lines``: one chunk, then ``data:`` lines without the blank line that ends an event;
@@ -24,23 +25,24 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from controller.model import Message, Request
-from controller.providers import HttpProvider, Timeouts
+from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider
 from tests import hostile_support
 from tests.conftest import adapter
 from tests.hostile_support import (
+    KEY,
     OPENAI_CHUNK,
     SSE_HEAD,
     answering_gzip,
     endless,
     endless_body,
     gzip_bomb,
-    hostile,
     measured,
 )
 from tests.http_client_support import Handler, RawServer
@@ -109,17 +111,48 @@ async def _others(other: HttpProvider, until: asyncio.Future[Any], cap: int) -> 
     return waits
 
 
-async def run_one(name: str, seconds: float, other: HttpProvider) -> dict[str, Any]:
-    handler, attack = attacks()[name]
+async def serve(name: str) -> None:
+    """The child process: the hostile server of attack ``name``, its URL on stdout, until
+    stdin closes."""
+    handler, _ = attacks()[name]
     async with RawServer(handler()) as server:
-        provider = hostile(server)
+        print(server.url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+@contextlib.asynccontextmanager
+async def hostile_process(name: str, limit_mib: int) -> AsyncIterator[HttpProvider]:
+    """An adapter pointed at attack ``name``'s server, run in a child process so that its own
+    writing does not count in this process's figures."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.hostile", "--limit-mib", str(limit_mib),
+        "--serve", name, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None
+    assert child.stdin is not None
+    try:
+        url = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
+        provider = HttpProvider(
+            name="hostile", codec=codec_for("openai"), base_url=url + "/v1", api_key=KEY
+        )
+        try:
+            yield provider
+        finally:
+            await provider.close()
+    finally:
+        child.stdin.close()
+        await asyncio.wait_for(child.wait(), 10)
+
+
+async def run_one(name: str, seconds: float, other: HttpProvider, limit: int) -> dict[str, Any]:
+    _, attack = attacks()[name]
+    async with hostile_process(name, limit) as provider:
         with measured() as memory:
             started = time.perf_counter()
             task = asyncio.ensure_future(asyncio.wait_for(attack(provider), seconds))
             waits = await _others(other, task, 100_000)
             outcomes = [await _ended(task)] if task.exception() else task.result()
             took = time.perf_counter() - started
-            await provider.close()
     return {
         "attack": name,
         "outcomes": outcomes,
@@ -132,14 +165,13 @@ async def run_one(name: str, seconds: float, other: HttpProvider) -> dict[str, A
 
 
 async def main(limit_mib: int, seconds: float, names: list[str]) -> list[dict[str, Any]]:
-    hostile_support.LIMIT = limit_mib * hostile_support.MiB
     rows = []
     async with FakeProvider(name="other") as fake:
         other = adapter(fake, "openai", "other")
         idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_later(1.0, idle.set_result, None)
         rows.append({"attack": "none", "others": _percentiles(await _others(other, idle, 2000))})
-        rows.extend([await run_one(name, seconds, other) for name in names])
+        rows.extend([await run_one(name, seconds, other, limit_mib) for name in names])
         with contextlib.suppress(Exception):
             await other.close()
     return rows
@@ -150,8 +182,13 @@ def cli() -> None:
     parser.add_argument("--limit-mib", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--serve", help="(internal) be the hostile server of this attack")
     parser.add_argument("attacks", nargs="*", default=list(attacks()))
     args = parser.parse_args()
+    hostile_support.LIMIT = args.limit_mib * hostile_support.MiB
+    if args.serve:
+        asyncio.run(serve(args.serve))
+        return
     rows = asyncio.run(main(args.limit_mib, args.seconds, args.attacks))
     for row in rows:
         print(json.dumps(row) if args.json else _line(row))
