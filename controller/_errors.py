@@ -12,6 +12,7 @@ message text::
     │   │   ├── ProviderTimeout          phase: connect | first_token | idle | total
     │   │   ├── ConnectionFailed         refused / reset / closed before an answer
     │   │   ├── MalformedResponse        unparseable body or stream event, truncated stream
+    │   │   │   └── MalformedEvent       one stream event not JSON: skipped, unless most are
     │   │   ├── ResponseTooLarge         an answer, event or line over the gateway's size limits
     │   │   ├── AuthFailed               401/402/403: bad key, suspended or out of credit
     │   │   └── ModelNotFound            404: the configured model or path is unknown there
@@ -172,6 +173,13 @@ class ConnectionFailed(ProviderFault):
 
 class MalformedResponse(ProviderFault):
     error_type = "malformed_response"
+
+
+class MalformedEvent(MalformedResponse):
+    """One stream event whose data is not JSON. A stream skips it (counted, logged once) and goes
+    on; only a stream of mostly such events fails, as :class:`MalformedResponse`."""
+
+    error_type = "malformed_event"
 
 
 class ResponseTooLarge(ProviderFault):

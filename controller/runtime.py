@@ -19,11 +19,11 @@ import asyncio
 import collections
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Tracer
 
 from controller._alert_history import HISTORY, AlertHistory
@@ -56,6 +56,8 @@ from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import Router
 from controller.signals.inflight import InFlight
 from controller.signals.window import SignalWindows
+from controller.telemetry import names
+from controller.telemetry._metrics import METRIC_UNITS
 from controller.telemetry.setup import Telemetry, setup_telemetry
 
 log = logging.getLogger(__name__)
@@ -209,6 +211,7 @@ class Runtime:
             FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()
         )
         self.controller = self._build_controller(config)
+        _count_skipped_events(self.telemetry.meter, self.providers)
         self._wake.controller = self.controller
         self.history = AlertHistory(now=self.controller.now)
         self.dispatcher = Dispatcher(
@@ -433,6 +436,23 @@ def _trace_flip(tracer: Tracer, transition: Transition, *, version: int) -> None
                 "failover.state.version": version,
             },
         )
+
+
+def _count_skipped_events(meter: Meter, providers: Mapping[str, Drillable]) -> None:
+    """``failover.events.skipped``: the unparseable stream events each provider sent (skipped,
+    the stream went on), read from the providers when a reader collects."""
+
+    def observe(_: CallbackOptions) -> Iterable[Observation]:
+        for name, provider in providers.items():
+            count = getattr(provider.inner, "skipped_events", 0)
+            yield Observation(count, {names.ATTR_PROVIDER: name})
+
+    meter.create_observable_counter(
+        names.METRIC_EVENTS_SKIPPED,
+        callbacks=[observe],
+        unit=METRIC_UNITS[names.METRIC_EVENTS_SKIPPED],
+        description="Unparseable stream events skipped (the stream went on)",
+    )
 
 
 def _membership(config: Config) -> dict[str, list[str]]:

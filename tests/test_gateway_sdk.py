@@ -95,6 +95,22 @@ async def test_openai_streaming_fails_over_before_the_first_chunk(
     assert usage.completion_tokens > 0
 
 
+async def test_an_unparseable_event_mid_stream_is_skipped_and_the_answer_arrives_whole(
+    env: GatewayEnv, oai: openai.AsyncOpenAI
+) -> None:
+    """Same format (relayed as it came): the bad event is not forwarded, the rest is."""
+    env.primary.set_fault(Fault(mode=FaultMode.MALFORMED_CHUNK, after_chunks=3))
+    stream = await oai.chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    text, finish = [], None
+    async for chunk in stream:
+        if chunk.choices:
+            text.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert "".join(text).startswith("Hello from primary. This answer came")
+    assert finish == "stop"
+    assert env.backup.requests == 0
+
+
 async def test_openai_tool_round_trip_survives_a_primary_outage(
     env: GatewayEnv, oai: openai.AsyncOpenAI
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import subprocess
 from pathlib import Path
@@ -31,9 +32,12 @@ from controller.providers.base import _transport_error
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from tests.conftest import FORMATS, adapter, drain
 from tests.fakes_chat import unused_port
+from tests.hostile_support import SSE_HEAD, endless, hostile
+from tests.http_client_support import RawServer
 
 FAST = Timeouts(connect=1.0, first_token=0.3, idle=0.3, total=0.6, terminator_grace=0.1)
 HELLO = Request(messages=(Message(role="user", content="hello there"),))
+STREAMED = Request(messages=HELLO.messages, stream=True)
 ErrorType = type[ProviderError] | None
 
 # mode → (non-streaming outcome, streaming outcome); None means a complete answer.
@@ -49,7 +53,7 @@ EXPECTED: dict[FaultMode, tuple[ErrorType, ErrorType]] = {
     FaultMode.SLOW_FIRST_TOKEN: (ProviderTimeout, ProviderTimeout),
     FaultMode.CUT_STREAM: (None, ConnectionFailed),
     FaultMode.STALL_STREAM: (None, ProviderTimeout),
-    FaultMode.MALFORMED_CHUNK: (None, MalformedResponse),
+    FaultMode.MALFORMED_CHUNK: (None, None),  # the bad event is skipped (counted)
     FaultMode.MALFORMED_BODY: (MalformedResponse, None),
     FaultMode.NO_TERMINATOR: (None, None),
     FaultMode.CONTEXT_TOO_LONG: (ContextTooLong, ContextTooLong),
@@ -371,3 +375,33 @@ def test_a_certificate_mismatch_is_told_without_the_address(code: int, words: st
     err = _transport_error(TransportConnectFailed(connect_reason(cause)))
     assert err.message == f"could not connect: the server's TLS certificate: {words}"
     assert "10.0.0.5" not in str(err)
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+async def test_an_unparseable_stream_event_is_skipped_counted_and_logged_once(
+    primary: FakeProvider, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = adapter(primary, kind)
+    primary.set_fault(Fault(mode=FaultMode.MALFORMED_CHUNK, after_chunks=2))
+    chunks: list[StreamChunk] = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="controller.providers.base"):
+            await drain(provider.stream(STREAMED, "model-a", FAST), chunks)
+    finally:
+        await provider.close()
+    assert "".join(c.text for c in chunks) == primary.answer(HELLO, "model-a").message.content
+    assert any(c.finish_reason for c in chunks)
+    assert provider.skipped_events == 1
+    (record,) = [r for r in caplog.records if "unparseable stream event" in r.getMessage()]
+    assert "sk-test" not in record.getMessage()
+
+
+async def test_a_stream_of_nothing_but_bad_events_fails_as_malformed() -> None:
+    async with RawServer(endless(SSE_HEAD, b'data: {"broken": \n\n')) as server:
+        provider = hostile(server)
+        try:
+            with pytest.raises(MalformedResponse, match="unparseable: 17 of 17"):
+                await drain(provider.stream(STREAMED, "model-a", FAST), [])
+        finally:
+            await provider.close()
+    assert provider.skipped_events == 17

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ from multidict import CIMultiDictProxy
 from controller import _json
 from controller._errors import (
     ConnectionFailed,
+    MalformedEvent,
     MalformedResponse,
     PoolFull,
     ProviderError,
@@ -69,7 +71,9 @@ from controller.wire import ClientCodec, HttpCall, SSEEvent, TokenCountCodec
 from controller.wire._relay import UNREAD, Relay, answer_headers
 from controller.wire._sse import MAX_EVENT_BYTES, SSEParser
 
+log = logging.getLogger(__name__)
 _MAX_ERROR_BODY = 64 * 1024
+MAX_BAD_EVENTS = 16  # unparseable events a stream may skip before most of it being bad fails it
 # The most a whole (non-streaming) answer's body may be: the largest real answers (a long
 # structured output, base64 images) are a few MiB. A stream is bounded per event instead.
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -219,6 +223,7 @@ class HttpProvider:
         self._api_key = api_key
         hold(api_key)  # masked wherever a provider's text may quote it
         self._max_connections = max_connections
+        self.skipped_events = 0  # unparseable stream events skipped, since start
         self._max_body = max_response_bytes
         self._max_event = max_event_bytes
         self._proxy = proxy
@@ -344,6 +349,7 @@ class HttpProvider:
         decoder = self._codec.stream_decoder(model)
         relayed = _Relayed(relay) if relay is not None else None
         started = finished = False
+        bad = _BadEvents(self, model)
         while True:
             data = await self._read(resp, model, limits, started=started, finished=finished)
             if not data and (finished or data is None):  # the end, or no terminator in time
@@ -357,7 +363,12 @@ class HttpProvider:
             try:
                 events = parser.feed(data)
                 for event in events:
-                    chunks = decoder.feed(event)
+                    try:
+                        chunks = decoder.feed(event)
+                    except MalformedEvent as exc:
+                        bad.skip(exc)  # not decoded, not relayed: as if it never came
+                        continue
+                    bad.good()
                     if relayed is not None:
                         chunks = relayed.attach(event, chunks, started=started)
                     for chunk in chunks:
@@ -503,6 +514,37 @@ def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:
             "limit (timeouts.stream_total): it is incomplete"
         )
     return ProviderTimeout(f"no stream data ({phase})", phase=phase)
+
+
+class _BadEvents:
+    """A stream's unparseable events: each is skipped and counted (``skipped_events`` on the
+    provider, the ``failover.events.skipped`` metric), the first logged; a stream in which
+    more than :data:`MAX_BAD_EVENTS` came, and more of them than good ones, fails as malformed."""
+
+    __slots__ = ("_good", "_model", "_provider", "count")
+
+    def __init__(self, provider: HttpProvider, model: str) -> None:
+        self._provider, self._model = provider, model
+        self.count = self._good = 0
+
+    def good(self) -> None:
+        self._good += 1
+
+    def skip(self, exc: MalformedEvent) -> None:
+        self.count += 1
+        self._provider.skipped_events += 1
+        if self.count == 1:
+            log.warning(
+                "%s/%s: skipped an unparseable stream event (%s); later ones in this stream "
+                "are counted, not logged",
+                self._provider.name,
+                self._model,
+                exc.message,
+            )
+        if self.count > MAX_BAD_EVENTS and self.count > self._good:
+            raise MalformedResponse(
+                f"stream events unparseable: {self.count} of {self.count + self._good}"
+            )
 
 
 def _transport_error(exc: TransportError) -> ProviderError:

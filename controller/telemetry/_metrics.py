@@ -36,6 +36,7 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
         names.METRIC_STALL_LIMIT: "s",
         names.METRIC_TRIPS: "{trip}",
         names.METRIC_HEDGES: "{attempt}",
+        names.METRIC_EVENTS_SKIPPED: "{event}",
         names.METRIC_TRIPWIRE_THRESHOLD: "1",
         names.METRIC_KILL_SWITCH_ACTIVE: "1",
         names.METRIC_ALERTS: "{alert}",

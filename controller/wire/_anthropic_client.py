@@ -50,6 +50,7 @@ from controller.wire._base import HttpCall, SSEEvent
 from controller.wire._common import (
     error_for_status,
     json_or_none,
+    load_event,
     load_json,
     parse_retry_after,
     require,
@@ -343,7 +344,7 @@ class _StreamDecoder:
         return self._done
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        data = load_json(event.data, what="stream event", model=self._model)
+        data = load_event(event.data, model=self._model)
         kind = require(data, "type", str, what="stream event", model=self._model)
         if event.event and event.event != kind:
             raise self._bad(f"event {event.event!r} carries data of type {kind!r}")

@@ -16,6 +16,7 @@ from controller._errors import (
     ConnectionFailed,
     ContentFiltered,
     ContextTooLong,
+    MalformedEvent,
     MalformedResponse,
     ModelNotFound,
     Overloaded,
@@ -113,6 +114,14 @@ def load_json(body: bytes | str, *, what: str = "response", model: str = "") -> 
         return _json.loads(body)
     except ValueError as exc:
         raise MalformedResponse(f"invalid JSON in {what}: {exc}", model=model) from None
+
+
+def load_event(data: bytes | str, *, model: str = "") -> Any:
+    """A stream event's JSON, or :class:`MalformedEvent` (the stream may skip it)."""
+    try:
+        return _json.loads(data)
+    except ValueError as exc:
+        raise MalformedEvent(f"invalid JSON in a stream event: {exc}", model=model) from None
 
 
 def require(mapping: Any, key: str, kind: type, *, what: str, model: str = "") -> Any:

@@ -38,6 +38,7 @@ from controller.wire._base import HttpCall, SSEEvent
 from controller.wire._common import (
     error_for_status,
     json_or_none,
+    load_event,
     load_json,
     parse_retry_after,
     require,
@@ -364,7 +365,7 @@ class _GeminiStreamDecoder:
         return False  # Gemini sends no terminator event
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        data = load_json(event.data, what="stream event", model=self._model)
+        data = load_event(event.data, model=self._model)
         if not isinstance(data, dict):
             raise MalformedResponse("stream event: expected an object", model=self._model)
         _raise_if_error(data, self._model)

@@ -30,7 +30,13 @@ from controller.model import (
     Usage,
 )
 from controller.wire._base import HttpCall, SSEEvent
-from controller.wire._common import error_for_status, load_json, parse_retry_after, require
+from controller.wire._common import (
+    error_for_status,
+    load_event,
+    load_json,
+    parse_retry_after,
+    require,
+)
 from controller.wire._media import data_url, file_name, media_of
 from controller.wire._openai_common import (
     CHOICES,
@@ -425,7 +431,7 @@ class OpenAIStreamDecoder:
             return []
         if not data:  # a keep-alive
             return []
-        body = load_json(data, what="stream event", model=self._model)
+        body = load_event(data, model=self._model)
         if isinstance(body, dict) and (body.get("error") or event.event == "error"):
             raise ErrorFields.of(body, None).stream_error(self._model, self._provider)
         choices = require(body, "choices", list, what="stream chunk", model=self._model)
