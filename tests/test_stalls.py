@@ -645,3 +645,49 @@ async def test_a_full_pool_sends_the_request_on_instead_of_queueing(
     holder.cancel()
     await asyncio.gather(holder, return_exceptions=True)
     await router.aclose()
+
+
+async def test_an_attempt_that_raises_a_bug_is_not_left_waiting() -> None:
+    """A provider that raises something outside the error tree (a bug) must not leave a waiter
+    behind: it would look like an attempt waiting for ever and trip a healthy provider."""
+
+    class Buggy:
+        name = kind = wire_format = "buggy"
+        server_address, server_port = "127.0.0.1", 0
+
+        async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
+            raise RuntimeError("a bug")
+
+    tier = TierPlan(name="t", targets=(Target(provider="buggy", model="m"),))
+    router = Router(tiers={"t": tier}, providers={"buggy": Buggy()})  # type: ignore[dict-item]
+    with pytest.raises(RuntimeError):
+        await router.complete(HELLO, tier="t")
+    assert router.inflight.providers() == []
+
+
+async def test_a_rescue_skips_another_model_of_the_provider_that_tripped(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    a, b = adapter(primary, "openai", "a"), adapter(backup, "anthropic", "b")
+    targets = (
+        Target(provider="a", model="big"),
+        Target(provider="a", model="small"),
+        Target(provider="b", model="alt"),
+    )
+    holder = StateHolder()
+    router = Router(
+        tiers={"t": TierPlan(name="t", targets=targets)},
+        providers={"a": a, "b": b},
+        state=holder,
+        listeners=[recorder],
+        clock=FakeClock(),
+        default_timeouts=PATIENT,
+    )
+    primary.set_fault(FaultMode.HANG)
+    waiting = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    _trip(holder, "a")
+    answer = await asyncio.wait_for(waiting, 30)
+    await router.aclose()
+    assert (answer.provider, answer.model) == ("b", "alt")
+    assert primary.requests == 1  # a/small was not tried: a is out of rotation

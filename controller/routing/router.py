@@ -404,11 +404,17 @@ class Router:
     ) -> None:
         """Start the request's next target beside ``first``, if it has one and may."""
         queue = route.queue
-        if not race.can_start or route.position + 1 >= len(queue):
+        if not race.can_start or route.attempts >= self._max_attempts:
             return
-        if route.attempts >= self._max_attempts or route.deadline <= self._clock.monotonic():
+        if route.deadline <= self._clock.monotonic():
             return
-        route.position += 1
+        state = self.state.current
+        nxt = route.position + 1
+        while nxt < len(queue) and not _in_rotation(state, queue[nxt].provider):
+            nxt += 1  # e.g. another model of the provider that just tripped
+        if nxt >= len(queue):
+            return
+        route.position = nxt
         cause = Stalled.error_type if reason is AttemptReason.RESCUE else Outpaced.error_type
         attempt = self._try(route, queue[route.position], reason, first.target.provider, cause)
         race.partner = attempt.waiter
@@ -567,6 +573,9 @@ class Router:
         except asyncio.CancelledError:
             self._abandoned(route, attempt, request, start, wall)
             raise
+        except BaseException:  # a bug below us: the attempt must not look as if it still waits
+            self.inflight.ended(attempt.waiter)
+            raise
         self.inflight.answered(attempt.waiter)
         self._emit(
             route,
@@ -599,6 +608,9 @@ class Router:
             raise
         except asyncio.CancelledError:
             self._abandoned(route, attempt, request, start, wall)
+            raise
+        except BaseException:  # a bug below us: the attempt must not look as if it still waits
+            self.inflight.ended(attempt.waiter)
             raise
         self.inflight.answered(attempt.waiter)
         ttfc = self._clock.monotonic() - start
