@@ -248,6 +248,20 @@ async def test_context_too_long_goes_to_the_larger_context_model(
     assert recorder.attempts[-1].reason is AttemptReason.CONTEXT_FALLBACK
 
 
+async def test_a_context_fallback_that_is_also_a_later_target_is_still_reached(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The tier's own next target is its context fallback: a 400 context_length_exceeded goes
+    there (it used to come back as the 400: a fallback equal to any target was skipped)."""
+    alt = Target(provider="backup", model="alt")  # the tier's second target, as make_router has it
+    router = make_router(primary, backup, recorder, context_fallback=alt)
+    primary.set_fault(FaultMode.CONTEXT_TOO_LONG)
+    response = await router.complete(HELLO, tier="frontier")
+    await router.aclose()
+    assert (response.provider, response.model) == ("backup", "alt")
+    assert recorder.attempts[-1].reason is AttemptReason.CONTEXT_FALLBACK
+
+
 @pytest.mark.parametrize(
     "mode", [FaultMode.ERROR_503, FaultMode.HANG, FaultMode.SLOW_FIRST_TOKEN, FaultMode.RESET]
 )

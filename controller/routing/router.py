@@ -299,7 +299,7 @@ class Router:
                     fallback = route.tier.context_fallback
                     if (
                         fallback is None
-                        or fallback in queue
+                        or fallback in queue[: route.position + 1]  # tried already
                         or not self._allowed(route, fallback)
                         or self._capability.missing(request, fallback)
                     ):
