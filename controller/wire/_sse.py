@@ -61,22 +61,28 @@ class SSEParser:
         return events
 
     def _scan(self, raw: bytes, events: list[SSEEvent]) -> None:
-        held = len(self._buffer)  # held bytes hold no newline: only the new ones are searched
         buffer = self._buffer
-        buffer += raw
+        data: bytes | bytearray = raw  # the usual case: nothing held, the lines read in place
+        held = len(buffer)  # held bytes hold no newline: only the new ones are searched
+        if held:
+            buffer += raw
+            data = buffer
         start = 0
-        newline = buffer.find(b"\n", held)
+        newline = data.find(b"\n", held)
         while newline >= 0:
-            event = self._line(bytes(buffer[start:newline]))
+            event = self._line(data[start:newline])
             if event is not None:
                 events.append(event)
             start = newline + 1
-            newline = buffer.find(b"\n", start)
-        del buffer[:start]
+            newline = data.find(b"\n", start)
+        if held:
+            del buffer[:start]
+        elif start < len(raw):
+            buffer += raw[start:]
         if self._size + len(buffer) > self._max_bytes:
             self._too_large()
 
-    def _line(self, raw: bytes) -> SSEEvent | None:
+    def _line(self, raw: bytes | bytearray) -> SSEEvent | None:
         raw = raw.rstrip(b"\r")
         if not raw:
             return self._dispatch()
