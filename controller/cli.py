@@ -33,6 +33,7 @@ from controller.config import (
     readiness_problems,
     resolve_secret,
     set_kill_switch,
+    unreachable,
     usage_problem,
 )
 from controller.control.state import KillSwitch
@@ -202,6 +203,8 @@ def _describe(config: Config) -> list[str]:
             wait, most = _hedge_wait(tier.hedge.after), tier.hedge.per_second
             print(f"{'':28}hedge after {wait}, at most {most:g} a second")
     print(f"  kill switch            {config.effective_kill_switch(warn=False).describe()}")
+    for warning in unreachable(config):
+        print(f"  warning: {warning}")
     trip = config.controller
     threshold = f"threshold {trip.error_rate_threshold:.0%} over {trip.window_seconds:g} s"
     print(f"  tripwire               {trip.mode}, {threshold}")
@@ -226,7 +229,7 @@ def _describe_limits(config: Config) -> None:
             f"{stall.factor:g} x p{stall.quantile * 100:g} of its times to answer, "
             f"{stall.floor_seconds:g}-{stall.ceiling_seconds:g} s, after {stall.min_samples}"
         )
-        print(f"  stalled when waiting   {learned} answers (silent that long; see README)")
+        print(f"  stalled when waiting   {learned} answers (README: How the tripwire works)")
     else:
         print("  stalled when waiting   off (controller.stall.enabled: false)")
     for name, provider in config.providers.items():

@@ -1,6 +1,8 @@
 """The config file and what acts on it: the typed model and its loading (``_model.py``), the
-watcher that hot-reloads a saved edit (``_watch.py``), and the in-place rewrite of the
-``kill_switch`` block that ``failover kill-switch`` does (``_kill_switch_file.py``).
+``models:`` shorthand expanded into tiers before validation (``_shorthand.py``), the targets a
+valid file can never reach (``_reach.py``, for ``failover check``), the watcher that
+hot-reloads a saved edit (``_watch.py``), and the in-place rewrite of the ``kill_switch`` block
+that ``failover kill-switch`` does (``_kill_switch_file.py``).
 
 It sits above ``control/``, ``notify/``, ``providers/`` and ``routing/`` (whose component configs
 it gathers) and below ``runtime.py`` and ``cli.py``; nothing under it imports it.
@@ -15,6 +17,7 @@ from controller.config._model import (
     readiness_problems,
     resolve_secret,
 )
+from controller.config._reach import unreachable
 from controller.config._watch import ConfigWatcher
 
 __all__ = [
@@ -26,5 +29,6 @@ __all__ = [
     "readiness_problems",
     "resolve_secret",
     "set_kill_switch",
+    "unreachable",
     "usage_problem",
 ]

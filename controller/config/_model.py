@@ -41,6 +41,8 @@ from controller._errors import (
     ProviderError,
     ProviderTimeout,
 )
+from controller.config._shorthand import ShorthandError, origin
+from controller.config._shorthand import expand as expand_models
 from controller.control.config import TripwireConfig
 from controller.control.state import KillSwitch
 from controller.control.store import FileStateStore
@@ -487,9 +489,14 @@ def parse_config(text: str, *, source: str = "config") -> Config:
         raise ConfigError("the file must be a YAML mapping (key: value)", source=source)
     _refuse_duplicate_keys(node, [], source)
     try:
+        data, long_form = expand_models(data)
+    except ShorthandError as exc:
+        key = ".".join(exc.loc)
+        raise ConfigError(str(exc), key=key, line=_line_of(node, exc.loc), source=source) from None
+    try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, node, source) from None
+        raise _config_error(exc, node, source, long_form) from None
 
 
 def _refuse_duplicate_keys(node: yaml.Node | None, path: list[str], source: str) -> None:
@@ -513,11 +520,13 @@ def _refuse_duplicate_keys(node: yaml.Node | None, path: list[str], source: str)
             _refuse_duplicate_keys(item, [*path, str(index)], source)
 
 
-def _config_error(exc: ValidationError, node: yaml.Node | None, source: str) -> ConfigError:
+def _config_error(
+    exc: ValidationError, node: yaml.Node | None, source: str, long_form: dict[str, bool]
+) -> ConfigError:
     errors = exc.errors()
     # A misspelled key usually also leaves a required one missing; the spelling is the news.
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = [str(part) for part in first["loc"]]
+    loc = [str(part) for part in first["loc"] if not _is_type_tag(str(part))]
     message = first["msg"].removeprefix("Value error, ")
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, _Ref):
@@ -531,7 +540,17 @@ def _config_error(exc: ValidationError, node: yaml.Node | None, source: str) -> 
     more = len(errors) - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    loc = origin(loc, long_form)  # a tier written under models: is reported there
     return ConfigError(message, key=".".join(loc), line=_line_of(node, loc), source=source)
+
+
+def _is_type_tag(part: str) -> bool:
+    """A part pydantic adds to the path of an error inside a union (``constrained-float``,
+    ``literal['p50','p95']``): not a key of the file."""
+    return "[" in part or part.startswith(("constrained-", "function-")) or part in _SCALARS
+
+
+_SCALARS = frozenset({"int", "float", "str", "bool"})
 
 
 def _line_of(node: yaml.Node | None, loc: list[str], *, exact: bool = False) -> int | None:
