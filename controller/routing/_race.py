@@ -72,14 +72,15 @@ class Race(Generic[T]):
             return False
         return self._owner.uncancel() == 0
 
-    def abandon(self) -> T | None:
+    def abandon(self, *, outpaced: bool = True) -> T | None:
         """The request's own attempt answered first: cancel the companion (it reports itself
-        outpaced). Returns the companion's answer if it too had one, for the caller to discard."""
+        outpaced; ``outpaced=False``: cancelled, the request itself was). Returns the
+        companion's answer if it too had one, for the caller to discard."""
         self._closed = True
         task = self.companion
         if task is None:
             return None
-        if self.partner is not None:
+        if self.partner is not None and outpaced:
             self.partner.lost = Outpaced.error_type
         if not task.done():
             task.cancel()

@@ -377,7 +377,8 @@ class Router:
             if race.took_over():
                 assert race.companion is not None
                 return race.companion.result()
-            await self._discard(race.abandon())  # the client went: the companion goes too
+            # The client went: the companion goes too (cancelled, not outpaced).
+            await self._discard(race.abandon(outpaced=False))
             raise
         except ProviderError as exc:
             race.close()
@@ -406,20 +407,31 @@ class Router:
         queue = route.queue
         if not race.can_start or route.attempts >= self._max_attempts:
             return
-        if route.deadline <= self._clock.monotonic():
-            return
         state = self.state.current
         nxt = route.position + 1
         while nxt < len(queue) and not _in_rotation(state, queue[nxt].provider):
             nxt += 1  # e.g. another model of the provider that just tripped
         if nxt >= len(queue):
             return
-        route.position = nxt
         cause = Stalled.error_type if reason is AttemptReason.RESCUE else Outpaced.error_type
-        attempt = self._try(route, queue[route.position], reason, first.target.provider, cause)
+        try:
+            attempt = self._try(route, queue[nxt], reason, first.target.provider, cause)
+        except DeadlineExceeded:
+            return  # no time left (this runs in the controller's tick: it must not raise)
+        route.position = nxt
         race.partner = attempt.waiter
         lost_as = Stalled if reason is AttemptReason.RESCUE else Outpaced
         race.start(self._companion(route, request, once, attempt), lost_as=lost_as)
+        start, wall = self._clock.monotonic(), self._clock.wall()
+
+        def unstarted(_: object) -> None:
+            # Cancelled before its first step (the request ended in the same turn of the loop):
+            # the attempt never ran, so it is reported here, and no longer counted as waiting.
+            if not attempt.waiter.done:
+                self._abandoned(route, attempt, request, start, wall)
+
+        assert race.companion is not None
+        race.companion.add_done_callback(unstarted)
 
     async def _companion(
         self,

@@ -1,0 +1,268 @@
+"""Edge cases of the rescue and hedge races (:mod:`controller.routing._race`).
+
+Fake providers over loopback, the router on a fake clock. Each test pins down one interleaving:
+the client leaving while a companion attempt runs or before it ran, the companion answering as
+the client leaves, a rescue at the deadline, hedging in panic. Every attempt must be reported
+exactly once, and none may stay registered as waiting (it would trip a healthy provider).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+import pytest
+
+from controller._clock import FakeClock
+from controller.control.state import HealthState, ProviderStatus, StateHolder
+from controller.events import AttemptEvent, Outcome, RouteEvent, RouteOutcome
+from controller.model import Message, Request
+from controller.providers import Timeouts
+from controller.providers.fake import FakeProvider, FaultMode
+from controller.routing.plan import Hedge, Target, TierPlan
+from controller.routing.router import Router
+from tests.conftest import Recorder, adapter
+
+HELLO = Request(messages=(Message(role="user", content="hello"),))
+PATIENT = Timeouts(connect=5.0, first_token=300.0, idle=300.0, total=300.0)
+
+
+def _router(
+    primary: FakeProvider,
+    backup: FakeProvider,
+    listener: object,
+    clock: FakeClock,
+    *,
+    holder: StateHolder | None = None,
+    hedge: Hedge | None = None,
+    max_attempts: int = 6,
+) -> Router:
+    a, b = adapter(primary, "openai", "a"), adapter(backup, "anthropic", "b")
+    targets = (Target(provider="a", model="big"), Target(provider="b", model="alt"))
+    return Router(
+        tiers={"t": TierPlan(name="t", targets=targets, hedge=hedge)},
+        providers={"a": a, "b": b},
+        state=holder,
+        listeners=[listener],  # type: ignore[list-item]
+        clock=clock,
+        default_timeouts=PATIENT,
+        deadline=600.0,
+        max_attempts=max_attempts,
+        rng=random.Random(3),
+    )
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(2000):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def _turns(n: int = 10) -> None:
+    """Let the loop run a few turns (no timer involved)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def _trip(holder: StateHolder, provider: str) -> None:
+    tripped = ProviderStatus(state=HealthState.TRIPPED, since=1.0, traffic_share=0.0)
+    table = {**holder.current.providers, provider: tripped}
+    holder.publish(holder.current.evolve(changed_by="test", now=1.0, providers=table))
+
+
+async def test_a_rescue_cancelled_before_it_ran_is_reported_and_not_left_waiting(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The trip starts a rescue task; the client leaves in the same turn of the loop, so the
+    rescue is cancelled before its first step. Its attempt was counted and registered: it must
+    still be reported, and must not stay waiting on b (b would later trip as stalled)."""
+    clock, holder = FakeClock(), StateHolder()
+    router = _router(primary, backup, recorder, clock, holder=holder)
+    primary.set_fault(FaultMode.HANG)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    task.cancel()  # the client goes: the request's task will run next ...
+    _trip(holder, "a")  # ... and the rescue task it creates after it, so it never ran
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _turns()
+    await router.aclose()
+    assert router.inflight.providers() == []  # nothing left waiting on b
+    assert backup.requests == 0
+    assert sorted((e.provider, e.outcome, e.error_type) for e in recorder.attempts) == [
+        ("a", Outcome.CANCELLED, "cancelled"),
+        ("b", Outcome.CANCELLED, "cancelled"),
+    ]
+    assert [r.outcome for r in recorder.routes] == [RouteOutcome.CANCELLED]
+    assert recorder.routes[0].attempts == 2
+
+
+async def test_the_client_leaving_while_a_hedge_runs_cancels_both_not_outpaced(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """Nothing answered: neither attempt was outpaced (that would count a wasted hedge)."""
+    clock = FakeClock()
+    router = _router(primary, backup, recorder, clock, hedge=Hedge(after=1.0))
+    primary.set_fault(FaultMode.HANG)
+    backup.set_fault(FaultMode.HANG)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(1.0)
+    await _until(lambda: bool(router.inflight.waiting_on("b")), "the hedge waits on b")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _until(lambda: len(recorder.attempts) == 2, "both attempts report")
+    await router.aclose()
+    assert router.inflight.providers() == []
+    assert sorted((e.provider, e.outcome, e.error_type) for e in recorder.attempts) == [
+        ("a", Outcome.CANCELLED, "cancelled"),
+        ("b", Outcome.CANCELLED, "cancelled"),
+    ]
+    assert [r.outcome for r in recorder.routes] == [RouteOutcome.CANCELLED]
+
+
+class _CancelOnAnswer(Recorder):
+    """Cancels ``task`` (the client leaves) the moment ``provider`` answers: in the same turn
+    of the loop as the companion's win."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__()
+        self.provider = provider
+        self.task: asyncio.Future[object] | None = None
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        super().on_attempt(event)
+        if event.provider == self.provider and event.outcome is Outcome.SUCCESS:
+            assert self.task is not None
+            self.task.cancel()
+
+    def on_route(self, event: RouteEvent) -> None:
+        super().on_route(event)
+
+
+async def test_the_client_leaving_as_the_rescue_answers_is_honoured(
+    primary: FakeProvider, backup: FakeProvider
+) -> None:
+    clock, holder = FakeClock(), StateHolder()
+    listener = _CancelOnAnswer("b")
+    router = _router(primary, backup, listener, clock, holder=holder)
+    primary.set_fault(FaultMode.HANG)
+    task: asyncio.Future[object] = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    listener.task = task
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    _trip(holder, "a")
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _turns()
+    await router.aclose()
+    assert router.inflight.providers() == []
+    assert len(listener.attempts) == 2
+    assert [r.outcome for r in listener.routes] == [RouteOutcome.CANCELLED]
+
+
+async def test_a_won_rescue_leaves_the_request_task_uncancelled(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The rescue's cancellation of the request's task is withdrawn: a timeout the caller
+    sets afterwards in the same task still works (Python 3.11 counts cancellations)."""
+    clock, holder = FakeClock(), StateHolder()
+    router = _router(primary, backup, recorder, clock, holder=holder)
+    primary.set_fault(FaultMode.HANG)
+
+    async def caller() -> tuple[str, int, bool]:
+        async with asyncio.timeout(60):  # the gateway's own bound around the request
+            answer = await router.complete(HELLO, tier="t")
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(10)
+        except TimeoutError:
+            timed_out = True
+        return answer.provider, me.cancelling(), timed_out
+
+    task = asyncio.ensure_future(caller())
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    _trip(holder, "a")
+    assert await asyncio.wait_for(task, 30) == ("b", 0, True)
+    await router.aclose()
+    assert router.inflight.providers() == []
+
+
+async def test_no_hedge_in_panic(primary: FakeProvider, backup: FakeProvider) -> None:
+    """Every provider of the tier tripped: the plan panics, and a hedge has nowhere to go."""
+    clock, holder = FakeClock(), StateHolder()
+    recorder = Recorder()
+    router = _router(primary, backup, recorder, clock, holder=holder, hedge=Hedge(after=1.0))
+    _trip(holder, "a")
+    _trip(holder, "b")
+    primary.set_fault(FaultMode.HANG)
+    backup.set_fault(FaultMode.HANG)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.providers()), "the request waits")
+    clock.advance(5.0)
+    await _turns()
+    await asyncio.sleep(0.05)
+    assert sum(len(router.inflight.waiting_on(p)) for p in ("a", "b")) == 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await router.aclose()
+    assert len(recorder.attempts) == 1
+
+
+async def test_a_rescue_respects_max_attempts(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    clock, holder = FakeClock(), StateHolder()
+    router = _router(primary, backup, recorder, clock, holder=holder, max_attempts=1)
+    primary.set_fault(FaultMode.HANG)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    _trip(holder, "a")
+    await _turns()
+    assert router.inflight.waiting_on("b") == []
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await router.aclose()
+    assert backup.requests == 0
+
+
+class _Jumpy(FakeClock):
+    """A fake clock that, once ``jump`` is set, moves that far on every reading: time passes
+    between two readings of the same step, as it does on a real clock."""
+
+    jump = 0.0
+
+    def monotonic(self) -> float:
+        now = super().monotonic()
+        if self.jump:
+            self.advance(self.jump)
+        return now
+
+
+async def test_a_rescue_as_the_deadline_passes_does_not_raise_into_the_publisher(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The state watcher runs in the controller's tick and must not raise: a rescue reads the
+    clock once to decide whether time is left, and goes with that reading (here 5 s left;
+    a second reading would find the deadline passed and raise DeadlineExceeded)."""
+    clock, holder = _Jumpy(), StateHolder()
+    router = _router(primary, backup, recorder, clock, holder=holder)
+    primary.set_fault(FaultMode.HANG)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t", deadline=10.0))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(10.0 - 5.0)  # the deadline is 5 s away ...
+    clock.jump = 6.0  # ... and passes between two readings of the clock
+    try:
+        _trip(holder, "a")  # must not raise
+    finally:
+        clock.jump = 0.0
+    answer = await asyncio.wait_for(task, 30)
+    await router.aclose()
+    assert answer.provider == "b"
+    assert router.inflight.providers() == []
+    assert len(recorder.attempts) == recorder.routes[0].attempts == 2
