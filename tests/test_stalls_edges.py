@@ -266,3 +266,37 @@ async def test_a_rescue_as_the_deadline_passes_does_not_raise_into_the_publisher
     assert answer.provider == "b"
     assert router.inflight.providers() == []
     assert len(recorder.attempts) == recorder.routes[0].attempts == 2
+
+
+async def test_a_failed_rescue_moves_on_rather_than_leave_the_request_on_the_dead_provider(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """a hangs and trips; the rescue on b fails at once (500). The request must not then sit
+    out a's whole timeout: c is next."""
+    async with FakeProvider(name="third") as third:
+        clock, holder = FakeClock(), StateHolder()
+        names = {"a": primary, "b": backup, "c": third}
+        router = Router(
+            tiers={
+                "t": TierPlan(
+                    name="t",
+                    targets=tuple(Target(provider=n, model="m") for n in names),
+                )
+            },
+            providers={n: adapter(f, "openai", n) for n, f in names.items()},
+            state=holder,
+            listeners=[recorder],
+            clock=clock,
+            default_timeouts=PATIENT,
+            deadline=600.0,
+        )
+        primary.set_fault(FaultMode.HANG)
+        backup.set_fault(FaultMode.ERROR_500)
+        task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+        await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+        _trip(holder, "a")
+        answer = await asyncio.wait_for(task, 10)
+        await router.aclose()
+    assert answer.provider == "c"
+    assert router.inflight.providers() == []
+    assert len(recorder.attempts) == recorder.routes[0].attempts

@@ -60,6 +60,16 @@ class Race(Generic[T]):
         self._primary.lost = self._lost_as.error_type
         self._owner.cancel()
 
+    def failed(self, task: asyncio.Task[T]) -> bool:
+        """Whether the companion ``task`` failed while the request's own attempt still waits;
+        its place is then free again (a rescue may take it)."""
+        if task is not self.companion or self._closed or self._primary.done:
+            return False
+        if task.cancelled() or task.exception() is None:
+            return False
+        self.companion = self.partner = None
+        return True
+
     def close(self) -> None:
         """The request's own attempt has settled: the companion can no longer interrupt it."""
         self._closed = True

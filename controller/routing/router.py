@@ -424,14 +424,18 @@ class Router:
         race.start(self._companion(route, request, once, attempt), lost_as=lost_as)
         start, wall = self._clock.monotonic(), self._clock.wall()
 
-        def unstarted(_: object) -> None:
-            # Cancelled before its first step (the request ended in the same turn of the loop):
-            # the attempt never ran, so it is reported here, and no longer counted as waiting.
+        def settled(task: asyncio.Task[tuple[T, Target]]) -> None:
             if not attempt.waiter.done:
+                # Cancelled before its first step (the request ended in the same turn of the
+                # loop): it never ran, so it is reported here, and no longer counted as waiting.
                 self._abandoned(route, attempt, request, start, wall)
+            elif race.failed(task) and not _in_rotation(self.state.current, first.target.provider):
+                # It failed while the request still waits on a provider out of rotation: rescue
+                # it on the target after (the plan is not in panic: ``first`` had a companion).
+                self._second(route, request, once, race, first, AttemptReason.RESCUE)
 
         assert race.companion is not None
-        race.companion.add_done_callback(unstarted)
+        race.companion.add_done_callback(settled)
 
     async def _companion(
         self,
