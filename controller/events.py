@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from controller._frozen import quick_init
 from controller.model import Usage
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class AttemptReason(enum.StrEnum):
     HEDGE = "hedge"  # next provider, beside an attempt slower than the tier's hedge wait
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptEvent:
     """One attempt at one provider. Times: ``start``/``end`` monotonic, ``start_wall`` epoch."""
@@ -101,6 +103,7 @@ class RouteOutcome(enum.StrEnum):
     CANCELLED = "cancelled"  # the client left (or the shutdown cut it) before the answer ended
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteEvent:
     """One routed request, emitted once when it ends."""

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from controller._frozen import quick_init
+
 Role = Literal["user", "assistant", "tool"]
 
 
@@ -43,6 +45,7 @@ class ToolDefinition:
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCall:
     """A call the model asked for. ``arguments`` is the JSON text of the argument object."""
@@ -52,6 +55,7 @@ class ToolCall:
     arguments: str = "{}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TextPart:
     """A piece of text among a turn's images or documents."""
@@ -88,6 +92,7 @@ class DocumentPart:
 Part = TextPart | ImagePart | DocumentPart
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
     """One conversation turn.
@@ -147,6 +152,7 @@ class Untranslatable:
     path: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Origin:
     """What the gateway saw of a client's request besides its parsed body, for the server
@@ -180,6 +186,7 @@ class Origin:
 NO_ORIGIN = Origin()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Source:
     """The client's request as it came, for a provider that speaks the client's format.
@@ -202,6 +209,7 @@ class Source:
     full: Callable[[], Request] | None = field(default=None, repr=False, compare=False)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     """A provider-neutral chat request. The router chooses the concrete model per attempt.
@@ -227,6 +235,7 @@ class Request:
     source: Source | None = field(default=None, repr=False, compare=False)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
@@ -237,6 +246,7 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Response:
     """A complete answer. ``provider`` and ``model`` name what actually served it."""
@@ -251,6 +261,7 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()  # the provider's, relayed with ``raw``
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCallDelta:
     """A piece of a streamed tool call.
@@ -265,6 +276,7 @@ class ToolCallDelta:
     arguments: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamChunk:
     """One decoded piece of a streamed answer.

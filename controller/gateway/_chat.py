@@ -42,6 +42,7 @@ from controller._errors import (
     ProviderError,
     StreamInterrupted,
 )
+from controller._frozen import quick_init
 from controller.gateway._formats import (
     HEADER_MODEL,
     HEADER_PROVIDER,
@@ -71,6 +72,7 @@ _SSE_HEADERS = {
 SHUTTING_DOWN = Overloaded("the gateway is shutting down; retry the request", status=503)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One decoded front request."""

@@ -50,6 +50,7 @@ from controller._errors import (
     ResponseTooLarge,
     StreamTooLong,
 )
+from controller._frozen import quick_init
 from controller._redact import hold, scrub
 from controller.model import Request, Response, StreamChunk, Untranslatable
 from controller.providers._http import (
@@ -91,6 +92,7 @@ _STATIC_HEADERS = {
 T = TypeVar("T")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timeouts:
     """Per-attempt limits, in seconds.
@@ -131,6 +133,7 @@ class Timeouts:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class _StreamLimits:
     """When a stream's waits end, on the monotonic clock: its first chunk by ``first_by``

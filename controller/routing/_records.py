@@ -20,6 +20,7 @@ from controller._errors import (
     FailoverError,
     ProviderError,
 )
+from controller._frozen import quick_init
 from controller.events import (
     AttemptEvent,
     AttemptReason,
@@ -64,6 +65,7 @@ class Route:
     dropped: tuple[str, ...] = ()  # features the serving provider's format could not carry
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Try:
     """Who is being tried, and why. ``waiter`` is its entry among the attempts waiting for an

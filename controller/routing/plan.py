@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from controller._frozen import quick_init
 from controller.control.state import RoutingState
 
 
@@ -60,6 +61,7 @@ class TierPlan:
     hedge: Hedge | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Plan:
     targets: tuple[Target, ...]

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from controller._errors import ProviderError
+from controller._frozen import quick_init
 from controller.model import Request, Response, StreamChunk, Untranslatable
 
 if TYPE_CHECKING:
     from controller.wire._relay import Relay
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
     """One server-sent event. ``event`` is empty when the stream names none."""
@@ -21,6 +23,7 @@ class SSEEvent:
     event: str = ""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpCall:
     """What a client codec asks the transport to send. ``path`` is appended to the base URL.

@@ -1,0 +1,91 @@
+"""controller._frozen.quick_init builds the same objects as the dataclass's own __init__."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import controller
+from controller._frozen import quick_init
+
+
+def _quick_classes() -> list[type]:
+    found: dict[str, type] = {}
+    for module in pkgutil.walk_packages(controller.__path__, "controller."):
+        for value in vars(importlib.import_module(module.name)).values():
+            if isinstance(value, type) and "__dataclass_init__" in value.__dict__:
+                found[f"{value.__module__}.{value.__qualname__}"] = value
+    return [found[name] for name in sorted(found)]
+
+
+QUICK = _quick_classes()
+
+
+def test_the_request_path_records_use_it() -> None:
+    names = {cls.__name__ for cls in QUICK}
+    assert {"Request", "Source", "Response", "AttemptEvent", "RouteEvent", "HttpCall"} <= names
+
+
+@pytest.mark.parametrize("cls", QUICK, ids=lambda cls: cls.__qualname__)
+def test_it_builds_what_the_dataclass_init_builds(cls: Any) -> None:
+    fields = dataclasses.fields(cls)
+    every = {f.name: object() for f in fields}  # a distinct value per field
+    required = {
+        f.name: every[f.name]
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    for kwargs in (every, required):
+        quick = cls(**kwargs)
+        slow = object.__new__(cls)
+        cls.__dataclass_init__(slow, **kwargs)
+        assert [getattr(quick, f.name) for f in fields] == [getattr(slow, f.name) for f in fields]
+    positional = [every[f.name] for f in fields if not f.kw_only]
+    if positional and len(positional) == len(fields):
+        assert cls(*positional) == cls(**every)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(cls(**every), fields[0].name, None)
+
+
+def test_defaults_factories_and_keyword_only_fields_are_kept() -> None:
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Record:
+        a: int
+        b: str = "b"
+        c: list[int] = field(default_factory=list)
+        d: int = field(default=4, kw_only=True)
+
+    assert Record(1) == Record(1, "b", [], d=4)
+    assert Record(1).c is not Record(1).c  # a fresh list each time, as the factory makes
+    assert dataclasses.replace(Record(1), b="z") == Record(1, "z")
+    with pytest.raises(TypeError):
+        Record(1, "b", [], 4)  # type: ignore[call-arg]  # d is keyword-only
+    with pytest.raises(TypeError):
+        Record()  # type: ignore[call-arg]
+
+
+def test_it_refuses_what_it_cannot_build_the_same() -> None:
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclass(slots=True)
+    class Mutable:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class PostInit:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    for cls in (NoSlots, Mutable, PostInit):
+        with pytest.raises(TypeError):
+            quick_init(cls)
