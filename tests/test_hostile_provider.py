@@ -22,6 +22,7 @@ from controller.config._model import ProviderKind
 from controller.events import AttemptReason, Outcome
 from controller.model import Message, Request, StreamChunk
 from controller.providers import HttpProvider, Timeouts
+from controller.providers._http import BODIES_IN_FLIGHT
 from controller.providers._http_body import INFLATED, INFLATED_IN_FLIGHT
 from controller.providers.base import MAX_RESPONSE_BYTES
 from controller.providers.fake import FakeProvider
@@ -82,6 +83,30 @@ async def test_an_endless_body_is_cut_at_the_cap_and_fails_over(declared: bool) 
     cap = MAX_RESPONSE_BYTES / MiB
     assert memory.growth < 2 * cap + SLACK, memory  # the pieces, then nothing joined
     assert memory.after - memory.before < SLACK, memory  # given back at once
+
+
+async def test_endless_bodies_at_once_share_their_providers_budget_only() -> None:
+    """Row 1, many at once: each answer stops at 32 MiB, and those of one provider together
+    at 256 MiB (12 of them would hold 384 MiB); another provider's answers are not touched."""
+    async with (
+        asyncio.timeout(30),
+        RawServer(endless_body(declared=True)) as server,
+        FakeProvider(name="other") as fake,
+    ):
+        provider, other = hostile(server), adapter(fake, "openai", "other")
+        with measured() as memory:
+            calls = [provider.complete(HELLO, "m", LIMITS) for _ in range(12)]
+            outcomes = await asyncio.gather(
+                *calls, other.complete(HELLO, "m", LIMITS), return_exceptions=True
+            )
+        await provider.close()
+        await other.close()
+    *refused, served = outcomes
+    assert all(isinstance(o, ResponseTooLarge) for o in refused), refused
+    assert any("being read from the provider are over 256 MiB" in str(o) for o in refused)
+    assert not isinstance(served, BaseException), served
+    assert memory.growth < BODIES_IN_FLIGHT / MiB + MAX_RESPONSE_BYTES / MiB + SLACK, memory
+    assert memory.after - memory.before < SLACK, memory
 
 
 async def test_the_body_limit_is_the_configured_one() -> None:

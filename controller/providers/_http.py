@@ -15,11 +15,13 @@ What it does, and no more (the calls are POSTs of a JSON body to a provider's AP
   retried automatically; the router's retry and failover policy decides);
 * bodies by ``Content-Length``, chunked, or up to the end of the connection; 1xx answers
   skipped; a streaming body read back-pressured (the socket is paused while more than
-  ``_HIGH_WATER`` bytes wait unread); headers bounded (``_MAX_HEAD`` bytes, ``_MAX_FIELDS``);
+  ``HIGH_WATER`` bytes wait unread); headers bounded (``_MAX_HEAD`` bytes, ``_MAX_FIELDS``);
 * ``Accept-Encoding: identity`` is what callers send (see ``base.py``), and a gzip or deflate
-  body sent anyway is decoded, in pieces of at most ``_HIGH_WATER`` and ``MAX_INFLATED`` in all,
+  body sent anyway is decoded, in pieces of at most ``HIGH_WATER`` and ``MAX_INFLATED`` in all,
   all answers together within ``INFLATED_IN_FLIGHT`` (:mod:`controller.providers._http_body`);
-* a body handed out past the caller's ``max_body`` is :class:`TooLarge` (the connection closed);
+* a body read whole stops at the caller's ``max_body``, and all those being read from one
+  provider together at ``BODIES_IN_FLIGHT`` (an answer alone may always reach its own limit):
+  :class:`TooLarge`, the connection closed (the answer itself: :mod:`._http_answer`);
 * addresses cached, happy eyeballs, one TLS context: :mod:`controller.providers._http_connect`;
 * an HTTP proxy when given one (``HTTPS_PROXY`` and the rest, resolved by the caller):
   :mod:`controller.providers._http_proxy`, CONNECT tunnels for https;
@@ -45,8 +47,8 @@ from urllib.parse import quote, urlencode, urlsplit
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from controller.providers._http_body import HIGH_WATER as _HIGH_WATER
-from controller.providers._http_body import Inflater
+from controller.providers._http_answer import HttpResponse
+from controller.providers._http_body import Budget
 from controller.providers._http_connect import (
     BadResponse,
     ConnectFailed,
@@ -80,157 +82,8 @@ __all__ = [
 _MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may take
 _MAX_FIELDS = 128  # header (or trailer) fields an answer may have
 KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's default too)
+BODIES_IN_FLIGHT = 256 * 1024 * 1024  # whole bodies being read from one provider, together
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # left as they are when the base URL's path is quoted
-
-
-def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):g} MiB" if size >= 1024 * 1024 else f"{size} bytes"
-
-
-# ------------------------------------------------------------------------------- answer
-class HttpResponse:
-    """One answer: status and headers at once, the body as it arrives.
-
-    Read it with :meth:`read` (all of it) or :meth:`readany` (the next piece), then always call
-    :meth:`release`: a connection whose answer was read to the end goes back to the pool, any
-    other is closed.
-    """
-
-    __slots__ = (
-        "_conn",
-        "_decoder",
-        "_done",
-        "_error",
-        "_limit",
-        "_out",
-        "_pieces",
-        "_size",
-        "_waiter",
-        "headers",
-        "status",
-    )
-
-    def __init__(
-        self,
-        conn: _Connection,
-        status: int,
-        headers: CIMultiDictProxy[str],
-        limit: int | None = None,
-    ) -> None:
-        self._conn: _Connection | None = conn
-        self._limit = limit  # body bytes (decoded) this answer may hand out
-        self._out = 0
-        self.status = status
-        self.headers = headers
-        self._pieces: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._done = False
-        self._error: TransportError | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._decoder = Inflater.for_encoding(headers.get("content-encoding", ""))
-
-    async def read(self) -> bytes:
-        """The rest of the body. Other tasks get the loop after each ``_HIGH_WATER`` read: a
-        body already received (a compression bomb inflating, say) does not hold it for its
-        whole length, and a small one (most answers) costs no extra turn of the loop."""
-        parts = []
-        unyielded = 0
-        try:
-            while piece := await self.readany():
-                parts.append(piece)
-                unyielded += len(piece)
-                if unyielded >= _HIGH_WATER:
-                    unyielded = 0
-                    await asyncio.sleep(0)
-        except BaseException:
-            parts.clear()  # not kept alive by the traceback, which outlives this call
-            raise
-        return b"".join(parts)
-
-    async def readany(self) -> bytes:
-        """What has arrived of the body since the last read (waiting for something when
-        nothing has), at most ``_HIGH_WATER`` bytes of it when it was compressed; b"" at its
-        end."""
-        while True:
-            if self._error is not None:
-                raise self._error
-            try:
-                data = self._take()
-                if data:
-                    return data
-                if self._done:
-                    if self._decoder is not None:
-                        self._decoder.finish()
-                    return b""
-            except BadResponse as exc:
-                self._error = exc
-                raise
-            conn = self._conn
-            if conn is None:
-                raise ResponseCut("the answer was released before it was read to the end")
-            self._waiter = conn.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def _take(self) -> bytes:
-        """The next piece there is to hand out (b"" when none), the socket resumed once
-        what is held unread drops below ``_HIGH_WATER``."""
-        was = self._size
-        if self._decoder is not None:
-            data = self._decoder.pull()
-            self._size = self._decoder.pending
-        elif self._pieces:
-            data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
-            self._pieces.clear()
-            self._size = 0
-        else:
-            return b""
-        self._out += len(data)
-        if self._limit is not None and self._out > self._limit:
-            self._pieces.clear()
-            raise TooLarge(f"the provider's answer is over {_mib(self._limit)}")
-        if was >= _HIGH_WATER and self._size < _HIGH_WATER and self._conn is not None:
-            self._conn.resume()
-        return data
-
-    def release(self) -> None:
-        """Done with this answer (idempotent): its connection is reused or closed."""
-        conn, self._conn = self._conn, None
-        if self._decoder is not None:
-            self._decoder.close()
-        if conn is not None:
-            conn.finished(reusable=self._done and self._error is None)
-
-    # --- fed by the connection
-    def _feed(self, data: bytes) -> None:
-        """Body bytes off the wire: held as they came (still compressed, if they are) until
-        read; the socket paused while ``_HIGH_WATER`` of them wait."""
-        if not data or self._error is not None:
-            return
-        if self._decoder is not None:
-            self._decoder.feed(data)
-        else:
-            self._pieces.append(data)
-        self._size += len(data)
-        if self._size >= _HIGH_WATER and self._conn is not None:
-            self._conn.pause()
-        self._wake()
-
-    def _finish(self) -> None:
-        self._done = True
-        self._wake()
-
-    def _fail(self, error: TransportError) -> None:
-        if not self._done and self._error is None:
-            self._error = error
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 # ------------------------------------------------------------------------------- connection
@@ -387,7 +240,8 @@ class _Connection(asyncio.Protocol):
         headers = CIMultiDictProxy(CIMultiDict(self._headers))
         coding = ",".join(headers.getall("transfer-encoding", ())).lower()
         self._length_known = "content-length" in headers or "chunked" in coding
-        self._response = response = HttpResponse(self, status, headers, self._max_body)
+        budget = self._pool.bodies if self._max_body is not None else None
+        self._response = response = HttpResponse(self, status, headers, self._max_body, budget)
         self._unframed = 0
         head.set_result(response)
 
@@ -444,6 +298,7 @@ class HttpClient:
             self._via(proxy)
         self._max = max_connections
         self._keepalive = keepalive
+        self.bodies = Budget(BODIES_IN_FLIGHT)  # whole bodies being read from this provider
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()

@@ -52,9 +52,11 @@ class Budget:
         self.cap = cap
         self.used = 0
 
-    def take(self, size: int) -> bool:
-        """Charge ``size`` bytes; False (nothing charged) when that would pass the cap."""
-        if self.used + size > self.cap:
+    def take(self, size: int, held: int = 0) -> bool:
+        """Charge ``size`` bytes to a holder that has ``held`` of them; False (nothing charged)
+        when that would pass the cap while others hold some (alone, a holder is bounded by its
+        own limit: one answer is never refused for the budget's sake)."""
+        if self.used + size > self.cap and self.used > held:
             return False
         self.used += size
         return True
@@ -154,7 +156,7 @@ class Inflater:
         self._total += size
         if self._total > MAX_INFLATED:
             raise TooLarge("the answer's compressed body inflates past 64 MiB")
-        if not self._budget.take(size):
+        if not self._budget.take(size, self._charged):
             raise TooLarge(
                 f"the compressed answers being read inflate past "
                 f"{self._budget.cap // (1024 * 1024)} MiB together"

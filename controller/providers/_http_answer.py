@@ -1,0 +1,213 @@
+"""One answer of the provider client (:mod:`controller.providers._http`): status and headers at
+once, the body as it arrives, bounded.
+
+The connection feeds it body bytes (``_feed``), its end (``_finish``) or a failure (``_fail``);
+whoever sent the request reads it (:meth:`HttpResponse.read`, :meth:`HttpResponse.readany`) and
+then releases it. Unread bytes pause the socket past ``HIGH_WATER``; a compressed body is
+decoded as it is read (:class:`~controller.providers._http_body.Inflater`); a body read whole
+(``limit`` given) stops at ``limit`` and, with the other answers charged to the same ``budget``
+(those of one provider), at the budget's cap: :class:`TooLarge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Protocol
+
+from multidict import CIMultiDictProxy
+
+from controller.providers._http_body import HIGH_WATER as _HIGH_WATER
+from controller.providers._http_body import Budget, Inflater
+from controller.providers._http_connect import (
+    BadResponse,
+    ResponseCut,
+    TooLarge,
+    TransportError,
+)
+
+__all__ = ["Connection", "HttpResponse"]
+
+
+class Connection(Protocol):
+    """What an answer needs of the connection it arrives on."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def finished(self, *, reusable: bool) -> None: ...
+
+
+def mib(size: int) -> str:
+    """``size`` in MiB when it is that large (the words of a limit in a message)."""
+    return f"{size / (1024 * 1024):g} MiB" if size >= 1024 * 1024 else f"{size} bytes"
+
+
+class HttpResponse:
+    """One answer: status and headers at once, the body as it arrives.
+
+    Read it with :meth:`read` (all of it) or :meth:`readany` (the next piece), then always call
+    :meth:`release`: a connection whose answer was read to the end goes back to the pool, any
+    other is closed.
+    """
+
+    __slots__ = (
+        "_budget",
+        "_charged",
+        "_conn",
+        "_decoder",
+        "_done",
+        "_error",
+        "_limit",
+        "_out",
+        "_pieces",
+        "_size",
+        "_waiter",
+        "headers",
+        "status",
+    )
+
+    def __init__(
+        self,
+        conn: Connection,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        limit: int | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self._conn: Connection | None = conn
+        self._limit = limit  # body bytes (decoded) this answer may hand out
+        self._budget = budget  # shared with the other answers being read whole
+        self._out = 0
+        self._charged = 0  # of _out, what the budget was charged
+        self.status = status
+        self.headers = headers
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._done = False
+        self._error: TransportError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._decoder = Inflater.for_encoding(headers.get("content-encoding", ""))
+
+    async def read(self) -> bytes:
+        """The rest of the body. Other tasks get the loop after each ``_HIGH_WATER`` read: a
+        body already received (a compression bomb inflating, say) does not hold it for its
+        whole length, and a small one (most answers) costs no extra turn of the loop."""
+        parts = []
+        unyielded = 0
+        try:
+            while piece := await self.readany():
+                parts.append(piece)
+                unyielded += len(piece)
+                if unyielded >= _HIGH_WATER:
+                    unyielded = 0
+                    await asyncio.sleep(0)
+        except BaseException:
+            parts.clear()  # not kept alive by the traceback, which outlives this call
+            raise
+        return b"".join(parts)
+
+    async def readany(self) -> bytes:
+        """What has arrived of the body since the last read (waiting for something when
+        nothing has), at most ``_HIGH_WATER`` bytes of it when it was compressed; b"" at its
+        end."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                data = self._take()
+                if data:
+                    return data
+                if self._done:
+                    if self._decoder is not None:
+                        self._decoder.finish()
+                    return b""
+            except BadResponse as exc:
+                self._error = exc
+                raise
+            conn = self._conn
+            if conn is None:
+                raise ResponseCut("the answer was released before it was read to the end")
+            self._waiter = conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _take(self) -> bytes:
+        """The next piece there is to hand out (b"" when none), the socket resumed once
+        what is held unread drops below ``_HIGH_WATER``."""
+        was = self._size
+        if self._decoder is not None:
+            data = self._decoder.pull()
+            self._size = self._decoder.pending
+        elif self._pieces:
+            data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
+            self._pieces.clear()
+            self._size = 0
+        else:
+            return b""
+        self._out += len(data)
+        if self._limit is not None:
+            self._within(len(data))
+        if was >= _HIGH_WATER and self._size < _HIGH_WATER and self._conn is not None:
+            self._conn.resume()
+        return data
+
+    def _within(self, size: int) -> None:
+        """Raises TooLarge when a body read whole passes its limit or its budget."""
+        assert self._limit is not None
+        if self._out > self._limit:
+            self._pieces.clear()
+            raise TooLarge(f"the provider's answer is over {mib(self._limit)}")
+        budget = self._budget
+        if budget is not None:
+            if not budget.take(size, self._charged):
+                self._pieces.clear()
+                raise TooLarge(
+                    f"the answers being read from the provider are over {mib(budget.cap)}"
+                )
+            self._charged += size
+
+    def release(self) -> None:
+        """Done with this answer (idempotent): its connection is reused or closed."""
+        if self._budget is not None:
+            self._budget.give(self._charged)
+            self._charged = 0
+        conn, self._conn = self._conn, None
+        if self._decoder is not None:
+            self._decoder.close()
+        if conn is not None:
+            conn.finished(reusable=self._done and self._error is None)
+
+    # --- fed by the connection
+    def _feed(self, data: bytes) -> None:
+        """Body bytes off the wire: held as they came (still compressed, if they are) until
+        read; the socket paused while ``_HIGH_WATER`` of them wait."""
+        if not data or self._error is not None:
+            return
+        if self._decoder is not None:
+            self._decoder.feed(data)
+        else:
+            self._pieces.append(data)
+        self._size += len(data)
+        if self._size >= _HIGH_WATER and self._conn is not None:
+            self._conn.pause()
+        self._wake()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def _fail(self, error: TransportError) -> None:
+        if not self._done and self._error is None:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
