@@ -15,13 +15,17 @@ from collections.abc import Callable
 import pytest
 
 from controller._clock import FakeClock
-from controller.control.state import HealthState, ProviderStatus, StateHolder
+from controller.control.config import TripwireConfig
+from controller.control.loop import Controller
+from controller.control.state import HealthState, KillSwitch, ProviderStatus, StateHolder
+from controller.control.store import MemoryStateStore
 from controller.events import AttemptEvent, Outcome, RouteEvent, RouteOutcome
 from controller.model import Message, Request
 from controller.providers import Timeouts
-from controller.providers.fake import FakeProvider, FaultMode
+from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing.plan import Hedge, Target, TierPlan
 from controller.routing.router import Router
+from controller.signals.window import SignalWindows
 from tests.conftest import Recorder, adapter
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
@@ -300,3 +304,85 @@ async def test_a_failed_rescue_moves_on_rather_than_leave_the_request_on_the_dea
     assert answer.provider == "c"
     assert router.inflight.providers() == []
     assert len(recorder.attempts) == recorder.routes[0].attempts
+
+
+class _ExpireOnAnswer(Recorder):
+    """Makes the caller's own ``asyncio.timeout`` expire the moment ``provider`` answers: in
+    the same turn of the loop as the companion's win (two cancellations of one task)."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__()
+        self.provider = provider
+        self.bound: asyncio.Timeout | None = None
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        super().on_attempt(event)
+        if event.provider == self.provider and event.outcome is Outcome.SUCCESS:
+            assert self.bound is not None
+            self.bound.reschedule(asyncio.get_running_loop().time())
+
+
+async def test_the_callers_timeout_expiring_as_the_rescue_answers_is_a_timeout(
+    primary: FakeProvider, backup: FakeProvider
+) -> None:
+    """Both cancellations are counted (Python 3.11): the rescue withdraws only its own, so the
+    caller's timeout still turns into TimeoutError and the task is left with none pending."""
+    clock, holder = FakeClock(), StateHolder()
+    listener = _ExpireOnAnswer("b")
+    router = _router(primary, backup, listener, clock, holder=holder)
+    primary.set_fault(FaultMode.HANG)
+
+    async def caller() -> tuple[str, int]:
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            async with asyncio.timeout(60) as bound:
+                listener.bound = bound
+                await router.complete(HELLO, tier="t")
+        except TimeoutError:
+            return "timeout", me.cancelling()
+        return "answer", me.cancelling()
+
+    task = asyncio.ensure_future(caller())
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    _trip(holder, "a")
+    assert await asyncio.wait_for(task, 30) == ("timeout", 0)
+    await _turns()
+    await router.aclose()
+    assert router.inflight.providers() == []
+    assert len(listener.attempts) == 2
+    assert len(listener.routes) == 1
+
+
+async def test_the_kill_switch_rescue_counts_no_fault_against_the_switched_off_provider(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The operator switches a off while requests are in progress on it (a is healthy, its
+    answers simply take a while). They are rescued on b; a did not fail them: counted as
+    faults, they would trip a (five in a row) and page about a provider nobody saw fail."""
+    clock, holder = FakeClock(), StateHolder()
+    windows = SignalWindows(clock=clock)
+    router = _router(primary, backup, recorder, clock, holder=holder)
+    router.listeners.add(windows)
+    controller = Controller(
+        clock=clock,
+        windows=windows,
+        holder=holder,
+        store=MemoryStateStore(),
+        cfg=TripwireConfig(),
+        tiers={"t": ("a", "b")},
+    )
+    primary.set_fault(Fault(mode=FaultMode.SLOW_FIRST_TOKEN, delay=60.0))  # long answers
+    waiting = [asyncio.ensure_future(router.complete(HELLO, tier="t")) for _ in range(6)]
+    await _until(lambda: len(router.inflight.waiting_on("a")) == 6, "six wait on a")
+    off = KillSwitch(disable=("a",))
+    holder.publish(holder.current.evolve(changed_by="operator", now=1, kill_switch=off))
+    answers = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+    assert {a.provider for a in answers} == {"b"}
+    clock.advance(1.0)
+    controller.tick()
+    await router.aclose()
+    lost = [e for e in recorder.attempts if e.provider == "a"]
+    assert len(lost) == 6
+    assert all(e.outcome is not Outcome.FAULT for e in lost)
+    assert holder.current.status("a").state is HealthState.HEALTHY

@@ -420,7 +420,10 @@ class Router:
             return  # no time left (this runs in the controller's tick: it must not raise)
         route.position = nxt
         race.partner = attempt.waiter
-        lost_as = Stalled if reason is AttemptReason.RESCUE else Outpaced
+        # Beaten by a rescue, the attempt counts against its provider only if the controller
+        # took that out of rotation; switched off by the operator, it did not fail.
+        tripped = not state.status(first.target.provider).usable
+        lost_as = Stalled if reason is AttemptReason.RESCUE and tripped else Outpaced
         race.start(self._companion(route, request, once, attempt), lost_as=lost_as)
         start, wall = self._clock.monotonic(), self._clock.wall()
 
