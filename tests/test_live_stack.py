@@ -7,7 +7,8 @@ alerts/alertmanager.yml as rendered by deploy/alertmanager/entrypoint.sh, whose 
 Slack receivers point at fakes on loopback. Traffic (plain and streaming, through the official
 openai SDK and raw HTTP) is bounded in count and time; a drill trips the primary and it recovers.
 
-* frontier tier: primary → backup; the drill fails it over.
+* frontier tier: primary → backup; the drill fails it over; about one request a second is
+  hedged on the backup (a 0.1 ms hedge wait, a budget of one a second).
 * cheap tier: spare only, answering 401: a tier that is down, auth failures, a high error rate.
 * OTLP export points at a port where nothing listens, so telemetry drops are real and counted.
 
@@ -78,6 +79,7 @@ tiers:
     targets:
       - {{provider: primary, model: big}}
       - {{provider: backup, model: alt}}
+    hedge: {{after: 0.0001, per_second: 1}}  # about one request a second hedged: for the panel
   cheap:
     targets:
       - {{provider: spare, model: small}}
