@@ -47,6 +47,15 @@ KNOWN_METRICS = (
     | {h + s for h in _HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
     | {"up"}
 )
+# What Prometheus and Alertmanager say of themselves (the "watchers" rules), by the job that
+# scrapes each in deploy/prometheus.yml.
+SELF_MONITORING = {
+    "prometheus_rule_evaluation_failures_total": "prometheus",
+    "prometheus_notifications_alertmanagers_discovered": "prometheus",
+    "prometheus_notifications_errors_total": "prometheus",
+    "alertmanager_notifications_failed_total": "alertmanager",
+}
+WATCHDOG = "Watchdog"  # always firing, on purpose: no quiet case, no severity to page with
 _ATTR_PREFIXES = ("GEN_AI_", "SERVER_", "ERROR_TYPE", "FAILOVER_", "ATTR_")
 KNOWN_LABELS = {
     v.replace(".", "_")
@@ -279,14 +288,17 @@ def test_rules_use_only_known_metrics_and_labels() -> None:
     rules = _rules()
     records = {r["record"] for r in rules if "record" in r}
     used = set().union(*(metric_names(r["expr"]) for r in rules))
-    assert used - KNOWN_METRICS - records == set()
+    assert used - KNOWN_METRICS - records - set(SELF_MONITORING) == set()
     labels = set().union(*(label_names(r["expr"]) for r in rules))
     templates = " ".join(str(r.get("annotations", "")) for r in rules)
     labels |= set(re.findall(r"\$labels\.(\w+)", templates))
     assert labels - KNOWN_LABELS == set()
-    assert all(
-        f'job="{GATEWAY_JOB}"' in r["expr"] for r in rules if metric_names(r["expr"]) - records
-    )
+    for rule in rules:
+        for metric in metric_names(rule["expr"]) - records:
+            job = SELF_MONITORING.get(metric, GATEWAY_JOB)
+            assert f'{metric}{{job="{job}"' in rule["expr"].replace(" ", ""), (rule, metric)
+    scraped = {c["job_name"] for c in _load_yaml(DEPLOY / "prometheus.yml")["scrape_configs"]}
+    assert set(SELF_MONITORING.values()) <= scraped
 
 
 def test_recording_rules_are_computed_before_they_are_read() -> None:
@@ -305,7 +317,11 @@ def test_required_alerts_have_severity_and_useful_annotations() -> None:
     assert set(alerts) >= REQUIRED_ALERTS
     assert alerts["FailoverTierAllProvidersDown"]["labels"]["severity"] == "critical"
     assert alerts["FailoverControllerNotReporting"]["labels"]["severity"] == "critical"
+    assert alerts[WATCHDOG]["expr"].strip() == "vector(1)"
+    assert alerts[WATCHDOG]["labels"]["severity"] == "none"
     for name, rule in alerts.items():
+        if name == WATCHDOG:
+            continue
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         notes = rule["annotations"]
         assert notes["summary"], name
@@ -324,7 +340,7 @@ def test_every_rule_has_firing_and_quiet_unit_tests() -> None:
     rules = _rules()
     alerts = {r["alert"] for r in rules if "alert" in r}
     assert alerts - firing == set()
-    assert alerts - quiet == set()
+    assert alerts - quiet == {WATCHDOG}
     # a recording rule counts as tested when a tested expression reads it, directly or through
     # another recording rule
     exprs = [c["expr"] for t in suite["tests"] for c in t.get("promql_expr_test", [])]
@@ -343,6 +359,10 @@ def test_every_rule_has_firing_and_quiet_unit_tests() -> None:
 def test_alertmanager_routes_and_inhibitions() -> None:
     config = _load_yaml(ALERTMANAGER)
     assert set(config["route"]["group_by"]) == {"alertname", "provider"}
+    watchdog, *_ = config["route"]["routes"]  # first: it must reach nothing but the dead-man
+    assert watchdog["matchers"] == [f'alertname="{WATCHDOG}"']
+    assert (watchdog["receiver"], watchdog["repeat_interval"]) == ("deadman", "1m")
+    assert not watchdog.get("continue", False)
     inhibit = {
         (r["source_matchers"][0], r["target_matchers"][0]): r for r in config["inhibit_rules"]
     }
@@ -376,6 +396,14 @@ def test_alertmanager_entrypoint_renders_secrets_from_env(tmp_path: Path) -> Non
     _assert_ok(_run("sh", DEPLOY / "alertmanager" / "entrypoint.sh", env=env))
     rendered = tmp_path / "alertmanager.yml"
     _assert_ok(_run(amtool, "check-config", rendered))
+    assert _load_yaml(rendered)["route"]["routes"][0]["receiver"] == "blackhole"  # no dead-man
+    env["DEADMAN_WEBHOOK_URL"] = "http://127.0.0.1:9/ping/check-token"
+    _assert_ok(_run("sh", DEPLOY / "alertmanager" / "entrypoint.sh", env=env))
+    _assert_ok(_run(amtool, "check-config", rendered))
+    routed = _load_yaml(rendered)
+    assert routed["route"]["routes"][0]["receiver"] == "deadman"
+    (deadman,) = [r for r in routed["receivers"] if r["name"] == "deadman"]
+    assert deadman["webhook_configs"][0]["url"] == "http://127.0.0.1:9/ping/check-token"
     config = _load_yaml(rendered)["receivers"][0]
     telegram, slack = config["telegram_configs"][0], config["slack_configs"][0]
     assert (telegram["bot_token"], telegram["chat_id"]) == ("123456:test-token", -42)

@@ -6,6 +6,7 @@
 #   TELEGRAM_BOT_TOKEN  -> bot_token      TELEGRAM_CHAT_ID -> chat_id
 #   TELEGRAM_API_URL    -> api_url        (optional: a fake Bot API for drills)
 #   SLACK_WEBHOOK_URL   -> /run/alertmanager/slack_webhook_url (read via api_url_file)
+#   DEADMAN_WEBHOOK_URL -> the dead-man receiver's url; unset: the Watchdog goes to `blackhole`
 # Values are read by awk from ENVIRON, so they never appear on a command line.
 set -eu
 
@@ -23,6 +24,8 @@ awk -v out="$out" '
   /^ *chat_id: /   { v = env("TELEGRAM_CHAT_ID", ""); if (v != "") sub(/chat_id: .*/, "chat_id: " v) }
   /^ *- api_url_file: / { sub(/api_url_file: .*/, "api_url_file: " out "/slack_webhook_url") }
   /^ *- api_url: / { v = env("TELEGRAM_API_URL", ""); if (v != "") sub(/api_url: .*/, "api_url: " v) }
+  /^ *- url: /     { v = env("DEADMAN_WEBHOOK_URL", ""); if (v != "") sub(/url: .*/, "url: \"" v "\"") }
+  /^ *receiver: deadman$/ { if (env("DEADMAN_WEBHOOK_URL", "") == "") sub(/deadman$/, "blackhole") }
   { print }
 ' "$src" > "$out/alertmanager.yml"
 
