@@ -65,6 +65,15 @@ def make_router(
     )
 
 
+async def _one_sleeping(clock: FakeClock) -> None:
+    """Let the request run (real sockets) until it waits on the fake clock; bounded."""
+    for _ in range(200):
+        if clock.sleepers:
+            break
+        await asyncio.sleep(0.01)
+    assert clock.sleepers == 1
+
+
 async def test_primary_serves_when_healthy(
     primary: FakeProvider, backup: FakeProvider, recorder: Recorder
 ) -> None:
@@ -150,11 +159,7 @@ async def test_retry_after_is_honoured_without_a_second_early_attempt(
     )
     primary.set_fault(Fault(mode=FaultMode.RATE_LIMIT, retry_after=2, count=1))
     task = asyncio.create_task(router.complete(HELLO, tier="solo"))
-    for _ in range(200):
-        if clock.sleepers:
-            break
-        await asyncio.sleep(0.01)
-    assert clock.sleepers == 1
+    await _one_sleeping(clock)
     clock.advance(1.9)
     await asyncio.sleep(0.05)
     assert primary.requests == 1  # nothing before Retry-After
@@ -174,11 +179,7 @@ async def test_a_short_retry_after_is_waited_out_even_with_a_fallback(
     router = make_router(primary, backup, recorder, clock=clock)
     primary.set_fault(Fault(mode=FaultMode.RATE_LIMIT, retry_after=2, count=1))
     task = asyncio.create_task(router.complete(HELLO, tier="frontier"))
-    for _ in range(200):
-        if clock.sleepers:
-            break
-        await asyncio.sleep(0.01)
-    assert clock.sleepers == 1
+    await _one_sleeping(clock)
     clock.advance(2.0)
     response = await asyncio.wait_for(task, 5)
     await router.aclose()
