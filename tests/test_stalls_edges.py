@@ -386,3 +386,21 @@ async def test_the_kill_switch_rescue_counts_no_fault_against_the_switched_off_p
     assert len(lost) == 6
     assert all(e.outcome is not Outcome.FAULT for e in lost)
     assert holder.current.status("a").state is HealthState.HEALTHY
+
+
+async def test_a_probe_cut_by_its_timeout_still_reports_its_route(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """A probe of a hanging provider is cancelled when ``probe_timeout_seconds`` pass: its
+    attempt is reported, and so is the route it belongs to (the attempt's span's parent)."""
+    router = _router(primary, backup, recorder, FakeClock())
+    primary.set_fault(FaultMode.HANG)
+    probe = asyncio.ensure_future(router.probe("a", "big"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the probe waits on a")
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    await router.aclose()
+    assert router.inflight.providers() == []
+    assert [e.outcome for e in recorder.attempts] == [Outcome.CANCELLED]
+    assert [r.outcome for r in recorder.routes] == [RouteOutcome.CANCELLED]

@@ -203,6 +203,9 @@ class Router:
         except (ProviderError, TimeoutError):
             self._finish(route, None, None)
             return False
+        except asyncio.CancelledError:  # cut by the probe timeout (or the shutdown)
+            self._finish(route, None, None, cancelled=True)
+            raise
         self._finish(route, provider, None)
         return True
 
