@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -404,3 +405,24 @@ async def test_a_probe_cut_by_its_timeout_still_reports_its_route(
     assert router.inflight.providers() == []
     assert [e.outcome for e in recorder.attempts] == [Outcome.CANCELLED]
     assert [r.outcome for r in recorder.routes] == [RouteOutcome.CANCELLED]
+
+
+async def test_a_reloaded_hedge_budget_applies_at_once(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The runtime replaces ``router.tiers`` on a config reload: a new ``per_second`` must
+    take effect, not the bucket built from the old one."""
+    clock = FakeClock()
+    router = _router(primary, backup, recorder, clock, hedge=Hedge(after=1.0, per_second=1.0))
+    primary.set_fault(FaultMode.HANG)
+    first = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(1.0)  # the one hedge the old budget holds
+    assert (await asyncio.wait_for(first, 30)).provider == "b"
+    tier = router.tiers["t"]
+    router.tiers = {"t": replace(tier, hedge=Hedge(after=0.1, per_second=50.0))}
+    second = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(0.1)
+    assert (await asyncio.wait_for(second, 30)).provider == "b"
+    await router.aclose()

@@ -147,7 +147,8 @@ class Router:
         self._id_prefix = f"{os.getpid():x}-{random.getrandbits(24):06x}"
         # Attempts waiting for an answer (shared with the signal windows the controller reads).
         self.inflight = inflight if inflight is not None else InFlight(self._clock)
-        self._budgets: dict[str, HedgeBudget] = {}
+        # Per tier and rate: a config reload that changes a tier's rate starts a new bucket.
+        self._budgets: dict[tuple[str, float], HedgeBudget] = {}
         self._patient: dict[str, Timeouts] = {}  # per provider: no bound on the pool wait
         self.state.watch(self._on_state)
 
@@ -485,10 +486,11 @@ class Router:
             return None
 
         def fire() -> None:
-            budget = self._budgets.get(route.tier.name)
+            key = (route.tier.name, hedge.per_second)
+            budget = self._budgets.get(key)
             now = self._clock.monotonic()
             if budget is None:
-                budget = self._budgets[route.tier.name] = HedgeBudget(hedge.per_second, now)
+                budget = self._budgets[key] = HedgeBudget(hedge.per_second, now)
             if race.can_start and budget.take(now):
                 self._second(route, request, once, race, attempt, AttemptReason.HEDGE)
 
