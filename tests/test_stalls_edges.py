@@ -426,3 +426,46 @@ async def test_a_reloaded_hedge_budget_applies_at_once(
     clock.advance(0.1)
     assert (await asyncio.wait_for(second, 30)).provider == "b"
     await router.aclose()
+
+
+async def test_a_bug_in_the_hedged_attempt_takes_its_hedge_down_with_it(
+    backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The request's own attempt raises outside the error tree (a bug) while its hedge waits:
+    the request fails with the bug, and the hedge must go with it, not run on (holding b's
+    connection, waiting there) and later cancel whatever the request's task does next."""
+    go = asyncio.Event()
+
+    class Buggy:
+        name = kind = "a"
+        wire_format = "openai"
+        server_address, server_port = "127.0.0.1", 0
+
+        async def complete(self, request: Request, model: str, timeouts: Timeouts) -> object:
+            await go.wait()
+            raise RuntimeError("a bug")
+
+        async def close(self) -> None:
+            return None
+
+    clock = FakeClock()
+    targets = (Target(provider="a", model="m"), Target(provider="b", model="alt"))
+    router = Router(
+        tiers={"t": TierPlan(name="t", targets=targets, hedge=Hedge(after=1.0))},
+        providers={"a": Buggy(), "b": adapter(backup, "anthropic", "b")},  # type: ignore[dict-item]
+        listeners=[recorder],
+        clock=clock,
+        default_timeouts=PATIENT,
+    )
+    backup.set_fault(FaultMode.HANG)
+    task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
+    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    clock.advance(1.0)
+    await _until(lambda: bool(router.inflight.waiting_on("b")), "the hedge waits on b")
+    go.set()
+    with pytest.raises(RuntimeError):
+        await task
+    await _turns()
+    assert router.inflight.providers() == []  # the hedge is gone too
+    assert [e.provider for e in recorder.attempts] == ["b"]  # reported (a's bug is not)
+    await router.aclose()

@@ -392,6 +392,9 @@ class Router:
                 await self._discard(race.abandon())
                 raise
             return await race.companion  # carrying on alone; its error is the request's now
+        except BaseException:  # a bug below: the companion goes too (it would cancel us later)
+            await self._discard(race.abandon(outpaced=False))
+            raise
         finally:
             if hedge is not None:
                 hedge.cancel()
