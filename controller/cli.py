@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from controller.gateway import GatewayServer
+    from controller.gateway._server import ConnectionLimits
     from controller.runtime import Runtime
 
 DEFAULT_CONFIG = os.environ.get("FAILOVER_CONFIG", "failover.yaml")
@@ -89,6 +90,7 @@ async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> in
     """Start the runtime, then each listener in turn; whatever fails, stop what was started
     (a port in use is one clear error, not a traceback with the other listener left running)."""
     from controller.gateway import GatewaySettings, create_admin_app, create_app
+    from controller.gateway._server import ConnectionLimits
     from controller.runtime import Runtime
 
     gw = config.gateway
@@ -108,7 +110,13 @@ async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> in
         stop = _stop_on_signals(runtime)
         front = create_app(runtime, settings=settings)
         admin = create_admin_app(runtime, admin_token=os.environ.get(gw.admin_token_env) or None)
-        servers.append(await _listen(front, host, port, grace=grace))
+        limits = ConnectionLimits(
+            max_connections=gw.max_connections,
+            idle=gw.idle_timeout_seconds,
+            header=gw.header_timeout_seconds,
+            body=gw.body_timeout_seconds,
+        )
+        servers.append(await _listen(front, host, port, grace=grace, limits=limits))
         servers.append(await _listen(admin, gw.admin_host, gw.admin_port, grace=1.0))
         urls = (server.url for server in servers)
         what = "gateway on %s, admin on %s, client auth %s, config %s, %s loop"
@@ -133,12 +141,19 @@ def _stop_on_signals(runtime: Runtime) -> asyncio.Event:
     return stop
 
 
-async def _listen(app: web.Application, host: str, port: int, *, grace: float) -> GatewayServer:
+async def _listen(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    grace: float,
+    limits: ConnectionLimits | None = None,
+) -> GatewayServer:
     """Start one listener; a bind failure (port in use, address not local) becomes one line."""
     from controller.gateway import GatewayServer
 
     try:
-        return await GatewayServer(app, host=host, port=port, grace=grace).start()
+        return await GatewayServer(app, host=host, port=port, grace=grace, limits=limits).start()
     except OSError as exc:
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         raise FailoverError(f"cannot listen on {where}: {_os_reason(exc)}") from None

@@ -304,6 +304,12 @@ class GatewayConfig(_Frozen):
     admin_token_env: EnvName = "FAILOVER_ADMIN_TOKEN"  # unset: admin endpoints answer 403
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 10.0
+    # Client connections (controller/gateway/_server.py): open at once (over it a new one gets a
+    # 503), idle with no request, a request's head from its first byte, its body after its head.
+    max_connections: Annotated[int, Field(ge=1)] = 4096
+    idle_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
     # An answer's `model` names the model that served it, as the providers' own APIs do; true
     # answers with the name the client sent instead.
     echo_requested_model: bool = False

@@ -23,12 +23,21 @@ server with a request handler that overrides ``handle_error`` for parser errors 
 
 Handlers are cancelled when their client disconnects (``handler_cancellation``): a proxy must
 stop paying for tokens nobody will read, and the router reports such attempts as cancelled.
+
+Connections are bounded (:class:`ConnectionLimits`), because aiohttp bounds none of them (its
+keep-alive default is an hour, and a request's head and body may take forever): a connection
+idle with no request (fresh or after an answer) is closed after ``idle``; a request's head that
+started must be complete ``header`` seconds after its first byte, and its body ``body`` seconds
+after its head, else the connection is closed (a head cut short first gets a 408). Over
+``max_connections`` open at once, a new connection gets a 503 and is closed at once, before
+anything of it is read; the connections already open, in-flight requests among them, go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -36,7 +45,14 @@ from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
-__all__ = ["CUT_MARGIN", "IN_FLIGHT_KEY", "GatewayServer", "InFlight", "serve"]
+__all__ = [
+    "CUT_MARGIN",
+    "IN_FLIGHT_KEY",
+    "ConnectionLimits",
+    "GatewayServer",
+    "InFlight",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +113,107 @@ IN_FLIGHT_KEY: web.AppKey[InFlight] = web.AppKey("failover_in_flight", InFlight)
 _MALFORMED = "400 Bad Request: malformed HTTP request\n"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    """What one client connection may hold (``gateway.*`` in the config): see the module doc."""
+
+    max_connections: int = 4096
+    idle: float = 30.0  # seconds with no request on a connection (fresh, or after an answer)
+    header: float = 10.0  # seconds from a request's first byte to the end of its head
+    body: float = 60.0  # seconds from the end of a request's head to the end of its body
+
+
+_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 41\r\n\r\n"
+    b"503 Service Unavailable: too many clients"
+)
+_REFUSAL_LOG_EVERY = 10.0  # seconds between the warnings that connections are being refused
+
+
 class _Handler(RequestHandler):
-    """aiohttp's connection handler, answering its parser's refusals without echo."""
+    """aiohttp's connection handler, answering its parser's refusals without echo, and
+    holding the connection to :class:`ConnectionLimits`."""
+
+    __slots__ = ("_counted", "_head_started", "_payload", "_read_timer")
+
+    def __init__(self, manager: _Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._counted = False
+        self._head_started = False  # bytes of a request's head arrived, the head is not whole
+        self._payload: Any = None  # the body being read of the last request whose head came
+        self._read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._server
+        if server is not None and server.open >= server.limits.max_connections:
+            server.refused(transport)
+            self._manager = None  # never counted by aiohttp: its connection_lost does nothing
+            return
+        super().connection_made(transport)
+        if server is not None:
+            server.open += 1
+            self._counted = True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        if self._counted and self._server is not None:
+            self._server.open -= 1
+            self._counted = False
+        super().connection_lost(exc)
+
+    @property
+    def _server(self) -> _Server | None:
+        manager = self._manager
+        return manager if isinstance(manager, _Server) else None
+
+    def data_received(self, data: bytes) -> None:
+        before = self._request_count
+        new_head = not self._head_started and self._body_done()
+        super().data_received(data)
+        server = self._server
+        if server is None or self._force_close or self._close:
+            return
+        if self._request_count != before:  # a head completed: its body's clock starts
+            self._head_started = False
+            self._disarm()
+            payload = self._messages[-1][1] if self._messages else None
+            if payload is not None and not payload.is_eof():
+                self._payload = payload
+                self._arm(server.limits.body, self._body_timed_out)
+        elif new_head and data:
+            self._head_started = True
+            self._arm(server.limits.header, self._head_timed_out)
+
+    def _body_done(self) -> bool:
+        payload = self._payload
+        if payload is None or payload.is_eof():
+            self._payload = None
+            return True
+        return False
+
+    def _arm(self, delay: float, callback: Any) -> None:
+        self._disarm()
+        self._read_timer = self._loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._read_timer = None
+        if self._head_started and self.transport is not None:
+            log.debug("closing a connection whose request head took too long")
+            self.transport.write(_TIMED_OUT)
+            self.force_close()
+
+    def _body_timed_out(self) -> None:
+        self._read_timer = None
+        if not self._body_done():
+            log.debug("closing a connection whose request body took too long")
+            self.force_close()
 
     def handle_error(
         self,
@@ -120,23 +235,63 @@ class _Handler(RequestHandler):
 
 
 class _Server(web.Server):
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.open = 0  # connections counted against limits.max_connections
+        self._refused = 0  # since the last warning
+        self._warned_at: float | None = None
+
     def __call__(self) -> RequestHandler:
         return _Handler(self, loop=self._loop, **self._kwargs)
+
+    def refused(self, transport: asyncio.BaseTransport) -> None:
+        """Answer a connection over the cap with a 503 and close it, warning now and then."""
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(_FULL)
+        transport.close()
+        self._refused += 1
+        now = self._loop.time()
+        if self._warned_at is None or now - self._warned_at >= _REFUSAL_LOG_EVERY:
+            log.warning(
+                "refused %d connection(s): %d open, the most gateway.max_connections allows",
+                self._refused,
+                self.open,
+            )
+            self._refused, self._warned_at = 0, now
 
 
 class _Runner(web.AppRunner):
     """An AppRunner whose connections are handled by :class:`_Handler`."""
 
+    def __init__(self, app: web.Application, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(app, keepalive_timeout=limits.idle, **kwargs)
+        self._limits = limits
+
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # the app's startup runs here
-        return _Server(made.request_handler, request_factory=made.request_factory, **self._kwargs)
+        return _Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            limits=self._limits,
+            **self._kwargs,
+        )
 
 
 class GatewayServer:
     """One app on one listener. ``port=0`` picks a free port; read :attr:`port` after start."""
 
-    def __init__(self, app: web.Application, *, host: str, port: int, grace: float) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        host: str,
+        port: int,
+        grace: float,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self._app = app
+        self._limits = limits or ConnectionLimits()
         self._host = host
         self._port = port
         self._grace = grace
@@ -157,6 +312,7 @@ class GatewayServer:
     async def start(self) -> GatewayServer:
         runner = _Runner(
             self._app,
+            limits=self._limits,
             access_log=None,
             handler_cancellation=True,
             shutdown_timeout=self._grace + _AIOHTTP_LAST,
@@ -207,12 +363,13 @@ async def serve(
     *,
     grace: float,
     stop: asyncio.Event | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve ``app`` until ``stop`` is set (or this task is cancelled), then stop gracefully.
 
     The CLI sets ``stop`` from its SIGTERM/SIGINT handlers.
     """
-    server = await GatewayServer(app, host=host, port=port, grace=grace).start()
+    server = await GatewayServer(app, host=host, port=port, grace=grace, limits=limits).start()
     try:
         if stop is None:
             await asyncio.Event().wait()  # until cancelled
