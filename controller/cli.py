@@ -6,6 +6,7 @@ failover check --config FILE [--live]       validate (and try each provider and 
 failover status [--url URL]                 what a running gateway is doing
 failover drill PROVIDER --seconds N         rehearse an outage on a running gateway
 failover kill-switch --config FILE [show | pin P | disable P... | clear]
+failover history --config FILE [-n N] [--json]   routing and kill-switch changes (audit log)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -353,6 +355,7 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
         new = KillSwitch()
     who = os.environ.get("USER") or os.environ.get("LOGNAME") or "operator"
     set_kill_switch(args.config, new, who=who)
+    _audit_command(config, current, new, who=who, config_path=args.config)
     print(
         f"kill switch now {new.describe()} (was {current.describe()}); "
         "a running gateway applies it within a second"
@@ -360,6 +363,79 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     if stranded := config.unroutable(new):  # written anyway: the operator may mean it
         print(f"warning: {stranded}", file=sys.stderr)
     return 0
+
+
+def _audit_command(
+    config: Config, before: KillSwitch, after: KillSwitch, *, who: str, config_path: str
+) -> None:
+    """Note in the audit log who ran ``kill-switch`` (the gateway notes when it applies it)."""
+    from controller.control.audit import AuditLog, audit_path, kill_switch_record
+
+    if not config.state.path:
+        return
+    log_ = AuditLog(
+        audit_path(config.state.path),
+        max_bytes=config.state.audit_max_bytes,
+        files=config.state.audit_files,
+    )
+    record = kill_switch_record(
+        before,
+        after,
+        by=who,
+        at=time.time(),
+        event="kill_switch_command",
+        config=os.path.abspath(config_path),
+    )
+    log_.append(record)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from controller.control.audit import audit_path, read_audit
+
+    config = load_config(args.config)
+    if not config.state.path:
+        print("state.path is empty: no audit log is kept", file=sys.stderr)
+        return 1
+    path = audit_path(config.state.path)
+    records = read_audit(path, last=args.last)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    if not records:
+        print(f"no changes recorded in {path}")
+        return 0
+    for record in records:
+        print(_history_line(record))
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _history_line(record: dict[str, Any]) -> str:
+    """One audit record as ``failover history`` prints it."""
+    when = str(record.get("time", "?"))
+    version = f"v{record['version']}" if "version" in record else "-"
+    by = str(record.get("by", "?"))
+    event = record.get("event")
+    if event == "routing":
+        what = (
+            f"{record.get('provider')}: {record.get('from')} -> {record.get('to')}"
+            f" ({record.get('reason')})"
+        )
+        if record.get("enforced") is False:
+            what += " (observe mode: not enforced)"
+    elif event == "kill_switch":
+        what = f"kill switch {record.get('before', '?')} -> {record.get('after')} (applied)"
+    elif event == "kill_switch_command":
+        what = f"kill-switch command: {record.get('before', '?')} -> {record.get('after')}"
+    else:
+        what = json.dumps(record)
+    return f"{when}  {version:>6}  {by:<12}  {what}"
 
 
 # ---------------------------------------------------------------------------------- parser
@@ -398,6 +474,9 @@ _DESCRIPTIONS = {
     f"PROVIDER fails at once, without network, for --seconds (at most {MAX_DRILL_SECONDS:g}). "
     "The tripwire trips, traffic fails over and the alert goes out as in a real outage; then "
     "probes succeed and traffic fails back. Needs the admin token (see --token-env).",
+    "history": "Show the routing changes (trips, probes, failbacks, recoveries, panics) and "
+    "kill-switch changes, and who made them, from the audit log beside the state file "
+    "(state.path, e.g. failover-state.audit.jsonl, and its rotated files), oldest first.",
     "kill-switch": "Show or change the kill switch in the config file, which overrides the "
     "controller: pin every route to one provider, remove providers from every route, or clear "
     "it. Only the kill_switch block is rewritten (comments and line endings stay), the file is "
@@ -499,6 +578,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="provider name(s): exactly one for pin, one or more for disable, none otherwise",
     )
     ks.set_defaults(usage_error=ks.error)
+    history = _subcommand(
+        sub, "history", "show routing and kill-switch changes from the audit log", cmd_history
+    )
+    history.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
+    history.add_argument(
+        "-n",
+        "--last",
+        type=_positive,
+        default=20,
+        metavar="N",
+        help="the last N changes (default 20)",
+    )
+    history.add_argument("--json", action="store_true", help="a JSON array of the records")
     return parser
 
 

@@ -41,6 +41,7 @@ from controller._status import (
     tier_routes,
 )
 from controller.config import Config, ConfigWatcher, ProviderConfig, resolve_secret
+from controller.control.audit import AuditLog, audit_path, kill_switch_record, transition_record
 from controller.control.decide import Transition
 from controller.control.loop import Controller
 from controller.control.state import KillSwitch, StateHolder
@@ -210,6 +211,15 @@ class Runtime:
         self.store = store or (
             FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()
         )
+        self.audit = (
+            AuditLog(
+                audit_path(self.store.path),
+                max_bytes=config.state.audit_max_bytes,
+                files=config.state.audit_files,
+            )
+            if isinstance(self.store, FileStateStore)
+            else None
+        )  # beside the state file; none when the state is not kept in a file
         self.controller = self._build_controller(config)
         _count_skipped_events(self.telemetry.meter, self.providers)
         self._wake.controller = self.controller
@@ -312,6 +322,8 @@ class Runtime:
     def _on_transition(self, transition: Transition) -> None:
         """List the flip (status page), trace it, and alert when it is worth a page."""
         self.events.appendleft(event_entry(transition))
+        if self.audit is not None:
+            self.audit.append(transition_record(transition, version=self.holder.current.version))
         _trace_flip(self.tracer, transition, version=self.holder.current.version)
         alert = alert_for_transition(
             transition,
@@ -330,7 +342,12 @@ class Runtime:
 
     def _apply_kill_switch(self, switch: KillSwitch, *, changed_by: str) -> None:
         before = self.holder.current.kill_switch
-        self.controller.set_kill_switch(switch, changed_by=changed_by)
+        state = self.controller.set_kill_switch(switch, changed_by=changed_by)
+        if self.audit is not None:
+            record = kill_switch_record(
+                before, switch, by=changed_by, at=state.updated_at, version=state.version
+            )
+            self.audit.append(record)
         self.notify(kill_switch_alert(before, switch, at=self.clock.wall(), routes=self.routes()))
 
     # ----------------------------------------------------------------------------- config

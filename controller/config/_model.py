@@ -291,6 +291,10 @@ class TranslationConfig(_Frozen):
 
 class StateConfig(_Frozen):
     path: str = "failover-state.json"
+    # The audit log beside it (controller/control/audit.py): rotated past this size, this many
+    # files kept in all.
+    audit_max_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024 * 1024
+    audit_files: Annotated[int, Field(ge=1, le=100)] = 5
 
 
 class GatewayConfig(_Frozen):
