@@ -160,3 +160,23 @@ async def test_over_the_cap_a_new_connection_gets_a_fast_503_and_in_flight_reque
             if answer.startswith(b"HTTP/1.1 200 OK\r\n"):
                 break
             await asyncio.sleep(0.05)  # the server sees the two closes a moment later
+
+
+def test_the_cap_answers_503_on_uvloop() -> None:
+    """``failover serve`` runs on uvloop, whose transports are not asyncio's classes."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> bytes:
+        async for front in _front(ConnectionLimits(max_connections=1, idle=LONG)):
+            reader, writer = await front.connect()
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # counted once answered
+            async with asyncio.timeout(WAIT):
+                await reader.readuntil(b"hi")
+            refused_reader, refused = await front.connect()
+            answer = await _until_closed(refused_reader)
+            refused.close()
+            writer.close()
+            return answer
+        raise AssertionError("no front")
+
+    assert uvloop.run(scenario()).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")

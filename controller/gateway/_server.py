@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
@@ -247,9 +247,10 @@ class _Server(web.Server):
 
     def refused(self, transport: asyncio.BaseTransport) -> None:
         """Answer a connection over the cap with a 503 and close it, warning now and then."""
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(_FULL)
-        transport.close()
+        # aiohttp's cast: uvloop's transports are not asyncio.Transport subclasses
+        writable = cast(asyncio.Transport, transport)
+        writable.write(_FULL)
+        writable.close()
         self._refused += 1
         now = self._loop.time()
         if self._warned_at is None or now - self._warned_at >= _REFUSAL_LOG_EVERY:
