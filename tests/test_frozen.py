@@ -29,6 +29,8 @@ QUICK = _quick_classes()
 def test_the_request_path_records_use_it() -> None:
     names = {cls.__name__ for cls in QUICK}
     assert {"Request", "Source", "Response", "AttemptEvent", "RouteEvent", "HttpCall"} <= names
+    # ... each by the open twin (the cheaper way), not the slots' descriptors
+    assert all("_twin" in cls.__dict__["__init__"].__code__.co_names for cls in QUICK)
 
 
 @pytest.mark.parametrize("cls", QUICK, ids=lambda cls: cls.__qualname__)
@@ -89,3 +91,20 @@ def test_it_refuses_what_it_cannot_build_the_same() -> None:
     for cls in (NoSlots, Mutable, PostInit):
         with pytest.raises(TypeError):
             quick_init(cls)
+
+
+def test_a_record_whose_layout_has_no_open_twin_stores_through_the_slots() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Derived(Base):  # slots in a base too: a plain class of its own has another layout
+        b: int = 2
+
+    assert "_twin" not in Derived.__init__.__code__.co_names
+    assert Derived(1) == Derived(1, 2)
+    assert (Derived(1).a, Derived(1).b) == (1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Derived(1).b = 3  # type: ignore[misc]
