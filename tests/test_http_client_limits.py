@@ -13,7 +13,13 @@ import zlib
 
 import pytest
 
-from controller.providers._http import BadResponse, ConnectFailed, HttpClient, ResponseCut
+from controller.providers._http import (
+    BadResponse,
+    ConnectFailed,
+    HttpClient,
+    PoolExhausted,
+    ResponseCut,
+)
 from controller.providers._http_body import HIGH_WATER, MAX_INFLATED
 from controller.providers._http_connect import Resolver
 from tests.http_client_support import (
@@ -240,3 +246,41 @@ async def test_a_gzip_stream_of_tiny_chunks_is_read_in_gathered_pieces() -> None
             resp.release()
     assert b"".join(pieces) == text
     assert len(pieces) <= 8, [len(p) for p in pieces]  # not one per 3-byte chunk
+
+
+async def test_a_connection_freed_as_a_pool_wait_expires_goes_to_the_next_waiter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """B's pool bound expires in the very turn A gives the only connection back: B fails
+    (pool_full, as its bound says), and the wake it received passes on to C instead of being
+    lost with a connection left idle. The loop's clock is held still so both land together."""
+    writers: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: writers.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = HttpClient(f"http://127.0.0.1:{port}", max_connections=1)
+    loop = asyncio.get_running_loop()
+    held = await client._acquire(5.0, None)  # A holds the only connection
+    now = [loop.time()]
+    monkeypatch.setattr(loop, "time", lambda: now[0])
+    at = now[0] + 0.2
+    loop.call_at(at, lambda: client._put_back(held))  # given back exactly at B's bound
+    b = asyncio.ensure_future(client._acquire(5.0, 0.2))
+    c = asyncio.ensure_future(client._acquire(5.0, None))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    now[0] = at
+    for _ in range(10):
+        await asyncio.sleep(0)
+    try:
+        assert b.done()
+        assert isinstance(b.exception(), PoolExhausted)
+        assert c.done()  # C has the connection; before, it waited with one idle
+        assert client._idle == []
+    finally:
+        c.cancel()
+        monkeypatch.undo()
+        await client.close()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()

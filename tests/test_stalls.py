@@ -125,7 +125,8 @@ def _waits(
     stream: bool = False,
 ) -> WaitSignals:
     """A baseline of 0.5 s (limit: the 2 s floor); ``recent`` answers as (age, took)."""
-    kind = Waits(waiting=waiting, oldest=oldest, samples=50, typical=0.5, recent=recent)
+    ages = (oldest, *(2.0,) * (waiting - 1))  # the others just past the 2 s limit
+    kind = Waits(waiting=waiting, ages=ages, samples=50, typical=0.5, recent=recent)
     return WaitSignals(
         streams=kind if stream else Waits(),
         answers=Waits() if stream else kind,
@@ -147,10 +148,15 @@ TIERS = {"t": ("a", "b")}
         (_waits(waiting=3, oldest=2.1, recent=((0.3, 0.5),)), False),  # answers others in time
         (_waits(waiting=3, oldest=2.1, recent=((0.1, 5.0), (0.5, 5.0))), True),  # only late
         (_waits(waiting=3, oldest=2.1, error=0.2), False),  # answers errors: the error rate's
-        (_waits(waiting=1, oldest=3.9), False),  # alone: needs 2 x the limit
-        (_waits(waiting=1, oldest=4.1), True),
+        (_waits(waiting=1, oldest=9.9), False),  # alone: needs 5 x the limit
+        (_waits(waiting=1, oldest=10.1), True),
+        (_waits(waiting=2, oldest=9.9), False),  # two past the limit: fewer than min_waiting
         (
-            WaitSignals(answers=Waits(waiting=5, oldest=60.0, samples=3, typical=0.5)),
+            WaitSignals(answers=Waits(waiting=9, ages=(2.1, 1.9, 1.0), samples=50, typical=0.5)),
+            False,  # nine waiting, but one past the limit
+        ),
+        (
+            WaitSignals(answers=Waits(waiting=5, ages=(60.0,) * 5, samples=3, typical=0.5)),
             False,  # too little history: the attempt timeouts alone apply
         ),
     ],
@@ -174,12 +180,11 @@ def test_a_provider_10x_slower_than_its_baseline_trips_while_it_still_answers() 
     for _ in range(60):
         _answer(inflight, clock, 0.5)
         clock.advance(0.5)
-    waiting = [inflight.begin("a", stream=False) for _ in range(3)]
+    waiting = [inflight.begin("a", stream=False) for _ in range(6)]
     clock.advance(2.5)
     for waiter in waiting[:2]:  # two of them answer, at 5x the usual time: late
         inflight.answered(waiter)
-    waiting += [inflight.begin("a", stream=False) for _ in range(3)]
-    clock.advance(1.0)
+    clock.advance(1.0)  # the other four wait on, past the 2 s limit
     snapshot = SignalSnapshot(
         taken_at=0.0, window_seconds=30.0, bucket_seconds=1.0, waits=inflight.snapshot()
     )
@@ -199,12 +204,22 @@ def test_stall_limit_is_learned_within_floor_and_ceiling() -> None:
 
 def test_a_recovering_provider_that_stalls_trips_again() -> None:
     state = RoutingState(
-        providers={"a": ProviderStatus(state=HealthState.RECOVERING, since=99.0, traffic_share=0.1)}
+        providers={"a": ProviderStatus(state=HealthState.RECOVERING, since=90.0, traffic_share=0.1)}
     )
     waits = _waits(waiting=3, oldest=2.5)
     decision = decide(state, _snapshot(waits), 100.0, TripwireConfig(), TIERS)
     assert decision.providers["a"].state is HealthState.TRIPPED
     assert decision.transitions[0].cause is TripCause.STALLED
+
+
+def test_attempts_left_from_the_outage_do_not_trip_a_recovering_provider() -> None:
+    """Recovering for 1 s: attempts that have waited 60 s began during the outage (with
+    nowhere to be rescued to); they are not news about the provider now."""
+    state = RoutingState(
+        providers={"a": ProviderStatus(state=HealthState.RECOVERING, since=99.0, traffic_share=0.1)}
+    )
+    waits = _waits(waiting=3, oldest=60.0)
+    assert not decide(state, _snapshot(waits), 100.0, TripwireConfig(), TIERS).changed
 
 
 def test_stall_detection_can_be_turned_off() -> None:
@@ -534,17 +549,22 @@ async def test_low_traffic_one_request_alone_is_not_left_waiting(
     await loop.warm()
     primary.set_fault(FaultMode.HANG)
     first = asyncio.ensure_future(loop.router.stream(STREAM, tier="t"))
-    await _until(lambda: bool(loop.router.inflight.waiting_on("a")), "it waits on a")
-    await loop.run_for(3.5)
-    assert not first.done()  # alone: 2 x the 2 s limit before it trips
-    await loop.run_for(0.75)
+    await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 1, "it waits on a")
+    await loop.run_for(5.0)
+    second = asyncio.ensure_future(loop.router.complete(HELLO, tier="t"))  # 5 s later
+    sent = loop.clock.monotonic()
+    await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 2, "both wait on a")
+    await loop.run_for(4.75)
+    assert not first.done()  # alone past the limit: 5 x the 2 s limit before it trips
+    await loop.run_for(0.5)
     answer = await asyncio.wait_for(first, 30)
     assert answer.provider == "b"
     await drain(answer, [])
-    # The next request, 5 s after the first, goes straight to b: it does not wait at all.
-    await loop.run_for(1.0)
-    second = await loop.router.complete(HELLO, tier="t")
-    assert second.provider == "b"
+    assert (await asyncio.wait_for(second, 30)).provider == "b"
+    waited = loop.clock.monotonic() - sent
+    assert waited <= 5.5  # the second did not wait for the first one's timeout (300 s here)
+    third = await loop.router.complete(HELLO, tier="t")  # straight to b: a is out
+    assert third.provider == "b"
     await loop.router.aclose()
 
 

@@ -56,10 +56,10 @@ class StallConfig(BaseModel):
         default=20, ge=1, description="Answers seen before a limit is learned."
     )
     min_waiting: int = Field(
-        default=3, ge=1, description="Attempts waiting past the limit that trip at once."
+        default=3, ge=1, le=16, description="Attempts waiting past the limit that trip at once."
     )
     alone_factor: float = Field(
-        default=2.0, ge=1.0, description="Fewer waiting: one past this many limits trips."
+        default=5.0, ge=1.0, description="Fewer waiting: one past this many limits trips."
     )
 
     @model_validator(mode="after")

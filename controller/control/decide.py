@@ -287,7 +287,9 @@ def _advance(work: _Pass, name: str) -> _Candidate | None:
     elif status.state is HealthState.PROBING:
         _after_probes(work, name, status)
     elif status.state is HealthState.RECOVERING:
-        fault = _fault_while_recovering(work, name, status) or _stalled(work, name)
+        fault = _fault_while_recovering(work, name, status) or _stalled(
+            work, name, since=status.since
+        )
         if fault is not None and work.cfg.enforce:
             return fault
         if fault is not None:
@@ -399,26 +401,31 @@ def _healthy_trip(work: _Pass, name: str, status: ProviderStatus) -> _Candidate 
     return None
 
 
-def _stalled(work: _Pass, name: str) -> _Candidate | None:
-    """Attempts waiting past the learned limit while the provider answered nothing for as long:
-    enough of them, or one waiting ``alone_factor`` times the limit."""
+def _stalled(work: _Pass, name: str, *, since: float | None = None) -> _Candidate | None:
+    """Attempts waiting past the learned limit while the provider answered nothing within it for
+    as long: ``min_waiting`` of them, or one waiting ``alone_factor`` times the limit. With
+    ``since`` (a recovering provider) only attempts started after it count: those left waiting
+    from the outage (with nowhere to be rescued to) are not news."""
     cfg = work.cfg.stall
     waits = work.snapshot.waiting(name)
     if not cfg.enabled or not waits.waiting:
         return None
+    within = None if since is None else max(0.0, work.now - since)
     for stream in (True, False):
-        reason = _stall_reason(waits, stream, work.cfg)
+        reason = _stall_reason(waits, stream, work.cfg, within)
         if reason is not None:
             sig = work.snapshot.provider(name)
             return _Candidate(name, reason, sig, sig.error_rate, sig.requests, TripCause.STALLED)
     return None
 
 
-def _stall_reason(waits: WaitSignals, stream: bool, cfg: TripwireConfig) -> str | None:
+def _stall_reason(
+    waits: WaitSignals, stream: bool, cfg: TripwireConfig, within: float | None
+) -> str | None:
     stall = cfg.stall
-    kind = waits.kind(stream)
+    ages = [a for a in waits.kind(stream).ages if within is None or a <= within]
     limit, learned = _limit(waits, stream, stall)
-    if limit is None or kind.oldest is None or kind.oldest < limit:
+    if limit is None or not ages or ages[0] < limit:
         return None
     alive = [waits.last_error_age] + [
         of.answered_within(bound)
@@ -429,13 +436,14 @@ def _stall_reason(waits: WaitSignals, stream: bool, cfg: TripwireConfig) -> str 
     ]
     if any(age is not None and age < limit for age in alive):
         return None  # it answers others in time (or with errors): not silent, not slow
-    if waits.waiting < stall.min_waiting and kind.oldest < limit * stall.alone_factor:
+    past = sum(1 for age in ages if age >= limit)
+    if past < stall.min_waiting and ages[0] < limit * stall.alone_factor:
         return None
     late = sum(1 for of in (waits.streams, waits.answers) for age, _ in of.recent if age < limit)
     what = f"{late} answered, later than that" if late else "nothing answered"
     assert learned.typical is not None  # a limit was learned from it
     return (
-        f"stalled: {waits.waiting} waiting, the oldest {kind.oldest:.1f}s; {what} in the last "
+        f"stalled: {past} waiting past the limit, the oldest {ages[0]:.1f}s; {what} in the last "
         f"{limit:.1f}s (limit: {stall.factor:g} x p{stall.quantile * 100:g} of its "
         f"{'first chunks' if learned is waits.streams else 'answers'}, {learned.typical:.2f}s)"
     )

@@ -399,6 +399,8 @@ class HttpClient:
                 async with asyncio.timeout_at(until):
                     await waiter
             except TimeoutError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken as the bound expired: pass the turn on, not lose it
                 busy = f"all {self._max} connections to the provider stayed busy"
                 raise PoolExhausted(f"{busy} for {pool_timeout:g}s") from None
             except asyncio.CancelledError:

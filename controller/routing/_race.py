@@ -16,13 +16,16 @@ itself outpaced. Internal to :mod:`controller.routing`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
 
-from controller._errors import Outpaced
+from controller._errors import Outpaced, ProviderError
 from controller.signals.inflight import Waiter
 
 __all__ = ["HedgeBudget", "Race"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -54,7 +57,12 @@ class Race(Generic[T]):
         self.companion.add_done_callback(self._settled)
 
     def _settled(self, task: asyncio.Task[T]) -> None:
-        if self._closed or task.cancelled() or task.exception() is not None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, ProviderError):
+            log.error("an attempt beside a request failed with a bug", exc_info=error)
+        if self._closed or error is not None:
             return  # a failed companion leaves the request's own attempt to carry on
         self.won = True
         self._primary.lost = self._lost_as.error_type

@@ -39,6 +39,7 @@ from controller._clock import Clock
 from controller.signals._latency import LAT_BINS, bin_value, latency_bin
 
 RECENT = 256  # answers kept with their times, per provider and kind
+OLDEST = 16  # waiting attempts whose ages a snapshot lists, per provider and kind
 BUCKET_SECONDS = 10.0
 BUCKETS = 12  # the baseline spans two minutes ...
 LAG_BUCKETS = 3  # ... and leaves out the last 30 s while the older ones hold enough answers
@@ -62,15 +63,19 @@ class Waiter:
 class Waits:
     """One kind of attempt on one provider: streams waiting for a first chunk, or whole answers.
 
-    ``oldest`` is how long the oldest one has waited; ``typical`` the baseline's quantile of time
-    to answer (``None`` while it holds no answer), from ``samples`` answers. ``recent`` holds
-    ``(age, took)`` of the latest answers, newest first."""
+    ``ages`` are how long the :data:`OLDEST` oldest have waited, oldest first; ``typical`` the
+    baseline's quantile of time to answer (``None`` while it holds no answer), from ``samples``
+    answers. ``recent`` holds ``(age, took)`` of the latest answers, newest first."""
 
     waiting: int = 0
-    oldest: float | None = None
+    ages: tuple[float, ...] = ()
     samples: int = 0
     typical: float | None = None
     recent: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def oldest(self) -> float | None:
+        return self.ages[0] if self.ages else None
 
     def answered_within(self, limit: float) -> float | None:
         """Age of the newest answer that took at most ``limit`` (None: none lately)."""
@@ -213,7 +218,7 @@ class InFlight:
         )
 
     def _waits(self, provider: str, stream: bool, table: dict[Waiter, None], now: float) -> Waits:
-        starts = [w.start for w in table if w.stream is stream]
+        starts = [w.start for w in table if w.stream is stream]  # oldest first (insertion order)
         key = (provider, stream)
         baseline = self._baseline.get(key)
         typical, samples = None, 0
@@ -223,7 +228,7 @@ class InFlight:
         recent = self._recent.get(key, ())
         return Waits(
             waiting=len(starts),
-            oldest=now - starts[0] if starts else None,
+            ages=tuple(now - start for start in starts[:OLDEST]),
             samples=samples,
             typical=typical,
             recent=tuple((now - at, took) for at, took in reversed(recent)),
