@@ -1,6 +1,7 @@
 """Connection benchmark: idle connections and slowloris heads against the front (issue 16 row 7).
 
     python -m tests.bench.connections [--idle 10000] [--slowloris 3000] [--seconds 100] [--before]
+                                      [--uvloop]
 
 The front (a :class:`GatewayServer` with a one-route app, on the default :class:`ConnectionLimits`
 or, with ``--before``, with none: aiohttp's own hour-long keep-alive and no read limits) runs in
@@ -32,7 +33,7 @@ _NONE = ConnectionLimits(max_connections=1 << 30, idle=3630.0, header=1e9, body=
 _BATCH = 500
 
 
-def _serve(port: Any, before: bool) -> None:  # the child process
+def _serve(port: Any, before: bool, uvloop: bool) -> None:  # the child process
     async def main() -> None:
         async def hello(request: web.Request) -> web.Response:
             return web.Response(text="hi")
@@ -45,7 +46,12 @@ def _serve(port: Any, before: bool) -> None:  # the child process
             await asyncio.Event().wait()
 
     _raise_fd_limit()
-    asyncio.run(main())
+    if uvloop:  # what `failover serve` runs on
+        import uvloop as _uvloop
+
+        _uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 def _raise_fd_limit() -> None:
@@ -146,7 +152,7 @@ async def _main(args: argparse.Namespace) -> None:
     ctx = multiprocessing.get_context("spawn")
     for name, count, slow in (("idle", args.idle, False), ("slowloris", args.slowloris, True)):
         port = ctx.Value("i", 0)
-        child = ctx.Process(target=_serve, args=(port, args.before), daemon=True)
+        child = ctx.Process(target=_serve, args=(port, args.before, args.uvloop), daemon=True)
         child.start()
         try:
             while not port.value:  # noqa: ASYNC110 (another process sets it)
@@ -164,6 +170,7 @@ def main() -> None:
     parser.add_argument("--slowloris", type=int, default=3_000)
     parser.add_argument("--seconds", type=float, default=100.0)
     parser.add_argument("--before", action="store_true", help="no connection limits")
+    parser.add_argument("--uvloop", action="store_true", help="the front on uvloop")
     args = parser.parse_args()
     _raise_fd_limit()
     asyncio.run(_main(args))
