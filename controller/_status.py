@@ -97,6 +97,17 @@ def status_document(
             _provider(name, provider, state, snapshot, tripwire)
             for name, provider in providers.items()
         ],
+        "models": [
+            {
+                "name": name,
+                "state": status.state.value,
+                "since": status.since,
+                "reason": status.reason,
+                "traffic_share": status.traffic_share,
+            }
+            for name, status in sorted(state.providers.items())
+            if "/" in name  # one model of a provider serving several, judged on its own
+        ],
         "kill_switch": _kill_switch(state.kill_switch),
         "events": list(events),
         "alerts": list(alerts),

@@ -44,7 +44,7 @@ from controller.config import Config, ConfigWatcher, ProviderConfig, resolve_sec
 from controller.control.audit import AuditLog, audit_path, kill_switch_record, transition_record
 from controller.control.decide import Transition
 from controller.control.loop import Controller
-from controller.control.state import KillSwitch, StateHolder
+from controller.control.state import KillSwitch, StateHolder, model_key, split_key
 from controller.control.store import FileStateStore, MemoryStateStore, StateStore
 from controller.events import AttemptEvent, Outcome, RouteEvent
 from controller.notify import Dispatcher, senders_from_env
@@ -312,9 +312,11 @@ class Runtime:
         self.telemetry.shutdown(timeout=grace)
 
     # ----------------------------------------------------------------------------- control
-    async def _probe(self, provider: str) -> bool:
-        model = self._models.get(provider)
-        if model is None:
+    async def _probe(self, name: str) -> bool:
+        """Probe a provider with its own model, or one model of it (``provider/model``)."""
+        provider, model = split_key(name)
+        model = model or self._models.get(provider)
+        if model is None or provider not in self.providers:
             return False
         within = self.config.controller.probe_timeout_seconds
         return await self.router.probe(provider, model, within=within)
@@ -473,5 +475,10 @@ def _count_skipped_events(meter: Meter, providers: Mapping[str, Drillable]) -> N
 
 
 def _membership(config: Config) -> dict[str, list[str]]:
-    """Which providers serve each tier (what 'never eject the last usable one' judges by)."""
-    return {name: [t.provider for t in tier.targets] for name, tier in config.tiers.items()}
+    """The targets of each tier, as ``provider/model`` keys: who the controller judges (a
+    provider, and each model of one serving several) and what 'never eject the last usable
+    one' judges by."""
+    return {
+        name: [model_key(t.provider, t.model) for t in tier.targets]
+        for name, tier in config.tiers.items()
+    }

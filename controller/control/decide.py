@@ -52,8 +52,15 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from controller.control._members import Members
 from controller.control.config import StallConfig, TripwireConfig
-from controller.control.state import HealthState, ProviderStatus, RoutingState
+from controller.control.state import (
+    HealthState,
+    ProviderStatus,
+    RoutingState,
+    model_key,
+    split_key,
+)
 from controller.signals.inflight import Waits, WaitSignals
 from controller.signals.window import ProviderSignals, SignalSnapshot
 
@@ -173,6 +180,7 @@ class _Pass:
     ) -> None:
         self.state, self.snapshot, self.now, self.cfg = state, snapshot, now, cfg
         self.tiers, self.probes = tiers, probes
+        self.members = Members(tiers)
         self.table: dict[str, ProviderStatus] = dict(state.providers)
         # What the last-usable guard sees: the real table, or a what-if copy in observe mode.
         self.view = self.table if cfg.enforce else dict(state.providers)
@@ -184,12 +192,22 @@ class _Pass:
         self.panics: list[tuple[str, _Candidate]] = []  # tiers newly in panic, this pass
 
     def names(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for members in self.tiers.values():
-            seen.update(dict.fromkeys(members))
+        seen: dict[str, None] = dict.fromkeys(self.members.names)
         seen.update(dict.fromkeys(sorted(self.state.providers)))
         seen.update(dict.fromkeys(sorted(self.snapshot.providers)))
         return list(seen)
+
+    def signals(self, name: str) -> ProviderSignals:
+        """What the windows saw of a provider, or of one model of it (``provider/model``)."""
+        provider, model = split_key(name)
+        if model is None:
+            return self.snapshot.provider(name)
+        found = self.snapshot.models.get((provider, model))
+        return (
+            found
+            if found is not None
+            else ProviderSignals(window_seconds=self.snapshot.window_seconds)
+        )
 
     def status(self, name: str) -> ProviderStatus:
         return self.table.get(name) or self.state.status(name)
@@ -208,7 +226,7 @@ class _Pass:
         reason: str,
         **extra: Any,
     ) -> Transition:
-        sig = self.snapshot.provider(name)
+        sig = self.signals(name)
         made = Transition(
             provider=name,
             kind=kind,
@@ -270,6 +288,7 @@ def decide(
         found = _advance(work, name)
         if found is not None:
             candidates.append(found)
+    candidates = _by_model(work, candidates)
     candidates.sort(key=lambda c: (-c.error_rate, -c.signals.consecutive_failures, c.name))
     for candidate in candidates:
         _trip(work, candidate)
@@ -382,7 +401,7 @@ def _forget_old_trips(work: _Pass, name: str, status: ProviderStatus) -> None:
 
 
 def _healthy_trip(work: _Pass, name: str, status: ProviderStatus) -> _Candidate | None:
-    sig = work.snapshot.provider(name)
+    sig = work.signals(name)
     cfg = work.cfg
     elapsed = max(0.0, work.now - status.since)
     requests, faults = sig.counts_since(elapsed, bucket_seconds=work.snapshot.bucket_seconds)
@@ -407,7 +426,7 @@ def _stalled(work: _Pass, name: str, *, since: float | None = None) -> _Candidat
     ``since`` (a recovering provider) only attempts started after it count: those left waiting
     from the outage (with nowhere to be rescued to) are not news."""
     cfg = work.cfg.stall
-    waits = work.snapshot.waiting(name)
+    waits = work.snapshot.waiting(name)  # per provider: a model key has none
     if not cfg.enabled or not waits.waiting:
         return None
     within = None if since is None else max(0.0, work.now - since)
@@ -459,7 +478,7 @@ def _limit(waits: WaitSignals, stream: bool, stall: StallConfig) -> tuple[float 
 
 
 def _fault_while_recovering(work: _Pass, name: str, status: ProviderStatus) -> _Candidate | None:
-    sig = work.snapshot.provider(name)
+    sig = work.signals(name)
     age = sig.last_fault_age
     if age is None or age > max(0.0, work.now - status.since):
         return None
@@ -505,19 +524,51 @@ def _trip(work: _Pass, candidate: _Candidate) -> None:
     )
 
 
+def _by_model(work: _Pass, candidates: list[_Candidate]) -> list[_Candidate]:
+    """A provider serving several models trips as a whole only when every model of it that had
+    traffic would trip, or when it stalled (silence is the provider's); its models then need no
+    trip of their own. Otherwise only the failing models trip, and their siblings serve on."""
+    named = {c.name: c for c in candidates}
+    whole = {
+        name for name in named if split_key(name)[1] is None and _trips_whole(work, named, name)
+    }
+    kept = []
+    for candidate in candidates:
+        provider, model = split_key(candidate.name)
+        if (provider in whole) == (model is None):
+            kept.append(candidate)
+    return kept
+
+
+def _trips_whole(work: _Pass, named: Mapping[str, _Candidate], provider: str) -> bool:
+    if provider not in work.members.multi or named[provider].cause is TripCause.STALLED:
+        return True
+    served = [
+        model_key(p, m)
+        for (p, m), sig in work.snapshot.models.items()
+        if p == provider and sig.requests
+    ]
+    return all(key in named for key in served)
+
+
 def _tiers_left_empty(work: _Pass, name: str) -> list[str]:
-    """Tiers in which ``name`` is the last provider traffic can still go to."""
+    """Tiers in which ``name`` (a provider, or one model of one) is the last target traffic can
+    still go to."""
     disabled = set(work.state.kill_switch.disable)
-    if name in disabled:
+    if split_key(name)[0] in disabled:
         return []
     blocked = []
-    for tier, members in work.tiers.items():
-        if name not in members:
-            continue
-        others = (m for m in members if m != name and m not in disabled)
-        if not any(_usable(work, m) for m in others):
+    for tier, others in work.members.blocked_by(name):
+        if not any(_target_usable(work, target, disabled) for target in others):
             blocked.append(tier)
     return blocked
+
+
+def _target_usable(work: _Pass, target: tuple[str, str | None], disabled: set[str]) -> bool:
+    provider, model = target
+    if provider in disabled or not _usable(work, provider):
+        return False
+    return model is None or _usable(work, model_key(provider, model))
 
 
 def _usable(work: _Pass, name: str) -> bool:

@@ -33,6 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Counter, Meter, Observation
 
 from controller._clock import Clock
 from controller._errors import FailoverError
+from controller.control._members import Members
 from controller.control.config import TripwireConfig
 from controller.control.decide import (
     Decision,
@@ -139,9 +140,8 @@ class Controller:
         return self._cfg
 
     def known_providers(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for members in self._tiers.values():
-            seen.update(dict.fromkeys(members))
+        """The providers (and models of a provider serving several) the controller judges."""
+        seen: dict[str, None] = dict.fromkeys(Members(self._tiers).names)
         seen.update(dict.fromkeys(sorted(self._holder.current.providers)))
         return list(seen)
 

@@ -68,6 +68,18 @@ class KillSwitch:
 _HEALTHY = ProviderStatus()
 
 
+def model_key(provider: str, model: str) -> str:
+    """The routing state's name for one model of a provider (``provider/model``), judged on its
+    own when the provider serves several models (the first ``/`` ends the provider's name)."""
+    return f"{provider}/{model}"
+
+
+def split_key(name: str) -> tuple[str, str | None]:
+    """``provider/model`` -> (provider, model); a provider's own name -> (provider, None)."""
+    provider, _, model = name.partition("/")
+    return provider, model or None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingState:
     """Versioned routing state. ``changed_by`` is ``controller``, ``operator``, ``config``, ..."""
@@ -81,6 +93,16 @@ class RoutingState:
     def status(self, provider: str) -> ProviderStatus:
         """A provider the controller has never judged is healthy."""
         return self.providers.get(provider, _HEALTHY)
+
+    def share(self, provider: str, model: str) -> float:
+        """The traffic share of one target: its provider's, and its model's when that was
+        judged on its own (a model tripped while its siblings serve)."""
+        share = self.providers.get(provider, _HEALTHY).traffic_share
+        if self.providers:  # none judged yet (the usual state): no model either
+            found = self.providers.get(model_key(provider, model))
+            if found is not None:
+                share = min(share, found.traffic_share)
+        return share
 
     def evolve(
         self,

@@ -80,13 +80,15 @@ class FaultMode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
-    """A fault to inject. ``count`` limits it to the next N requests (None: until cleared)."""
+    """A fault to inject. ``count`` limits it to the next N requests (None: until cleared);
+    ``model`` to the requests for that model (None: every request)."""
 
     mode: FaultMode = FaultMode.NONE
     retry_after: float = 1.0
     delay: float = 1.0
     after_chunks: int = 2
     count: int | None = None
+    model: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Fault:
@@ -199,8 +201,10 @@ class FakeProvider:
     def fault(self) -> Fault:
         return self._fault
 
-    def _take_fault(self) -> Fault:
+    def _take_fault(self, model: str | None = None) -> Fault:
         fault = self._fault
+        if fault.model is not None and model != fault.model:
+            return Fault()  # the fault is another model's
         if self._remaining is not None:
             self._remaining -= 1
             if self._remaining <= 0:
@@ -269,7 +273,7 @@ class FakeProvider:
             request = dataclasses.replace(request, stream=stream)
         headers = dict(http.headers)
         self.seen.append(Seen(format=fmt, model=model, request=request, body=raw, headers=headers))
-        fault = self._take_fault()
+        fault = self._take_fault(model)
         early = await self._preflight(http, codec, fault)
         if early is not None:
             return early

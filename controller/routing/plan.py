@@ -101,7 +101,7 @@ def _apply_health(ordered: Sequence[Target], state: RoutingState, rng: random.Ra
     first: list[Target] = []
     later: list[Target] = []
     for target in ordered:
-        share = state.status(target.provider).traffic_share
+        share = state.share(target.provider, target.model)
         if share >= 1.0 or (share > 0.0 and rng.random() < share):
             first.append(target)
         elif share > 0.0:

@@ -194,7 +194,7 @@ class Router:
         target = Target(provider=provider, model=model)
         tier = TierPlan(name=PROBE_TIER, targets=(target,))
         route = self._begin(_PROBE, PROBE_TIER, within, stream=False, tier_plan=tier)
-        waiter = self.inflight.begin(provider, stream=False)
+        waiter = self.inflight.begin(provider, stream=False, model=model)
         attempt = Try(
             target, self.providers[provider], AttemptReason.PROBE, None, None, within, waiter
         )
@@ -353,7 +353,7 @@ class Router:
         """The next attempt of ``route`` (counted), waiting for its answer from now on."""
         remaining = self._remaining(route)
         route.attempts += 1
-        waiter = self.inflight.begin(target.provider, stream=route.stream)
+        waiter = self.inflight.begin(target.provider, stream=route.stream, model=target.model)
         provider = self.providers[target.provider]
         return Try(target, provider, reason, previous, cause, remaining, waiter)
 
@@ -416,7 +416,7 @@ class Router:
             return
         state = self.state.current
         nxt = route.position + 1
-        while nxt < len(queue) and not _in_rotation(state, queue[nxt].provider):
+        while nxt < len(queue) and not _in_rotation(state, queue[nxt].provider, queue[nxt].model):
             nxt += 1  # e.g. another model of the provider that just tripped
         if nxt >= len(queue):
             return
@@ -429,7 +429,7 @@ class Router:
         race.partner = attempt.waiter
         # Beaten by a rescue, the attempt counts against its provider only if the controller
         # took that out of rotation; switched off by the operator, it did not fail.
-        tripped = not state.status(first.target.provider).usable
+        tripped = not state.share(first.target.provider, first.target.model)
         lost_as = Stalled if reason is AttemptReason.RESCUE and tripped else Outpaced
         race.start(self._companion(route, request, once, attempt), lost_as=lost_as)
         start, wall = self._clock.monotonic(), self._clock.wall()
@@ -439,7 +439,9 @@ class Router:
                 # Cancelled before its first step (the request ended in the same turn of the
                 # loop): it never ran, so it is reported here, and no longer counted as waiting.
                 self._abandoned(route, attempt, request, start, wall)
-            elif race.failed(task) and not _in_rotation(self.state.current, first.target.provider):
+            elif race.failed(task) and not _in_rotation(
+                self.state.current, first.target.provider, first.target.model
+            ):
                 # It failed while the request still waits on a provider out of rotation: rescue
                 # it on the target after (the plan is not in panic: ``first`` had a companion).
                 self._second(route, request, once, race, first, AttemptReason.RESCUE)
@@ -509,12 +511,14 @@ class Router:
             await extra[0].discard()
 
     def _on_state(self, old: RoutingState, new: RoutingState) -> None:
-        """A provider left rotation: rescue every request still waiting on it."""
+        """A provider (or one model of it) left rotation: rescue every request still waiting
+        on it."""
         for provider in self.inflight.providers():
-            if _in_rotation(old, provider) and not _in_rotation(new, provider):
-                for waiter in self.inflight.waiting_on(provider):
-                    if waiter.on_trip is not None:
-                        waiter.on_trip()
+            for waiter in self.inflight.waiting_on(provider):
+                target = (provider, waiter.model)
+                left = _in_rotation(old, *target) and not _in_rotation(new, *target)
+                if left and waiter.on_trip is not None:
+                    waiter.on_trip()
 
     # ------------------------------------------------------------------------------- formats
     def _capable(self, route: Route, request: Request, targets: list[Target]) -> list[Target]:
@@ -562,11 +566,11 @@ class Router:
         state = self.state.current
         if not state.kill_switch.allows(target.provider):
             return False
-        return route.plan.panic or state.status(target.provider).usable
+        return route.plan.panic or state.share(target.provider, target.model) > 0
 
     def _ejected(self, route: Route, target: Target) -> bool:
         """Tripped while this request was on it: move on rather than retry a dead provider."""
-        return not route.plan.panic and not self.state.current.status(target.provider).usable
+        return not route.plan.panic and not self.state.current.share(target.provider, target.model)
 
     def _remaining(self, route: Route) -> float:
         remaining = route.deadline - self._clock.monotonic()
@@ -824,8 +828,8 @@ class RoutedStream:
         router._finish(route, served_by, error, cancelled=cancelled)
 
 
-def _in_rotation(state: RoutingState, provider: str) -> bool:
-    return state.kill_switch.allows(provider) and state.status(provider).usable
+def _in_rotation(state: RoutingState, provider: str, model: str) -> bool:
+    return state.kill_switch.allows(provider) and state.share(provider, model) > 0
 
 
 def _lost(waiter: Waiter, waited: float) -> Outpaced:

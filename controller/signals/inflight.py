@@ -48,10 +48,11 @@ LAG_BUCKETS = 3  # ... and leaves out the last 30 s while the older ones hold en
 class Waiter:
     """One attempt waiting for its answer."""
 
-    __slots__ = ("done", "lost", "on_trip", "provider", "start", "stream")
+    __slots__ = ("done", "lost", "model", "on_trip", "provider", "start", "stream")
 
-    def __init__(self, provider: str, stream: bool, start: float) -> None:
+    def __init__(self, provider: str, stream: bool, start: float, model: str = "") -> None:
         self.provider = provider
+        self.model = model
         self.stream = stream
         self.start = start
         self.done = False
@@ -153,8 +154,8 @@ class InFlight:
         self._recent: dict[tuple[str, bool], deque[tuple[float, float]]] = {}
         self._last_error: dict[str, float] = {}
 
-    def begin(self, provider: str, *, stream: bool) -> Waiter:
-        waiter = Waiter(provider, stream, self._clock.monotonic())
+    def begin(self, provider: str, *, stream: bool, model: str = "") -> Waiter:
+        waiter = Waiter(provider, stream, self._clock.monotonic(), model)
         table = self._waiting.get(provider)
         if table is None:
             table = self._waiting[provider] = {}
