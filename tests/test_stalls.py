@@ -7,7 +7,6 @@ fake clock: the test moves time, so nothing here races a real timer.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -40,12 +39,12 @@ from controller.signals.window import SignalSnapshot, SignalWindows
 from controller.telemetry import names
 from controller.telemetry.setup import setup_telemetry
 from tests.conftest import Recorder, adapter, drain
+from tests.stalls_support import PATIENT, trip, until
+from tests.stalls_support import two_providers as _router
 from tests.telemetry_support import gauge_points, samples
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
 STREAM = Request(messages=HELLO.messages, stream=True)
-# Long: a silent provider must be left by the rescue, never by one of these expiring.
-PATIENT = Timeouts(connect=5.0, first_token=300.0, idle=300.0, total=300.0)
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -229,45 +228,6 @@ def test_stall_detection_can_be_turned_off() -> None:
 
 
 # ----------------------------------------------------------------------------- the router
-def _router(
-    primary: FakeProvider,
-    backup: FakeProvider,
-    recorder: Recorder,
-    clock: FakeClock,
-    *,
-    holder: StateHolder | None = None,
-    hedge: Hedge | None = None,
-    inflight: InFlight | None = None,
-) -> Router:
-    a, b = adapter(primary, "openai", "a"), adapter(backup, "anthropic", "b")
-    targets = (Target(provider="a", model="big"), Target(provider="b", model="alt"))
-    return Router(
-        tiers={"t": TierPlan(name="t", targets=targets, hedge=hedge)},
-        providers={"a": a, "b": b},
-        state=holder,
-        listeners=[recorder],
-        clock=clock,
-        default_timeouts=PATIENT,
-        deadline=600.0,
-        rng=random.Random(3),
-        inflight=inflight,
-    )
-
-
-async def _until(check: Callable[[], bool], what: str) -> None:
-    """Let the loop run (real sockets) until ``check`` holds; bounded."""
-    for _ in range(2000):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
-
-
-def _trip(holder: StateHolder, provider: str) -> None:
-    tripped = ProviderStatus(state=HealthState.TRIPPED, since=1.0, traffic_share=0.0)
-    holder.publish(holder.current.evolve(changed_by="test", now=1.0, providers={provider: tripped}))
-
-
 @pytest.mark.parametrize("stream", [False, True])
 async def test_requests_waiting_on_a_provider_that_trips_are_rescued(
     primary: FakeProvider, backup: FakeProvider, recorder: Recorder, stream: bool
@@ -282,9 +242,9 @@ async def test_requests_waiting_on_a_provider_that_trips_are_rescued(
         else (lambda: router.complete(request, tier="t"))
     )
     waiting = [asyncio.ensure_future(call()) for _ in range(3)]
-    await _until(lambda: len(router.inflight.waiting_on("a")) == 3, "three requests wait on a")
+    await until(lambda: len(router.inflight.waiting_on("a")) == 3, "three requests wait on a")
     assert backup.requests == 0
-    _trip(holder, "a")  # what the controller publishes when it trips a
+    trip(holder, "a")  # what the controller publishes when it trips a
     answers = await asyncio.wait_for(asyncio.gather(*waiting), 30)
     for answer in answers:
         assert answer.provider == "b"  # type: ignore[attr-defined]
@@ -310,7 +270,7 @@ async def test_the_kill_switch_rescues_too_and_a_pinned_provider_is_left_alone(
     router = _router(primary, backup, recorder, clock, holder=holder)
     primary.set_fault(FaultMode.HANG)
     waiting = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "a request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "a request waits on a")
     holder.publish(holder.current.evolve(changed_by="t", now=1, kill_switch=KillSwitch(pin="a")))
     await asyncio.sleep(0.05)
     assert backup.requests == 0  # pinned to a: still in rotation, nothing to rescue
@@ -331,8 +291,8 @@ async def test_a_request_with_nowhere_to_go_keeps_waiting(
     backup.set_fault(FaultMode.HANG)
     primary.set_fault(FaultMode.AUTH)  # not retried: on to b at once
     waiting = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("b")), "the request waits on b")
-    _trip(holder, "b")
+    await until(lambda: bool(router.inflight.waiting_on("b")), "the request waits on b")
+    trip(holder, "b")
     await asyncio.sleep(0.05)
     assert not waiting.done()
     waiting.cancel()
@@ -354,7 +314,7 @@ async def test_a_hedge_rescues_a_slow_attempt(
     task: asyncio.Future[Response | RoutedStream] = asyncio.ensure_future(
         router.stream(request, tier="t") if stream else router.complete(request, tier="t")
     )
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(1.9)
     await asyncio.sleep(0.05)
     assert backup.requests == 0  # before the hedge wait: nothing started
@@ -382,10 +342,10 @@ async def test_the_first_answer_wins_and_the_hedge_is_cancelled(
     primary.set_fault(Fault(mode=FaultMode.SLOW_FIRST_TOKEN, delay=0.3))
     backup.set_fault(FaultMode.HANG)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(1.5)  # the hedge starts on b, which hangs; a answers after its 0.3 s
     answer = await asyncio.wait_for(task, 30)
-    await _until(lambda: len(recorder.attempts) == 2, "the hedge reports itself")
+    await until(lambda: len(recorder.attempts) == 2, "the hedge reports itself")
     await router.aclose()
     assert answer.provider == "a"
     by_provider = {e.provider: e for e in recorder.attempts}
@@ -404,7 +364,7 @@ async def test_hedges_are_bounded_by_the_tier_budget(
     router = _router(primary, backup, recorder, clock, hedge=Hedge(after=1.0, per_second=1.0))
     primary.set_fault(FaultMode.HANG)
     tasks = [asyncio.ensure_future(router.complete(HELLO, tier="t")) for _ in range(3)]
-    await _until(lambda: len(router.inflight.waiting_on("a")) == 3, "three wait on a")
+    await until(lambda: len(router.inflight.waiting_on("a")) == 3, "three wait on a")
     clock.advance(1.0)
     done, pending = await asyncio.wait(tasks, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     await asyncio.sleep(0.05)
@@ -429,7 +389,7 @@ async def test_a_hedge_waits_for_the_learned_quantile(
     router = _router(primary, backup, recorder, clock, hedge=hedge, inflight=inflight)
     primary.set_fault(FaultMode.HANG)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(inflight.waiting_on("a")), "the request waits on a")
     clock.advance(0.4)
     await asyncio.sleep(0.05)
     assert backup.requests == 0
@@ -446,9 +406,9 @@ async def test_when_both_fail_the_request_fails_with_both_errors(
     primary.set_fault(FaultMode.HANG)
     backup.set_fault(FaultMode.ERROR_500)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(1.0)  # the hedge to b fails at once; a still waits
-    await _until(lambda: backup.requests >= 1, "the hedge reached b")
+    await until(lambda: backup.requests >= 1, "the hedge reached b")
     await asyncio.sleep(0.05)
     assert not task.done()
     primary.clear_fault()
@@ -519,7 +479,7 @@ async def test_a_hanging_provider_trips_as_stalled_and_every_request_is_served(
         )
         for _ in range(4)
     ]
-    await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 4, "four wait on a")
+    await until(lambda: len(loop.router.inflight.waiting_on("a")) == 4, "four wait on a")
     await loop.run_for(1.75)
     assert loop.holder.current.status("a").state is HealthState.HEALTHY
     await loop.run_for(0.5)  # past the limit: tripped, the waiting requests rescued
@@ -549,11 +509,11 @@ async def test_low_traffic_one_request_alone_is_not_left_waiting(
     await loop.warm()
     primary.set_fault(FaultMode.HANG)
     first = asyncio.ensure_future(loop.router.stream(STREAM, tier="t"))
-    await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 1, "it waits on a")
+    await until(lambda: len(loop.router.inflight.waiting_on("a")) == 1, "it waits on a")
     await loop.run_for(5.0)
     second = asyncio.ensure_future(loop.router.complete(HELLO, tier="t"))  # 5 s later
     sent = loop.clock.monotonic()
-    await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 2, "both wait on a")
+    await until(lambda: len(loop.router.inflight.waiting_on("a")) == 2, "both wait on a")
     await loop.run_for(4.75)
     assert not first.done()  # alone past the limit: 5 x the 2 s limit before it trips
     await loop.run_for(0.5)
@@ -576,7 +536,7 @@ async def test_the_dashboard_sees_what_waits_the_learned_limit_and_the_stall_tri
     await loop.warm()
     primary.set_fault(FaultMode.HANG)
     waiting = [asyncio.ensure_future(loop.router.complete(HELLO, tier="t")) for _ in range(3)]
-    await _until(lambda: len(loop.router.inflight.waiting_on("a")) == 3, "three wait on a")
+    await until(lambda: len(loop.router.inflight.waiting_on("a")) == 3, "three wait on a")
     await loop.run_for(1.0)
     points = gauge_points(reader)
     assert ({"provider": "a"}, 3.0) in points[names.METRIC_PROVIDER_WAITING]
@@ -602,14 +562,14 @@ async def test_hedges_and_rescues_are_counted_and_traced(
     router.listeners.add(telemetry.listener)
     primary.set_fault(FaultMode.HANG)
     hedged = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(1.0)
     await asyncio.wait_for(hedged, 30)
     rescued = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the next one waits on a")
-    _trip(holder, "a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the next one waits on a")
+    trip(holder, "a")
     await asyncio.wait_for(rescued, 30)
-    await _until(lambda: len(recorder.attempts) == 4, "every attempt reported")
+    await until(lambda: len(recorder.attempts) == 4, "every attempt reported")
     await asyncio.sleep(0)
     telemetry.listener.flush()
     await router.aclose()
@@ -656,7 +616,7 @@ async def test_a_full_pool_sends_the_request_on_instead_of_queueing(
     )
     primary.set_fault(FaultMode.HANG)
     holder = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: primary.requests == 1, "a holds its one connection")
+    await until(lambda: primary.requests == 1, "a holds its one connection")
     answer = await asyncio.wait_for(router.complete(HELLO, tier="t"), 30)
     assert answer.provider == "b"
     assert primary.requests == 1  # the second request never reached a
@@ -705,8 +665,8 @@ async def test_a_rescue_skips_another_model_of_the_provider_that_tripped(
     )
     primary.set_fault(FaultMode.HANG)
     waiting = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
-    _trip(holder, "a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    trip(holder, "a")
     answer = await asyncio.wait_for(waiting, 30)
     await router.aclose()
     assert (answer.provider, answer.model) == ("b", "alt")

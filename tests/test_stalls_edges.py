@@ -9,8 +9,6 @@ exactly once, and none may stay registered as waiting (it would trip a healthy p
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from controller._clock import FakeClock
 from controller.control.config import TripwireConfig
 from controller.control.loop import Controller
-from controller.control.state import HealthState, KillSwitch, ProviderStatus, StateHolder
+from controller.control.state import HealthState, KillSwitch, StateHolder
 from controller.control.store import MemoryStateStore
 from controller.events import AttemptEvent, Outcome, RouteEvent, RouteOutcome
 from controller.model import Message, Request
@@ -28,54 +26,16 @@ from controller.routing.plan import Hedge, Target, TierPlan
 from controller.routing.router import Router
 from controller.signals.window import SignalWindows
 from tests.conftest import Recorder, adapter
+from tests.stalls_support import PATIENT, trip, until
+from tests.stalls_support import two_providers as _router
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
-PATIENT = Timeouts(connect=5.0, first_token=300.0, idle=300.0, total=300.0)
-
-
-def _router(
-    primary: FakeProvider,
-    backup: FakeProvider,
-    listener: object,
-    clock: FakeClock,
-    *,
-    holder: StateHolder | None = None,
-    hedge: Hedge | None = None,
-    max_attempts: int = 6,
-) -> Router:
-    a, b = adapter(primary, "openai", "a"), adapter(backup, "anthropic", "b")
-    targets = (Target(provider="a", model="big"), Target(provider="b", model="alt"))
-    return Router(
-        tiers={"t": TierPlan(name="t", targets=targets, hedge=hedge)},
-        providers={"a": a, "b": b},
-        state=holder,
-        listeners=[listener],  # type: ignore[list-item]
-        clock=clock,
-        default_timeouts=PATIENT,
-        deadline=600.0,
-        max_attempts=max_attempts,
-        rng=random.Random(3),
-    )
-
-
-async def _until(check: Callable[[], bool], what: str) -> None:
-    for _ in range(2000):
-        if check():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def _turns(n: int = 10) -> None:
     """Let the loop run a few turns (no timer involved)."""
     for _ in range(n):
         await asyncio.sleep(0)
-
-
-def _trip(holder: StateHolder, provider: str) -> None:
-    tripped = ProviderStatus(state=HealthState.TRIPPED, since=1.0, traffic_share=0.0)
-    table = {**holder.current.providers, provider: tripped}
-    holder.publish(holder.current.evolve(changed_by="test", now=1.0, providers=table))
 
 
 async def test_a_rescue_cancelled_before_it_ran_is_reported_and_not_left_waiting(
@@ -88,9 +48,9 @@ async def test_a_rescue_cancelled_before_it_ran_is_reported_and_not_left_waiting
     router = _router(primary, backup, recorder, clock, holder=holder)
     primary.set_fault(FaultMode.HANG)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     task.cancel()  # the client goes: the request's task will run next ...
-    _trip(holder, "a")  # ... and the rescue task it creates after it, so it never ran
+    trip(holder, "a")  # ... and the rescue task it creates after it, so it never ran
     with pytest.raises(asyncio.CancelledError):
         await task
     await _turns()
@@ -114,13 +74,13 @@ async def test_the_client_leaving_while_a_hedge_runs_cancels_both_not_outpaced(
     primary.set_fault(FaultMode.HANG)
     backup.set_fault(FaultMode.HANG)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(1.0)
-    await _until(lambda: bool(router.inflight.waiting_on("b")), "the hedge waits on b")
+    await until(lambda: bool(router.inflight.waiting_on("b")), "the hedge waits on b")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await _until(lambda: len(recorder.attempts) == 2, "both attempts report")
+    await until(lambda: len(recorder.attempts) == 2, "both attempts report")
     await router.aclose()
     assert router.inflight.providers() == []
     assert sorted((e.provider, e.outcome, e.error_type) for e in recorder.attempts) == [
@@ -158,8 +118,8 @@ async def test_the_client_leaving_as_the_rescue_answers_is_honoured(
     primary.set_fault(FaultMode.HANG)
     task: asyncio.Future[object] = asyncio.ensure_future(router.complete(HELLO, tier="t"))
     listener.task = task
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
-    _trip(holder, "a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    trip(holder, "a")
     with pytest.raises(asyncio.CancelledError):
         await task
     await _turns()
@@ -191,8 +151,8 @@ async def test_a_won_rescue_leaves_the_request_task_uncancelled(
         return answer.provider, me.cancelling(), timed_out
 
     task = asyncio.ensure_future(caller())
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
-    _trip(holder, "a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    trip(holder, "a")
     assert await asyncio.wait_for(task, 30) == ("b", 0, True)
     await router.aclose()
     assert router.inflight.providers() == []
@@ -203,12 +163,12 @@ async def test_no_hedge_in_panic(primary: FakeProvider, backup: FakeProvider) ->
     clock, holder = FakeClock(), StateHolder()
     recorder = Recorder()
     router = _router(primary, backup, recorder, clock, holder=holder, hedge=Hedge(after=1.0))
-    _trip(holder, "a")
-    _trip(holder, "b")
+    trip(holder, "a")
+    trip(holder, "b")
     primary.set_fault(FaultMode.HANG)
     backup.set_fault(FaultMode.HANG)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.providers()), "the request waits")
+    await until(lambda: bool(router.inflight.providers()), "the request waits")
     clock.advance(5.0)
     await _turns()
     await asyncio.sleep(0.05)
@@ -226,8 +186,8 @@ async def test_a_rescue_respects_max_attempts(
     router = _router(primary, backup, recorder, clock, holder=holder, max_attempts=1)
     primary.set_fault(FaultMode.HANG)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
-    _trip(holder, "a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    trip(holder, "a")
     await _turns()
     assert router.inflight.waiting_on("b") == []
     task.cancel()
@@ -259,11 +219,11 @@ async def test_a_rescue_as_the_deadline_passes_does_not_raise_into_the_publisher
     router = _router(primary, backup, recorder, clock, holder=holder)
     primary.set_fault(FaultMode.HANG)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t", deadline=10.0))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(10.0 - 5.0)  # the deadline is 5 s away ...
     clock.jump = 6.0  # ... and passes between two readings of the clock
     try:
-        _trip(holder, "a")  # must not raise
+        trip(holder, "a")  # must not raise
     finally:
         clock.jump = 0.0
     answer = await asyncio.wait_for(task, 30)
@@ -298,8 +258,8 @@ async def test_a_failed_rescue_moves_on_rather_than_leave_the_request_on_the_dea
         primary.set_fault(FaultMode.HANG)
         backup.set_fault(FaultMode.ERROR_500)
         task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-        await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
-        _trip(holder, "a")
+        await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+        trip(holder, "a")
         answer = await asyncio.wait_for(task, 10)
         await router.aclose()
     assert answer.provider == "c"
@@ -345,8 +305,8 @@ async def test_the_callers_timeout_expiring_as_the_rescue_answers_is_a_timeout(
         return "answer", me.cancelling()
 
     task = asyncio.ensure_future(caller())
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
-    _trip(holder, "a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    trip(holder, "a")
     assert await asyncio.wait_for(task, 30) == ("timeout", 0)
     await _turns()
     await router.aclose()
@@ -375,7 +335,7 @@ async def test_the_kill_switch_rescue_counts_no_fault_against_the_switched_off_p
     )
     primary.set_fault(Fault(mode=FaultMode.SLOW_FIRST_TOKEN, delay=60.0))  # long answers
     waiting = [asyncio.ensure_future(router.complete(HELLO, tier="t")) for _ in range(6)]
-    await _until(lambda: len(router.inflight.waiting_on("a")) == 6, "six wait on a")
+    await until(lambda: len(router.inflight.waiting_on("a")) == 6, "six wait on a")
     off = KillSwitch(disable=("a",))
     holder.publish(holder.current.evolve(changed_by="operator", now=1, kill_switch=off))
     answers = await asyncio.wait_for(asyncio.gather(*waiting), 30)
@@ -397,7 +357,7 @@ async def test_a_probe_cut_by_its_timeout_still_reports_its_route(
     router = _router(primary, backup, recorder, FakeClock())
     primary.set_fault(FaultMode.HANG)
     probe = asyncio.ensure_future(router.probe("a", "big"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the probe waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the probe waits on a")
     probe.cancel()
     with pytest.raises(asyncio.CancelledError):
         await probe
@@ -416,13 +376,13 @@ async def test_a_reloaded_hedge_budget_applies_at_once(
     router = _router(primary, backup, recorder, clock, hedge=Hedge(after=1.0, per_second=1.0))
     primary.set_fault(FaultMode.HANG)
     first = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(1.0)  # the one hedge the old budget holds
     assert (await asyncio.wait_for(first, 30)).provider == "b"
     tier = router.tiers["t"]
     router.tiers = {"t": replace(tier, hedge=Hedge(after=0.1, per_second=50.0))}
     second = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(0.1)
     assert (await asyncio.wait_for(second, 30)).provider == "b"
     await router.aclose()
@@ -459,9 +419,9 @@ async def test_a_bug_in_the_hedged_attempt_takes_its_hedge_down_with_it(
     )
     backup.set_fault(FaultMode.HANG)
     task = asyncio.ensure_future(router.complete(HELLO, tier="t"))
-    await _until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
+    await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
     clock.advance(1.0)
-    await _until(lambda: bool(router.inflight.waiting_on("b")), "the hedge waits on b")
+    await until(lambda: bool(router.inflight.waiting_on("b")), "the hedge waits on b")
     go.set()
     with pytest.raises(RuntimeError):
         await task
