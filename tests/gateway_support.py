@@ -141,6 +141,17 @@ class GatewayTestBackend:
             },
             "tiers": [self._tier(name, plan, state) for name, plan in self.router.tiers.items()],
             "providers": [self._provider(name, state) for name in self.router.providers],
+            "models": [
+                {
+                    "name": name,
+                    "state": s.state.value,
+                    "since": s.since,
+                    "reason": s.reason,
+                    "traffic_share": s.traffic_share,
+                }
+                for name, s in sorted(state.providers.items())
+                if "/" in name
+            ],
             "events": [
                 {
                     "time": route.start_wall + route.end - route.start,
@@ -180,6 +191,8 @@ class GatewayTestBackend:
             "reason": status.reason,
             "trip_count": status.trip_count,
             "traffic_share": status.traffic_share,
+            "waiting": len(self.router.inflight.waiting_on(name)),
+            "stall_limit": {"whole": 2.0} if name == "backup-anthropic" else {},
         }
 
     def render_metrics(self) -> tuple[bytes, str]:

@@ -91,7 +91,7 @@ async def env() -> AsyncIterator[GatewayEnv]:
         state = RoutingState().evolve(
             changed_by="operator",
             now=two_minutes_ago,
-            providers={"primary-openai": tripped},
+            providers={"primary-openai": tripped, "primary-anthropic/claude-big": tripped},
             kill_switch=KillSwitch(pin="backup-anthropic"),
         )
         running.state.publish(state)
@@ -141,6 +141,8 @@ async def test_status_page_renders_routes_states_and_kill_switch(
     assert "primary-openai tripped" in text  # the alert
     assert "frontier: degraded by backup-anthropic" in text  # a routing event
     assert "since 2 min ago" in text
+    assert "primary-anthropic/claude-big one model, judged alone tripped" in text
+    assert "stalled after whole 2.0 s" in text  # the learned stall limit
     assert "live" in text  # the poll succeeded
     assert "kill switch pins backup-anthropic, which has no model for tier claude" in text
     # The pinned route: frontier is served by backup-anthropic now.

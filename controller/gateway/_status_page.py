@@ -177,7 +177,28 @@ function renderProvider(p) {
   const share = num(p.traffic_share);
   if (share !== null && share < 1) extra.push("traffic " + pct(share));
   if (num(p.trip_count)) extra.push("trips " + p.trip_count);
+  if (num(p.waiting)) extra.push(p.waiting + " waiting for an answer");
+  const limits = p.stall_limit && typeof p.stall_limit === "object" ? p.stall_limit : {};
+  const learned = Object.keys(limits).filter((k) => num(limits[k]) !== null)
+    .map((k) => k + " " + num(limits[k]).toFixed(1) + " s");
+  if (learned.length) extra.push("stalled after " + learned.join(", "));
   if (extra.length) card.append(el("div", "small", extra.join(" \u00b7 ")));
+  return card;
+}
+
+function renderModel(m) {
+  const card = el("div", "card prov");
+  const state = String(m.state || "unknown");
+  const top = el("div", "top");
+  const who = el("div");
+  who.append(el("div", "name", m.name || "?"), el("div", "kind", "one model, judged alone"));
+  top.append(who, el("span", "badge state-" + state.replace(/[^a-z]/g, ""), state));
+  card.append(top);
+  let since = m.since ? "since " + ago(m.since) : "";
+  if (m.reason) since += (since ? " \u2014 " : "") + m.reason;
+  if (since) card.append(el("div", "small", since));
+  const share = num(m.traffic_share);
+  if (share !== null && share < 1) card.append(el("div", "small", "traffic " + pct(share)));
   return card;
 }
 
@@ -203,7 +224,8 @@ function renderLogItem(item) {
 function render(doc) {
   renderKill(doc.kill_switch);
   fill("tiers", entries(doc.tiers).map(renderTier), "No tiers configured.");
-  fill("providers", entries(doc.providers).map(renderProvider), "No providers configured.");
+  const cards = entries(doc.providers).map(renderProvider);
+  fill("providers", cards.concat(entries(doc.models).map(renderModel)), "No providers configured.");
   const events = entries(doc.events).slice(0, LOG_ITEMS).map(renderLogItem);
   const alerts = entries(doc.alerts).slice(0, LOG_ITEMS).map(renderLogItem);
   fill("events", events.length ? [el("ul", "log")] : [], "No routing events yet.");
