@@ -62,7 +62,9 @@ h2 { font-size:15px; text-transform:uppercase; letter-spacing:.06em; color:var(-
 .state-probing { background:var(--warn); } .state-recovering { background:var(--info); }
 .panic { background:var(--bad); margin-left:6px; }
 .prov .top { display:flex; justify-content:space-between; align-items:center; gap:8px; }
-.prov .name { font-weight:700; font-size:18px; }
+.prov .top > div { min-width:0; }
+.prov .top .badge { flex-shrink:0; }
+.prov .name { font-weight:700; font-size:18px; overflow-wrap:anywhere; }
 .prov .kind { color:var(--mute); font-size:14px; }
 .bar { position:relative; height:14px; background:#e9ecf1; border-radius:7px; margin:10px 0 4px;
   overflow:hidden; }
