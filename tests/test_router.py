@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -497,3 +498,24 @@ async def test_context_fallback_obeys_the_kill_switch(
         await router.complete(HELLO, tier="frontier")
     await router.aclose()
     assert backup.requests == 0  # a disabled provider is out of every route, fallback too
+
+
+async def test_a_priority_plan_is_kept_only_while_the_state_and_the_tier_stay_the_same(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    holder = StateHolder()
+    router = make_router(primary, backup, recorder, state=holder)
+    tier = router.tiers["frontier"]
+    first = router.plan(tier)
+    assert router.plan(tier) is first  # calm state, priority: kept
+    tripped = ProviderStatus(state=HealthState.TRIPPED, since=1.0, traffic_share=0.0)
+    holder.publish(holder.current.evolve(changed_by="t", now=1, providers={"primary": tripped}))
+    assert [t.provider for t in router.plan(tier).targets] == ["backup"]  # the new state
+    back = ProviderStatus(state=HealthState.RECOVERING, since=2.0, traffic_share=0.5)
+    holder.publish(holder.current.evolve(changed_by="t", now=2, providers={"primary": back}))
+    drawn = {router.plan(tier).targets[0].provider for _ in range(40)}
+    assert drawn == {"primary", "backup"}  # a recovering share is drawn per request, not kept
+    assert router.takes_as_is("openai", "frontier") is False  # backup speaks anthropic
+    router.tiers = {"frontier": replace(tier, targets=tier.targets[:1])}  # a reload
+    assert router.takes_as_is("openai", "frontier") is True
+    await router.aclose()

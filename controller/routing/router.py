@@ -71,7 +71,7 @@ from controller.routing._capability import Capability, unsupported
 from controller.routing._race import HedgeBudget, Race
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing._stream import RoutedStream
-from controller.routing.plan import Plan, Target, TierPlan, make_plan
+from controller.routing.plan import Plan, Strategy, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 from controller.signals.inflight import InFlight, Waiter
 
@@ -151,6 +151,9 @@ class Router:
         # Per tier and rate: a config reload that changes a tier's rate starts a new bucket.
         self._budgets: dict[tuple[str, float], HedgeBudget] = {}
         self._patient: dict[str, Timeouts] = {}  # per provider: no bound on the pool wait
+        # Per tier, while the routing state and the tier stay the same objects (see plan()).
+        self._plans: dict[str, tuple[RoutingState, TierPlan, Plan]] = {}
+        self._as_is: dict[tuple[str, str], tuple[TierPlan, str | None, bool]] = {}
         self.state.watch(self._on_state)
 
     @property
@@ -213,14 +216,25 @@ class Router:
 
     def plan(self, tier: TierPlan) -> Plan:
         """The targets a request on ``tier`` would be tried on now, in order (kill switch,
-        controller state and the tier's strategy applied)."""
-        return make_plan(
+        controller state and the tier's strategy applied). A priority tier's plan depends on
+        nothing else while no provider is recovering (no traffic share to draw against), so it
+        is kept per tier until the routing state (or the tier) changes."""
+        state = self.state.current
+        priority = tier.strategy is Strategy.PRIORITY
+        if priority:
+            kept = self._plans.get(tier.name)
+            if kept is not None and kept[0] is state and kept[1] is tier:
+                return kept[2]
+        plan = make_plan(
             tier,
-            self.state.current,
+            state,
             default_models=self._default_models,
             rng=self._rng,
             latency_of=self.latency.latency,
         )
+        if priority and _calm(state):
+            self._plans[tier.name] = (state, tier, plan)
+        return plan
 
     def takes_as_is(self, wire_format: str, tier: str) -> bool:
         """Whether every provider that may serve a request on ``tier`` now takes a client's
@@ -230,12 +244,18 @@ class Router:
         plan = self.tiers.get(tier)
         if plan is None or self._capture:
             return False
+        pin = self.state.current.kill_switch.pin
+        kept = self._as_is.get((wire_format, tier))
+        if kept is not None and kept[0] is plan and kept[1] == pin:
+            return kept[2]  # the answer depends on nothing else (targets, formats are fixed)
         fallback = (plan.context_fallback,) if plan.context_fallback else ()
         targets = (*plan.targets, *fallback)
-        pin = self.state.current.kill_switch.pin
         if pin is not None and all(t.provider != pin for t in targets):
-            return False  # the pinned provider serves with its own model, of whatever format
-        return all(self._capability.own(wire_format, t) for t in targets)
+            taken = False  # the pinned provider serves with its own model, of whatever format
+        else:
+            taken = all(self._capability.own(wire_format, t) for t in targets)
+        self._as_is[(wire_format, tier)] = (plan, pin, taken)
+        return taken
 
     def timeouts_for(self, provider: str) -> Timeouts:
         """The per-attempt limits configured for ``provider``."""
@@ -717,6 +737,11 @@ class Router:
     ) -> None:
         end = self._clock.monotonic()
         self.listeners.route(route_event(route, served_by, error, end=end, cancelled=cancelled))
+
+
+def _calm(state: RoutingState) -> bool:
+    """No provider (or model) recovering: no traffic share a plan must draw against."""
+    return all(s.traffic_share in (0.0, 1.0) for s in state.providers.values())
 
 
 def _in_rotation(state: RoutingState, provider: str, model: str) -> bool:
