@@ -519,3 +519,17 @@ async def test_a_priority_plan_is_kept_only_while_the_state_and_the_tier_stay_th
     router.tiers = {"frontier": replace(tier, targets=tier.targets[:1])}  # a reload
     assert router.takes_as_is("openai", "frontier") is True
     await router.aclose()
+
+
+def test_an_attempts_limits_cut_to_the_deadline_are_reused_only_within_50_ms() -> None:
+    router = Router(tiers={}, providers={})
+    limits = Timeouts()  # total 120 s, the default deadline 120 s too
+    first = router._bounded(limits, 119.999)
+    assert first.total == 119.999
+    again = router._bounded(limits, 120.0 - 0.0003)  # the next request, microseconds later
+    assert again is first  # reused: at most 50 ms shorter than its deadline allows
+    assert again.total <= 120.0 - 0.0003
+    later = router._bounded(limits, 60.0)  # a failover half way: cut afresh
+    assert later.total == 60.0
+    assert router._bounded(limits, 119.0).total == 119.0  # never longer than allowed
+    assert router._bounded(limits, 500.0) is limits  # far from the deadline: nothing to cut

@@ -78,6 +78,7 @@ from controller.signals.inflight import InFlight, Waiter
 __all__ = ["LatencyTracker", "RoutedStream", "Router"]
 
 T = TypeVar("T")
+_CUT_SLACK = 0.05  # seconds an attempt's limits may come out shorter than the deadline allows
 log = logging.getLogger(__name__)
 _DEFAULT_TIMEOUTS = Timeouts()
 _PROBE = Request(messages=(Message(role="user", content="ping"),), max_tokens=1)
@@ -151,6 +152,7 @@ class Router:
         # Per tier and rate: a config reload that changes a tier's rate starts a new bucket.
         self._budgets: dict[tuple[str, float], HedgeBudget] = {}
         self._patient: dict[str, Timeouts] = {}  # per provider: no bound on the pool wait
+        self._cut: dict[int, tuple[Timeouts, float, Timeouts]] = {}  # see _bounded
         # Per tier, while the routing state and the tier stay the same objects (see plan()).
         self._plans: dict[str, tuple[RoutingState, TierPlan, Plan]] = {}
         self._as_is: dict[tuple[str, str], tuple[TierPlan, str | None, bool]] = {}
@@ -685,13 +687,31 @@ class Router:
     def _timeouts_for(self, route: Route, attempt: Try) -> Timeouts:
         provider = attempt.target.provider
         if route.position + 1 < len(route.queue):
-            return self.timeouts_for(provider).bounded(attempt.remaining)
+            return self._bounded(self.timeouts_for(provider), attempt.remaining)
         # The last target: nowhere else to go, so no bound of its own on the wait for a
         # connection (the attempt's own limits and the deadline still bound it).
         patient = self._patient.get(provider)
         if patient is None:
             patient = self._patient[provider] = replace(self.timeouts_for(provider), pool=math.inf)
-        return patient.bounded(attempt.remaining)
+        return self._bounded(patient, attempt.remaining)
+
+    def _bounded(self, limits: Timeouts, remaining: float) -> Timeouts:
+        """``limits.bounded(remaining)``, reusing the last one built from ``limits`` when it
+        was cut to at most ``remaining`` and at most :data:`_CUT_SLACK` less: a first attempt's
+        remaining time differs from request to request by microseconds (the default deadline
+        and ``total`` are both 120 s, so each would build its own). Never longer than the
+        deadline allows; at most 50 ms shorter."""
+        kept = self._cut.get(id(limits))
+        if (
+            kept is not None
+            and kept[0] is limits
+            and remaining - _CUT_SLACK <= kept[1] <= remaining
+        ):
+            return kept[2]
+        cut = limits.bounded(remaining)
+        if cut is not limits:
+            self._cut[id(limits)] = (limits, remaining, cut)
+        return cut
 
     # ------------------------------------------------------------------------------- events
     def _emit(
