@@ -20,8 +20,9 @@ from controller.providers._http import (
     PoolExhausted,
     ResponseCut,
 )
-from controller.providers._http_body import HIGH_WATER, MAX_INFLATED
+from controller.providers._http_body import HIGH_WATER, MAX_INFLATED, MAX_RATIO, RATIO_AFTER
 from controller.providers._http_connect import Resolver
+from tests.hostile_support import dense_gzip
 from tests.http_client_support import (
     CHUNKED,
     HEAD,
@@ -103,14 +104,33 @@ async def test_a_compression_bomb_comes_out_in_bounded_pieces_then_stops() -> No
             resp.release()
     assert sum(sizes) == 4 * HIGH_WATER
     assert max(sizes) <= HIGH_WATER
-    bomb = gzip.compress(bytes(MAX_INFLATED + HIGH_WATER), compresslevel=1)
-    async with served(answering(compressed(b"gzip", bomb))) as (_, client):
+    dense = dense_gzip(MAX_INFLATED + 1024 * 1024)  # ~30x: not a bomb by its ratio
+    async with served(answering(compressed(b"gzip", dense))) as (_, client):
         resp = await post(client)
         try:
             with pytest.raises(BadResponse, match="inflates past 64 MiB"):
                 await resp.read()
         finally:
             resp.release()
+
+
+async def test_a_bomb_is_refused_by_its_ratio_after_a_mebibyte() -> None:
+    """Zeros inflate ~1000x: refused once past RATIO_AFTER, not after 64 MiB of CPU."""
+    bomb = gzip.compress(bytes(MAX_INFLATED), compresslevel=9)
+    async with served(answering(compressed(b"gzip", bomb))) as (_, client):
+        resp = await post(client)
+        got: list[int] = []
+
+        async def drain() -> None:
+            while piece := await resp.readany():
+                got.append(len(piece))
+
+        try:
+            with pytest.raises(BadResponse, match=f"inflates over {MAX_RATIO}x"):
+                await drain()
+        finally:
+            resp.release()
+    assert sum(got) <= RATIO_AFTER + HIGH_WATER  # what came out before the refusal
 
 
 async def test_the_base_path_is_percent_encoded_once() -> None:

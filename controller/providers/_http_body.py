@@ -26,6 +26,8 @@ __all__ = [
     "INFLATED",
     "INFLATED_IN_FLIGHT",
     "MAX_INFLATED",
+    "MAX_RATIO",
+    "RATIO_AFTER",
     "Budget",
     "Inflater",
     "give_back_memory",
@@ -35,6 +37,11 @@ HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being rea
 MAX_INFLATED = 64 * 1024 * 1024  # bytes a compressed body may inflate to
 INFLATED_IN_FLIGHT = 128 * 1024 * 1024  # bytes all answers being read may inflate to together
 _GATHER = 64 * 1024  # decoded bytes a read collects before it returns, when it can
+# A body that has inflated past RATIO_AFTER bytes to more than MAX_RATIO times the compressed
+# bytes it took is a compression bomb: refused then, not after inflating to MAX_INFLATED (eight
+# zero-filled bombs at once held the loop 0.26 s). Text and JSON compress 5-20x; zeros ~1000x.
+RATIO_AFTER = 1024 * 1024
+MAX_RATIO = 200
 _GZIP = 16 + zlib.MAX_WBITS
 
 
@@ -86,6 +93,7 @@ class Inflater:
         self._ended = False  # the compressed stream reached its end
         self._total = 0
         self._charged = 0  # of _total, what the budget was charged
+        self._received = 0  # compressed bytes fed, in all
 
     @classmethod
     def for_encoding(cls, encoding: str) -> Inflater | None:
@@ -105,6 +113,7 @@ class Inflater:
         if data:
             self._input.append(data)
             self._input_size += len(data)
+            self._received += len(data)
             self._fed = True
 
     def pull(self) -> bytes:
@@ -156,6 +165,9 @@ class Inflater:
         self._total += size
         if self._total > MAX_INFLATED:
             raise TooLarge("the answer's compressed body inflates past 64 MiB")
+        taken = self._received - self.pending  # compressed bytes the decompressor consumed
+        if self._total > RATIO_AFTER and self._total > MAX_RATIO * max(1, taken):
+            raise TooLarge(f"the answer's compressed body inflates over {MAX_RATIO}x")
         if not self._budget.take(size, self._charged):
             raise TooLarge(
                 f"the compressed answers being read inflate past "
