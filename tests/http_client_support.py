@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from controller.providers._http import HttpClient, HttpResponse
 
@@ -113,3 +115,15 @@ async def fetch(client: HttpClient) -> tuple[int, bytes]:
         return resp.status, await resp.read()
     finally:
         resp.release()
+
+
+def self_signed(directory: Path, *, name: str, san: str) -> tuple[Path, Path]:
+    """A throwaway certificate and key (openssl) for a TLS server on loopback in a test."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key

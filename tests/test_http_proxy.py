@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from controller.providers._http import ConnectFailed, HttpClient
 from controller.providers._http_proxy import Proxy, bypassed, proxy_for
 from controller.providers.fake import FakeProvider
 from controller.runtime import build_provider
+from tests.http_client_support import self_signed
 from tests.proxy_support import ForwardProxy, _basic
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
@@ -96,14 +96,7 @@ def test_a_proxy_setting_with_a_password_or_another_scheme_is_refused() -> None:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=provider.test", "-addext", "subjectAltName=DNS:provider.test",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path, name="provider.test", san="DNS:provider.test")
 
 
 @pytest.fixture
