@@ -20,7 +20,13 @@ from aiohttp.typedefs import Handler
 from controller.gateway._auth import KeyRing, admin_guard_middleware, client_auth
 from controller.gateway._chat import ChatEndpoint
 from controller.gateway._count import CountTokensEndpoint
-from controller.gateway._formats import ANTHROPIC, OPENAI, method_not_allowed, unknown_url
+from controller.gateway._formats import (
+    ANTHROPIC,
+    OPENAI,
+    RESPONSES,
+    method_not_allowed,
+    unknown_url,
+)
 from controller.gateway._ops import AdminEndpoints, OpsEndpoints
 from controller.gateway._server import IN_FLIGHT_KEY, InFlight
 from controller.gateway._settings import GatewaySettings
@@ -36,7 +42,8 @@ _API_PREFIX = "/v1/"
 
 
 def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.Application:
-    """The front application: OpenAI and Anthropic endpoints plus the operational ones."""
+    """The front application: OpenAI (chat completions, Responses) and Anthropic endpoints
+    plus the operational ones."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=tracing_middlewares(backend.tracer),  # rejected requests get spans too
@@ -53,6 +60,9 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     anthropic = ChatEndpoint(
         backend, ANTHROPIC, max_body_bytes=limit, in_flight=in_flight, echo_model=echo
     )
+    responses = ChatEndpoint(
+        backend, RESPONSES, max_body_bytes=limit, in_flight=in_flight, echo_model=echo
+    )
     count = CountTokensEndpoint(backend, max_body_bytes=limit, in_flight=in_flight)
     keyed = client_auth(KeyRing(settings.api_keys))  # every /v1/ route needs a client key
 
@@ -60,6 +70,7 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
         return in_flight.track(keyed(handler))
 
     app.router.add_post("/v1/chat/completions", routed(openai.handle))
+    app.router.add_post("/v1/responses", routed(responses.handle))
     app.router.add_post("/v1/messages", routed(anthropic.handle))
     app.router.add_post("/v1/messages/count_tokens", routed(count.handle))
     app.router.add_get("/v1/models", keyed(ops.models))

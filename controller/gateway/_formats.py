@@ -1,4 +1,4 @@
-"""The two front formats the gateway speaks, and how any failure becomes an answer in them.
+"""The front formats the gateway speaks, and how any failure becomes an answer in them.
 
 A client is always answered in its own wire format, whichever provider served (or failed) its
 request: an OpenAI SDK gets ``{"error": {...}}`` bodies and ``data: [DONE]``, an Anthropic SDK
@@ -53,6 +53,7 @@ from controller.model import Origin, Request, Response
 from controller.wire._base import StreamEncoder
 from controller.wire.anthropic import RELAYED_HEADERS, AnthropicServerCodec
 from controller.wire.openai import OpenAIServerCodec, stream_usage_requested
+from controller.wire.responses import ResponsesServerCodec
 
 __all__ = [
     "DEFAULT_RETRY_AFTER",
@@ -60,6 +61,7 @@ __all__ = [
     "AnthropicFront",
     "Front",
     "OpenAIFront",
+    "ResponsesFront",
     "error_response",
     "front_for_path",
     "front_for_request",
@@ -78,6 +80,7 @@ _RETRY_STATUSES = frozenset({429, 503})  # the gateway's own "try again later" a
 _FINAL = {HEADER_SHOULD_RETRY: "false"}
 _OPENAI_ROOT = "/v1/chat/completions"
 _ANTHROPIC_ROOT = "/v1/messages"
+_RESPONSES_ROOT = "/v1/responses"
 _MAX_ECHO = 200  # longest client-supplied text (a model name) repeated back in an error
 
 
@@ -171,16 +174,52 @@ class AnthropicFront:
         return web.json_response({"type": "error", "error": error}, status=404, headers=_FINAL)
 
 
+class ResponsesFront:
+    """``POST /v1/responses``: OpenAI's Responses API (the openai SDK's ``client.responses``,
+    Codex CLI). Its errors are OpenAI's ``{"error": {...}}`` bodies."""
+
+    name = "responses"
+    id_prefix = "resp_"
+    relayed_headers: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.codec = ResponsesServerCodec()
+
+    def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
+        return self.codec.parse_request(body, origin=origin)
+
+    def peek(self, body: Any) -> tuple[str, bool]:
+        return self.codec.peek_request(body)
+
+    def render(self, response: Response) -> dict[str, Any]:
+        return self.codec.render_response(response)
+
+    def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder:
+        return self.codec.stream_encoder(id=id, model=model, body=body)
+
+    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
+        return error_response(*self.codec.render_error(err), retry_after=retry_after)
+
+    def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
+        return OPENAI.model_not_found(model, known)
+
+
 OPENAI = OpenAIFront()
 ANTHROPIC = AnthropicFront()
+RESPONSES = ResponsesFront()
+_ROOTS: tuple[tuple[str, Front], ...] = (
+    (_OPENAI_ROOT, OPENAI),
+    (_ANTHROPIC_ROOT, ANTHROPIC),
+    (_RESPONSES_ROOT, RESPONSES),
+)
 
 
 def front_for_path(path: str) -> Front | None:
     """The format ``path`` itself decides: OpenAI's for ``/v1/chat/completions``, Anthropic's
-    for ``/v1/messages``, each with the paths under it; None for any other path (``/v1/models``,
-    an unknown URL), which either format's SDK may call."""
+    for ``/v1/messages``, the Responses API's for ``/v1/responses``, each with the paths under
+    it; None for any other path (``/v1/models``, an unknown URL), which any SDK may call."""
     path = path.rstrip("/")
-    for root, front in ((_OPENAI_ROOT, OPENAI), (_ANTHROPIC_ROOT, ANTHROPIC)):
+    for root, front in _ROOTS:
         if path == root or path.startswith(root + "/"):
             return front
     return None
@@ -202,7 +241,7 @@ def unknown_url(request: web.Request) -> web.Response:
     message; aiohttp's own answer is a bare "404: Not Found" they cannot parse)."""
     message = (
         f"Unknown request URL: {_requested(request)}. This gateway serves OpenAI's "
-        "POST /v1/chat/completions and Anthropic's POST /v1/messages."
+        "POST /v1/chat/completions and POST /v1/responses, and Anthropic's POST /v1/messages."
     )
     return front_for_request(request).error(BadRequest(message, status=404))
 
