@@ -15,6 +15,10 @@ least ``probe_interval_seconds`` ago and has ended; a probe that outlives
 ``probe_timeout_seconds`` (on the injected clock) counts as failed. Their results are read by the
 next tick. Without a prober the first failback step is the probe: ``probing`` moves on at once.
 
+In a fleet (:mod:`controller.fleet`) ``deciding`` says whether this replica decides now (the
+leader, or a replica deciding alone while Redis is away); the others only take snapshots for
+their gauges and route on the leader's versions.
+
 Time: ``now()`` is epoch seconds anchored to the wall clock once, at construction, and advanced by
 the monotonic clock, so the persisted ``since`` stays readable while cool-offs cannot jump with an
 NTP step. Everything waits on the injected :class:`~controller._clock.Clock`.
@@ -89,8 +93,10 @@ class Controller:
         prober: Prober | None = None,
         on_transition: Sequence[TransitionCallback] = (),
         meter: Meter | None = None,
+        deciding: Callable[[], bool] | None = None,
     ) -> None:
         self._clock = clock
+        self._deciding = deciding
         self._windows = windows
         self._holder = holder
         self._store = store
@@ -234,10 +240,15 @@ class Controller:
                 await self._clock.sleep(rest)
 
     def tick(self) -> Decision:
-        """One decision: snapshot, decide on the probe results so far, apply, start probes."""
+        """One decision: snapshot, decide on the probe results so far, apply, start probes.
+
+        A replica that does not decide (a fleet's follower) only takes the snapshot its gauges
+        show, and runs no probes: it routes on the version the leader wrote."""
         now = self.now()
         snapshot = self._windows.snapshot()
         state = self._holder.current
+        if self._deciding is not None and not self._deciding():
+            return self._follow(snapshot, now)
         decision = decide(
             state,
             snapshot,
@@ -258,6 +269,19 @@ class Controller:
         self._announce(decision.events)
         self._schedule_probes()
         return decision
+
+    def _follow(self, snapshot: SignalSnapshot, now: float) -> Decision:
+        self._snapshot = snapshot
+        self._last_tick_wall = now
+        self._last_tick_mono = self._clock.monotonic()
+        for track in self._tracks.values():
+            if track.task is not None:
+                track.task.cancel()
+        self._tracks.clear()
+        providers = self._holder.current.providers
+        return Decision(
+            providers=providers, changed=False, transitions=(), notices=(), episodes=self._episodes
+        )
 
     def _publish(self, state: RoutingState) -> None:
         self._save(state)

@@ -1,6 +1,7 @@
-"""Where the routing state lives between restarts: a file now, Redis for fleets later.
+"""Where the routing state lives between restarts: a file (the default), or Redis for fleets.
 
-The interface is two calls so another backend is a small class: ``load()`` never raises (a
+The interface is two calls so another backend is a small class (the fleet's is in
+:mod:`controller.fleet`): ``load()`` never raises (a
 controller that cannot read its old decision starts healthy and says so in the log; refusing to
 start would turn a corrupt file into an outage), ``save()`` may raise and the loop logs it. A
 file store raises ``OSError`` naming the state file itself (not the temporary file beside it), and
@@ -18,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -161,18 +163,23 @@ def encode_state(state: RoutingState) -> str:
         "updated_at": state.updated_at,
         "changed_by": state.changed_by,
         "kill_switch": {"pin": state.kill_switch.pin, "disable": list(state.kill_switch.disable)},
-        "providers": {
-            name: {
-                "state": status.state.value,
-                "since": status.since,
-                "reason": status.reason,
-                "trip_count": status.trip_count,
-                "traffic_share": status.traffic_share,
-            }
-            for name, status in sorted(state.providers.items())
-        },
+        "providers": encode_providers(state.providers),
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def encode_providers(providers: Mapping[str, ProviderStatus]) -> dict[str, dict[str, Any]]:
+    """The ``providers`` table of a state document as plain JSON values."""
+    return {
+        name: {
+            "state": status.state.value,
+            "since": status.since,
+            "reason": status.reason,
+            "trip_count": status.trip_count,
+            "traffic_share": status.traffic_share,
+        }
+        for name, status in sorted(providers.items())
+    }
 
 
 def decode_state(text: str) -> RoutingState:
@@ -190,14 +197,15 @@ def decode_state(text: str) -> RoutingState:
             version=_typed(doc, "version", int),
             updated_at=float(_typed(doc, "updated_at", (int, float))),
             changed_by=_typed(doc, "changed_by", str),
-            providers=MappingProxyType(_decode_providers(_typed(doc, "providers", dict))),
+            providers=MappingProxyType(decode_providers(_typed(doc, "providers", dict))),
             kill_switch=_decode_kill_switch(_typed(doc, "kill_switch", dict)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptState(f"bad field: {exc}") from exc
 
 
-def _decode_providers(raw: dict[str, Any]) -> dict[str, ProviderStatus]:
+def decode_providers(raw: dict[str, Any]) -> dict[str, ProviderStatus]:
+    """The inverse of :func:`encode_providers`; raises TypeError, ValueError or KeyError."""
     table = {}
     for name, item in raw.items():
         if not isinstance(item, dict):

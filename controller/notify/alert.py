@@ -27,6 +27,8 @@ class AlertEvent(enum.StrEnum):
     CONFIG_REJECTED = "config_rejected"
     WOULD_TRIP = "would_trip"
     LATENCY_DEGRADED = "latency_degraded"
+    FLEET_UNAVAILABLE = "fleet_unavailable"  # a replica lost Redis: it decides alone
+    FLEET_RESTORED = "fleet_restored"
     TEST = "test"
 
 
@@ -53,6 +55,8 @@ DEFAULT_SEVERITY: Mapping[AlertEvent, Severity] = MappingProxyType(
         AlertEvent.CONFIG_REJECTED: Severity.WARNING,
         AlertEvent.WOULD_TRIP: Severity.INFO,
         AlertEvent.LATENCY_DEGRADED: Severity.WARNING,
+        AlertEvent.FLEET_UNAVAILABLE: Severity.CRITICAL,
+        AlertEvent.FLEET_RESTORED: Severity.INFO,
         AlertEvent.TEST: Severity.INFO,
     }
 )
@@ -65,6 +69,8 @@ OPPOSITE: Mapping[AlertEvent, AlertEvent] = MappingProxyType(
         AlertEvent.PROVIDER_RECOVERED: AlertEvent.PROVIDER_TRIPPED,
         AlertEvent.KILL_SWITCH_ENGAGED: AlertEvent.KILL_SWITCH_RELEASED,
         AlertEvent.KILL_SWITCH_RELEASED: AlertEvent.KILL_SWITCH_ENGAGED,
+        AlertEvent.FLEET_UNAVAILABLE: AlertEvent.FLEET_RESTORED,
+        AlertEvent.FLEET_RESTORED: AlertEvent.FLEET_UNAVAILABLE,
     }
 )
 

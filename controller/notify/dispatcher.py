@@ -12,6 +12,12 @@
     worker per sender: send → retry with exponential backoff + jitter, or exactly the
                        Retry-After the far side asked for, up to max_attempts
 
+In a fleet several replicas may notice the same event (a kill-switch file every pod reads, a
+leader that alerted just before it died): with ``shared`` (a :class:`SharedDedup`, the fleet's
+record in Redis) the collector claims each alert fleet-wide before it goes out, and one that
+another replica claimed within the cooldown is counted ``deduplicated``. The claims run
+concurrently, each bounded by the fleet's command timeout; a claim that cannot be made sends.
+
 One worker per sender means a dead Telegram never delays Slack or the log. Cooldowns, the
 grouping window and backoff sleeps all run on the injected :class:`Clock`; only ``stop``'s
 flush bound is real time, because it bounds how long a process takes to exit.
@@ -34,6 +40,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from opentelemetry.metrics import Meter
 
@@ -79,6 +86,14 @@ class Delivery:
 
 
 OutcomeListener = Callable[[Delivery], None]
+
+
+class SharedDedup(Protocol):
+    """A dedup record shared by several dispatchers (the fleet's, in Redis)."""
+
+    async def claim(self, alert: Alert) -> bool:
+        """Whether this dispatcher sends ``alert`` (True when the record cannot be reached)."""
+        ...
 
 
 class _Tally:
@@ -226,9 +241,11 @@ class Dispatcher:
         meter: Meter | None = None,
         rng: random.Random | None = None,
         on_outcome: Sequence[OutcomeListener] = (),
+        shared: SharedDedup | None = None,
     ) -> None:
         self._clock = clock
         self._cfg = cfg
+        self._shared = shared
         self._tally = _Tally(meter, on_outcome)
         shared_rng = rng or random.Random()
         self._workers = [
@@ -349,12 +366,33 @@ class Dispatcher:
                 batch = tuple(self._inbox)
                 self._inbox.clear()
                 self._last_flush = self._clock.monotonic()
+                if self._shared is not None:
+                    batch = await self._claimed(batch)
+                    if not batch:
+                        continue
                 message = combine(batch)
                 for worker in self._workers:
                     worker.offer(message)
         finally:
             for worker in self._workers:
                 worker.finish()
+
+    async def _claimed(self, batch: tuple[Alert, ...]) -> tuple[Alert, ...]:
+        """The alerts of ``batch`` this dispatcher won fleet-wide; the rest are counted."""
+        assert self._shared is not None
+        results = await asyncio.gather(
+            *(self._shared.claim(alert) for alert in batch), return_exceptions=True
+        )
+        kept = []
+        for alert, won in zip(batch, results, strict=True):
+            if isinstance(won, BaseException):
+                log.error("shared alert dedup raised %s; sending", type(won).__name__)
+                won = True
+            if won:
+                kept.append(alert)
+            else:
+                self._count_everywhere(alert, DEDUPLICATED)
+        return tuple(kept)
 
     async def _group_window(self) -> None:
         """Wait for the grouping window, cut short when the dispatcher is stopping."""

@@ -41,6 +41,8 @@ _EMOJI = {
     AlertEvent.CONFIG_REJECTED: "⚠️",
     AlertEvent.WOULD_TRIP: "🟡",
     AlertEvent.LATENCY_DEGRADED: "🐢",
+    AlertEvent.FLEET_UNAVAILABLE: "📡",
+    AlertEvent.FLEET_RESTORED: "🔗",
     AlertEvent.TEST: "🔔",
 }
 _SEVERITY_EMOJI = {Severity.INFO: "\u2139\ufe0f", Severity.WARNING: "⚠️", Severity.CRITICAL: "🚨"}
@@ -133,6 +135,8 @@ def headline(alert: Alert) -> str:
         AlertEvent.CONFIG_REJECTED: "config reload rejected, previous config kept",
         AlertEvent.WOULD_TRIP: f"{who} would trip{where} (observe mode)",
         AlertEvent.LATENCY_DEGRADED: f"{who} latency degraded{where}",
+        AlertEvent.FLEET_UNAVAILABLE: f"fleet state unavailable on {who}: deciding alone",
+        AlertEvent.FLEET_RESTORED: f"fleet state back on {who}",
         AlertEvent.TEST: "test alert",
     }[alert.event]
     if alert.down_for_seconds is not None:
