@@ -285,8 +285,10 @@ async def gateway_env(
     admin_token: str | None = "admin-secret-token",
     timeouts: Timeouts = TIMEOUTS,
     grace: float = 5.0,
+    router_for: Callable[..., Router] | None = None,
 ) -> AsyncIterator[GatewayEnv]:
-    """Fakes, router, backend, gateway and admin listeners on 127.0.0.1 ephemeral ports."""
+    """Fakes, router, backend, gateway and admin listeners on 127.0.0.1 ephemeral ports.
+    ``router_for`` builds the router instead of the tiers above (same arguments)."""
     exporter = InMemorySpanExporter()
     ids = PresetIdGenerator()  # the route span gets the ids the router chose for it
     provider = TracerProvider(id_generator=ids)
@@ -298,7 +300,7 @@ async def gateway_env(
     telemetry = TelemetryListener(tracer=tracer, meter=meter, ids=ids)
     recorder, state, gated = Recorder(), StateHolder(), GatedProvider()
     async with FakeProvider(name="primary") as primary, FakeProvider(name="backup") as backup:
-        router = _router(
+        router = (router_for or _router)(
             primary,
             backup,
             gated,

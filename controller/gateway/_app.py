@@ -27,6 +27,12 @@ from controller.gateway._formats import (
     method_not_allowed,
     unknown_url,
 )
+from controller.gateway._gemini import (
+    GeminiCountEndpoint,
+    GeminiEndpoint,
+    GeminiModels,
+    gemini_auth,
+)
 from controller.gateway._ops import AdminEndpoints, OpsEndpoints
 from controller.gateway._server import IN_FLIGHT_KEY, InFlight
 from controller.gateway._settings import GatewaySettings
@@ -38,12 +44,12 @@ __all__ = ["create_admin_app", "create_app"]
 BACKEND_KEY: web.AppKey[GatewayBackend] = web.AppKey("failover_backend")
 SETTINGS_KEY: web.AppKey[GatewaySettings] = web.AppKey("failover_settings")
 _ADMIN_MAX_BODY = 64 * 1024
-_API_PREFIX = "/v1/"
+_API_PREFIXES = ("/v1/", "/v1beta/")
 
 
 def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.Application:
-    """The front application: OpenAI (chat completions, Responses) and Anthropic endpoints
-    plus the operational ones."""
+    """The front application: OpenAI (chat completions, Responses), Anthropic and Gemini
+    endpoints plus the operational ones."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=tracing_middlewares(backend.tracer),  # rejected requests get spans too
@@ -64,7 +70,17 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
         backend, RESPONSES, max_body_bytes=limit, in_flight=in_flight, echo_model=echo
     )
     count = CountTokensEndpoint(backend, max_body_bytes=limit, in_flight=in_flight)
-    keyed = client_auth(KeyRing(settings.api_keys))  # every /v1/ route needs a client key
+    ring = KeyRing(settings.api_keys)
+    keyed = client_auth(ring)  # every /v1/ route needs a client key
+    google_keyed = gemini_auth(ring)  # ... presented the Gemini way too on Gemini's routes
+    gemini = GeminiEndpoint(
+        backend,
+        max_body_bytes=limit,
+        in_flight=in_flight,
+        count=GeminiCountEndpoint(backend, max_body_bytes=limit, in_flight=in_flight),
+        echo_model=echo,
+    )
+    gemini_models = GeminiModels(backend)
 
     def routed(handler: Handler) -> Handler:  # the routes that wait on providers
         return in_flight.track(keyed(handler))
@@ -73,8 +89,13 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     app.router.add_post("/v1/responses", routed(responses.handle))
     app.router.add_post("/v1/messages", routed(anthropic.handle))
     app.router.add_post("/v1/messages/count_tokens", routed(count.handle))
+    generate = in_flight.track(google_keyed(gemini.handle))
+    app.router.add_post("/v1beta/models/{model}", generate)
+    app.router.add_get("/v1beta/models/{model}", google_keyed(gemini_models.one))
+    app.router.add_get("/v1beta/models", google_keyed(gemini_models.list))
     app.router.add_get("/v1/models", keyed(ops.models))
     app.router.add_get("/v1/models/{model}", keyed(ops.model))
+    app.router.add_post("/v1/models/{model}", generate)  # Gemini's v1: {model}:{method}
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
@@ -91,7 +112,7 @@ def _answer_the_unrouted(router: web.UrlDispatcher) -> None:
     for resource in list(router.resources()):
         if isinstance(resource, web.Resource):
             allowed = frozenset(route.method for route in resource)
-            api = resource.canonical.startswith(_API_PREFIX)
+            api = resource.canonical.startswith(_API_PREFIXES)
             resource.add_route("*", _wrong_method(allowed, formatted=api))
     router.add_route("*", "/{unknown:.*}", _unknown)
 

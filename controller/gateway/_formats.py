@@ -52,14 +52,17 @@ from controller._errors import (
 from controller.model import Origin, Request, Response
 from controller.wire._base import StreamEncoder
 from controller.wire.anthropic import RELAYED_HEADERS, AnthropicServerCodec
+from controller.wire.gemini import GeminiServerCodec
 from controller.wire.openai import OpenAIServerCodec, stream_usage_requested
 from controller.wire.responses import ResponsesServerCodec
 
 __all__ = [
     "DEFAULT_RETRY_AFTER",
+    "GEMINI",
     "HEADER_SHOULD_RETRY",
     "AnthropicFront",
     "Front",
+    "GeminiFront",
     "OpenAIFront",
     "ResponsesFront",
     "error_response",
@@ -81,6 +84,7 @@ _FINAL = {HEADER_SHOULD_RETRY: "false"}
 _OPENAI_ROOT = "/v1/chat/completions"
 _ANTHROPIC_ROOT = "/v1/messages"
 _RESPONSES_ROOT = "/v1/responses"
+_GEMINI_ROOT = "/v1beta/"
 _MAX_ECHO = 200  # longest client-supplied text (a model name) repeated back in an error
 
 
@@ -204,9 +208,46 @@ class ResponsesFront:
         return OPENAI.model_not_found(model, known)
 
 
+class GeminiFront:
+    """The Gemini front's codec and error shapes (the :class:`~._formats.Front` protocol)."""
+
+    name = "gemini"
+    id_prefix = ""
+    relayed_headers: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.codec = GeminiServerCodec()
+
+    def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
+        """A body alone names no model: :class:`GeminiEndpoint` parses with the path's."""
+        return self.codec.parse_request(body, None, origin)
+
+    def peek(self, body: Any) -> tuple[str, bool]:
+        raise BadRequest("model: name it in the path, models/{model}:generateContent")
+
+    def render(self, response: Response) -> dict[str, Any]:
+        return self.codec.render_response(response)
+
+    def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder:
+        return self.codec.stream_encoder(id=id, model=model)
+
+    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
+        return error_response(*self.codec.render_error(err), retry_after=retry_after)
+
+    def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
+        names = ", ".join(sorted(known)) or "none are configured"
+        error = {
+            "code": 404,
+            "message": f"models/{model[:200]} is not found on this gateway. Available: {names}.",
+            "status": "NOT_FOUND",
+        }
+        return json_answer({"error": error}, status=404, headers=_FINAL)
+
+
 OPENAI = OpenAIFront()
 ANTHROPIC = AnthropicFront()
 RESPONSES = ResponsesFront()
+GEMINI = GeminiFront()
 _ROOTS: tuple[tuple[str, Front], ...] = (
     (_OPENAI_ROOT, OPENAI),
     (_ANTHROPIC_ROOT, ANTHROPIC),
@@ -217,8 +258,11 @@ _ROOTS: tuple[tuple[str, Front], ...] = (
 def front_for_path(path: str) -> Front | None:
     """The format ``path`` itself decides: OpenAI's for ``/v1/chat/completions``, Anthropic's
     for ``/v1/messages``, the Responses API's for ``/v1/responses``, each with the paths under
-    it; None for any other path (``/v1/models``, an unknown URL), which any SDK may call."""
+    it, Gemini's for everything under ``/v1beta/`` and for ``/v1/models/{model}:{method}``;
+    None for any other path (``/v1/models``, an unknown URL), which any SDK may call."""
     path = path.rstrip("/")
+    if path.startswith(_GEMINI_ROOT) or (path.startswith("/v1/models/") and ":" in path):
+        return GEMINI
     for root, front in _ROOTS:
         if path == root or path.startswith(root + "/"):
             return front
@@ -229,11 +273,13 @@ def front_for_request(request: web.Request) -> Front:
     """The format a request expects its errors in: its path's (:func:`front_for_path`) where
     the path decides, so every answer of an endpoint is in that endpoint's format. Elsewhere
     Anthropic's for a request carrying ``anthropic-version`` (which the Anthropic SDKs send on
-    every call), else OpenAI's."""
+    every call), Gemini's for one carrying ``x-goog-api-key``, else OpenAI's."""
     front = front_for_path(request.path)
     if front is not None:
         return front
-    return ANTHROPIC if "anthropic-version" in request.headers else OPENAI
+    if "anthropic-version" in request.headers:
+        return ANTHROPIC
+    return GEMINI if "x-goog-api-key" in request.headers else OPENAI
 
 
 def unknown_url(request: web.Request) -> web.Response:
@@ -241,7 +287,8 @@ def unknown_url(request: web.Request) -> web.Response:
     message; aiohttp's own answer is a bare "404: Not Found" they cannot parse)."""
     message = (
         f"Unknown request URL: {_requested(request)}. This gateway serves OpenAI's "
-        "POST /v1/chat/completions and POST /v1/responses, and Anthropic's POST /v1/messages."
+        "POST /v1/chat/completions and POST /v1/responses, Anthropic's POST /v1/messages and "
+        "Gemini's POST /v1beta/models/{model}:generateContent."
     )
     return front_for_request(request).error(BadRequest(message, status=404))
 

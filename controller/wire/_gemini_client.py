@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from controller import _json
 from controller._errors import (
     AuthFailed,
     BadRequest,
@@ -57,6 +58,7 @@ from controller.wire._gemini_common import (
 )
 from controller.wire._media import media_of, url_media_type
 from controller.wire._reasoning import gemini_budget
+from controller.wire._relay import relay_for
 
 __all__ = ["GeminiClientCodec"]
 
@@ -403,6 +405,12 @@ class _GeminiStreamDecoder:
         return chunks
 
 
+def _thinks(event: SSEEvent) -> bool:
+    """Whether an event that decoded to no chunk begins the answer: a thought (the model is
+    answering, at length maybe; failover is no longer possible from here)."""
+    return '"thought"' in event.data
+
+
 def _attach(chunks: list[StreamChunk], **fields: Any) -> list[StreamChunk]:
     if not chunks:
         return [StreamChunk(**fields)]
@@ -416,13 +424,19 @@ class GeminiClientCodec:
     wire_format = "gemini"
 
     def build(self, request: Request, model: str, api_key: str | None) -> HttpCall:
+        """A request a Gemini client sent (the gateway's Gemini front) goes on as it came: its
+        bytes unchanged (the model is named in the path, not the body), the answer relayed."""
         method = "streamGenerateContent" if request.stream else "generateContent"
         name = urllib.parse.quote(model.removeprefix("models/"), safe="-._~")
+        source = request.source
+        relayed = source is not None and source.format == self.wire_format
         return HttpCall(
             path=f"/v1beta/models/{name}:{method}",
-            body=_encode_request(request, model),
+            body={} if relayed else _encode_request(request, model),
             headers={"x-goog-api-key": api_key} if api_key else {},
             query={"alt": "sse"} if request.stream else {},
+            content=(source.raw or _json.dumps(source.body)) if relayed and source else None,
+            relay=relay_for(b"", starts=_thinks, secret=api_key) if relayed else None,
         )
 
     def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:

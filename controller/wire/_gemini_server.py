@@ -21,6 +21,7 @@ from controller.model import (
     FinishReason,
     ImagePart,
     Message,
+    Origin,
     Part,
     Reasoning,
     Request,
@@ -35,7 +36,7 @@ from controller.model import (
     Usage,
     parts_message,
 )
-from controller.wire._common import is_json_kind, retry_after_headers, status_for
+from controller.wire._common import Notes, is_json_kind, retry_after_headers, status_for
 from controller.wire._gemini_common import (
     CONTEXT_TOO_LONG,
     EMPTY_SCHEMA,
@@ -49,7 +50,9 @@ from controller.wire._gemini_common import (
 )
 from controller.wire._sse import sse
 
-__all__ = ["GeminiServerCodec", "parse_path"]
+__all__ = ["WIRE_FORMAT", "GeminiServerCodec", "parse_path"]
+
+WIRE_FORMAT = "gemini"
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +297,7 @@ def _decode_tools(data: dict[str, Any]) -> tuple[ToolDefinition, ...]:
             where = f"{path}[{j}]"
             if not isinstance(decl, dict):
                 raise _invalid(where, decl)
-            schema = _want(decl, "parameters", dict, f"{where}.parameters") or _want(
+            schema = _json_schema(_want(decl, "parameters", dict, f"{where}.parameters")) or _want(
                 decl, "parametersJsonSchema", dict, f"{where}.parametersJsonSchema"
             )
             tools.append(
@@ -331,6 +334,9 @@ def _decode_generation(data: dict[str, Any]) -> dict[str, Any]:
             raise _invalid(f"generationConfig.stopSequences[{k}]", item)
     mime = _want(config, "responseMimeType", str, "generationConfig.responseMimeType")
     schema = _want(config, "responseJsonSchema", dict, "generationConfig.responseJsonSchema")
+    if schema is None:
+        where = "generationConfig.responseSchema"
+        schema = _json_schema(_want(config, "responseSchema", dict, where))
     wanted = None
     if mime == "application/json" or schema is not None:
         wanted = ResponseFormat(schema=schema)
@@ -343,6 +349,74 @@ def _decode_generation(data: dict[str, Any]) -> dict[str, Any]:
         "response_format": wanted,
         "reasoning": _decode_thinking(config),
     }
+
+
+def _json_schema(schema: Any) -> Any:
+    """A Gemini ``Schema`` (an OpenAPI subset whose types are upper case, ``OBJECT``, as the
+    google-genai SDK writes them) as JSON Schema: type names in lower case, ``nullable`` as a
+    ``null`` type, the rest as it was. A JSON Schema passes unchanged."""
+    if isinstance(schema, list):
+        return [_json_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type" and isinstance(value, str):
+            out[key] = value.lower()
+        elif key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            out[key] = {name: _json_schema(sub) for name, sub in value.items()}
+        elif key in ("items", "anyOf", "oneOf", "allOf", "additionalProperties", "not"):
+            out[key] = _json_schema(value)
+        elif key != "nullable":
+            out[key] = value
+    if schema.get("nullable") is True and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+# What a translation carries of a request (anything else is noted: only a Gemini provider
+# honours it), and the generationConfig members it carries or that ask for nothing it loses.
+_TRANSLATED = frozenset(
+    {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "model"}
+)
+_GENERATION = frozenset(
+    {
+        "maxOutputTokens",
+        "temperature",
+        "topP",
+        "stopSequences",
+        "seed",
+        "responseMimeType",
+        "responseJsonSchema",
+        "responseSchema",
+        "thinkingConfig",
+    }
+)
+_GENERATION_NEUTRAL: dict[str, Any] = {"candidateCount": 1, "responseModalities": ["TEXT"]}
+
+
+def _notes(data: dict[str, Any]) -> Notes:
+    """What of a request its translation cannot carry: top-level members (``safetySettings``,
+    ``cachedContent``), tools other than function declarations (``googleSearch``,
+    ``codeExecution``, ``urlContext``), generation settings with no counterpart (``topK``,
+    ``presencePenalty``, a ``responseMimeType`` other than JSON or text)."""
+    notes = Notes()
+    notes.extra(data, _TRANSLATED, "", "")
+    tools = data.get("tools")
+    for i, tool in enumerate(tools if isinstance(tools, list) else []):
+        if isinstance(tool, dict):
+            notes.extra(tool, frozenset({"functionDeclarations"}), f"tools[{i}]", ".")
+    config = data.get("generationConfig")
+    if not isinstance(config, dict):
+        return notes
+    for key, value in config.items():
+        if key in _GENERATION or value is None or _GENERATION_NEUTRAL.get(key) == value:
+            continue
+        notes.add(key, f"generationConfig.{key}")
+    mime = config.get("responseMimeType")
+    if mime not in (None, "text/plain", "application/json"):
+        notes.add("responseMimeType", "generationConfig.responseMimeType")
+    return notes
 
 
 def _decode_thinking(config: dict[str, Any]) -> Reasoning | None:
@@ -496,8 +570,14 @@ def _require_signatures(data: dict[str, Any]) -> None:
 class GeminiServerCodec:
     """Server side: Gemini request bodies → our Request; our answers → Gemini's bytes."""
 
-    def parse_request(self, body: Any, path_model: str | None = None) -> tuple[str, Request]:
-        """The model comes from the URL path; the caller sets ``stream`` from the method name."""
+    def parse_request(
+        self, body: Any, path_model: str | None = None, origin: Origin | None = None
+    ) -> tuple[str, Request]:
+        """The model comes from the URL path; the caller sets ``stream`` from the method name.
+
+        Without ``origin`` this is the fake provider, which checks thought signatures as
+        Gemini 3 does; with it, the gateway's front, whose request keeps its :class:`Source`
+        (and what its translation cannot carry) and is judged by the provider that serves it."""
         data = body
         if isinstance(body, bytes | str):
             try:
@@ -509,14 +589,18 @@ class GeminiServerCodec:
         if not path_model:
             message = "model: name it in the path, models/{model}:generateContent"
             raise BadRequest(message, status=400)
-        if _validates_signatures(path_model):
+        if origin is None and _validates_signatures(path_model):
             _require_signatures(data)
+        source = None
+        if origin is not None:
+            source = origin.source(WIRE_FORMAT, data, path_model, _notes(data).found())
         request = Request(
             messages=_decode_contents(data),
             system=_decode_system(data),
             tools=_decode_tools(data),
             tool_choice=_decode_tool_choice(data),
             **_decode_generation(data),
+            source=source,
         )
         return path_model, request
 
