@@ -100,6 +100,7 @@ class AttemptAttributes:
     __slots__ = (
         "common",
         "common_key",
+        "encoded",
         "tokens_in",
         "tokens_in_key",
         "tokens_out",
@@ -109,6 +110,7 @@ class AttemptAttributes:
     def __init__(self, common: Attributes) -> None:
         tokens = {k: v for k, v in common.items() if k != names.ERROR_TYPE}  # whatever the outcome
         self.common = common
+        self.encoded: bytes | None = None  # ``common`` as OTLP attributes, once a span needs it
         self.tokens_in = {**tokens, names.GEN_AI_TOKEN_TYPE: "input"}
         self.tokens_out = {**tokens, names.GEN_AI_TOKEN_TYPE: "output"}
         self.common_key = series_key(common)

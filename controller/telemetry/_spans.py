@@ -16,6 +16,7 @@ of the gateway's or the provider's. A route span is ERROR only when the route ``
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -32,7 +33,7 @@ from opentelemetry.trace import (
 
 from controller.events import AttemptEvent, RouteEvent, RouteOutcome
 from controller.telemetry import names
-from controller.telemetry._metrics import Attributes
+from controller.telemetry._metrics import AttemptAttributes, Attributes
 
 _ROOT = Context()  # an explicit empty context: "no parent", whatever span is current
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -177,3 +178,34 @@ def _describe(error_type: str, status: int | None) -> str:
     fragments, and ``error_message`` is free text we do not control.
     """
     return error_type if status is None else f"{error_type} (HTTP {status})"
+
+
+class SdkSpans:
+    """The SDK path for the telemetry drain: events become SDK spans; with a tail sampler, the
+    SDK spans that end come back through :meth:`ended` to be decided on."""
+
+    __slots__ = ("_attempts", "_ended", "_routes")
+
+    def __init__(
+        self,
+        *,
+        tracer: Tracer,
+        ids: PresetIdGenerator | None,
+        capture_content: bool,
+        ended: Callable[[object], None] | None = None,
+    ) -> None:
+        self._attempts = AttemptSpans(tracer=tracer, capture_content=capture_content)
+        self._routes = RouteSpans(tracer=tracer, ids=ids)
+        self._ended = ended
+
+    def attempt(
+        self, event: AttemptEvent, attrs: AttemptAttributes, error_type: str | None
+    ) -> None:
+        self._attempts.emit(event, attrs.common, error_type)
+
+    def route(self, event: RouteEvent) -> None:
+        self._routes.emit(event)
+
+    def ended(self, span: object) -> None:
+        if self._ended is not None:
+            self._ended(span)

@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
+from typing import Protocol
 
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import NoOpTracer, Tracer
@@ -28,13 +29,28 @@ from controller.events import AttemptEvent, RouteEvent
 from controller.telemetry._hot import HotMetrics
 from controller.telemetry._metrics import (
     METRIC_UNITS,
+    AttemptAttributes,
     AttributeCache,
     DataPlaneMetrics,
     failure_type,
 )
-from controller.telemetry._spans import AttemptSpans, PresetIdGenerator, RouteSpans
+from controller.telemetry._spans import PresetIdGenerator, SdkSpans
 
-__all__ = ["METRIC_UNITS", "PresetIdGenerator", "TelemetryListener"]
+
+class SpanSink(Protocol):
+    """Where the drain sends spans: the SDK's tracer (:class:`SdkSpans`) or the light OTLP
+    path (:class:`controller.telemetry._pipeline.OtlpSpans`)."""
+
+    def attempt(
+        self, event: AttemptEvent, attrs: AttemptAttributes, error_type: str | None
+    ) -> None: ...
+
+    def route(self, event: RouteEvent) -> None: ...
+
+    def ended(self, span: object) -> None: ...
+
+
+__all__ = ["METRIC_UNITS", "PresetIdGenerator", "SpanSink", "TelemetryListener"]
 
 log = logging.getLogger(__name__)
 _BATCH = 256  # events per drain step: bounded, so a backlog never holds the loop for long
@@ -49,9 +65,21 @@ class TelemetryListener:
     event; it is off by default because that content is the user's data. ``hot`` aggregates the
     histograms in place (see :mod:`controller.telemetry._hot`). With a
     :class:`~opentelemetry.trace.NoOpTracer` (nothing would keep the spans) no span is built.
+    ``spans`` replaces the SDK span path (the light OTLP path of
+    :mod:`controller.telemetry.setup`). Spans that end elsewhere (the gateway's SERVER span)
+    come in through :meth:`on_span_end` and are handed to the sink in the drain, after the
+    events queued before them.
     """
 
-    __slots__ = ("_attributes", "_drops", "_metrics", "_pending", "_routes", "_scheduled", "_spans")
+    __slots__ = (
+        "_attributes",
+        "_drops",
+        "_metrics",
+        "_pending",
+        "_processing",
+        "_scheduled",
+        "_spans",
+    )
 
     def __init__(
         self,
@@ -61,15 +89,15 @@ class TelemetryListener:
         capture_content: bool = False,
         ids: PresetIdGenerator | None = None,
         hot: HotMetrics | None = None,
+        spans: SpanSink | None = None,
     ) -> None:
-        tracing = not isinstance(tracer, NoOpTracer)
-        self._spans = (
-            AttemptSpans(tracer=tracer, capture_content=capture_content) if tracing else None
-        )
-        self._routes = RouteSpans(tracer=tracer, ids=ids) if tracing else None
+        if spans is None and not isinstance(tracer, NoOpTracer):
+            spans = SdkSpans(tracer=tracer, ids=ids, capture_content=capture_content)
+        self._spans = spans
+        self._processing = False
         self._metrics = DataPlaneMetrics(meter=meter, hot=hot)
         self._attributes = AttributeCache()
-        self._pending: deque[AttemptEvent | RouteEvent] = deque()
+        self._pending: deque[object] = deque()
         self._scheduled = False
         self._drops = 0
 
@@ -83,12 +111,20 @@ class TelemetryListener:
     def on_route(self, event: RouteEvent) -> None:
         self._enqueue(event)
 
+    def on_span_end(self, span: object) -> None:
+        """A span that ended: to the sink in queue order (at once when the drain made it)."""
+        if self._processing:
+            if self._spans is not None:
+                self._spans.ended(span)
+        else:
+            self._enqueue(span)
+
     def flush(self) -> None:
         """Process every queued event now."""
         while self._pending:
             self._process(self._pending.popleft())
 
-    def _enqueue(self, event: AttemptEvent | RouteEvent) -> None:
+    def _enqueue(self, event: object) -> None:
         if len(self._pending) >= _QUEUE:
             self._pending.popleft()
             self._drops += 1
@@ -115,17 +151,22 @@ class TelemetryListener:
         else:
             loop.call_soon(self._drain, loop, context=contextvars.Context())
 
-    def _process(self, event: AttemptEvent | RouteEvent) -> None:
+    def _process(self, event: object) -> None:
+        self._processing = True
         try:
             if isinstance(event, AttemptEvent):
                 error_type = failure_type(event)
                 attrs = self._attributes.of(event, error_type)
                 if self._spans is not None:
-                    self._spans.emit(event, attrs.common, error_type)
+                    self._spans.attempt(event, attrs, error_type)
                 self._metrics.record_attempt(event, attrs)
-            else:
-                if self._routes is not None:
-                    self._routes.emit(event)
+            elif isinstance(event, RouteEvent):
+                if self._spans is not None:
+                    self._spans.route(event)
                 self._metrics.record_route(event)
+            elif self._spans is not None:
+                self._spans.ended(event)
         except Exception:  # telemetry must never take the process down
             log.exception("could not record telemetry for %s", type(event).__name__)
+        finally:
+            self._processing = False

@@ -26,8 +26,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -47,6 +48,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NoOpTracer, Tracer
 from opentelemetry.util.re import parse_env_headers
 from prometheus_client import CollectorRegistry
@@ -62,7 +64,12 @@ from controller.telemetry._export import (
     Gate,
 )
 from controller.telemetry._hot import HotMetrics, HotPrometheusReader
+from controller.telemetry._light import LightTracer
 from controller.telemetry._metrics import METRIC_UNITS
+from controller.telemetry._otlp import BatchFrame
+from controller.telemetry._pipeline import OtlpSpans, SpanBatcher
+from controller.telemetry._spans import SdkSpans
+from controller.telemetry._tail import TailSampler, TailSamplingProcessor
 from controller.telemetry.otel import PresetIdGenerator, TelemetryListener
 
 __all__ = ["PROMETHEUS_CONTENT_TYPE", "Signal", "Telemetry", "otlp_endpoint", "setup_telemetry"]
@@ -127,6 +134,14 @@ class _Parts:
     exporting: frozenset[Signal]
     sampler: Sampler  # what the tracer provider samples with
     tracing: bool  # some span processor keeps spans (OTLP export or an in-process reader)
+    light: _Light | None  # the light span path (OTLP export only), or None: the SDK's
+    tail: TailSamplingProcessor | None  # the tail sampler on the SDK path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Light:
+    batcher: SpanBatcher
+    spans: OtlpSpans
 
 
 class Telemetry:
@@ -141,19 +156,39 @@ class Telemetry:
 
     def __init__(self, parts: _Parts, *, capture_content: bool) -> None:
         self._parts = parts
-        # With nowhere to send spans, the API's no-op tracer: building spans nobody keeps (even
-        # unsampled ones: ids, sampler, attributes, context) costs every request for nothing.
-        self._tracer: Tracer = (
-            parts.tracer_provider.get_tracer(_SCOPE) if parts.tracing else NoOpTracer()
-        )
         self._meter = parts.meter_provider.get_meter(_SCOPE)
-        self._listener = TelemetryListener(
-            tracer=self._tracer,
-            meter=self._meter,
-            capture_content=capture_content,
-            ids=parts.ids,
-            hot=parts.hot,
-        )
+        if parts.light is not None:
+            self._listener = TelemetryListener(
+                tracer=NoOpTracer(), meter=self._meter, hot=parts.hot, spans=parts.light.spans
+            )
+            self._tracer: Tracer = LightTracer(
+                sampler=parts.sampler, on_end=self._listener.on_span_end
+            )
+        else:
+            # With nowhere to send spans, the API's no-op tracer: building spans nobody keeps
+            # (even unsampled ones: ids, sampler, attributes, context) costs every request.
+            self._tracer = (
+                parts.tracer_provider.get_tracer(_SCOPE) if parts.tracing else NoOpTracer()
+            )
+            tail = parts.tail
+            spans = None
+            if tail is not None:
+                spans = SdkSpans(
+                    tracer=self._tracer,
+                    ids=parts.ids,
+                    capture_content=capture_content,
+                    ended=tail.decide,
+                )
+            self._listener = TelemetryListener(
+                tracer=self._tracer,
+                meter=self._meter,
+                capture_content=capture_content,
+                ids=parts.ids,
+                hot=parts.hot,
+                spans=spans,
+            )
+            if tail is not None:
+                tail.defer = self._listener.on_span_end
         self._closed = False
         self._meter.create_observable_counter(
             names.METRIC_TELEMETRY_DROPPED,
@@ -188,6 +223,19 @@ class Telemetry:
         return result.decision is Decision.RECORD_AND_SAMPLE
 
     @property
+    def tail_sampler(self) -> TailSampler[object] | None:
+        """The tail sampler (``telemetry.sampling.healthy_share`` below 1), or None."""
+        if self._parts.light is not None:
+            return self._parts.light.spans.sampler  # type: ignore[return-value]
+        tail = self._parts.tail
+        return None if tail is None else tail.sampler  # type: ignore[return-value]
+
+    @property
+    def light_spans(self) -> bool:
+        """Whether spans take the light path (own encoding) rather than the SDK's."""
+        return self._parts.light is not None
+
+    @property
     def tracing(self) -> bool:
         """Whether spans are recorded at all (OTLP trace export or an added span processor)."""
         return self._parts.tracing
@@ -209,7 +257,11 @@ class Telemetry:
 
     def force_flush(self, *, timeout: float = 5.0) -> bool:
         """Push pending spans and metrics to OTLP now; True if it finished within ``timeout``."""
+        self._listener.flush()
         jobs: list[Callable[[], object]] = [self._parts.tracer_provider.force_flush]
+        light = self._parts.light
+        if light is not None:
+            jobs.append(lambda: light.batcher.force_flush(timeout))
         jobs.extend(reader.force_flush for reader in self._parts.otlp_readers)
         return _run_bounded(jobs, timeout)
 
@@ -221,14 +273,21 @@ class Telemetry:
             return True
         self._closed = True
         millis = max(timeout, 0.0) * 1000
-        done = _run_bounded(
-            [
-                self._parts.tracer_provider.shutdown,
-                lambda: self._parts.meter_provider.shutdown(timeout_millis=millis),
-            ],
-            timeout,
-        )
+        self._listener.flush()
+        jobs: list[Callable[[], object]] = [
+            self._parts.tracer_provider.shutdown,
+            lambda: self._parts.meter_provider.shutdown(timeout_millis=millis),
+        ]
+        light = self._parts.light
+        if light is not None:
+            jobs.append(lambda: light.batcher.shutdown(timeout))
+        done = _run_bounded(jobs, timeout)
+        if light is not None and done:
+            for gate in self._parts.gates:
+                gate.close()
         if not done:
+            if light is not None:
+                light.batcher.abandon()
             for gate in self._parts.gates:
                 gate.abandon()
             log.warning("telemetry: shutdown took longer than %.1fs; unsent data dropped", timeout)
@@ -277,6 +336,7 @@ def setup_telemetry(
     export_timeout: float = 2.0,
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
+    healthy_share: float | None = None,
 ) -> Telemetry:
     """Build a :class:`Telemetry` with providers of its own (the global ones are left alone).
 
@@ -284,6 +344,12 @@ def setup_telemetry(
     in tests) next to whatever the environment configures. Extra metric readers get the SDK's
     own histograms (they cannot see the in-place ones of :mod:`controller.telemetry._hot`), so
     they cost what the SDK costs per measurement.
+
+    When spans go to the OTLP collector and nowhere else, they take the light path (the light
+    tracer, encoded by hand, :mod:`controller.telemetry._pipeline`), unless one of the SDK's
+    span limit variables is set or ``FAILOVER_TELEMETRY_SDK_SPANS=true`` asks for the SDK's.
+    ``healthy_share`` (``telemetry.sampling.healthy_share``) turns on the tail sampler
+    (:mod:`controller.telemetry._tail`): every trace with trouble, that share of the rest.
     """
     resource = Resource.create({SERVICE_NAME: service_name})
     hot = None if metric_readers else HotMetrics(resource=resource, scope=_SCOPE)
@@ -292,13 +358,22 @@ def setup_telemetry(
     processors, gates, readers = list(span_processors), list[Gate](), list(metric_readers)
     if any(urls.values()):
         _quiet_exporter_logs()
+    tail_share = healthy_share if healthy_share is not None and healthy_share < 1.0 else None
+    light: _Light | None = None
     if traces_url := urls["traces"]:
-        processor, gate = _otlp_spans(traces_url, env, export_timeout, tallies["traces"])
-        processors.append(processor)
+        timeout = _export_timeout(env, "traces", export_timeout)
+        if not processors and not _sdk_spans_wanted(env):
+            light, gate = _light_spans(
+                traces_url, env, timeout, tallies["traces"], resource, capture_content, tail_share
+            )
+        else:
+            processor, gate = _otlp_spans(traces_url, env, timeout, tallies["traces"])
+            processors.append(processor)
         gates.append(gate)
     otlp_readers: tuple[MetricReader, ...] = ()
     if metrics_url := urls["metrics"]:
-        reader, gate = _otlp_metrics(metrics_url, env, export_timeout, tallies["metrics"], hot)
+        timeout = _export_timeout(env, "metrics", export_timeout)
+        reader, gate = _otlp_metrics(metrics_url, env, timeout, tallies["metrics"], hot)
         otlp_readers = (reader,)
         gates.append(gate)
     registry = CollectorRegistry() if prometheus else None
@@ -316,7 +391,11 @@ def setup_telemetry(
         exemplar_filter=AlwaysOffExemplarFilter(),
     )
     ids = PresetIdGenerator()
-    sampler = _sampler(env) if processors else ALWAYS_OFF
+    sampler = _sampler(env) if processors or light is not None else ALWAYS_OFF
+    tail = None
+    if processors and tail_share is not None:
+        tail = TailSamplingProcessor(processors, healthy_share=tail_share)
+        processors = [tail]
     parts = _Parts(
         service_name=service_name,
         tracer_provider=_tracer_provider(resource, processors, ids, sampler),
@@ -329,7 +408,9 @@ def setup_telemetry(
         tallies=tuple(tallies.values()),
         exporting=frozenset(signal for signal, url in urls.items() if url),
         sampler=sampler,
-        tracing=bool(processors),
+        tracing=bool(processors) or light is not None,
+        light=light,
+        tail=tail,
     )
     return Telemetry(parts, capture_content=capture_content)
 
@@ -404,7 +485,7 @@ def _otlp_spans(
 ) -> tuple[SpanProcessor, Gate]:
     queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
     backlog = Backlog(capacity=queue)
-    inner = OTLPSpanExporter(endpoint=url, headers=_otlp_headers(env, "traces"), timeout=timeout)
+    inner = OTLPSpanExporter(endpoint=url, **_exporter_options(env, "traces", timeout))
     exporter = CountingSpanExporter(inner, tally=tally, backlog=backlog)
     processor = CountingBatchSpanProcessor(
         exporter,
@@ -421,7 +502,7 @@ def _otlp_spans(
 def _otlp_metrics(
     url: str, env: Mapping[str, str], timeout: float, tally: DropTally, hot: HotMetrics | None
 ) -> tuple[MetricReader, Gate]:
-    inner = OTLPMetricExporter(endpoint=url, headers=_otlp_headers(env, "metrics"), timeout=timeout)
+    inner = OTLPMetricExporter(endpoint=url, **_exporter_options(env, "metrics", timeout))
     exporter = CountingMetricExporter(inner, tally=tally, hot=hot)
     reader = PeriodicExportingMetricReader(
         exporter,
@@ -429,3 +510,111 @@ def _otlp_metrics(
         export_timeout_millis=timeout * 1000,
     )
     return reader, exporter.gate
+
+
+# --- the light span path --------------------------------------------------------------------------
+_SPAN_LIMIT_VARIABLES = (
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+)
+SDK_SPANS_VARIABLE = "FAILOVER_TELEMETRY_SDK_SPANS"
+
+
+def _sdk_spans_wanted(env: Mapping[str, str]) -> bool:
+    """The SDK's span path: asked for, or needed for span limits the light path does not apply
+    (it keeps the SDK's defaults only)."""
+    if env.get(SDK_SPANS_VARIABLE, "").strip().lower() in ("1", "true", "yes"):
+        return True
+    return any(env.get(name, "").strip() for name in _SPAN_LIMIT_VARIABLES)
+
+
+def _light_spans(
+    url: str,
+    env: Mapping[str, str],
+    timeout: float,
+    tally: DropTally,
+    resource: Resource,
+    capture_content: bool,
+    healthy_share: float | None,
+) -> tuple[_Light, Gate]:
+    """The batcher and sink of the light path, sending through the SDK exporter's own HTTP
+    client (endpoint, headers, compression, TLS files, timeout and retries as the SDK does)."""
+    exporter = OTLPSpanExporter(endpoint=url, **_exporter_options(env, "traces", timeout))
+    client = exporter._client  # the SDK's OTLP/HTTP client: export(bytes) -> result
+
+    def send(body: bytes) -> bool:
+        return bool(client.export(body).success)
+
+    queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+    batcher = SpanBatcher(
+        frame=BatchFrame(resource, InstrumentationScope(_SCOPE)),
+        send=send,
+        tally=tally,
+        max_queue=queue,
+        max_batch=min(_env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), queue),
+        delay=_env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
+    )
+    spans = OtlpSpans(batcher=batcher, capture_content=capture_content, healthy_share=healthy_share)
+    return _Light(batcher=batcher, spans=spans), Gate(exporter.shutdown)
+
+
+# --- exporter options from the environment --------------------------------------------------------
+def _exporter_options(env: Mapping[str, str], signal: Signal, timeout: float) -> dict[str, Any]:
+    """What the SDK's OTLP/HTTP exporter reads from ``os.environ``, read from ``env`` instead
+    (the runtime's environment; the same mapping in production): headers, compression, TLS
+    files. The protocol is always http/protobuf (the one this build ships)."""
+    upper = signal.upper()
+
+    def pick(name: str) -> str | None:
+        value = env.get(f"OTEL_EXPORTER_OTLP_{upper}_{name}") or env.get(
+            f"OTEL_EXPORTER_OTLP_{name}"
+        )
+        return value.strip() if value and value.strip() else None
+
+    protocol = pick("PROTOCOL")
+    if protocol is not None and protocol.lower() != "http/protobuf":
+        log.warning(
+            "OTEL_EXPORTER_OTLP_PROTOCOL=%r for %s: only http/protobuf is available here;"
+            " sending http/protobuf",
+            protocol,
+            signal,
+        )
+    compression = Compression.NoCompression
+    raw = pick("COMPRESSION")
+    if raw is not None:
+        try:
+            compression = Compression(raw.lower())
+        except ValueError:
+            log.warning("ignoring OTEL_EXPORTER_OTLP_COMPRESSION=%r (gzip, deflate, none)", raw)
+    return {
+        "headers": _otlp_headers(env, signal),
+        "timeout": timeout,
+        "compression": compression,
+        "certificate_file": pick("CERTIFICATE"),
+        "client_key_file": pick("CLIENT_KEY"),
+        "client_certificate_file": pick("CLIENT_CERTIFICATE"),
+    }
+
+
+def _export_timeout(env: Mapping[str, str], signal: Signal, default: float) -> float:
+    """``OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT`` or ``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds, as
+    the SDK's OTLP/HTTP exporter reads them; else ``default`` (shorter than the SDK's 10 s, so
+    a dead collector does not hold a shutdown)."""
+    key = f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT"
+    raw = (env.get(key) or env.get("OTEL_EXPORTER_OTLP_TIMEOUT") or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        log.warning("ignoring OTLP export timeout %r: expected positive seconds", raw)
+        return default
+    return value
