@@ -89,11 +89,15 @@ def _put(attributes: dict[str, Any], key: str, value: Any) -> int:
 
 def _clean(attributes: types.Attributes) -> tuple[dict[str, Any], int]:
     """Attributes as the SDK's BoundedAttributes keeps them, and how many it dropped."""
-    kept: dict[str, Any] = {}
-    dropped = 0
-    if attributes:
-        for key, value in attributes.items():
-            dropped += _put(kept, key, value)
+    if not attributes:
+        return {}, 0
+    if len(attributes) <= _LIMIT and all(type(v) in _PLAIN for v in attributes.values()):
+        kept = dict(attributes)
+        if all(type(k) is str and k for k in kept):
+            return kept, 0
+    kept, dropped = {}, 0
+    for key, value in attributes.items():
+        dropped += _put(kept, key, value)
     return kept, dropped
 
 

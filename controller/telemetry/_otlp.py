@@ -160,7 +160,27 @@ def attribute(key: str, value: Any, tag: bytes = _T_ATTR) -> bytes:
 def encode_attributes(attributes: Mapping[str, Any] | None, tag: bytes = _T_ATTR) -> bytes:
     if not attributes:
         return b""
+    if tag == _T_ATTR and len(attributes) <= _BLOCK_KEYS:
+        # A span's whole attribute set is often one seen before (the SERVER span's method,
+        # route, scheme, host, status): one lookup instead of one per attribute. The types
+        # are part of the key, since ``True == 1``.
+        items = tuple(attributes.items())
+        key = (items, tuple(map(type, attributes.values())))
+        found = _BLOCKS.get(key)
+        if found is None:
+            found = b"".join([attribute(k, v) for k, v in items])
+            if len(found) <= _BLOCK_BYTES:
+                if len(_BLOCKS) >= _MAX_BLOCKS:
+                    _BLOCKS.clear()
+                _BLOCKS[key] = found
+        return found
     return b"".join([attribute(k, v, tag) for k, v in attributes.items()])
+
+
+_BLOCKS: dict[tuple[tuple[tuple[str, Any], ...], tuple[type, ...]], bytes] = {}
+_MAX_BLOCKS = 1024
+_BLOCK_KEYS = 32
+_BLOCK_BYTES = 1024
 
 
 # --- spans --------------------------------------------------------------------------------------
@@ -261,9 +281,7 @@ def encode_attempt(
         _T_START + _Q.pack(start_ns),
         _T_END + _Q.pack(end_ns),
         common,
-        attribute(names.GEN_AI_REQUEST_STREAM, event.stream),
-        attribute(names.FAILOVER_ATTEMPT, event.attempt),
-        attribute(names.FAILOVER_REASON, event.reason.value),
+        _attempt_block(event.stream, event.attempt, event.reason.value),
     ]
     usage = event.usage
     if usage is not None:
@@ -290,6 +308,57 @@ def encode_attempt(
     return b"".join(parts)
 
 
+_ATTEMPT_BLOCKS: dict[tuple[bool, int, str], bytes] = {}
+
+
+def _attempt_block(stream: bool, attempt: int, reason: str) -> bytes:
+    """stream, attempt number and reason of an attempt span, encoded once per combination."""
+    key = (stream, attempt, reason)
+    found = _ATTEMPT_BLOCKS.get(key)
+    if found is None:
+        if len(_ATTEMPT_BLOCKS) >= _MAX_BLOCKS:
+            _ATTEMPT_BLOCKS.clear()
+        found = _ATTEMPT_BLOCKS[key] = (
+            attribute(names.GEN_AI_REQUEST_STREAM, stream)
+            + attribute(names.FAILOVER_ATTEMPT, attempt)
+            + attribute(names.FAILOVER_REASON, reason)
+        )
+    return found
+
+
+_ROUTE_BLOCKS: dict[tuple[str, str, int, bool, bool, str | None, str | None], bytes] = {}
+
+
+def _route_block(event: RouteEvent) -> bytes:
+    """A route span's attributes but the skipped/dropped lists, once per combination."""
+    key = (
+        event.tier,
+        event.outcome.value,
+        event.attempts,
+        event.panic,
+        event.stream,
+        event.served_by,
+        event.error_type,
+    )
+    found = _ROUTE_BLOCKS.get(key)
+    if found is None:
+        parts = [
+            attribute(names.FAILOVER_TIER, event.tier),
+            attribute(names.FAILOVER_OUTCOME, event.outcome.value),
+            attribute(names.FAILOVER_ATTEMPTS, event.attempts),
+            attribute(names.FAILOVER_PANIC, event.panic),
+            attribute(names.GEN_AI_REQUEST_STREAM, event.stream),
+        ]
+        if event.served_by is not None:
+            parts.append(attribute(names.FAILOVER_SERVED_BY, event.served_by))
+        if event.error_type is not None:
+            parts.append(attribute(names.ERROR_TYPE, event.error_type))
+        if len(_ROUTE_BLOCKS) >= _MAX_BLOCKS:
+            _ROUTE_BLOCKS.clear()
+        found = _ROUTE_BLOCKS[key] = b"".join(parts)
+    return found
+
+
 def encode_route(event: RouteEvent) -> bytes:
     """The INTERNAL ``failover.route`` span :class:`~controller.telemetry._spans.RouteSpans`
     would build for ``event``."""
@@ -299,16 +368,8 @@ def encode_route(event: RouteEvent) -> bytes:
         _head(event.trace_id, event.span_id, event.parent_span_id, _ROUTE_NAME, KIND_INTERNAL),
         _T_START + _Q.pack(start_ns),
         _T_END + _Q.pack(end_ns),
-        attribute(names.FAILOVER_TIER, event.tier),
-        attribute(names.FAILOVER_OUTCOME, event.outcome.value),
-        attribute(names.FAILOVER_ATTEMPTS, event.attempts),
-        attribute(names.FAILOVER_PANIC, event.panic),
-        attribute(names.GEN_AI_REQUEST_STREAM, event.stream),
+        _route_block(event),
     ]
-    if event.served_by is not None:
-        parts.append(attribute(names.FAILOVER_SERVED_BY, event.served_by))
-    if event.error_type is not None:
-        parts.append(attribute(names.ERROR_TYPE, event.error_type))
     if event.skipped:
         parts.append(attribute(names.FAILOVER_SKIPPED, event.skipped))
     if event.dropped:
