@@ -126,6 +126,7 @@ def build_provider(
         stream_usage=cfg.stream_usage,
         organization=cfg.organization,
         project=cfg.project,
+        api=cfg.api,
     )
     return HttpProvider(
         name=name,

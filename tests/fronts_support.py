@@ -4,6 +4,10 @@
     tier "frontier"     (alias "gpt-test"):   primary-openai    -> backup-anthropic
     tier "gemini-test":                       primary-gemini    -> backup-openai
     tier "claude-first":                      primary-anthropic -> backup-gemini
+    tier "responses-test":                    primary-responses -> backup-anthropic
+
+``primary-responses`` is an OpenAI provider that calls the Responses API upstream (``api:
+responses``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from controller.control.state import StateHolder
-from controller.providers import Provider, Timeouts
+from controller.providers import HttpProvider, Provider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import never_retry
@@ -28,6 +32,15 @@ __all__ = ["fronts_env"]
 
 def _tier(name: str, *targets: tuple[str, str]) -> TierPlan:
     return TierPlan(name=name, targets=tuple(Target(provider=p, model=m) for p, m in targets))
+
+
+def _responses_provider(fake: FakeProvider, name: str) -> HttpProvider:
+    return HttpProvider(
+        name=name,
+        codec=codec_for("openai", api="responses"),
+        base_url=fake.url("openai"),
+        api_key="sk-test-not-a-secret",
+    )
 
 
 def fronts_router(
@@ -44,6 +57,7 @@ def fronts_router(
         "primary-openai": adapter(primary, "openai", "primary-openai"),
         "primary-anthropic": adapter(primary, "anthropic", "primary-anthropic"),
         "primary-gemini": adapter(primary, "gemini", "primary-gemini"),
+        "primary-responses": _responses_provider(primary, "primary-responses"),
         "backup-openai": adapter(backup, "openai", "backup-openai"),
         "backup-anthropic": adapter(backup, "anthropic", "backup-anthropic"),
         "backup-gemini": adapter(backup, "gemini", "backup-gemini"),
@@ -58,6 +72,9 @@ def fronts_router(
         ),
         "claude-first": _tier(
             "claude-first", ("primary-anthropic", "claude-big"), ("backup-gemini", "gemini-alt")
+        ),
+        "responses-test": _tier(
+            "responses-test", ("primary-responses", "gpt-big"), ("backup-anthropic", "claude-alt")
         ),
     }
     return Router(

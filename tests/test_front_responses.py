@@ -182,3 +182,64 @@ async def test_every_stream_event_carries_its_type_and_sequence(env: GatewayEnv)
     assert [d["sequence_number"] for d in datas] == list(range(len(datas)))
     done = [d["item"] for d in datas if d["type"] == "response.output_item.done"]
     assert datas[-1]["response"]["output"] == done
+
+
+CODEX_LIKE: Any = {
+    "model": "gpt-test",
+    "instructions": "You are a coding agent.",
+    "input": [
+        {
+            "type": "message",
+            "role": "developer",
+            "content": [{"type": "input_text", "text": "sandbox: read-only"}],
+        },
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "ls"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-opaque"},
+        {
+            "type": "function_call",
+            "call_id": "call_a",
+            "name": "exec_command",
+            "arguments": '{"cmd":"ls"}',
+        },
+        {"type": "function_call_output", "call_id": "call_a", "output": "README.md"},
+    ],
+    "tools": [
+        {
+            "type": "function",
+            "name": "exec_command",
+            "strict": False,
+            "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}},
+        },
+        {"type": "namespace", "name": "multi_agent_v1", "tools": []},
+        {"type": "web_search"},
+    ],
+    "tool_choice": "auto",
+    "parallel_tool_calls": True,
+    "reasoning": {"summary": "auto"},
+    "store": False,
+    "stream": True,
+    "include": ["reasoning.encrypted_content"],
+    "prompt_cache_key": "session-1",
+    "client_metadata": {"session_id": "session-1"},
+}
+
+
+async def test_a_codex_request_names_what_only_a_responses_provider_takes(env: GatewayEnv) -> None:
+    """What Codex CLI sends (captured from codex 0.171): refused with the first thing no
+    provider of the tier can take, until the config lets the gateway drop those."""
+    async with aiohttp.ClientSession() as http:
+        status, body, _ = await post(http, env.url + "/v1/responses", CODEX_LIKE)
+        assert status == 400
+        assert body["error"]["param"] == "input[2].encrypted_content"
+        assert "namespace" in body["error"]["message"]
+        assert "web_search" in body["error"]["message"]
+        env.backend.router.droppable = frozenset({"encrypted_reasoning", "namespace", "web_search"})
+        status, raw = await read_stream(http, env.url + "/v1/responses", CODEX_LIKE)
+    assert status == 200
+    done = json.loads(sse_events(raw)[-1][1])
+    assert done["type"] == "response.completed"
+    assert done["response"]["output"][0]["content"][0]["text"] == "tool said: README.md"
+    request = env.primary.seen[-1].request
+    assert request.system == "You are a coding agent.\n\nsandbox: read-only"
+    assert [t.name for t in request.tools] == ["exec_command"]
+    assert request.messages[1].tool_calls[0].id == "call_a"

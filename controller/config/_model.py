@@ -138,6 +138,9 @@ class ProviderConfig(_Frozen):
     # openai and openai_compatible: the organization and project calls are billed to
     organization: str | None = None
     project: str | None = None
+    # openai only: "responses" calls the Responses API (models offered only there, and the
+    # /v1/responses front's requests pass through as they came); "chat": chat completions
+    api: Literal["chat", "responses"] = "chat"
 
     @field_validator("base_url")
     @classmethod
@@ -193,6 +196,12 @@ class ProviderConfig(_Frozen):
     def _base_url_known(self) -> Self:
         if self.base_url is None and self.kind is ProviderKind.OPENAI_COMPATIBLE:
             raise ValueError("base_url is required for kind openai_compatible")
+        return self
+
+    @model_validator(mode="after")
+    def _responses_for_openai(self) -> Self:
+        if self.api == "responses" and self.kind is not ProviderKind.OPENAI:
+            raise _AtField("api", f"responses is offered by kind openai, not {self.kind.value}")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from controller.wire import ClientCodec
 from controller.wire.anthropic import AnthropicClientCodec
 from controller.wire.gemini import GeminiClientCodec
 from controller.wire.openai import OpenAIClientCodec
+from controller.wire.responses import ResponsesClientCodec
 
 __all__ = ["CountsTokens", "HttpProvider", "Provider", "Timeouts", "codec_for"]
 
@@ -23,16 +24,20 @@ def codec_for(
     stream_usage: bool = True,
     organization: str | None = None,
     project: str | None = None,
+    api: str = "chat",
 ) -> ClientCodec:
     """The client codec for a provider kind (``openai``, ``anthropic``, ``gemini``,
     ``openai_compatible``). ``organization`` and ``project`` go to OpenAI-format providers as
-    ``OpenAI-Organization`` and ``OpenAI-Project``."""
+    ``OpenAI-Organization`` and ``OpenAI-Project``; ``api="responses"`` makes an ``openai``
+    provider call the Responses API (``/responses``) instead of chat completions."""
     named = (("OpenAI-Organization", organization), ("OpenAI-Project", project))
     account = {header: value for header, value in named if value}
     if kind == "anthropic":
         return AnthropicClientCodec()
     if kind == "gemini":
         return GeminiClientCodec()
+    if kind == "openai" and api == "responses":
+        return ResponsesClientCodec(account=account)
     if kind == "openai":
         return OpenAIClientCodec(token_limit="max_completion_tokens", account=account)
     if kind == "openai_compatible":

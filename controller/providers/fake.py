@@ -1,13 +1,14 @@
 """A fault-injecting fake LLM provider over real HTTP on loopback.
 
 One :class:`FakeProvider` is one simulated provider: an aiohttp server on 127.0.0.1 that speaks
-all three wire formats (through the same server codecs the gateway uses), so a test or the demo
+every wire format (through the same server codecs the gateway uses), so a test or the demo
 can point any adapter at it:
 
 =====================  ===============================================================
 format                 base URL for the adapter
 =====================  ===============================================================
 OpenAI (+compatible)   ``fake.url("openai")``     → ``http://127.0.0.1:PORT/v1``
+OpenAI Responses       ``fake.url("openai")``     → ``http://127.0.0.1:PORT/v1`` (``/responses``)
 Anthropic              ``fake.url("anthropic")``  → ``http://127.0.0.1:PORT``
 Gemini                 ``fake.url("gemini")``     → ``http://127.0.0.1:PORT``
 =====================  ===============================================================
@@ -57,6 +58,7 @@ from controller.wire import ServerCodec
 from controller.wire.anthropic import AnthropicServerCodec
 from controller.wire.gemini import GeminiServerCodec, parse_path
 from controller.wire.openai import OpenAIServerCodec
+from controller.wire.responses import ResponsesServerCodec
 
 
 class FaultMode(enum.StrEnum):
@@ -150,12 +152,14 @@ class FakeProvider:
             "openai": OpenAIServerCodec(),
             "anthropic": AnthropicServerCodec(),
             "gemini": GeminiServerCodec(),
+            "responses": ResponsesServerCodec(),
         }
 
     # ----------------------------------------------------------------------------- lifecycle
     async def start(self) -> FakeProvider:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_post("/v1/messages", self._anthropic)
         app.router.add_post("/v1/messages/count_tokens", self._anthropic_count)
         app.router.add_post("/v1beta/models/{tail:.+}", self._gemini)
@@ -228,6 +232,9 @@ class FakeProvider:
     # ----------------------------------------------------------------------------- handlers
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "openai", None, None)
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "responses", None, None)
 
     async def _anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic", None, None)

@@ -37,6 +37,7 @@ _LEVELS = (("high", 16384), ("medium", 4096), ("low", 1))
 # Model families, by name, that do not take reasoning parameters.
 _NOT_REASONING = {
     "openai": re.compile(r"^(?!o\d|gpt-5|codex)"),  # only o1/o3/o4..., gpt-5*, codex* reason
+    "responses": re.compile(r"^(?!o\d|gpt-5|codex)"),  # the same models, by the Responses API
     "anthropic": re.compile(r"^claude-(?:instant|2|3-(?:5-|opus|sonnet|haiku))"),
     "gemini": re.compile(r"^(?:models/)?gemini-(?:1\.|2\.0)"),
 }

@@ -20,8 +20,8 @@ either (the Anthropic front ignores thinking blocks in history the same way): le
 Settings that ask for nothing an answer would show are neutral: ``store`` (no response is
 stored here either way; a later ``previous_response_id`` is what is refused), ``include`` of
 ``reasoning.encrypted_content`` (there is none to include from another vendor),
-``prompt_cache_key``, ``reasoning.summary``, ``service_tier`` ``auto``/``default``,
-``truncation`` ``disabled``, ``stream_options``.
+``prompt_cache_key``, ``client_metadata``, ``reasoning.summary``, ``service_tier``
+``auto``/``default``, ``truncation`` ``disabled``, ``stream_options``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ _TRANSLATED = frozenset(
         "safety_identifier",
         "metadata",  # echoed back in the answer, as the real API does
         "prompt_cache_key",
+        "client_metadata",  # Codex CLI's ids for the vendor's analytics: ask nothing of an answer
     }
 )
 # Members whose value here asks for nothing a translation loses.
