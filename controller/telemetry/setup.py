@@ -257,7 +257,6 @@ class Telemetry:
 
     def force_flush(self, *, timeout: float = 5.0) -> bool:
         """Push pending spans and metrics to OTLP now; True if it finished within ``timeout``."""
-        self._listener.flush()
         jobs: list[Callable[[], object]] = [self._parts.tracer_provider.force_flush]
         light = self._parts.light
         if light is not None:
