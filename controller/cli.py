@@ -7,6 +7,8 @@ failover status [--url URL]                 what a running gateway is doing
 failover drill PROVIDER --seconds N         rehearse an outage on a running gateway
 failover kill-switch --config FILE [show | pin P | disable P... | clear]
 failover history --config FILE [-n N] [--json]   routing and kill-switch changes (audit log)
+failover run claude|codex|gemini [--gateway URL | --config FILE] [-- ARGS]   a coding CLI
+                                            pointed at the gateway (controller/_run.py)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from controller import _run
 from controller._errors import ConfigError, FailoverError, ProviderError
 from controller._gateway_client import call_json
 from controller._loop import LOOPS, loop_factory
@@ -477,6 +480,7 @@ _DESCRIPTIONS = {
     "history": "Show the routing changes (trips, probes, failbacks, recoveries, panics) and "
     "kill-switch changes, and who made them, from the audit log beside the state file "
     "(state.path, e.g. failover-state.audit.jsonl, and its rotated files), oldest first.",
+    "run": _run.DESCRIPTION,
     "kill-switch": "Show or change the kill switch in the config file, which overrides the "
     "controller: pin every route to one provider, remove providers from every route, or clear "
     "it. Only the kill_switch block is rewritten (comments and line endings stay), the file is "
@@ -591,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the last N changes (default 20)",
     )
     history.add_argument("--json", action="store_true", help="a JSON array of the records")
+    run = _subcommand(
+        sub, "run", "run Claude Code, Codex CLI or Gemini CLI through the gateway", _run.cmd_run
+    )
+    _run.add_arguments(run, DEFAULT_CONFIG)
     return parser
 
 
