@@ -8,7 +8,7 @@ replica decides alone and says so. See :mod:`controller.fleet._member` for the r
 """
 
 from controller.fleet._member import Fleet, FleetStore, Role, converge
-from controller.fleet._operator import fleet_audit, set_fleet_kill_switch
+from controller.fleet._operator import fleet_audit, fleet_kill_switch_command, set_fleet_kill_switch
 from controller.fleet._redis import FleetUnavailable, RedisLink
 from controller.fleet.config import FleetConfig
 
@@ -21,5 +21,6 @@ __all__ = [
     "Role",
     "converge",
     "fleet_audit",
+    "fleet_kill_switch_command",
     "set_fleet_kill_switch",
 ]

@@ -8,13 +8,16 @@ a second. Each change is audited in Redis: who, when, from which host, before an
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable, Mapping
 
 from controller import _json
 from controller.control.state import KillSwitch, RoutingState
 from controller.control.store import CorruptState, decode_state, encode_state
 from controller.fleet._member import audit_record
 from controller.fleet._redis import FleetUnavailable, RedisLink
+from controller.fleet.config import FleetConfig
 
 CAS_TRIES = 8
 
@@ -54,3 +57,37 @@ async def fleet_audit(link: RedisLink, n: int = 50) -> list[dict[str, object]]:
         if isinstance(record, dict):
             out.append(record)
     return out
+
+
+def fleet_kill_switch_command(
+    cfg: FleetConfig,
+    env: Mapping[str, str],
+    *,
+    new: KillSwitch | None,
+    by: str,
+    out: Callable[[str], None],
+) -> int:
+    """``failover kill-switch --fleet``: show (``new`` None) or set the fleet's kill switch.
+    Exit status 1 with a message when Redis does not answer (the URL is never printed)."""
+
+    async def run() -> int:
+        link = RedisLink(cfg, env)
+        try:
+            if new is None:
+                raw = await link.read_state()
+                state = decode_state(raw.decode()) if raw is not None else RoutingState()
+                out(f"fleet kill switch: {state.kill_switch.describe()} (version {state.version})")
+                return 0
+            before, state = await set_fleet_kill_switch(link, new, by=by)
+            out(
+                f"fleet kill switch now {new.describe()} (was {before.describe()}), "
+                f"version {state.version}; every replica applies it within a second"
+            )
+            return 0
+        except FleetUnavailable as exc:
+            out(f"error: the fleet's Redis ({cfg.url_env}) did not answer: {exc}")
+            return 1
+        finally:
+            await link.aclose()
+
+    return asyncio.run(run())

@@ -9,7 +9,8 @@ third of the traffic trip at the same aggregate error rate and volume.
 
 Two fields have no exact fleet-wide meaning and are approximated (documented in the README):
 the *consecutive* faults of the fleet are the sum of each replica's current run, counting only
-runs that began after the newest success any other replica saw (to bucket precision), and the
+runs not certainly followed by a success on another replica (one in a bucket that began after
+the run did; within one bucket a success can be missed, so the run may be overcounted), and the
 latency percentiles are the highest replica's (display only; ``decide`` does not read them).
 What is waiting right now (stalls) is the leader's own view: attempts in flight are not pushed.
 """
@@ -177,10 +178,11 @@ def _aged(sig: ProviderSignals, by: float) -> ProviderSignals:
     )
 
 
-def _newest_success_age(sig: ProviderSignals, bucket: float) -> float | None:
-    """The least age a success of ``sig`` can have: its newest bucket with one, less a bucket."""
+def _newest_success_age(sig: ProviderSignals) -> float | None:
+    """The start of the newest bucket of ``sig`` with a success (a bucket's ``age`` is that of
+    its start): a run that began before it was certainly followed by a success."""
     ages = [b.age for b in sig.recent if b.requests > b.faults]
-    return max(0.0, min(ages) - bucket) if ages else None
+    return min(ages) if ages else None
 
 
 def merge_signals(parts: list[ProviderSignals], *, bucket_seconds: float) -> ProviderSignals:
@@ -200,7 +202,7 @@ def merge_signals(parts: list[ProviderSignals], *, bucket_seconds: float) -> Pro
     )
     requests = sum(b.requests for b in recent)
     faults = sum(b.faults for b in recent)
-    run, run_age = _fleet_run(parts, bucket_seconds)
+    run, run_age = _fleet_run(parts)
     fault_ages = [p.last_fault_age for p in parts if p.last_fault_age is not None]
     return ProviderSignals(
         window_seconds=window,
@@ -224,13 +226,13 @@ def merge_signals(parts: list[ProviderSignals], *, bucket_seconds: float) -> Pro
     )
 
 
-def _fleet_run(parts: list[ProviderSignals], bucket: float) -> tuple[int, float | None]:
+def _fleet_run(parts: list[ProviderSignals]) -> tuple[int, float | None]:
     """Consecutive faults fleet-wide: runs that began after every other replica's last success."""
     run, oldest = 0, None
     for i, part in enumerate(parts):
         if not part.consecutive_failures or part.failure_run_age is None:
             continue
-        others = [_newest_success_age(p, bucket) for j, p in enumerate(parts) if j != i]
+        others = [_newest_success_age(p) for j, p in enumerate(parts) if j != i]
         newest_other = min((a for a in others if a is not None), default=None)
         if newest_other is not None and part.failure_run_age >= newest_other:
             continue  # another replica saw a success after this run began

@@ -17,15 +17,22 @@ YAML shape (``state.backend: redis`` turns it on; every key optional)::
         timeout_seconds: 0.5          # per Redis command: nothing waits on Redis longer
 
 The URL and the password come from the environment only, never from the file.
+``FAILOVER_STATE_BACKEND=redis`` (or ``file``) overrides ``state.backend``, so one config file
+serves a laptop and a fleet: the deployment (compose, the k8s manifest) says which it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller._env_name import EnvName
+from controller._errors import ConfigError
+
+ENV_BACKEND = "FAILOVER_STATE_BACKEND"
+BACKENDS = ("file", "redis")
 
 
 class FleetConfig(BaseModel):
@@ -57,3 +64,11 @@ class FleetConfig(BaseModel):
     def renew_seconds(self) -> float:
         """How often the leader renews its lease: a third of it, so two renewals may fail."""
         return self.lease_seconds / 3
+
+
+def state_backend(configured: str, env: Mapping[str, str]) -> str:
+    """The state backend in force: ``FAILOVER_STATE_BACKEND`` wins over ``state.backend``."""
+    chosen = env.get(ENV_BACKEND, "").strip() or configured
+    if chosen not in BACKENDS:
+        raise ConfigError(f"must be one of {', '.join(BACKENDS)} (got {chosen!r})", key=ENV_BACKEND)
+    return chosen
