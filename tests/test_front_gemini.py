@@ -211,3 +211,20 @@ async def test_a_cut_stream_ends_with_an_error_the_sdk_raises(
 async def _drain(stream: AsyncIterator[types.GenerateContentResponse], into: list[str]) -> None:
     async for chunk in stream:
         into.append(chunk.text or "")  # noqa: PERF401 - a comprehension would lose them on failure
+
+
+async def test_the_new_fronts_feed_the_same_events_and_spans(
+    env: GatewayEnv, gclient: genai.Client
+) -> None:
+    """A failover seen from the Gemini front: one attempt event per provider tried (what the
+    tripwire counts), a CLIENT span per attempt, the route span, the SERVER span on the path."""
+    env.primary.set_fault(FaultMode.ERROR_503)
+    await gclient.aio.models.generate_content(model="gemini-test", contents="Paris?")
+    attempts = [(a.provider, a.outcome.value) for a in env.recorder.attempts]
+    assert attempts[-2:] == [("primary-gemini", "fault"), ("backup-openai", "success")]
+    assert env.recorder.routes[-1].served_by == "backup-openai"
+    names = [span.name for span in env.exporter.get_finished_spans()]
+    assert "chat gemini-big" in names
+    assert "chat gpt-alt" in names
+    assert "failover.route" in names
+    assert "POST /v1beta/models/{model}" in names
