@@ -5,16 +5,19 @@ batch processor, ``encode_spans``; chosen by ``FAILOVER_TELEMETRY_SDK_SPANS=true
 light path (light tracer, hand-written protobuf). Each exports over real OTLP/HTTP on loopback
 to its own sink; the two decoded ``ExportTraceServiceRequest`` messages must be equal once the
 random ids are replaced by their order of appearance (the same structure: which span is whose
-parent, which spans share a trace).
+parent, which spans share a trace). The same comparison is made after both went through the
+real ``rotel`` collector.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +28,7 @@ from controller.events import AttemptReason, Outcome, RouteOutcome
 from controller.model import Usage
 from controller.telemetry import names
 from controller.telemetry.setup import Telemetry, setup_telemetry
+from tests.live_support import OtlpSink, Rotel, wait_until
 from tests.telemetry_support import BASE, FAILED, WALL, attempt, route
 
 NS = 1_000_000_000
@@ -255,3 +259,75 @@ def test_an_unsampled_parent_is_followed_and_nothing_is_sent(sinks: tuple[Sink, 
     assert telemetry.force_flush(timeout=10)
     assert sink.requests == []
     assert telemetry.shutdown(timeout=5)
+
+
+# --- through the real collector -----------------------------------------------------------------
+def _sorted_spans(requests: list[ExportTraceServiceRequest]) -> list[tuple[Any, Any, Any]]:
+    """(resource, scope, span) triples in an order that does not depend on batching."""
+    triples = [
+        (rs.resource, ss.scope, span)
+        for request in requests
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+
+    def key(triple: tuple[Any, Any, Any]) -> tuple[Any, ...]:
+        span = triple[2]
+        attributes = sorted((kv.key, kv.value.SerializeToString()) for kv in span.attributes)
+        return (span.name, span.start_time_unix_nano, span.end_time_unix_nano, attributes)
+
+    return sorted(triples, key=key)
+
+
+def _renamed(triples: list[tuple[Any, Any, Any]]) -> list[tuple[bytes, bytes, bytes]]:
+    """Each triple serialized, with ids replaced by their order of first appearance."""
+    request = ExportTraceServiceRequest()
+    for resource, scope, span in triples:
+        rs = request.resource_spans.add()
+        rs.resource.CopyFrom(resource)
+        ss = rs.scope_spans.add()
+        ss.scope.CopyFrom(scope)
+        ss.spans.add().CopyFrom(span)
+    renamed = normalised(request)
+    return [
+        (
+            rs.resource.SerializeToString(),
+            rs.scope_spans[0].scope.SerializeToString(),
+            rs.scope_spans[0].spans[0].SerializeToString(),
+        )
+        for rs in renamed.resource_spans
+    ]
+
+
+async def test_rotel_forwards_the_light_payload_as_it_forwards_the_sdk_payload(
+    tmp_path: Path,
+) -> None:
+    """Both payloads go through the ``rotel`` collector to a sink: the collector accepts the
+    light path's bytes, and what it forwards is what it forwards for the SDK's."""
+    error = ValueError("bad upstream")
+    received = []
+    async with OtlpSink() as sink:
+        rotel = await Rotel.start(workdir=tmp_path, export_to=sink.url)
+        try:
+            for sdk in (True, False):
+                env = {
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": rotel.endpoint + "/v1/traces",
+                    "OTEL_BSP_SCHEDULE_DELAY": "60000",
+                }
+                if sdk:
+                    env["FAILOVER_TELEMETRY_SDK_SPANS"] = "true"
+                telemetry = setup_telemetry(env=env, capture_content=True, export_timeout=5.0)
+                await asyncio.to_thread(play, telemetry, error)
+                assert await asyncio.to_thread(telemetry.shutdown, timeout=10)
+
+                async def seven() -> list[ExportTraceServiceRequest] | None:
+                    return list(sink.traces) if len(sink.spans()) >= 7 else None
+
+                received.append(await wait_until(seven, within=15, what="7 spans via rotel"))
+                sink.traces.clear()
+        finally:
+            await rotel.process.stop()
+    sdk_spans, light_spans = (_sorted_spans(r) for r in received)
+    assert len(light_spans) == 7
+    assert _renamed(light_spans) == _renamed(sdk_spans)

@@ -1,7 +1,8 @@
 """Benchmark: what the gateway adds to a small non-streaming OpenAI chat call, over real HTTP.
 
     python -m tests.bench.gateway [--duration 6] [--rounds 3] [--concurrency 1 10 50]
-                                  [--skip-litellm] [--otlp] [--launcher auto|cli|inprocess]
+                                  [--skip-litellm] [--otlp] [--otlp-sdk]
+                                  [--launcher auto|cli|inprocess]
                                   [--json]
 
 Four systems answer the same ``POST /v1/chat/completions`` (a 16-token request to the fake
@@ -21,8 +22,11 @@ machine hits all of them alike:
   no ``OTEL_EXPORTER_OTLP_*`` variable is passed on, and so no spans are built);
 * ``gateway+otlp`` (with ``--otlp``) — the same gateway exporting traces and metrics over
   OTLP/HTTP (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``) to :mod:`tests.bench.otlp_sink` on the
-  load core: spans built for every request (server, route, attempt) and exported by the batch
-  processor's thread on the proxy's core, as a deployment with a collector runs it;
+  load core: every request traced (server, route and attempt spans, on the light span path:
+  :mod:`controller.telemetry._pipeline`) and exported by one thread on the proxy's core, as a
+  deployment with a collector runs it (no sampling);
+* ``gateway+otlp/sdk`` (with ``--otlp-sdk``) — the same with ``FAILOVER_TELEMETRY_SDK_SPANS=true``:
+  the OpenTelemetry SDK's tracer, batch processor and exporter, for comparison;
 * ``litellm``     — LiteLLM's proxy from its own venv (``/tmp/litellm-venv``, installed with
   ``pip install 'litellm[proxy]'`` if missing), one ``openai/`` model pointing at the same fake,
   its logging left at defaults, no callbacks. Skipped with a note when it cannot be installed or
@@ -45,9 +49,10 @@ run, divided by the requests served) and its peak RSS (``VmHWM`` from ``/proc/<p
 summed over the tree). Non-2xx answers and socket errors are counted and shown; a row with
 errors is not a clean result.
 
-Targets (from the issue): added p50 <= 1 ms at concurrency 1; gateway throughput within 2x of
-the pass-through floor at concurrency 10; peak RSS <= 150 MB; telemetry on. The verdict lines
-under the table check exactly these.
+Targets (from the issues): added p50 <= 1 ms at concurrency 1; gateway throughput within 2x of
+the pass-through floor at concurrency 10; peak RSS <= 150 MB; telemetry on; with ``--otlp``, CPU
+per request with OTLP export on at most 1.3x the no-collector figure (issue 17), printed per
+level with the ratio to the floor. The verdict lines under the table check exactly these.
 
 Caveats for reading the numbers: the direct baseline at high concurrency is bounded by the fake
 (one Python process sharing core 0 with wrk), so "added" latency at 50 includes queueing in front
@@ -396,11 +401,19 @@ def pick_launcher(choice: str) -> str:
 
 
 def start_gateway(
-    tmp: Path, upstream: str, launcher: str, *, name: str = "gateway", otlp: str = ""
+    tmp: Path,
+    upstream: str,
+    launcher: str,
+    *,
+    name: str = "gateway",
+    otlp: str = "",
+    sdk_spans: bool = False,
 ) -> System:
-    """Our gateway; with ``otlp`` (a collector URL) exporting traces and metrics to it."""
+    """Our gateway; with ``otlp`` (a collector URL) exporting traces and metrics to it, through
+    the SDK's span path when ``sdk_spans``."""
     port = free_port()
-    config = tmp / f"{name}.yaml"
+    file = name.replace("/", "-")
+    config = tmp / f"{file}.yaml"
     config.write_text(
         GATEWAY_YAML.format(
             upstream=upstream,
@@ -420,8 +433,11 @@ def start_gateway(
     if otlp:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
         system.command = f"OTEL_EXPORTER_OTLP_ENDPOINT={otlp} {system.command}"
-    system.proc = spawn(cmd, core=PROXY_CORE, log=tmp / f"{name}.log", env=env)
-    wait_ready(system, within=60, log=tmp / f"{name}.log")
+    if sdk_spans:
+        env["FAILOVER_TELEMETRY_SDK_SPANS"] = "true"
+        system.command = f"FAILOVER_TELEMETRY_SDK_SPANS=true {system.command}"
+    system.proc = spawn(cmd, core=PROXY_CORE, log=tmp / f"{file}.log", env=env)
+    wait_ready(system, within=60, log=tmp / f"{file}.log")
     return system
 
 
@@ -515,7 +531,15 @@ def render(report: Report) -> str:
 
 
 def _order(name: str) -> int:
-    known = ["direct", "passthrough", "passthrough/uvloop", "gateway", "gateway+otlp", "litellm"]
+    known = [
+        "direct",
+        "passthrough",
+        "passthrough/uvloop",
+        "gateway",
+        "gateway+otlp",
+        "gateway+otlp/sdk",
+        "litellm",
+    ]
     return known.index(name) if name in known else len(known)
 
 
@@ -549,6 +573,29 @@ def verdicts(report: Report) -> Iterator[str]:
     rss = report.peak_rss_mb.get("gateway")
     if rss is not None:
         yield f"target peak RSS <= 150 MB: {rss:.0f} MB {_mark(rss <= 150)}"
+    yield from otlp_verdicts(by)
+
+
+def otlp_verdicts(by: dict[tuple[str, int], Result]) -> Iterator[str]:
+    """CPU per request with OTLP on against the no-collector gateway (target <= 1.3x, issue
+    17) and against the floor, per level; req/s likewise."""
+    levels = sorted({c for (name, c) in by if name.startswith("gateway+otlp")})
+    for name in ("gateway+otlp", "gateway+otlp/sdk"):
+        for level in levels:
+            otlp, gw = by.get((name, level)), by.get(("gateway", level))
+            floor = by.get(("passthrough", level))
+            if otlp is None or gw is None or not otlp.cpu_ms_per_req or not gw.cpu_ms_per_req:
+                continue
+            ratio = otlp.cpu_ms_per_req / gw.cpu_ms_per_req
+            line = f"{name} at c={level}: CPU per request {ratio:.2f}x the no-collector gateway's"
+            if floor is not None and floor.cpu_ms_per_req:
+                line += f", {otlp.cpu_ms_per_req / floor.cpu_ms_per_req:.2f}x the floor's"
+            line += f"; req/s {otlp.rps / gw.rps:.2f}x the gateway's"
+            if floor is not None and floor.rps:
+                line += f", {otlp.rps / floor.rps:.2f}x the floor's"
+            if name == "gateway+otlp":
+                line += f" (target CPU <= 1.3x: {_mark(ratio <= 1.3)})"
+            yield line
 
 
 def _mark(ok: bool) -> str:
@@ -564,10 +611,17 @@ def start_all(tmp: Path, args: argparse.Namespace, report: Report) -> list[Syste
         systems.append(start_passthrough(tmp, upstream, loop="uvloop"))
     launcher = pick_launcher(args.launcher)
     systems.append(start_gateway(tmp, upstream, launcher))
-    if args.otlp:
+    if args.otlp or args.otlp_sdk:
         sink = start_otlp_sink(tmp)
         systems.append(sink)
+    if args.otlp:
         systems.append(start_gateway(tmp, upstream, launcher, name="gateway+otlp", otlp=sink.url))
+    if args.otlp_sdk:
+        systems.append(
+            start_gateway(
+                tmp, upstream, launcher, name="gateway+otlp/sdk", otlp=sink.url, sdk_spans=True
+            )
+        )
     if args.skip_litellm:
         report.notes.append("litellm skipped (--skip-litellm)")
         return systems
@@ -680,6 +734,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--otlp",
         action="store_true",
         help="also measure a gateway exporting traces + metrics over OTLP/HTTP to a local sink",
+    )
+    parser.add_argument(
+        "--otlp-sdk",
+        action="store_true",
+        help="also measure it on the OpenTelemetry SDK's span path (FAILOVER_TELEMETRY_SDK_SPANS)",
     )
     parser.add_argument(
         "--uvloop-floor",
