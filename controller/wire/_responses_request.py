@@ -91,7 +91,8 @@ _NEUTRAL_INCLUDES = frozenset({"reasoning.encrypted_content"})
 _FUNCTION_MEMBERS = frozenset({"type", "name", "description", "parameters", "strict"})
 _CALL_MEMBERS = frozenset({"type", "id", "call_id", "name", "arguments", "status"})
 _OUTPUT_MEMBERS = frozenset({"type", "id", "call_id", "output", "status"})
-_MESSAGE_MEMBERS = frozenset({"type", "id", "role", "content", "status"})
+# ``phase`` labels an assistant message commentary or final answer: nothing to translate.
+_MESSAGE_MEMBERS = frozenset({"type", "id", "role", "content", "status", "phase"})
 _STORED = ("previous_response_id", "conversation", "prompt")  # input kept elsewhere
 _ROLES = ("user", "assistant", "system", "developer")
 
