@@ -35,6 +35,7 @@ class Drillable:
         self.wire_format = inner.wire_format
         self.server_address = inner.server_address
         self.server_port = inner.server_port
+        self.takes_prefill = bool(getattr(inner, "takes_prefill", False))
         self._clock = clock
         self._until = 0.0
 

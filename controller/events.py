@@ -40,6 +40,7 @@ class AttemptReason(enum.StrEnum):
     PROBE = "probe"  # controller's health probe
     RESCUE = "rescue"  # next provider, beside an attempt whose provider left rotation
     HEDGE = "hedge"  # next provider, beside an attempt slower than the tier's hedge wait
+    CONTINUATION = "continuation"  # a stream cut after it reached the client, continued
 
 
 @quick_init

@@ -137,6 +137,7 @@ def build_provider(
         max_response_bytes=cfg.max_response_bytes,
         max_event_bytes=cfg.max_event_bytes,
         proxy=_proxy(name, cfg, env, base_url or cfg.url),
+        takes_prefill=cfg.takes_prefill,
     )
 
 

@@ -234,7 +234,9 @@ async def test_stream_failing_before_first_chunk_gets_a_status(
 async def test_mid_stream_cut_ends_with_an_error_event_and_no_terminator(
     env: GatewayEnv, http: aiohttp.ClientSession
 ) -> None:
-    env.primary.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=2))
+    """Cut after "Hello from primary.", the backup's restart begins "Hello from backup.": it
+    cannot continue what was delivered, so the stream ends with the format's error event."""
+    env.primary.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=3))
     status, raw = await read_stream(http, env.url + CHAT, hello(stream=True))
     assert status == 200
     events = sse_events(raw)
@@ -244,7 +246,7 @@ async def test_mid_stream_cut_ends_with_an_error_event_and_no_terminator(
     events = sse_events(raw)
     assert events[-1][0] == "error"
     assert "message_stop" not in [name for name, _ in events]
-    assert env.backup.requests == 0  # after the first chunk there is no failover
+    assert env.backup.requests == 2  # one restart per stream, each said something else
 
 
 async def test_client_disconnect_mid_stream_cancels_the_attempt(

@@ -155,14 +155,29 @@ async def test_openai_streamed_tool_call(env: GatewayEnv, oai: openai.AsyncOpenA
     assert finish == "tool_calls"
 
 
-async def test_openai_mid_stream_cut_raises(env: GatewayEnv, oai: openai.AsyncOpenAI) -> None:
+async def test_openai_mid_stream_cut_is_continued_by_a_restart_that_repeats_the_text(
+    env: GatewayEnv, oai: openai.AsyncOpenAI
+) -> None:
+    """Cut after "Hello from": the backup (Anthropic, no prefill) starts over with the same two
+    words, so what it adds after them goes on, and the client gets one whole answer."""
     env.primary.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=2))
+    stream = await oai.chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    received: list[str] = []
+    await _collect_openai(stream, received)
+    assert "".join(received) == "Hello from backup. This answer came through the failover router."
+    assert env.backup.seen[-1].request.messages[-1].role == "user"  # a restart: no prefill
+
+
+async def test_openai_mid_stream_cut_raises_when_the_restart_says_something_else(
+    env: GatewayEnv, oai: openai.AsyncOpenAI
+) -> None:
+    env.primary.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=3))
     stream = await oai.chat.completions.create(model="gpt-test", messages=USER, stream=True)
     received: list[str] = []
     with pytest.raises(openai.APIError):
         await _collect_openai(stream, received)
-    assert "".join(received).startswith("Hello from")  # some text came, then the SDK raised
-    assert env.backup.requests == 0
+    assert "".join(received) == "Hello from primary."  # the text came, then the SDK raised
+    assert env.backup.requests == 1  # the restart began "Hello from backup.": not relayed
 
 
 async def test_openai_typed_errors(env: GatewayEnv, oai: openai.AsyncOpenAI) -> None:
@@ -280,15 +295,15 @@ async def test_anthropic_streamed_tool_use(
     assert use.input == {"input": "Paris"}
 
 
-async def test_anthropic_mid_stream_cut_raises(
+async def test_anthropic_mid_stream_cut_raises_when_the_restart_says_something_else(
     env: GatewayEnv, claude: anthropic.AsyncAnthropic
 ) -> None:
-    env.primary.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=2))
+    env.primary.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=3))
     received: list[str] = []
     with pytest.raises(anthropic.APIError):
         await _collect_anthropic(claude, received)
-    assert "".join(received).startswith("Hello from")
-    assert env.backup.requests == 0
+    assert "".join(received) == "Hello from primary."
+    assert env.backup.requests == 1
 
 
 async def test_anthropic_typed_errors(env: GatewayEnv, claude: anthropic.AsyncAnthropic) -> None:

@@ -53,11 +53,13 @@ EXPECTED: dict[FaultMode, tuple[ErrorType, ErrorType]] = {
     FaultMode.SLOW_FIRST_TOKEN: (ProviderTimeout, ProviderTimeout),
     FaultMode.CUT_STREAM: (None, ConnectionFailed),
     FaultMode.STALL_STREAM: (None, ProviderTimeout),
+    FaultMode.END_STREAM: (None, MalformedResponse),
     FaultMode.MALFORMED_CHUNK: (None, None),  # the bad event is skipped (counted)
     FaultMode.MALFORMED_BODY: (MalformedResponse, None),
     FaultMode.NO_TERMINATOR: (None, None),
     FaultMode.CONTEXT_TOO_LONG: (ContextTooLong, ContextTooLong),
     FaultMode.CONTENT_FILTER: (ContentFiltered, ContentFiltered),
+    FaultMode.REFUSE_PREFILL: (None, None),  # refused only for a request that ends in a prefill
 }
 
 

@@ -286,18 +286,22 @@ async def test_stream_fails_over_before_first_chunk(
 async def test_stream_failure_after_first_chunk_is_explicit(
     primary: FakeProvider, backup: FakeProvider, recorder: Recorder, mode: FaultMode
 ) -> None:
+    """Cut after "Hello from primary.": the backup's restart begins "Hello from backup.", so
+    it cannot continue the text delivered, and the stream ends with the error."""
     router = make_router(primary, backup, recorder)
-    primary.set_fault(Fault(mode=mode, after_chunks=2))
+    primary.set_fault(Fault(mode=mode, after_chunks=3))
     stream = await router.stream(STREAM, tier="frontier")
     chunks: list[StreamChunk] = []
     with pytest.raises(StreamInterrupted) as caught:
         await drain(stream, chunks)
     await router.aclose()
-    assert chunks  # something was delivered, so no silent failover is possible
+    assert "".join(c.text for c in chunks) == "Hello from primary."
     assert all(c.finish_reason is None for c in chunks)  # never a truncated "complete" answer
-    assert caught.value.provider == "primary"
-    assert backup.requests == 0
-    assert recorder.attempts[-1].outcome is Outcome.FAULT
+    assert caught.value.provider == "primary"  # the client hears of the cut
+    cut, restart = recorder.attempts
+    assert (cut.provider, cut.outcome) == ("primary", Outcome.FAULT)
+    assert (restart.provider, restart.reason) == ("backup", AttemptReason.CONTINUATION)
+    assert (restart.outcome, restart.error_type) == (Outcome.CANCELLED, "continuation_diverged")
     assert recorder.routes[-1].outcome is RouteOutcome.FAILED
 
 

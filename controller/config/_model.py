@@ -129,6 +129,8 @@ class ProviderConfig(_Frozen):
     max_event_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
     # An http:// proxy URL, or "none" to ignore HTTPS_PROXY / HTTP_PROXY (README "Egress proxy").
     proxy: str | None = None
+    # Continues an answer from a trailing assistant turn; None: by kind (README "Continuation").
+    prefill: bool | None = None
     # openai_compatible only:
     provider_name: str | None = None  # gen_ai.provider.name, e.g. "ollama", "openrouter"
     auth: Literal["bearer", "api-key", "none"] = "bearer"
@@ -217,6 +219,14 @@ class ProviderConfig(_Frozen):
             if value is not None and (not value.strip() or any(c in value for c in "\r\n")):
                 raise _AtField(key, "must be one line of text (it goes into a header)")
         return self
+
+    @property
+    def takes_prefill(self) -> bool:
+        """Anthropic's API and most OpenAI-compatible servers continue a trailing assistant
+        turn; OpenAI's own API and Gemini's answer it as a new turn instead."""
+        if self.prefill is not None:
+            return self.prefill
+        return self.kind in (ProviderKind.ANTHROPIC, ProviderKind.OPENAI_COMPATIBLE)
 
     @property
     def url(self) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -54,9 +54,9 @@ from controller.gateway._formats import (
 )
 from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
-from controller.model import Origin, Request, Response
+from controller.model import Origin, Request, Response, StreamChunk
 from controller.routing.router import RoutedStream
-from controller.wire._base import StreamEncoder
+from controller.wire._base import Resumable, StreamEncoder
 
 __all__ = ["SHUTTING_DOWN", "ChatEndpoint", "answer_if_cut", "decode_call", "served_headers"]
 
@@ -166,6 +166,8 @@ class ChatEndpoint:
         ident = f"{self._front.id_prefix}{routed.request_id}"
         model = call.model if self._echo else routed.model
         encoder = self._front.encoder(id=ident, model=model, body=call.body)
+        if routed.relayed and not isinstance(encoder, Resumable):
+            routed.continuable = False  # a continuation could not be encoded after its events
         try:
             await out.prepare(http)
             await self._relay(out, routed, encoder)
@@ -181,9 +183,7 @@ class ChatEndpoint:
         chunks = aiter(routed)
         try:
             if routed.relayed:  # the provider's own events, as they came (terminator included)
-                async for chunk in chunks:
-                    if chunk.raw:
-                        await out.write(chunk.raw)
+                await self._relay_raw(out, chunks, encoder)
             else:
                 await out.write(encoder.start())
                 async for chunk in chunks:
@@ -207,6 +207,30 @@ class ChatEndpoint:
             if closer is not None:
                 await closer()
         await _write_quietly_eof(out)
+
+    async def _relay_raw(
+        self, out: web.StreamResponse, chunks: AsyncIterator[StreamChunk], encoder: StreamEncoder
+    ) -> None:
+        """A relayed stream's events as they came; a continuation of it (chunks without
+        ``raw``) encoded by ``encoder``, which has followed the events before it."""
+        follow = getattr(encoder, "follow", None)  # the formats whose events carry state
+        resumed = False
+        async for chunk in chunks:
+            raw = chunk.raw
+            if raw is None:
+                if not resumed:
+                    resumed = True
+                    assert isinstance(encoder, Resumable)  # else the stream is not continuable
+                    await out.write(encoder.resume())
+                if self._echo:
+                    chunk = replace(chunk, model=None)
+                await out.write(encoder.encode(chunk))
+            elif raw:
+                if follow is not None:
+                    follow(raw)
+                await out.write(raw)
+        if resumed:
+            await out.write(encoder.end())
 
 
 async def decode_call(

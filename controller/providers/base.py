@@ -216,10 +216,13 @@ class HttpProvider:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_event_bytes: int = MAX_EVENT_BYTES,
         proxy: Proxy | None = None,
+        takes_prefill: bool = False,
     ) -> None:
         self.name = name
         self.kind = codec.provider_kind
         self.wire_format = codec.wire_format
+        # Continues an answer from a trailing assistant turn (a cut stream's continuation).
+        self.takes_prefill = takes_prefill
         self._codec = codec
         self._counter = codec if isinstance(codec, TokenCountCodec) else None
         self._base_url = base_url.rstrip("/")

@@ -73,11 +73,13 @@ class FaultMode(enum.StrEnum):
     SLOW_FIRST_TOKEN = "slow_first_token"  # wait `delay` before the first token
     CUT_STREAM = "cut_stream"  # drop the connection after `after_chunks` chunks
     STALL_STREAM = "stall_stream"  # stop sending after `after_chunks` chunks, keep it open
+    END_STREAM = "end_stream"  # end the body cleanly after `after_chunks` chunks (no finish)
     MALFORMED_CHUNK = "malformed_chunk"  # a broken event after `after_chunks` chunks
     MALFORMED_BODY = "malformed_body"  # a 200 whose body is not valid JSON
     NO_TERMINATOR = "no_terminator"  # complete stream without [DONE]/message_stop
     CONTEXT_TOO_LONG = "context_too_long"  # 400 context length exceeded
     CONTENT_FILTER = "content_filter"  # 400 refused by the content filter
+    REFUSE_PREFILL = "refuse_prefill"  # 400 for a request ending with an assistant turn
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,12 +137,14 @@ class FakeProvider:
         port: int = 0,
         reply: str | None = None,
         latency: float = 0.0,
+        pace: float = 0.0,
     ) -> None:
         self.name = name
         self._host = host
         self._port = port
         self._reply = reply or f"Hello from {name}. This answer came through the failover router."
         self._latency = latency
+        self._pace = pace  # seconds between stream chunks (0: as fast as it can)
         self._fault = Fault()
         self._remaining: int | None = None
         self.seen: collections.deque[Seen] = collections.deque(maxlen=1000)  # recent ones
@@ -284,6 +288,9 @@ class FakeProvider:
         early = await self._preflight(http, codec, fault)
         if early is not None:
             return early
+        refused = _refused_prefill(request, fmt, fault)
+        if refused is not None:
+            return self._error(codec, BadRequest(refused, status=400))
         if self._latency:
             await asyncio.sleep(self._latency)
         answer = self.answer(request, model)
@@ -354,8 +361,13 @@ class FakeProvider:
                 if fault.mode is FaultMode.STALL_STREAM:
                     await self._hold.wait()
                     return
+                if fault.mode is FaultMode.END_STREAM:
+                    await out.write_eof()
+                    return
                 if fault.mode is FaultMode.MALFORMED_CHUNK:
                     await out.write(b'data: {"broken": \n\n')
+            if self._pace and index:
+                await asyncio.sleep(self._pace)
             await out.write(encoder.encode(chunk))
         if fault.mode is not FaultMode.NO_TERMINATOR:
             await out.write(encoder.end())
@@ -392,6 +404,8 @@ class FakeProvider:
             text = json.dumps(_instance(request.response_format.schema or {"type": "object"}))
         else:
             text = self._reply
+            if last.role == "assistant" and text.startswith(last.content):
+                text = text[len(last.content) :]  # a prefill: the answer goes on from it
         return Response(
             id=rid,
             model=model,
@@ -438,6 +452,19 @@ def _chunks(answer: Response) -> Iterator[StreamChunk]:
     yield StreamChunk(finish_reason=answer.finish_reason, usage=answer.usage)
 
 
+def _refused_prefill(request: Request, fmt: str, fault: Fault) -> str | None:
+    """Why a request ending with an assistant turn (a prefill) is refused, if it is: by the
+    fault, or as Anthropic's API refuses one that ends in whitespace."""
+    last = request.messages[-1] if request.messages else None
+    if last is None or last.role != "assistant" or last.tool_calls:
+        return None
+    if fault.mode is FaultMode.REFUSE_PREFILL:
+        return "This model does not support assistant message prefill."
+    if fmt == "anthropic" and last.content != last.content.rstrip():
+        return "messages: final assistant content cannot end with trailing whitespace"
+    return None
+
+
 def _count_tokens(request: Request) -> int:
     text = (request.system or "") + " ".join(m.content for m in request.messages)
     return max(1, len(text.split()))
@@ -468,8 +495,11 @@ class FakeFleet:
         return self.fakes[name]
 
 
-async def _serve_forever(name: str, port: int, latency: float) -> None:
-    fake = await FakeProvider(name=name, port=port, latency=latency).start()
+async def _serve_forever(
+    name: str, port: int, latency: float, reply: str | None = None, pace: float = 0.0
+) -> None:
+    fake = FakeProvider(name=name, port=port, latency=latency, reply=reply, pace=pace)
+    await fake.start()
     print(f"fake provider {name} listening on http://127.0.0.1:{fake.port}", flush=True)
     try:
         await asyncio.Event().wait()
@@ -485,9 +515,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="fake")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before answering")
+    parser.add_argument("--reply", default=None, help="the text it answers (default: names it)")
+    parser.add_argument("--pace-ms", type=float, default=0.0, help="delay between stream chunks")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.name, args.port, args.latency_ms / 1000.0))
+        asyncio.run(
+            _serve_forever(
+                args.name, args.port, args.latency_ms / 1000, args.reply, args.pace_ms / 1000
+            )
+        )
 
 
 if __name__ == "__main__":

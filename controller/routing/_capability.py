@@ -68,7 +68,18 @@ class Capability:
         source = request.source
         if source is None or self.own(source.format, target):
             return request
-        request = _full(request)  # a provider of another format gets the translation
+        return self.decoded_for(request, target)  # another format gets the translation
+
+    def translatable(self, request: Request) -> bool:
+        """Whether a translation of ``request`` loses nothing the config does not let it drop
+        (what a continuation needs: it is always made from the decoded request)."""
+        source = _full(request).source
+        return source is None or all(u.feature in self.droppable for u in source.untranslatable)
+
+    def decoded_for(self, request: Request, target: Target) -> Request:
+        """``request`` decoded, as a provider of another format than the client's would get it
+        on ``target`` (reasoning parameters dropped for a model that does not take them)."""
+        request = _full(request)
         if request.reasoning is None:
             return request
         if _reasons(target, self.providers[target.provider].wire_format):

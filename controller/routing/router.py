@@ -68,9 +68,10 @@ from controller.model import (
 )
 from controller.providers.base import Provider, Timeouts
 from controller.routing._capability import Capability, unsupported
+from controller.routing._continue import Overlap, continuation_request, one_answer, prefills
 from controller.routing._race import HedgeBudget, Race
 from controller.routing._records import Route, Try, attempt_event, route_event
-from controller.routing._stream import RoutedStream
+from controller.routing._stream import Opened, RoutedStream
 from controller.routing.plan import Plan, Strategy, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 from controller.signals.inflight import InFlight, Waiter
@@ -645,6 +646,10 @@ class Router:
         return response if response.provider == name else replace(response, provider=name)
 
     async def _stream_once(self, route: Route, request: Request, attempt: Try) -> RoutedStream:
+        return RoutedStream(self, route, request, await self._open(route, request, attempt))
+
+    async def _open(self, route: Route, request: Request, attempt: Try) -> Opened:
+        """``attempt``'s stream, once it has produced its first chunk."""
         timeouts = self._timeouts_for(route, attempt)
         start, wall = self._clock.monotonic(), self._clock.wall()
         chunks = attempt.provider.stream(request, attempt.target.model, timeouts)
@@ -668,7 +673,55 @@ class Router:
             raise
         self.inflight.answered(attempt.waiter)
         ttfc = self._clock.monotonic() - start
-        return RoutedStream(self, route, attempt, request, first, chunks, start, wall, ttfc)
+        return Opened(attempt, first, chunks, start, wall, ttfc)
+
+    async def _continuation(
+        self, route: Route, request: Request, cut: Try, error: ProviderError, delivered: str
+    ) -> tuple[Opened, Overlap] | None:
+        """A stream of ``request`` that continues ``delivered`` (the text a stream cut by
+        ``error`` got to the client), on the next target that can take it, the cut one last;
+        None when none can before the deadline or the attempts run out
+        (:mod:`controller.routing._continue`)."""
+        capability, source = self._capability, request.source
+        if not one_answer(request):
+            return None
+        translatable = capability.translatable(request)
+        queue, state = route.queue, self.state.current
+        order = [(i, t) for i, t in enumerate(queue) if i > route.position]
+        order.append((route.position, cut.target))
+        for index, target in order:
+            if not route.plan.panic and not _in_rotation(state, target.provider, target.model):
+                continue
+            own = source is not None and capability.own(source.format, target)
+            if not (own or translatable) or capability.missing(request, target):
+                continue
+            provider = self.providers[target.provider]
+            decoded = capability.decoded_for(request, target)
+            prefill = prefills(decoded, provider.wire_format, _takes_prefill(provider))
+            base = request if own else decoded
+            while True:
+                if (
+                    route.attempts >= self._max_attempts
+                    or self._clock.monotonic() >= route.deadline
+                ):
+                    return None
+                again, pending = continuation_request(base, delivered, prefill, own=own)
+                attempt = self._try(
+                    route, target, AttemptReason.CONTINUATION, cut.target.provider, error.error_type
+                )
+                route.position = index
+                try:
+                    opened = await self._open(route, again, attempt)
+                except CallerError:
+                    if not prefill:
+                        break
+                    prefill = False  # the prefill refused (400): the same target, restarted
+                    continue
+                except ProviderError as exc:
+                    route.errors.append(exc)
+                    break
+                return opened, Overlap(pending, prefilled=prefill)
+        return None
 
     def _abandoned(
         self, route: Route, attempt: Try, request: Request, start: float, wall: float
@@ -757,6 +810,12 @@ class Router:
     ) -> None:
         end = self._clock.monotonic()
         self.listeners.route(route_event(route, served_by, error, end=end, cancelled=cancelled))
+
+
+def _takes_prefill(provider: Provider) -> bool:
+    """Whether ``provider`` continues an answer from an assistant prefill (its config says,
+    by kind unless set: a provider built in code says nothing and is taken not to)."""
+    return bool(getattr(provider, "takes_prefill", False))
 
 
 def _calm(state: RoutingState) -> bool:

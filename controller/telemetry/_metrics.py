@@ -49,7 +49,12 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
 )
 
 _FAILOVER_REASONS = frozenset(
-    {AttemptReason.FAILOVER, AttemptReason.CONTEXT_FALLBACK, AttemptReason.RESCUE}
+    {
+        AttemptReason.FAILOVER,
+        AttemptReason.CONTEXT_FALLBACK,
+        AttemptReason.RESCUE,
+        AttemptReason.CONTINUATION,
+    }
 )
 _OUTPACED = "outpaced"  # the error.type of an attempt a hedge (or the hedged one) beat
 _UNKNOWN = "_OTHER"  # the semantic conventions' fallback for an unknown error.type

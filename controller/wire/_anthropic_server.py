@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from controller import _json
 from controller._errors import (
     AuthFailed,
     CallerError,
@@ -102,6 +103,9 @@ def _response_blocks(response: Response) -> list[dict[str, Any]]:
     return blocks
 
 
+_FOREIGN = -1  # an open block of a relayed stream that is neither text nor a tool call of ours
+
+
 class _StreamEncoder:
     """Our chunks → a valid Anthropic event sequence (blocks opened and closed in order).
 
@@ -137,6 +141,37 @@ class _StreamEncoder:
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
         return sse({"type": "message_start", "message": message}, "message_start")
+
+    def follow(self, raw: bytes) -> None:
+        """Keep up with a stream relayed as the provider sent it (``raw``: its events), so
+        that :meth:`resume` can take it over: which block is open, at which index."""
+        if b"content_block_st" not in raw:  # neither a start nor a stop: nothing changes
+            return
+        for line in raw.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                event = _json.loads(line[5:])
+            except ValueError:
+                continue
+            index = event.get("index") if isinstance(event, dict) else None
+            if not isinstance(index, int):
+                continue
+            if event.get("type") == "content_block_start":
+                block = event.get("content_block")
+                text = isinstance(block, dict) and block.get("type") == "text"
+                self._index, self._open = index, "text" if text else _FOREIGN
+            elif event.get("type") == "content_block_stop":
+                self._index, self._open = index + 1, None
+
+    def resume(self) -> bytes:
+        """Take over a relayed stream (:meth:`follow`): its ``message_start`` went out; an
+        open text block goes on, any other open block (thinking) is closed first."""
+        if self._open != _FOREIGN:
+            return b""
+        closing = self._event("content_block_stop")
+        self._open, self._index = None, self._index + 1
+        return closing
 
     def encode(self, chunk: StreamChunk) -> bytes:
         out = [self._text(chunk.text)] if chunk.text else []

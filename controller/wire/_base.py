@@ -117,6 +117,16 @@ class StreamEncoder(Protocol):
         ...
 
 
+@runtime_checkable
+class Resumable(Protocol):
+    """A stream encoder that can take over a stream relayed in its format as the provider
+    sent it, to encode a continuation of it (:mod:`controller.routing._continue`)."""
+
+    def resume(self) -> bytes:
+        """What to send before the first continued chunk (e.g. closing an open block)."""
+        ...
+
+
 class ServerCodec(Protocol):
     """Server side of one wire format (used by the fake provider and the gateway)."""
 

@@ -473,6 +473,10 @@ class _GeminiStreamEncoder:
     def start(self) -> bytes:
         return b""
 
+    def resume(self) -> bytes:
+        """Take over a stream relayed as the provider sent it: each event stands alone."""
+        return b""
+
     def encode(self, chunk: StreamChunk) -> bytes:
         self._model = chunk.model or self._model
         if chunk.tool_call is not None:

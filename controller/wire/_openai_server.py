@@ -445,6 +445,11 @@ class OpenAIStreamEncoder:
         self._started = True
         return self._event({"role": "assistant", "content": ""})
 
+    def resume(self) -> bytes:
+        """Take over a stream relayed as the provider sent it (its role chunk went out)."""
+        self._started = True
+        return b""
+
     def encode(self, chunk: StreamChunk) -> bytes:
         out = [self.start()]
         self._model = chunk.model or self._model

@@ -23,11 +23,16 @@ REQUEST = Request(messages=(Message(role="user", content="detection bench"),), m
 
 
 @contextlib.asynccontextmanager
-async def fake_process(name: str, *, latency_ms: float) -> AsyncIterator[str]:
-    """Run one fake provider in its own process; yields its root URL (``http://127.0.0.1:N``)."""
+async def fake_process(
+    name: str, *, latency_ms: float, reply: str | None = None, pace_ms: float = 0.0
+) -> AsyncIterator[str]:
+    """Run one fake provider in its own process; yields its root URL (``http://127.0.0.1:N``).
+    ``reply`` is the text it answers, ``pace_ms`` the wait between its stream chunks."""
+    more = ("--reply", reply) if reply is not None else ()
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "controller.providers.fake", "--name", name),
-        *("--port", "0", "--latency-ms", f"{latency_ms:g}"),
+        *("--port", "0", "--latency-ms", f"{latency_ms:g}", "--pace-ms", f"{pace_ms:g}"),
+        *more,
         stdout=asyncio.subprocess.PIPE,
     )
     try:

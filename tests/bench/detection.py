@@ -2,6 +2,7 @@
 
     python -m tests.bench.detection [--drills 10] [--rates 10 100] [--json]
                                     [--outages error_503 hang slow] [--hedge p95]
+                                    [--continuation 10]
 
 Per rate, one in-process :class:`~controller.runtime.Runtime` (real router, signal windows,
 controller loop, dispatcher, Telegram sender) serves open-loop traffic at that rate. The two
@@ -53,6 +54,7 @@ from controller.control.config import StallConfig, TripwireConfig
 from controller.control.state import HealthState
 from controller.notify.config import NotifyConfig
 from controller.runtime import Runtime
+from tests.bench import continuation
 from tests.bench._drill_support import (
     REQUEST,
     FaultLog,
@@ -474,6 +476,12 @@ def parse(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
     )
     parser.add_argument("--hedge", help="tier hedge wait: seconds or p50/p90/p95/p99 (off)")
     parser.add_argument("--hedge-per-second", type=float, default=5.0, help="hedge budget")
+    parser.add_argument(
+        "--continuation",
+        type=int,
+        default=0,
+        help="also N drills of a stream cut and stalled mid-answer (tests.bench.continuation)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
     parser.add_argument("--log-level", default="ERROR", help="controller logs (default ERROR)")
@@ -498,12 +506,19 @@ def main(argv: list[str] | None = None) -> None:
     settings, options = parse(args)
     command = shlex.join(["python", "-m", "tests.bench.detection", *args])
     report = asyncio.run(run(settings, command))
+    if options.continuation > 0:
+        drills = min(options.continuation, 100)
+        report["continuation"] = asyncio.run(
+            continuation.run(drills, continuation.FAULTS, after=20, pace_ms=20.0, idle=2.0)
+        )
     if options.json_out is not None:
         options.json_out.write_text(json.dumps(report, indent=2))
     if options.json:
         print(json.dumps(report, indent=2))
     else:
         print_table(report)
+        if "continuation" in report:
+            continuation.print_table(report["continuation"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+"""Mid-stream continuation: what a stream cut after it reached the client is continued with.
+
+A stream that has delivered text and is then cut (the connection drops, it falls silent past
+``idle``, it ends without its terminator, or the provider sends an in-stream error) is continued
+on the next target while the request's deadline allows, so the client gets the whole answer
+instead of an error. Two ways, chosen per target:
+
+* **prefill**: the request again, with an assistant turn holding exactly the text delivered;
+  the target writes on from there. Anthropic and most OpenAI-compatible servers do this
+  (``prefill`` per provider in the config; OpenAI's own API and Gemini do not, and Anthropic
+  refuses it with extended thinking or structured output). The API refuses a prefill that
+  ends in whitespace, so that is trimmed and the continuation's leading whitespace matched to
+  what was trimmed.
+* **restart**: the request as it came; its answer is relayed only from where it extends the
+  text delivered. One that does not begin with that text ends the stream with the clean
+  in-stream error, as a cut without continuation does.
+
+A target of the client's own format gets the client's body (a prefill appended to its turns),
+so nothing the client sent is lost, and its answer is read like any other: the continuation's
+chunks go on without ``raw``, to be encoded in the client's format. A target of another format
+gets the translation, so a request holding anything a translation would lose is continued only
+on targets of its own format.
+
+Only text is continued: a stream that has delivered any part of a tool call (arguments cut
+mid-way cannot be spliced, and a whole call cannot be taken back) ends with the error.
+Internal to :mod:`controller.routing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from controller._errors import ProviderError
+from controller.model import Message, Request, StreamChunk
+from controller.wire._reasoning import NONE
+
+__all__ = [
+    "Delivered",
+    "Diverged",
+    "Overlap",
+    "continuation_request",
+    "one_answer",
+    "prefills",
+    "unrelayed",
+]
+
+
+class Diverged(ProviderError):
+    """A restarted answer that does not begin with the text already delivered: not the
+    provider's fault (a model need not say the same twice), so not counted as one."""
+
+    error_type = "continuation_diverged"
+
+
+class Delivered:
+    """What a stream has delivered to the client so far, as far as continuing it goes."""
+
+    __slots__ = ("finished", "parts", "tools")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.tools = False  # some part of a tool call went out
+        self.finished = False  # the answer's finish reason went out
+
+    def saw(self, chunk: StreamChunk) -> None:
+        if chunk.text:
+            self.parts.append(chunk.text)
+        if chunk.tool_call is not None:
+            self.tools = True
+        if chunk.finish_reason is not None:
+            self.finished = True
+
+    @property
+    def text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+
+def one_answer(request: Request) -> bool:
+    """Whether the client asked for one answer (not OpenAI's ``n`` or Gemini's
+    ``candidateCount`` of several): the text delivered is then the answer's."""
+    source = request.source
+    if source is None:
+        return True
+    body = source.body
+    if source.format == "openai":
+        return body.get("n") in (None, 1)
+    config = body.get("generationConfig") if source.format == "gemini" else None
+    return not isinstance(config, dict) or config.get("candidateCount") in (None, 1)
+
+
+def prefills(request: Request, wire_format: str, takes_prefill: bool) -> bool:
+    """Whether a target of ``wire_format`` (``takes_prefill`` from its provider's config) can
+    continue ``request`` from a prefill."""
+    if not takes_prefill or request.response_format is not None:
+        return False
+    thinking = request.reasoning is not None and request.reasoning.effort != NONE
+    return not (thinking and wire_format == "anthropic")
+
+
+def continuation_request(
+    request: Request, delivered: str, prefill: bool, *, own: bool
+) -> tuple[Request, str]:
+    """The request a continuation sends, and the text its answer must first repeat before
+    what it adds goes on. ``own``: the target speaks the client's format and gets the client's
+    body (``request`` as the gateway received it); else ``request`` is the decoded one."""
+    kept = delivered.rstrip() if prefill else ""
+    if not kept:  # a restart (or nothing to prefill): the request as it came
+        return (request if own else replace(request, source=None)), delivered
+    pending = delivered[len(kept) :]
+    source = request.source
+    if own and source is not None:
+        turns_at, turn = _PREFILL[source.format]
+        body = dict(source.body)
+        body[turns_at] = [*body.get(turns_at, ()), turn(kept)]
+        return replace(request, source=replace(source, body=body, raw=b"")), pending
+    turn_ = Message(role="assistant", content=kept)
+    return replace(request, source=None, messages=(*request.messages, turn_)), pending
+
+
+# Per wire format: where a body's turns are, and an assistant turn holding some text.
+_PREFILL: dict[str, tuple[str, Callable[[str], dict[str, Any]]]] = {
+    "openai": ("messages", lambda text: {"role": "assistant", "content": text}),
+    "anthropic": ("messages", lambda text: {"role": "assistant", "content": text}),
+    "gemini": ("contents", lambda text: {"role": "model", "parts": [{"text": text}]}),
+}
+
+
+class Overlap:
+    """Takes a continuation's text and gives back only what extends the delivered text.
+
+    ``pending`` is what the continuation must repeat first. With a prefill that is only the
+    whitespace trimmed off it, and a continuation that starts without it is taken as it comes
+    (the whitespace is there already); a restart must repeat it all, or it has diverged.
+    """
+
+    __slots__ = ("_lenient", "_pending")
+
+    def __init__(self, pending: str, *, prefilled: bool) -> None:
+        self._pending = pending
+        self._lenient = prefilled
+
+    def take(self, chunk: StreamChunk) -> StreamChunk | None:
+        """``chunk`` as it goes on (its text trimmed to what is new), or None when nothing of
+        it is new. Raises :class:`Diverged` when a restart says something else."""
+        pending = self._pending
+        if not pending:
+            return chunk
+        if chunk.tool_call is not None or chunk.finish_reason is not None:
+            if self._lenient:
+                self._pending = ""
+                return chunk
+            raise Diverged("the continuation ended, or called a tool, before repeating the text")
+        text = chunk.text
+        if self._lenient:
+            eaten = min(len(text) - len(text.lstrip()), len(pending))
+            text = text[eaten:]
+            self._pending = "" if text else pending[eaten:]
+        else:
+            shared = min(len(text), len(pending))
+            if text[:shared] != pending[:shared]:
+                raise Diverged("the restarted answer does not begin with the text delivered")
+            text, self._pending = text[shared:], pending[shared:]
+        if not text and chunk.usage is None:
+            return None
+        return replace(chunk, text=text, raw=None)
+
+
+def unrelayed(chunk: StreamChunk) -> StreamChunk:
+    """A continuation's chunk as it goes on: encoded in the client's format, never its own
+    events (they would begin a second answer in the middle of the first)."""
+    return chunk if chunk.raw is None else replace(chunk, raw=None, headers=())
