@@ -194,6 +194,12 @@ CODEX_LIKE: Any = {
             "content": [{"type": "input_text", "text": "sandbox: read-only"}],
         },
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "ls"}]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "phase": "commentary",
+            "content": [{"type": "output_text", "text": "Listing.", "annotations": []}],
+        },
         {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-opaque"},
         {
             "type": "function_call",
@@ -230,7 +236,7 @@ async def test_a_codex_request_names_what_only_a_responses_provider_takes(env: G
     async with aiohttp.ClientSession() as http:
         status, body, _ = await post(http, env.url + "/v1/responses", CODEX_LIKE)
         assert status == 400
-        assert body["error"]["param"] == "input[2].encrypted_content"
+        assert body["error"]["param"] == "input[3].encrypted_content"
         assert "namespace" in body["error"]["message"]
         assert "web_search" in body["error"]["message"]
         env.backend.router.droppable = frozenset({"encrypted_reasoning", "namespace", "web_search"})
@@ -242,4 +248,5 @@ async def test_a_codex_request_names_what_only_a_responses_provider_takes(env: G
     request = env.primary.seen[-1].request
     assert request.system == "You are a coding agent.\n\nsandbox: read-only"
     assert [t.name for t in request.tools] == ["exec_command"]
+    assert request.messages[1].content == "Listing."  # the call joined the assistant's turn
     assert request.messages[1].tool_calls[0].id == "call_a"
