@@ -3,6 +3,7 @@
 
     tier "frontier"     (alias "gpt-test"):   primary-openai    -> backup-anthropic
     tier "gemini-test":                       primary-gemini    -> backup-openai
+    tier "gemini3-test":                      primary-gemini (gemini-3-pro) -> backup-openai
     tier "claude-first":                      primary-anthropic -> backup-gemini
     tier "responses-test":                    primary-responses -> backup-anthropic
 
@@ -72,6 +73,9 @@ def fronts_router(
         ),
         "claude-first": _tier(
             "claude-first", ("primary-anthropic", "claude-big"), ("backup-gemini", "gemini-alt")
+        ),
+        "gemini3-test": _tier(
+            "gemini3-test", ("primary-gemini", "gemini-3-pro"), ("backup-openai", "gpt-alt")
         ),
         "responses-test": _tier(
             "responses-test", ("primary-responses", "gpt-big"), ("backup-anthropic", "claude-alt")

@@ -228,3 +228,26 @@ async def test_the_new_fronts_feed_the_same_events_and_spans(
     assert "chat gpt-alt" in names
     assert "failover.route" in names
     assert "POST /v1beta/models/{model}" in names
+
+
+async def test_calls_another_provider_made_pass_gemini_3s_signature_check(
+    env: GatewayEnv, gclient: genai.Client
+) -> None:
+    """OpenAI makes the call during a Gemini outage; the history then goes back to Gemini 3
+    as it came (the fake checks signatures as Gemini 3 does): the placeholder signature the
+    front put on the call lets it through."""
+    user = types.Content(role="user", parts=[types.Part(text="Rome")])
+    env.primary.set_fault(Fault(mode=FaultMode.ERROR_503, count=1))
+    called = await gclient.aio.models.generate_content(
+        model="gemini3-test", contents=[user], config=TOOLS
+    )
+    assert env.backup.seen[-1].format == "openai"
+    candidate = (called.candidates or [])[0]
+    assert candidate.content is not None
+    result = types.Part.from_function_response(name="get_weather", response={"output": "9C"})
+    history = [user, candidate.content, types.Content(role="user", parts=[result])]
+    answered = await gclient.aio.models.generate_content(
+        model="gemini3-test", contents=history, config=TOOLS
+    )
+    assert answered.text == "tool said: 9C"
+    assert env.primary.seen[-1].format == "gemini"  # Gemini 3 took the history as it came

@@ -216,7 +216,7 @@ class GeminiFront:
     relayed_headers: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self.codec = GeminiServerCodec()
+        self.codec = GeminiServerCodec(sign_calls=True)  # see GeminiServerCodec
 
     def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
         """A body alone names no model: :class:`GeminiEndpoint` parses with the path's."""

@@ -465,10 +465,11 @@ class _GeminiStreamEncoder:
     mid-arguments (finish LENGTH) goes out whole with ``args: {}``, as the Anthropic side
     sends ``input: {}``: the answer is still delivered, with its finishReason."""
 
-    def __init__(self, *, id: str, model: str) -> None:
+    def __init__(self, *, id: str, model: str, sign_calls: bool = False) -> None:
         self._id = id
         self._model = model
         self._calls: dict[int, ToolCall] = {}
+        self._sign = sign_calls
 
     def start(self) -> bytes:
         return b""
@@ -509,7 +510,8 @@ class _GeminiStreamEncoder:
         if not calls:
             return []
         message = Message(role="assistant", tool_calls=calls)
-        return model_parts(message, where=f"answer {self._id}", log=log)
+        parts = model_parts(message, where=f"answer {self._id}", log=log)
+        return signed(parts) if self._sign else parts
 
     def _event(
         self, parts: list[dict[str, Any]], finish: FinishReason | None, usage: Usage | None
@@ -571,8 +573,25 @@ def _require_signatures(data: dict[str, Any]) -> None:
             )
 
 
+def signed(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``parts`` with Google's placeholder signature on the first function call: what a
+    client replays of an answer another provider made then passes Gemini 3's check when that
+    history reaches a Gemini provider as it came (the same-format route adds nothing)."""
+    for part in parts:
+        if "functionCall" in part:
+            part["thoughtSignature"] = SKIP_SIGNATURE
+            break
+    return parts
+
+
 class GeminiServerCodec:
-    """Server side: Gemini request bodies → our Request; our answers → Gemini's bytes."""
+    """Server side: Gemini request bodies → our Request; our answers → Gemini's bytes.
+
+    ``sign_calls`` (the gateway's front; not the fake, which plays Gemini) puts Google's
+    placeholder thought signature on the first function call of each answer it encodes."""
+
+    def __init__(self, *, sign_calls: bool = False) -> None:
+        self._sign = sign_calls
 
     def parse_request(
         self, body: Any, path_model: str | None = None, origin: Origin | None = None
@@ -610,6 +629,8 @@ class GeminiServerCodec:
 
     def render_response(self, response: Response) -> dict[str, Any]:
         parts = model_parts(response.message, where=f"answer {response.id}", log=log)
+        if self._sign:
+            parts = signed(parts)
         candidate = {
             "content": {"parts": parts, "role": "model"},
             "finishReason": _TO_GEMINI_FINISH[response.finish_reason],
@@ -623,7 +644,7 @@ class GeminiServerCodec:
         }
 
     def stream_encoder(self, *, id: str, model: str) -> _GeminiStreamEncoder:
-        return _GeminiStreamEncoder(id=id, model=model)
+        return _GeminiStreamEncoder(id=id, model=model, sign_calls=self._sign)
 
     def render_error(self, err: ProviderError) -> tuple[int, dict[str, Any], dict[str, str]]:
         return status_for(err), _error_body(err), retry_after_headers(err)
