@@ -22,8 +22,8 @@ from controller.config._model import ProviderKind
 from controller.events import AttemptReason, Outcome
 from controller.model import Message, Request, StreamChunk
 from controller.providers import HttpProvider, Timeouts
-from controller.providers._http import BODIES_IN_FLIGHT
-from controller.providers._http_body import INFLATED, INFLATED_IN_FLIGHT
+from controller.providers._http import BODIES_IN_FLIGHT, INFLATED_PER_TURN
+from controller.providers._http_body import _TRIM, INFLATED, INFLATED_IN_FLIGHT, _Trim
 from controller.providers.base import MAX_RESPONSE_BYTES
 from controller.providers.fake import FakeProvider
 from controller.routing.plan import Target, TierPlan
@@ -43,7 +43,7 @@ from tests.hostile_support import (
     hostile,
     measured,
 )
-from tests.http_client_support import RawServer
+from tests.http_client_support import RawServer, answering, post, served
 
 LIMITS = Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=10.0)
 HELLO = Request(messages=(Message(role="user", content="hello"),))
@@ -51,6 +51,14 @@ STREAM = Request(messages=HELLO.messages, stream=True)
 # What a test may add to resident memory beyond the limit it exercises: the interpreter's own
 # churn, the loopback server's buffers, the answer's pieces in flight.
 SLACK = 48.0
+
+
+@pytest.fixture(autouse=True)
+def _trim_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each refusal's memory given back on the next turn, as when none came just before it
+    (in a server, later ones within ``_TRIM.every`` wait for the trim due next: tested with a
+    fake clock below)."""
+    monkeypatch.setattr(_TRIM, "every", 0.0)
 
 
 def _router(primary: HttpProvider, backup: HttpProvider, recorder: Recorder) -> Router:
@@ -221,3 +229,100 @@ async def _drain(provider: HttpProvider) -> None:
 def _feed_all(parser: SSEParser, pieces: list[bytes]) -> None:
     for piece in pieces:
         parser.feed(piece)
+
+
+async def test_memory_is_given_back_at_most_once_per_interval() -> None:
+    """malloc_trim holds the loop ~1 ms per 32 MiB it returns: a provider refused on every
+    call gets one trim per ``every`` seconds, not one per refusal; none is lost."""
+    now = [100.0]
+    trims: list[float] = []
+
+    def malloc_trim(pad: int) -> int:
+        trims.append(now[0])
+        return 0
+
+    trim = _Trim(malloc_trim, every=0.5, clock=lambda: now[0])
+    trim.soon()
+    trim.soon()  # the same turn: one trim
+    await asyncio.sleep(0)
+    assert trims == [100.0]
+    now[0] = 100.2
+    trim.soon()  # 0.2 s after the last: due 0.3 s later, not now
+    trim.soon()
+    await asyncio.sleep(0)
+    assert trims == [100.0]
+    due = trim._due
+    assert isinstance(due, asyncio.TimerHandle)
+    assert due.when() - asyncio.get_running_loop().time() == pytest.approx(0.3, abs=0.05)
+    due.cancel()
+    trim._run()  # what the loop does at that time, without waiting for it
+    assert len(trims) == 2
+    now[0] = 101.0
+    trim.soon()
+    await asyncio.sleep(0)
+    assert len(trims) == 3
+
+
+class _Turns:
+    """Counts the event loop's turns (a task that yields once per turn), bounded."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        for _ in range(1_000_000):
+            self.count += 1
+            await asyncio.sleep(0)
+
+    def __enter__(self) -> _Turns:
+        self._task = asyncio.ensure_future(self._tick())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def test_a_flood_of_stream_lines_is_handed_out_a_bounded_piece_per_turn() -> None:
+    """Row 5's neighbour: what a stream's reader parses between two turns of the loop is at
+    most 4 KiB and, past 1 KiB, 64 lines (one-byte SSE lines cost ~0.7 us each to parse), so
+    a provider that floods lines holds the other requests for ~50 us at a time, not for all
+    it queued (10,000 lines: 7.5 ms)."""
+    flood = SSE_HEAD + b"data: x\n" * 20_000
+    async with asyncio.timeout(20), served(answering(flood, cut=True)) as (_, client):
+        resp = await post(client)
+        pieces: list[bytes] = []
+        try:
+            with _Turns() as turns:
+                while piece := await resp.readany():
+                    pieces.append(piece)
+        finally:
+            resp.release()
+    assert b"".join(pieces) == flood[len(SSE_HEAD) :]
+    assert max(len(p) for p in pieces) <= 4096
+    # 64 lines past 1 KiB; 1 KiB of these 8-byte lines is 128 (4 KiB of them would be 512)
+    assert max(p.count(b"\n") for p in pieces) <= 128
+    assert turns.count >= len(pieces) - 1  # the loop turned between every two pieces
+
+
+async def test_compressed_answers_of_one_provider_inflate_a_bounded_amount_per_turn() -> None:
+    """Row 4: eight bombs read at once each inflated a piece in every turn (eight pieces'
+    work between two turns for everyone else); together they now inflate at most
+    INFLATED_PER_TURN per turn (and one piece over), one after another."""
+    body = dense_gzip(2 * MiB)
+    async with asyncio.timeout(30), served(answering_gzip(body, 4096)) as (_, client):
+        per_turn: dict[int, int] = {}
+        with _Turns() as turns:
+
+            async def read_one() -> None:
+                resp = await post(client)
+                try:
+                    while piece := await resp.readany(256 * 1024):
+                        per_turn[turns.count] = per_turn.get(turns.count, 0) + len(piece)
+                finally:
+                    resp.release()
+
+            await asyncio.gather(*(read_one() for _ in range(8)))
+    assert sum(per_turn.values()) == 8 * 2 * MiB
+    assert max(per_turn.values()) <= INFLATED_PER_TURN + 16 * 1024, max(per_turn.values())

@@ -18,7 +18,7 @@ from typing import Protocol
 from multidict import CIMultiDictProxy
 
 from controller.providers._http_body import HIGH_WATER as _HIGH_WATER
-from controller.providers._http_body import Budget, Inflater
+from controller.providers._http_body import Budget, Inflater, TurnBudget, give_back_memory
 from controller.providers._http_connect import (
     BadResponse,
     ResponseCut,
@@ -27,6 +27,16 @@ from controller.providers._http_connect import (
 )
 
 __all__ = ["Connection", "HttpResponse"]
+
+# What one piece of a body may cost the loop: :meth:`HttpResponse.readany` hands out at most
+# _PIECE bytes (a stream's reader parses every byte of it: 4 KiB of one-byte SSE lines is ~0.4
+# ms), :meth:`HttpResponse.read` takes _WHOLE_PIECE at a time (joined, never parsed, until the
+# end) and a compressed body is inflated _INFLATED_PIECE at a time (~20 us).
+_PIECE = 4 * 1024
+_PIECE_LINES = 64  # ... and about so many lines, once past _LINES_FROM bytes (4 KiB of
+_LINES_FROM = 1024  # one-byte SSE lines, 512 of them, take ~0.4 ms to parse; 64 ~50 us)
+_WHOLE_PIECE = 256 * 1024
+_INFLATED_PIECE = 16 * 1024
 
 
 class Connection(Protocol):
@@ -61,10 +71,12 @@ class HttpResponse:
         "_decoder",
         "_done",
         "_error",
+        "_hot",
         "_limit",
         "_out",
         "_pieces",
         "_size",
+        "_turn",
         "_waiter",
         "headers",
         "status",
@@ -77,10 +89,12 @@ class HttpResponse:
         headers: CIMultiDictProxy[str],
         limit: int | None = None,
         budget: Budget | None = None,
+        turn: TurnBudget | None = None,
     ) -> None:
         self._conn: Connection | None = conn
         self._limit = limit  # body bytes (decoded) this answer may hand out
         self._budget = budget  # shared with the other answers being read whole
+        self._turn = turn  # what the provider's compressed answers inflate per loop turn
         self._out = 0
         self._charged = 0  # of _out, what the budget was charged
         self.status = status
@@ -90,36 +104,48 @@ class HttpResponse:
         self._done = False
         self._error: TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._hot = False  # the last piece was handed out without waiting for it
         self._decoder = Inflater.for_encoding(headers.get("content-encoding", ""))
 
     async def read(self) -> bytes:
-        """The rest of the body. Other tasks get the loop after each ``_HIGH_WATER`` read: a
-        body already received (a compression bomb inflating, say) does not hold it for its
-        whole length, and a small one (most answers) costs no extra turn of the loop."""
+        """The rest of the body, read in pieces of ``_WHOLE_PIECE`` (see :meth:`readany`)."""
         parts = []
-        unyielded = 0
+        held = 0
         try:
-            while piece := await self.readany():
+            while piece := await self.readany(_WHOLE_PIECE, lines=0):
                 parts.append(piece)
-                unyielded += len(piece)
-                if unyielded >= _HIGH_WATER:
-                    unyielded = 0
-                    await asyncio.sleep(0)
+                held += len(piece)
         except BaseException:
             parts.clear()  # not kept alive by the traceback, which outlives this call
+            if held > _WHOLE_PIECE:  # refused, cut or cancelled: the heap hands it back too
+                give_back_memory()
             raise
         return b"".join(parts)
 
-    async def readany(self) -> bytes:
-        """What has arrived of the body since the last read (waiting for something when
-        nothing has), at most ``_HIGH_WATER`` bytes of it when it was compressed; b"" at its
-        end."""
+    async def readany(self, limit: int = _PIECE, *, lines: int = _PIECE_LINES) -> bytes:
+        """What has arrived of the body since the last read, waiting for something when
+        nothing has; b"" at its end. At most ``limit`` bytes (decoded, when it was compressed)
+        and, past 1 KiB, about ``lines`` lines (0: any number): whoever reads a stream parses
+        each line of it.
+
+        Pieces handed out back to back, without waiting (a body that came faster than it is
+        read, a compression bomb inflating), let the loop turn between them, and one
+        provider's compressed answers inflate ``_INFLATED_PER_TURN`` bytes per turn together:
+        what a sender has queued never holds the other requests for more than a piece's
+        work."""
+        if self._hot:
+            self._hot = False
+            await asyncio.sleep(0)
+        waited = False
         while True:
             if self._error is not None:
                 raise self._error
+            if self._decoder is not None and self._turn is not None:
+                await self._turn.wait()  # this provider's inflating may be done for this turn
             try:
-                data = self._take()
+                data = self._take(limit, lines)
                 if data:
+                    self._hot = not waited
                     return data
                 if self._done:
                     if self._decoder is not None:
@@ -136,18 +162,19 @@ class HttpResponse:
                 await self._waiter
             finally:
                 self._waiter = None
+            waited = True
 
-    def _take(self) -> bytes:
-        """The next piece there is to hand out (b"" when none), the socket resumed once
-        what is held unread drops below ``_HIGH_WATER``."""
+    def _take(self, limit: int, lines: int) -> bytes:
+        """The next piece there is to hand out (b"" when none), the socket resumed once what
+        is held unread drops below ``_HIGH_WATER``."""
         was = self._size
         if self._decoder is not None:
-            data = self._decoder.pull()
+            data = self._decoder.pull(min(limit, _INFLATED_PIECE))
             self._size = self._decoder.pending
+            if self._turn is not None:
+                self._turn.charge(len(data))
         elif self._pieces:
-            data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
-            self._pieces.clear()
-            self._size = 0
+            data = self._next_piece(limit, lines)
         else:
             return b""
         self._out += len(data)
@@ -155,6 +182,34 @@ class HttpResponse:
             self._within(len(data))
         if was >= _HIGH_WATER and self._size < _HIGH_WATER and self._conn is not None:
             self._conn.resume()
+        return data
+
+    def _next_piece(self, limit: int, lines: int) -> bytes:
+        """Up to ``limit`` bytes and about ``lines`` lines off the front of the undecoded
+        pieces."""
+        pieces = self._pieces
+        if self._size <= limit:
+            data = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+        else:
+            taken: list[bytes] = []
+            size = 0
+            while size < limit:
+                piece = pieces.popleft()
+                if size + len(piece) > limit:
+                    cut = limit - size
+                    pieces.appendleft(piece[cut:])
+                    piece = piece[:cut]
+                taken.append(piece)
+                size += len(piece)
+            data = taken[0] if len(taken) == 1 else b"".join(taken)
+        if lines and len(data) > _LINES_FROM and data.count(b"\n") > lines:
+            end = -1
+            for _ in range(lines):
+                end = data.find(b"\n", end + 1)
+            pieces.appendleft(data[end + 1 :])
+            data = data[: end + 1]
+        self._size -= len(data)
         return data
 
     def _within(self, size: int) -> None:

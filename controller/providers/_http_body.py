@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import ctypes
+import math
+import time
 import zlib
 from collections.abc import Callable
 
@@ -30,6 +32,7 @@ __all__ = [
     "RATIO_AFTER",
     "Budget",
     "Inflater",
+    "TurnBudget",
     "give_back_memory",
 ]
 
@@ -43,6 +46,7 @@ _GATHER = 64 * 1024  # decoded bytes a read collects before it returns, when it 
 RATIO_AFTER = 1024 * 1024
 MAX_RATIO = 200
 _GZIP = 16 + zlib.MAX_WBITS
+_SLICE = 4096  # compressed bytes handed to zlib at a time
 
 
 def _corrupt() -> BadResponse:
@@ -75,6 +79,56 @@ class Budget:
 INFLATED = Budget(INFLATED_IN_FLIGHT)  # the decoded bytes of compressed answers being read
 
 
+class TurnBudget:
+    """Bytes some answers may take in one turn of the event loop together: eight compression
+    bombs read at once each inflated a piece in every turn, and the other requests waited for
+    all eight. Charged as they are taken; refilled on the next turn for the first answer
+    waiting (in the order they came; one that goes on and comes back waits behind the rest)."""
+
+    __slots__ = ("_loop", "_refill", "_spent", "_waiters", "cap")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._spent = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._refill: asyncio.Handle | None = None
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def wait(self) -> None:
+        """Returns once this turn has bytes left for the caller: at once when nobody waits
+        and some are left, else on a later turn, the waiting answers taking turns."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a loop since gone never refills: start afresh
+            self._loop, self._spent, self._refill = loop, 0, None
+            self._waiters.clear()
+        if self._spent < self.cap and not self._waiters:
+            return
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        self._schedule(loop)
+        await waiter  # woken by the refill: this turn's bytes are the caller's
+
+    def charge(self, size: int) -> None:
+        self._spent += size
+        if self._loop is not None:
+            self._schedule(self._loop)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._refill is None:
+            self._refill = loop.call_soon(self._refilled)
+
+    def _refilled(self) -> None:
+        self._refill = None
+        self._spent = 0
+        while self._waiters:  # the first still waiting goes on (a cancelled one is skipped)
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if self._waiters and self._loop is not None:
+            self._schedule(self._loop)  # the next one, next turn
+
+
 class Inflater:
     """Decodes one gzip or deflate body: :meth:`feed` the bytes as they come, :meth:`pull`
     decoded pieces as they are read, :meth:`finish` once the framing says the body is whole."""
@@ -85,7 +139,7 @@ class Inflater:
         # deflate: zlib-wrapped as RFC 9110 says, or raw as some servers send it; the first
         # two bytes tell which, so the decompressor is made once they are in
         self._inflate = zlib.decompressobj(_GZIP) if gzip else None
-        self._input: collections.deque[bytes] = collections.deque()
+        self._input: collections.deque[bytes | memoryview] = collections.deque()
         self._input_size = 0
         self._tail = b""  # input the decompressor has not taken yet
         self._full = False  # the last pull filled its piece: output may wait inside zlib
@@ -116,14 +170,14 @@ class Inflater:
             self._received += len(data)
             self._fed = True
 
-    def pull(self) -> bytes:
-        """At most ``HIGH_WATER`` decoded bytes; b"" when it needs more input. Gathers at
-        least ``_GATHER`` when the input allows (a stream of tiny chunks is not handed out
-        eighty bytes at a time)."""
+    def pull(self, limit: int = HIGH_WATER) -> bytes:
+        """At most ``limit`` decoded bytes; b"" when it needs more input. Gathers at least
+        ``_GATHER`` (or ``limit``) when the input allows (a stream of tiny chunks is not handed
+        out eighty bytes at a time)."""
         parts: list[bytes] = []
         size = 0
-        while size < _GATHER:
-            piece = self._pull_one(HIGH_WATER - size)
+        while size < min(_GATHER, limit):
+            piece = self._pull_one(limit - size)
             if not piece:
                 break
             parts.append(piece)
@@ -187,9 +241,19 @@ class Inflater:
             raise BadResponse("the answer's compressed body is cut short")
 
     def _next(self) -> bytes:
-        data = self._input.popleft()
-        self._input_size -= len(data)
-        return data
+        """The next ``_SLICE`` bytes of input at most: zlib copies what a call leaves
+        unconsumed (``unconsumed_tail``), so a bomb's whole read handed over at once would be
+        copied again for every piece it inflates to."""
+        data = self._input[0]
+        if len(data) > _SLICE:
+            view = memoryview(data)
+            self._input[0] = view[_SLICE:]
+            piece = bytes(view[:_SLICE])
+        else:
+            self._input.popleft()
+            piece = bytes(data)  # no copy when it is bytes already
+        self._input_size -= len(piece)
+        return piece
 
     def _choose(self) -> bool:
         while len(self._tail) < 2 and self._input:
@@ -211,35 +275,56 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 class _Trim:
-    """Hands the C heap's free pages back to the system, at most once per loop iteration.
+    """Hands the C heap's free pages back to the system: on the next loop iteration, and at
+    most once per ``every`` seconds.
 
     The pieces of an answer refused for its size (up to ``max_response_bytes`` of them, or the
     whole inflated budget) are freed when the refusal unwinds, but glibc keeps blocks of their
     size in its heap for reuse: resident memory stayed at its peak. ``malloc_trim`` returns
     those pages; it runs on the next loop iteration, when the refused answer's frames are gone.
+    It holds the loop ~1.1 ms per 32 MiB it returns: a provider refused again and again (an
+    endless body on every call) gets one trim per ``every``, the later refusals' memory
+    returned together by the trim due next (glibc reuses it for them meanwhile).
     """
 
-    def __init__(self) -> None:
-        self._trim = _malloc_trim()
-        self._pending = False
+    def __init__(
+        self,
+        trim: Callable[[int], int] | None,
+        *,
+        every: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._trim = trim
+        self.every = every
+        self._clock = clock
+        self._last = -math.inf  # when the last trim ran
+        self._due: asyncio.Handle | None = None  # the trim scheduled, on _loop
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def soon(self) -> None:
-        if self._trim is None or self._pending:
+        if self._trim is None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._pending = True
-        loop.call_soon(self._run)
+        if self._due is not None and self._loop is loop:
+            return  # one is due on this loop (one due on a loop since gone never runs)
+        self._loop = loop
+        wait = self._last + self.every - self._clock()
+        if wait > 0:
+            self._due = loop.call_later(wait, self._run)
+        else:
+            self._due = loop.call_soon(self._run)
 
     def _run(self) -> None:
-        self._pending = False
+        self._due = None
+        self._last = self._clock()
         if self._trim is not None:
             self._trim(0)
 
 
-_TRIM = _Trim()
+_TRIM = _Trim(_malloc_trim())
 
 
 def give_back_memory() -> None:

@@ -169,7 +169,7 @@ class Resolver:
 
 async def open_connection(
     resolver: Resolver,
-    protocol: Callable[[], asyncio.Protocol],
+    protocol: Callable[[], asyncio.BaseProtocol],
     tls: ssl.SSLContext | None,
     server_hostname: str,
     tunnel: Callable[[socket.socket], Awaitable[None]] | None = None,

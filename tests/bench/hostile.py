@@ -28,10 +28,12 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from controller.model import Message, Request
 from controller.providers import HttpProvider, Timeouts, codec_for
+from controller.providers._http_body import _TRIM
 from controller.providers.fake import FakeProvider
 from tests import hostile_support
 from tests.conftest import adapter
@@ -53,9 +55,9 @@ STREAM = Request(messages=HELLO.messages, stream=True)
 Attack = Callable[[HttpProvider], Awaitable[list[str]]]
 
 
-async def _ended(call: Awaitable[Any]) -> str:
+async def _ended(call: Callable[[], Awaitable[Any]]) -> str:
     try:
-        await call
+        await call()
     except Exception as exc:  # the outcome is what is reported
         return type(exc).__name__
     return "ok"
@@ -66,17 +68,20 @@ async def _drain(provider: HttpProvider) -> None:
         pass
 
 
+def _complete(provider: HttpProvider) -> Callable[[], Awaitable[Any]]:
+    return lambda: provider.complete(HELLO, "m", LIMITS)
+
+
 async def _sequential(provider: HttpProvider, times: int) -> list[str]:
-    return [await _ended(provider.complete(HELLO, "m", LIMITS)) for _ in range(times)]
+    return [await _ended(_complete(provider)) for _ in range(times)]
 
 
 async def _concurrent(provider: HttpProvider, times: int) -> list[str]:
-    calls = (_ended(provider.complete(HELLO, "m", LIMITS)) for _ in range(times))
-    return list(await asyncio.gather(*calls))
+    return list(await asyncio.gather(*(_ended(_complete(provider)) for _ in range(times))))
 
 
 async def _streamed(provider: HttpProvider) -> list[str]:
-    return [await _ended(_drain(provider))]
+    return [await _ended(lambda: _drain(provider))]
 
 
 def attacks() -> dict[str, tuple[Callable[[], Handler], Attack]]:
@@ -93,22 +98,68 @@ def attacks() -> dict[str, tuple[Callable[[], Handler], Attack]]:
     }
 
 
-def _percentiles(waits: list[float]) -> dict[str, float]:
+@dataclass
+class Waits:
+    """How long each of the other calls took: on the clock (what its caller saw) and in this
+    thread's CPU time (the loop's own work meanwhile: its share of the attack, without the
+    time the machine gave other processes)."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def extend(self, other: Waits) -> None:
+        self.wall.extend(other.wall)
+        self.cpu.extend(other.cpu)
+
+    def figures(self) -> dict[str, float]:
+        wall, cpu = _percentiles(self.wall), _percentiles(self.cpu)
+        return {"n": len(self.wall), "p50_ms": wall[0], "p99_ms": wall[1],
+                "cpu_p50_ms": cpu[0], "cpu_p99_ms": cpu[1]}  # fmt: skip
+
+
+def _percentiles(waits: list[float]) -> tuple[float, float]:
     ordered = sorted(waits) or [float("nan")]
 
     def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
-    return {"n": len(waits), "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+    return pick(0.5), pick(0.99)
 
 
-async def _others(other: HttpProvider, until: asyncio.Future[Any], cap: int) -> list[float]:
-    waits: list[float] = []
-    while not until.done() and len(waits) < cap:
-        started = time.perf_counter()
+async def _others(other: HttpProvider, seconds: float) -> Waits:
+    """Calls to the well-behaved provider, one after another, for ``seconds``."""
+    waits = Waits()
+    clock, cpu = time.perf_counter, time.thread_time
+    ends = clock() + seconds
+    while (started := clock()) < ends:
+        spent = cpu()
         await other.complete(HELLO, "m", LIMITS)
-        waits.append(time.perf_counter() - started)
+        waits.cpu.append(cpu() - spent)
+        waits.wall.append(clock() - started)
     return waits
+
+
+async def _repeated(attack: Attack, provider: HttpProvider, outcomes: list[str]) -> None:
+    """The attack again and again (until cancelled), each one's outcomes kept."""
+    while True:
+        outcomes.extend(await attack(provider))
+        await asyncio.sleep(0)  # an attack that ends at once must not starve the loop
+
+
+async def _attacked(
+    attack: Attack, provider: HttpProvider, other: HttpProvider, seconds: float
+) -> tuple[Waits, list[str]]:
+    """The other calls for ``seconds`` while the attack repeats; an attack still going when
+    the window ends is cancelled (not counted)."""
+    outcomes: list[str] = []
+    task = asyncio.ensure_future(_repeated(attack, provider, outcomes))
+    try:
+        waits = await _others(other, seconds)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return waits, outcomes
 
 
 async def serve(name: str) -> None:
@@ -144,34 +195,50 @@ async def hostile_process(name: str, limit_mib: int) -> AsyncIterator[HttpProvid
         await asyncio.wait_for(child.wait(), 10)
 
 
-async def run_one(name: str, seconds: float, other: HttpProvider, limit: int) -> dict[str, Any]:
+async def run_one(
+    name: str, other: HttpProvider, *, window: float, rounds: int, limit: int
+) -> dict[str, Any]:
+    """``rounds`` pairs of windows, one without the attack and one with it repeating, each
+    ``window`` seconds of other calls: the two sides measured the same way, under the same
+    load of the machine (interleaved, so that a busy spell falls on both)."""
     _, attack = attacks()[name]
+    normal, during = Waits(), Waits()
+    outcomes: list[str] = []
     async with hostile_process(name, limit) as provider:
+        await _others(other, window / 4)  # warm: connections made, code paths run once
         with measured() as memory:
-            started = time.perf_counter()
-            task = asyncio.ensure_future(asyncio.wait_for(attack(provider), seconds))
-            waits = await _others(other, task, 100_000)
-            outcomes = [await _ended(task)] if task.exception() else task.result()
-            took = time.perf_counter() - started
+            for _ in range(rounds):
+                normal.extend(await _others(other, window))
+                waits, ended = await _attacked(attack, provider, other, window)
+                during.extend(waits)
+                outcomes.extend(ended)
+            await asyncio.sleep(_TRIM.every + 0.1)  # the last refusals' memory given back
+    base, hit = normal.figures(), during.figures()
     return {
         "attack": name,
-        "outcomes": outcomes,
-        "seconds": round(took, 2),
+        "calls": len(outcomes),
+        "outcomes": sorted(set(outcomes)),
         "rss_before_mib": round(memory.before, 1),
         "rss_growth_mib": round(memory.growth, 1),
         "rss_kept_mib": round(memory.after - memory.before, 1),
-        "others": _percentiles(waits),
+        "normal": base,
+        "attacked": hit,
+        "p50_ratio": round(hit["p50_ms"] / base["p50_ms"], 2),
+        "p99_ratio": round(hit["p99_ms"] / base["p99_ms"], 2),
+        "cpu_p50_ratio": round(hit["cpu_p50_ms"] / base["cpu_p50_ms"], 2),
+        "cpu_p99_ratio": round(hit["cpu_p99_ms"] / base["cpu_p99_ms"], 2),
     }
 
 
-async def main(limit_mib: int, seconds: float, names: list[str]) -> list[dict[str, Any]]:
-    rows = []
+async def main(
+    limit_mib: int, window: float, rounds: int, names: list[str]
+) -> list[dict[str, Any]]:
     async with FakeProvider(name="other") as fake:
         other = adapter(fake, "openai", "other")
-        idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_later(1.0, idle.set_result, None)
-        rows.append({"attack": "none", "others": _percentiles(await _others(other, idle, 2000))})
-        rows.extend([await run_one(name, seconds, other, limit_mib) for name in names])
+        rows = [
+            await run_one(name, other, window=window, rounds=rounds, limit=limit_mib)
+            for name in names
+        ]
         with contextlib.suppress(Exception):
             await other.close()
     return rows
@@ -180,7 +247,8 @@ async def main(limit_mib: int, seconds: float, names: list[str]) -> list[dict[st
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit-mib", type=int, default=256)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--window", type=float, default=0.5, help="seconds per window")
+    parser.add_argument("--rounds", type=int, default=8, help="window pairs per attack")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", help="(internal) be the hostile server of this attack")
     parser.add_argument("attacks", nargs="*", default=list(attacks()))
@@ -189,19 +257,24 @@ def cli() -> None:
     if args.serve:
         asyncio.run(serve(args.serve))
         return
-    rows = asyncio.run(main(args.limit_mib, args.seconds, args.attacks))
+    rows = asyncio.run(main(args.limit_mib, args.window, args.rounds, args.attacks))
     for row in rows:
         print(json.dumps(row) if args.json else _line(row))
 
 
 def _line(row: dict[str, Any]) -> str:
-    others = row["others"]
-    lat = f"others p50 {others['p50_ms']} ms p99 {others['p99_ms']} ms (n={others['n']})"
-    if row["attack"] == "none":
-        return f"{'no attack':14} {lat}"
+    base, hit = row["normal"], row["attacked"]
+
+    def pair(key: str) -> str:
+        return f"{base[key]} -> {hit[key]}"
+
+    verdict = "within 2x" if row["p99_ratio"] <= 2 else "OVER 2x"
     return (
-        f"{row['attack']:14} {','.join(sorted(set(row['outcomes']))):24} {row['seconds']:6} s  "
-        f"RSS +{row['rss_growth_mib']} MiB peak, +{row['rss_kept_mib']} MiB kept  {lat}"
+        f"{row['attack']:13} {row['calls']:4} calls ended {','.join(row['outcomes']):17} "
+        f"RSS +{row['rss_growth_mib']} MiB peak, +{row['rss_kept_mib']} kept | others (ms, "
+        f"n={base['n']}/{hit['n']}) p50 {pair('p50_ms')}, p99 {pair('p99_ms')} "
+        f"x{row['p99_ratio']} {verdict}; cpu p50 {pair('cpu_p50_ms')}, "
+        f"p99 {pair('cpu_p99_ms')} x{row['cpu_p99_ratio']}"
     )
 
 
