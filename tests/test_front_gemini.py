@@ -251,3 +251,32 @@ async def test_calls_another_provider_made_pass_gemini_3s_signature_check(
     )
     assert answered.text == "tool said: 9C"
     assert env.primary.seen[-1].format == "gemini"  # Gemini 3 took the history as it came
+
+
+async def test_upper_case_schema_types_reach_other_vendors_as_json_schema(env: GatewayEnv) -> None:
+    """Gemini CLI's classifier asks for JSON with ``"type": "OBJECT"`` in responseJsonSchema,
+    which Gemini takes and no other vendor does."""
+    schema = {
+        "type": "OBJECT",
+        "properties": {"score": {"type": "INTEGER"}, "why": {"type": "STRING", "nullable": True}},
+        "required": ["score"],
+    }
+    body = HELLO | {
+        "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema}
+    }
+    async with aiohttp.ClientSession() as http:
+        status, answer, _ = await post(
+            http,
+            env.url + "/v1beta/models/claude-first:generateContent",
+            body,
+            headers={"x-goog-api-key": KEY},
+        )
+    assert status == 200
+    assert json.loads(answer["candidates"][0]["content"]["parts"][0]["text"]) == {"score": 0}
+    wanted = env.primary.seen[-1].request.response_format
+    assert wanted is not None
+    assert wanted.schema == {
+        "type": "object",
+        "properties": {"score": {"type": "integer"}, "why": {"type": ["string", "null"]}},
+        "required": ["score"],
+    }

@@ -297,8 +297,9 @@ def _decode_tools(data: dict[str, Any]) -> tuple[ToolDefinition, ...]:
             where = f"{path}[{j}]"
             if not isinstance(decl, dict):
                 raise _invalid(where, decl)
-            schema = _json_schema(_want(decl, "parameters", dict, f"{where}.parameters")) or _want(
-                decl, "parametersJsonSchema", dict, f"{where}.parametersJsonSchema"
+            schema = _json_schema(
+                _want(decl, "parameters", dict, f"{where}.parameters")
+                or _want(decl, "parametersJsonSchema", dict, f"{where}.parametersJsonSchema")
             )
             tools.append(
                 ToolDefinition(
@@ -333,7 +334,9 @@ def _decode_generation(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(item, str):
             raise _invalid(f"generationConfig.stopSequences[{k}]", item)
     mime = _want(config, "responseMimeType", str, "generationConfig.responseMimeType")
-    schema = _want(config, "responseJsonSchema", dict, "generationConfig.responseJsonSchema")
+    schema = _json_schema(
+        _want(config, "responseJsonSchema", dict, "generationConfig.responseJsonSchema")
+    )
     if schema is None:
         where = "generationConfig.responseSchema"
         schema = _json_schema(_want(config, "responseSchema", dict, where))
@@ -354,7 +357,9 @@ def _decode_generation(data: dict[str, Any]) -> dict[str, Any]:
 def _json_schema(schema: Any) -> Any:
     """A Gemini ``Schema`` (an OpenAPI subset whose types are upper case, ``OBJECT``, as the
     google-genai SDK writes them) as JSON Schema: type names in lower case, ``nullable`` as a
-    ``null`` type, the rest as it was. A JSON Schema passes unchanged."""
+    ``null`` type, the rest as it was. Gemini takes upper-case types in its JSON-schema fields
+    too (Gemini CLI sends ``responseJsonSchema`` so), which no other vendor does: every schema
+    of a request goes through here. A JSON Schema in lower case passes unchanged."""
     if isinstance(schema, list):
         return [_json_schema(item) for item in schema]
     if not isinstance(schema, dict):
