@@ -6,6 +6,7 @@
     tier "gemini3-test":                      primary-gemini (gemini-3-pro) -> backup-openai
     tier "claude-first":                      primary-anthropic -> backup-gemini
     tier "responses-test":                    primary-responses -> backup-anthropic
+    tier "responses-only":                    primary-responses
 
 ``primary-responses`` is an OpenAI provider that calls the Responses API upstream (``api:
 responses``).
@@ -77,6 +78,7 @@ def fronts_router(
         "gemini3-test": _tier(
             "gemini3-test", ("primary-gemini", "gemini-3-pro"), ("backup-openai", "gpt-alt")
         ),
+        "responses-only": _tier("responses-only", ("primary-responses", "gpt-big")),
         "responses-test": _tier(
             "responses-test", ("primary-responses", "gpt-big"), ("backup-anthropic", "claude-alt")
         ),

@@ -155,3 +155,19 @@ def test_api_responses_is_configured_on_openai_providers_only() -> None:
         parse_config(CONFIG.format(kind="anthropic"))
     assert "providers.p.api" in str(refused.value)
     assert "kind openai" in str(refused.value)
+
+
+async def test_a_tier_of_responses_providers_only_takes_the_body_undecoded(
+    env: GatewayEnv, oai: openai.AsyncOpenAI
+) -> None:
+    """Every target takes the client's format: the body is checked as every provider would
+    check it and goes on as it came, stream and not, its answer read for telemetry."""
+    whole = await oai.responses.create(model="responses-only", input="hi", tools=[WEATHER])
+    assert whole.output[0].type == "function_call"
+    async with oai.responses.stream(model="responses-only", input="hi") as stream:
+        final = await stream.get_final_response()
+    assert final.output_text.startswith("Hello from primary")
+    assert json.loads(env.primary.seen[-1].body)["model"] == "gpt-big"
+    served = [(a.provider, a.outcome.value) for a in env.recorder.attempts]
+    assert served[-2:] == [("primary-responses", "success")] * 2
+    assert [r.served_by for r in env.recorder.routes[-2:]] == ["primary-responses"] * 2
