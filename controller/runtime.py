@@ -108,6 +108,7 @@ def build_tiers(config: Config) -> dict[str, TierPlan]:
             strategy=tier.strategy,
             context_fallback=target(tier.context_fallback) if tier.context_fallback else None,
             hedge=tier.hedge.plan() if tier.hedge is not None else None,
+            degrade=tier.degrade.plan(),
         )
         for name, tier in config.tiers.items()
     }

@@ -48,7 +48,7 @@ from controller.control.state import KillSwitch
 from controller.control.store import FileStateStore
 from controller.notify.config import NotifyConfig
 from controller.providers.base import Timeouts
-from controller.routing.plan import Hedge, Strategy
+from controller.routing.plan import Degrade, Hedge, Priority, Strategy
 
 ENV_PIN = "FAILOVER_KILL_SWITCH_PIN"
 ENV_DISABLE = "FAILOVER_KILL_SWITCH_DISABLE"
@@ -264,11 +264,33 @@ class HedgeConfig(_Frozen):
         return Hedge(after=self.after, per_second=self.per_second, min_samples=self.min_samples)
 
 
+class DegradeConfig(_Frozen):
+    """``tiers.<name>.degrade``: the rungs a tier steps down when every target of it failed
+    (``step_down`` tier, ``cache``d answer, ``static`` text; each opt-in, in that order), and the
+    triage of its requests while it is degraded (README "When a whole tier is down")."""
+
+    step_down: str | None = None
+    cache: bool = False
+    static: Annotated[str, Field(min_length=1, max_length=64 * 1024)] | None = None
+    priority: Priority = Priority.CRITICAL
+    healthy_below: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+    def plan(self) -> Degrade:
+        return Degrade(
+            step_down=self.step_down,
+            cache=self.cache,
+            static=self.static,
+            priority=self.priority,
+            healthy_below=self.healthy_below,
+        )
+
+
 class TierConfig(_Frozen):
     strategy: Strategy = Strategy.PRIORITY
     targets: Annotated[tuple[TargetConfig, ...], Field(min_length=1)]
     context_fallback: TargetConfig | None = None
     hedge: HedgeConfig | None = None
+    degrade: DegradeConfig = DegradeConfig()
 
 
 class RetryConfig(_Frozen):
@@ -363,6 +385,16 @@ class Config(_Frozen):
                     where = f"targets.{i}" if i < len(tier.targets) else "context_fallback"
                     raise _Ref(f"tiers.{name}.{where}.provider", target.provider, known)
         tiers = ", ".join(sorted(self.tiers))
+        for name, tier in self.tiers.items():
+            lower, seen = tier.degrade.step_down, [name]
+            if lower is not None and lower not in self.tiers:
+                raise _Ref(f"tiers.{name}.degrade.step_down", lower, tiers, "tier")
+            while lower is not None:  # a ladder ends: no tier steps down to itself
+                if lower in seen:
+                    loop = " -> ".join([*seen, lower])
+                    raise _Loop(("tiers", name, "degrade", "step_down"), loop)
+                seen.append(lower)
+                lower = self.tiers[lower].degrade.step_down if lower in self.tiers else None
         for alias, tier_name in self.aliases.items():
             if tier_name not in self.tiers:
                 raise _Ref(("aliases", alias), tier_name, tiers, "tier")
@@ -483,6 +515,14 @@ class _Ref(ValueError):
     ) -> None:
         self.loc = key.split(".") if isinstance(key, str) else list(key)
         super().__init__(f"unknown {what} {value!r} (known: {known or 'none'})")
+
+
+class _Loop(_Ref):
+    """A ladder of tiers that steps down in a loop (``step_down``), at the key that closes it."""
+
+    def __init__(self, key: tuple[str, ...], loop: str) -> None:
+        self.loc = list(key)
+        ValueError.__init__(self, f"steps down in a loop ({loop}): a ladder must end")
 
 
 # ------------------------------------------------------------------------------------ loading

@@ -39,6 +39,32 @@ class Target:
     lacks: frozenset[str] = frozenset()
 
 
+class Priority(enum.StrEnum):
+    """What a request gets while its tier is degraded (``x-failover-priority``)."""
+
+    CRITICAL = "critical"  # whatever capacity is left, in order
+    DEFER = "defer"  # accepted (202), kept durably, replayed once the tier is healthy again
+    DROP = "drop"  # refused at once (503 with Retry-After)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Degrade:
+    """What a tier does when every target of it failed, rung by rung (each opt-in): the
+    ``step_down`` tier's targets, then the last good answer to the same request (``cache``),
+    then the ``static`` text. And how its requests are triaged while it is degraded (in panic,
+    or with a healthy share of its targets below ``healthy_below``): ``priority`` is a
+    request's when it names none."""
+
+    step_down: str | None = None
+    cache: bool = False
+    static: str | None = None
+    priority: Priority = Priority.CRITICAL
+    healthy_below: float = 0.0
+
+
+NO_DEGRADE = Degrade()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hedge:
     """When an attempt that has produced nothing yet gets the next target started beside it
@@ -59,6 +85,7 @@ class TierPlan:
     strategy: Strategy = Strategy.PRIORITY
     context_fallback: Target | None = None  # tried once after ContextTooLong
     hedge: Hedge | None = None
+    degrade: Degrade = NO_DEGRADE
 
 
 @quick_init

@@ -260,6 +260,21 @@ class Router:
         self._as_is[(wire_format, tier)] = (plan, pin, taken)
         return taken
 
+    def degraded(self, tier: str) -> bool:
+        """Whether ``tier`` is degraded now (triage acts on it): every target out of rotation
+        (panic), or a share of them in rotation below its ``degrade.healthy_below``."""
+        plan_for = self.tiers.get(tier)
+        if plan_for is None:
+            return False
+        if self.plan(plan_for).panic:
+            return True
+        below = plan_for.degrade.healthy_below
+        if below <= 0:
+            return False
+        state, targets = self.state.current, plan_for.targets
+        healthy = sum(1 for t in targets if _in_rotation(state, t.provider, t.model))
+        return healthy < below * len(targets)
+
     def timeouts_for(self, provider: str) -> Timeouts:
         """The per-attempt limits configured for ``provider``."""
         return self._timeouts.get(provider, self._default_timeouts)
