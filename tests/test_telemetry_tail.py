@@ -77,6 +77,19 @@ def test_waiting_traces_are_bounded_and_the_loss_is_counted(
     assert kept == ["child of 5", "root of 5"]
 
 
+def test_spans_the_tail_sampler_lets_go_count_as_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_tail, "MAX_PENDING", 1)
+    spans = InMemorySpanExporter()
+    telemetry = setup_telemetry(
+        env={}, span_processors=[SimpleSpanProcessor(spans)], healthy_share=0.5
+    )
+    for trace_id in (1, 2, 3):  # attempts whose route never ends
+        telemetry.listener.on_attempt(attempt(trace_id=trace_id, parent_span_id=9))
+    assert telemetry.dropped["spans"] == 2
+    assert b'failover_telemetry_dropped_total{signal="spans"} 2.0' in telemetry.render_prometheus()
+    telemetry.shutdown()
+
+
 @pytest.mark.parametrize(
     ("changes", "matters"),
     [

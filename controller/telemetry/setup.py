@@ -247,8 +247,14 @@ class Telemetry:
 
     @property
     def dropped(self) -> Mapping[str, int]:
-        """Items lost so far per signal (``spans``, ``metrics``): the dropped counter's values."""
-        return MappingProxyType({t.signal: t.total for t in self._parts.tallies})
+        """Items lost so far per signal (``spans``, ``metrics``): the dropped counter's values.
+        Spans the tail sampler had to let go (too many traces waiting) count as lost spans."""
+        return MappingProxyType({t.signal: self._lost(t) for t in self._parts.tallies})
+
+    def _lost(self, tally: DropTally) -> int:
+        tail = self.tail_sampler
+        extra = tail.dropped if tail is not None and tally.signal == "spans" else 0
+        return tally.total + extra
 
     def render_prometheus(self) -> bytes:
         """This instance's metrics in the Prometheus text format 0.0.4 (empty if disabled)."""
@@ -293,7 +299,9 @@ class Telemetry:
         return done
 
     def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
-        lost = [Observation(t.total, {names.ATTR_SIGNAL: t.signal}) for t in self._parts.tallies]
+        lost = [
+            Observation(self._lost(t), {names.ATTR_SIGNAL: t.signal}) for t in self._parts.tallies
+        ]
         # events the listener's queue had to drop (a loop too busy to drain it)
         lost.append(Observation(self._listener.dropped_events, {names.ATTR_SIGNAL: "events"}))
         return lost
