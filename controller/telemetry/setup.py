@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -68,6 +70,7 @@ from controller.telemetry._light import LightTracer
 from controller.telemetry._metrics import METRIC_UNITS
 from controller.telemetry._otlp import BatchFrame
 from controller.telemetry._pipeline import OtlpSpans, SpanBatcher
+from controller.telemetry._send import HttpSender
 from controller.telemetry._spans import SdkSpans
 from controller.telemetry._tail import TailSampler, TailSamplingProcessor
 from controller.telemetry.otel import PresetIdGenerator, TelemetryListener
@@ -550,14 +553,22 @@ def _light_spans(
     capture_content: bool,
     healthy_share: float | None,
 ) -> tuple[_Light, Gate]:
-    """The batcher and sink of the light path, sending through the SDK exporter's own HTTP
-    client (endpoint, headers, compression, TLS files, timeout and retries as the SDK does)."""
-    exporter = OTLPSpanExporter(endpoint=url, **_exporter_options(env, "traces", timeout))
-    client = exporter._client  # the SDK's OTLP/HTTP client: export(bytes) -> result
+    """The batcher and sink of the light path, and what sends its batches: the lean sender
+    (:mod:`controller.telemetry._send`), or the SDK exporter's own HTTP client where only that
+    behaves as the SDK does (a proxy for the collector, an SDK credential provider)."""
+    options = _exporter_options(env, "traces", timeout)
+    send: Callable[[bytes], bool]
+    if _proxied(url) or env.get(_CREDENTIAL_PROVIDER, "").strip():
+        exporter = OTLPSpanExporter(endpoint=url, **options)
+        client = exporter._client  # the SDK's OTLP/HTTP client: export(bytes) -> result
 
-    def send(body: bytes) -> bool:
-        return bool(client.export(body).success)
+        def send(body: bytes) -> bool:
+            return bool(client.export(body).success)
 
+        close: Callable[[], object] = exporter.shutdown
+    else:
+        sender = HttpSender(url, **options)
+        send, close = sender, sender.close
     queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
     batcher = SpanBatcher(
         frame=BatchFrame(resource, InstrumentationScope(_SCOPE)),
@@ -568,7 +579,20 @@ def _light_spans(
         delay=_env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
     )
     spans = OtlpSpans(batcher=batcher, capture_content=capture_content, healthy_share=healthy_share)
-    return _Light(batcher=batcher, spans=spans), Gate(exporter.shutdown)
+    return _Light(batcher=batcher, spans=spans), Gate(close)
+
+
+_CREDENTIAL_PROVIDER = "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER"
+
+
+def _proxied(url: str) -> bool:
+    """Whether ``requests`` (the SDK's client) would reach ``url`` through a proxy from the
+    environment (``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY``, less ``NO_PROXY``)."""
+    parts = urlsplit(url)
+    proxies = getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not proxy_bypass(parts.hostname or "")
 
 
 # --- exporter options from the environment --------------------------------------------------------
