@@ -2,7 +2,8 @@
 
 ::
 
-    sync loop (every push_seconds)    push my signals + heartbeat ─► P:signals:me, P:replicas
+    sync loop (every push_seconds,    push my signals + heartbeat ─► P:signals:me, P:replicas,
+     sooner after a fault here)       and PUBLISH them (the leader takes them at once)
       leader:   renew the lease; read the others' signals (the aggregate decide() judges)
       follower: try the lease (SET NX); every read_seconds read the state (pub/sub's net)
     writer (woken by a save)          CAS the leader's new version ─► P:state + PUBLISH
@@ -152,7 +153,10 @@ class Fleet:
         self._env_switch = False  # the local switch comes from the environment: it wins
         self._pending: RoutingState | None = None
         self._wrote = asyncio.Event()
-        self._others: list[ReplicaDoc] = []
+        self._others: dict[str, ReplicaDoc] = {}
+        self._nudge = asyncio.Event()  # a fault: push now, not at the next interval
+        self._last_push = -math.inf
+        self.on_fault_news: list[Callable[[], None]] = []  # leader: another replica saw a fault
         self._leader: str | None = None
         self._last_ok = -math.inf  # monotonic time of the last answer from Redis
         self._ok_streak = 0
@@ -185,7 +189,7 @@ class Fleet:
         local = self.windows.snapshot()
         if self.role is not Role.LEADER:
             return local
-        return fleet_snapshot(local, self._others, now_wall=self.clock.wall())
+        return fleet_snapshot(local, self._others.values(), now_wall=self.clock.wall())
 
     def set_local_switch(self, switch: KillSwitch, *, from_env: bool) -> None:
         """This replica's kill switch from its config (or environment): applied at once."""
@@ -298,7 +302,7 @@ class Fleet:
         held = fleet.version if fleet is not None else -1
         mine = self.holder.current
         if self.role is Role.LOCAL or fleet is None or held < mine.version:
-            tables = [d.local_table for d in self._others if d.local_table is not None]
+            tables = [d.local_table for d in self._others.values() if d.local_table is not None]
             others = [decode_providers(dict(t)) for t in tables]
             table = converge(mine.providers, others)
             base = fleet or mine
@@ -331,7 +335,26 @@ class Fleet:
                 self._lost(exc)
             except Exception:  # a bug here must not end fleet membership for good
                 log.exception("fleet sync failed")
-            await self.clock.sleep(self.cfg.push_seconds)
+            await self._pause()
+
+    def nudge(self) -> None:
+        """An attempt failed here: push the signals soon (the leader hears of it at once)."""
+        self._nudge.set()
+
+    async def _pause(self) -> None:
+        """Until the next push: ``push_seconds``, or sooner on a nudge, but never sooner than a
+        fifth of it after the last push (a storm of faults is one push per 50 ms, not a spin)."""
+        if not self._nudge.is_set():
+            sleeper = asyncio.ensure_future(self.clock.sleep(self.cfg.push_seconds))
+            waker = asyncio.ensure_future(self._nudge.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+        rest = self.cfg.push_seconds / 5 - (self.clock.monotonic() - self._last_push)
+        if rest > 0:
+            await self.clock.sleep(rest)
 
     def _lost(self, exc: Exception) -> None:
         silent = self.clock.monotonic() - self._last_ok
@@ -344,7 +367,11 @@ class Fleet:
 
     async def _sync_once(self) -> None:
         now = self.clock.wall()
-        await self.link.push(self.replica, self._doc(now), at=now, ttl=self.windows.window_seconds)
+        fault = self._nudge.is_set()
+        self._nudge.clear()
+        doc = self._doc(now, fault=fault)
+        await self.link.push(self.replica, doc, at=now, ttl=self.windows.window_seconds)
+        self._last_push = self.clock.monotonic()
         self._mark_ok()
         mono = self.clock.monotonic()
         if self.role is Role.LEADER:
@@ -381,9 +408,19 @@ class Fleet:
                 log.warning("fleet: unreadable signals of replica %s ignored", name)
             elif name != self.replica:
                 docs.append(doc)
-        self._others = docs
+        self._others = {d.replica: d for d in docs}
 
-    def _doc(self, now: float) -> bytes:
+    def _heard(self, raw: bytes) -> None:
+        """A replica's push, published: the leader takes it at once (a fault wakes its tick)."""
+        doc = decode_doc(raw)
+        if doc is None or doc.replica == self.replica or self.role is not Role.LEADER:
+            return
+        self._others[doc.replica] = doc
+        if doc.fault:
+            for callback in self.on_fault_news:
+                callback()
+
+    def _doc(self, now: float, *, fault: bool = False) -> bytes:
         local = encode_providers(self.holder.current.providers) if self.role is Role.LOCAL else None
         return encode_doc(
             self.windows.snapshot(),
@@ -392,6 +429,7 @@ class Fleet:
             role=self.role.value,
             version=self.holder.current.version,
             local_table=local,
+            fault=fault,
         )
 
     async def _writer(self) -> None:
@@ -437,11 +475,15 @@ class Fleet:
         while self._running:
             pubsub = self.link.pubsub()
             try:
-                await pubsub.subscribe(self.link.channel)
+                await pubsub.subscribe(self.link.channel, self.link.signals_channel)
                 pause = self.cfg.push_seconds
                 while self._running:
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
+                    if message is None or message.get("type") != "message":
+                        continue
+                    if _text(message["channel"]) == self.link.signals_channel:
+                        self._heard(message["data"])
+                    else:
                         self._apply(_decode(message["data"]))
             except asyncio.CancelledError:
                 raise
@@ -479,7 +521,7 @@ class Fleet:
                 "version": d.version,
                 "heartbeat_age": round(max(0.0, now - d.at), 3),
             }
-            for d in self._others
+            for d in self._others.values()
         ]
         replicas.append(
             {
@@ -512,6 +554,10 @@ class Fleet:
 def _alert_key(event: AlertEvent, alert: Alert) -> str:
     _, provider, tier, content = alert.dedup_key
     return "|".join((event.value, provider or "", tier or "", content or ""))
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _decode(raw: bytes | str) -> RoutingState:

@@ -8,6 +8,7 @@ Keys, all under the configured prefix ``P``::
     P:leader           the lease: the leader's token, with a TTL of lease_seconds
     P:replicas         sorted set: replica -> wall time of its last push (heartbeat)
     P:signals:R        replica R's last push (signals + heartbeat), with a TTL of the window
+    P:signals:events   pub/sub channel: every push, as written (the leader merges it at once)
     P:alert:KEY        an alert already sent fleet-wide (TTL: the notify cooldown)
     P:audit            list of operator actions on the fleet state (newest first, bounded)
 
@@ -108,6 +109,7 @@ class RedisLink:
         self.channel, self.k_leader = f"{p}:state:events", f"{p}:leader"
         self.k_replicas, self.k_signals = f"{p}:replicas", f"{p}:signals:"
         self.k_alert, self.k_audit = f"{p}:alert:", f"{p}:audit"
+        self.signals_channel = f"{p}:signals:events"
         options: dict[str, Any] = {
             "socket_timeout": cfg.timeout_seconds,
             "socket_connect_timeout": cfg.timeout_seconds,
@@ -150,6 +152,7 @@ class RedisLink:
         pipe = self._client.pipeline(transaction=False)
         pipe.set(self.k_signals + replica, doc, px=max(1, int(ttl * 1000)))
         pipe.zadd(self.k_replicas, {replica: at})
+        pipe.publish(self.signals_channel, doc)
         pipe.zremrangebyscore(self.k_replicas, "-inf", at - 10 * ttl)
         await self._call(pipe.execute())
 

@@ -46,6 +46,7 @@ class ReplicaDoc:
     providers: Mapping[str, ProviderSignals]
     models: Mapping[tuple[str, str], ProviderSignals]
     local_table: Mapping[str, Any] | None = None  # its own decisions while Redis was away
+    fault: bool = False  # pushed early because an attempt failed there
 
 
 def encode_doc(
@@ -56,6 +57,7 @@ def encode_doc(
     role: str,
     version: int,
     local_table: Mapping[str, Any] | None = None,
+    fault: bool = False,
 ) -> bytes:
     doc: dict[str, Any] = {
         "schema": DOC_SCHEMA,
@@ -70,6 +72,8 @@ def encode_doc(
     }
     if local_table is not None:
         doc["local"] = dict(local_table)
+    if fault:
+        doc["f"] = True
     return _json.dumps(doc)
 
 
@@ -94,6 +98,7 @@ def decode_doc(raw: bytes | str) -> ReplicaDoc | None:
             providers={str(k): _decode_sig(s, window) for k, s in doc["p"].items()},
             models=models,
             local_table=doc.get("local") if isinstance(doc.get("local"), dict) else None,
+            fault=doc.get("f") is True,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
