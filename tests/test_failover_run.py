@@ -70,7 +70,8 @@ async def _run(tool: str, config: Path, tmp_path: Path, *extra: str) -> tuple[in
         "ANTHROPIC_API_KEY": "sk-ant-users-own-key",  # taken out for claude
     }
     env.pop("FAILOVER_API_KEY", None)
-    argv = [*FAILOVER, "run", tool, "--config", str(config), "--command", f"{STAND_IN} {tool}"]
+    argv = [*FAILOVER, "run", tool, "--config", str(config), "--log", str(tmp_path / "gw.log")]
+    argv += ["--command", f"{STAND_IN} {tool}"]
     proc = await asyncio.create_subprocess_exec(
         *argv,
         *extra,
