@@ -48,6 +48,7 @@ from controller.control.state import KillSwitch, StateHolder, model_key, split_k
 from controller.control.store import FileStateStore, MemoryStateStore, StateStore
 from controller.events import AttemptEvent, Outcome, RouteEvent
 from controller.notify import Dispatcher, senders_from_env
+from controller.notify._bot_runtime import command_bot
 from controller.notify.alert import Alert
 from controller.providers import HttpProvider, codec_for
 from controller.providers._http_connect import ConnectFailed
@@ -227,8 +228,10 @@ class Runtime:
         _count_skipped_events(self.telemetry.meter, self.providers)
         self._wake.controller = self.controller
         self.history = AlertHistory(now=self.controller.now)
+        self.bot = command_bot(self)  # Telegram commands (notify.telegram.commands), or None
+        buttons = self.bot.center.book if self.bot is not None else None
         self.dispatcher = Dispatcher(
-            senders=senders_from_env(config.notify, self.env),
+            senders=senders_from_env(config.notify, self.env, buttons=buttons),
             clock=self.clock,
             cfg=config.notify,
             meter=self.telemetry.meter,
@@ -288,6 +291,8 @@ class Runtime:
         if switch != self.holder.current.kill_switch:
             self._apply_kill_switch(switch, changed_by="config")
         self.dispatcher.start()
+        if self.bot is not None:
+            self.bot.start()  # its own task; a dead Telegram only makes it retry
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
         if self.config_path is not None:
             self.watcher = ConfigWatcher(
@@ -309,6 +314,8 @@ class Runtime:
             if isinstance(result, Exception):
                 log.error("background task failed: %r", result)
         self._tasks.clear()
+        if self.bot is not None:
+            await self.bot.stop(grace=grace)
         await self.dispatcher.stop(timeout=grace)
         await self.router.aclose()
         self.telemetry.listener.flush()
@@ -426,8 +433,9 @@ class Runtime:
         return readiness(self._plans())
 
     def status(self) -> dict[str, Any]:
-        """The status document (the shape ``controller/gateway/_status_page.py`` reads)."""
-        return status_document(
+        """The status document (the shape ``controller/gateway/_status_page.py`` reads); with
+        the Telegram command bot, a ``telegram_bot`` section (polling, counts)."""
+        doc = status_document(
             state=self.holder.current,
             snapshot=self.controller.snapshot,
             tripwire=self.config.controller,
@@ -436,6 +444,9 @@ class Runtime:
             events=self.events,
             alerts=self.history.entries,
         )
+        if self.bot is not None:
+            doc["telegram_bot"] = self.bot.describe()
+        return doc
 
     def render_metrics(self) -> tuple[bytes, str]:
         self.telemetry.listener.flush()

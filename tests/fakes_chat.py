@@ -18,10 +18,12 @@ nothing listens, for "the server is down".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -186,6 +188,12 @@ class FakeTelegram(_ChatFake):
         super().__init__()
         self.token = token
         self._next_id = 0
+        # The bot side (getUpdates long polling): updates waiting to be fetched, the messages
+        # sent (by id, so a button press can quote its message), the last update id handed out.
+        self.updates: deque[dict[str, Any]] = deque()
+        self.sent: dict[int, dict[str, Any]] = {}
+        self._update_id = 0
+        self._poked = asyncio.Event()  # an update was queued: a waiting getUpdates answers
 
     @property
     def base_url(self) -> str:
@@ -220,6 +228,8 @@ class FakeTelegram(_ChatFake):
             return web.json_response({"ok": True, "result": self._me()})
         if method == "sendMessage":
             return web.json_response({"ok": True, "result": self._message(recorded.body)})
+        if method in _BOT_METHODS:
+            return web.json_response({"ok": True, "result": _BOT_METHODS[method](self, recorded)})
         return _tg_error(404, "Not Found: method not found")
 
     def _me(self) -> dict[str, Any]:
@@ -229,12 +239,159 @@ class FakeTelegram(_ChatFake):
         self._next_id += 1
         raw = str(body.get("chat_id", "0"))
         chat_id = int(raw) if raw.lstrip("-").isdigit() else -1001
-        return {
+        message = {
             "message_id": self._next_id,
             "date": int(time.time()),
             "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
             "text": str(body.get("text", "")),
         }
+        self.sent[self._next_id] = {**message, "reply_markup": body.get("reply_markup")}
+        return message
+
+    # -- the bot side: what a person in a chat does, and what the bot answers -----------------
+    def send_command(
+        self, text: str, *, chat_id: int, user_id: int = 42, username: str = "alice"
+    ) -> None:
+        """A person types ``text`` in ``chat_id``: queued for the bot's next getUpdates."""
+        command = text.split()[0] if text.startswith("/") else ""
+        entities = [{"type": "bot_command", "offset": 0, "length": len(command)}] if command else []
+        self._queue_update(
+            message={
+                "message_id": 10_000 + self._update_id,
+                "date": int(time.time()),
+                "chat": _chat(chat_id),
+                "from": _user(user_id, username),
+                "text": text,
+                "entities": entities,
+            }
+        )
+
+    def press(
+        self,
+        message_id: int,
+        label: str,
+        *,
+        chat_id: int | None = None,
+        user_id: int = 42,
+        username: str = "alice",
+        data: str | None = None,
+    ) -> None:
+        """A person presses the button labelled ``label`` under sent message ``message_id``
+        (in its own chat unless ``chat_id`` says otherwise); ``data``: the button's data as an
+        older copy of the message had it (a phone that did not see the edit)."""
+        message = self.sent[message_id]
+        if data is None:
+            buttons = self.buttons(message_id)
+            data = next(b["callback_data"] for b in buttons if b["text"] == label)
+        chat = message["chat"] if chat_id is None else _chat(chat_id)
+        quoted = {k: v for k, v in message.items() if k != "reply_markup"}
+        self._queue_update(
+            callback_query={
+                "id": f"cq{self._update_id}",
+                "from": _user(user_id, username),
+                "chat_instance": "ci",
+                "data": data,
+                "message": {**quoted, "chat": chat},
+            }
+        )
+
+    def buttons(self, message_id: int) -> list[dict[str, Any]]:
+        """The inline buttons (``text``, ``callback_data``) under a sent message, row by row."""
+        raw = self.sent[message_id].get("reply_markup")
+        if not raw:
+            return []
+        markup = json.loads(raw) if isinstance(raw, str) else raw
+        return [button for row in markup["inline_keyboard"] for button in row]
+
+    def bodies(self, method: str) -> list[dict[str, Any]]:
+        """Bodies of every request for Bot API ``method`` (``editMessageText``, ...)."""
+        return [r.body for r in self.requests if r.path.endswith(f"/{method}")]
+
+    async def wait_for(
+        self,
+        method: str,
+        count: int,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a bound on this wait
+    ) -> list[dict[str, Any]]:
+        """Wait until ``count`` requests for ``method`` arrived; their bodies."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.bodies(method)) >= count)
+        return self.bodies(method)
+
+    def _queue_update(self, **content: Any) -> None:
+        self._update_id += 1
+        self.updates.append({"update_id": self._update_id, **content})
+        self._poked.set()
+
+    async def _entry(self, request: web.Request) -> web.StreamResponse:
+        """getUpdates long-polls (answered when an update is queued, after the ``timeout`` it
+        asks for, or when the server closes) unless a fault is scripted for it."""
+        polling = request.path.endswith("/getUpdates") and request.path.startswith(
+            f"/bot{self.token}/"
+        )
+        if not polling or self._script or self._default.kind != "ok":
+            return await super()._entry(request)
+        recorded = Recorded(
+            method=request.method, path=request.path, body=await _parse_body(request), headers={}
+        )
+        async with self._changed:
+            self.requests.append(recorded)
+            self._changed.notify_all()
+        offset = int(recorded.body.get("offset") or 0)
+        while self.updates and self.updates[0]["update_id"] < offset:
+            self.updates.popleft()  # confirmed by the offset
+        if not self.updates:
+            self._poked.clear()
+            wait = float(recorded.body.get("timeout") or 0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await _first(self._poked.wait(), self._release.wait())
+        return web.json_response({"ok": True, "result": list(self.updates)})
+
+
+def _delete_webhook(fake: FakeTelegram, recorded: Recorded) -> bool:
+    if str(recorded.body.get("drop_pending_updates", "")).lower() == "true":
+        fake.updates.clear()
+    return True
+
+
+def _edit_message(fake: FakeTelegram, recorded: Recorded) -> dict[str, Any]:
+    message_id = int(recorded.body.get("message_id", 0))
+    message = fake.sent.get(message_id, {"message_id": message_id, "chat": _chat(1)})
+    edited = {**message, "text": str(recorded.body.get("text", ""))}
+    fake.sent[message_id] = {**edited, "reply_markup": recorded.body.get("reply_markup")}
+    return {k: v for k, v in edited.items() if k != "reply_markup"}
+
+
+def _true(fake: FakeTelegram, recorded: Recorded) -> bool:
+    return True
+
+
+_BOT_METHODS: dict[str, Callable[[FakeTelegram, Recorded], Any]] = {
+    "deleteWebhook": _delete_webhook,
+    "answerCallbackQuery": _true,
+    "editMessageText": _edit_message,
+    "setMyCommands": _true,
+}
+
+
+def _chat(chat_id: int) -> dict[str, Any]:
+    return {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup", "title": "ops"}
+
+
+def _user(user_id: int, username: str) -> dict[str, Any]:
+    return {"id": user_id, "is_bot": False, "first_name": username.title(), "username": username}
+
+
+async def _first(*waits: Any) -> None:
+    """Wait for whichever of ``waits`` (coroutines) finishes first; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _tg_error(status: int, description: str, **extra: Any) -> web.Response:

@@ -29,6 +29,8 @@ class AlertEvent(enum.StrEnum):
     LATENCY_DEGRADED = "latency_degraded"
     FLEET_UNAVAILABLE = "fleet_unavailable"  # a replica lost Redis: it decides alone
     FLEET_RESTORED = "fleet_restored"
+    OPERATOR_COMMAND = "operator_command"  # an operator acted from a chat (/pin, /ack, ...)
+    JOB_DEAD_LETTER = "job_dead_letter"  # a deferred job failed every try (controller/jobs)
     TEST = "test"
 
 
@@ -57,6 +59,8 @@ DEFAULT_SEVERITY: Mapping[AlertEvent, Severity] = MappingProxyType(
         AlertEvent.LATENCY_DEGRADED: Severity.WARNING,
         AlertEvent.FLEET_UNAVAILABLE: Severity.CRITICAL,
         AlertEvent.FLEET_RESTORED: Severity.INFO,
+        AlertEvent.OPERATOR_COMMAND: Severity.INFO,
+        AlertEvent.JOB_DEAD_LETTER: Severity.WARNING,
         AlertEvent.TEST: Severity.INFO,
     }
 )
@@ -103,6 +107,9 @@ class Alert:
     detail: str | None = None
     observe_mode: bool = False
     members: tuple[Alert, ...] = ()
+    # The destination (a sender's name, e.g. "telegram:111") the news came from: every other
+    # one gets the alert, that one already knows (an operator's command from that chat).
+    origin: str | None = None
 
     def __post_init__(self) -> None:
         # A read-only copy: the caller's dict may change after submit() returned.
@@ -124,7 +131,7 @@ class Alert:
         content: str | None = None
         if self.event in (AlertEvent.KILL_SWITCH_ENGAGED, AlertEvent.KILL_SWITCH_RELEASED):
             content = self.kill_switch
-        elif self.event is AlertEvent.CONFIG_REJECTED:
+        elif self.event in (AlertEvent.CONFIG_REJECTED, AlertEvent.OPERATOR_COMMAND):
             content = self.detail
         return (self.event, self.provider, self.tier, content)
 
@@ -155,4 +162,5 @@ def combine(alerts: Iterable[Alert]) -> Alert:
         trace_ids=traces,
         observe_mode=all(a.observe_mode for a in items),
         members=items,
+        origin=items[0].origin if len({a.origin for a in items}) == 1 else None,
     )

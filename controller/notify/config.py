@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from controller._env_name import EnvName
 from controller._errors import ConfigError
+from controller.notify._bot_actions import ActionBook
 from controller.notify._secret import Secret
 from controller.notify.base import Sender
 from controller.notify.log import LogSender
@@ -36,6 +37,16 @@ class TelegramConfig(BaseModel):
     chat_id_env: EnvName = "TELEGRAM_CHAT_ID"  # one id, or several separated by commas
     api_base_url_env: EnvName = "TELEGRAM_API_BASE_URL"  # self-hosted Bot API server (optional)
     timeout_seconds: float = Field(default=10.0, gt=0)
+    # Operating from the phone (controller/notify/_bot.py): off unless turned on. Commands are
+    # answered only in the chats listed in admin_chat_ids_env (required when on), and, when
+    # admin_user_ids_env is set, only from those users.
+    commands: bool = False
+    admin_chat_ids_env: EnvName = "TELEGRAM_ADMIN_CHAT_IDS"
+    admin_user_ids_env: EnvName = "TELEGRAM_ADMIN_USER_IDS"
+    drill_command: bool = False  # /drill PROVIDER SECONDS simulates an outage: opt in
+    commands_per_minute: int = Field(default=10, ge=1, le=600)  # per chat; more are refused
+    confirm_seconds: float = Field(default=120.0, gt=0, le=3600)  # a confirmation button lives
+    poll_timeout_seconds: float = Field(default=30.0, gt=0, le=60)  # long polling (getUpdates)
 
 
 class SlackConfig(BaseModel):
@@ -103,16 +114,24 @@ class NotifyConfig(BaseModel):
         )
 
 
-def senders_from_env(cfg: NotifyConfig, env: Mapping[str, str]) -> list[Sender]:
-    """The senders whose environment variables are set (plus the log sender if enabled)."""
+def senders_from_env(
+    cfg: NotifyConfig, env: Mapping[str, str], *, buttons: ActionBook | None = None
+) -> list[Sender]:
+    """The senders whose environment variables are set (plus the log sender if enabled);
+    ``buttons``: the command bot's, so Telegram alerts carry buttons (commands on)."""
     links = cfg.links()
     senders: list[Sender] = [LogSender(links=links)] if cfg.log else []
-    senders.extend(_telegram(cfg.telegram, env, links))
+    senders.extend(_telegram(cfg.telegram, env, links, buttons))
     senders.extend(_slack(cfg.slack, env, links))
     return senders
 
 
-def _telegram(cfg: TelegramConfig, env: Mapping[str, str], links: LinkTemplates) -> list[Sender]:
+def _telegram(
+    cfg: TelegramConfig,
+    env: Mapping[str, str],
+    links: LinkTemplates,
+    buttons: ActionBook | None = None,
+) -> list[Sender]:
     token = env.get(cfg.bot_token_env, "").strip()
     chats = [c.strip() for c in env.get(cfg.chat_id_env, "").split(",") if c.strip()]
     if not token and not chats:
@@ -128,6 +147,7 @@ def _telegram(cfg: TelegramConfig, env: Mapping[str, str], links: LinkTemplates)
             links=links,
             base_url=env.get(cfg.api_base_url_env) or None,
             timeout=cfg.timeout_seconds,
+            buttons=buttons,
         )
     )
 

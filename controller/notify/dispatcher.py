@@ -254,6 +254,7 @@ class Dispatcher:
         self._inbox: deque[Alert] = deque()
         self._last_flush = -math.inf
         self._last_sent: dict[DedupKey, float] = {}
+        self._muted: dict[DedupKey, float] = {}  # acknowledged: held back until (monotonic)
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -274,7 +275,8 @@ class Dispatcher:
             return Submitted.CLOSING
         now = self._clock.monotonic()
         last = self._last_sent.get(alert.dedup_key)
-        if last is not None and now - last < self._cfg.cooldown_seconds:
+        muted = self._muted.get(alert.dedup_key, -math.inf) > now
+        if muted or (last is not None and now - last < self._cfg.cooldown_seconds):
             self._count_everywhere(alert, DEDUPLICATED)
             return Submitted.DEDUPLICATED
         if len(self._inbox) >= self._cfg.queue_size:
@@ -286,6 +288,14 @@ class Dispatcher:
         self._wake.set()
         return Submitted.QUEUED
 
+    def mute(self, key: DedupKey, seconds: float) -> None:
+        """Hold back repeats of ``key`` (an acknowledged alert) for ``seconds``; each one held
+        back is counted ``deduplicated``. The opposite event (a recovery) still goes out."""
+        now = self._clock.monotonic()
+        self._muted = {k: until for k, until in self._muted.items() if until > now}
+        if len(self._muted) < 4 * self._cfg.queue_size:
+            self._muted[key] = now + seconds
+
     def _remember(self, alert: Alert, now: float) -> None:
         opposite = OPPOSITE.get(alert.event)
         if opposite is not None or len(self._last_sent) > 4 * self._cfg.queue_size:
@@ -295,6 +305,11 @@ class Dispatcher:
                 for key, at in self._last_sent.items()
                 if at > horizon
                 and not (key[0] is opposite and key[1:3] == (alert.provider, alert.tier))
+            }
+            self._muted = {  # an ack ends with the incident: a later trip is news again
+                key: until
+                for key, until in self._muted.items()
+                if not (key[0] is opposite and key[1:3] == (alert.provider, alert.tier))
             }
         self._last_sent[alert.dedup_key] = now
 
@@ -370,9 +385,10 @@ class Dispatcher:
                     batch = await self._claimed(batch)
                     if not batch:
                         continue
-                message = combine(batch)
-                for worker in self._workers:
-                    worker.offer(message)
+                for message in _by_origin(batch):
+                    for worker in self._workers:
+                        if worker.sender.name != message.origin:  # the asking chat knows
+                            worker.offer(message)
         finally:
             for worker in self._workers:
                 worker.finish()
@@ -408,3 +424,12 @@ class Dispatcher:
         finally:
             for waiter in waits:
                 waiter.cancel()
+
+
+def _by_origin(batch: Sequence[Alert]) -> list[Alert]:
+    """One message per origin (most alerts have none): news an operator's chat gave is not
+    mixed into a summary that goes back to that chat."""
+    groups: dict[str | None, list[Alert]] = {}
+    for alert in batch:
+        groups.setdefault(alert.origin, []).append(alert)
+    return [combine(group) for group in groups.values()]

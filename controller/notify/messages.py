@@ -43,6 +43,8 @@ _EMOJI = {
     AlertEvent.LATENCY_DEGRADED: "🐢",
     AlertEvent.FLEET_UNAVAILABLE: "📡",
     AlertEvent.FLEET_RESTORED: "🔗",
+    AlertEvent.OPERATOR_COMMAND: "🕹️",
+    AlertEvent.JOB_DEAD_LETTER: "📭",
     AlertEvent.TEST: "🔔",
 }
 _SEVERITY_EMOJI = {Severity.INFO: "\u2139\ufe0f", Severity.WARNING: "⚠️", Severity.CRITICAL: "🚨"}
@@ -137,6 +139,8 @@ def headline(alert: Alert) -> str:
         AlertEvent.LATENCY_DEGRADED: f"{who} latency degraded{where}",
         AlertEvent.FLEET_UNAVAILABLE: f"fleet state unavailable on {who}: deciding alone",
         AlertEvent.FLEET_RESTORED: f"fleet state back on {who}",
+        AlertEvent.OPERATOR_COMMAND: f"operator: {_clip(alert.detail or '?', 120)}",
+        AlertEvent.JOB_DEAD_LETTER: f"deferred job dead-lettered in {_tiers(alert.tier)}",
         AlertEvent.TEST: "test alert",
     }[alert.event]
     if alert.down_for_seconds is not None:

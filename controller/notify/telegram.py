@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from telegram import Bot, LinkPreviewOptions
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -28,6 +28,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from controller.notify._bot_actions import ActionBook, Keyboard
 from controller.notify._secret import Secret, protect, redact
 from controller.notify.alert import Alert
 from controller.notify.base import SendResult
@@ -67,13 +68,15 @@ class TelegramBot:
             get_updates_request=self._request,
         )
 
-    async def send_html(self, *, chat_id: str, text: str) -> None:
-        """Raises PTB's ``TelegramError`` subclasses; the caller maps them."""
+    async def send_html(self, *, chat_id: str, text: str, keyboard: Keyboard = ()) -> None:
+        """Raises PTB's ``TelegramError`` subclasses; the caller maps them. ``keyboard``: inline
+        buttons under the message (rows of buttons)."""
         await self._bot.send_message(
             chat_id=chat_id,
             text=text,
             parse_mode=ParseMode.HTML,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
+            reply_markup=markup(keyboard),
         )
 
     async def aclose(self) -> None:
@@ -83,15 +86,34 @@ class TelegramBot:
         return "TelegramBot(token=***)"
 
 
+def markup(keyboard: Keyboard) -> InlineKeyboardMarkup | None:
+    """PTB's inline keyboard for rows of :class:`~controller.notify._bot_actions.Button`."""
+    if not keyboard:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in keyboard]
+    )
+
+
 class TelegramSender:
-    """Sends each alert as one HTML message to one chat."""
+    """Sends each alert as one HTML message to one chat; with ``buttons`` (the command bot's
+    book, when ``notify.telegram.commands`` is on) an alert carries buttons for the likely
+    actions in the chats where commands are answered."""
 
     channel = "telegram"
 
-    def __init__(self, *, bot: TelegramBot, chat_id: str, links: LinkTemplates) -> None:
+    def __init__(
+        self,
+        *,
+        bot: TelegramBot,
+        chat_id: str,
+        links: LinkTemplates,
+        buttons: ActionBook | None = None,
+    ) -> None:
         self._bot = bot
         self._chat_id = chat_id
         self._links = links
+        self._buttons = buttons
 
     @property
     def name(self) -> str:
@@ -99,8 +121,9 @@ class TelegramSender:
 
     async def send(self, alert: Alert) -> SendResult:
         text = render_telegram(alert, links=self._links)
+        keyboard = self._buttons.for_alert(alert, self._chat_id) if self._buttons else ()
         try:
-            await self._bot.send_html(chat_id=self._chat_id, text=text)
+            await self._bot.send_html(chat_id=self._chat_id, text=text, keyboard=keyboard)
         except RetryAfter as exc:
             wait = _retry_after_seconds(exc)
             return SendResult.failed(
@@ -126,10 +149,13 @@ def telegram_senders(
     links: LinkTemplates,
     base_url: str | None = None,
     timeout: float = 10.0,
+    buttons: ActionBook | None = None,
 ) -> list[TelegramSender]:
     """One sender per chat over one shared bot, so each chat is retried on its own."""
     bot = TelegramBot(token=token, base_url=base_url, timeout=timeout)
-    return [TelegramSender(bot=bot, chat_id=chat, links=links) for chat in chat_ids]
+    return [
+        TelegramSender(bot=bot, chat_id=chat, links=links, buttons=buttons) for chat in chat_ids
+    ]
 
 
 def _retry_after_seconds(exc: RetryAfter) -> float:
