@@ -91,9 +91,12 @@ def _clean(attributes: types.Attributes) -> tuple[dict[str, Any], int]:
     """Attributes as the SDK's BoundedAttributes keeps them, and how many it dropped."""
     if not attributes:
         return {}, 0
-    if len(attributes) <= _LIMIT and all(type(v) in _PLAIN for v in attributes.values()):
-        kept = dict(attributes)
-        if all(type(k) is str and k for k in kept):
+    kept = dict(attributes)
+    if len(kept) <= _LIMIT:
+        for key, value in kept.items():  # the usual case: plain values under string keys
+            if type(value) not in _PLAIN or type(key) is not str or not key:
+                break
+        else:
             return kept, 0
     kept, dropped = {}, 0
     for key, value in attributes.items():
