@@ -26,7 +26,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from controller.events import AttemptReason, Outcome, RouteOutcome
 from controller.model import Usage
-from controller.telemetry import names
+from controller.telemetry import names, setup
 from controller.telemetry.setup import Telemetry, setup_telemetry
 from tests.live_support import OtlpSink, Rotel, wait_until
 from tests.telemetry_support import BASE, FAILED, WALL, attempt, route
@@ -144,6 +144,8 @@ def play(telemetry: Telemetry, error: Exception) -> None:
                 stream=True,
                 skipped=("backup: image",),
                 dropped=("cache_control",),
+                degraded="tier",
+                front="gemini",
             )
         )
         server.set_attribute("http.response.status_code", 502)
@@ -331,3 +333,52 @@ async def test_rotel_forwards_the_light_payload_as_it_forwards_the_sdk_payload(
     sdk_spans, light_spans = (_sorted_spans(r) for r in received)
     assert len(light_spans) == 7
     assert _renamed(light_spans) == _renamed(sdk_spans)
+
+
+# --- the standard variables ---------------------------------------------------------------------
+def test_service_name_and_resource_attributes_come_from_the_standard_variables(
+    sinks: tuple[Sink, Sink],
+) -> None:
+    sink = sinks[0]
+    telemetry = traced(
+        sink,
+        sdk=False,
+        OTEL_SERVICE_NAME="gw-eu",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment=prod,team=ai%20platform",
+    )
+    telemetry.listener.on_attempt(BASE)
+    request = exported(telemetry, sink)
+    resource = {
+        kv.key: kv.value.string_value for kv in request.resource_spans[0].resource.attributes
+    }
+    assert resource["service.name"] == "gw-eu"
+    assert resource["deployment.environment"] == "prod"
+    assert resource["team"] == "ai platform"
+    assert resource["telemetry.sdk.language"] == "python"
+
+
+def test_another_protocol_is_logged_and_http_protobuf_sent(
+    sinks: tuple[Sink, Sink], caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = sinks[0]
+    telemetry = traced(sink, sdk=False, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+    telemetry.listener.on_attempt(BASE)
+    assert [s.name for s in exported(telemetry, sink).resource_spans[0].scope_spans[0].spans] == [
+        "chat gpt-4o"
+    ]
+    assert "only http/protobuf is available" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"),
+    [
+        ({}, 2.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "7"}, 7.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "7", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "0.5"}, 0.5),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, 2.0),
+    ],
+)
+def test_the_export_timeout_follows_the_standard_variables(
+    env: dict[str, str], seconds: float
+) -> None:
+    assert setup._export_timeout(env, "traces", 2.0) == seconds

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -361,7 +361,7 @@ def setup_telemetry(
     ``healthy_share`` (``telemetry.sampling.healthy_share``) turns on the tail sampler
     (:mod:`controller.telemetry._tail`): every trace with trouble, that share of the rest.
     """
-    resource = Resource.create({SERVICE_NAME: service_name})
+    resource = _resource(env, service_name)
     hot = None if metric_readers else HotMetrics(resource=resource, scope=_SCOPE)
     tallies = {signal: DropTally(signal=_TALLY[signal]) for signal in _SIGNALS}
     urls = {signal: otlp_endpoint(env, signal=signal) for signal in _SIGNALS}
@@ -520,6 +520,20 @@ def _otlp_metrics(
         export_timeout_millis=timeout * 1000,
     )
     return reader, exporter.gate
+
+
+def _resource(env: Mapping[str, str], service_name: str) -> Resource:
+    """The SDK's resource (``telemetry.sdk.*``, ``OTEL_RESOURCE_ATTRIBUTES``), read from ``env``
+    as well as ``os.environ``, with ``OTEL_SERVICE_NAME`` over ``telemetry.service_name``."""
+    attributes: dict[str, str] = {}
+    raw = env.get("OTEL_RESOURCE_ATTRIBUTES", "").strip()
+    if raw:
+        for pair in raw.split(","):
+            key, sep, value = pair.partition("=")
+            if sep and key.strip():
+                attributes[key.strip()] = unquote(value.strip())
+    attributes[SERVICE_NAME] = env.get("OTEL_SERVICE_NAME", "").strip() or service_name
+    return Resource.create(attributes)
 
 
 # --- the light span path --------------------------------------------------------------------------
