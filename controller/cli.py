@@ -436,6 +436,11 @@ def _history_line(record: dict[str, Any]) -> str:
         what = f"kill switch {record.get('before', '?')} -> {record.get('after')} (applied)"
     elif event == "kill_switch_command":
         what = f"kill-switch command: {record.get('before', '?')} -> {record.get('after')}"
+    elif event == "bot_command":
+        what = (
+            f"telegram {record.get('name')} in chat {record.get('chat')}: "
+            f"{record.get('command')} -> {record.get('result')}"
+        )
     else:
         what = json.dumps(record)
     return f"{when}  {version:>6}  {by:<12}  {what}"
