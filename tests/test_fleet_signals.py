@@ -11,12 +11,14 @@ import random
 import pytest
 
 from controller._clock import FakeClock
+from controller._errors import ConfigError
 from controller.control.config import TripwireConfig
 from controller.control.decide import decide
 from controller.control.state import HealthState, ProviderStatus, RoutingState
 from controller.events import Outcome
-from controller.fleet import FleetConfig, converge
+from controller.fleet import FleetConfig, RedisLink, converge
 from controller.fleet._signals import decode_doc, encode_doc, fleet_snapshot
+from controller.fleet.config import state_backend
 from controller.signals import SignalSnapshot, SignalWindows
 from tests.test_signals import attempt
 
@@ -139,3 +141,20 @@ def test_fleet_config_refuses_a_lease_shorter_than_two_pushes() -> None:
     with pytest.raises(ValueError, match="lease_seconds"):
         FleetConfig(lease_seconds=0.5, push_seconds=0.3)
     assert FleetConfig().renew_seconds == pytest.approx(2.0 / 3)
+
+
+def test_the_environment_chooses_the_state_backend_over_the_file() -> None:
+    assert state_backend("file", {}) == "file"
+    assert state_backend("file", {"FAILOVER_STATE_BACKEND": "redis"}) == "redis"
+    assert state_backend("redis", {"FAILOVER_STATE_BACKEND": " "}) == "redis"
+    with pytest.raises(ConfigError, match="FAILOVER_STATE_BACKEND"):
+        state_backend("file", {"FAILOVER_STATE_BACKEND": "etcd"})
+
+
+def test_a_redis_url_is_required_and_never_repeated() -> None:
+    secret = "redis://:hunter2@10.0.0.1:6379/0"
+    with pytest.raises(ConfigError, match="FAILOVER_REDIS_URL is not set"):
+        RedisLink(FleetConfig(), {})
+    with pytest.raises(ConfigError) as caught:
+        RedisLink(FleetConfig(), {"FAILOVER_REDIS_URL": secret.replace("redis", "http", 1)})
+    assert "hunter2" not in str(caught.value)
