@@ -95,11 +95,15 @@ async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> in
     """Start the runtime, then each listener in turn; whatever fails, stop what was started
     (a port in use is one clear error, not a traceback with the other listener left running)."""
     from controller.gateway import GatewaySettings, create_admin_app, create_app
+    from controller.gateway._jobs import client_priorities
     from controller.gateway._server import ConnectionLimits
     from controller.runtime import Runtime
 
     gw = config.gateway
     keys = tuple(k.strip() for k in os.environ.get(gw.api_keys_env, "").split(",") if k.strip())
+    listed = ((c.keys_env, c.priority) for c in gw.client_priorities)
+    more_keys, priorities = client_priorities(listed, os.environ)  # client keys too
+    keys += tuple(k for k in more_keys if k not in keys)
     settings = GatewaySettings(
         api_keys=keys,
         max_body_bytes=gw.max_body_bytes,
@@ -113,7 +117,7 @@ async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> in
     servers: list[GatewayServer] = []
     try:
         stop = _stop_on_signals(runtime)
-        front = create_app(runtime, settings=settings)
+        front = create_app(runtime, settings=settings, jobs=runtime.jobs, priorities=priorities)
         admin = create_admin_app(runtime, admin_token=os.environ.get(gw.admin_token_env) or None)
         limits = ConnectionLimits(
             max_connections=gw.max_connections,
@@ -296,6 +300,16 @@ async def _live_check(config: Config, within: float = 15.0) -> list[str]:
     return problems
 
 
+def _queue_line(queue: dict[str, Any]) -> str:
+    """One tier's deferred jobs, as ``failover status`` prints them."""
+    age = queue.get("oldest_age_seconds")
+    oldest = f", oldest {age:.0f} s" if isinstance(age, int | float) else ""
+    return (
+        f"{queue.get('queued', 0)} queued, {queue.get('running', 0)} replaying{oldest}; "
+        f"{queue.get('done', 0)} done, {queue.get('dead', 0)} dead letters"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status = call_json(args.url.rstrip("/") + "/status.json")
     if args.json:
@@ -316,6 +330,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  {p['name']:16} {p['state']:10} error rate {p['error_rate']:.0%} "
             f"(threshold {p['threshold']:.0%}, {p['requests']} req)  {p.get('reason', '')}"
         )
+    for tier_name, queue in sorted(status.get("jobs", {}).items()):
+        print(f"  jobs  {tier_name:14} {_queue_line(queue)}")
     for alert in status.get("alerts", [])[:5]:
         print(f"  alert {alert['severity']:8} {alert['text']}")
     return 0

@@ -47,9 +47,12 @@ from controller.control.loop import Controller
 from controller.control.state import KillSwitch, StateHolder, model_key, split_key
 from controller.control.store import FileStateStore, MemoryStateStore, StateStore
 from controller.events import AttemptEvent, Outcome, RouteEvent
+from controller.gateway._jobs import JobQueue, open_jobs
+from controller.jobs import Job, ReplayLimits
+from controller.jobs._job import JobStoreError
 from controller.notify import Dispatcher, senders_from_env
 from controller.notify._bot_runtime import command_bot
-from controller.notify.alert import Alert
+from controller.notify.alert import DEFAULT_SEVERITY, Alert, AlertEvent
 from controller.providers import HttpProvider, codec_for
 from controller.providers._http_connect import ConnectFailed
 from controller.providers._http_proxy import Proxy, proxy_for
@@ -74,6 +77,7 @@ _RESTART_SECTIONS = (
     "state",
     "gateway",
     "routing",
+    "jobs",
 )
 
 
@@ -240,6 +244,55 @@ class Runtime:
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
         self.watcher: ConfigWatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.jobs = self._open_jobs(config, beside_state=store is None)
+
+    def _open_jobs(self, config: Config, *, beside_state: bool) -> JobQueue:
+        """The deferred jobs' store and replayer (controller/jobs, gateway/_jobs.py): in
+        ``jobs.path``, else beside the state file (in memory when there is none, or when the
+        state store was handed in: tests, library use)."""
+        cfg = config.jobs
+        path = cfg.path
+        if path is None:
+            state = config.state.path
+            path = str(Path(state).with_suffix(".jobs.sqlite3")) if state and beside_state else ""
+        limits = ReplayLimits(
+            per_second=cfg.replay_per_second,
+            concurrency=cfg.replay_concurrency,
+            max_tries=cfg.max_tries,
+            retry_backoff_seconds=cfg.retry_backoff_seconds,
+            keep_seconds=cfg.keep_results_seconds,
+            tick_seconds=cfg.tick_seconds,
+            callback_tries=cfg.callbacks.max_tries,
+            callback_backoff_seconds=cfg.callbacks.backoff_seconds,
+        )
+        try:
+            return open_jobs(
+                path=path,
+                router=self.router,
+                clock=self.clock,
+                meter=self.telemetry.meter,
+                limits=limits,
+                max_jobs=cfg.max_jobs,
+                max_job_bytes=cfg.max_job_bytes,
+                max_result_bytes=cfg.max_result_bytes,
+                allow_hosts=cfg.callbacks.allow_hosts,
+                callback_timeout=cfg.callbacks.timeout_seconds,
+                on_dead=[self._on_dead_job],
+            )
+        except JobStoreError as exc:
+            raise ConfigError(str(exc), key="jobs.path") from None
+
+    def _on_dead_job(self, job: Job, error: str) -> None:
+        """A deferred job ran out of tries: one alert per tier within the cooldown."""
+        alert = Alert(
+            event=AlertEvent.JOB_DEAD_LETTER,
+            severity=DEFAULT_SEVERITY[AlertEvent.JOB_DEAD_LETTER],
+            at=self.clock.wall(),
+            tier=job.tier,
+            detail=f"job {job.id} failed {job.attempts} tries; last: {error[:300]}",
+            routes=self.routes(),
+        )
+        self.notify(alert)
 
     def _build_router(self, config: Config) -> Router:
         retry = config.routing.retry
@@ -294,6 +347,8 @@ class Runtime:
         if self.bot is not None:
             self.bot.start()  # its own task; a dead Telegram only makes it retry
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
+        await self.jobs.replayer.start()  # jobs a crash left running are queued again
+        self._tasks.append(asyncio.create_task(self.jobs.replayer.run(), name="job-replayer"))
         if self.config_path is not None:
             self.watcher = ConfigWatcher(
                 self.config_path,
@@ -317,6 +372,7 @@ class Runtime:
         if self.bot is not None:
             await self.bot.stop(grace=grace)
         await self.dispatcher.stop(timeout=grace)
+        await self.jobs.close()  # replays under way are cut (queued again at the next start)
         await self.router.aclose()
         self.telemetry.listener.flush()
         self.telemetry.shutdown(timeout=grace)

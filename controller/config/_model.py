@@ -338,6 +338,52 @@ class StateConfig(_Frozen):
     audit_files: Annotated[int, Field(ge=1, le=100)] = 5
 
 
+class ClientPriorityConfig(_Frozen):
+    """``gateway.client_priorities[]``: the client keys in ``keys_env`` (a comma-separated
+    list, like ``api_keys_env``) are client keys too, and their requests get ``priority`` when
+    they send no ``x-failover-priority`` (README "Triage and deferred jobs")."""
+
+    keys_env: EnvName
+    priority: Priority
+
+
+class CallbacksConfig(_Frozen):
+    """``jobs.callbacks``: where a deferred job's result may be POSTed (``x-failover-callback``);
+    no hosts listed, callbacks are off (a request naming one is a 400)."""
+
+    allow_hosts: tuple[str, ...] = ()
+    max_tries: Annotated[int, Field(ge=1, le=20)] = 6
+    backoff_seconds: Annotated[float, Field(gt=0)] = 2.0  # doubles per try (capped at 300 s)
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            if not host or any(c in host for c in "/:@ ") or host != host.strip():
+                raise ValueError(f"{host!r} is not a host name (no scheme, port or path)")
+        return tuple(host.lower() for host in value)
+
+
+class JobsConfig(_Frozen):
+    """``jobs``: the durable queue of deferred requests (controller/jobs; README "Triage and
+    deferred jobs"). ``path`` is the SQLite file; unset, beside ``state.path`` (its name with
+    ``.jobs.sqlite3``); "" keeps jobs in memory (lost on restart)."""
+
+    store: Literal["sqlite"] = "sqlite"  # a fleet's Redis store is to come
+    path: str | None = None
+    max_jobs: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000  # unfinished, all tiers
+    max_job_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024  # one request body
+    max_result_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024  # one answer kept
+    replay_per_second: Annotated[float, Field(gt=0, le=10_000)] = 2.0  # per tier
+    replay_concurrency: Annotated[int, Field(ge=1, le=1000)] = 4
+    max_tries: Annotated[int, Field(ge=1, le=100)] = 5  # then the dead letters
+    retry_backoff_seconds: Annotated[float, Field(gt=0)] = 5.0  # doubles per try, capped 300 s
+    keep_results_seconds: Annotated[float, Field(gt=0)] = 86_400.0
+    tick_seconds: Annotated[float, Field(gt=0, le=10)] = 0.5
+    callbacks: CallbacksConfig = CallbacksConfig()
+
+
 class GatewayConfig(_Frozen):
     """The HTTP front. Keys come from environment variables (comma-separated lists)."""
 
@@ -358,6 +404,8 @@ class GatewayConfig(_Frozen):
     # An answer's `model` names the model that served it, as the providers' own APIs do; true
     # answers with the name the client sent instead.
     echo_requested_model: bool = False
+    # More client keys, each list with the priority its requests get by default (triage).
+    client_priorities: tuple[ClientPriorityConfig, ...] = ()
 
 
 class Config(_Frozen):
@@ -374,6 +422,7 @@ class Config(_Frozen):
     translation: TranslationConfig = TranslationConfig()
     state: StateConfig = StateConfig()
     gateway: GatewayConfig = GatewayConfig()
+    jobs: JobsConfig = JobsConfig()
 
     @model_validator(mode="after")
     def _references_exist(self) -> Self:

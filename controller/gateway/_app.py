@@ -12,7 +12,7 @@ place, so a request that does match costs nothing extra.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -33,11 +33,13 @@ from controller.gateway._gemini import (
     GeminiModels,
     gemini_auth,
 )
+from controller.gateway._jobs import JOBS_PATH, TRIAGE_KEY, JobQueue, JobsEndpoint, Triage
 from controller.gateway._ops import AdminEndpoints, OpsEndpoints
 from controller.gateway._server import IN_FLIGHT_KEY, InFlight
 from controller.gateway._settings import GatewaySettings
 from controller.gateway._tracing import tracing_middlewares
 from controller.gateway.backend import GatewayBackend
+from controller.routing.plan import Priority
 
 __all__ = ["create_admin_app", "create_app"]
 
@@ -47,9 +49,17 @@ _ADMIN_MAX_BODY = 64 * 1024
 _API_PREFIXES = ("/v1/", "/v1beta/")
 
 
-def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.Application:
+def create_app(
+    backend: GatewayBackend,
+    *,
+    settings: GatewaySettings,
+    jobs: JobQueue | None = None,
+    priorities: Mapping[str, Priority] | None = None,
+) -> web.Application:
     """The front application: OpenAI (chat completions, Responses), Anthropic and Gemini
-    endpoints plus the operational ones."""
+    endpoints plus the operational ones. With ``jobs``, requests marked ``defer`` are kept
+    while their tier is degraded and fetched at ``GET /v1/failover/jobs/{id}``;
+    ``priorities`` maps client-key digests to their default priority (``_jobs``)."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=tracing_middlewares(backend.tracer),  # rejected requests get spans too
@@ -57,6 +67,7 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     app[BACKEND_KEY] = backend
     app[SETTINGS_KEY] = settings
     in_flight = app[IN_FLIGHT_KEY] = InFlight()  # what a stopping server cuts after its grace
+    app[TRIAGE_KEY] = Triage(backend, queue=jobs, by_owner=priorities)
     limit = settings.max_body_bytes
     ops = OpsEndpoints(backend)
     echo = settings.echo_requested_model
@@ -96,6 +107,8 @@ def create_app(backend: GatewayBackend, *, settings: GatewaySettings) -> web.App
     app.router.add_get("/v1/models", keyed(ops.models))
     app.router.add_get("/v1/models/{model}", keyed(ops.model))
     app.router.add_post("/v1/models/{model}", generate)  # Gemini's v1: {model}:{method}
+    if jobs is not None:
+        app.router.add_get(JOBS_PATH + "/{id}", keyed(JobsEndpoint(jobs).get))
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

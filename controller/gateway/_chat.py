@@ -52,6 +52,7 @@ from controller.gateway._formats import (
     public_error,
     wants_retry_estimate,
 )
+from controller.gateway._jobs import TRIAGE_KEY
 from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
 from controller.model import Origin, Request, Response, StreamChunk
@@ -105,6 +106,11 @@ class ChatEndpoint:
         decoded = await self._decode(http)
         if not isinstance(decoded, _Call):  # not web.StreamResponse: an ABC, ten times slower
             return decoded
+        triage = http.app.get(TRIAGE_KEY)  # while the tier is degraded: defer, drop (_jobs)
+        if triage is not None and triage.wants(http, decoded.tier):
+            held = await triage.admit(http, self._front, decoded)
+            if held is not None:
+                return held
         router = self._backend.router
         try:
             if not decoded.request.stream:

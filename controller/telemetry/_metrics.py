@@ -45,6 +45,11 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
         names.METRIC_TELEMETRY_DROPPED: "{item}",
         names.METRIC_TOKEN_COUNTS: "{count}",
         names.METRIC_FEATURES_DROPPED: "{request}",
+        names.METRIC_TRIAGE: "{request}",
+        names.METRIC_JOBS_QUEUED: "{job}",
+        names.METRIC_JOBS_OLDEST_AGE: "s",
+        names.METRIC_JOBS_REPLAYED: "{job}",
+        names.METRIC_JOBS_DEAD: "{job}",
     }
 )
 

@@ -126,6 +126,20 @@ PROM_STATE_VERSION = "failover_state_version"
 PROM_CONTROLLER_LAST_TICK = "failover_controller_last_tick_seconds"
 PROM_TELEMETRY_DROPPED = "failover_telemetry_dropped_total"  # signal
 
+# --- metrics: triage and deferred jobs (controller/jobs, controller/gateway/_jobs.py) -----------
+METRIC_TRIAGE = "failover.triage"  # counter: tier, priority, action (deferred, dropped, full)
+METRIC_JOBS_QUEUED = "failover.jobs.queued"  # gauge: tier (waiting + under way)
+METRIC_JOBS_OLDEST_AGE = "failover.jobs.oldest_age"  # gauge, s: tier (oldest unfinished job)
+METRIC_JOBS_REPLAYED = "failover.jobs.replayed"  # counter: tier, result (done, retry, dead)
+METRIC_JOBS_DEAD = "failover.jobs.dead_letters"  # gauge: tier (dead letters kept)
+PROM_TRIAGE = "failover_triage_total"  # tier, priority, action
+PROM_JOBS_QUEUED = "failover_jobs_queued"  # tier
+PROM_JOBS_OLDEST_AGE = "failover_jobs_oldest_age_seconds"  # tier
+PROM_JOBS_REPLAYED = "failover_jobs_replayed_total"  # tier, result
+PROM_JOBS_DEAD = "failover_jobs_dead_letters"  # tier
+ATTR_PRIORITY = "priority"
+ATTR_ACTION = "action"
+
 # Explicit bucket boundaries (seconds) for duration histograms: 0.01 … 81.92, doubling.
 DURATION_BUCKETS: tuple[float, ...] = tuple(0.01 * 2**i for i in range(14))
 # Token counts: 1 … 4^13 (67M), as the GenAI semantic conventions advise.
