@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -84,11 +85,16 @@ class Env:
         return read_audit(audit_path(self.path.parent / "state.json"))
 
     async def say(self, text: str, *, chat: int = ADMIN, user: int = 42) -> dict[str, Any]:
-        """Send ``text`` from ``chat``; the bot's answer (the next message it sends)."""
+        """Send ``text`` from ``chat``; the bot's answer (its next message there that is no
+        alert: alerts are HTML, answers plain text)."""
         before = len(self.tg.messages)
         self.tg.send_command(text, chat_id=chat, user_id=user)
-        messages = await self.tg.wait_messages(before + 1)
-        return with_id(self.tg, messages[before])
+        async with asyncio.timeout(5):
+            while True:
+                for body in self.tg.messages[before:]:
+                    if body["chat_id"] == str(chat) and not body["text"].startswith("<b>"):
+                        return with_id(self.tg, body)
+                await self.tg.wait_messages(len(self.tg.messages) + 1)
 
     async def press(self, message: dict[str, Any], label: str, **kw: Any) -> dict[str, Any]:
         """Press ``label`` under ``message``; the edit of that message the bot makes."""
@@ -236,6 +242,8 @@ async def test_bad_input_is_answered_and_changes_nothing(env: Env) -> None:
     assert "/clear takes no provider names" in (await env.say("/clear primary"))["text"]
     assert "Drills are off" in (await env.say("/drill primary 30"))["text"]
     assert "Unknown command /frobnicate" in (await env.say("/frobnicate"))["text"]
+    assert (await env.say("/ack"))["text"] == "No alert to acknowledge yet."
+    assert "Usage: /ack" in (await env.say("/ack 3d"))["text"]  # at most a day
     # A pin that strands a tier asks again, with the warning, before anything is written.
     prompt = await env.say("/pin spare")  # spare is in no tier and has no default model
     assert "Warning: tiers frontier, fast have no provider" in prompt["text"]
@@ -318,19 +326,20 @@ async def test_alert_buttons_pin_the_backup_and_ack(env: Env, primary: FakeProvi
     other = await env.message_with(OTHER, "primary tripped")
     assert env.tg.buttons(other["id"]) == []  # OTHER may not command: no buttons there
 
-    before = len(env.tg.messages)
     env.tg.press(alert["id"], "Pin backup")
-    prompt = with_id(env.tg, (await env.tg.wait_messages(before + 1))[before])
-    assert "off → pinned to backup" in prompt["text"]
+    prompt = await env.message_with(ADMIN, "Kill switch: off → pinned to backup?")
     await env.press(prompt, "Pin")
     assert env.file_switch()["pin"] == "backup"
 
     edit = await env.press(alert, "Ack 1 h")
     assert edit["text"].startswith("Acknowledged for 1 h: repeats of 🔴 primary tripped")
+    env.tg.send_command("/ack 30m", chat_id=ADMIN)  # the latest alert that repeats: a trip
+    await env.message_with(ADMIN, "Acknowledged for 30 min: repeats of 🔴 primary")
     assert [r["command"] for r in env.audit() if r["event"] == "bot_command"] == [
         "[button] ask pin backup",
         "[button] do pin backup",
         "[button] do ack 1 h",
+        "/ack 30m",
     ]
 
 
@@ -347,8 +356,13 @@ async def test_drill_when_enabled(
 
 @pytest.mark.parametrize("telegram", ["refusing", "hanging"])
 async def test_a_dead_telegram_never_affects_requests_or_the_controller(
-    tmp_path: Path, primary: FakeProvider, backup: FakeProvider, telegram: str
+    tmp_path: Path,
+    primary: FakeProvider,
+    backup: FakeProvider,
+    telegram: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     dead = f"http://127.0.0.1:{unused_port()}/bot"
     async with running(tmp_path, primary, backup, tg_url=dead, hang=telegram == "hanging") as env:
         for _ in range(3):
@@ -364,3 +378,6 @@ async def test_a_dead_telegram_never_affects_requests_or_the_controller(
         assert env.runtime.status()["telegram_bot"]["polling"] is False
     if telegram == "refusing":
         assert env.runtime.status()["telegram_bot"]["counts"]["start_failed"] >= 1
+        assert "telegram bot: cannot start polling" in caplog.text  # it said why...
+    assert env.tg.token not in caplog.text  # ...without the token (it is in every URL)
+    assert env.tg.token.split(":")[1] not in caplog.text

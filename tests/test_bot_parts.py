@@ -91,12 +91,18 @@ def test_other_alerts_offer_what_fits() -> None:
 
 
 def test_buttons_only_in_admin_chats_and_the_latest_alert_is_remembered() -> None:
+    outside = ActionBook(clock=FakeClock(), admin_chats=["111"])
+    assert outside.for_alert(trip(), "222") == ()
+    assert outside.latest is None
     book = ActionBook(clock=FakeClock(), admin_chats=["111"])
-    assert book.for_alert(trip(), "222") == ()
-    assert book.latest is None
     [row] = book.for_alert(trip(), "111")
     assert [b.label for b in row] == ["Pin anthropic-main", "Ack 1 h"]
     assert book.latest == trip()
+    engaged = Alert(
+        event=AlertEvent.KILL_SWITCH_ENGAGED, severity=trip().severity, at=0, kill_switch="x"
+    )
+    assert book.for_alert(engaged, "111") != ()
+    assert book.latest == trip()  # a switch change is no news to silence
 
 
 # --- the gate --------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ class Pending:
 
 class ActionBook:
     """Tokens handed out on buttons, bounded and expiring. Also remembers the latest alert sent
-    to an admin chat: what ``/ack`` without a button acknowledges."""
+    to an admin chat that an ack can silence: what ``/ack`` without a button acknowledges."""
 
     def __init__(self, *, clock: Clock, admin_chats: Collection[str], size: int = _SIZE) -> None:
         self._clock = clock
@@ -134,8 +134,9 @@ class ActionBook:
             return ()
         if chat_id not in self._admin:
             return ()
-        self.latest = alert
         actions = likely_actions(alert)
+        if any(action.kind is Kind.ACK for _, action, _ in actions):
+            self.latest = alert  # what /ack silences: news that repeats, not a switch change
         row = []
         for label, action, step in actions:
             token = self.offer(action, step, chat=None, ttl=ALERT_BUTTON_SECONDS)
