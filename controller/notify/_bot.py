@@ -46,6 +46,7 @@ _CHECK_SECONDS = 1.0  # how often the supervisor looks at the fleet role
 _BACKOFF_MAX = 60.0
 _LOG_EVERY = 60.0  # polling errors are logged at most this often
 _UPDATES = ["message", "callback_query"]
+_QUEUE = 100  # updates fetched and not yet handled
 
 
 class TelegramCommandBot:
@@ -222,6 +223,8 @@ def _application(
         .request(request(timeout))
         .get_updates_request(request(poll_timeout + timeout))
         .concurrent_updates(False)  # one at a time: a confirmation is never raced
+        # Bounded: when full, polling waits (Telegram keeps the rest, up to a day).
+        .update_queue(asyncio.Queue(maxsize=_QUEUE))
         .job_queue(None)
         .build()
     )
