@@ -502,6 +502,7 @@ class Runtime:
         )
         if self.bot is not None:
             doc["telegram_bot"] = self.bot.describe()
+        doc["jobs"] = self.jobs.describe()
         return doc
 
     def render_metrics(self) -> tuple[bytes, str]:

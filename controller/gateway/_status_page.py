@@ -18,6 +18,8 @@ dropped before any channel got it, and ``not_sent_to`` names channels that faile
                     "error_rate": 0.62, "threshold": 0.5, "requests": 40, "since": <epoch s>,
                     "reason": "error rate 62% >= 50%", "trip_count": 1, "traffic_share": 0.0}],
      "events": [{"time": <epoch s>, "text": "frontier: primary -> backup (rate_limited)"}],
+     "jobs": {"frontier": {"queued": 3, "running": 1, "done": 40, "dead": 0,
+                           "oldest_age_seconds": 42.0}},
      "alerts": [{"time": <epoch s>, "severity": "warning", "event": "provider_tripped",
                  "text": "primary tripped", "sent": true, "delivered_at": <epoch s>,
                  "delivered": {"log": <epoch s>}, "not_sent_to": []}]}
@@ -87,6 +89,7 @@ _JS = r"""
 "use strict";
 const POLL_MS = 2000;
 const LOG_ITEMS = 30;  // events and alerts come newest first: the newest 30, newest on top
+let JOBS = {};  // each tier's deferred jobs (doc.jobs), read by renderTier
 const byId = (id) => document.getElementById(id);
 
 function el(tag, cls, text) {
@@ -141,6 +144,14 @@ function renderTier(tier) {
     el("div", serving ? "serving" : "serving none", serving || "nobody"));
   if (route.length) card.append(el("div", "route", "route: " + route.join(" \u2192 ")));
   if (tier.reason) card.append(el("div", "small", tier.reason));
+  const jobs = JOBS[tier.name];
+  if (jobs && (jobs.queued || jobs.running || jobs.done || jobs.dead)) {
+    const oldest = num(jobs.oldest_age_seconds);
+    const age = oldest === null ? "" : ", oldest " + Math.round(oldest) + " s";
+    const waiting = (jobs.queued || 0) + " queued, " + (jobs.running || 0) + " replaying" + age;
+    const ended = (jobs.done || 0) + " done, " + (jobs.dead || 0) + " dead letters";
+    card.append(el("div", "small jobs", "deferred jobs: " + waiting + "; " + ended));
+  }
   return card;
 }
 
@@ -225,6 +236,7 @@ function renderLogItem(item) {
 
 function render(doc) {
   renderKill(doc.kill_switch);
+  JOBS = doc.jobs && typeof doc.jobs === "object" ? doc.jobs : {};
   fill("tiers", entries(doc.tiers).map(renderTier), "No tiers configured.");
   const cards = entries(doc.providers).map(renderProvider);
   fill("providers", cards.concat(entries(doc.models).map(renderModel)), "No providers configured.");
