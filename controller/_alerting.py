@@ -8,11 +8,13 @@ changes and rejected configs do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from controller._clock import Clock
 from controller._errors import ConfigError
 from controller.control.decide import Transition, TransitionKind
 from controller.control.state import KillSwitch, RoutingState
+from controller.events import PROBE_TIER, AttemptEvent, RouteEvent
 from controller.notify.alert import DEFAULT_SEVERITY, Alert, AlertEvent, Severity
 
 Routes = Mapping[str, tuple[str, ...]]
@@ -92,3 +94,51 @@ def rejected_alert(err: ConfigError, *, at: float, routes: Routes) -> Alert:
         routes=routes,
         detail=f"{err} — the previous config stays in force",
     )
+
+
+_RUNG_WORDS = {
+    "tier": "its step-down tier",
+    "cache": "the last good answer to the same request",
+    "static": "its static answer",
+}
+
+
+class LadderWatch:
+    """A router listener: one alert when a tier's requests start being served from its ladder
+    (``tiers.<name>.degrade``: no provider of the tier could serve), and one when a request of
+    it is served by its own providers again. Changes of rung in between are not news."""
+
+    def __init__(
+        self, notify: Callable[[Alert], None], clock: Clock, routes: Callable[[], Routes]
+    ) -> None:
+        self._notify, self._clock, self._routes = notify, clock, routes
+        self._rungs: dict[str, str] = {}  # per tier: the rung of its last served request
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        return None
+
+    def on_route(self, event: RouteEvent) -> None:
+        if event.served_by is None or event.tier == PROBE_TIER:
+            return
+        before = self._rungs.get(event.tier, "")
+        self._rungs[event.tier] = event.degraded
+        if bool(before) == bool(event.degraded):
+            return
+        if event.degraded:
+            kind = AlertEvent.TIER_DEGRADED
+            detail = (
+                f"no provider of the tier could serve; answered by {_RUNG_WORDS[event.degraded]}"
+                f" ({event.served_by}), marked x-failover-degraded: {event.degraded}"
+            )
+        else:
+            kind, detail = AlertEvent.TIER_RESTORED, f"served by {event.served_by}"
+        self._notify(
+            Alert(
+                event=kind,
+                severity=DEFAULT_SEVERITY[kind],
+                at=self._clock.wall(),
+                tier=event.tier,
+                detail=detail,
+                routes=self._routes(),
+            )
+        )

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "dumps_text", "loads"]
+__all__ = ["dumps", "dumps_sorted", "dumps_text", "loads"]
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -46,6 +46,15 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:  # nesting past orjson's limit, a lone surrogate, or not JSON at all
         return json.dumps(value, separators=(",", ":")).encode()
+
+
+def dumps_sorted(value: Any) -> bytes:
+    """:func:`dumps` with object keys sorted (a canonical form, for keys and hashes); what is not
+    JSON (a dataclass's enum, a mapping proxy) is written as its ``str``."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str).encode()
 
 
 def dumps_text(value: Any) -> str:

@@ -83,6 +83,7 @@ def status_document(
     plans: TierPlans,
     events: Iterable[dict[str, Any]],
     alerts: Iterable[dict[str, Any]],
+    rungs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The status document: tiers with their current route, providers with state, error rate
     and threshold, the kill switch, recent routing events and alerts (newest first)."""
@@ -92,7 +93,7 @@ def status_document(
         "changed_by": state.changed_by,
         "mode": tripwire.mode,
         "window_seconds": tripwire.window_seconds,
-        "tiers": [_tier(name, plan) for name, plan in plans],
+        "tiers": [_tier(name, plan, (rungs or {}).get(name, "")) for name, plan in plans],
         "providers": [
             _provider(name, provider, state, snapshot, tripwire)
             for name, provider in providers.items()
@@ -114,13 +115,16 @@ def status_document(
     }
 
 
-def _tier(name: str, plan: Plan) -> dict[str, Any]:
+def _tier(name: str, plan: Plan, rung: str) -> dict[str, Any]:
     return {
         "name": name,
         "serving": plan.targets[0].provider if plan.targets else None,
         "route": [t.provider for t in plan.targets],
         "panic": plan.panic,
         "reason": plan.reason,
+        # The rung of its ladder its last request was served from: "tier", "cache", "static";
+        # "" when its own providers served it.
+        "degraded": rung,
     }
 
 

@@ -61,6 +61,14 @@ _GC_GEN0_THRESHOLD = 10_000
 log = logging.getLogger("failover")
 
 
+# What each rung of a tier's ladder is called where a person reads it (``failover status``).
+_RUNGS = {
+    "tier": "its step-down tier",
+    "cache": "the last good answer",
+    "static": "its static answer",
+}
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -322,8 +330,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for tier in status.get("tiers", []):
         panic = "  PANIC: all tripped" if tier.get("panic") else ""
+        rung = f"  DEGRADED: served by {_RUNGS[tier['degraded']]}" if tier.get("degraded") else ""
         print(
-            f"  tier {tier['name']:14} -> {' -> '.join(tier.get('route', [])) or 'nothing'}{panic}"
+            f"  tier {tier['name']:14} -> {' -> '.join(tier.get('route', [])) or 'nothing'}"
+            f"{panic}{rung}"
         )
     for p in status.get("providers", []):
         print(

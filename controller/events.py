@@ -40,6 +40,7 @@ class AttemptReason(enum.StrEnum):
     PROBE = "probe"  # controller's health probe
     RESCUE = "rescue"  # next provider, beside an attempt whose provider left rotation
     HEDGE = "hedge"  # next provider, beside an attempt slower than the tier's hedge wait
+    STEP_DOWN = "step_down"  # the step-down tier's first target, after the tier's own failed
     CONTINUATION = "continuation"  # a stream cut after it reached the client, continued
 
 
@@ -132,6 +133,12 @@ class RouteEvent:
     # because the config allows it (translation.droppable).
     skipped: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
+    # The rung of the tier's ladder that served it, when none of its own providers could:
+    # "tier" (the step-down tier's), "cache" (the last good answer), "static".
+    degraded: str = ""
+    # The wire format the client spoke (openai, anthropic, gemini, responses); "" for a request
+    # made in code (a probe, library use).
+    front: str = ""
 
 
 class Listener(Protocol):

@@ -259,6 +259,8 @@ class Response:
     provider: str = ""
     raw: bytes | None = field(default=None, repr=False)  # the provider's body, same format
     headers: tuple[tuple[str, str], ...] = ()  # the provider's, relayed with ``raw``
+    # Served below the tier's own providers: "tier" (its step-down), "cache" or "static".
+    degraded: str = ""
 
 
 @quick_init

@@ -27,7 +27,12 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.trace import Tracer
 
 from controller._alert_history import HISTORY, AlertHistory
-from controller._alerting import alert_for_transition, kill_switch_alert, rejected_alert
+from controller._alerting import (
+    LadderWatch,
+    alert_for_transition,
+    kill_switch_alert,
+    rejected_alert,
+)
 from controller._clock import Clock, SystemClock
 from controller._drill import Drillable, start_drill
 from controller._errors import ConfigError
@@ -58,7 +63,7 @@ from controller.providers._http_connect import ConnectFailed
 from controller.providers._http_proxy import Proxy, proxy_for
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import DefaultRetryPolicy
-from controller.routing.router import Router
+from controller.routing.router import AnswerCache, Router
 from controller.signals.inflight import InFlight
 from controller.signals.window import SignalWindows
 from controller.telemetry import names
@@ -117,6 +122,23 @@ def build_tiers(config: Config) -> dict[str, TierPlan]:
         )
         for name, tier in config.tiers.items()
     }
+
+
+def answer_cache(config: Config, clock: Clock) -> AnswerCache | None:
+    """The answer cache of the tiers whose ladder has its cache rung (None: no such tier)."""
+    if not any(tier.degrade.cache for tier in config.tiers.values()):
+        return None
+    cfg = config.cache
+    path = cfg.path
+    if path is None and config.state.path:
+        path = str(Path(config.state.path).with_suffix(".cache.sqlite"))
+    return AnswerCache(
+        path,
+        max_entries=cfg.max_entries,
+        max_bytes=cfg.max_bytes,
+        ttl=cfg.ttl_seconds,
+        clock=clock,
+    )
 
 
 def build_provider(
@@ -215,6 +237,10 @@ class Runtime:
             ),
         )
         self._wake = _Wake()
+        # One alert when a tier starts serving from its ladder, one when it stops.
+        self._ladders = LadderWatch(
+            lambda alert: self.notify(alert), self.clock, lambda: self.routes()
+        )
         self.router = self._build_router(config)
         self.store = store or (
             FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()
@@ -300,7 +326,7 @@ class Runtime:
             tiers=build_tiers(config),
             providers=self.providers,
             state=self.holder,
-            listeners=[self.telemetry.listener, self.windows, self._wake],
+            listeners=[self.telemetry.listener, self.windows, self._wake, self._ladders],
             clock=self.clock,
             retry=DefaultRetryPolicy(
                 max_tries_per_provider=retry.max_tries_per_provider,
@@ -317,6 +343,7 @@ class Runtime:
             sample_root=self.telemetry.sample_root,
             droppable=frozenset(config.translation.droppable),
             inflight=self.windows.inflight,
+            cache=answer_cache(config, self.clock),
         )
 
     def _build_controller(self, config: Config) -> Controller:
@@ -443,6 +470,8 @@ class Runtime:
         self.config = config
         self._names = model_names(config)
         self.router.tiers = build_tiers(config)
+        if self.router.cache is None:  # a tier's ladder may have gained its cache rung
+            self.router.cache = answer_cache(config, self.clock)
         self.router.droppable = frozenset(config.translation.droppable)
         self.controller.set_tiers(_membership(config))
         self._models = probe_models(config)
@@ -499,6 +528,7 @@ class Runtime:
             plans=self._plans(),
             events=self.events,
             alerts=self.history.entries,
+            rungs=self.router.rungs,
         )
         if self.bot is not None:
             doc["telegram_bot"] = self.bot.describe()

@@ -141,8 +141,18 @@ async def test_failover_metrics(
     (failover,) = points(data, names.METRIC_FAILOVERS)
     assert failover == {"from": "primary", "to": "backup", "reason": "auth"}
     requests = points(data, names.METRIC_REQUESTS)
-    assert {"tier": "frontier", "outcome": "degraded", "served_by": "backup"} in requests
-    assert {"tier": "frontier", "outcome": "served", "served_by": "primary"} in requests
+    assert {
+        "tier": "frontier",
+        "outcome": "degraded",
+        "served_by": "backup",
+        "front": "none",
+    } in requests
+    assert {
+        "tier": "frontier",
+        "outcome": "served",
+        "served_by": "primary",
+        "front": "none",
+    } in requests
     durations = points(data, names.METRIC_OPERATION_DURATION)
     errors = [d for d in durations if d.get(names.ERROR_TYPE) == "auth"]
     assert errors

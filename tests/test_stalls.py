@@ -33,7 +33,7 @@ from controller.model import Message, Request, Response, StreamChunk
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing.plan import Hedge, Target, TierPlan
-from controller.routing.router import RoutedStream, Router
+from controller.routing.router import CannedStream, RoutedStream, Router
 from controller.signals.inflight import InFlight, Waits, WaitSignals
 from controller.signals.window import SignalSnapshot, SignalWindows
 from controller.telemetry import names
@@ -311,7 +311,7 @@ async def test_a_hedge_rescues_a_slow_attempt(
     router = _router(primary, backup, recorder, clock, hedge=Hedge(after=2.0, per_second=1.0))
     primary.set_fault(FaultMode.HANG)  # slow beyond the hedge wait (the fake clock decides)
     request = STREAM if stream else HELLO
-    task: asyncio.Future[Response | RoutedStream] = asyncio.ensure_future(
+    task: asyncio.Future[Response | RoutedStream | CannedStream] = asyncio.ensure_future(
         router.stream(request, tier="t") if stream else router.complete(request, tier="t")
     )
     await until(lambda: bool(router.inflight.waiting_on("a")), "the request waits on a")
@@ -473,7 +473,7 @@ async def test_a_hanging_provider_trips_as_stalled_and_every_request_is_served(
     await loop.warm()  # history: a answers (instantly on the fake clock): limit = the 2 s floor
     primary.set_fault(FaultMode.HANG)
     router = loop.router
-    waiting: list[asyncio.Future[Response | RoutedStream]] = [
+    waiting: list[asyncio.Future[Response | RoutedStream | CannedStream]] = [
         asyncio.ensure_future(
             router.stream(STREAM, tier="t") if stream else router.complete(HELLO, tier="t")
         )

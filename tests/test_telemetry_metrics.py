@@ -94,14 +94,25 @@ def test_failovers_counter_counts_failover_and_context_fallback_only(otel: Harne
 
 def test_requests_counter_by_tier_outcome_and_server(otel: Harness) -> None:
     otel.listener.on_route(route())
-    otel.listener.on_route(route())
+    otel.listener.on_route(route(front="anthropic"))
     otel.listener.on_route(route(outcome=RouteOutcome.FAILED, served_by=None, tier="fast"))
-
+    served = {("tier", "frontier"), ("outcome", "served"), ("served_by", "openai-primary")}
     assert otel.counter(names.METRIC_REQUESTS) == {
+        frozenset({*served, ("front", "none")}): 1,  # a request made in code
+        frozenset({*served, ("front", "anthropic")}): 1,
         frozenset(
-            {("tier", "frontier"), ("outcome", "served"), ("served_by", "openai-primary")}
-        ): 2,
-        frozenset({("tier", "fast"), ("outcome", "failed"), ("served_by", "none")}): 1,
+            {("tier", "fast"), ("outcome", "failed"), ("served_by", "none"), ("front", "none")}
+        ): 1,
+    }
+
+
+def test_degraded_answers_are_counted_by_rung(otel: Harness) -> None:
+    otel.listener.on_route(
+        route(outcome=RouteOutcome.DEGRADED, served_by="cache", degraded="cache")
+    )
+    otel.listener.on_route(route(outcome=RouteOutcome.DEGRADED))  # after a failover: no rung
+    assert otel.counter(names.METRIC_DEGRADED) == {
+        frozenset({("tier", "frontier"), ("rung", "cache")}): 1
     }
 
 

@@ -68,7 +68,7 @@ def test_prometheus_exposes_the_data_plane_names_dashboards_use(telemetry: Telem
         "failover_tier",
     }
     assert "gen_ai_token_type" in labels_of(rendered, names.PROM_TOKEN_USAGE + "_bucket")
-    assert labels_of(rendered, names.PROM_REQUESTS) == {"tier", "outcome", "served_by"}
+    assert labels_of(rendered, names.PROM_REQUESTS) == {"tier", "outcome", "served_by", "front"}
     assert labels_of(rendered, names.PROM_FAILOVERS) == {"from", "to", "reason"}
     assert labels_of(rendered, names.PROM_TELEMETRY_DROPPED) == {"signal"}
 

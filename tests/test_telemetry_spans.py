@@ -140,6 +140,17 @@ def test_a_route_span_is_an_error_only_when_the_route_failed(
         assert span.status.description == error_type
 
 
+def test_a_route_span_names_the_front_and_the_rung_that_served(otel: Harness) -> None:
+    otel.listener.on_route(route(outcome=RouteOutcome.DEGRADED, degraded="cache", front="gemini"))
+    attrs = dict(only_span(otel).attributes or {})
+    assert (attrs[names.FAILOVER_DEGRADED], attrs[names.FAILOVER_FRONT]) == ("cache", "gemini")
+    otel.spans.clear()
+    otel.listener.on_route(route())  # a request made in code, served by its own tier
+    attrs = dict(only_span(otel).attributes or {})
+    assert names.FAILOVER_DEGRADED not in attrs
+    assert names.FAILOVER_FRONT not in attrs
+
+
 def test_failover_chain_is_children_of_the_route_span(otel: Harness) -> None:
     tracer = otel.tracer_provider.get_tracer("router")
     listeners = Listeners([otel.listener])

@@ -384,6 +384,17 @@ class JobsConfig(_Frozen):
     callbacks: CallbacksConfig = CallbacksConfig()
 
 
+class CacheConfig(_Frozen):
+    """``cache``: the last good answers of tiers with ``degrade.cache``, served only when every
+    provider a request could go to failed. ``path`` None: beside the state file
+    (``<state>.cache.sqlite``); memory only when the state has no file either."""
+
+    path: str | None = None
+    max_entries: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 64 * 1024 * 1024
+    ttl_seconds: Annotated[float, Field(gt=0)] = 86400.0
+
+
 class GatewayConfig(_Frozen):
     """The HTTP front. Keys come from environment variables (comma-separated lists)."""
 
@@ -421,6 +432,7 @@ class Config(_Frozen):
     telemetry: TelemetryConfig = TelemetryConfig()
     translation: TranslationConfig = TranslationConfig()
     state: StateConfig = StateConfig()
+    cache: CacheConfig = CacheConfig()
     gateway: GatewayConfig = GatewayConfig()
     jobs: JobsConfig = JobsConfig()
 

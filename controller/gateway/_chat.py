@@ -56,7 +56,7 @@ from controller.gateway._jobs import TRIAGE_KEY
 from controller.gateway._server import InFlight
 from controller.gateway.backend import GatewayBackend
 from controller.model import Origin, Request, Response, StreamChunk
-from controller.routing.router import RoutedStream
+from controller.routing.router import CannedStream, RoutedStream
 from controller.wire._base import Resumable, StreamEncoder
 
 __all__ = ["SHUTTING_DOWN", "ChatEndpoint", "answer_if_cut", "decode_call", "served_headers"]
@@ -70,6 +70,7 @@ _SSE_HEADERS = {
     "X-Accel-Buffering": "no",  # tell nginx-style proxies in front of us not to buffer
 }
 # 503: the SDKs retry it, and a load balancer has another replica to send the retry to.
+HEADER_DEGRADED = "x-failover-degraded"  # tier | cache | static
 SHUTTING_DOWN = Overloaded("the gateway is shutting down; retry the request", status=503)
 
 
@@ -125,7 +126,7 @@ class ChatEndpoint:
         return await self._pump(http, routed, decoded)
 
     def _whole(self, response: Response, call: _Call) -> web.Response:
-        headers = served_headers(response.provider, response.model)
+        headers = served_headers(response.provider, response.model, response.degraded)
         if response.raw is not None:  # the provider speaks the client's format: as it came
             if response.headers:  # the provider's request id, rate limits (ours win)
                 headers = dict(response.headers) | headers
@@ -157,7 +158,7 @@ class ChatEndpoint:
 
     # ----------------------------------------------------------------------------- streaming
     async def _pump(
-        self, http: web.Request, routed: RoutedStream, call: _Call
+        self, http: web.Request, routed: RoutedStream | CannedStream, call: _Call
     ) -> web.StreamResponse:
         """Relay ``routed`` as SSE; whatever happens, the routed stream is closed at the end."""
         out = web.StreamResponse(
@@ -165,7 +166,7 @@ class ChatEndpoint:
                 [
                     *routed.headers,  # the provider's, on the same-format route
                     *_SSE_HEADERS.items(),
-                    *served_headers(routed.provider, routed.model).items(),
+                    *served_headers(routed.provider, routed.model, routed.degraded).items(),
                 ]
             )
         )
@@ -184,7 +185,10 @@ class ChatEndpoint:
         return out
 
     async def _relay(
-        self, out: web.StreamResponse, routed: RoutedStream, encoder: StreamEncoder
+        self,
+        out: web.StreamResponse,
+        routed: RoutedStream | CannedStream,
+        encoder: StreamEncoder,
     ) -> None:
         chunks = aiter(routed)
         try:
@@ -322,8 +326,11 @@ def replace_status(err: BadRequest, status: int) -> BadRequest:
     return type(err)(err.message, provider=err.provider, model=err.model, status=status)
 
 
-def served_headers(provider: str, model: str) -> dict[str, str]:
-    """The headers naming what served (or counted for) a request."""
+def served_headers(provider: str, model: str, degraded: str = "") -> dict[str, str]:
+    """The headers naming what served (or counted for) a request, and the rung of its tier's
+    ladder when none of the tier's own providers could (``x-failover-degraded``)."""
+    if degraded:
+        return {HEADER_PROVIDER: provider, HEADER_MODEL: model, HEADER_DEGRADED: degraded}
     return {HEADER_PROVIDER: provider, HEADER_MODEL: model}
 
 

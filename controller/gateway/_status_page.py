@@ -138,6 +138,7 @@ function renderTier(tier) {
   const card = el("div", "card tier");
   const head = el("div", "name", tier.name || "?");
   if (tier.panic) head.append(el("span", "badge panic", "panic"));
+  if (tier.degraded) head.append(el("span", "badge panic", "degraded: " + tier.degraded));
   const route = entries(tier.route).map((r) => (typeof r === "string" ? r : r.name || r.provider));
   const serving = tier.serving || route[0];
   card.append(head, el("div", "small", "served by"),

@@ -21,6 +21,8 @@ class AlertEvent(enum.StrEnum):
     PROVIDER_TRIPPED = "provider_tripped"
     PROVIDER_RECOVERED = "provider_recovered"
     TIER_ALL_DOWN = "tier_all_down"
+    TIER_DEGRADED = "tier_degraded"  # a tier serves from its ladder (step-down, cache, static)
+    TIER_RESTORED = "tier_restored"  # its own providers serve it again
     AUTH_FAILURE = "auth_failure"
     KILL_SWITCH_ENGAGED = "kill_switch_engaged"
     KILL_SWITCH_RELEASED = "kill_switch_released"
@@ -51,6 +53,8 @@ DEFAULT_SEVERITY: Mapping[AlertEvent, Severity] = MappingProxyType(
         AlertEvent.PROVIDER_TRIPPED: Severity.WARNING,
         AlertEvent.PROVIDER_RECOVERED: Severity.INFO,
         AlertEvent.TIER_ALL_DOWN: Severity.CRITICAL,
+        AlertEvent.TIER_DEGRADED: Severity.CRITICAL,
+        AlertEvent.TIER_RESTORED: Severity.INFO,
         AlertEvent.AUTH_FAILURE: Severity.CRITICAL,
         AlertEvent.KILL_SWITCH_ENGAGED: Severity.WARNING,
         AlertEvent.KILL_SWITCH_RELEASED: Severity.INFO,
@@ -71,6 +75,8 @@ OPPOSITE: Mapping[AlertEvent, AlertEvent] = MappingProxyType(
     {
         AlertEvent.PROVIDER_TRIPPED: AlertEvent.PROVIDER_RECOVERED,
         AlertEvent.PROVIDER_RECOVERED: AlertEvent.PROVIDER_TRIPPED,
+        AlertEvent.TIER_DEGRADED: AlertEvent.TIER_RESTORED,
+        AlertEvent.TIER_RESTORED: AlertEvent.TIER_DEGRADED,
         AlertEvent.KILL_SWITCH_ENGAGED: AlertEvent.KILL_SWITCH_RELEASED,
         AlertEvent.KILL_SWITCH_RELEASED: AlertEvent.KILL_SWITCH_ENGAGED,
         AlertEvent.FLEET_UNAVAILABLE: AlertEvent.FLEET_RESTORED,

@@ -259,6 +259,11 @@ class HttpProvider:
     def unsupported(self, request: Request) -> tuple[Untranslatable, ...]:
         return self._codec.unsupported(request)
 
+    def parse_response(self, body: bytes, model: str) -> Response:
+        """A whole answer's body (in this provider's format) decoded: what the answer cache
+        keeps of one relayed without being decoded. Raises MalformedResponse."""
+        return self._codec.parse_response(body, model)
+
     async def complete(self, request: Request, model: str, timeouts: Timeouts) -> Response:
         call = self._codec.build(request, model, self._api_key)
         body, headers = await self._exchange(call, model, timeouts)

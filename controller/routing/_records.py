@@ -63,6 +63,8 @@ class Route:
     errors: list[ProviderError] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "provider: feature, ..." it cannot honour
     dropped: tuple[str, ...] = ()  # features the serving provider's format could not carry
+    degraded: str = ""  # the rung of the ladder serving it (routing._degrade), if any
+    front: str = ""  # the wire format the client spoke ("" for a request made in code)
 
 
 @quick_init
@@ -160,7 +162,7 @@ def route_event(
         outcome = RouteOutcome.CANCELLED
     elif served_by is None:
         outcome = RouteOutcome.FAILED
-    elif route.attempts > 1 or route.plan.panic:
+    elif route.attempts > 1 or route.plan.panic or route.degraded:
         outcome = RouteOutcome.DEGRADED
     else:
         outcome = RouteOutcome.SERVED
@@ -183,6 +185,8 @@ def route_event(
         sampled=route.sampled,
         skipped=tuple(route.skipped),
         dropped=route.dropped if served_by is not None else (),
+        degraded=route.degraded if served_by is not None else "",
+        front=route.front,
     )
 
 

@@ -71,6 +71,11 @@ class RoutedStream:
         self._delivered = Delivered()
         self._cut: ProviderError | None = None  # the first failure, when it was continued
         self._overlap: Overlap | None = None
+        self.degraded = route.degraded  # the rung of the tier's ladder serving it, if any
+        # Chunks kept for the answer cache (a cache-enabled tier's answer, not a degraded one).
+        self._kept: list[StreamChunk] | None = None
+        if router.cache is not None and route.tier.degrade.cache and not route.degraded:
+            self._kept = []
         self._done = False  # the request is reported
         self._reported = False  # the current attempt is reported
         self._usage: Usage | None = None
@@ -120,6 +125,8 @@ class RoutedStream:
                 return None
             chunk = taken
         self._delivered.saw(chunk)
+        if self._kept is not None:
+            self._kept.append(chunk)
         if chunk.usage is not None:
             self._usage = chunk.usage
         if chunk.model:
@@ -202,4 +209,6 @@ class RoutedStream:
         self._report(error=error, cancelled=cancelled)
         # A stream the client left is ``cancelled`` (not ``failed``), still naming who served it.
         served_by = None if error is not None else self.provider
+        if served_by is not None and not cancelled and self._kept is not None:
+            self._router._cache_stream(self._route, self._request, self._kept, self.model)
         self._router._finish(self._route, served_by, error, cancelled=cancelled)

@@ -45,6 +45,7 @@ from controller._errors import (
     CallerError,
     ContextTooLong,
     DeadlineExceeded,
+    FailoverError,
     MalformedResponse,
     Outpaced,
     ProviderError,
@@ -64,19 +65,30 @@ from controller.model import (
     Message,
     Request,
     Response,
+    StreamChunk,
     Usage,
+    assemble,
 )
 from controller.providers.base import Provider, Timeouts
 from controller.routing._capability import Capability, unsupported
 from controller.routing._continue import Overlap, continuation_request, one_answer, prefills
+from controller.routing._degrade import (
+    CACHE,
+    STATIC,
+    STEP_DOWN,
+    AnswerCache,
+    CannedStream,
+    static_answer,
+)
 from controller.routing._race import HedgeBudget, Race
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing._stream import Opened, RoutedStream
 from controller.routing.plan import Plan, Strategy, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 from controller.signals.inflight import InFlight, Waiter
+from controller.wire._relay import UNREAD
 
-__all__ = ["LatencyTracker", "RoutedStream", "Router"]
+__all__ = ["AnswerCache", "CannedStream", "LatencyTracker", "RoutedStream", "Router"]
 
 T = TypeVar("T")
 _CUT_SLACK = 0.05  # seconds an attempt's limits may come out shorter than the deadline allows
@@ -127,6 +139,7 @@ class Router:
         sample_root: Callable[[int], bool] | None = None,
         droppable: frozenset[str] = frozenset(),
         inflight: InFlight | None = None,
+        cache: AnswerCache | None = None,
     ) -> None:
         self.tiers = dict(tiers)
         self.providers = dict(providers)
@@ -150,6 +163,10 @@ class Router:
         self._id_prefix = f"{os.getpid():x}-{random.getrandbits(24):06x}"
         # Attempts waiting for an answer (shared with the signal windows the controller reads).
         self.inflight = inflight if inflight is not None else InFlight(self._clock)
+        # The last good answers, for the ladders of tiers with degrade.cache (routing._degrade).
+        self.cache = cache
+        # Per tier: the rung of its ladder its last served request came from ("": its own).
+        self.rungs: dict[str, str] = {}
         # Per tier and rate: a config reload that changes a tier's rate starts a new bucket.
         self._budgets: dict[tuple[str, float], HedgeBudget] = {}
         self._patient: dict[str, Timeouts] = {}  # per provider: no bound on the pool wait
@@ -178,22 +195,40 @@ class Router:
         try:
             response, target = await self._attempts(route, request, self._complete_once)
         except BaseException as exc:
-            self._finish(route, None, exc)
-            raise
+            if not _ladder_for(exc):
+                self._finish(route, None, exc)
+                raise
+            degraded = await self._degraded(route, request, self._complete_once, exc)
+            if degraded is None:
+                self._finish(route, None, exc)
+                raise
+            response, served_by = degraded
+            self._finish(route, served_by, None)
+            return replace(response, degraded=route.degraded)
+        self._cache_put(route, request, response)
         self._finish(route, target.provider, None)
         return response
 
     async def stream(
         self, request: Request, *, tier: str, deadline: float | None = None
-    ) -> RoutedStream:
+    ) -> RoutedStream | CannedStream:
         """Start a stream. Returns once a provider has produced the first chunk (the deadline
         bounds the wait for it; the stream may then outlive the deadline)."""
         route = self._begin(request, tier, deadline, stream=True)
         try:
             routed, _ = await self._attempts(route, request, self._stream_once)
         except BaseException as exc:
-            self._finish(route, None, exc)
-            raise
+            if not _ladder_for(exc):
+                self._finish(route, None, exc)
+                raise
+            degraded = await self._degraded(route, request, self._stream_once, exc)
+            if degraded is None:
+                self._finish(route, None, exc)
+                raise
+            answer, _ = degraded
+            if isinstance(answer, Response):  # the cache's or the static answer
+                return CannedStream(self, route, answer, route.degraded)
+            return answer
         return routed
 
     async def probe(self, provider: str, model: str, *, within: float = 5.0) -> bool:
@@ -281,6 +316,8 @@ class Router:
 
     async def aclose(self) -> None:
         await asyncio.gather(*(p.close() for p in self.providers.values()))
+        if self.cache is not None:  # its thread writes what it holds to SQLite, then stops
+            await asyncio.to_thread(self.cache.close)
 
     # ------------------------------------------------------------------------------- routing
     def _begin(
@@ -317,6 +354,7 @@ class Router:
             span_id=random.getrandbits(64) or 1,
             parent_span_id=parent_id,
             sampled=sampled,
+            front=request.source.format if request.source is not None else "",
         )
 
     async def _attempts(
@@ -324,11 +362,13 @@ class Router:
         route: Route,
         request: Request,
         once: Callable[[Route, Request, Try], Awaitable[T]],
+        reason: AttemptReason = AttemptReason.PRIMARY,
     ) -> tuple[T, Target]:
         queue = route.queue = self._capable(route, request, list(route.plan.targets))
+        route.position = 0
         if not queue:
             raise AllProvidersFailed(route.plan.reason or f"tier {route.tier.name} has no targets")
-        reason, previous, cause = AttemptReason.PRIMARY, None, None
+        previous, cause = None, None
         while route.position < len(queue):
             index = route.position
             target = queue[index]
@@ -395,6 +435,81 @@ class Router:
         waiter = self.inflight.begin(target.provider, stream=route.stream, model=target.model)
         provider = self.providers[target.provider]
         return Try(target, provider, reason, previous, cause, remaining, waiter)
+
+    # ------------------------------------------------------------------------------- ladder
+    async def _degraded(
+        self,
+        route: Route,
+        request: Request,
+        once: Callable[[Route, Request, Try], Awaitable[T]],
+        failure: BaseException,
+    ) -> tuple[T | Response, str] | None:
+        """After every target of the tier failed: the answer of the tier's ladder (its step-down
+        tiers' targets, then the last good answer to the same request, then the static text;
+        each where configured) and who served it; None when no rung could. ``route.degraded``
+        names the rung."""
+        degrade = route.tier.degrade
+        lower, seen = degrade.step_down, {route.tier.name}
+        while lower is not None and lower not in seen and lower in self.tiers:
+            seen.add(lower)
+            tier = self.tiers[lower]
+            route.plan = self.plan(tier)
+            route.degraded = STEP_DOWN
+            try:
+                answer, target = await self._attempts(route, request, once, AttemptReason.STEP_DOWN)
+            except BaseException as exc:
+                if not _ladder_for(exc):
+                    raise
+                lower = tier.degrade.step_down
+                continue
+            if not isinstance(answer, RoutedStream):
+                self._cache_put(route, request, answer)  # type: ignore[arg-type]
+            log.warning(
+                "tier %s: no provider of it could serve (%s); served by step-down tier %s (%s)",
+                route.tier.name,
+                type(failure).__name__,
+                tier.name,
+                target.provider,
+            )
+            return answer, target.provider
+        if degrade.cache and self.cache is not None:
+            cached = self.cache.get(self.cache.key(route.tier.name, request))
+            if cached is not None:
+                route.degraded = CACHE
+                return replace(cached, id=route.request_id, provider=CACHE), CACHE
+        if degrade.static is not None:
+            route.degraded = STATIC
+            model = route.plan.targets[0].model if route.plan.targets else route.tier.name
+            return static_answer(degrade.static, model), STATIC
+        route.degraded = ""
+        return None
+
+    def _cache_put(self, route: Route, request: Request, response: Response) -> None:
+        """Keep a good answer of a cache-enabled tier for its ladder (a whole one; a stream's
+        is kept by :class:`RoutedStream` once it has ended)."""
+        cache = self.cache
+        if cache is None or not route.tier.degrade.cache or route.degraded:
+            return
+        if response.message is UNREAD:  # relayed undecoded: read it for the cache alone
+            provider = self.providers.get(response.provider)
+            reader = getattr(provider, "parse_response", None)
+            if reader is None or response.raw is None:
+                return
+            try:
+                response = reader(response.raw, response.model)
+            except ProviderError:
+                return
+        cache.put(cache.key(route.tier.name, request), response)
+
+    def _cache_stream(
+        self, route: Route, request: Request, chunks: list[StreamChunk], model: str
+    ) -> None:
+        """Keep a cache-enabled tier's streamed answer, once it has ended whole."""
+        try:
+            response = assemble(chunks, id=route.request_id, model=model)
+        except ValueError:  # no finish reason: not a whole answer
+            return
+        self._cache_put(route, request, response)
 
     # ------------------------------------------------------------------------------- races
     async def _race(
@@ -824,7 +939,15 @@ class Router:
         cancelled: bool = False,
     ) -> None:
         end = self._clock.monotonic()
+        if served_by is not None:
+            self.rungs[route.tier.name] = route.degraded
         self.listeners.route(route_event(route, served_by, error, end=end, cancelled=cancelled))
+
+
+def _ladder_for(exc: BaseException) -> bool:
+    """Whether a routed request that failed with ``exc`` goes down its tier's ladder: every
+    provider failed it (not the caller's mistake, not a cancellation)."""
+    return isinstance(exc, FailoverError) and not isinstance(exc, CallerError)
 
 
 def _takes_prefill(provider: Provider) -> bool:

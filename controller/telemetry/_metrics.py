@@ -45,6 +45,7 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
         names.METRIC_TELEMETRY_DROPPED: "{item}",
         names.METRIC_TOKEN_COUNTS: "{count}",
         names.METRIC_FEATURES_DROPPED: "{request}",
+        names.METRIC_DEGRADED: "{request}",
         names.METRIC_TRIAGE: "{request}",
         names.METRIC_JOBS_QUEUED: "{job}",
         names.METRIC_JOBS_OLDEST_AGE: "s",
@@ -168,16 +169,14 @@ class _Tally:
 
     __slots__ = ("_counts", "_keys")
 
-    def __init__(
-        self, meter: Meter, name: str, description: str, keys: tuple[str, str, str]
-    ) -> None:
+    def __init__(self, meter: Meter, name: str, description: str, keys: tuple[str, ...]) -> None:
         self._keys = keys
-        self._counts: dict[tuple[str, str, str], int] = {}
+        self._counts: dict[tuple[str, ...], int] = {}
         meter.create_observable_counter(
             name, callbacks=[self._observe], unit=METRIC_UNITS[name], description=description
         )
 
-    def add(self, key: tuple[str, str, str]) -> None:
+    def add(self, key: tuple[str, ...]) -> None:
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -217,6 +216,7 @@ class DataPlaneMetrics:
     """
 
     __slots__ = (
+        "_degraded",
         "_dropped",
         "_duration",
         "_failovers",
@@ -251,8 +251,8 @@ class DataPlaneMetrics:
         self._requests = _Tally(
             meter,
             names.METRIC_REQUESTS,
-            "Routed requests by tier, outcome and serving provider.",
-            (names.ATTR_TIER, names.ATTR_OUTCOME, names.ATTR_SERVED_BY),
+            "Routed requests by tier, outcome, serving provider and the client's wire format.",
+            (names.ATTR_TIER, names.ATTR_OUTCOME, names.ATTR_SERVED_BY, names.ATTR_FRONT),
         )
         self._failovers = _Tally(
             meter,
@@ -265,6 +265,13 @@ class DataPlaneMetrics:
             names.METRIC_HEDGES,
             "Hedges: started, won (answered first), wasted (attempts a faster one made useless).",
             (names.ATTR_TIER, names.ATTR_PROVIDER, names.ATTR_RESULT),
+        )
+        self._degraded = _Tally(
+            meter,
+            names.METRIC_DEGRADED,
+            "Requests served below their tier's own providers, by the rung of its ladder: "
+            "tier (its step-down tier), cache (the last good answer), static.",
+            (names.ATTR_TIER, names.ATTR_RUNG),
         )
         self._dropped = _Tally(
             meter,
@@ -297,7 +304,10 @@ class DataPlaneMetrics:
     def record_route(self, event: RouteEvent) -> None:
         if event.tier == PROBE_TIER:  # health probes are not requests anyone made
             return
-        self._requests.add((event.tier, event.outcome.value, event.served_by or _NONE))
+        served_by, front = event.served_by or _NONE, event.front or _NONE
+        self._requests.add((event.tier, event.outcome.value, served_by, front))
+        if event.degraded:
+            self._degraded.add((event.tier, event.degraded))
         for feature in event.dropped:
             self._dropped.add((event.tier, feature, event.served_by or _NONE))
 

@@ -326,7 +326,8 @@ def _attempt_block(stream: bool, attempt: int, reason: str) -> bytes:
     return found
 
 
-_ROUTE_BLOCKS: dict[tuple[str, str, int, bool, bool, str | None, str | None], bytes] = {}
+_RouteKey = tuple[str, str, int, bool, bool, str | None, str | None, str, str]
+_ROUTE_BLOCKS: dict[_RouteKey, bytes] = {}
 
 
 def _route_block(event: RouteEvent) -> bytes:
@@ -339,6 +340,8 @@ def _route_block(event: RouteEvent) -> bytes:
         event.stream,
         event.served_by,
         event.error_type,
+        event.degraded,
+        event.front,
     )
     found = _ROUTE_BLOCKS.get(key)
     if found is None:
@@ -353,6 +356,10 @@ def _route_block(event: RouteEvent) -> bytes:
             parts.append(attribute(names.FAILOVER_SERVED_BY, event.served_by))
         if event.error_type is not None:
             parts.append(attribute(names.ERROR_TYPE, event.error_type))
+        if event.degraded:
+            parts.append(attribute(names.FAILOVER_DEGRADED, event.degraded))
+        if event.front:
+            parts.append(attribute(names.FAILOVER_FRONT, event.front))
         if len(_ROUTE_BLOCKS) >= _MAX_BLOCKS:
             _ROUTE_BLOCKS.clear()
         found = _ROUTE_BLOCKS[key] = b"".join(parts)

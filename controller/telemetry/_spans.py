@@ -88,6 +88,10 @@ class RouteSpans:
             attrs[names.FAILOVER_SERVED_BY] = event.served_by
         if event.error_type is not None:
             attrs[names.ERROR_TYPE] = event.error_type
+        if event.degraded:
+            attrs[names.FAILOVER_DEGRADED] = event.degraded
+        if event.front:
+            attrs[names.FAILOVER_FRONT] = event.front
         if event.skipped:
             attrs[names.FAILOVER_SKIPPED] = event.skipped
         if event.dropped:

@@ -1,0 +1,291 @@
+"""The rungs below a tier's own providers: the last good answer to the same request (an
+exact-match cache) and a static answer, as whole answers or streams.
+
+The cache is not an optimisation: it is read only when every provider a request could go to
+has failed (``tiers.<name>.degrade.cache``), and written on the way out of every answer a
+cache-enabled tier serves. It lives in memory (bounded by entries and bytes, entries expire)
+and is copied to SQLite by a thread of its own, so a restart keeps it and the request path never
+waits on the disk; a disk that fails is logged once and the cache goes on in memory. Internal
+to :mod:`controller.routing`.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from controller import _json
+from controller._clock import Clock, SystemClock
+from controller.model import (
+    FinishReason,
+    Message,
+    Request,
+    Response,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from controller.routing._records import Route
+    from controller.routing.router import Router
+
+__all__ = ["CACHE", "STATIC", "STEP_DOWN", "AnswerCache", "CannedStream", "static_answer"]
+
+log = logging.getLogger(__name__)
+
+# The rungs, as x-failover-degraded and the route's ``degraded`` say them.
+STEP_DOWN, CACHE, STATIC = "tier", "cache", "static"
+# Members of a client's body that do not change the answer it asks for.
+_NOT_THE_QUESTION = frozenset({"stream", "stream_options"})
+_MAX_PENDING = 1024  # answers waiting for the SQLite thread; more are kept in memory only
+
+
+class AnswerCache:
+    """Recent good answers by request, for the cache rung. ``path`` None: memory only."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        max_entries: int = 1000,
+        max_bytes: int = 64 * 1024 * 1024,
+        ttl: float = 86400.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._max_entries, self._max_bytes, self._ttl = max_entries, max_bytes, ttl
+        self._entries: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()
+        self._bytes = 0
+        self.dropped = 0  # answers the SQLite thread could not take (kept in memory)
+        self._pending: queue.Queue[tuple[str, float, bytes] | None] = queue.Queue(_MAX_PENDING)
+        self._path = Path(path) if path is not None else None
+        self._writer: threading.Thread | None = None
+        self._failed = False
+        if self._path is not None:
+            self._load(self._path)
+            self._writer = threading.Thread(
+                target=self._write_loop, name="failover-answer-cache", daemon=True
+            )
+            self._writer.start()
+
+    @staticmethod
+    def key(tier: str, request: Request) -> str:
+        """The request as a cache key: the client's body as it came (less what does not change
+        the answer, such as ``stream``), else the decoded request."""
+        source = request.source
+        if source is not None:
+            body = {k: v for k, v in source.body.items() if k not in _NOT_THE_QUESTION}
+            text = source.format.encode() + b"\0" + _json.dumps_sorted(body)
+        else:
+            fields = asdict(replace(request, stream=False, source=None))
+            text = b"decoded\0" + _json.dumps_sorted(fields)
+        return hashlib.sha256(tier.encode() + b"\0" + text).hexdigest()
+
+    def get(self, key: str) -> Response | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        stored_at, blob = found
+        if self._clock.wall() - stored_at > self._ttl:
+            self._drop(key)
+            return None
+        return _decoded(blob)
+
+    def put(self, key: str, response: Response) -> None:
+        blob = _encoded(response)
+        if len(blob) > self._max_bytes:
+            return
+        now = self._clock.wall()
+        self._store(key, now, blob)
+        if self._writer is not None and not self._failed:
+            try:
+                self._pending.put_nowait((key, now, blob))
+            except queue.Full:
+                self.dropped += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def close(self) -> None:
+        """Let the SQLite thread write what it has, and stop."""
+        if self._writer is not None:
+            self._pending.put(None)
+            self._writer.join(timeout=5.0)
+            self._writer = None
+
+    # ------------------------------------------------------------------------- memory
+    def _store(self, key: str, at: float, blob: bytes) -> None:
+        self._drop(key)
+        self._entries[key] = (at, blob)
+        self._bytes += len(blob)
+        while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    def _drop(self, key: str) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+
+    # ------------------------------------------------------------------------- SQLite
+    def _load(self, path: Path) -> None:
+        try:
+            with _connect(path) as db:
+                rows = db.execute(
+                    "SELECT key, stored_at, answer FROM answers WHERE stored_at > ? "
+                    "ORDER BY stored_at DESC LIMIT ?",
+                    (self._clock.wall() - self._ttl, self._max_entries),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return
+        for key, stored_at, blob in reversed(rows):
+            self._store(key, stored_at, bytes(blob))
+
+    def _write_loop(self) -> None:
+        assert self._path is not None
+        try:
+            db = _connect(self._path)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return
+        with db:
+            while True:
+                item = self._pending.get()
+                if item is None:
+                    return
+                try:
+                    db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)", item)
+                    db.execute(
+                        "DELETE FROM answers WHERE key NOT IN (SELECT key FROM answers "
+                        "ORDER BY stored_at DESC LIMIT ?)",
+                        (self._max_entries,),
+                    )
+                    db.commit()
+                except sqlite3.Error as exc:
+                    self._fail(exc)
+                    return
+
+    def _fail(self, exc: sqlite3.Error) -> None:
+        if not self._failed:
+            self._failed = True
+            log.warning(
+                "answer cache %s: %s; cached answers are kept in memory only", self._path, exc
+            )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=2.0, check_same_thread=False)
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS answers "
+        "(key TEXT PRIMARY KEY, stored_at REAL NOT NULL, answer BLOB NOT NULL)"
+    )
+    return db
+
+
+def _encoded(response: Response) -> bytes:
+    message = response.message
+    return _json.dumps(
+        {
+            "model": response.model,
+            "provider": response.provider,
+            "text": message.content,
+            "calls": [[c.id, c.name, c.arguments] for c in message.tool_calls],
+            "finish": response.finish_reason.value,
+            "usage": [response.usage.input_tokens, response.usage.output_tokens],
+        }
+    )
+
+
+def _decoded(blob: bytes) -> Response | None:
+    try:
+        data: dict[str, Any] = _json.loads(blob)
+        calls = tuple(ToolCall(id=i, name=n, arguments=a) for i, n, a in data["calls"])
+        return Response(
+            id="",
+            model=data["model"],
+            message=Message(role="assistant", content=data["text"], tool_calls=calls),
+            finish_reason=FinishReason(data["finish"]),
+            usage=Usage(*data["usage"]),
+            provider=data["provider"],
+        )
+    except (ValueError, KeyError, TypeError):
+        return None  # written by another version: as if not cached
+
+
+def static_answer(text: str, model: str) -> Response:
+    """The tier's static answer, as if a model had said it."""
+    return Response(
+        id="",
+        model=model,
+        message=Message(role="assistant", content=text),
+        finish_reason=FinishReason.STOP,
+        usage=Usage(),
+        provider=STATIC,
+    )
+
+
+def chunks_of(response: Response) -> Iterator[StreamChunk]:
+    """A whole answer as the chunks of a stream."""
+    message = response.message
+    if message.content:
+        yield StreamChunk(text=message.content, model=response.model)
+    for index, call in enumerate(message.tool_calls):
+        yield StreamChunk(
+            tool_call=ToolCallDelta(
+                index=index, id=call.id, name=call.name, arguments=call.arguments
+            )
+        )
+    yield StreamChunk(finish_reason=response.finish_reason, usage=response.usage)
+
+
+class CannedStream:
+    """A degraded answer (cached or static) served as a stream: what the gateway reads of a
+    :class:`~controller.routing.router.RoutedStream`, from a whole answer."""
+
+    relayed = False
+    headers: tuple[tuple[str, str], ...] = ()
+    continuable = False
+    continued = 0
+
+    def __init__(self, router: Router, route: Route, response: Response, rung: str) -> None:
+        self.provider = response.provider
+        self.model = response.model
+        self.request_id = route.request_id
+        self.degraded = rung
+        self._router, self._route, self._response = router, route, response
+        self._done = False
+
+    def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StreamChunk]:
+        try:
+            for chunk in chunks_of(self._response):
+                yield chunk
+        except BaseException:
+            await self.aclose()
+            raise
+        self._end(cancelled=False)
+
+    async def aclose(self) -> None:
+        self._end(cancelled=True)
+
+    async def discard(self) -> None:
+        self._end(cancelled=True)
+
+    def _end(self, *, cancelled: bool) -> None:
+        if not self._done:
+            self._done = True
+            self._router._finish(self._route, self.provider, None, cancelled=cancelled)
