@@ -103,8 +103,9 @@ def traced(sink: Sink, *, sdk: bool, **env: str) -> Telemetry:
 
 def play(telemetry: Telemetry, error: Exception) -> None:
     """One request with everything a span can carry: a SERVER span (set attributes, events, a
-    link, an exception, ERROR status) over a route with a failed, a cancelled and a streamed
-    attempt, then a route the router started itself, and a span left unset."""
+    link, an exception, ERROR status) over a plain child span and a route with a failed, a
+    cancelled and a streamed attempt, then a route the router started itself, and a span with
+    a link and an OK status."""
     tracer = telemetry.tracer
     start = int(WALL * NS)
     with tracer.start_as_current_span(
@@ -148,6 +149,14 @@ def play(telemetry: Telemetry, error: Exception) -> None:
                 front="gemini",
             )
         )
+        with tracer.start_as_current_span(
+            "decode",
+            attributes={"bytes": 512, "format": "openai"},
+            start_time=start + 1,
+            end_on_exit=False,
+        ) as child:  # a plain span: no events, links or trace state
+            child.set_status(StatusCode.ERROR, "bad json")
+            child.end(end_time=start + 2)
         server.set_attribute("http.response.status_code", 502)
         server.set_attribute("url.path", "/v1/y")  # set again: moves to the end, as in the SDK
         server.set_attributes(
@@ -206,7 +215,7 @@ def test_the_light_path_sends_what_the_sdk_sends(sinks: tuple[Sink, Sink]) -> No
         payloads.append(exported(telemetry, sink))
     sdk_payload, light_payload = payloads
 
-    assert len(sinks[0].spans()) == 7  # three attempts, two routes, the server span, "plain"
+    assert len(sinks[0].spans()) == 8  # 3 attempts, 2 routes, the server span, decode, plain
     assert normalised(light_payload) == normalised(sdk_payload)
     # the comparison would see a difference: the payloads are not trivially equal
     assert light_payload != sdk_payload  # the random ids differ
@@ -323,15 +332,15 @@ async def test_rotel_forwards_the_light_payload_as_it_forwards_the_sdk_payload(
                 await asyncio.to_thread(play, telemetry, error)
                 assert await asyncio.to_thread(telemetry.shutdown, timeout=10)
 
-                async def seven() -> list[ExportTraceServiceRequest] | None:
-                    return list(sink.traces) if len(sink.spans()) >= 7 else None
+                async def eight() -> list[ExportTraceServiceRequest] | None:
+                    return list(sink.traces) if len(sink.spans()) >= 8 else None
 
-                received.append(await wait_until(seven, within=15, what="7 spans via rotel"))
+                received.append(await wait_until(eight, within=15, what="8 spans via rotel"))
                 sink.traces.clear()
         finally:
             await rotel.process.stop()
     sdk_spans, light_spans = (_sorted_spans(r) for r in received)
-    assert len(light_spans) == 7
+    assert len(light_spans) == 8
     assert _renamed(light_spans) == _renamed(sdk_spans)
 
 

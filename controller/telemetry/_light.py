@@ -161,6 +161,16 @@ class LightSpan(trace_api.Span):
         self._on_end = on_end
 
     # --- what the encoder reads
+    def plain(self) -> bool:
+        """No trace state, events, links or dropped items: the usual span."""
+        dropped = self._dropped
+        return (
+            not self._events
+            and not self._links
+            and not (dropped[0] or dropped[1] or dropped[2])
+            and (self.trace_state is _EMPTY_STATE or not self.trace_state)
+        )
+
     @property
     def attributes(self) -> Mapping[str, Any]:
         return self._attributes

@@ -43,6 +43,7 @@ __all__ = [
     "BatchFrame",
     "encode_attempt",
     "encode_attributes",
+    "encode_plain_span",
     "encode_route",
     "encode_span",
 ]
@@ -254,6 +255,44 @@ def encode_span(
     parts.append(_status(status_code, status_message))
     parts.append(_FLAGS_REMOTE if parent_remote else _FLAGS_LOCAL)
     return b"".join(parts)
+
+
+def encode_plain_span(
+    trace_id: int,
+    span_id: int,
+    parent_id: int,
+    parent_remote: bool,
+    name: str,
+    kind: int,
+    start_ns: int,
+    end_ns: int,
+    attributes: Mapping[str, Any],
+    status_code: int,
+    status_message: str | None,
+) -> bytes:
+    """:func:`encode_span` for the usual span: no trace state, events, links or drops."""
+    return b"".join(
+        (
+            _head(trace_id, span_id, parent_id, _span_name(name), kind),
+            _T_START + _Q.pack(start_ns),
+            _T_END + _Q.pack(end_ns),
+            encode_attributes(attributes),
+            _status(status_code, status_message),
+            _FLAGS_REMOTE if parent_remote else _FLAGS_LOCAL,
+        )
+    )
+
+
+_SPAN_NAMES: dict[str, bytes] = {}
+
+
+def _span_name(name: str) -> bytes:
+    found = _SPAN_NAMES.get(name)
+    if found is None:
+        if len(_SPAN_NAMES) >= _MAX_PAIRS:
+            _SPAN_NAMES.clear()
+        found = _SPAN_NAMES[name] = _text(_T_NAME, name)
+    return found
 
 
 _NAMES: dict[str, bytes] = {}

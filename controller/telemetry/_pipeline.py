@@ -31,6 +31,7 @@ from controller.telemetry._otlp import (
     BatchFrame,
     encode_attempt,
     encode_attributes,
+    encode_plain_span,
     encode_route,
     encode_span,
 )
@@ -230,6 +231,20 @@ class OtlpSpans:
 
 def _encode_light(span: LightSpan) -> bytes:
     status = span.status
+    if span.plain():
+        return encode_plain_span(
+            span.trace_id,
+            span.span_id,
+            span.parent_id,
+            span.parent_remote,
+            span.name,
+            span.kind,
+            span.start_ns,
+            span.end_ns,
+            span.attributes,
+            0 if status is None else status.status_code.value,
+            None if status is None else status.description,
+        )
     return encode_span(
         trace_id=span.trace_id,
         span_id=span.span_id,
