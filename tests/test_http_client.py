@@ -241,6 +241,17 @@ async def test_pool_limit_makes_the_second_caller_wait_then_reuse() -> None:
         assert server.accepts == 1
 
 
+async def test_no_pool_limit_with_zero() -> None:
+    """``max_connections: 0``: as many connections as answers held at once (long streams
+    each hold theirs)."""
+    async with served(answering(OK), max_connections=0) as (server, client):
+        held = [await post(client) for _ in range(300)]
+        for resp in held:
+            assert await resp.read() == b"ok"
+            resp.release()
+        assert server.accepts == 300
+
+
 async def test_post_cancelled_before_its_answer_gives_up_its_connection() -> None:
     asked = asyncio.Event()
 

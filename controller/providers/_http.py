@@ -9,7 +9,8 @@ concurrency 1 that difference was most of what the gateway added over a bare pas
 What it does, and no more (the calls are POSTs of a JSON body to a provider's API):
 
 * one pool per base URL: idle connections reused newest first, at most ``max_connections`` open
-  (callers beyond that wait for one), an idle connection closed after ``keepalive`` seconds;
+  (callers beyond that wait for one; 0: no limit), an idle connection closed after
+  ``keepalive`` seconds;
 * a request is never sent twice: when a reused connection turns out closed as the request went
   out, that is :class:`Disconnected`, as with aiohttp (RFC 9112 section 9.3.1: a POST is not
   retried automatically; the router's retry and failover policy decides);
@@ -281,7 +282,7 @@ class HttpClient:
         self,
         base_url: str,
         *,
-        max_connections: int = 100,
+        max_connections: int = 4096,
         keepalive: float = KEEPALIVE,
         ssl_context: ssl.SSLContext | None = None,
         proxy: Proxy | None = None,
@@ -313,7 +314,7 @@ class HttpClient:
         self._proxy_auth: str | None = None  # Proxy-Authorization on each plain-http request
         if proxy is not None:
             self._via(proxy)
-        self._max = max_connections
+        self._max = max_connections if max_connections > 0 else math.inf  # 0: no limit
         self._keepalive = keepalive
         self.bodies = Budget(BODIES_IN_FLIGHT)  # whole bodies being read from this provider
         self.read_buffer = memoryview(bytearray(READ_SIZE))  # every connection's reads, in turn

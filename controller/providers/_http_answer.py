@@ -136,10 +136,13 @@ class HttpResponse:
         if self._hot:
             self._hot = False
             await asyncio.sleep(0)
+        small = min(limit, _LINES_FROM)
         waited = False
         while True:
             if self._error is not None:
                 raise self._error
+            if self._pieces and self._size <= small:
+                return self._small()  # a stream's next event or so: all there is, at once
             if self._decoder is not None and self._turn is not None:
                 await self._turn.wait()  # this provider's inflating may be done for this turn
             try:
@@ -163,6 +166,19 @@ class HttpResponse:
             finally:
                 self._waiter = None
             waited = True
+
+    def _small(self) -> bytes:
+        """The pieces held (undecoded), joined: what :meth:`_take` hands out when they come to
+        no more than a piece may, without its splitting. Nothing more comes before the loop
+        turns, so the next read waits: no need to yield first."""
+        pieces = self._pieces
+        data = pieces.popleft() if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        self._size = 0
+        self._out += len(data)
+        if self._limit is not None:
+            self._within(len(data))
+        return data
 
     def _take(self, limit: int, lines: int) -> bytes:
         """The next piece there is to hand out (b"" when none), the socket resumed once what

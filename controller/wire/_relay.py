@@ -74,6 +74,8 @@ class Relay:
             data = _renamed(data, self.echo_model)
         if self.secret and self.secret in data:
             data = data.replace(self.secret, MASK)
+        if not event.event and "\n" not in data:  # most events: one data line, no name
+            return b"data: " + data.encode() + b"\n\n"
         return frame(SSEEvent(data=data, event=event.event) if data is not event.data else event)
 
     def whole(self, body: bytes) -> bytes:
