@@ -123,7 +123,9 @@ class ProviderConfig(_Frozen):
     api_key_env: EnvName | None = None
     default_model: str | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
-    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 256
+    # Connections open to the provider at once; 0: no limit. A stream holds its connection for
+    # its whole length, so this is also the provider's concurrent streams (README "Limits").
+    max_connections: Annotated[int, Field(ge=0)] = 4096
     # What the gateway holds of one answer: a whole body, one stream event (README "Limits").
     max_response_bytes: Annotated[int, Field(ge=64 * 1024)] = 32 * 1024 * 1024
     max_event_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
