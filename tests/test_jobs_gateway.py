@@ -82,7 +82,8 @@ class Env:
                             assert isinstance(point, NumberDataPoint)
                             attrs = point.attributes or {}
                             key = (str(attrs["priority"]), str(attrs["action"]))
-                            found[key] = int(point.value)
+                            if point.value:
+                                found[key] = int(point.value)
         return found
 
 

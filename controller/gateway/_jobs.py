@@ -30,12 +30,13 @@ import hmac
 import logging
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from controller import _json
 from controller._clock import Clock
@@ -98,6 +99,9 @@ _ALLOWED = ", ".join(p.value for p in Priority)
 _FRONTS: Mapping[str, Front] = {f.name: f for f in (OPENAI, ANTHROPIC, RESPONSES)}
 _IDEMPOTENCY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII, as a header carries it
 _JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{16,64}")
+# What triage does, by priority: deferred (kept, 202), full (not kept: over a limit, 503),
+# dropped (503).
+_ACTIONS = (("defer", "deferred"), ("defer", "full"), ("drop", "dropped"))
 
 
 class Call(Protocol):
@@ -194,11 +198,23 @@ class Triage:
         self._backend = backend
         self._queue = queue
         self._by_owner = dict(by_owner or {})
-        self._counter = backend.meter.create_counter(
+        self.counts: Counter[tuple[str, str, str]] = Counter()  # (tier, priority, action)
+        backend.meter.create_observable_counter(
             names.METRIC_TRIAGE,
+            callbacks=[self._observe],
             unit=METRIC_UNITS[names.METRIC_TRIAGE],
             description="Requests triaged while their tier was degraded, by action",
         )
+
+    def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        """Every tier's actions, 0 until they happen (a panel finds a series, not a gap)."""
+        counts = dict(self.counts)
+        tiers = {*self._backend.router.tiers, *(tier for tier, _, _ in counts)}
+        for tier in sorted(tiers):
+            for priority, action in _ACTIONS:
+                value = counts.get((tier, priority, action), 0)
+                attrs = {names.ATTR_TIER: tier, names.ATTR_PRIORITY: priority}
+                yield Observation(value, attrs | {names.ATTR_ACTION: action})
 
     def wants(self, http: web.Request, tier: str) -> bool:
         """Whether the request may be anything but critical (then :meth:`admit` decides)."""
@@ -256,8 +272,7 @@ class Triage:
         return front.error(Overloaded(why, status=503), retry_after=wait)
 
     def _count(self, tier: str, priority: Priority, action: str) -> None:
-        attrs = {names.ATTR_TIER: tier, names.ATTR_PRIORITY: priority.value}
-        self._counter.add(1, attrs | {names.ATTR_ACTION: action})
+        self.counts[(tier, priority.value, action)] += 1
 
     async def _defer(
         self, http: web.Request, front: Front, call: Call, callback: str | None

@@ -11,7 +11,11 @@ from controller.jobs._replay import Replayer
 from controller.telemetry import names
 from controller.telemetry._metrics import METRIC_UNITS
 
-__all__ = ["register_job_metrics"]
+__all__ = ["REPLAY_RESULTS", "register_job_metrics"]
+
+# Every result is reported for every tier (0 until it happens): a rule or panel reading one
+# finds a series, not an absence.
+REPLAY_RESULTS = ("done", "retry", "dead")
 
 
 def register_job_metrics(
@@ -47,8 +51,11 @@ def register_job_metrics(
             yield Observation(0 if queue is None else queue.dead, {names.ATTR_TIER: tier})
 
     def replayed(_: CallbackOptions) -> Iterable[Observation]:
-        for (tier, result), count in list(replayer.replayed.items()):
-            yield Observation(count, {names.ATTR_TIER: tier, names.ATTR_RESULT: result})
+        counts = dict(replayer.replayed)
+        for tier in sorted({*every_tier(), *(tier for tier, _ in counts)}):
+            for result in REPLAY_RESULTS:
+                count = counts.get((tier, result), 0)
+                yield Observation(count, {names.ATTR_TIER: tier, names.ATTR_RESULT: result})
 
     gauges = [
         (names.METRIC_JOBS_QUEUED, depth, "Deferred jobs waiting or under way"),
