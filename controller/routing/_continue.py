@@ -149,12 +149,7 @@ class Overlap:
         pending = self._pending
         if not pending:
             return chunk
-        if chunk.tool_call is not None or chunk.finish_reason is not None:
-            if self._lenient:
-                self._pending = ""
-                return chunk
-            raise Diverged("the continuation ended, or called a tool, before repeating the text")
-        text = chunk.text
+        text = chunk.text  # a chunk's text comes first, even where it also ends the answer
         if self._lenient:
             eaten = min(len(text) - len(text.lstrip()), len(pending))
             text = text[eaten:]
@@ -164,7 +159,12 @@ class Overlap:
             if text[:shared] != pending[:shared]:
                 raise Diverged("the restarted answer does not begin with the text delivered")
             text, self._pending = text[shared:], pending[shared:]
-        if not text and chunk.usage is None:
+        ends = chunk.tool_call is not None or chunk.finish_reason is not None
+        if ends and self._pending:
+            if not self._lenient:
+                raise Diverged("the continuation ended, or called a tool, before repeating it")
+            self._pending = ""
+        if not text and chunk.usage is None and not ends:
             return None
         return replace(chunk, text=text, raw=None)
 

@@ -1,0 +1,180 @@
+"""Mid-stream continuation at its seams: what the fake providers cannot script (a restart whose
+last event carries text and the finish together, as Gemini's do; a stream that sends its
+terminator without a finish) is played by a scripted SSE server on loopback."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+
+from controller.events import AttemptReason, Outcome
+from controller.gateway import GatewayServer, GatewaySettings, create_app
+from controller.model import FinishReason, StreamChunk
+from controller.providers import HttpProvider, Timeouts, codec_for
+from controller.providers.fake import FakeProvider, Fault, FaultMode
+from controller.routing._continue import Diverged, Overlap
+from controller.routing.plan import Target, TierPlan
+from controller.routing.policy import never_retry
+from controller.routing.router import Router
+from tests.conftest import Recorder
+from tests.gateway_support import GatewayTestBackend
+
+REPLY = "One two three four five six seven eight nine ten."
+LIMITS = Timeouts(connect=2.0, first_token=5.0, idle=0.5, total=10.0, terminator_grace=0.1)
+USER: Any = [{"role": "user", "content": "count to ten"}]
+
+
+class Scripted:
+    """An SSE server on 127.0.0.1 that answers every POST with ``events`` (data lines)."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.bodies: list[Any] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Scripted:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._answer)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _answer(self, http: web.Request) -> web.StreamResponse:
+        self.bodies.append(await http.json())
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(http)
+        for data in self.events:
+            await out.write(f"data: {data}\n\n".encode())
+        await out.write_eof()
+        return out
+
+
+def _openai_event(text: str | None, finish: str | None = None) -> str:
+    delta = {"content": text} if text is not None else {}
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m-1"}
+    return json.dumps({**chunk, "choices": [choice]})
+
+
+def _gemini_event(text: str, finish: str | None = None) -> str:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    usage = {"promptTokenCount": 3, "candidatesTokenCount": 10, "totalTokenCount": 13}
+    return json.dumps({"candidates": [candidate], "usageMetadata": usage, "modelVersion": "m-2"})
+
+
+def _provider(name: str, url: str, kind: str, prefill: bool) -> HttpProvider:
+    return HttpProvider(
+        name=name,
+        codec=codec_for(kind),
+        base_url=url + "/v1" if kind.startswith("openai") else url,
+        api_key="sk-test-not-a-secret",
+        takes_prefill=prefill,
+    )
+
+
+@asynccontextmanager
+async def gateway(first: HttpProvider, second: HttpProvider) -> AsyncIterator[tuple[str, Recorder]]:
+    """A gateway whose tier ``t`` has ``first`` (model m-1) then ``second`` (m-2)."""
+    recorder = Recorder()
+    targets = (Target(provider="first", model="m-1"), Target(provider="second", model="m-2"))
+    router = Router(
+        tiers={"t": TierPlan(name="t", targets=targets)},
+        providers={"first": first, "second": second},
+        listeners=[recorder],
+        retry=never_retry,
+        default_timeouts=LIMITS,
+        deadline=20.0,
+        rng=random.Random(7),
+    )
+    tracer = TracerProvider().get_tracer("tests.continuation_edges")
+    meter = MeterProvider().get_meter("tests.continuation_edges")
+    backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=recorder)
+    app = create_app(backend, settings=GatewaySettings())
+    async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0) as server:
+        yield server.url, recorder
+    await router.aclose()
+
+
+async def _openai_stream(url: str) -> tuple[str, str | None]:
+    """(text, finish reason) as the openai SDK reads a stream (it stops at ``[DONE]``)."""
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-client", max_retries=0) as c:
+        stream = await c.chat.completions.create(model="t", messages=USER, stream=True)
+        text, finish = [], None
+        async for chunk in stream:
+            if chunk.choices:
+                text.append(chunk.choices[0].delta.content or "")
+                finish = chunk.choices[0].finish_reason or finish
+    return "".join(text), finish
+
+
+# ------------------------------------------------------------------- the seam, in pieces
+def test_a_restart_whose_last_chunk_also_finishes_is_taken_whole() -> None:
+    """Gemini puts its last text and the finish in one chunk: a restart that repeats the
+    delivered text in it has not diverged."""
+    overlap = Overlap("One two three", prefilled=False)
+    assert overlap.take(StreamChunk(text="One")) is None
+    last = StreamChunk(text=" two three four.", finish_reason=FinishReason.STOP)
+    assert overlap.take(last) == StreamChunk(text=" four.", finish_reason=FinishReason.STOP)
+    short = Overlap("One two three", prefilled=False)
+    with pytest.raises(Diverged):  # it ended before repeating all of it
+        short.take(StreamChunk(text="One two", finish_reason=FinishReason.STOP))
+
+
+def test_a_prefilled_continuation_whose_only_chunk_finishes_loses_its_leading_space() -> None:
+    overlap = Overlap(" ", prefilled=True)
+    taken = overlap.take(StreamChunk(text=" three.", finish_reason=FinishReason.STOP))
+    assert taken == StreamChunk(text="three.", finish_reason=FinishReason.STOP)
+
+
+# ------------------------------------------------------------------- over HTTP
+async def test_a_gemini_restart_that_finishes_in_its_last_chunk_continues_the_answer() -> None:
+    """An OpenAI client cut after four words; the Gemini target (no prefill: a restart)
+    answers in two chunks, the second with the finish: the client gets the answer once."""
+    events = [_gemini_event("One two"), _gemini_event(REPLY[len("One two") :], "STOP")]
+    async with FakeProvider(name="first", reply=REPLY) as fake, Scripted(events) as scripted:
+        first = _provider("first", fake.url("root"), "openai_compatible", True)
+        second = _provider("second", scripted.url, "gemini", False)
+        async with gateway(first, second) as (url, recorder):
+            fake.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=4))
+            assert await _openai_stream(url) == (REPLY, "stop")
+    last = recorder.attempts[-1]
+    assert (last.provider, last.reason, last.outcome) == (
+        "second",
+        AttemptReason.CONTINUATION,
+        Outcome.SUCCESS,
+    )
+
+
+async def test_a_terminator_without_a_finish_never_reaches_the_client_as_the_end() -> None:
+    """An OpenAI-format provider that sends ``[DONE]`` before any finish reason has cut the
+    answer: the client must not get that ``[DONE]`` (the SDK stops reading there, with the
+    text so far as if it were whole), but the continuation and then the end."""
+    events = [_openai_event("One"), _openai_event(" two"), _openai_event(" three"), "[DONE]"]
+    async with Scripted(events) as scripted, FakeProvider(name="second", reply=REPLY) as fake:
+        first = _provider("first", scripted.url, "openai_compatible", True)
+        second = _provider("second", fake.url("root"), "openai_compatible", True)
+        async with gateway(first, second) as (url, recorder):
+            assert await _openai_stream(url) == (REPLY, "stop")
+    cut, more = recorder.attempts[-2:]
+    assert (cut.provider, cut.outcome) == ("first", Outcome.FAULT)
+    assert (more.provider, more.reason) == ("second", AttemptReason.CONTINUATION)
