@@ -12,6 +12,7 @@ to :mod:`controller.routing`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import logging
 import queue
@@ -116,12 +117,18 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes of answers kept: a bigger answer is not kept at all."""
+        return self._max_bytes
+
     def close(self) -> None:
         """Let the SQLite thread write what it has, and stop."""
-        if self._writer is not None:
-            self._pending.put(None)
-            self._writer.join(timeout=5.0)
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None and writer.is_alive():  # it stops by itself when SQLite fails
+            with contextlib.suppress(queue.Full):
+                self._pending.put(None, timeout=5.0)
+            writer.join(timeout=5.0)
 
     # ------------------------------------------------------------------------- memory
     def _store(self, key: str, at: float, blob: bytes) -> None:

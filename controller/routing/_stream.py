@@ -72,10 +72,12 @@ class RoutedStream:
         self._cut: ProviderError | None = None  # the first failure, when it was continued
         self._overlap: Overlap | None = None
         self.degraded = route.degraded  # the rung of the tier's ladder serving it, if any
-        # Chunks kept for the answer cache (a cache-enabled tier's answer, not a degraded one).
+        # Chunks kept for the answer cache (a cache-enabled tier's answer, not a degraded one),
+        # while their bytes (``raw`` included) are within what the cache keeps at all.
         self._kept: list[StreamChunk] | None = None
+        self._room = 0
         if router.cache is not None and route.tier.degrade.cache and not route.degraded:
-            self._kept = []
+            self._kept, self._room = [], router.cache.max_bytes
         self._done = False  # the request is reported
         self._reported = False  # the current attempt is reported
         self._usage: Usage | None = None
@@ -126,12 +128,22 @@ class RoutedStream:
             chunk = taken
         self._delivered.saw(chunk)
         if self._kept is not None:
-            self._kept.append(chunk)
+            self._keep(chunk)
         if chunk.usage is not None:
             self._usage = chunk.usage
         if chunk.model:
             self.model = chunk.model
         return chunk
+
+    def _keep(self, chunk: StreamChunk) -> None:
+        """Keep ``chunk`` for the cache; an answer grown past the cache's bound is let go."""
+        call = chunk.tool_call
+        self._room -= len(chunk.text) + len(chunk.raw or b"") + (len(call.arguments) if call else 0)
+        if self._room < 0:
+            self._kept = None
+        else:
+            assert self._kept is not None
+            self._kept.append(chunk)
 
     async def _continue(self, error: ProviderError) -> bool:
         """Continue after ``error`` on the next target where that can be done: True once a

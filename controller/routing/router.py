@@ -363,8 +363,12 @@ class Router:
         request: Request,
         once: Callable[[Route, Request, Try], Awaitable[T]],
         reason: AttemptReason = AttemptReason.PRIMARY,
+        tier: TierPlan | None = None,
     ) -> tuple[T, Target]:
-        queue = route.queue = self._capable(route, request, list(route.plan.targets))
+        """``route``'s attempts on its plan's targets (those of ``tier``, a step-down of the
+        route's own, when given)."""
+        targets = list(route.plan.targets)
+        queue = route.queue = self._capable(route, request, targets, tier or route.tier)
         route.position = 0
         if not queue:
             raise AllProvidersFailed(route.plan.reason or f"tier {route.tier.name} has no targets")
@@ -455,15 +459,19 @@ class Router:
             tier = self.tiers[lower]
             route.plan = self.plan(tier)
             route.degraded = STEP_DOWN
+            made = route.attempts
             try:
-                answer, target = await self._attempts(route, request, once, AttemptReason.STEP_DOWN)
+                answer, target = await self._attempts(
+                    route, request, once, AttemptReason.STEP_DOWN, tier
+                )
             except BaseException as exc:
-                if not _ladder_for(exc):
+                # A tier none of whose providers can honour the request is passed over (its
+                # 400 is no fault of the caller's); a 400 from one of its providers stands.
+                passed_over = isinstance(exc, CallerError) and made == route.attempts
+                if not (_ladder_for(exc) or passed_over):
                     raise
                 lower = tier.degrade.step_down
                 continue
-            if not isinstance(answer, RoutedStream):
-                self._cache_put(route, request, answer)  # type: ignore[arg-type]
             log.warning(
                 "tier %s: no provider of it could serve (%s); served by step-down tier %s (%s)",
                 route.tier.name,
@@ -675,11 +683,13 @@ class Router:
                     waiter.on_trip()
 
     # ------------------------------------------------------------------------------- formats
-    def _capable(self, route: Route, request: Request, targets: list[Target]) -> list[Target]:
-        """``targets`` without those that cannot honour the request (noted on the route).
-        None left: a 400 naming the field when no target of the tier could honour it; else the
-        capable ones are out of the plan, and are tried anyway (panic) unless the kill switch
-        rules them all out (no capacity)."""
+    def _capable(
+        self, route: Route, request: Request, targets: list[Target], tier: TierPlan
+    ) -> list[Target]:
+        """``targets`` (of ``tier``) without those that cannot honour the request (noted on the
+        route). None left: a 400 naming the field when no target of the tier could honour it;
+        else the capable ones are out of the plan, and are tried anyway (panic) unless the kill
+        switch rules them all out (no capacity)."""
         source = request.source
         if source is None or all(self._capability.own(source.format, t) for t in targets):
             return targets  # the usual case: each target gets the body as it came
@@ -693,7 +703,6 @@ class Router:
                 kept.append(target)
         if kept or not targets:
             return kept
-        tier = route.tier
         everyone = [*tier.targets, *((tier.context_fallback,) if tier.context_fallback else ())]
         everyone = [t for t in everyone if t.provider in self.providers]
         able = [t for t in everyone if not self._capability.missing(request, t)]

@@ -1,0 +1,106 @@
+"""The degradation ladder at its edges: a step-down tier that cannot take the request, the
+memory a cache-enabled tier's streams keep for the cache, and a cache whose SQLite thread
+died with answers still queued."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import openai
+
+from controller.events import AttemptReason
+from controller.model import FinishReason, Message, Request, Response, StreamChunk
+from controller.providers.fake import FakeProvider
+from controller.routing.plan import Degrade, Target, TierPlan
+from controller.routing.policy import never_retry
+from controller.routing.router import AnswerCache, Router
+from tests.conftest import Recorder, adapter
+from tests.gateway_support import TIMEOUTS
+from tests.test_degrade import DEGRADED, STATIC_TEXT, _ask, ladder
+
+
+async def test_a_step_down_tier_that_cannot_take_the_request_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    """``logprobs`` only goes to a provider of the client's format (OpenAI); the step-down
+    tier has an Anthropic one. The tier's outage is the provider's fault, not the caller's:
+    the ladder goes on to its next rung (the static text), never a 400 naming the tier."""
+    async with ladder(tmp_path) as env:
+        env.primary.set_fault("error_503")  # type: ignore[arg-type]
+        async with openai.AsyncOpenAI(
+            base_url=f"{env.url}/v1", api_key="sk-client", max_retries=0
+        ) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="t", messages=_ask("x"), logprobs=True
+            )
+        answer = raw.parse()
+        assert (answer.choices[0].message.content, raw.headers.get(DEGRADED)) == (
+            STATIC_TEXT,
+            "static",
+        )
+        assert env.backup.requests == 0
+        # ... nor the tier's own providers asked again in the step-down's name
+        assert [(a.provider, a.reason) for a in env.recorder.attempts] == [
+            ("primary", AttemptReason.PRIMARY)
+        ]
+        assert env.recorder.routes[-1].degraded == "static"
+
+
+async def test_a_stream_keeps_for_the_cache_no_more_than_the_cache_holds() -> None:
+    """A long answer on a cache-enabled tier: what the stream keeps to cache it once whole
+    stays within the cache's own bound (beyond it the answer could not be cached anyway)."""
+    reply = " ".join(f"word{i}" for i in range(400))  # ~3.6 kB of text, 400 chunks
+    cache = AnswerCache(max_bytes=1000)
+    async with FakeProvider(name="p", reply=reply) as fake:
+        tier = TierPlan(
+            name="t", targets=(Target(provider="p", model="m"),), degrade=Degrade(cache=True)
+        )
+        router = Router(
+            tiers={"t": tier},
+            providers={"p": adapter(fake, "openai", "p")},
+            listeners=[Recorder()],
+            retry=never_retry,
+            default_timeouts=TIMEOUTS,
+            cache=cache,
+        )
+        ask = Request(messages=(Message(role="user", content="count"),), stream=True)
+        stream = await router.stream(ask, tier="t")
+        text, most = [], 0
+        async for chunk in stream:
+            text.append(chunk.text)
+            kept: list[StreamChunk] | None = getattr(stream, "_kept", None)
+            held = sum(len(c.text) for c in kept) if kept else 0
+            most = max(most, held)
+        await router.aclose()
+    assert "".join(text) == reply
+    assert most <= 1000
+    assert len(cache) == 0  # too big to keep
+
+
+def test_closing_a_cache_whose_writer_died_with_a_full_queue_returns(tmp_path: Path) -> None:
+    """The SQLite thread gives up (the database stayed locked past its timeout) with a full
+    queue of answers behind it: closing the cache (the gateway's shutdown) must still return."""
+    path = tmp_path / "answers.sqlite"
+    cache = AnswerCache(path)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    answer = Response(
+        id="a",
+        model="m",
+        message=Message(role="assistant", content="x"),
+        finish_reason=FinishReason.STOP,
+    )
+    for i in range(1100):
+        cache.put(f"key-{i}", answer)
+    writer = getattr(cache, "_writer", None)
+    assert writer is not None
+    writer.join(timeout=10.0)  # it waits on the lock (2 s), then stops
+    assert not writer.is_alive()
+    closing = threading.Thread(target=cache.close, daemon=True)
+    closing.start()
+    closing.join(timeout=10.0)
+    locker.close()
+    assert not closing.is_alive(), "AnswerCache.close() hangs"
+    assert len(cache) == 1000  # the memory side goes on
