@@ -178,3 +178,33 @@ async def test_a_terminator_without_a_finish_never_reaches_the_client_as_the_end
     cut, more = recorder.attempts[-2:]
     assert (cut.provider, cut.outcome) == ("first", Outcome.FAULT)
     assert (more.provider, more.reason) == ("second", AttemptReason.CONTINUATION)
+
+
+def test_a_prefilled_target_that_starts_the_answer_again_is_taken_as_a_restart() -> None:
+    """A server that does not continue a trailing assistant turn (vLLM without
+    ``continue_final_message``) answers from the start: that is caught by its first words and
+    only what is new goes on, never the delivered text twice."""
+    overlap = Overlap("", prefilled=True, delivered="One two three four")
+    assert overlap.take(StreamChunk(text="One")) is None  # maybe the start again: held
+    assert overlap.take(StreamChunk(text=" two three")) is None
+    assert overlap.take(StreamChunk(text=" four five")) == StreamChunk(text=" five")
+    genuine = Overlap("", prefilled=True, delivered="One two three four")
+    assert genuine.take(StreamChunk(text=" five")) == StreamChunk(text=" five")
+    late = Overlap(" ", prefilled=True, delivered="One two three four ")
+    assert late.take(StreamChunk(text="One")) is None
+    assert late.take(StreamChunk(text=" things")) == StreamChunk(text="One things")
+
+
+async def test_a_prefill_the_server_ignores_never_repeats_the_answer_over_http() -> None:
+    events = [_openai_event(word if i == 0 else " " + word) for i, word in enumerate(REPLY.split())]
+    events += [_openai_event(None, "stop"), "[DONE]"]
+    async with FakeProvider(name="first", reply=REPLY) as fake, Scripted(events) as scripted:
+        first = _provider("first", fake.url("root"), "openai_compatible", True)
+        second = _provider("second", scripted.url, "openai_compatible", True)
+        async with gateway(first, second) as (url, _):
+            fake.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=4))
+            assert await _openai_stream(url) == (REPLY, "stop")
+        assert scripted.bodies[-1]["messages"][-1] == {
+            "role": "assistant",
+            "content": "One two three four",
+        }

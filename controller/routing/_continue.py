@@ -135,17 +135,30 @@ class Overlap:
     ``pending`` is what the continuation must repeat first. With a prefill that is only the
     whitespace trimmed off it, and a continuation that starts without it is taken as it comes
     (the whitespace is there already); a restart must repeat it all, or it has diverged.
+
+    A target may take the prefill as an earlier turn and answer again from the start (vLLM
+    does without ``continue_final_message``): a prefilled continuation's text is held while
+    it could be the ``delivered`` text's first :data:`_SNIFF` characters again, and one that
+    says them again is read as a restart from there.
     """
 
-    __slots__ = ("_lenient", "_pending")
+    __slots__ = ("_delivered", "_held", "_lenient", "_pending", "_sniff")
 
-    def __init__(self, pending: str, *, prefilled: bool) -> None:
+    def __init__(self, pending: str, *, prefilled: bool, delivered: str = "") -> None:
         self._pending = pending
         self._lenient = prefilled
+        self._delivered = delivered
+        self._sniff = delivered.lstrip()[:_SNIFF] if prefilled else ""
+        self._held = ""
 
     def take(self, chunk: StreamChunk) -> StreamChunk | None:
         """``chunk`` as it goes on (its text trimmed to what is new), or None when nothing of
         it is new. Raises :class:`Diverged` when a restart says something else."""
+        if self._sniff:
+            sniffed = self._sniffed(chunk)
+            if sniffed is None:
+                return None
+            chunk = sniffed
         pending = self._pending
         if not pending:
             return chunk
@@ -167,6 +180,24 @@ class Overlap:
         if not text and chunk.usage is None and not ends:
             return None
         return replace(chunk, text=text, raw=None)
+
+    def _sniffed(self, chunk: StreamChunk) -> StreamChunk | None:
+        """None while the prefilled continuation may be saying the answer again from its start
+        (its text held); then ``chunk`` with the held text, the stream read as a restart if
+        it was."""
+        held = self._held + chunk.text
+        said, probe = held.lstrip(), self._sniff
+        ends = chunk.tool_call is not None or chunk.finish_reason is not None
+        if not ends and len(said) < len(probe) and probe.startswith(said):
+            self._held = held
+            return None
+        self._sniff = self._held = ""
+        if said.startswith(probe):  # the answer again: its start must be the delivered text
+            self._pending, self._lenient = self._delivered, False
+        return replace(chunk, text=held) if held != chunk.text else chunk
+
+
+_SNIFF = 32  # characters of the delivered text whose repetition marks a restart
 
 
 def unrelayed(chunk: StreamChunk) -> StreamChunk:

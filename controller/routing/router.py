@@ -859,7 +859,7 @@ class Router:
                 except ProviderError as exc:
                     route.errors.append(exc)
                     break
-                return opened, Overlap(pending, prefilled=prefill)
+                return opened, Overlap(pending, prefilled=prefill, delivered=delivered)
         return None
 
     def _abandoned(
