@@ -133,9 +133,10 @@ class HttpResponse:
         provider's compressed answers inflate ``_INFLATED_PER_TURN`` bytes per turn together:
         what a sender has queued never holds the other requests for more than a piece's
         work."""
-        if self._hot:
+        if self._hot:  # the last piece was there already: the loop turns before the next
             self._hot = False
-            await asyncio.sleep(0)
+            if self._pieces or self._decoder is not None:  # (none there: this waits anyway)
+                await asyncio.sleep(0)
         small = min(limit, _LINES_FROM)
         waited = False
         while True:
