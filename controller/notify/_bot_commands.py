@@ -167,6 +167,7 @@ class CommandCenter:
         self._chats = frozenset(admin_chats)
         self._users = frozenset(admin_users)
         self._limiter = _Limiter(clock, per_minute)
+        self._per_minute = per_minute
         self._confirm = confirm_seconds
         self._drill = drill_enabled
         self.counts: collections.Counter[str] = collections.Counter()
@@ -181,7 +182,7 @@ class CommandCenter:
         allowed, tell = self._limiter.allow(who.chat)
         if not allowed:
             self.counts[Gate.LIMITED.value] += 1
-            text = "Too many commands: at most a few a minute. Try again in a minute."
+            text = f"Too many commands: at most {self._per_minute} a minute. Try again soon."
             return Gate.LIMITED, Reply(text) if tell else None
         if self._users and who.user not in self._users:
             self.counts[Gate.REFUSED.value] += 1
@@ -239,7 +240,7 @@ class CommandCenter:
             return Reply("Drills are off here (notify.telegram.drill_command: false).")
         seconds = _number(args[1]) if len(args) == 2 else None
         if seconds is None or not 0 < seconds <= MAX_DRILL_SECONDS:
-            return Reply(f"Usage: /drill PROVIDER SECONDS (1 to {MAX_DRILL_SECONDS:g})")
+            return Reply(f"Usage: /drill PROVIDER SECONDS (at most {MAX_DRILL_SECONDS:g})")
         if args[0] not in known:
             return Reply(f"Unknown provider {args[0]!r}. Known: {', '.join(known)}")
         return Action(kind=Kind.DRILL, providers=(args[0],), seconds=seconds)
