@@ -5,7 +5,7 @@ failover serve --config FILE                gateway + embedded controller
 failover check --config FILE [--live]       validate (and try each provider and channel)
 failover status [--url URL]                 what a running gateway is doing
 failover drill PROVIDER --seconds N         rehearse an outage on a running gateway
-failover kill-switch --config FILE [show | pin P | disable P... | clear]
+failover kill-switch --config FILE [--fleet] [show | pin P | disable P... | clear]
 failover history --config FILE [-n N] [--json]   routing and kill-switch changes (audit log)
 failover run claude|codex|gemini [--gateway URL | --config FILE] [-- ARGS]   a coding CLI
                                             pointed at the gateway (controller/_run.py)
@@ -369,6 +369,8 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     if problem:
         args.usage_error(problem)  # exits 2 before the file is read, let alone written
     config = load_config(args.config)
+    if args.fleet:
+        return _fleet_kill_switch(args, config)
     current = config.effective_kill_switch({}, warn=False)  # shown, not applied: no warning
     if args.action == "show":
         print(f"kill switch in {args.config}: {current.describe()}")
@@ -392,6 +394,35 @@ def cmd_kill_switch(args: argparse.Namespace) -> int:
     if stranded := config.unroutable(new):  # written anyway: the operator may mean it
         print(f"warning: {stranded}", file=sys.stderr)
     return 0
+
+
+def _fleet_kill_switch(args: argparse.Namespace, config: Config) -> int:
+    """``--fleet``: the kill switch in the fleet's Redis (controller/fleet/_operator.py)."""
+    from controller.fleet import fleet_kill_switch_command
+    from controller.fleet.config import state_backend
+
+    if state_backend(config.state.backend, os.environ) != "redis":
+        print(
+            "error: --fleet needs state.backend: redis (or FAILOVER_STATE_BACKEND=redis)",
+            file=sys.stderr,
+        )
+        return 2
+    unknown = [p for p in args.providers if p not in config.providers]
+    if unknown:
+        known = ", ".join(sorted(config.providers))
+        print(f"error: unknown provider {unknown[0]!r} (known: {known})", file=sys.stderr)
+        return 2
+    new = None if args.action == "show" else _switch_for(args.action, args.providers)
+    who = os.environ.get("USER") or os.environ.get("LOGNAME") or "operator"
+    return fleet_kill_switch_command(config.state.redis, os.environ, new=new, by=who, out=print)
+
+
+def _switch_for(action: str, providers: list[str]) -> KillSwitch:
+    if action == "pin":
+        return KillSwitch(pin=providers[0])
+    if action == "disable":
+        return KillSwitch(disable=tuple(providers))
+    return KillSwitch()
 
 
 def _audit_command(
@@ -611,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="PROVIDER",
         help="provider name(s): exactly one for pin, one or more for disable, none otherwise",
+    )
+    ks.add_argument(
+        "--fleet",
+        action="store_true",
+        help="show or set the fleet's kill switch in Redis (state.backend: redis): every "
+        "replica obeys within a second; the config file is left alone",
     )
     ks.set_defaults(usage_error=ks.error)
     history = _subcommand(

@@ -46,12 +46,16 @@ from controller._status import (
     tier_routes,
 )
 from controller.config import Config, ConfigWatcher, ProviderConfig, resolve_secret
+from controller.config._model import ENV_DISABLE, ENV_PIN
 from controller.control.audit import AuditLog, audit_path, kill_switch_record, transition_record
 from controller.control.decide import Transition
 from controller.control.loop import Controller
 from controller.control.state import KillSwitch, StateHolder, model_key, split_key
 from controller.control.store import FileStateStore, MemoryStateStore, StateStore
 from controller.events import AttemptEvent, Outcome, RouteEvent
+from controller.fleet import Fleet, Role
+from controller.fleet._metrics import register_fleet_gauges
+from controller.fleet.config import state_backend
 from controller.gateway._jobs import JobQueue, open_jobs
 from controller.jobs import Job, ReplayLimits
 from controller.jobs._job import JobStoreError
@@ -87,14 +91,18 @@ _RESTART_SECTIONS = (
 
 
 class _Wake:
-    """A router listener that wakes the controller on a provider fault (faster trips)."""
+    """A router listener that wakes the controller on a provider fault (faster trips), and in a
+    fleet has the replica push its signals to the leader soon."""
 
     def __init__(self) -> None:
         self.controller: Controller | None = None
+        self.fleet: Fleet | None = None
 
     def on_attempt(self, event: AttemptEvent) -> None:
         if event.outcome is Outcome.FAULT and self.controller is not None:
             self.controller.wake()
+            if self.fleet is not None:
+                self.fleet.nudge()
 
     def on_route(self, event: RouteEvent) -> None:
         return None
@@ -242,8 +250,24 @@ class Runtime:
             lambda alert: self.notify(alert), self.clock, lambda: self.routes()
         )
         self.router = self._build_router(config)
+        self.fleet: Fleet | None = None
+        if state_backend(config.state.backend, self.env) == "redis":  # one decision, N replicas
+            self.fleet = Fleet(
+                config.state.redis,
+                env=self.env,
+                clock=self.clock,
+                holder=self.holder,
+                windows=self.windows,
+                alert_ttl=config.notify.cooldown_seconds,
+            )
+            register_fleet_gauges(self.fleet, self.telemetry.meter)
+            self._wake.fleet = self.fleet
         self.store = store or (
-            FileStateStore(Path(config.state.path)) if config.state.path else MemoryStateStore()
+            self.fleet.store
+            if self.fleet is not None
+            else FileStateStore(Path(config.state.path))
+            if config.state.path
+            else MemoryStateStore()
         )
         self.audit = (
             AuditLog(
@@ -266,6 +290,7 @@ class Runtime:
             cfg=config.notify,
             meter=self.telemetry.meter,
             on_outcome=[self.history.on_outcome],
+            shared=self.fleet,
         )
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
         self.watcher: ConfigWatcher | None = None
@@ -349,7 +374,7 @@ class Runtime:
     def _build_controller(self, config: Config) -> Controller:
         return Controller(
             clock=self.clock,
-            windows=self.windows,
+            windows=self.fleet if self.fleet is not None else self.windows,
             holder=self.holder,
             store=self.store,
             cfg=config.controller,
@@ -357,6 +382,7 @@ class Runtime:
             prober=self._probe,
             on_transition=[self._on_transition],
             meter=self.telemetry.meter,
+            deciding=self.fleet.deciding if self.fleet is not None else None,
         )
 
     @property
@@ -366,9 +392,14 @@ class Runtime:
 
     # ----------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        if self.fleet is not None:
+            self.fleet.on_role.append(self._on_fleet_role)
+            self.fleet.on_fleet_switch.append(self._on_fleet_switch)
+            self.fleet.on_fault_news.append(self.controller.wake)
+            await self.fleet.start()  # the fleet's last version, before anything routes
         self.controller.resume()
         switch = self.config.effective_kill_switch(self.env)
-        if switch != self.holder.current.kill_switch:
+        if self.fleet is not None or switch != self.holder.current.kill_switch:
             self._apply_kill_switch(switch, changed_by="config")
         self.dispatcher.start()
         if self.bot is not None:
@@ -396,6 +427,8 @@ class Runtime:
             if isinstance(result, Exception):
                 log.error("background task failed: %r", result)
         self._tasks.clear()
+        if self.fleet is not None:
+            await self.fleet.stop()  # a leader hands its lease back: another takes over now
         if self.bot is not None:
             await self.bot.stop(grace=grace)
         await self.dispatcher.stop(timeout=grace)
@@ -437,6 +470,15 @@ class Runtime:
 
     def _apply_kill_switch(self, switch: KillSwitch, *, changed_by: str) -> None:
         before = self.holder.current.kill_switch
+        if self.fleet is not None:  # this replica's own switch: environment > fleet > file
+            from_env = bool(self.env.get(ENV_PIN, "").strip()) or ENV_DISABLE in self.env
+            self.fleet.set_local_switch(switch, from_env=from_env)
+            after = self.holder.current.kill_switch
+            if after != before:
+                log.warning("kill switch %s (by %s)", after.describe(), changed_by)
+                alert = kill_switch_alert(before, after, at=self.clock.wall(), routes=self.routes())
+                self.notify(alert)
+            return
         state = self.controller.set_kill_switch(switch, changed_by=changed_by)
         if self.audit is not None:
             record = kill_switch_record(
@@ -475,8 +517,39 @@ class Runtime:
         self.router.droppable = frozenset(config.translation.droppable)
         self.controller.set_tiers(_membership(config))
         self._models = probe_models(config)
-        if switch != self.holder.current.kill_switch:
+        if self.fleet is not None or switch != self.holder.current.kill_switch:
             self._apply_kill_switch(switch, changed_by="config")
+
+    def _on_fleet_role(self, before: Role, after: Role) -> None:
+        """A replica that loses Redis decides alone: a critical alert says so, and another
+        when it follows the fleet's decision again."""
+        fleet = self.fleet
+        assert fleet is not None
+        if after is Role.LOCAL:
+            event = AlertEvent.FLEET_UNAVAILABLE
+            detail = (
+                f"Redis did not answer for {fleet.cfg.lease_seconds:g}s: this replica routes on "
+                "its last state and trips providers on its own traffic until Redis is back"
+            )
+        elif before is Role.LOCAL:
+            event = AlertEvent.FLEET_RESTORED
+            detail = f"following the fleet's version {fleet.holder.current.version} again"
+        else:
+            return
+        alert = Alert(
+            event=event,
+            severity=DEFAULT_SEVERITY[event],
+            at=self.clock.wall(),
+            provider=fleet.replica,
+            detail=detail,
+            routes=self.routes(),
+        )
+        self.notify(alert)
+
+    def _on_fleet_switch(self, before: KillSwitch, after: KillSwitch) -> None:
+        """The leader announces an operator's fleet-wide kill switch (once, fleet-wide)."""
+        log.warning("fleet kill switch %s (was %s)", after.describe(), before.describe())
+        self.notify(kill_switch_alert(before, after, at=self.clock.wall(), routes=self.routes()))
 
     def _reject_config(self, err: ConfigError) -> None:
         self.notify(rejected_alert(err, at=self.clock.wall(), routes=self.routes()))
@@ -519,7 +592,8 @@ class Runtime:
 
     def status(self) -> dict[str, Any]:
         """The status document (the shape ``controller/gateway/_status_page.py`` reads); with
-        the Telegram command bot, a ``telegram_bot`` section (polling, counts)."""
+        the Telegram command bot, a ``telegram_bot`` section (polling, counts); in a fleet, a
+        ``fleet`` section (roles, the leader, each replica's heartbeat and applied version)."""
         doc = status_document(
             state=self.holder.current,
             snapshot=self.controller.snapshot,
@@ -530,6 +604,8 @@ class Runtime:
             alerts=self.history.entries,
             rungs=self.router.rungs,
         )
+        if self.fleet is not None:
+            doc["fleet"] = self.fleet.describe()
         if self.bot is not None:
             doc["telegram_bot"] = self.bot.describe()
         doc["jobs"] = self.jobs.describe()

@@ -492,7 +492,7 @@ def _named(kind: str) -> dict[str, dict[str, Any]]:
 
 
 def test_k8s_deployment_references_existing_objects_and_probes() -> None:
-    (deployment,) = _named("Deployment").values()
+    deployment = _named("Deployment")["failover-gateway"]  # redis.yaml adds the fleet's Redis
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     config_maps = {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
@@ -507,7 +507,7 @@ def test_k8s_deployment_references_existing_objects_and_probes() -> None:
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
     assert PurePosixPath(config_arg).parent == PurePosixPath(mount["mountPath"])
     assert "subPath" not in mount  # a subPath mount never sees ConfigMap edits (kill switch)
-    (service,) = _named("Service").values()
+    service = _named("Service")["failover-gateway"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]

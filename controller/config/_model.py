@@ -46,6 +46,7 @@ from controller.config._shorthand import expand as expand_models
 from controller.control.config import TripwireConfig
 from controller.control.state import KillSwitch
 from controller.control.store import FileStateStore
+from controller.fleet.config import FleetConfig
 from controller.notify.config import NotifyConfig
 from controller.providers.base import Timeouts
 from controller.routing.plan import Degrade, Hedge, Priority, Strategy
@@ -333,6 +334,10 @@ class TranslationConfig(_Frozen):
 
 
 class StateConfig(_Frozen):
+    # file: this process decides alone, its state in `path`; redis: one decision for a fleet of
+    # replicas (controller/fleet, the `redis:` block; README "Fleet mode").
+    backend: Literal["file", "redis"] = "file"
+    redis: FleetConfig = FleetConfig()
     path: str = "failover-state.json"
     # The audit log beside it (controller/control/audit.py): rotated past this size, this many
     # files kept in all.
