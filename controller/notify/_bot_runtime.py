@@ -22,7 +22,7 @@ from controller._errors import ConfigError, FailoverError
 from controller.config._kill_switch_file import set_kill_switch
 from controller.control.audit import kill_switch_record
 from controller.control.state import KillSwitch
-from controller.fleet import Fleet, Role
+from controller.fleet import Role
 from controller.notify._bot import TelegramCommandBot
 from controller.notify._bot_actions import ActionBook
 from controller.notify._bot_commands import CommandCenter, OperatorError
@@ -59,7 +59,7 @@ class RuntimeOperator:
 
     async def set_kill_switch(self, switch: KillSwitch, *, by: str, chat: str) -> str:
         before = self.kill_switch()
-        if _fleet(self._rt) is not None:
+        if self._rt.fleet is not None:
             await self._set_fleet(switch, by=by)
         else:
             await self._set_file(switch, by=by, chat=chat, before=before)
@@ -95,7 +95,7 @@ class RuntimeOperator:
     async def _set_fleet(self, switch: KillSwitch, *, by: str) -> None:
         from controller.fleet import FleetUnavailable, set_fleet_kill_switch
 
-        fleet = _fleet(self._rt)
+        fleet = self._rt.fleet
         assert fleet is not None
         try:
             await set_fleet_kill_switch(fleet.link, switch, by=by)
@@ -128,7 +128,7 @@ class RuntimeOperator:
         rt = self._rt
         if rt.audit is not None:
             rt.audit.append(record)
-        elif (fleet := _fleet(rt)) is not None:
+        elif (fleet := rt.fleet) is not None:
             await fleet.link.audit(_json.dumps(dict(record)))
         else:
             log.info("operator command (no audit log kept): %s", dict(record))
@@ -157,7 +157,7 @@ def command_bot(runtime: Runtime) -> TelegramCommandBot | None:
             key=cfg.admin_chat_ids_env,
             source="env",
         )
-    fleet = _fleet(runtime)
+    fleet = runtime.fleet
     center = CommandCenter(
         operator=RuntimeOperator(runtime),
         clock=runtime.clock,
@@ -186,9 +186,3 @@ def _ids(env: Mapping[str, str], name: str) -> list[str]:
         if not value.lstrip("-").isdigit():
             raise ConfigError("not a numeric Telegram id (comma-separated)", key=name, source="env")
     return [str(int(value)) for value in ids]
-
-
-def _fleet(runtime: Runtime) -> Fleet | None:
-    """The runtime's fleet member (fleet mode), if any."""
-    fleet = getattr(runtime, "fleet", None)  # a runtime without fleet wiring has none
-    return fleet if isinstance(fleet, Fleet) else None
