@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 from aiohttp import web
@@ -62,7 +63,9 @@ class Scripted:
         out = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await out.prepare(http)
         for data in self.events:
-            await out.write(f"data: {data}\n\n".encode())
+            name, _, data = data.rpartition("\0")  # "name\0data": a named event
+            named = f"event: {name}\n" if name else ""
+            await out.write(f"{named}data: {data}\n\n".encode())
         await out.write_eof()
         return out
 
@@ -208,3 +211,82 @@ async def test_a_prefill_the_server_ignores_never_repeats_the_answer_over_http()
             "role": "assistant",
             "content": "One two three four",
         }
+
+
+def _anthropic_events(*, text: list[str]) -> list[str]:
+    """A thinking block (index 0), then a text block (index 1) saying ``text``, then nothing
+    (the body ends: a cut)."""
+    usage = {"input_tokens": 3, "output_tokens": 1}
+    message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant"}
+    message["model"] = "m-1"
+    message |= {"content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
+    thinking = {"type": "thinking", "thinking": "", "signature": ""}
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": message},
+        {"type": "content_block_start", "index": 0, "content_block": thinking},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Count."},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "c2ln"},
+        },
+    ]
+    if text:
+        events += [
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ]
+        events += [
+            {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": t}}
+            for t in text
+        ]
+    return [f"{e['type']}\0{json.dumps(e)}" for e in events]
+
+
+@pytest.mark.parametrize("text", [["One", " two"], []], ids=["in-text", "in-thinking"])
+async def test_an_anthropic_stream_cut_after_a_thinking_block_goes_on_at_the_right_index(
+    text: list[str],
+) -> None:
+    async with (
+        Scripted(_anthropic_events(text=text)) as scripted,
+        FakeProvider(name="second", reply=REPLY) as fake,
+    ):
+        first = _provider("first", scripted.url, "anthropic", True)
+        second = _provider("second", fake.url("root"), "anthropic", True)
+        async with (
+            gateway(first, second) as (url, recorder),
+            anthropic.AsyncAnthropic(base_url=url, api_key="sk-client", max_retries=0) as client,
+            client.messages.stream(model="t", max_tokens=64, messages=USER) as stream,
+        ):
+            message = await stream.get_final_message()
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[1].text == REPLY  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn"
+    assert recorder.attempts[-1].reason is AttemptReason.CONTINUATION
+
+
+async def test_an_anthropic_message_stop_without_a_finish_never_reaches_the_client() -> None:
+    stop = '{"type": "message_stop"}'
+    events = [*_anthropic_events(text=["One", " two"]), f"message_stop\0{stop}"]
+    async with (
+        Scripted(events) as scripted,
+        FakeProvider(name="second", reply=REPLY) as fake,
+    ):
+        first = _provider("first", scripted.url, "anthropic", True)
+        second = _provider("second", fake.url("root"), "anthropic", True)
+        async with (
+            gateway(first, second) as (url, _),
+            anthropic.AsyncAnthropic(base_url=url, api_key="sk-client", max_retries=0) as client,
+            client.messages.stream(model="t", max_tokens=64, messages=USER) as stream,
+        ):
+            message = await stream.get_final_message()
+    assert message.content[1].text == REPLY  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn"

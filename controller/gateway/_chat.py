@@ -224,20 +224,18 @@ class ChatEndpoint:
         """A relayed stream's events as they came; a continuation of it (chunks without
         ``raw``) encoded by ``encoder``, which has followed the events before it.
 
-        Until the answer's finish, events that carry nothing of it wait for the next chunk: a
-        provider that sends its terminator (``[DONE]``, ``message_stop``) without a finish has
-        cut the answer, and that terminator must not reach the client (its SDK would stop
-        there, the text so far taken as whole); the cut's error, or the continuation, goes
-        instead."""
+        A terminator (``[DONE]``, ``message_stop``) that comes before the answer's finish is
+        held back: the provider has cut the answer, and its SDK would stop there, the text
+        so far taken as whole; the cut's error, or the continuation, goes instead."""
         follow = getattr(encoder, "follow", None)  # the formats whose events carry state
+        terminates = getattr(encoder, "terminates", None)  # the formats with a terminator
         resumed = finished = False
-        held: list[bytes] = []  # events of the cut provider that may be its terminator
+        held = b""
         async for chunk in chunks:
             raw = chunk.raw
             if raw is None:
                 if not resumed:
                     resumed = True
-                    held.clear()
                     assert isinstance(encoder, Resumable)  # else the stream is not continuable
                     await out.write(encoder.resume())
                 if self._echo:
@@ -247,20 +245,14 @@ class ChatEndpoint:
                 if not finished:
                     if chunk.finish_reason is not None:
                         finished = True
-                    elif not (chunk.text or chunk.tool_call or chunk.usage):
-                        held.append(raw)
+                    elif not chunk.text and terminates is not None and terminates(raw):
+                        held = raw  # never sent: a cut follows
                         continue
-                    if held:
-                        raw = b"".join((*held, raw))
-                        held.clear()
                 if follow is not None:
                     follow(raw)
                 await out.write(raw)
-        if held:  # the stream ended well after them
-            raw = b"".join(held)
-            if follow is not None:
-                follow(raw)
-            await out.write(raw)
+        if held and not resumed:  # the stream ended well after all (a provider of ours raises)
+            await out.write(held)
         if resumed:
             await out.write(encoder.end())
 

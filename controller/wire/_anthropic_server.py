@@ -164,6 +164,11 @@ class _StreamEncoder:
             elif event.get("type") == "content_block_stop":
                 self._index, self._open = index + 1, None
 
+    @staticmethod
+    def terminates(raw: bytes) -> bool:
+        """Whether a relayed stream's events ``raw`` (one chunk's) are its terminator."""
+        return raw.startswith(b"event: message_stop")
+
     def resume(self) -> bytes:
         """Take over a relayed stream (:meth:`follow`): its ``message_start`` went out; an
         open text block goes on, any other open block (thinking) is closed first."""

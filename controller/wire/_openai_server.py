@@ -445,6 +445,11 @@ class OpenAIStreamEncoder:
         self._started = True
         return self._event({"role": "assistant", "content": ""})
 
+    @staticmethod
+    def terminates(raw: bytes) -> bool:
+        """Whether a relayed stream's events ``raw`` (one chunk's) are its terminator."""
+        return raw.startswith(b"data: [DONE]")
+
     def resume(self) -> bytes:
         """Take over a stream relayed as the provider sent it (its role chunk went out)."""
         self._started = True
