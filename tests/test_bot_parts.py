@@ -163,6 +163,10 @@ def test_status_text() -> None:
                 "drill": True,
             },
         ],
+        "models": [
+            {"name": "backup/alt", "state": "healthy"},
+            {"name": "primary/big", "state": "tripped"},
+        ],
         "events": [{"time": 1_800_000_000.0, "text": "primary: healthy -> tripped (errors)"}],
     }
     assert render_status(doc).split("\n") == [
@@ -171,6 +175,7 @@ def test_status_text() -> None:
         "fast: primary (PANIC: all tripped)",
         "• primary tripped: 83% errors (threshold 50%, 41 req)",
         "• backup recovering 50% traffic DRILL: 0% errors (threshold 50%, 9 req)",
+        "• primary/big tripped",
         "Last events:",
         "• 08:00:00 primary: healthy -> tripped (errors)",
     ]

@@ -432,6 +432,8 @@ def render_status(doc: Mapping[str, Any]) -> str:
             f"• {p['name']} {p['state']}{step}{drill}: {p['error_rate']:.0%} errors "
             f"(threshold {p['threshold']:.0%}, {p['requests']} req)"
         )
+    models = doc.get("models", [])  # one model of a provider, judged on its own
+    lines += [f"• {m['name']} {m['state']}" for m in models if m.get("state") != "healthy"]
     events = list(doc.get("events", []))[:3]
     if events:
         lines.append("Last events:")
