@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -17,7 +18,7 @@ from aiohttp import web
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from controller.events import AttemptReason, Outcome
+from controller.events import AttemptReason, Outcome, RouteOutcome
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import FinishReason, StreamChunk
 from controller.providers import HttpProvider, Timeouts, codec_for
@@ -27,7 +28,7 @@ from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import never_retry
 from controller.routing.router import Router
 from tests.conftest import Recorder
-from tests.gateway_support import GatewayTestBackend
+from tests.gateway_support import GatewayTestBackend, wait_for
 
 REPLY = "One two three four five six seven eight nine ten."
 LIMITS = Timeouts(connect=2.0, first_token=5.0, idle=0.5, total=10.0, terminator_grace=0.1)
@@ -290,3 +291,31 @@ async def test_an_anthropic_message_stop_without_a_finish_never_reaches_the_clie
             message = await stream.get_final_message()
     assert message.content[1].text == REPLY  # type: ignore[union-attr]
     assert message.stop_reason == "end_turn"
+
+
+async def test_a_client_that_leaves_during_a_continuation_ends_it_cancelled() -> None:
+    """The continuation waits on a target that does not answer; the client goes: the waiting
+    attempt and the request end cancelled (not failed), nothing is left waiting."""
+    async with (
+        FakeProvider(name="first", reply=REPLY) as a,
+        FakeProvider(name="second", reply=REPLY) as b,
+    ):
+        first = _provider("first", a.url("root"), "openai_compatible", True)
+        second = _provider("second", b.url("root"), "openai_compatible", True)
+        async with gateway(first, second) as (url, recorder):
+            a.set_fault(Fault(mode=FaultMode.CUT_STREAM, after_chunks=3))
+            b.set_fault(FaultMode.HANG)
+            body = {"model": "t", "messages": USER, "stream": True}
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{url}/v1/chat/completions", json=body) as answer,
+            ):
+                await answer.content.readuntil(b"three")
+                await wait_for(lambda: b.requests == 1)
+            await wait_for(lambda: bool(recorder.routes))
+            outcomes = [(e.provider, e.reason, e.outcome) for e in recorder.attempts]
+            assert outcomes == [
+                ("first", AttemptReason.PRIMARY, Outcome.FAULT),
+                ("second", AttemptReason.CONTINUATION, Outcome.CANCELLED),
+            ]
+            assert recorder.routes[-1].outcome is RouteOutcome.CANCELLED
