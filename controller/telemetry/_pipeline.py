@@ -79,8 +79,11 @@ class SpanBatcher:
     def put(self, span: bytes) -> None:
         queue = self._queue
         if len(queue) >= self._max_queue:
-            queue.popleft()
-            self._tally.lost(1, "span queue full")
+            try:
+                queue.popleft()
+                self._tally.lost(1, "span queue full")
+            except IndexError:  # the export thread took them all meanwhile
+                pass
         queue.append(span)
         if len(queue) == self._max_batch:
             with self._cond:
