@@ -75,7 +75,28 @@ def _route_template(request: web.Request) -> str:
     return resource.canonical if resource is not None else ""
 
 
+_Key = tuple[str, str, str, str, str, object]
+_ATTRIBUTE_SETS: dict[_Key, dict[str, str | int]] = {}
+_MAX_ATTRIBUTE_SETS = 1024
+
+
 def _request_attributes(request: web.Request, method: str, route: str) -> dict[str, str | int]:
+    """The request's attributes, built once per (method, route, path, scheme, host, version):
+    building ``request.url`` (yarl) for the server address cost every traced request. Tracers
+    copy the dict they are given; it is never changed."""
+    path, host = request.path, request.host
+    if len(path) + len(host) > 512:  # a client's long path or host is not worth keeping
+        return _build_attributes(request, method, route)
+    key = (method, route, path, request.scheme, host, request.version)
+    found = _ATTRIBUTE_SETS.get(key)
+    if found is None:
+        if len(_ATTRIBUTE_SETS) >= _MAX_ATTRIBUTE_SETS:
+            _ATTRIBUTE_SETS.clear()
+        found = _ATTRIBUTE_SETS[key] = _build_attributes(request, method, route)
+    return found
+
+
+def _build_attributes(request: web.Request, method: str, route: str) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {
         HTTP_REQUEST_METHOD: method,
         URL_PATH: request.path,
