@@ -245,6 +245,12 @@ def _describe(config: Config) -> list[str]:
 
     channels = sorted({s.channel for s in senders_from_env(config.notify, os.environ)})
     print(f"  alert channels         {', '.join(channels) or 'none'}")
+    from controller.notify._bot_runtime import describe_commands
+
+    try:
+        print(f"  telegram commands      {describe_commands(config.notify.telegram, os.environ)}")
+    except ConfigError as err:
+        problems.append(f"telegram commands: {err}")
     return problems
 
 

@@ -290,3 +290,17 @@ def test_failover_history_shows_a_command() -> None:
     assert _history_line(record).endswith(
         "telegram @alice in chat 111: /pin backup -> Kill switch: off → pinned to backup?"
     )
+
+
+def test_failover_check_says_who_may_command() -> None:
+    from controller.notify._bot_runtime import describe_commands
+    from controller.notify.config import TelegramConfig
+
+    on = TelegramConfig(commands=True, drill_command=True)
+    env = {"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_ADMIN_CHAT_IDS": "5, -1001"}
+    assert describe_commands(TelegramConfig(), {}) == "off"
+    assert describe_commands(on, env) == "on: chats 5, -1001 (any user in them); /drill on"
+    env["TELEGRAM_ADMIN_USER_IDS"] = "7"
+    assert describe_commands(on, env) == "on: chats 5, -1001 (users 7); /drill on"
+    with pytest.raises(ConfigError, match="TELEGRAM_ADMIN_CHAT_IDS"):
+        describe_commands(on, {"TELEGRAM_BOT_TOKEN": "1:x"})

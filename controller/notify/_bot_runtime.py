@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from controller import _json
@@ -28,11 +29,12 @@ from controller.notify._bot_actions import ActionBook
 from controller.notify._bot_commands import CommandCenter, OperatorError
 from controller.notify._secret import Secret
 from controller.notify.alert import Alert
+from controller.notify.config import TelegramConfig
 
 if TYPE_CHECKING:
     from controller.runtime import Runtime
 
-__all__ = ["RuntimeOperator", "command_bot"]
+__all__ = ["RuntimeOperator", "command_bot", "describe_commands"]
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +139,18 @@ class RuntimeOperator:
         self._rt.notify(alert)
 
 
-def command_bot(runtime: Runtime) -> TelegramCommandBot | None:
-    """The command bot ``notify.telegram.commands`` asks for (None when off). Raises
-    :class:`ConfigError` naming the variable when the token or the chat allowlist is missing,
-    or an admin id is not a number."""
-    cfg = runtime.config.notify.telegram
-    env = runtime.env
-    if not cfg.commands:
-        return None
+@dataclass(frozen=True, slots=True)
+class _Access:
+    """Who may command, from the environment."""
+
+    token: Secret
+    chats: list[str]
+    users: list[str]
+
+
+def _access(cfg: TelegramConfig, env: Mapping[str, str]) -> _Access:
+    """Raises :class:`ConfigError` naming the variable when the token or the chat allowlist is
+    missing, or an id is not a number."""
     token = env.get(cfg.bot_token_env, "").strip()
     if not token:
         raise ConfigError(
@@ -157,22 +163,43 @@ def command_bot(runtime: Runtime) -> TelegramCommandBot | None:
             key=cfg.admin_chat_ids_env,
             source="env",
         )
+    return _Access(Secret(token), chats, _ids(env, cfg.admin_user_ids_env))
+
+
+def describe_commands(cfg: TelegramConfig, env: Mapping[str, str]) -> str:
+    """One line for ``failover check``: off, or who may command. Raises like the bot's start."""
+    if not cfg.commands:
+        return "off"
+    access = _access(cfg, env)
+    users = f"users {', '.join(access.users)}" if access.users else "any user in them"
+    drill = "on" if cfg.drill_command else "off"
+    return f"on: chats {', '.join(access.chats)} ({users}); /drill {drill}"
+
+
+def command_bot(runtime: Runtime) -> TelegramCommandBot | None:
+    """The command bot ``notify.telegram.commands`` asks for (None when off). Raises
+    :class:`ConfigError` naming the variable when the token or the chat allowlist is missing,
+    or an admin id is not a number."""
+    cfg = runtime.config.notify.telegram
+    if not cfg.commands:
+        return None
+    access = _access(cfg, runtime.env)
     fleet = runtime.fleet
     center = CommandCenter(
         operator=RuntimeOperator(runtime),
         clock=runtime.clock,
-        book=ActionBook(clock=runtime.clock, admin_chats=chats),
-        admin_chats=chats,
-        admin_users=_ids(env, cfg.admin_user_ids_env),
+        book=ActionBook(clock=runtime.clock, admin_chats=access.chats),
+        admin_chats=access.chats,
+        admin_users=access.users,
         per_minute=cfg.commands_per_minute,
         confirm_seconds=cfg.confirm_seconds,
         drill_enabled=cfg.drill_command,
     )
     return TelegramCommandBot(
-        token=Secret(token),
+        token=access.token,
         center=center,
         clock=runtime.clock,
-        base_url=env.get(cfg.api_base_url_env) or None,
+        base_url=runtime.env.get(cfg.api_base_url_env) or None,
         timeout=cfg.timeout_seconds,
         poll_timeout=cfg.poll_timeout_seconds,
         may_poll=lambda: fleet is None or fleet.role is Role.LEADER,  # one poller per token
