@@ -312,14 +312,14 @@ class Upstream:
         return web.json_response({"input_tokens": 4242})
 
     async def _think_slowly(self, request: web.Request) -> web.StreamResponse:
-        """Thinks for 3 s (a delta every 0.3 s) before any text: longer than the provider's
-        first_token limit of 2 s, which a stream that is thinking must not be cut by. The first
-        delta goes at once, so a loaded machine has the whole 2 s to relay it."""
+        """Thinks for 4.5 s (a delta every 0.5 s) before any text: longer than the provider's
+        first_token limit of 4 s, which a stream that is thinking must not be cut by. The first
+        delta goes at once, so a loaded machine has the whole 4 s to relay it."""
         out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await out.prepare(request)
         for event in THINKING_EVENTS:
             await out.write(event)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.5)
         await out.write(ANTHROPIC_STREAM_AFTER_THINKING)
         await out.write_eof()
         return out
@@ -384,7 +384,9 @@ async def same_format_env(*, droppable: frozenset[str] = frozenset()) -> AsyncIt
             retry=never_retry,
             deadline=20.0,
             droppable=droppable,
-            timeouts={"up-anthropic": Timeouts(connect=2.0, first_token=2.0, idle=5.0, total=10.0)},
+            # first_token: the 1.4 MB of pings take ~1 s to hold on a loaded box (over 2 s under
+            # a CPU hog: then the limit, not the 1 MiB bound, cut them); the thinker outlasts it
+            timeouts={"up-anthropic": Timeouts(connect=2.0, first_token=4.0, idle=5.0, total=10.0)},
         )
         tracer = telemetry.tracer_provider.get_tracer("test")
         meter = MeterProvider().get_meter("test")  # the token-count endpoint's; unused here
@@ -638,7 +640,7 @@ async def test_events_held_before_the_first_token_are_bounded(env: Env) -> None:
 
 async def test_a_stream_that_thinks_longer_than_first_token_is_not_cut(env: Env) -> None:
     """Thinking is the answer starting: the events go to the client as they come, and the
-    first_token limit (2 s here) is met by the first thinking delta."""
+    first_token limit (4 s here) is met by the first thinking delta."""
     body = {
         "model": "think",
         "max_tokens": 64,
