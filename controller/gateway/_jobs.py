@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
+from multidict import istr
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from controller import _json
@@ -94,6 +95,7 @@ HEADER_PRIORITY = "x-failover-priority"
 HEADER_CALLBACK = "x-failover-callback"
 HEADER_JOB = "x-failover-job"
 HEADER_IDEMPOTENCY = "Idempotency-Key"
+_PRIORITY_NAME, _CALLBACK_NAME = istr(HEADER_PRIORITY), istr(HEADER_CALLBACK)  # folded once
 JOBS_PATH = "/v1/failover/jobs"
 _ALLOWED = ", ".join(p.value for p in Priority)
 _FRONTS: Mapping[str, Front] = {f.name: f for f in (OPENAI, ANTHROPIC, RESPONSES)}
@@ -199,6 +201,8 @@ class Triage:
         self._queue = queue
         self._by_owner = dict(by_owner or {})
         self.counts: Counter[tuple[str, str, str]] = Counter()  # (tier, priority, action)
+        self._seen: Mapping[str, Any] | None = None  # the router's tiers _deferring is of
+        self._deferring: frozenset[str] = frozenset()
         backend.meter.create_observable_counter(
             names.METRIC_TRIAGE,
             callbacks=[self._observe],
@@ -217,14 +221,22 @@ class Triage:
                 yield Observation(value, attrs | {names.ATTR_ACTION: action})
 
     def wants(self, http: web.Request, tier: str) -> bool:
-        """Whether the request may be anything but critical (then :meth:`admit` decides)."""
+        """Whether the request may be anything but critical (then :meth:`admit` decides).
+        Two header lookups by pre-folded names and a set lookup: the tiers whose default is
+        not critical are worked out again only when the router's tiers change (a reload)."""
         if self._by_owner:
             return True
         headers = http.headers
-        if HEADER_PRIORITY in headers or HEADER_CALLBACK in headers:
+        if _PRIORITY_NAME in headers or _CALLBACK_NAME in headers:
             return True
-        plan = self._backend.router.tiers.get(tier)
-        return plan is not None and plan.degrade.priority is not Priority.CRITICAL
+        tiers = self._backend.router.tiers
+        if tiers is not self._seen:
+            critical = Priority.CRITICAL
+            self._deferring = frozenset(
+                name for name, plan in tiers.items() if plan.degrade.priority is not critical
+            )
+            self._seen = tiers
+        return tier in self._deferring
 
     async def admit(self, http: web.Request, front: Front, call: Call) -> web.Response | None:
         """None: route the request now. Else the answer: a 400 (a bad header), the drop's 503

@@ -102,14 +102,16 @@ class CannedProvider:
 
 
 class _FrontRequest:
-    """The three things the front handler reads from its aiohttp request."""
+    """The four things the front handler reads from its aiohttp request (``app``: its triage,
+    controller/gateway/_jobs.py)."""
 
-    __slots__ = ("headers", "path")
+    __slots__ = ("app", "headers", "path")
 
-    def __init__(self) -> None:
+    def __init__(self, app: web.Application) -> None:
         auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
         self.headers = CIMultiDictProxy(CIMultiDict(auth))
         self.path = "/v1/chat/completions"
+        self.app = app
 
     async def read(self) -> bytes:
         return _BODY
@@ -118,9 +120,9 @@ class _FrontRequest:
 _BODY = json.dumps(BODY).encode()
 
 
-async def _timed(handler: Handler, requests: int) -> float:
+async def _timed(handler: Handler, requests: int, app: web.Application) -> float:
     """Seconds spent on ``requests`` requests, each followed by one loop turn."""
-    call = cast(web.Request, _FrontRequest())
+    call = cast(web.Request, _FrontRequest(app))
     spent = 0.0
     for _ in range(requests):
         start = time.perf_counter()
@@ -168,12 +170,12 @@ async def _measure(runtime: Runtime, requests: int, repeats: int, profile: int) 
         if route.method == "POST" and route.resource is not None
         if route.resource.canonical == "/v1/chat/completions"
     )
-    await _timed(handler, min(requests, 2_000))  # warm up code paths and series
-    per_request = [await _timed(handler, requests) / requests * 1e6 for _ in range(repeats)]
+    await _timed(handler, min(requests, 2_000), app)  # warm up code paths and series
+    per_request = [await _timed(handler, requests, app) / requests * 1e6 for _ in range(repeats)]
     if profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        await _timed(handler, requests)
+        await _timed(handler, requests, app)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(profile)
     return per_request
