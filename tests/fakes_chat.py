@@ -228,6 +228,8 @@ class FakeTelegram(_ChatFake):
             return web.json_response({"ok": True, "result": self._me()})
         if method == "sendMessage":
             return web.json_response({"ok": True, "result": self._message(recorded.body)})
+        if method == "editMessageText" and self._unchanged(recorded.body):
+            return _tg_error(400, "Bad Request: message is not modified")  # as Telegram says
         if method in _BOT_METHODS:
             return web.json_response({"ok": True, "result": _BOT_METHODS[method](self, recorded)})
         return _tg_error(404, "Not Found: method not found")
@@ -318,6 +320,14 @@ class FakeTelegram(_ChatFake):
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.bodies(method)) >= count)
         return self.bodies(method)
+
+    def _unchanged(self, body: dict[str, Any]) -> bool:
+        """An edit that would leave the message as it is (same text, same buttons)."""
+        message = self.sent.get(int(body.get("message_id", 0)))
+        return message is not None and (message["text"], message.get("reply_markup")) == (
+            body.get("text"),
+            body.get("reply_markup"),
+        )
 
     def _queue_update(self, **content: Any) -> None:
         self._update_id += 1

@@ -215,6 +215,12 @@ async def test_cancel_changes_nothing_and_a_used_button_expires(env: Env) -> Non
     # A phone that still shows the old buttons: the pair was retired by the first press.
     again = await env.press(prompt, "Disable", data=disable["callback_data"])
     assert "expired" in again["text"]
+    # Pressed once more: the same edit, which Telegram refuses (400, not modified); the press
+    # is still answered and nothing counts as failed.
+    env.tg.press(prompt["id"], "Disable", data=disable["callback_data"])
+    await env.tg.wait_for("answerCallbackQuery", 3)
+    await env.say("/status")  # handled after the press
+    assert env.runtime.status()["telegram_bot"]["counts"].get("handler_failed", 0) == 0
     assert env.file_switch()["disable"] == []
     assert await env.served_by() == "primary"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telegram import Update, User
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
@@ -168,9 +169,11 @@ class TelegramCommandBot:
             answer = await self.center.button(who, query.data or "")
             if answer is None:
                 return
-            await query.answer(answer.toast[:200])
+            with contextlib.suppress(BadRequest):  # a query too old to answer: edit anyway
+                await query.answer(answer.toast[:200])
             if answer.edit and query.message is not None:
-                await query.edit_message_text(answer.edit[:4096])
+                with contextlib.suppress(BadRequest):  # "message is not modified": said already
+                    await query.edit_message_text(answer.edit[:4096])
             if answer.reply is not None:
                 await self._send(context, chat.id, answer.reply)
             return
