@@ -184,7 +184,10 @@ async def test_serve_status_drill_and_graceful_stop(
     assert "tier frontier" in status.stdout
     assert "primary" in status.stdout
     assert "healthy" in status.stdout
-    drill = ("drill", "primary", "--seconds", "30", "--admin-url", admin_url)
+    # 5 failures in a row trip the primary, one per round of the loop below, and each round
+    # runs `failover status` as a process: a few seconds each under a CPU hog, so a 30 s drill
+    # ran out before the fifth (seen once). The drill outlasts the loop; the stop ends it.
+    drill = ("drill", "primary", "--seconds", "300", "--admin-url", admin_url)
     no_token = await asyncio.to_thread(run, *drill, env={"FAILOVER_ADMIN_TOKEN": ""})
     assert no_token.returncode == 2
     started = await asyncio.to_thread(run, *drill, env={"FAILOVER_ADMIN_TOKEN": "adm-token-123"})
