@@ -20,10 +20,10 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from controller.events import AttemptReason, Outcome, RouteOutcome
 from controller.gateway import GatewayServer, GatewaySettings, create_app
-from controller.model import FinishReason, StreamChunk
+from controller.model import FinishReason, Message, Origin, Request, StreamChunk
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
-from controller.routing._continue import Diverged, Overlap
+from controller.routing._continue import Diverged, Overlap, continuation_request, prefills
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import never_retry
 from controller.routing.router import Router
@@ -319,3 +319,16 @@ async def test_a_client_that_leaves_during_a_continuation_ends_it_cancelled() ->
                 ("second", AttemptReason.CONTINUATION, Outcome.CANCELLED),
             ]
             assert recorder.routes[-1].outcome is RouteOutcome.CANCELLED
+
+
+def test_a_responses_target_is_never_asked_to_continue_a_prefill() -> None:
+    """The Responses API has no assistant prefill (and the client's own Responses body no turn
+    to append one to): even with ``prefill: true`` set on its provider, it restarts."""
+    hello = Request(messages=(Message(role="user", content="hi"),))
+    assert prefills(hello, "responses", True) is False
+    assert prefills(hello, "openai", True) is True
+    body = {"model": "m", "input": "count to ten", "stream": True}
+    origin = Origin(raw=json.dumps(body).encode(), headers={}, echo_model=False)
+    asked = Request(messages=(), stream=True, source=origin.source("responses", body, "m"))
+    again, pending = continuation_request(asked, "One two", True, own=True)  # was a KeyError
+    assert (again, pending) == (asked, "One two")  # the request as it came: a restart

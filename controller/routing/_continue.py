@@ -95,8 +95,8 @@ def one_answer(request: Request) -> bool:
 def prefills(request: Request, wire_format: str, takes_prefill: bool) -> bool:
     """Whether a target of ``wire_format`` (``takes_prefill`` from its provider's config) can
     continue ``request`` from a prefill."""
-    if not takes_prefill or request.response_format is not None:
-        return False
+    if not takes_prefill or request.response_format is not None or wire_format not in _PREFILL:
+        return False  # (OpenAI's Responses API takes no prefill)
     thinking = request.reasoning is not None and request.reasoning.effort != NONE
     return not (thinking and wire_format == "anthropic")
 
@@ -107,11 +107,13 @@ def continuation_request(
     """The request a continuation sends, and the text its answer must first repeat before
     what it adds goes on. ``own``: the target speaks the client's format and gets the client's
     body (``request`` as the gateway received it); else ``request`` is the decoded one."""
+    source = request.source
+    if own and source is not None and source.format not in _PREFILL:
+        prefill = False  # no turn in the client's body to hold one
     kept = delivered.rstrip() if prefill else ""
     if not kept:  # a restart (or nothing to prefill): the request as it came
         return (request if own else replace(request, source=None)), delivered
     pending = delivered[len(kept) :]
-    source = request.source
     if own and source is not None:
         turns_at, turn = _PREFILL[source.format]
         body = dict(source.body)
