@@ -24,7 +24,6 @@ from controller.config._kill_switch_file import set_kill_switch
 from controller.control.audit import kill_switch_record
 from controller.control.state import KillSwitch
 from controller.fleet import Role
-from controller.notify._bot import TelegramCommandBot
 from controller.notify._bot_actions import ActionBook
 from controller.notify._bot_commands import CommandCenter, OperatorError
 from controller.notify._secret import Secret
@@ -32,6 +31,7 @@ from controller.notify.alert import Alert
 from controller.notify.config import TelegramConfig
 
 if TYPE_CHECKING:
+    from controller.notify._bot import TelegramCommandBot
     from controller.runtime import Runtime
 
 __all__ = ["RuntimeOperator", "command_bot", "describe_commands"]
@@ -183,6 +183,8 @@ def command_bot(runtime: Runtime) -> TelegramCommandBot | None:
     cfg = runtime.config.notify.telegram
     if not cfg.commands:
         return None
+    from controller.notify._bot import TelegramCommandBot  # telegram.ext: only when on
+
     access = _access(cfg, runtime.env)
     fleet = runtime.fleet
     center = CommandCenter(
