@@ -105,14 +105,20 @@ _RUNG_WORDS = {
 
 class LadderWatch:
     """A router listener: one alert when a tier's requests start being served from its ladder
-    (``tiers.<name>.degrade``: no provider of the tier could serve), and one when a request of
-    it is served by its own providers again. Changes of rung in between are not news."""
+    (``tiers.<name>.degrade``: no provider of the tier could serve), and one when its own
+    providers serve it again, once they have for :attr:`QUIET` seconds with no degraded answer
+    in between (a tier whose requests alternate between the two, in a partial outage, is in one
+    degraded period, not a pair of alerts per request). Changes of rung in between are not news.
+    """
+
+    QUIET = 30.0  # seconds without a degraded answer before the tier is announced restored
 
     def __init__(
         self, notify: Callable[[Alert], None], clock: Clock, routes: Callable[[], Routes]
     ) -> None:
         self._notify, self._clock, self._routes = notify, clock, routes
-        self._rungs: dict[str, str] = {}  # per tier: the rung of its last served request
+        self._rungs: dict[str, str] = {}  # per tier: the rung of its degraded period, or ""
+        self._last: dict[str, float] = {}  # per tier: when it last answered from its ladder
 
     def on_attempt(self, event: AttemptEvent) -> None:
         return None
@@ -121,6 +127,10 @@ class LadderWatch:
         if event.served_by is None or event.tier == PROBE_TIER:
             return
         before = self._rungs.get(event.tier, "")
+        if event.degraded:
+            self._last[event.tier] = self._clock.monotonic()
+        elif before and self._clock.monotonic() - self._last[event.tier] < self.QUIET:
+            return  # still within the degraded period
         self._rungs[event.tier] = event.degraded
         if bool(before) == bool(event.degraded):
             return

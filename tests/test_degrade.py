@@ -318,7 +318,8 @@ def test_the_cache_is_bounded_by_entries_and_keys_ignore_stream() -> None:
 # ------------------------------------------------------------------- the alerts
 def test_one_alert_when_a_tier_starts_serving_degraded_and_one_when_it_stops() -> None:
     sent: list[Alert] = []
-    watch = LadderWatch(sent.append, FakeClock(), lambda: {"t": ("backup",)})
+    clock = FakeClock()
+    watch = LadderWatch(sent.append, clock, lambda: {"t": ("backup",)})
 
     def served(by: str | None, rung: str = "", tier: str = "t") -> None:
         outcome = RouteOutcome.DEGRADED if rung else RouteOutcome.SERVED
@@ -343,6 +344,8 @@ def test_one_alert_when_a_tier_starts_serving_degraded_and_one_when_it_stops() -
     served("cache", "cache")  # another rung of the same degraded period: not news
     served(None)  # a failure says nothing about the ladder
     served("static", "static", tier="other")
+    served("primary")  # within the quiet period after a degraded answer: not yet
+    clock.advance(LadderWatch.QUIET)
     served("primary")
     assert [(a.event, a.tier) for a in sent] == [
         (AlertEvent.TIER_DEGRADED, "t"),

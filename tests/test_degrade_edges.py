@@ -10,8 +10,11 @@ from pathlib import Path
 
 import openai
 
-from controller.events import AttemptReason
+from controller._alerting import LadderWatch
+from controller._clock import FakeClock
+from controller.events import AttemptReason, RouteEvent, RouteOutcome
 from controller.model import FinishReason, Message, Request, Response, StreamChunk
+from controller.notify.alert import Alert, AlertEvent
 from controller.providers.fake import FakeProvider
 from controller.routing.plan import Degrade, Target, TierPlan
 from controller.routing.policy import never_retry
@@ -104,3 +107,38 @@ def test_closing_a_cache_whose_writer_died_with_a_full_queue_returns(tmp_path: P
     locker.close()
     assert not closing.is_alive(), "AnswerCache.close() hangs"
     assert len(cache) == 1000  # the memory side goes on
+
+
+def test_a_tier_flapping_between_its_providers_and_its_ladder_alerts_once_each_way() -> None:
+    """A partial outage: every other request of the tier is answered by its ladder. That is
+    one degraded period (one critical alert), restored once the tier's own providers have
+    served it for the quiet period with no degraded answer (one more alert), not a pair of
+    alerts per request."""
+    sent: list[Alert] = []
+    clock = FakeClock()
+    watch = LadderWatch(sent.append, clock, lambda: {"t": ("a",)})
+
+    def served(by: str, rung: str = "") -> None:
+        outcome = RouteOutcome.DEGRADED if rung else RouteOutcome.SERVED
+        event = RouteEvent(
+            request_id="r",
+            tier="t",
+            outcome=outcome,
+            served_by=by,
+            attempts=1,
+            start=0.0,
+            end=1.0,
+            stream=False,
+            degraded=rung,
+        )
+        watch.on_route(event)
+
+    for _ in range(20):
+        served("static", "static")
+        clock.advance(0.5)
+        served("b")
+        clock.advance(0.5)
+    assert [a.event for a in sent] == [AlertEvent.TIER_DEGRADED]
+    clock.advance(LadderWatch.QUIET)
+    served("b")
+    assert [a.event for a in sent] == [AlertEvent.TIER_DEGRADED, AlertEvent.TIER_RESTORED]
