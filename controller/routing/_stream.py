@@ -127,23 +127,18 @@ class RoutedStream:
                 return None
             chunk = taken
         self._delivered.saw(chunk)
-        if self._kept is not None:
-            self._keep(chunk)
+        kept = self._kept
+        if kept is not None:  # within the cache's bound (its events, or text, counted)
+            self._room -= len(chunk.raw or chunk.text)
+            if self._room >= 0:
+                kept.append(chunk)
+            else:
+                self._kept = None  # too big for the cache: let it go now
         if chunk.usage is not None:
             self._usage = chunk.usage
         if chunk.model:
             self.model = chunk.model
         return chunk
-
-    def _keep(self, chunk: StreamChunk) -> None:
-        """Keep ``chunk`` for the cache; an answer grown past the cache's bound is let go."""
-        call = chunk.tool_call
-        self._room -= len(chunk.text) + len(chunk.raw or b"") + (len(call.arguments) if call else 0)
-        if self._room < 0:
-            self._kept = None
-        else:
-            assert self._kept is not None
-            self._kept.append(chunk)
 
     async def _continue(self, error: ProviderError) -> bool:
         """Continue after ``error`` on the next target where that can be done: True once a
