@@ -6,9 +6,9 @@ Each :meth:`Replayer.tick` (every ``tick_seconds``, on the injected clock):
    jobs that went to the dead letters (after they are on disk);
 2. for each tier with queued jobs that is *not* degraded (``degraded(tier)``, the router's own
    view), starts up to what its token bucket holds (``per_second`` refilled continuously, at
-   most ``max(1, per_second * tick_seconds)`` saved up), oldest first, never more than
-   ``concurrency`` attempts at once across tiers: a recovering provider gets a trickle, not the
-   whole backlog at once;
+   most what the time since the last tick earned, or one tick's worth), oldest first, never
+   more than ``concurrency`` attempts at once across tiers: a recovering provider gets a
+   trickle, not the whole backlog at once;
 3. POSTs the results of finished jobs that gave a callback URL (at most ``concurrency`` at
    once; a failed POST is tried again after a doubling backoff, ``callback_tries`` in all);
 4. deletes finished jobs older than ``keep_seconds`` (every minute, a bounded batch).
@@ -151,7 +151,9 @@ class Replayer:
         elapsed = 0.0 if self._last_refill is None else max(0.0, now - self._last_refill)
         self._last_refill = now
         rate = self.limits.per_second
-        burst = max(1.0, rate * self.limits.tick_seconds)
+        # A tick that came late (a busy loop) may start what its whole wait earned: over any
+        # window at most rate * window jobs start, plus one tick's worth.
+        burst = max(1.0, rate * max(self.limits.tick_seconds, elapsed))
         for tier in self.queues:
             start = self._tokens.get(tier, burst)  # a first look may start a burst at once
             self._tokens[tier] = min(burst, start + rate * elapsed)
