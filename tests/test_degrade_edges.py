@@ -142,3 +142,17 @@ def test_a_tier_flapping_between_its_providers_and_its_ladder_alerts_once_each_w
     clock.advance(LadderWatch.QUIET)
     served("b")
     assert [a.event for a in sent] == [AlertEvent.TIER_DEGRADED, AlertEvent.TIER_RESTORED]
+
+
+async def test_a_step_down_attempt_names_the_provider_and_the_failure_it_steps_down_from(
+    tmp_path: Path,
+) -> None:
+    async with ladder(tmp_path) as env:
+        env.primary.set_fault("error_503")  # type: ignore[arg-type]
+        async with openai.AsyncOpenAI(
+            base_url=f"{env.url}/v1", api_key="sk-client", max_retries=0
+        ) as client:
+            await client.chat.completions.create(model="t", messages=_ask("x"))
+        step = env.recorder.attempts[-1]
+        assert (step.reason, step.provider) == (AttemptReason.STEP_DOWN, "backup")
+        assert (step.failover_from, step.failover_cause) == ("primary", "overloaded")

@@ -366,13 +366,15 @@ class Router:
         tier: TierPlan | None = None,
     ) -> tuple[T, Target]:
         """``route``'s attempts on its plan's targets (those of ``tier``, a step-down of the
-        route's own, when given)."""
+        route's own, when given: its first attempt names the last failure before it)."""
         targets = list(route.plan.targets)
         queue = route.queue = self._capable(route, request, targets, tier or route.tier)
         route.position = 0
         if not queue:
             raise AllProvidersFailed(route.plan.reason or f"tier {route.tier.name} has no targets")
         previous, cause = None, None
+        if tier is not None and route.errors:
+            previous, cause = route.errors[-1].provider, route.errors[-1].error_type
         while route.position < len(queue):
             index = route.position
             target = queue[index]
