@@ -5,6 +5,7 @@ died with answers still queued."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 
@@ -156,3 +157,27 @@ async def test_a_step_down_attempt_names_the_provider_and_the_failure_it_steps_d
         step = env.recorder.attempts[-1]
         assert (step.reason, step.provider) == (AttemptReason.STEP_DOWN, "backup")
         assert (step.failover_from, step.failover_cause) == ("primary", "overloaded")
+
+
+def test_the_cache_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """It holds the answers the tier gave (whatever they say), whatever the umask."""
+    path = tmp_path / "state" / "answers.sqlite"
+    cache = AnswerCache(path)
+    cache.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_cache_path_that_cannot_be_made_leaves_the_cache_in_memory(tmp_path: Path) -> None:
+    """As a failing disk does: logged once, the gateway starts, answers are kept in memory."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    cache = AnswerCache(blocker / "answers.sqlite")
+    answer = Response(
+        id="a",
+        model="m",
+        message=Message(role="assistant", content="x"),
+        finish_reason=FinishReason.STOP,
+    )
+    cache.put("k", answer)
+    cache.close()
+    assert len(cache) == 1

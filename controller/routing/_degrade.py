@@ -74,6 +74,7 @@ class AnswerCache:
         self._failed = False
         if self._path is not None:
             self._load(self._path)
+        if self._path is not None and not self._failed:
             self._writer = threading.Thread(
                 target=self._write_loop, name="failover-answer-cache", daemon=True
             )
@@ -153,7 +154,7 @@ class AnswerCache:
                     "ORDER BY stored_at DESC LIMIT ?",
                     (self._clock.wall() - self._ttl, self._max_entries),
                 ).fetchall()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return
         for key, stored_at, blob in reversed(rows):
@@ -163,7 +164,7 @@ class AnswerCache:
         assert self._path is not None
         try:
             db = _connect(self._path)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return
         with db:
@@ -183,7 +184,7 @@ class AnswerCache:
                     self._fail(exc)
                     return
 
-    def _fail(self, exc: sqlite3.Error) -> None:
+    def _fail(self, exc: sqlite3.Error | OSError) -> None:
         if not self._failed:
             self._failed = True
             log.warning(
@@ -193,6 +194,7 @@ class AnswerCache:
 
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)  # made for its owner alone (the answers it holds may say anything)
     db = sqlite3.connect(path, timeout=2.0, check_same_thread=False)
     db.execute(
         "CREATE TABLE IF NOT EXISTS answers "
