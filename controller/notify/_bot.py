@@ -114,9 +114,10 @@ class TelegramCommandBot:
                 try:
                     await self._begin()
                     backoff = 1.0
-                except TelegramError as exc:
+                except Exception as exc:  # the supervisor outlives any failure to start
                     self.counts["start_failed"] += 1
-                    self._log(f"cannot start polling ({_describe(exc)}); retry in {backoff:g} s")
+                    why = _describe(exc) if isinstance(exc, TelegramError) else type(exc).__name__
+                    self._log(f"cannot start polling ({why}); retry in {backoff:g} s")
                     await self._pause(backoff)
                     backoff = min(_BACKOFF_MAX, backoff * 2)
                     continue
