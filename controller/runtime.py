@@ -225,6 +225,7 @@ class Runtime:
             service_name=config.telemetry.service_name,
             capture_content=config.telemetry.capture_content,
             env=self.env,
+            healthy_share=config.telemetry.sampling.healthy_share,
         )
         self.tracer: Tracer = self.telemetry.tracer
         self.meter: Meter = self.telemetry.meter

@@ -315,9 +315,19 @@ class KillSwitchConfig(_Frozen):
     disable: tuple[str, ...] = ()
 
 
+class SamplingConfig(_Frozen):
+    """``telemetry.sampling``: tail sampling, decided once a request's trace has ended. Every
+    trace with a failed attempt, a retry, failover, rescue, hedge or continuation, or a route
+    that did not simply serve, is kept; of the rest, ``healthy_share`` (1: all, tail sampling
+    off; 0.01: one in a hundred). README "Telemetry"."""
+
+    healthy_share: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
 class TelemetryConfig(_Frozen):
     service_name: str = "llm-failover"
     capture_content: bool = False  # record prompts/completions on spans: opt-in only
+    sampling: SamplingConfig = SamplingConfig()
 
 
 class TranslationConfig(_Frozen):
@@ -343,6 +353,17 @@ class StateConfig(_Frozen):
     # files kept in all.
     audit_max_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024 * 1024
     audit_files: Annotated[int, Field(ge=1, le=100)] = 5
+
+
+class CacheConfig(_Frozen):
+    """``cache``: the last good answers of tiers with ``degrade.cache``, served only when every
+    provider a request could go to failed. ``path`` None: beside the state file
+    (``<state>.cache.sqlite``); memory only when the state has no file either."""
+
+    path: str | None = None
+    max_entries: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 64 * 1024 * 1024
+    ttl_seconds: Annotated[float, Field(gt=0)] = 86400.0
 
 
 class ClientPriorityConfig(_Frozen):
@@ -389,17 +410,6 @@ class JobsConfig(_Frozen):
     keep_results_seconds: Annotated[float, Field(gt=0)] = 86_400.0
     tick_seconds: Annotated[float, Field(gt=0, le=10)] = 0.5
     callbacks: CallbacksConfig = CallbacksConfig()
-
-
-class CacheConfig(_Frozen):
-    """``cache``: the last good answers of tiers with ``degrade.cache``, served only when every
-    provider a request could go to failed. ``path`` None: beside the state file
-    (``<state>.cache.sqlite``); memory only when the state has no file either."""
-
-    path: str | None = None
-    max_entries: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
-    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 64 * 1024 * 1024
-    ttl_seconds: Annotated[float, Field(gt=0)] = 86400.0
 
 
 class GatewayConfig(_Frozen):
