@@ -200,7 +200,9 @@ async def test_pin_asks_then_writes_the_file_and_moves_traffic(env: Env) -> None
     assert [r["command"] for r in bot] == ["/pin backup", "[button] do pin backup"]
     assert all(r["chat"] == str(ADMIN) and r["name"] == "@alice" for r in bot)
     # Told to the other channels (Slack, the other chat), not back to the asking chat.
-    await env.message_with(OTHER, "operator: kill switch pinned to backup by @alice")
+    told = await env.message_with(OTHER, "operator: kill switch pinned to backup by @alice")
+    assert "Kill switch: pinned to backup" in told["text"]  # the state after the change
+    assert "Traffic now: frontier → backup" in told["text"]
     await wait_for(lambda: any("by @alice" in json.dumps(p) for p in env.slack.posts))
     to_admin = [m["text"] for m in env.tg.messages if m["chat_id"] == str(ADMIN)]
     assert not any("operator:" in text for text in to_admin)

@@ -336,13 +336,19 @@ class CommandCenter:
 
     # -- records ------------------------------------------------------------------------------
     def _announce(self, who: Who, what: str, result: str) -> None:
+        """An operator_command alert for every channel but the asking chat, with the kill
+        switch and the routes as they are now (after the change)."""
         detail = f"{what} by {who.name} (Telegram chat {who.chat}): {result}"
+        switch = self._op.kill_switch()
+        tiers = self._op.status().get("tiers", [])
         self._op.announce(
             Alert(
                 event=AlertEvent.OPERATOR_COMMAND,
                 severity=DEFAULT_SEVERITY[AlertEvent.OPERATOR_COMMAND],
                 at=self._clock.wall(),
                 detail=detail,
+                routes={t["name"]: tuple(t.get("route", [])) for t in tiers},
+                kill_switch=switch.describe() if switch.active else None,
                 origin=f"telegram:{who.chat}",
             )
         )
