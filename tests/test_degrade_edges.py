@@ -8,21 +8,23 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import openai
+import pytest
 
 from controller._alerting import LadderWatch
 from controller._clock import FakeClock
 from controller.events import AttemptReason, RouteEvent, RouteOutcome
 from controller.model import FinishReason, Message, Request, Response, StreamChunk
 from controller.notify.alert import Alert, AlertEvent
-from controller.providers.fake import FakeProvider
+from controller.providers.fake import FakeProvider, FaultMode
 from controller.routing.plan import Degrade, Target, TierPlan
 from controller.routing.policy import never_retry
 from controller.routing.router import AnswerCache, Router
 from tests.conftest import Recorder, adapter
 from tests.gateway_support import TIMEOUTS
-from tests.test_degrade import DEGRADED, STATIC_TEXT, _ask, ladder
+from tests.test_degrade import DEGRADED, REPLY, STATIC_TEXT, _ask, ladder
 
 
 async def test_a_step_down_tier_that_cannot_take_the_request_is_passed_over(
@@ -32,7 +34,7 @@ async def test_a_step_down_tier_that_cannot_take_the_request_is_passed_over(
     tier has an Anthropic one. The tier's outage is the provider's fault, not the caller's:
     the ladder goes on to its next rung (the static text), never a 400 naming the tier."""
     async with ladder(tmp_path) as env:
-        env.primary.set_fault("error_503")  # type: ignore[arg-type]
+        env.primary.set_fault(FaultMode.ERROR_503)
         async with openai.AsyncOpenAI(
             base_url=f"{env.url}/v1", api_key="sk-client", max_retries=0
         ) as client:
@@ -149,7 +151,7 @@ async def test_a_step_down_attempt_names_the_provider_and_the_failure_it_steps_d
     tmp_path: Path,
 ) -> None:
     async with ladder(tmp_path) as env:
-        env.primary.set_fault("error_503")  # type: ignore[arg-type]
+        env.primary.set_fault(FaultMode.ERROR_503)
         async with openai.AsyncOpenAI(
             base_url=f"{env.url}/v1", api_key="sk-client", max_retries=0
         ) as client:
@@ -181,3 +183,29 @@ def test_a_cache_path_that_cannot_be_made_leaves_the_cache_in_memory(tmp_path: P
     cache.put("k", answer)
     cache.close()
     assert len(cache) == 1
+
+
+async def _ask_as(env: Any, key: str, text: str, *, stream: bool) -> tuple[str, str]:
+    async with openai.AsyncOpenAI(base_url=f"{env.url}/v1", api_key=key, max_retries=0) as c:
+        if not stream:
+            raw = await c.chat.completions.with_raw_response.create(model="t", messages=_ask(text))
+            answer = raw.parse().choices[0].message.content or ""
+            return answer, raw.headers.get(DEGRADED, "")
+        streamed = await c.chat.completions.with_raw_response.create(
+            model="t", messages=_ask(text), stream=True
+        )
+        pieces = [ch.choices[0].delta.content or "" async for ch in streamed.parse() if ch.choices]
+        return "".join(pieces), streamed.headers.get(DEGRADED, "")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_cache_never_answers_one_client_with_anothers_answer(
+    tmp_path: Path, stream: bool
+) -> None:
+    """Two client keys ask the very same thing: while the tier is down, each gets back only an
+    answer that it was given itself (the other one gets the static text)."""
+    async with ladder(tmp_path, step_down=False) as env:
+        assert await _ask_as(env, "sk-client-alice", "q", stream=stream) == (REPLY, "")
+        env.primary.set_fault(FaultMode.ERROR_503)
+        assert await _ask_as(env, "sk-client-bob", "q", stream=stream) == (STATIC_TEXT, "static")
+        assert await _ask_as(env, "sk-client-alice", "q", stream=stream) == (REPLY, "cache")

@@ -113,11 +113,13 @@ class ChatEndpoint:
             if held is not None:
                 return held
         router = self._backend.router
+        # Whose answer it is, for the answer cache: the key the client presented.
+        scope = _presented_key(http) if router.cache is not None else ""
         try:
             if not decoded.request.stream:
-                response = await router.complete(decoded.request, tier=decoded.tier)
+                response = await router.complete(decoded.request, tier=decoded.tier, scope=scope)
                 return self._whole(response, decoded)
-            routed = await router.stream(decoded.request, tier=decoded.tier)
+            routed = await router.stream(decoded.request, tier=decoded.tier, scope=scope)
         except FailoverError as exc:
             return self._failure(exc)
         except asyncio.CancelledError:
@@ -333,6 +335,17 @@ def _relayed_headers(headers: CIMultiDictProxy[str], names: tuple[str, ...]) -> 
         if values:
             found[name] = ",".join(values)
     return found
+
+
+def _presented_key(http: web.Request) -> str:
+    """The key a client presented (as its SDK sends one), or ""."""
+    headers = http.headers
+    return (
+        headers.get("Authorization")
+        or headers.get("x-api-key")
+        or headers.get("x-goog-api-key")
+        or http.query.get("key", "")
+    )
 
 
 def replace_status(err: BadRequest, status: int) -> BadRequest:

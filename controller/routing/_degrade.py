@@ -18,7 +18,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,8 @@ __all__ = ["CACHE", "STATIC", "STEP_DOWN", "AnswerCache", "CannedStream", "stati
 
 log = logging.getLogger(__name__)
 
+# An answer to keep: its tier, its request, whose it is, and what reads it (off the loop).
+_Keep = tuple[str, Request, str, "Callable[[], Response | None]"]
 # The rungs, as x-failover-degraded and the route's ``degraded`` say them.
 STEP_DOWN, CACHE, STATIC = "tier", "cache", "static"
 # Members of a client's body that do not change the answer it asks for.
@@ -68,7 +70,16 @@ class AnswerCache:
         self._entries: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()
         self._bytes = 0
         self.dropped = 0  # answers the SQLite thread could not take (kept in memory)
+        self.skipped = 0  # answers the keeper thread could not take (not kept)
         self._pending: queue.Queue[tuple[str, float, bytes] | None] = queue.Queue(_MAX_PENDING)
+        # Answers to keep, read, hashed and stored by a thread of their own (see keep()); the
+        # lock covers the memory side and an answer being kept.
+        self._lock = threading.Lock()
+        self._inbox: queue.Queue[_Keep | None] = queue.Queue(_MAX_PENDING)
+        self._keeper = threading.Thread(
+            target=self._keep_loop, name="failover-answer-keeper", daemon=True
+        )
+        self._keeper.start()
         self._path = Path(path) if path is not None else None
         self._writer: threading.Thread | None = None
         self._failed = False
@@ -81,9 +92,10 @@ class AnswerCache:
             self._writer.start()
 
     @staticmethod
-    def key(tier: str, request: Request) -> str:
+    def key(tier: str, request: Request, scope: str = "") -> str:
         """The request as a cache key: the client's body as it came (less what does not change
-        the answer, such as ``stream``), else the decoded request."""
+        the answer, such as ``stream``), else the decoded request; and ``scope``, whose answer
+        it is (the client's key: only hashed, never kept)."""
         source = request.source
         if source is not None:
             body = {k: v for k, v in source.body.items() if k not in _NOT_THE_QUESTION}
@@ -91,19 +103,39 @@ class AnswerCache:
         else:
             fields = asdict(replace(request, stream=False, source=None))
             text = b"decoded\0" + _json.dumps_sorted(fields)
+        if scope:
+            text = scope.encode("utf-8", "surrogatepass") + b"\0" + text
         return hashlib.sha256(tier.encode() + b"\0" + text).hexdigest()
 
+    def keep(
+        self, tier: str, request: Request, scope: str, produce: Callable[[], Response | None]
+    ) -> None:
+        """Keep the answer ``produce`` makes (None: nothing to keep) for ``request`` on
+        ``tier``, off the request path: the keeper thread reads the answer, computes the key
+        (a big body's hash releases the GIL: the other core does it) and stores it; a
+        :meth:`get` first keeps whatever is still waiting, so nothing served before is missed."""
+        try:
+            self._inbox.put_nowait((tier, request, scope, produce))
+        except queue.Full:
+            self.skipped += 1
+
     def get(self, key: str) -> Response | None:
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        stored_at, blob = found
-        if self._clock.wall() - stored_at > self._ttl:
-            self._drop(key)
-            return None
+        with self._lock:
+            self._catch_up()
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            stored_at, blob = found
+            if self._clock.wall() - stored_at > self._ttl:
+                self._drop(key)
+                return None
         return _decoded(blob)
 
     def put(self, key: str, response: Response) -> None:
+        with self._lock:
+            self._put(key, response)
+
+    def _put(self, key: str, response: Response) -> None:
         blob = _encoded(response)
         if len(blob) > self._max_bytes:
             return
@@ -116,7 +148,9 @@ class AnswerCache:
                 self.dropped += 1
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            self._catch_up()
+            return len(self._entries)
 
     @property
     def max_bytes(self) -> int:
@@ -124,12 +158,47 @@ class AnswerCache:
         return self._max_bytes
 
     def close(self) -> None:
-        """Let the SQLite thread write what it has, and stop."""
+        """Let the keeper keep, and the SQLite thread write, what they have, and stop."""
+        with contextlib.suppress(queue.Full):
+            self._inbox.put(None, timeout=5.0)
+        self._keeper.join(timeout=5.0)
         writer, self._writer = self._writer, None
         if writer is not None and writer.is_alive():  # it stops by itself when SQLite fails
             with contextlib.suppress(queue.Full):
                 self._pending.put(None, timeout=5.0)
             writer.join(timeout=5.0)
+
+    # ------------------------------------------------------------------------- keeping
+    def _keep_loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            with self._lock:
+                self._keep_one(item)
+
+    def _catch_up(self) -> None:
+        """Keep, in the caller's thread, what the keeper has not taken yet (lock held)."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:  # closing: the keeper's signal goes back for it
+                with contextlib.suppress(queue.Full):
+                    self._inbox.put_nowait(None)
+                return
+            self._keep_one(item)
+
+    def _keep_one(self, item: _Keep) -> None:
+        tier, request, scope, produce = item
+        try:
+            response = produce()
+        except Exception:  # a bug in reading an answer must not stop the keeper
+            log.exception("answer cache: an answer could not be read; not kept")
+            return
+        if response is not None:
+            self._put(self.key(tier, request, scope), response)
 
     # ------------------------------------------------------------------------- memory
     def _store(self, key: str, at: float, blob: bytes) -> None:

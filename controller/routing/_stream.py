@@ -72,6 +72,7 @@ class RoutedStream:
         self._cut: ProviderError | None = None  # the first failure, when it was continued
         self._overlap: Overlap | None = None
         self.degraded = route.degraded  # the rung of the tier's ladder serving it, if any
+        self.scope = ""  # whose answer it is, for the answer cache (Router.stream sets it)
         # Chunks kept for the answer cache (a cache-enabled tier's answer, not a degraded one),
         # while their bytes (``raw`` included) are within what the cache keeps at all.
         self._kept: list[StreamChunk] | None = None
@@ -217,5 +218,7 @@ class RoutedStream:
         # A stream the client left is ``cancelled`` (not ``failed``), still naming who served it.
         served_by = None if error is not None else self.provider
         if served_by is not None and not cancelled and self._kept is not None:
-            self._router._cache_stream(self._route, self._request, self._kept, self.model)
+            self._router._cache_stream(
+                self._route, self._request, self._kept, self.model, self.scope
+            )
         self._router._finish(self._route, served_by, error, cancelled=cancelled)

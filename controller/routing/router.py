@@ -188,9 +188,11 @@ class Router:
 
     # ------------------------------------------------------------------------------- public
     async def complete(
-        self, request: Request, *, tier: str, deadline: float | None = None
+        self, request: Request, *, tier: str, deadline: float | None = None, scope: str = ""
     ) -> Response:
-        """One non-streaming answer; raises the last attempt's reason when every try fails."""
+        """One non-streaming answer; raises the last attempt's reason when every try fails.
+        ``scope``: whose answer it is for the answer cache (the gateway gives the client's key:
+        a cached answer goes back only to the client that was given it)."""
         route = self._begin(request, tier, deadline, stream=False)
         try:
             response, target = await self._attempts(route, request, self._complete_once)
@@ -198,22 +200,23 @@ class Router:
             if not _ladder_for(exc):
                 self._finish(route, None, exc)
                 raise
-            degraded = await self._degraded(route, request, self._complete_once, exc)
+            degraded = await self._degraded(route, request, self._complete_once, exc, scope)
             if degraded is None:
                 self._finish(route, None, exc)
                 raise
             response, served_by = degraded
             self._finish(route, served_by, None)
             return replace(response, degraded=route.degraded)
-        self._cache_put(route, request, response)
+        self._cache_put(route, request, response, scope)
         self._finish(route, target.provider, None)
         return response
 
     async def stream(
-        self, request: Request, *, tier: str, deadline: float | None = None
+        self, request: Request, *, tier: str, deadline: float | None = None, scope: str = ""
     ) -> RoutedStream | CannedStream:
         """Start a stream. Returns once a provider has produced the first chunk (the deadline
-        bounds the wait for it; the stream may then outlive the deadline)."""
+        bounds the wait for it; the stream may then outlive the deadline). ``scope``: as for
+        :meth:`complete`."""
         route = self._begin(request, tier, deadline, stream=True)
         try:
             routed, _ = await self._attempts(route, request, self._stream_once)
@@ -221,7 +224,7 @@ class Router:
             if not _ladder_for(exc):
                 self._finish(route, None, exc)
                 raise
-            degraded = await self._degraded(route, request, self._stream_once, exc)
+            degraded = await self._degraded(route, request, self._stream_once, exc, scope)
             if degraded is None:
                 self._finish(route, None, exc)
                 raise
@@ -229,6 +232,7 @@ class Router:
             if isinstance(answer, Response):  # the cache's or the static answer
                 return CannedStream(self, route, answer, route.degraded)
             return answer
+        routed.scope = scope
         return routed
 
     async def probe(self, provider: str, model: str, *, within: float = 5.0) -> bool:
@@ -449,6 +453,7 @@ class Router:
         request: Request,
         once: Callable[[Route, Request, Try], Awaitable[T]],
         failure: BaseException,
+        scope: str,
     ) -> tuple[T | Response, str] | None:
         """After every target of the tier failed: the answer of the tier's ladder (its step-down
         tiers' targets, then the last good answer to the same request, then the static text;
@@ -483,7 +488,7 @@ class Router:
             )
             return answer, target.provider
         if degrade.cache and self.cache is not None:
-            cached = self.cache.get(self.cache.key(route.tier.name, request))
+            cached = self.cache.get(self.cache.key(route.tier.name, request, scope))
             if cached is not None:
                 route.degraded = CACHE
                 return replace(cached, id=route.request_id, provider=CACHE), CACHE
@@ -494,32 +499,45 @@ class Router:
         route.degraded = ""
         return None
 
-    def _cache_put(self, route: Route, request: Request, response: Response) -> None:
+    def _cache_put(self, route: Route, request: Request, response: Response, scope: str) -> None:
         """Keep a good answer of a cache-enabled tier for its ladder (a whole one; a stream's
         is kept by :class:`RoutedStream` once it has ended)."""
         cache = self.cache
         if cache is None or not route.tier.degrade.cache or route.degraded:
             return
-        if response.message is UNREAD:  # relayed undecoded: read it for the cache alone
-            provider = self.providers.get(response.provider)
-            reader = getattr(provider, "parse_response", None)
-            if reader is None or response.raw is None:
-                return
-            try:
-                response = reader(response.raw, response.model)
-            except ProviderError:
-                return
-        cache.put(cache.key(route.tier.name, request), response)
+        cache.keep(route.tier.name, request, scope, lambda: self._readable(response))
+
+    def _readable(self, response: Response) -> Response | None:
+        """``response`` with its message (one relayed undecoded is read for the cache alone,
+        on the cache's keeper thread), or None when it cannot be read."""
+        if response.message is not UNREAD:
+            return response
+        provider = self.providers.get(response.provider)
+        reader = getattr(provider, "parse_response", None)
+        if reader is None or response.raw is None:
+            return None
+        try:
+            parsed: Response = reader(response.raw, response.model)
+        except ProviderError:
+            return None
+        return parsed
 
     def _cache_stream(
-        self, route: Route, request: Request, chunks: list[StreamChunk], model: str
+        self, route: Route, request: Request, chunks: list[StreamChunk], model: str, scope: str
     ) -> None:
-        """Keep a cache-enabled tier's streamed answer, once it has ended whole."""
-        try:
-            response = assemble(chunks, id=route.request_id, model=model)
-        except ValueError:  # no finish reason: not a whole answer
+        """Keep a cache-enabled tier's streamed answer, once it has ended whole (assembled on
+        the cache's keeper thread)."""
+        cache = self.cache
+        if cache is None or not route.tier.degrade.cache or route.degraded:
             return
-        self._cache_put(route, request, response)
+
+        def whole() -> Response | None:
+            try:
+                return assemble(chunks, id=route.request_id, model=model)
+            except ValueError:  # no finish reason: not a whole answer
+                return None
+
+        cache.keep(route.tier.name, request, scope, whole)
 
     # ------------------------------------------------------------------------------- races
     async def _race(
