@@ -10,6 +10,7 @@ openai SDK and raw HTTP) is bounded in count and time; a drill trips the primary
 * frontier tier: primary → backup; the drill fails it over; about one request a second is
   hedged on the backup (a 0.1 ms hedge wait, a budget of one a second).
 * cheap tier: spare only, answering 401: a tier that is down, auth failures, a high error rate.
+* budget tier: spare too, with a static answer at the bottom of its ladder: degraded answers.
 * OTLP export points at a port where nothing listens, so telemetry drops are real and counted.
 
 Then every dashboard query and every rule expression must return data, with the exceptions in
@@ -83,7 +84,11 @@ tiers:
   cheap:
     targets:
       - {{provider: spare, model: small}}
-aliases: {{gpt-4o: frontier, gpt-mini: cheap}}
+  budget:  # down too (the same target), but it answers from its ladder: the degraded panel
+    targets:
+      - {{provider: spare, model: small}}
+    degrade: {{static: "Try again in a few minutes."}}
+aliases: {{gpt-4o: frontier, gpt-mini: cheap, gpt-nano: budget}}
 translation: {{droppable: [service_tier]}}
 routing: {{deadline_seconds: 10, retry: {{max_tries_per_provider: 1}}}}
 kill_switch: {{pin: {pin}}}
@@ -146,7 +151,7 @@ class GatewayRequests:
     async def send(self, i: int) -> str | None:
         """Request ``i``; returns the provider that served a plain one."""
         if i % 5 == 0:
-            await self._cheap()
+            await self._cheap("gpt-nano" if i % 10 == 0 else "gpt-mini")
             return None
         if i % 4 == 0:
             await self._stream()
@@ -185,9 +190,10 @@ class GatewayRequests:
         if not "".join(text).startswith("Hello from"):
             raise BadAnswer(f"stream: {text!r}")
 
-    async def _cheap(self) -> None:
-        """The cheap tier is down (401): the client sees an error, which is expected here."""
-        body = {"model": "gpt-mini", "messages": [{"role": "user", "content": "hello"}]}
+    async def _cheap(self, model: str) -> None:
+        """The cheap tier is down (401): the client sees an error, which is expected here; the
+        budget tier, as down, answers with its static text (x-failover-degraded: static)."""
+        body = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
         async with self.session.post(self.url + "/v1/chat/completions", json=body) as answer:
             await answer.read()
 
@@ -424,7 +430,7 @@ async def test_dashboard_variables_resolve(live: Live) -> None:
         got[label] = set(values)
     assert got["instance"] == {live.instance}
     assert got["provider"] == {"primary", "backup", "spare"}
-    assert got["tier"] == {"frontier", "cheap"}  # the controller's probes are not a tier
+    assert got["tier"] == {"frontier", "cheap", "budget"}  # the controller's probes are not one
 
 
 async def test_every_dashboard_query_returns_data(live: Live) -> None:
