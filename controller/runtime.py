@@ -619,6 +619,19 @@ class Runtime:
     async def drill(self, provider: str, seconds: float) -> dict[str, Any]:
         return start_drill(self.providers, provider, seconds)
 
+    async def set_kill_switch(self, switch: KillSwitch, *, by: str) -> dict[str, Any]:
+        """The admin API's kill switch: the same code as the Telegram commands (the config
+        file's flag through ``failover kill-switch``'s writer, or the fleet's in Redis)."""
+        from controller.notify._bot_commands import OperatorError
+        from controller.notify._bot_runtime import RuntimeOperator
+
+        try:
+            said = await RuntimeOperator(self).set_kill_switch(switch, by=by, chat="")
+        except OperatorError as exc:
+            raise ValueError(str(exc)) from None
+        now = self.holder.current.kill_switch
+        return {"kill_switch": now.describe(), "routes": self.routes(), "said": said}
+
 
 def _trace_flip(tracer: Tracer, transition: Transition, *, version: int) -> None:
     """A ``failover.routing_flip`` span holding the flip as its ``routing.flip`` event."""

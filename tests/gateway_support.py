@@ -20,7 +20,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
-from controller.control.state import RoutingState, StateHolder
+from controller.control.state import KillSwitch, RoutingState, StateHolder
 from controller.events import Outcome
 from controller.gateway import GatewayServer, GatewaySettings, create_admin_app, create_app
 from controller.model import (
@@ -106,6 +106,7 @@ class GatewayTestBackend:
         self.recorder = recorder
         self.readiness: tuple[bool, str] = (True, "every tier has a usable provider")
         self.drills: list[tuple[str, float]] = []
+        self.switches: list[tuple[KillSwitch, str]] = []  # what the admin API set, and by whom
         self.alerts: list[dict[str, Any]] = []
         self.fakes: dict[str, FakeProvider] = {}
         self.retry_wait: float | None = None  # the controller's estimate retry_after answers
@@ -204,6 +205,15 @@ class GatewayTestBackend:
             labels = f'tier="{tier}",outcome="{outcome}",served_by="{served_by}"'
             lines.append(f"failover_requests_total{{{labels}}} {n}")
         return ("\n".join(lines) + "\n").encode(), PROMETHEUS_TYPE
+
+    async def set_kill_switch(self, switch: KillSwitch, *, by: str) -> dict[str, Any]:
+        for name in (switch.pin, *switch.disable):
+            if name is not None and name not in self.router.providers:
+                raise ValueError(f"unknown provider {name!r}")
+        self.switches.append((switch, by))
+        state = self.router.state
+        state.publish(replace(state.current, kill_switch=switch, version=state.current.version + 1))
+        return {"kill_switch": switch.describe()}
 
     async def drill(self, provider: str, seconds: float) -> dict[str, Any]:
         if provider not in self.router.providers:

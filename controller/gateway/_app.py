@@ -154,4 +154,5 @@ def create_admin_app(backend: GatewayBackend, *, admin_token: str | None) -> web
     admin = AdminEndpoints(backend)
     app.router.add_get("/admin/state", admin.state)
     app.router.add_post("/admin/drill", admin.drill)
+    app.router.add_post("/admin/kill-switch", admin.kill_switch)
     return app

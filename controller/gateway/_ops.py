@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from controller._model_names import is_pattern
+from controller.control.state import KillSwitch
 from controller.gateway._formats import OPENAI
 from controller.gateway._status_page import STATUS_PAGE_HTML
 from controller.gateway.backend import GatewayBackend
@@ -97,6 +98,43 @@ class AdminEndpoints:
         except KeyError:
             return _admin_error(404, f"unknown provider {provider[:100]!r}")
         return web.json_response({"ok": True, "provider": provider, "seconds": seconds, **result})
+
+    async def kill_switch(self, request: web.Request) -> web.Response:
+        """``{"pin": name}``, ``{"disable": [names]}`` or ``{"clear": true}``: the kill switch,
+        written where ``failover kill-switch`` writes it (the fleet's, in fleet mode)."""
+        try:
+            body = await request.json()
+        except (ValueError, RecursionError):
+            return _admin_error(400, _SWITCH_USAGE)
+        switch = _switch_of(body)
+        if switch is None:
+            return _admin_error(400, _SWITCH_USAGE)
+        who = f"admin-api {request.remote or '?'}"
+        try:
+            result = await self._backend.set_kill_switch(switch, by=who)
+        except ValueError as exc:
+            return _admin_error(409, str(exc))
+        return web.json_response({"ok": True, **result})
+
+
+_SWITCH_USAGE = (
+    'body must be {"pin": "<provider>"}, {"disable": ["<provider>", ...]} or {"clear": true}'
+)
+
+
+def _switch_of(body: Any) -> KillSwitch | None:
+    """The kill switch a request body asks for, or None when it asks for none of the three."""
+    if not isinstance(body, dict) or len(body) != 1:
+        return None
+    if body.get("clear") is True:
+        return KillSwitch()
+    pin = body.get("pin")
+    if isinstance(pin, str) and pin:
+        return KillSwitch(pin=pin)
+    disable = body.get("disable")
+    if isinstance(disable, list) and disable and all(isinstance(p, str) and p for p in disable):
+        return KillSwitch(disable=tuple(dict.fromkeys(disable)))
+    return None
 
 
 def _drill_problem(body: Any) -> str:

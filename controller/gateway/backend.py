@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
+from controller.control.state import KillSwitch
 from controller.routing.router import Router
 
 
@@ -49,6 +50,12 @@ class GatewayBackend(Protocol):
 
     def render_metrics(self) -> tuple[bytes, str]:
         """Prometheus exposition body and its content type."""
+        ...
+
+    async def set_kill_switch(self, switch: KillSwitch, *, by: str) -> dict[str, Any]:
+        """Set the kill switch as ``failover kill-switch`` does (the config file's flag, or the
+        fleet's in Redis in fleet mode), audited as made ``by``; the answer says the switch in
+        force and the routes. Raises ValueError when it cannot be set (the message says why)."""
         ...
 
     async def drill(self, provider: str, seconds: float) -> dict[str, Any]:
