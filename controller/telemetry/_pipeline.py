@@ -4,9 +4,10 @@
 events, the light tracer's ended spans). It encodes them (:mod:`controller.telemetry._otlp`),
 through the tail sampler first when one is configured (then only kept spans are encoded), and
 puts the bytes on :class:`SpanBatcher`'s queue. The batcher's thread sends a batch when it is
-full or ``OTEL_BSP_SCHEDULE_DELAY`` has passed, through the SDK's own OTLP/HTTP client (so the
-endpoint, headers, compression, TLS files, timeout and retries behave exactly as the SDK's
-exporter would).
+full or ``OTEL_BSP_SCHEDULE_DELAY`` has passed, through the sender setup gives it: the lean
+one of :mod:`controller.telemetry._send` (the SDK client's headers, retries and TLS files), or
+the SDK exporter's own client where only that behaves as the SDK does (a proxy, a credential
+provider).
 
 A dead or slow collector costs the request path nothing: ``put`` appends to a bounded deque and
 wakes the thread at most once per batch; a full queue drops its oldest span and counts it, as
