@@ -27,7 +27,16 @@ from controller._clock import FakeClock
 from controller.control.state import HealthState, ProviderStatus, RoutingState, StateHolder
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.gateway._jobs import JobQueue, JobRunner, client_priorities
-from controller.jobs import HttpCallbackSender, Replayer, ReplayLimits, SqliteJobStore
+from controller.jobs import (
+    Done,
+    HttpCallbackSender,
+    Job,
+    JobState,
+    Replayer,
+    ReplayLimits,
+    Retry,
+    SqliteJobStore,
+)
 from controller.providers.fake import FakeProvider, FaultMode
 from controller.routing.plan import Degrade, Priority, Target, TierPlan
 from controller.routing.policy import never_retry
@@ -392,3 +401,40 @@ async def test_a_job_the_providers_keep_failing_goes_to_the_dead_letters(tmp_pat
         _, doc = await _job(env, job_id)
         assert (doc["status"], doc["attempts"]) == ("dead", 2)
         assert "every provider failed" in doc["error"]
+
+
+async def test_a_replay_answered_by_the_ladders_static_rung_is_tried_again() -> None:
+    async with FakeProvider(name="down") as down:
+        down.set_fault(FaultMode.ERROR_500)
+        ladder = Degrade(static="We are degraded; try later.")
+        tier = TierPlan(name="t", targets=(Target(provider="down", model="m"),), degrade=ladder)
+        router = Router(
+            tiers={"t": tier},
+            providers={"down": adapter(down, "openai", "down")},
+            retry=never_retry,
+            default_timeouts=TIMEOUTS,
+        )
+        job = Job(
+            id="job_" + "s" * 24,
+            owner="",
+            tier="t",
+            front="openai",
+            model="t",
+            body=b'{"model": "t", "messages": [{"role": "user", "content": "hi"}]}',
+            headers={},
+            idempotency_key="k",
+            callback=None,
+            state=JobState.RUNNING,
+            attempts=1,
+            created_at=0.0,
+            next_at=0.0,
+        )
+        try:
+            outcome = await JobRunner(router, max_result_bytes=1 << 20)(job)
+            assert outcome == Retry("served by the static rung of the ladder, not a provider")
+            down.clear_fault()
+            served = await JobRunner(router, max_result_bytes=1 << 20)(job)
+            assert isinstance(served, Done)
+            assert served.status == 200
+        finally:
+            await router.aclose()

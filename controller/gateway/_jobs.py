@@ -104,6 +104,7 @@ _JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{16,64}")
 # What triage does, by priority: deferred (kept, 202), full (not kept: over a limit, 503),
 # dropped (503).
 _ACTIONS = (("defer", "deferred"), ("defer", "full"), ("drop", "dropped"))
+_NOT_AN_ANSWER = frozenset({"cache", "static"})  # ladder rungs (Response.degraded)
 
 
 class Call(Protocol):
@@ -364,7 +365,9 @@ class JobsEndpoint:
 
 class JobRunner:
     """One replay attempt of a job: decoded as its front decodes it, routed through
-    ``router.complete`` on its tier, answered in its front's format."""
+    ``router.complete`` on its tier, answered in its front's format. An answer from the
+    ladder's cache or static rung is no answer to a job that chose to wait: it is tried again
+    (a step-down tier's answer, a model's, is kept)."""
 
     def __init__(self, router: Router, *, max_result_bytes: int) -> None:
         self._router = router
@@ -384,6 +387,8 @@ class JobRunner:
                 answer = front.error(shown)  # the provider's refusal is the job's answer
                 return Done(answer.status, _body_of(answer))
             return Retry(str(shown.message)[:500])
+        if response.degraded in _NOT_AN_ANSWER:  # the job waits for a provider instead
+            return Retry(f"served by the {response.degraded} rung of the ladder, not a provider")
         if response.raw is not None:
             body = bytes(response.raw)
         else:
