@@ -135,7 +135,7 @@ class _ChatFake:
         self,
         count: int,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109 - a bound on this wait
+        timeout: float = 30.0,  # noqa: ASYNC109 - a bound (a loaded machine may take seconds)
     ) -> list[Recorded]:
         """Wait until at least ``count`` requests arrived; returns all of them."""
         async with asyncio.timeout(timeout), self._changed:
@@ -208,7 +208,7 @@ class FakeTelegram(_ChatFake):
         self,
         count: int,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109 - a bound on this wait
+        timeout: float = 30.0,  # noqa: ASYNC109 - a bound (a loaded machine may take seconds)
     ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.messages) >= count)
@@ -314,7 +314,7 @@ class FakeTelegram(_ChatFake):
         method: str,
         count: int,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109 - a bound on this wait
+        timeout: float = 30.0,  # noqa: ASYNC109 - a bound (a loaded machine may take seconds)
     ) -> list[dict[str, Any]]:
         """Wait until ``count`` requests for ``method`` arrived; their bodies."""
         async with asyncio.timeout(timeout), self._changed:
@@ -434,7 +434,7 @@ class FakeSlack(_ChatFake):
         self,
         count: int,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109 - a bound on this wait
+        timeout: float = 30.0,  # noqa: ASYNC109 - a bound (a loaded machine may take seconds)
     ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.posts) >= count)
