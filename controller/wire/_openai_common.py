@@ -24,8 +24,13 @@ __all__ = [
     "TOOL_ERROR_PREFIX",
     "ErrorFields",
     "error_body",
+    "invalid",
+    "optional",
+    "required",
     "stream_usage_requested",
     "tool_call_out",
+    "typed",
+    "unsupported_value",
 ]
 
 TOOL_ERROR_PREFIX = "[tool error] "
@@ -143,3 +148,39 @@ def error_body(err: ProviderError) -> dict[str, Any]:
     elif isinstance(err, AuthFailed):
         kind, code = "invalid_request_error", "invalid_api_key"
     return {"error": {"message": err.message, "type": kind, "param": param, "code": code}}
+
+
+# --- a client's request checked as OpenAI's APIs check it (Chat Completions and Responses) ---
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES |= {list: "an array", dict: "an object", type(None): "null"}
+
+
+def invalid(message: str) -> BadRequest:
+    return BadRequest(message, status=400)
+
+
+def typed(value: Any, kinds: tuple[type, ...], path: str) -> Any:
+    """``value`` if it has one of ``kinds``, else a 400 worded like the real API's."""
+    if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
+        return value
+    expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+    got = _TYPE_NAMES.get(type(value), type(value).__name__)
+    raise invalid(f"Invalid type for '{path}': expected {expected}, but got {got} instead.")
+
+
+def required(obj: dict[str, Any], key: str, kinds: tuple[type, ...], path: str = "") -> Any:
+    full = f"{path}.{key}" if path else key
+    if obj.get(key) is None:
+        raise invalid(f"Missing required parameter: '{full}'.")
+    return typed(obj[key], kinds, full)
+
+
+def optional(obj: dict[str, Any], key: str, kinds: tuple[type, ...], path: str = "") -> Any:
+    value = obj.get(key)
+    return None if value is None else typed(value, kinds, f"{path}.{key}" if path else key)
+
+
+def unsupported_value(value: Any, path: str, supported: str) -> BadRequest:
+    """The 400 for a value the API does not take (the value shown clipped: it is the client's)."""
+    shown = repr(value)[:60]
+    return invalid(f"Invalid value for '{path}': {shown}. Supported values are: {supported}.")

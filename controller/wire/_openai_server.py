@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller._clock import Clock, SystemClock
-from controller._errors import BadRequest, ProviderError
+from controller._errors import ProviderError
 from controller.model import (
     NO_ORIGIN,
     DocumentPart,
@@ -36,43 +36,16 @@ from controller.wire._openai_common import (
     stream_usage_requested,
     tool_call_out,
 )
+from controller.wire._openai_common import invalid as _bad
+from controller.wire._openai_common import optional as _optional
+from controller.wire._openai_common import required as _field
+from controller.wire._openai_common import typed as _typed
+from controller.wire._openai_common import unsupported_value as _unsupported
 from controller.wire._sse import sse
 
 __all__ = ["OpenAIServerCodec", "OpenAIStreamEncoder", "stream_usage_requested"]
 
 # ---------------------------------------------------------------- server: request
-
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-_TYPE_NAMES |= {list: "an array", dict: "an object", type(None): "null"}
-
-
-def _bad(message: str) -> BadRequest:
-    return BadRequest(message, status=400)
-
-
-def _typed(value: Any, kinds: tuple[type, ...], path: str) -> Any:
-    """``value`` if it has one of ``kinds``, else BadRequest worded like the real API's."""
-    if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
-        return value
-    expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-    got = _TYPE_NAMES.get(type(value), type(value).__name__)
-    raise _bad(f"Invalid type for '{path}': expected {expected}, but got {got} instead.")
-
-
-def _field(obj: dict[str, Any], key: str, kinds: tuple[type, ...], path: str = "") -> Any:
-    full = f"{path}.{key}" if path else key
-    if obj.get(key) is None:
-        raise _bad(f"Missing required parameter: '{full}'.")
-    return _typed(obj[key], kinds, full)
-
-
-def _optional(obj: dict[str, Any], key: str, kinds: tuple[type, ...], path: str = "") -> Any:
-    value = obj.get(key)
-    return None if value is None else _typed(value, kinds, f"{path}.{key}" if path else key)
-
-
-def _unsupported(value: Any, path: str, supported: str) -> BadRequest:
-    return _bad(f"Invalid value for '{path}': {value!r}. Supported values are: {supported}.")
 
 
 # The members each part of a request has that the translation carries; any other member (not

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller._errors import BadRequest
 from controller.model import (
     DocumentPart,
     ImagePart,
@@ -47,13 +46,16 @@ from controller.model import (
 from controller.wire._common import Notes
 from controller.wire._media import PDF, parse_data_url
 from controller.wire._openai_common import CHOICES, TOOL_ERROR_PREFIX
+from controller.wire._openai_common import invalid as _bad
+from controller.wire._openai_common import optional as _optional
+from controller.wire._openai_common import required as _field
+from controller.wire._openai_common import typed as _typed
+from controller.wire._openai_common import unsupported_value as _unsupported
 
 __all__ = ["WIRE_FORMAT", "decode_request", "peek_request"]
 
 WIRE_FORMAT = "responses"
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-_TYPE_NAMES |= {list: "an array", dict: "an object", type(None): "null"}
 
 # Top-level members the translation carries (or that are the gateway's own business).
 _TRANSLATED = frozenset(
@@ -95,36 +97,6 @@ _OUTPUT_MEMBERS = frozenset({"type", "id", "call_id", "output", "status"})
 _MESSAGE_MEMBERS = frozenset({"type", "id", "role", "content", "status", "phase"})
 _STORED = ("previous_response_id", "conversation", "prompt")  # input kept elsewhere
 _ROLES = ("user", "assistant", "system", "developer")
-
-
-def _bad(message: str) -> BadRequest:
-    return BadRequest(message, status=400)
-
-
-def _typed(value: Any, kinds: tuple[type, ...], path: str) -> Any:
-    """``value`` if it has one of ``kinds``, else a 400 worded like the real API's."""
-    if isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
-        return value
-    expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-    got = _TYPE_NAMES.get(type(value), type(value).__name__)
-    raise _bad(f"Invalid type for '{path}': expected {expected}, but got {got} instead.")
-
-
-def _field(obj: dict[str, Any], key: str, kinds: tuple[type, ...], path: str = "") -> Any:
-    full = f"{path}.{key}" if path else key
-    if obj.get(key) is None:
-        raise _bad(f"Missing required parameter: '{full}'.")
-    return _typed(obj[key], kinds, full)
-
-
-def _optional(obj: dict[str, Any], key: str, kinds: tuple[type, ...], path: str = "") -> Any:
-    value = obj.get(key)
-    return None if value is None else _typed(value, kinds, f"{path}.{key}" if path else key)
-
-
-def _unsupported(value: Any, path: str, supported: str) -> BadRequest:
-    shown = repr(value)[:60]
-    return _bad(f"Invalid value for '{path}': {shown}. Supported values are: {supported}.")
 
 
 def peek_request(body: Any) -> tuple[str, bool]:
