@@ -110,15 +110,22 @@ class Front(Protocol):
     def model_not_found(self, model: str, known: Sequence[str]) -> web.Response: ...
 
 
-class OpenAIFront:
-    """``POST /v1/chat/completions``."""
+class _FrontCodec(Protocol):
+    """What a front asks of its server codec."""
 
-    name = "openai"
-    id_prefix = "chatcmpl-"
-    relayed_headers: tuple[str, ...] = ()
+    def parse_request(self, body: Any, *, origin: Origin = ...) -> tuple[str, Request]: ...
 
-    def __init__(self) -> None:
-        self.codec = OpenAIServerCodec()
+    def peek_request(self, body: Any) -> tuple[str, bool]: ...
+
+    def render_response(self, response: Response) -> dict[str, Any]: ...
+
+    def render_error(self, err: ProviderError) -> tuple[int, dict[str, Any], dict[str, str]]: ...
+
+
+class _CodecFront:
+    """A front's decoding, rendering and errors, as its server codec does them."""
+
+    codec: _FrontCodec
 
     def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
         return self.codec.parse_request(body, origin=origin)
@@ -129,13 +136,26 @@ class OpenAIFront:
     def render(self, response: Response) -> dict[str, Any]:
         return self.codec.render_response(response)
 
+    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
+        return error_response(*self.codec.render_error(err), retry_after=retry_after)
+
+
+class OpenAIFront(_CodecFront):
+    """``POST /v1/chat/completions``."""
+
+    name = "openai"
+    id_prefix = "chatcmpl-"
+    relayed_headers: tuple[str, ...] = ()
+
+    codec: OpenAIServerCodec
+
+    def __init__(self) -> None:
+        self.codec = OpenAIServerCodec()
+
     def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder:
         """The usage-only chunk is sent only when asked for, as the real API does."""
         usage = stream_usage_requested(body)
         return self.codec.stream_encoder(id=id, model=model, include_usage=usage)
-
-    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
-        return error_response(*self.codec.render_error(err), retry_after=retry_after)
 
     def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
         message = f"The model '{_clip(model)}' does not exist on this gateway. {_known(known)}"
@@ -148,37 +168,27 @@ class OpenAIFront:
         return web.json_response({"error": error}, status=404, headers=_FINAL)
 
 
-class AnthropicFront:
+class AnthropicFront(_CodecFront):
     """``POST /v1/messages``."""
 
     name = "anthropic"
     id_prefix = "msg_"
     relayed_headers: tuple[str, ...] = RELAYED_HEADERS
 
+    codec: AnthropicServerCodec
+
     def __init__(self) -> None:
         self.codec = AnthropicServerCodec()
 
-    def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
-        return self.codec.parse_request(body, origin=origin)
-
-    def peek(self, body: Any) -> tuple[str, bool]:
-        return self.codec.peek_request(body)
-
-    def render(self, response: Response) -> dict[str, Any]:
-        return self.codec.render_response(response)
-
     def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder:
         return self.codec.stream_encoder(id=id, model=model)
-
-    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
-        return error_response(*self.codec.render_error(err), retry_after=retry_after)
 
     def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
         error = {"type": "not_found_error", "message": f"model: {_clip(model)}. {_known(known)}"}
         return web.json_response({"type": "error", "error": error}, status=404, headers=_FINAL)
 
 
-class ResponsesFront:
+class ResponsesFront(_CodecFront):
     """``POST /v1/responses``: OpenAI's Responses API (the openai SDK's ``client.responses``,
     Codex CLI). Its errors are OpenAI's ``{"error": {...}}`` bodies."""
 
@@ -186,23 +196,13 @@ class ResponsesFront:
     id_prefix = "resp_"
     relayed_headers: tuple[str, ...] = ()
 
+    codec: ResponsesServerCodec
+
     def __init__(self) -> None:
         self.codec = ResponsesServerCodec()
 
-    def parse(self, body: Any, origin: Origin) -> tuple[str, Request]:
-        return self.codec.parse_request(body, origin=origin)
-
-    def peek(self, body: Any) -> tuple[str, bool]:
-        return self.codec.peek_request(body)
-
-    def render(self, response: Response) -> dict[str, Any]:
-        return self.codec.render_response(response)
-
     def encoder(self, *, id: str, model: str, body: Any) -> StreamEncoder:
         return self.codec.stream_encoder(id=id, model=model, body=body)
-
-    def error(self, err: ProviderError, *, retry_after: float | None = None) -> web.Response:
-        return error_response(*self.codec.render_error(err), retry_after=retry_after)
 
     def model_not_found(self, model: str, known: Sequence[str]) -> web.Response:
         return OPENAI.model_not_found(model, known)
