@@ -16,14 +16,16 @@ from controller._errors import (
     ProviderError,
     RateLimited,
 )
-from controller.model import ToolCall
-from controller.wire._common import error_for_status, status_for
+from controller.model import ImagePart, Part, ToolCall
+from controller.wire._common import Notes, error_for_status, status_for
+from controller.wire._media import parse_data_url
 
 __all__ = [
     "CHOICES",
     "TOOL_ERROR_PREFIX",
     "ErrorFields",
     "error_body",
+    "image_part",
     "invalid",
     "optional",
     "required",
@@ -184,3 +186,19 @@ def unsupported_value(value: Any, path: str, supported: str) -> BadRequest:
     """The 400 for a value the API does not take (the value shown clipped: it is the client's)."""
     shown = repr(value)[:60]
     return invalid(f"Invalid value for '{path}': {shown}. Supported values are: {supported}.")
+
+
+def image_part(holder: dict[str, Any], key: str, where: str, path: str, notes: Notes) -> list[Part]:
+    """An image named by the URL in ``holder[key]`` (``where`` is ``holder``'s path): a base64
+    data URL or a URL. A ``detail`` other than ``auto`` is noted (only OpenAI has it), and so is
+    a data URL not in base64 (``;utf8,<svg...``), at ``path``."""
+    url: str = required(holder, key, (str,), where)
+    if optional(holder, "detail", (str,), where) not in (None, "auto"):
+        notes.add("image_detail", f"{where}.detail")
+    if not url.startswith("data:"):
+        return [ImagePart(url=url)]
+    inline = parse_data_url(url)
+    if inline is None:
+        notes.add("image", path)
+        return []
+    return [ImagePart(media_type=inline[0], data=inline[1])]

@@ -10,7 +10,6 @@ from controller._errors import ProviderError
 from controller.model import (
     NO_ORIGIN,
     DocumentPart,
-    ImagePart,
     Message,
     Origin,
     Part,
@@ -33,6 +32,7 @@ from controller.wire._openai_common import (
     CHOICES,
     TOOL_ERROR_PREFIX,
     error_body,
+    image_part,
     stream_usage_requested,
     tool_call_out,
 )
@@ -135,16 +135,7 @@ def _image_in(part: dict[str, Any], path: str, notes: Notes) -> list[Part]:
     image = _field(part, "image_url", (dict,), path)
     where = f"{path}.image_url"
     notes.extra(image, _IMAGE_URL_MEMBERS, where, ".")
-    url: str = _field(image, "url", (str,), where)
-    if _optional(image, "detail", (str,), where) not in (None, "auto"):
-        notes.add("image_detail", f"{where}.detail")
-    if not url.startswith("data:"):
-        return [ImagePart(url=url)]
-    inline = parse_data_url(url)
-    if inline is None:
-        notes.add("image", path)
-        return []
-    return [ImagePart(media_type=inline[0], data=inline[1])]
+    return image_part(image, "url", where, path, notes)
 
 
 def _file_in(part: dict[str, Any], path: str, notes: Notes) -> list[Part]:

@@ -30,7 +30,6 @@ from typing import Any
 
 from controller.model import (
     DocumentPart,
-    ImagePart,
     Message,
     Origin,
     Part,
@@ -45,7 +44,7 @@ from controller.model import (
 )
 from controller.wire._common import Notes
 from controller.wire._media import PDF, parse_data_url
-from controller.wire._openai_common import CHOICES, TOOL_ERROR_PREFIX
+from controller.wire._openai_common import CHOICES, TOOL_ERROR_PREFIX, image_part
 from controller.wire._openai_common import invalid as _bad
 from controller.wire._openai_common import optional as _optional
 from controller.wire._openai_common import required as _field
@@ -165,16 +164,7 @@ def _image(part: dict[str, Any], path: str, notes: Notes) -> list[Part]:
     if part.get("file_id") is not None:
         notes.add("file_id", f"{path}.file_id")
         return []
-    url: str = _field(part, "image_url", (str,), path)
-    if _optional(part, "detail", (str,), path) not in (None, "auto"):
-        notes.add("image_detail", f"{path}.detail")
-    if not url.startswith("data:"):
-        return [ImagePart(url=url)]
-    inline = parse_data_url(url)
-    if inline is None:
-        notes.add("image", path)
-        return []
-    return [ImagePart(media_type=inline[0], data=inline[1])]
+    return image_part(part, "image_url", path, path, notes)
 
 
 def _file(part: dict[str, Any], path: str, notes: Notes) -> list[Part]:
