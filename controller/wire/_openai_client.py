@@ -31,10 +31,8 @@ from controller.model import (
 )
 from controller.wire._base import HttpCall, SSEEvent
 from controller.wire._common import (
-    error_for_status,
     load_event,
     load_json,
-    parse_retry_after,
     require,
 )
 from controller.wire._media import data_url, file_name, media_of
@@ -42,6 +40,7 @@ from controller.wire._openai_common import (
     CHOICES,
     TOOL_ERROR_PREFIX,
     ErrorFields,
+    openai_error,
     stream_usage_requested,
     tool_call_out,
 )
@@ -202,14 +201,7 @@ class OpenAIClientCodec:
     def error_from(
         self, status: int, headers: Mapping[str, str], body: bytes, model: str
     ) -> ProviderError:
-        try:
-            data: Any = json.loads(body)
-        except (ValueError, UnicodeDecodeError):  # an HTML page from a proxy, say
-            data = body.decode("utf-8", errors="replace").strip()[:300] or None
-        fields = ErrorFields.of(data, status)
-        retry_after = parse_retry_after(headers)
-        err = error_for_status(status, fields.message, model=model, retry_after=retry_after)
-        return fields.refine(err, provider=self.provider_kind)
+        return openai_error(status, headers, body, model, self.provider_kind)
 
 
 def _messages_out(request: Request) -> list[dict[str, Any]]:

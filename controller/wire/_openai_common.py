@@ -4,7 +4,9 @@ rendering and the error body (read by the client, written by the server)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from controller._errors import (
@@ -17,7 +19,7 @@ from controller._errors import (
     RateLimited,
 )
 from controller.model import ImagePart, Part, ToolCall
-from controller.wire._common import Notes, error_for_status, status_for
+from controller.wire._common import Notes, error_for_status, parse_retry_after, status_for
 from controller.wire._media import parse_data_url
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "error_body",
     "image_part",
     "invalid",
+    "openai_error",
     "optional",
     "required",
     "stream_usage_requested",
@@ -202,3 +205,17 @@ def image_part(holder: dict[str, Any], key: str, where: str, path: str, notes: N
         notes.add("image", path)
         return []
     return [ImagePart(media_type=inline[0], data=inline[1])]
+
+
+def openai_error(
+    status: int, headers: Mapping[str, str], body: bytes, model: str, provider: str
+) -> ProviderError:
+    """A non-2xx answer of OpenAI's APIs (Chat Completions, Responses) as the error it means."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):  # an HTML page from a proxy, say
+        data = body.decode("utf-8", errors="replace").strip()[:300] or None
+    fields = ErrorFields.of(data, status)
+    retry_after = parse_retry_after(headers)
+    err = error_for_status(status, fields.message, model=model, retry_after=retry_after)
+    return fields.refine(err, provider=provider)

@@ -14,7 +14,6 @@ are the provider's in-stream errors.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,9 +34,9 @@ from controller.model import (
     Usage,
 )
 from controller.wire._base import HttpCall, SSEEvent
-from controller.wire._common import error_for_status, load_event, load_json, parse_retry_after
+from controller.wire._common import load_event, load_json
 from controller.wire._media import data_url
-from controller.wire._openai_common import TOOL_ERROR_PREFIX, ErrorFields
+from controller.wire._openai_common import TOOL_ERROR_PREFIX, ErrorFields, openai_error
 from controller.wire._reasoning import effort_for
 from controller.wire._relay import relay_for, relayed_body
 from controller.wire._responses_request import WIRE_FORMAT
@@ -101,14 +100,7 @@ class ResponsesClientCodec:
     def error_from(
         self, status: int, headers: Mapping[str, str], body: bytes, model: str
     ) -> ProviderError:
-        try:
-            data: Any = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            data = body.decode("utf-8", errors="replace").strip()[:300] or None
-        fields = ErrorFields.of(data, status)
-        retry_after = parse_retry_after(headers)
-        err = error_for_status(status, fields.message, model=model, retry_after=retry_after)
-        return fields.refine(err, provider=self.provider_kind)
+        return openai_error(status, headers, body, model, self.provider_kind)
 
 
 # ---------------------------------------------------------------- request
