@@ -324,6 +324,24 @@ def _queue_line(queue: dict[str, Any]) -> str:
     )
 
 
+def _fleet_line(fleet: dict[str, Any]) -> str:
+    """The fleet, as ``failover status`` prints it (fleet mode): this replica, the leader,
+    Redis, and each replica's role, applied version and last heartbeat."""
+    redis = "Redis up" if fleet.get("redis") == "up" else "Redis unavailable: deciding alone"
+    others = []
+    for replica in fleet.get("replicas", []):
+        age = replica.get("heartbeat_age")
+        beat = f"{age:.1f} s ago" if isinstance(age, int | float) else "no heartbeat"
+        others.append(
+            f"{replica.get('name')} {replica.get('role')} v{replica.get('version')} ({beat})"
+        )
+    return (
+        f"  fleet {fleet.get('replica')} ({fleet.get('role')}), leader "
+        f"{fleet.get('leader') or 'none'}, {redis}, fleet version {fleet.get('fleet_version')}; "
+        + "; ".join(others)
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status = call_json(args.url.rstrip("/") + "/status.json")
     if args.json:
@@ -348,6 +366,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for tier_name, queue in sorted(status.get("jobs", {}).items()):
         print(f"  jobs  {tier_name:14} {_queue_line(queue)}")
+    fleet = status.get("fleet")
+    if isinstance(fleet, dict):
+        print(_fleet_line(fleet))
     for alert in status.get("alerts", [])[:5]:
         print(f"  alert {alert['severity']:8} {alert['text']}")
     return 0

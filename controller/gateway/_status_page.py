@@ -20,6 +20,9 @@ dropped before any channel got it, and ``not_sent_to`` names channels that faile
      "events": [{"time": <epoch s>, "text": "frontier: primary -> backup (rate_limited)"}],
      "jobs": {"frontier": {"queued": 3, "running": 1, "done": 40, "dead": 0,
                            "oldest_age_seconds": 42.0}},
+     "fleet": {"replica": "gw-a", "role": "leader", "leader": "gw-a", "redis": "up",
+               "fleet_version": 12, "replicas": [{"name": "gw-b", "role": "follower",
+               "version": 12, "heartbeat_age": 0.2}]},   (fleet mode only)
      "alerts": [{"time": <epoch s>, "severity": "warning", "event": "provider_tripped",
                  "text": "primary tripped", "sent": true, "delivered_at": <epoch s>,
                  "delivered": {"log": <epoch s>}, "not_sent_to": []}]}
@@ -235,8 +238,31 @@ function renderLogItem(item) {
   return li;
 }
 
+function renderFleet(fleet) {
+  const box = byId("fleet-box");
+  box.hidden = !(fleet && typeof fleet === "object");
+  if (box.hidden) return;
+  const redis = fleet.redis === "up" ? "Redis up" : "Redis unavailable: deciding alone";
+  const head = [
+    "this replica " + (fleet.replica || "?") + " (" + (fleet.role || "?") + ")",
+    "leader " + (fleet.leader || "none"),
+    redis,
+    "fleet version " + (num(fleet.fleet_version) === null ? "?" : fleet.fleet_version),
+  ];
+  const rows = entries(fleet.replicas).map((r) => {
+    const age = num(r.heartbeat_age);
+    const beat = age === null ? "no heartbeat" : "heartbeat " + age.toFixed(1) + " s ago";
+    return el("li", "", (r.name || "?") + ": " + (r.role || "?") + ", version " +
+      (num(r.version) === null ? "?" : r.version) + ", " + beat);
+  });
+  const list = el("ul", "log");
+  list.append(...rows);
+  byId("fleet").replaceChildren(el("div", "small", head.join(" \u00b7 ")), list);
+}
+
 function render(doc) {
   renderKill(doc.kill_switch);
+  renderFleet(doc.fleet);
   JOBS = doc.jobs && typeof doc.jobs === "object" ? doc.jobs : {};
   fill("tiers", entries(doc.tiers).map(renderTier), "No tiers configured.");
   const cards = entries(doc.providers).map(renderProvider);
@@ -287,6 +313,7 @@ STATUS_PAGE_HTML = f"""<!doctype html>
 </header>
 <main>
   <section><div id="kill" class="kill">Kill switch: &hellip;</div></section>
+  <section id="fleet-box" hidden><h2>Fleet</h2><div id="fleet" class="card"></div></section>
   <section><h2>Routes</h2><div id="tiers" class="grid"></div></section>
   <section><h2>Providers</h2><div id="providers" class="grid"></div></section>
   <section class="grid">
