@@ -208,8 +208,9 @@ async def test_sigkilled_leader_is_replaced_and_the_fleet_alerts_once(stack: Sta
             docs = await statuses(http, others)
             return [d["fleet"]["role"] for d in docs].count("leader") == 1
 
-        took = await until(new_leader, within=5.0, what="a new leader")
-        assert took <= 3.0  # the lease (2 s) and a try
+        took = await until(new_leader, within=30.0, what="a new leader")
+        # The 2 s lease and a try (under 3 s on a quiet machine); the margin is for a loaded one.
+        assert took <= 10.0
         stack.primary.clear_fault()
 
         async def all_healthy() -> bool:
@@ -242,7 +243,7 @@ async def test_sigkilled_leader_is_replaced_and_the_fleet_alerts_once(stack: Sta
             docs = await statuses(http, others)
             return all(d["kill_switch"]["pin"] == "backup" for d in docs)
 
-        await until(pinned, within=1.0, what="the fleet kill switch on every replica")
+        await until(pinned, within=10.0, what="the fleet kill switch on every replica")
         stop.set()
         errors = await traffic
     assert errors == []
