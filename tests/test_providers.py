@@ -36,6 +36,9 @@ from tests.hostile_support import SSE_HEAD, endless, hostile
 from tests.http_client_support import RawServer
 
 FAST = Timeouts(connect=1.0, first_token=0.3, idle=0.3, total=0.6, terminator_grace=0.1)
+# For a call that must answer: a loaded 2-core machine can take longer than FAST's 0.3 s to
+# start a healthy stream (test_streamed_tool_call failed so under a CPU hog).
+ROOMY = Timeouts(connect=5.0, first_token=10.0, idle=10.0, total=20.0, terminator_grace=0.1)
 HELLO = Request(messages=(Message(role="user", content="hello there"),))
 STREAMED = Request(messages=HELLO.messages, stream=True)
 ErrorType = type[ProviderError] | None
@@ -73,16 +76,17 @@ async def test_non_streaming_fault(primary: FakeProvider, kind: str, mode: Fault
     provider = adapter(primary, kind)
     primary.set_fault(Fault(mode=mode, delay=1.0, retry_after=2.5))
     expected = EXPECTED[mode][0]
+    limits = FAST if expected is ProviderTimeout else ROOMY  # FAST only where it must expire
     try:
         if expected is None:
-            response = await provider.complete(HELLO, "model-a", FAST)
+            response = await provider.complete(HELLO, "model-a", limits)
             assert response.message.content.startswith("Hello from primary")
             assert response.finish_reason is FinishReason.STOP
             assert response.model == "model-a"
             assert response.usage.output_tokens > 0
         else:
             with pytest.raises(expected) as caught:
-                await provider.complete(HELLO, "model-a", FAST)
+                await provider.complete(HELLO, "model-a", limits)
             _check_error(caught.value, mode, provider.name)
     finally:
         await provider.close()
@@ -95,16 +99,17 @@ async def test_streaming_fault(primary: FakeProvider, kind: str, mode: FaultMode
     primary.set_fault(Fault(mode=mode, delay=1.0, retry_after=2.5, after_chunks=2))
     request = Request(messages=HELLO.messages, stream=True)
     expected = EXPECTED[mode][1]
+    limits = FAST if expected is ProviderTimeout else ROOMY  # FAST only where it must expire
     chunks: list[StreamChunk] = []
     try:
         if expected is None:
-            chunks = [c async for c in provider.stream(request, "model-a", FAST)]
+            chunks = [c async for c in provider.stream(request, "model-a", limits)]
             answer = assemble(chunks, id="x", model="model-a")
             assert answer.message.content == primary.answer(request, "model-a").message.content
             assert answer.finish_reason is FinishReason.STOP
         else:
             with pytest.raises(expected) as caught:
-                await drain(provider.stream(request, "model-a", FAST), chunks)
+                await drain(provider.stream(request, "model-a", limits), chunks)
             _check_error(caught.value, mode, provider.name)
             # a broken stream never carried a finish reason: it cannot pass for complete
             assert all(c.finish_reason is None for c in chunks)
@@ -146,7 +151,7 @@ async def test_streamed_tool_call(primary: FakeProvider, kind: str) -> None:
     provider = adapter(primary, kind)
     tools = (ToolDefinition(name="lookup", description="find things"),)
     request = Request(messages=HELLO.messages, tools=tools, stream=True)
-    chunks = [c async for c in provider.stream(request, "m", FAST)]
+    chunks = [c async for c in provider.stream(request, "m", ROOMY)]
     await provider.close()
     answer = assemble(chunks, id="x", model="m")
     assert answer.finish_reason is FinishReason.TOOL_CALLS
@@ -160,8 +165,8 @@ async def test_fault_count_expires(primary: FakeProvider) -> None:
     provider = adapter(primary, "openai")
     primary.set_fault(Fault(mode=FaultMode.ERROR_503, count=1))
     with pytest.raises(Overloaded):
-        await provider.complete(HELLO, "m", FAST)
-    response = await provider.complete(HELLO, "m", FAST)
+        await provider.complete(HELLO, "m", ROOMY)
+    response = await provider.complete(HELLO, "m", ROOMY)
     await provider.close()
     assert response.finish_reason is FinishReason.STOP
 
@@ -293,7 +298,7 @@ async def test_a_cookie_a_provider_sets_is_not_sent_on_later_requests() -> None:
     provider = HttpProvider(name="p", codec=codec_for("openai"), base_url=named, api_key="k")
     try:
         for _ in range(2):
-            assert (await provider.complete(HELLO, "m", FAST)).message.content == "hi"
+            assert (await provider.complete(HELLO, "m", ROOMY)).message.content == "hi"
     finally:
         await provider.close()
         await runner.cleanup()
@@ -388,7 +393,7 @@ async def test_an_unparseable_stream_event_is_skipped_counted_and_logged_once(
     chunks: list[StreamChunk] = []
     try:
         with caplog.at_level(logging.WARNING, logger="controller.providers.base"):
-            await drain(provider.stream(STREAMED, "model-a", FAST), chunks)
+            await drain(provider.stream(STREAMED, "model-a", ROOMY), chunks)
     finally:
         await provider.close()
     assert "".join(c.text for c in chunks) == primary.answer(HELLO, "model-a").message.content
