@@ -381,6 +381,17 @@ async def assert_still_serving(env: GatewayEnv, http: aiohttp.ClientSession) -> 
     assert body["choices"][0]["message"]["content"].startswith("Hello from primary")
 
 
+def status_with(backend: GatewayTestBackend, extra: dict[str, Any]) -> None:
+    """Make ``backend.status()`` answer with ``extra``'s sections added, as the Runtime's does
+    in some setups (``jobs`` with deferred jobs, ``fleet`` in fleet mode)."""
+    plain = backend.status
+
+    def status() -> dict[str, Any]:
+        return plain() | extra
+
+    backend.status = status  # type: ignore[method-assign]
+
+
 def accepts(url: str) -> bool:
     """Whether something still listens at ``url`` (a plain connect, no request)."""
     host, port = url.removeprefix("http://").split(":")

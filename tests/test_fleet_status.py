@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.gateway_support import GatewayEnv, gateway_env
+from tests.gateway_support import GatewayEnv, gateway_env, status_with
 from tests.test_cli import FAILOVER, ROOT
 from tests.test_status_page import _run, _text, chromium  # noqa: F401 - chromium is a fixture
 
@@ -33,13 +32,7 @@ FLEET = {  # the shape controller/fleet/_member.py describe() gives
 @pytest.fixture
 async def env() -> AsyncIterator[GatewayEnv]:
     async with gateway_env() as running:
-        backend = running.backend
-        plain = backend.status
-
-        def in_a_fleet() -> dict[str, Any]:  # what Runtime.status adds in fleet mode
-            return plain() | {"fleet": FLEET}
-
-        backend.status = in_a_fleet  # type: ignore[method-assign]
+        status_with(running.backend, {"fleet": FLEET})  # what Runtime.status adds in a fleet
         yield running
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.gateway_support import GatewayEnv, gateway_env
+from tests.gateway_support import GatewayEnv, gateway_env, status_with
 from tests.test_cli import FAILOVER, ROOT
 from tests.test_status_page import _run, _text, chromium  # noqa: F401 - chromium is a fixture
 
@@ -23,13 +22,7 @@ JOBS = {
 @pytest.fixture
 async def env() -> AsyncIterator[GatewayEnv]:
     async with gateway_env() as running:
-        backend = running.backend
-        plain = backend.status
-
-        def with_jobs() -> dict[str, Any]:  # what Runtime.status adds (controller/runtime.py)
-            return plain() | {"jobs": JOBS}
-
-        backend.status = with_jobs  # type: ignore[method-assign]
+        status_with(running.backend, {"jobs": JOBS})  # what Runtime.status adds (runtime.py)
         yield running
 
 
