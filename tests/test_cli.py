@@ -28,6 +28,23 @@ EXAMPLE = ROOT / "deploy" / "failover.example.yaml"
 FAILOVER = [sys.executable, "-m", "controller.cli"]
 
 
+async def status_lines(url: str) -> list[str]:
+    """``failover status --url URL``, a real process, as the lines it printed (it must exit 0)."""
+    process = await asyncio.create_subprocess_exec(
+        *FAILOVER,
+        "status",
+        "--url",
+        url,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode().splitlines()
+
+
 def run(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -4,14 +4,13 @@ role, applied version and heartbeat, from ``/status.json``'s ``fleet`` section."
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.gateway_support import GatewayEnv, gateway_env, status_with
-from tests.test_cli import FAILOVER, ROOT
+from tests.test_cli import status_lines
 from tests.test_status_page import _run, _text, chromium  # noqa: F401 - chromium is a fixture
 
 FLEET = {  # the shape controller/fleet/_member.py describe() gives
@@ -60,18 +59,6 @@ async def test_the_status_page_has_no_fleet_card_without_a_fleet(
 
 
 async def test_failover_status_prints_the_fleet(env: GatewayEnv) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *FAILOVER,
-        "status",
-        "--url",
-        env.url,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    line = next(x for x in out.decode().splitlines() if x.startswith("  fleet "))
+    line = next(x for x in await status_lines(env.url) if x.startswith("  fleet "))
     assert line.startswith("  fleet gw-a (follower), leader gw-b, Redis up, fleet version 12; ")
     assert "gw-b leader v12 (0.4 s ago)" in line

@@ -3,14 +3,13 @@ and ``failover status`` (a real process against a running gateway), from ``/stat
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.gateway_support import GatewayEnv, gateway_env, status_with
-from tests.test_cli import FAILOVER, ROOT
+from tests.test_cli import status_lines
 from tests.test_status_page import _run, _text, chromium  # noqa: F401 - chromium is a fixture
 
 JOBS = {
@@ -39,19 +38,7 @@ async def test_the_status_page_shows_each_tiers_queue(
 
 
 async def test_failover_status_prints_each_tiers_queue(env: GatewayEnv) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *FAILOVER,
-        "status",
-        "--url",
-        env.url,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(60):
-        out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
+    lines = await status_lines(env.url)
     assert (
         "  jobs  frontier       3 queued, 1 replaying, oldest 42 s; 40 done, 2 dead letters"
         in lines
