@@ -235,6 +235,9 @@ class HttpProvider:
         self._proxy = proxy
         self._http: HttpClient | None = None
         self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        # Told the model and headers of every answer, error or not (the rate-limit headroom
+        # reads them: controller.signals.headroom). Must be quick and must not raise.
+        self.on_headers: Callable[[str, CIMultiDictProxy[str]], None] | None = None
         parts = urlsplit(self._base_url)
         self.server_address = parts.hostname or ""
         self.server_port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -309,6 +312,8 @@ class HttpProvider:
         try:
             async with asyncio.timeout(timeouts.total):
                 resp = await self._post(call, timeouts, max_body=self._max_body)
+                if self.on_headers is not None:
+                    self.on_headers(model, resp.headers)
                 try:
                     if resp.status >= 300:
                         raise await self._error(resp, model)
@@ -339,6 +344,8 @@ class HttpProvider:
             raise self._tag(_transport_error(exc), model) from None
         except TimeoutError:
             raise self._tag(ProviderTimeout("no answer", phase=limits.first_phase), model) from None
+        if self.on_headers is not None:
+            self.on_headers(model, resp.headers)
         try:
             if resp.status >= 300:
                 within = min(timeouts.idle, limits.first_by - time.monotonic())
