@@ -42,6 +42,7 @@ class AttemptReason(enum.StrEnum):
     HEDGE = "hedge"  # next provider, beside an attempt slower than the tier's hedge wait
     STEP_DOWN = "step_down"  # the step-down tier's first target, after the tier's own failed
     CONTINUATION = "continuation"  # a stream cut after it reached the client, continued
+    BUDGET = "budget"  # first choice moved: the plan's first target is over its spend budget
 
 
 @quick_init

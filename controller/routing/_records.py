@@ -65,6 +65,10 @@ class Route:
     dropped: tuple[str, ...] = ()  # features the serving provider's format could not carry
     degraded: str = ""  # the rung of the ladder serving it (routing._degrade), if any
     front: str = ""  # the wire format the client spoke ("" for a request made in code)
+    # A steer moved the plan's first choice (Router.steers): the reason the first attempt
+    # gets, and the provider it moved the request away from.
+    shift: tuple[AttemptReason, str] | None = None
+    mirrored: bool = False  # its answer goes to the tier's shadow target (routing._shadow)
 
 
 @quick_init

@@ -35,7 +35,7 @@ import os
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from opentelemetry import trace
 
@@ -91,6 +91,9 @@ from controller.wire._relay import UNREAD
 __all__ = ["AnswerCache", "CannedStream", "LatencyTracker", "RoutedStream", "Router"]
 
 T = TypeVar("T")
+# Re-orders a tier's plan for one request (a spend budget, say): the new plan, the reason its
+# first attempt gets and the provider moved away from; None leaves the plan as it is.
+Steer = Callable[[TierPlan, Plan], tuple[Plan, AttemptReason, str] | None]
 _CUT_SLACK = 0.05  # seconds an attempt's limits may come out shorter than the deadline allows
 log = logging.getLogger(__name__)
 _DEFAULT_TIMEOUTS = Timeouts()
@@ -117,6 +120,19 @@ class LatencyTracker:
         return self._ewma.get(provider)
 
 
+class Mirror(Protocol):
+    """Takes the served answers of a share of routed requests once they are whole, off the
+    request path (:class:`controller.routing._shadow.Shadow`)."""
+
+    max_bytes: int  # of a streamed answer kept for it
+
+    def wants(self, tier: str) -> bool: ...
+
+    def served(
+        self, route: Route, request: Request, answer: Response | list[StreamChunk]
+    ) -> None: ...
+
+
 class Router:
     """Routes requests across providers with failover. Construct once; share freely."""
 
@@ -140,6 +156,8 @@ class Router:
         droppable: frozenset[str] = frozenset(),
         inflight: InFlight | None = None,
         cache: AnswerCache | None = None,
+        steers: Sequence[Steer] = (),
+        mirror: Mirror | None = None,
     ) -> None:
         self.tiers = dict(tiers)
         self.providers = dict(providers)
@@ -165,6 +183,8 @@ class Router:
         self.inflight = inflight if inflight is not None else InFlight(self._clock)
         # The last good answers, for the ladders of tiers with degrade.cache (routing._degrade).
         self.cache = cache
+        self.steers = list(steers)  # applied in order to each request's plan (see Steer)
+        self.mirror = mirror  # gets a share of served answers (shadow comparison)
         # Per tier: the rung of its ladder its last served request came from ("": its own).
         self.rungs: dict[str, str] = {}
         # Per tier and rate: a config reload that changes a tier's rate starts a new bucket.
@@ -209,6 +229,8 @@ class Router:
             return replace(response, degraded=route.degraded)
         self._cache_put(route, request, response, scope)
         self._finish(route, target.provider, None)
+        if route.mirrored and self.mirror is not None:
+            self.mirror.served(route, request, response)
         return response
 
     async def stream(
@@ -338,6 +360,12 @@ class Router:
             known = ", ".join(sorted(self.tiers)) or "none"
             raise AllProvidersFailed(f"unknown tier {tier!r} (configured: {known})")
         plan = self.plan(plan_for)
+        shift = None
+        if tier_plan is None:
+            for steer in self.steers:
+                steered = steer(plan_for, plan)
+                if steered is not None:
+                    plan, shift = steered[0], steered[1:]
         start = self._clock.monotonic()
         parent = trace.get_current_span().get_span_context()
         if parent.is_valid:  # e.g. the gateway's SERVER span: the route joins its trace
@@ -359,6 +387,8 @@ class Router:
             parent_span_id=parent_id,
             sampled=sampled,
             front=request.source.format if request.source is not None else "",
+            shift=shift,
+            mirrored=tier_plan is None and self.mirror is not None and self.mirror.wants(tier),
         )
 
     async def _attempts(
@@ -379,6 +409,9 @@ class Router:
         previous, cause = None, None
         if tier is not None and route.errors:
             previous, cause = route.errors[-1].provider, route.errors[-1].error_type
+        elif route.shift is not None and reason is AttemptReason.PRIMARY:
+            reason, previous = route.shift  # e.g. budget: moved off an over-budget target
+            cause = reason.value
         while route.position < len(queue):
             index = route.position
             target = queue[index]
@@ -526,7 +559,9 @@ class Router:
         self, route: Route, request: Request, chunks: list[StreamChunk], model: str, scope: str
     ) -> None:
         """Keep a cache-enabled tier's streamed answer, once it has ended whole (assembled on
-        the cache's keeper thread)."""
+        the cache's keeper thread); a mirrored one goes to the shadow comparison too."""
+        if route.mirrored and self.mirror is not None:
+            self.mirror.served(route, request, chunks)
         cache = self.cache
         if cache is None or not route.tier.degrade.cache or route.degraded:
             return
@@ -805,7 +840,11 @@ class Router:
         return response if response.provider == name else replace(response, provider=name)
 
     async def _stream_once(self, route: Route, request: Request, attempt: Try) -> RoutedStream:
-        return RoutedStream(self, route, request, await self._open(route, request, attempt))
+        routed = RoutedStream(self, route, request, await self._open(route, request, attempt))
+        if route.mirrored and self.mirror is not None and routed._kept is None:
+            # keep its chunks for the shadow: the whole stream comes back in _cache_stream
+            routed._kept, routed._room = [], self.mirror.max_bytes
+        return routed
 
     async def _open(self, route: Route, request: Request, attempt: Try) -> Opened:
         """``attempt``'s stream, once it has produced its first chunk."""
