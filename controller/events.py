@@ -34,6 +34,11 @@ class AttemptReason(enum.StrEnum):
     """Why this attempt was made (``failover.reason`` on the span)."""
 
     PRIMARY = "primary"  # first choice of the plan
+    # First choice moved to the next target of the plan: a share of real traffic that keeps
+    # the backup measured (tiers.<name>.warm_share; a failure goes back to the primary), and
+    # away from a target low on rate-limit headroom (routing.headroom) before it answers 429.
+    WARM = "warm"
+    HEADROOM = "headroom"
     RETRY = "retry"  # same provider again after a transient error
     FAILOVER = "failover"  # next provider after the previous one failed
     CONTEXT_FALLBACK = "context_fallback"  # larger-context model after context_too_long
