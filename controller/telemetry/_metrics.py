@@ -60,6 +60,7 @@ _FAILOVER_REASONS = frozenset(
         AttemptReason.CONTEXT_FALLBACK,
         AttemptReason.RESCUE,
         AttemptReason.CONTINUATION,
+        AttemptReason.BUDGET,  # from the over-budget provider, reason "budget"
     }
 )
 _OUTPACED = "outpaced"  # the error.type of an attempt a hedge (or the hedged one) beat
