@@ -51,6 +51,10 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType(
         names.METRIC_JOBS_OLDEST_AGE: "s",
         names.METRIC_JOBS_REPLAYED: "{job}",
         names.METRIC_JOBS_DEAD: "{job}",
+        names.METRIC_STANDBY: "{attempt}",
+        names.METRIC_RATELIMIT_REMAINING: "{count}",
+        names.METRIC_RATELIMIT_LIMIT: "{count}",
+        names.METRIC_RATELIMIT_LOW: "1",
     }
 )
 
@@ -60,6 +64,8 @@ _FAILOVER_REASONS = frozenset(
         AttemptReason.CONTEXT_FALLBACK,
         AttemptReason.RESCUE,
         AttemptReason.CONTINUATION,
+        AttemptReason.WARM,  # the first choice moved to the next target (routing._standby)
+        AttemptReason.HEADROOM,
         AttemptReason.BUDGET,  # from the over-budget provider, reason "budget"
     }
 )

@@ -146,6 +146,18 @@ PROM_JOBS_DEAD = "failover_jobs_dead_letters"  # tier
 ATTR_PRIORITY = "priority"
 ATTR_ACTION = "action"
 
+# --- metrics: standby health and rate-limit headroom (controller/routing/_standby.py,
+# controller/signals/headroom.py) ------------------------------------------------------------------
+METRIC_STANDBY = "failover.standby"  # counter: provider, reason (warm, probe), outcome
+METRIC_RATELIMIT_REMAINING = "failover.ratelimit.remaining"  # gauge: provider, model, kind
+METRIC_RATELIMIT_LIMIT = "failover.ratelimit.limit"  # gauge: provider, model, kind
+METRIC_RATELIMIT_LOW = "failover.ratelimit.low"  # gauge: provider, model (1: shifted away)
+PROM_STANDBY = "failover_standby_total"  # provider, reason, outcome
+PROM_RATELIMIT_REMAINING = "failover_ratelimit_remaining"  # provider, model, kind
+PROM_RATELIMIT_LIMIT = "failover_ratelimit_limit"  # provider, model, kind
+PROM_RATELIMIT_LOW = "failover_ratelimit_low"  # provider, model
+ATTR_MODEL = "model"
+
 # Explicit bucket boundaries (seconds) for duration histograms: 0.01 … 81.92, doubling.
 DURATION_BUCKETS: tuple[float, ...] = tuple(0.01 * 2**i for i in range(14))
 # Token counts: 1 … 4^13 (67M), as the GenAI semantic conventions advise.
