@@ -33,6 +33,8 @@ class AlertEvent(enum.StrEnum):
     FLEET_RESTORED = "fleet_restored"
     OPERATOR_COMMAND = "operator_command"  # an operator acted from a chat (/pin, /ack, ...)
     JOB_DEAD_LETTER = "job_dead_letter"  # a deferred job failed every try (controller/jobs)
+    BUDGET_WARNING = "budget_warning"  # a daily spend budget reached 80 %
+    BUDGET_EXCEEDED = "budget_exceeded"  # a daily spend budget reached 100 %
     TEST = "test"
 
 
@@ -65,6 +67,8 @@ DEFAULT_SEVERITY: Mapping[AlertEvent, Severity] = MappingProxyType(
         AlertEvent.FLEET_RESTORED: Severity.INFO,
         AlertEvent.OPERATOR_COMMAND: Severity.INFO,
         AlertEvent.JOB_DEAD_LETTER: Severity.WARNING,
+        AlertEvent.BUDGET_WARNING: Severity.WARNING,
+        AlertEvent.BUDGET_EXCEEDED: Severity.CRITICAL,
         AlertEvent.TEST: Severity.INFO,
     }
 )

@@ -47,6 +47,8 @@ _EMOJI = {
     AlertEvent.FLEET_RESTORED: "🔗",
     AlertEvent.OPERATOR_COMMAND: "🕹️",
     AlertEvent.JOB_DEAD_LETTER: "📭",
+    AlertEvent.BUDGET_WARNING: "💸",
+    AlertEvent.BUDGET_EXCEEDED: "💰",
     AlertEvent.TEST: "🔔",
 }
 _SEVERITY_EMOJI = {Severity.INFO: "\u2139\ufe0f", Severity.WARNING: "⚠️", Severity.CRITICAL: "🚨"}
@@ -123,6 +125,11 @@ def _tiers(named: str | None) -> str:
     return f"tiers {named}" if ", " in named else f"tier {named}"
 
 
+def _budget(alert: Alert) -> str:
+    """Whose daily spend budget: 'provider openai' or 'tier frontier'."""
+    return f"provider {alert.provider}" if alert.provider else _tiers(alert.tier)
+
+
 def headline(alert: Alert) -> str:
     """First line: emoji + a few words."""
     if alert.members:
@@ -145,6 +152,8 @@ def headline(alert: Alert) -> str:
         AlertEvent.FLEET_RESTORED: f"fleet state back on {who}",
         AlertEvent.OPERATOR_COMMAND: f"operator: {_clip(alert.detail or '?', 120)}",
         AlertEvent.JOB_DEAD_LETTER: f"deferred job dead-lettered in {_tiers(alert.tier)}",
+        AlertEvent.BUDGET_WARNING: f"{_budget(alert)}: 80% of today's budget spent",
+        AlertEvent.BUDGET_EXCEEDED: f"{_budget(alert)}: today's budget spent",
         AlertEvent.TEST: "test alert",
     }[alert.event]
     if alert.down_for_seconds is not None:

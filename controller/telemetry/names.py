@@ -158,6 +158,29 @@ PROM_RATELIMIT_LIMIT = "failover_ratelimit_limit"  # provider, model, kind
 PROM_RATELIMIT_LOW = "failover_ratelimit_low"  # provider, model
 ATTR_MODEL = "model"
 
+# --- metrics: spend and shadow comparison (controller/routing/_spend.py, _shadow.py) ----------
+METRIC_COST = "failover.cost"  # counter, USD: tier, provider, model (the user's prices)
+METRIC_BUDGET_USED = "failover.budget.used"  # gauge: scope (provider|tier), name; 1 = all
+METRIC_SHADOW_REQUESTS = "failover.shadow.requests"  # counter: tier, provider, result
+METRIC_SHADOW_AGREEMENT = "failover.shadow.agreement"  # counter: tier, provider, check, result
+METRIC_SHADOW_DURATION = "failover.shadow.duration"  # s, histogram: tier, provider, role
+METRIC_SHADOW_LENGTH_RATIO = "failover.shadow.length_ratio"  # histogram: tier, provider
+METRIC_SHADOW_COST = "failover.shadow.cost"  # counter, USD: tier, provider, model
+PROM_COST = "failover_cost_total"  # tier, provider, model (USD)
+PROM_BUDGET_USED = "failover_budget_used"  # scope, name
+PROM_SHADOW_REQUESTS = "failover_shadow_requests_total"  # tier, provider, result
+PROM_SHADOW_AGREEMENT = "failover_shadow_agreement_total"  # tier, provider, check, result
+PROM_SHADOW_DURATION = "failover_shadow_duration_seconds"  # _bucket/_sum/_count; role
+PROM_SHADOW_LENGTH_RATIO = "failover_shadow_length_ratio"  # _bucket/_sum/_count
+PROM_SHADOW_COST = "failover_shadow_cost_total"  # tier, provider, model (USD)
+ATTR_MODEL = "model"
+ATTR_SCOPE = "scope"
+ATTR_NAME = "name"
+ATTR_CHECK = "check"  # text | tool_calls
+ATTR_ROLE = "role"  # served | shadow
+# Candidate length / served length (characters of text and tool-call arguments).
+RATIO_BUCKETS: tuple[float, ...] = (0.25, 0.5, 0.8, 0.95, 1.05, 1.25, 2.0, 4.0)
+
 # Explicit bucket boundaries (seconds) for duration histograms: 0.01 … 81.92, doubling.
 DURATION_BUCKETS: tuple[float, ...] = tuple(0.01 * 2**i for i in range(14))
 # Token counts: 1 … 4^13 (67M), as the GenAI semantic conventions advise.
