@@ -20,6 +20,8 @@ from types import MappingProxyType
 class AlertEvent(enum.StrEnum):
     PROVIDER_TRIPPED = "provider_tripped"
     PROVIDER_RECOVERED = "provider_recovered"
+    # An idle probe of a target standing by failed: it tripped before it was needed.
+    STANDBY_UNHEALTHY = "standby_unhealthy"
     TIER_ALL_DOWN = "tier_all_down"
     TIER_DEGRADED = "tier_degraded"  # a tier serves from its ladder (step-down, cache, static)
     TIER_RESTORED = "tier_restored"  # its own providers serve it again
@@ -54,6 +56,7 @@ DEFAULT_SEVERITY: Mapping[AlertEvent, Severity] = MappingProxyType(
     {
         AlertEvent.PROVIDER_TRIPPED: Severity.WARNING,
         AlertEvent.PROVIDER_RECOVERED: Severity.INFO,
+        AlertEvent.STANDBY_UNHEALTHY: Severity.WARNING,
         AlertEvent.TIER_ALL_DOWN: Severity.CRITICAL,
         AlertEvent.TIER_DEGRADED: Severity.CRITICAL,
         AlertEvent.TIER_RESTORED: Severity.INFO,

@@ -34,6 +34,7 @@ TRACE_FIELDS = frozenset({"base", "trace_id"})
 _EMOJI = {
     AlertEvent.PROVIDER_TRIPPED: "🔴",
     AlertEvent.PROVIDER_RECOVERED: "🟢",
+    AlertEvent.STANDBY_UNHEALTHY: "🩺",
     AlertEvent.TIER_ALL_DOWN: "🚨",
     AlertEvent.TIER_DEGRADED: "🪜",
     AlertEvent.TIER_RESTORED: "🟢",
@@ -139,6 +140,7 @@ def headline(alert: Alert) -> str:
     text = {
         AlertEvent.PROVIDER_TRIPPED: f"{who} tripped{where}",
         AlertEvent.PROVIDER_RECOVERED: f"{who} recovered{where}",
+        AlertEvent.STANDBY_UNHEALTHY: f"backup {who} unhealthy while standing by{where}",
         AlertEvent.TIER_ALL_DOWN: f"all providers down in {_tiers(alert.tier)}",
         AlertEvent.TIER_DEGRADED: f"{_tiers(alert.tier)} serving degraded answers",
         AlertEvent.TIER_RESTORED: f"{_tiers(alert.tier)} served by its own providers again",
