@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from controller._clock import Clock
 from controller._errors import ConfigError
-from controller.control.decide import Transition, TransitionKind
+from controller.control.decide import Transition, TransitionKind, TripCause
 from controller.control.state import KillSwitch, RoutingState
 from controller.events import PROBE_TIER, AttemptEvent, RouteEvent
 from controller.notify.alert import DEFAULT_SEVERITY, Alert, AlertEvent, Severity
@@ -29,6 +29,8 @@ def _event(transition: Transition) -> AlertEvent | None:
         return None
     if not transition.enforced:
         return AlertEvent.WOULD_TRIP
+    if transition.cause is TripCause.STANDBY:  # even for a rejected key: the primary serves
+        return AlertEvent.STANDBY_UNHEALTHY
     top = transition.top_errors[0][0] if transition.top_errors else ""
     if top == "auth":
         return AlertEvent.AUTH_FAILURE

@@ -85,6 +85,7 @@ class TripCause(enum.StrEnum):
     CONSECUTIVE = "consecutive_failures"
     STALLED = "stalled"  # attempts waiting past the learned limit, nothing answered
     FAILBACK_FAULT = "failback_fault"  # a fault while recovering
+    STANDBY = "standby"  # idle probes of a provider standing by kept failing (control._idle)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
