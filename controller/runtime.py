@@ -59,12 +59,14 @@ from controller.fleet.config import state_backend
 from controller.gateway._jobs import JobQueue, open_jobs
 from controller.jobs import Job, ReplayLimits
 from controller.jobs._job import JobStoreError
+from controller.jobs._redis import fleet_job_store
 from controller.notify import Dispatcher, senders_from_env
 from controller.notify._bot_runtime import command_bot
 from controller.notify.alert import DEFAULT_SEVERITY, Alert, AlertEvent
 from controller.providers import HttpProvider, codec_for
 from controller.providers._http_connect import ConnectFailed
 from controller.providers._http_proxy import Proxy, proxy_for
+from controller.routing._answers_redis import RedisAnswers
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import AnswerCache, Router
@@ -132,13 +134,22 @@ def build_tiers(config: Config) -> dict[str, TierPlan]:
     }
 
 
-def answer_cache(config: Config, clock: Clock) -> AnswerCache | None:
-    """The answer cache of the tiers whose ladder has its cache rung (None: no such tier)."""
+def answer_cache(
+    config: Config, clock: Clock, env: Mapping[str, str] | None = None
+) -> AnswerCache | None:
+    """The answer cache of the tiers whose ladder has its cache rung (None: no such tier):
+    copied to SQLite, or in fleet mode to the fleet's Redis (every replica serves it)."""
     if not any(tier.degrade.cache for tier in config.tiers.values()):
         return None
     cfg = config.cache
     path = cfg.path
-    if path is None and config.state.path:
+    shared = None
+    if env is not None and state_backend(config.state.backend, env) == "redis":
+        shared = RedisAnswers.connect(
+            config.state.redis, env, read_timeout=config.state.redis.timeout_seconds, clock=clock
+        )
+        path = None
+    elif path is None and config.state.path:
         path = str(Path(config.state.path).with_suffix(".cache.sqlite"))
     return AnswerCache(
         path,
@@ -146,6 +157,7 @@ def answer_cache(config: Config, clock: Clock) -> AnswerCache | None:
         max_bytes=cfg.max_bytes,
         ttl=cfg.ttl_seconds,
         clock=clock,
+        shared=shared,
     )
 
 
@@ -320,6 +332,13 @@ class Runtime:
         try:
             return open_jobs(
                 path=path,
+                store=fleet_job_store(
+                    cfg.store,
+                    config.state.redis if self.fleet is not None else None,
+                    self.env,
+                    limits=limits,
+                    lease_seconds=cfg.lease_seconds,
+                ),
                 router=self.router,
                 clock=self.clock,
                 meter=self.telemetry.meter,
@@ -369,7 +388,7 @@ class Runtime:
             sample_root=self.telemetry.sample_root,
             droppable=frozenset(config.translation.droppable),
             inflight=self.windows.inflight,
-            cache=answer_cache(config, self.clock),
+            cache=answer_cache(config, self.clock, self.env),
         )
 
     def _build_controller(self, config: Config) -> Controller:
@@ -514,7 +533,7 @@ class Runtime:
         self._names = model_names(config)
         self.router.tiers = build_tiers(config)
         if self.router.cache is None:  # a tier's ladder may have gained its cache rung
-            self.router.cache = answer_cache(config, self.clock)
+            self.router.cache = answer_cache(config, self.clock, self.env)
         self.router.droppable = frozenset(config.translation.droppable)
         self.controller.set_tiers(_membership(config))
         self._models = probe_models(config)

@@ -398,7 +398,9 @@ class JobsConfig(_Frozen):
     deferred jobs"). ``path`` is the SQLite file; unset, beside ``state.path`` (its name with
     ``.jobs.sqlite3``); "" keeps jobs in memory (lost on restart)."""
 
-    store: Literal["sqlite"] = "sqlite"  # a fleet's Redis store is to come
+    # sqlite: this process's file (`path`); redis: the fleet's Redis (`state.redis`, so
+    # state.backend must be redis); auto: redis in fleet mode, else sqlite.
+    store: Literal["auto", "sqlite", "redis"] = "auto"
     path: str | None = None
     max_jobs: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000  # unfinished, all tiers
     max_job_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024  # one request body
@@ -409,7 +411,45 @@ class JobsConfig(_Frozen):
     retry_backoff_seconds: Annotated[float, Field(gt=0)] = 5.0  # doubles per try, capped 300 s
     keep_results_seconds: Annotated[float, Field(gt=0)] = 86_400.0
     tick_seconds: Annotated[float, Field(gt=0, le=10)] = 0.5
+    # Redis store: a claimed job stays its replica's this long without a renewal (renewed
+    # every tick); a dead replica's job is replayed by another after it.
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
     callbacks: CallbacksConfig = CallbacksConfig()
+
+
+USD = Annotated[float, Field(ge=0)]
+
+
+class PriceConfig(_Frozen):
+    """``spend.prices.<provider>.<model>``: USD per million tokens (the user's prices; nothing
+    is fetched). ``cached_input`` applies to input tokens a provider reports as cache reads."""
+
+    input: USD = 0.0
+    output: USD = 0.0
+    cached_input: USD = 0.0
+
+
+class BudgetConfig(_Frozen):
+    """A daily budget in USD (UTC day): alerts at 80 % and 100 %; with ``enforce``, at 100 %
+    traffic moves to the next target until the day ends."""
+
+    daily_usd: Annotated[float, Field(gt=0)]
+    enforce: bool = False
+
+
+class BudgetsConfig(_Frozen):
+    providers: dict[str, BudgetConfig] = Field(default_factory=dict)
+    tiers: dict[str, BudgetConfig] = Field(default_factory=dict)
+
+
+class SpendConfig(_Frozen):
+    """``spend``: prices per provider and model (``*``: any other model of the provider) and
+    daily budgets (README "Spend and budgets"). ``path`` keeps the day's totals across a
+    restart; unset, beside ``state.path`` (``<state>.spend.json``); "" keeps them in memory."""
+
+    prices: dict[str, dict[str, PriceConfig]] = Field(default_factory=dict)
+    budgets: BudgetsConfig = BudgetsConfig()
+    path: str | None = None
 
 
 class GatewayConfig(_Frozen):

@@ -45,6 +45,7 @@ from controller._errors import BadRequest, FailoverError, Overloaded, ProviderFa
 from controller.gateway._auth import bearer_token
 from controller.gateway._formats import (
     ANTHROPIC,
+    GEMINI,
     OPENAI,
     RESPONSES,
     Front,
@@ -98,7 +99,7 @@ HEADER_IDEMPOTENCY = "Idempotency-Key"
 _PRIORITY_NAME, _CALLBACK_NAME = istr(HEADER_PRIORITY), istr(HEADER_CALLBACK)  # folded once
 JOBS_PATH = "/v1/failover/jobs"
 _ALLOWED = ", ".join(p.value for p in Priority)
-_FRONTS: Mapping[str, Front] = {f.name: f for f in (OPENAI, ANTHROPIC, RESPONSES)}
+_FRONTS: Mapping[str, Front] = {f.name: f for f in (OPENAI, ANTHROPIC, RESPONSES, GEMINI)}
 _IDEMPOTENCY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII, as a header carries it
 _JOB_ID = re.compile(r"job_[A-Za-z0-9_-]{16,64}")
 # What triage does, by priority: deferred (kept, 202), full (not kept: over a limit, 503),
@@ -167,8 +168,16 @@ def owner_of(key: str | None) -> str:
 
 
 def presented_key(http: web.Request) -> str | None:
-    """The client key a request came with, as :mod:`._auth` accepts it."""
-    return bearer_token(http) or http.headers.get("x-api-key") or None
+    """The client key a request came with, as :mod:`._auth` accepts it (and the Gemini
+    front's ``x-goog-api-key`` or ``?key=``: the same key, the same owner)."""
+    headers = http.headers
+    return (
+        bearer_token(http)
+        or headers.get("x-api-key")
+        or headers.get("x-goog-api-key")
+        or http.query.get("key")
+        or None
+    )
 
 
 def client_priorities(
@@ -354,7 +363,11 @@ class JobsEndpoint:
 
     async def get(self, http: web.Request) -> web.StreamResponse:
         job_id = http.match_info.get("id", "")
-        job = await self._queue.store.get(job_id) if _JOB_ID.fullmatch(job_id) else None
+        try:
+            job = await self._queue.store.get(job_id) if _JOB_ID.fullmatch(job_id) else None
+        except JobStoreError as exc:  # the fleet's Redis away: say so, fast, and when to retry
+            why = Overloaded(f"the job store is unavailable ({exc}); retry shortly", status=503)
+            return front_for_request(http).error(why, retry_after=5.0)
         owner = owner_of(presented_key(http))
         if job is None or (job.owner and not hmac.compare_digest(job.owner, owner)):
             message = f"no job {job_id[:80]!r} for this client key"
@@ -379,7 +392,11 @@ class JobRunner:
             return Retry(f"unknown front format {job.front!r}")
         try:
             origin = Origin(raw=job.body, headers=job.headers)
-            _, request = front.parse(_json.loads(job.body), origin)
+            asked = _json.loads(job.body)
+            if front is GEMINI:  # Gemini names the model in the path: the job kept it
+                _, request = GEMINI.codec.parse_request(asked, job.model, origin)
+            else:
+                _, request = front.parse(asked, origin)
             response = await self._router.complete(request, tier=job.tier)
         except FailoverError as exc:
             shown = public_error(exc)
@@ -397,7 +414,7 @@ class JobRunner:
             too_big = ProviderFault("the answer is over jobs.max_result_bytes", status=502)
             answer = front.error(too_big)
             return Done(answer.status, _body_of(answer))
-        return Done(200, body)
+        return Done(200, body, degraded=response.degraded)  # "tier": a step-down tier's
 
 
 def _body_of(answer: web.Response) -> bytes:
@@ -408,6 +425,7 @@ def _body_of(answer: web.Response) -> bytes:
 def open_jobs(
     *,
     path: str,
+    store: JobStore | None = None,
     router: Router,
     clock: Clock,
     meter: Meter,
@@ -419,9 +437,9 @@ def open_jobs(
     callback_timeout: float,
     on_dead: Iterable[Callable[[Job, str], None]] = (),
 ) -> JobQueue:
-    """The job queue of a runtime: the SQLite store at ``path``, a replayer through ``router``
-    (started by the runtime), its metrics."""
-    store = SqliteJobStore(path)
+    """The job queue of a runtime: ``store`` (a fleet's Redis), else the SQLite store at
+    ``path``; a replayer through ``router`` (started by the runtime), its metrics."""
+    store = store if store is not None else SqliteJobStore(path)
     sender = HttpCallbackSender(timeout=callback_timeout) if allow_hosts else None
     replayer = Replayer(
         store,

@@ -94,6 +94,9 @@ class Job:
     callback_state: CallbackState = CallbackState.NONE
     callback_attempts: int = 0
     callback_next_at: float | None = None
+    # How the answer was degraded: "tier" when a step-down tier served it ("" by the job's own
+    # tier; a cache or static rung's answer is never a job's, it is tried again).
+    degraded: str = ""
 
     def public(self, *, now: float) -> dict[str, object]:
         """The job as ``GET /v1/failover/jobs/{id}`` shows it (the result added by the
@@ -110,6 +113,7 @@ class Job:
             "age_seconds": round(max(0.0, (self.finished_at or now) - self.created_at), 3),
             "finished_at": None if self.finished_at is None else round(self.finished_at, 3),
             "error": self.error or None,
+            "degraded": self.degraded or None,
             "callback": None
             if self.callback is None
             else {"state": self.callback_state.value, "attempts": self.callback_attempts},
@@ -123,6 +127,7 @@ class Done:
 
     status: int
     body: bytes
+    degraded: str = ""  # "tier": a step-down tier answered (the x-failover-degraded value)
 
 
 @dataclass(frozen=True, slots=True)

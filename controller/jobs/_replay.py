@@ -4,14 +4,17 @@ Each :meth:`Replayer.tick` (every ``tick_seconds``, on the injected clock):
 
 1. writes what finished since the last tick (one transaction for the lot), then announces the
    jobs that went to the dead letters (after they are on disk);
-2. for each tier with queued jobs that is *not* degraded (``degraded(tier)``, the router's own
+2. asks the store to renew this replica's leases and put back the jobs of replicas that
+   stopped renewing theirs (a shared store; a no-op for SQLite);
+3. for each tier with queued jobs that is *not* degraded (``degraded(tier)``, the router's own
    view), starts up to what its token bucket holds (``per_second`` refilled continuously, at
    most what the time since the last tick earned, or one tick's worth), oldest first, never
    more than ``concurrency`` attempts at once across tiers: a recovering provider gets a
-   trickle, not the whole backlog at once;
-3. POSTs the results of finished jobs that gave a callback URL (at most ``concurrency`` at
+   trickle, not the whole backlog at once. A store shared by a fleet (``shares_rate``) keeps
+   the bucket itself, so the rate holds for the fleet, not per replica;
+4. POSTs the results of finished jobs that gave a callback URL (at most ``concurrency`` at
    once; a failed POST is tried again after a doubling backoff, ``callback_tries`` in all);
-4. deletes finished jobs older than ``keep_seconds`` (every minute, a bounded batch).
+5. deletes finished jobs older than ``keep_seconds`` (every minute, a bounded batch).
 
 An attempt that fails with a fault (:class:`~controller.jobs._job.Retry`) waits ``backoff``
 doubling from ``retry_backoff_seconds`` (capped) before its next try; after ``max_tries`` the
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 from controller import _json
 from controller._clock import Clock
-from controller.jobs._job import Done, Job, Outcome, Retry
+from controller.jobs._job import Done, Job, JobStoreError, Outcome, Retry
 from controller.jobs._store import Finished, JobStore, TierQueue
 
 __all__ = ["CallbackSender", "ReplayLimits", "Replayer"]
@@ -93,21 +96,39 @@ class Replayer:
         self._posting: dict[str, asyncio.Task[None]] = {}
         self._finished: list[tuple[Finished, Job]] = []
         self._stopped = asyncio.Event()
+        self._recovered = False  # recover() done (at start, or at the first tick that could)
 
     # ----------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Put back what a crash or a stop left running, and take the first look."""
+        """Put back what a crash or a stop left running, and take the first look. A store
+        that does not answer (the fleet's Redis away) does not stop the gateway's start: the
+        first tick that reaches it does this."""
+        try:
+            await self._recover()
+        except JobStoreError as exc:
+            log.warning("deferred jobs: the store failed at start-up (%s); replays wait", exc)
+
+    async def _recover(self) -> None:
         found = await self.store.recover(now=self._clock.wall(), max_tries=self.limits.max_tries)
         if found:
             log.warning("%d deferred job(s) were cut by a stop or crash; queued again", found)
+        self._recovered = True
         self.queues = await self.store.queues()
 
     async def run(self) -> None:
         """Tick until :meth:`stop`; a failing tick is logged and the next one comes."""
+        failing = False
         while not self._stopped.is_set():
             try:
                 await self.tick()
-            except Exception:  # a full disk must not end replays for good
+                if failing:
+                    log.warning("deferred jobs: the store answers again; replays go on")
+                failing = False
+            except JobStoreError as exc:  # a store away (Redis down): said once, not per tick
+                if not failing:
+                    log.warning("deferred jobs: replays wait, the store failed: %s", exc)
+                failing = True
+            except Exception:  # a bug must not end replays for good
                 log.exception("deferred jobs: replay tick failed")
             await self._clock.sleep(self.limits.tick_seconds)
 
@@ -127,7 +148,12 @@ class Replayer:
 
     # ----------------------------------------------------------------------------- one tick
     async def tick(self) -> None:
+        if not self._recovered:
+            await self._recover()
         await self._flush()
+        now_wall = self._clock.wall()
+        for job in await self.store.maintain(now=now_wall, max_tries=self.limits.max_tries):
+            self._dead(job, job.error)  # its replica died holding its last try
         self.queues = await self.store.queues()
         self._refill()
         for tier, queue in self.queues.items():
@@ -160,11 +186,13 @@ class Replayer:
 
     async def _start(self, tier: str) -> None:
         free = self.limits.concurrency - len(self._running)
-        allowed = min(free, int(self._tokens.get(tier, 0.0)))
+        shared = self.store.shares_rate  # the fleet's bucket, in the store, limits the rate
+        allowed = free if shared else min(free, int(self._tokens.get(tier, 0.0)))
         if allowed <= 0:
             return
         jobs = await self.store.claim(tier, now=self._clock.wall(), limit=allowed)
-        self._tokens[tier] -= len(jobs)
+        if not shared:
+            self._tokens[tier] -= len(jobs)
         for job in jobs:
             task = asyncio.create_task(self._attempt(job), name=f"replay {job.id}")
             self._running.add(task)
@@ -202,10 +230,12 @@ class Replayer:
             raise
         for item, job in batch:
             if item.dead:
-                tries = job.attempts
-                log.error("deferred job %s dead after %d tries: %s", job.id, tries, item.error)
-                for hook in self._on_dead:
-                    hook(job, item.error)
+                self._dead(job, item.error)
+
+    def _dead(self, job: Job, error: str) -> None:
+        log.error("deferred job %s dead after %d tries: %s", job.id, job.attempts, error)
+        for hook in self._on_dead:
+            hook(job, error)
 
     # ----------------------------------------------------------------------------- callbacks
     async def _post_callbacks(self) -> None:

@@ -63,6 +63,10 @@ class Finished:
 
 
 class JobStore(Protocol):
+    # True: the store enforces the per-tier replay rate itself, for every replica sharing it
+    # (:meth:`claim` takes no more than the shared bucket holds); False: the replayer does.
+    shares_rate: bool
+
     async def add(self, job: NewJob, *, max_jobs: int) -> tuple[Job, bool]:
         """Keep ``job`` durably; (the stored job, True). A job of the same owner and
         idempotency key already kept is returned instead: (that job, False). Raises
@@ -81,6 +85,13 @@ class JobStore(Protocol):
     async def recover(self, *, now: float, max_tries: int) -> int:
         """At start-up: jobs left running (a crash, a stop) go back to the queue, or to the dead
         letters when they have no tries left. Returns how many were found."""
+        ...
+
+    async def maintain(self, *, now: float, max_tries: int) -> list[Job]:
+        """Every tick: a shared store renews the leases of this replica's running jobs and puts
+        back those whose replica stopped renewing (dead, or stalled past the lease), as
+        :meth:`recover` does at start-up; the jobs that went to the dead letters are returned.
+        A store of one process has nothing to do (its running jobs are its own)."""
         ...
 
     async def callbacks_due(self, *, now: float, limit: int) -> list[Job]: ...
@@ -122,6 +133,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     cb_state TEXT NOT NULL,
     cb_attempts INTEGER NOT NULL DEFAULT 0,
     cb_next_at REAL,
+    degraded TEXT NOT NULL DEFAULT '',
     UNIQUE (owner, idem)
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, tier, created_at);
@@ -130,7 +142,8 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 """
 _COLUMNS = (
     "id, owner, tier, front, model, body, headers, idem, callback, state, attempts, created_at, "
-    "next_at, finished_at, result_status, result, error, cb_state, cb_attempts, cb_next_at"
+    "next_at, finished_at, result_status, result, error, cb_state, cb_attempts, cb_next_at, "
+    "degraded"
 )
 _UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
 
@@ -158,6 +171,7 @@ def _job(row: Sequence[Any]) -> Job:
         callback_state=CallbackState(row[17]),
         callback_attempts=row[18],
         callback_next_at=row[19],
+        degraded=row[20],
     )
 
 
@@ -170,6 +184,9 @@ class _Sqlite:
             self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a commit is fsynced before it returns
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        if "degraded" not in columns:  # a file written before jobs said how they were served
+            self.db.execute("ALTER TABLE jobs ADD COLUMN degraded TEXT NOT NULL DEFAULT ''")
         (self.unfinished,) = self.db.execute(
             "SELECT count(*) FROM jobs WHERE state IN (?, ?)", _UNFINISHED
         ).fetchone()
@@ -187,7 +204,7 @@ class _Sqlite:
         cb_state = CallbackState.WAITING if job.callback else CallbackState.NONE
         self.db.execute(
             f"INSERT INTO jobs ({_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL, NULL, '', ?, 0, NULL)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, NULL, NULL, NULL, '', ?, 0, NULL, '')",
             (
                 job.id,
                 job.owner,
@@ -253,8 +270,8 @@ class _Sqlite:
         if item.outcome is not None:
             cur = self.db.execute(
                 "UPDATE jobs SET state = 'done', finished_at = ?, result_status = ?, result = ?, "
-                f"error = '', {callback_due} WHERE id = ? AND state = 'running'",
-                (now, item.outcome.status, item.outcome.body, now, item.id),
+                f"error = '', degraded = ?, {callback_due} WHERE id = ? AND state = 'running'",
+                (now, item.outcome.status, item.outcome.body, item.outcome.degraded, now, item.id),
             )
         elif item.dead:
             cur = self.db.execute(
@@ -352,6 +369,8 @@ class SqliteJobStore:
     """:class:`JobStore` over one SQLite file (``path``; "" keeps it in memory). The file is
     created with the first job kept: a gateway that never defers leaves nothing on disk."""
 
+    shares_rate = False
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="failover-jobs")
@@ -410,6 +429,9 @@ class SqliteJobStore:
     async def recover(self, *, now: float, max_tries: int) -> int:
         found: int = await self._run("recover", 0, now, max_tries)
         return found
+
+    async def maintain(self, *, now: float, max_tries: int) -> list[Job]:
+        return []  # one process: what it left running is put back by recover() at start-up
 
     async def callbacks_due(self, *, now: float, limit: int) -> list[Job]:
         due: list[Job] = await self._run("callbacks_due", [], now, limit)

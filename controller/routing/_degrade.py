@@ -5,8 +5,10 @@ The cache is not an optimisation: it is read only when every provider a request 
 has failed (``tiers.<name>.degrade.cache``), and written on the way out of every answer a
 cache-enabled tier serves. It lives in memory (bounded by entries and bytes, entries expire)
 and is copied to SQLite by a thread of its own, so a restart keeps it and the request path never
-waits on the disk; a disk that fails is logged once and the cache goes on in memory. Internal
-to :mod:`controller.routing`.
+waits on the disk; a disk that fails is logged once and the cache goes on in memory. In fleet
+mode the copy goes to the fleet's Redis instead (:mod:`._answers_redis`, the same thread
+writes it), and a miss in memory asks Redis, on the cache rung only, with a short timeout: an
+answer kept by one replica is served by all. Internal to :mod:`controller.routing`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from controller.model import (
 )
 
 if TYPE_CHECKING:
+    from controller.routing._answers_redis import RedisAnswers
     from controller.routing._records import Route
     from controller.routing.router import Router
 
@@ -54,7 +57,8 @@ _MAX_PENDING = 1024  # answers waiting for the SQLite thread; more are kept in m
 
 
 class AnswerCache:
-    """Recent good answers by request, for the cache rung. ``path`` None: memory only."""
+    """Recent good answers by request, for the cache rung. ``path`` None: memory only, or
+    memory and the fleet's Redis (``shared``)."""
 
     def __init__(
         self,
@@ -64,8 +68,10 @@ class AnswerCache:
         max_bytes: int = 64 * 1024 * 1024,
         ttl: float = 86400.0,
         clock: Clock | None = None,
+        shared: RedisAnswers | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
+        self._shared = shared
         self._max_entries, self._max_bytes, self._ttl = max_entries, max_bytes, ttl
         self._entries: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()
         self._bytes = 0
@@ -88,6 +94,11 @@ class AnswerCache:
         if self._path is not None and not self._failed:
             self._writer = threading.Thread(
                 target=self._write_loop, name="failover-answer-cache", daemon=True
+            )
+            self._writer.start()
+        elif shared is not None:
+            self._writer = threading.Thread(
+                target=self._share_loop, name="failover-answer-share", daemon=True
             )
             self._writer.start()
 
@@ -131,6 +142,15 @@ class AnswerCache:
                 return None
         return _decoded(blob)
 
+    async def lookup(self, key: str) -> Response | None:
+        """The cache rung's read: this process's memory, else the fleet's Redis (bounded in
+        time; Redis away: None, the rung is skipped)."""
+        found = self.get(key)
+        if found is not None or self._shared is None:
+            return found
+        blob = await self._shared.get(key)
+        return None if blob is None else _decoded(blob)
+
     def put(self, key: str, response: Response) -> None:
         with self._lock:
             self._put(key, response)
@@ -167,6 +187,8 @@ class AnswerCache:
             with contextlib.suppress(queue.Full):
                 self._pending.put(None, timeout=5.0)
             writer.join(timeout=5.0)
+        if self._shared is not None:
+            self._shared.close()
 
     # ------------------------------------------------------------------------- keeping
     def _keep_loop(self) -> None:
@@ -252,6 +274,17 @@ class AnswerCache:
                 except sqlite3.Error as exc:
                     self._fail(exc)
                     return
+
+    def _share_loop(self) -> None:
+        """The fleet's copy: each kept answer to Redis (a failure is the store's to log)."""
+        assert self._shared is not None
+        bounds = (self._max_entries, self._max_bytes)
+        while True:
+            item = self._pending.get()
+            if item is None:
+                return
+            key, at, blob = item
+            self._shared.put(key, at, blob, ttl=self._ttl, bounds=bounds)
 
     def _fail(self, exc: sqlite3.Error | OSError) -> None:
         if not self._failed:

@@ -521,7 +521,7 @@ class Router:
             )
             return answer, target.provider
         if degrade.cache and self.cache is not None:
-            cached = self.cache.get(self.cache.key(route.tier.name, request, scope))
+            cached = await self.cache.lookup(self.cache.key(route.tier.name, request, scope))
             if cached is not None:
                 route.degraded = CACHE
                 return replace(cached, id=route.request_id, provider=CACHE), CACHE

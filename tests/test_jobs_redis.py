@@ -1,0 +1,226 @@
+"""The fleet's job store on a real redis-server: one queue for every replica (oldest first, one
+claim per job, the replay rate shared by the fleet), a dead replica's claimed job replayed by
+another (its attempt spent, its late result fenced out), results readable from any replica, and
+a Redis that is away answering fast with an error, never hanging. Two stores on one Redis are
+two replicas; the clock is a fake one, advanced by the test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from controller._clock import FakeClock
+from controller.fleet import FleetConfig
+from controller.jobs import Done, Finished, JobState, QueueFull, Replayer, ReplayLimits
+from controller.jobs._job import CallbackState, Job, JobStoreError, Outcome
+from controller.jobs._redis import RedisJobStore
+from tests.redis_support import RedisServer
+from tests.test_jobs_store import new_job
+
+LEASE = 10.0
+T0 = 5000.0
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def replica(redis: RedisServer, *, rate: float = 1000.0, tick: float = 0.5) -> RedisJobStore:
+    cfg = FleetConfig(prefix="jobs-test", timeout_seconds=0.3)
+    return RedisJobStore.connect(
+        cfg,
+        {"FAILOVER_REDIS_URL": redis.url},
+        per_second=rate,
+        tick_seconds=tick,
+        lease_seconds=LEASE,
+    )
+
+
+@pytest.fixture
+async def pair(redis: RedisServer) -> AsyncIterator[tuple[RedisJobStore, RedisJobStore]]:
+    a, b = replica(redis), replica(redis)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_a_job_added_on_one_replica_is_read_on_the_other(
+    pair: tuple[RedisJobStore, RedisJobStore],
+) -> None:
+    a, b = pair
+    job, created = await a.add(new_job(1, headers={"anthropic-version": "x"}), max_jobs=10)
+    assert created
+    assert job.state is JobState.QUEUED
+    assert await b.get(job.id) == job
+    again, created = await b.add(new_job(2, idempotency_key="idem-1"), max_jobs=10)
+    assert (again.id, created) == (job.id, False)  # one owner, one idempotency key: one job
+    assert await b.get("job_nope") is None
+
+
+async def test_the_fleet_holds_at_most_max_jobs_unfinished(
+    pair: tuple[RedisJobStore, RedisJobStore],
+) -> None:
+    a, b = pair
+    await a.add(new_job(1), max_jobs=2)
+    await b.add(new_job(2, tier="other"), max_jobs=2)
+    with pytest.raises(QueueFull):
+        await a.add(new_job(3), max_jobs=2)
+
+
+async def test_each_job_is_claimed_once_oldest_first_and_finished_from_either_replica(
+    pair: tuple[RedisJobStore, RedisJobStore],
+) -> None:
+    a, b = pair
+    for n in (3, 1, 2, 4):
+        await a.add(new_job(n, callback="http://127.0.0.1:9/cb"), max_jobs=10)
+    first = await a.claim("t", now=T0, limit=2)
+    second = await b.claim("t", now=T0, limit=5)
+    assert [j.id for j in first] == [new_job(1).id, new_job(2).id]
+    assert [j.id for j in second] == [new_job(3).id, new_job(4).id]
+    assert all(j.state is JobState.RUNNING and j.attempts == 1 for j in first + second)
+    assert await a.claim("t", now=T0, limit=5) == []
+    queue = (await b.queues())["t"]
+    assert (queue.queued, queue.running, queue.oldest_created_at) == (0, 4, 1001.0)
+
+    await a.finish(
+        [
+            Finished(first[0].id, outcome=Done(200, b'{"ok": 1}', degraded="tier")),
+            Finished(first[1].id, error="every provider failed", next_at=T0 + 60),
+        ],
+        now=T0 + 1,
+    )
+    await b.finish([Finished(second[0].id, error="poison", dead=True)], now=T0 + 1)
+    done = await b.get(first[0].id)
+    assert done is not None
+    assert (done.state, done.result, done.result_status, done.degraded) == (
+        JobState.DONE,
+        b'{"ok": 1}',
+        200,
+        "tier",
+    )
+    assert done.callback_state is CallbackState.PENDING
+    waiting = await b.get(first[1].id)
+    assert waiting is not None
+    assert (waiting.state, waiting.next_at) == (JobState.QUEUED, T0 + 60)
+    assert await b.claim("t", now=T0 + 30, limit=5) == []  # its backoff is not over
+    assert [j.id for j in await b.claim("t", now=T0 + 61, limit=5)] == [first[1].id]
+    queue = (await a.queues())["t"]
+    assert (queue.done, queue.dead, queue.running) == (1, 1, 2)
+
+    due = await a.callbacks_due(now=T0 + 2, limit=10)
+    assert {j.id for j in due} == {first[0].id, second[0].id}
+    assert await b.callbacks_due(now=T0 + 2, limit=10) == []  # held: one replica posts it
+    await a.callback_result(first[0].id, delivered=True, next_at=None, now=T0 + 2)
+    delivered = await b.get(first[0].id)
+    assert delivered is not None
+    assert (delivered.callback_state, delivered.callback_attempts) == (CallbackState.DELIVERED, 1)
+
+    await a.callback_result(second[0].id, delivered=False, next_at=None, now=T0 + 2)
+    assert await b.purge(before=T0 + 5, limit=10) == 2
+    assert await a.get(first[0].id) is None
+    assert (await b.add(new_job(1), max_jobs=10))[1]  # its idempotency key is free again
+
+
+async def test_a_dead_replicas_claimed_job_goes_back_once_its_lease_runs_out(
+    pair: tuple[RedisJobStore, RedisJobStore],
+) -> None:
+    a, b = pair
+    await a.add(new_job(1), max_jobs=10)
+    (claimed,) = await a.claim("t", now=T0, limit=1)
+    assert await b.maintain(now=T0 + 1, max_tries=3) == []
+    await a.maintain(now=T0 + LEASE - 1, max_tries=3)  # a is alive: its lease is renewed
+    await b.maintain(now=T0 + LEASE + 1, max_tries=3)
+    assert await b.claim("t", now=T0 + LEASE + 1, limit=5) == []  # still a's
+    # a dies: no renewal. Past its lease, b's tick puts the job back, its attempt spent.
+    await b.maintain(now=T0 + 2 * LEASE, max_tries=3)
+    (again,) = await b.claim("t", now=T0 + 2 * LEASE, limit=5)
+    assert (again.id, again.attempts, again.idempotency_key) == (claimed.id, 2, "idem-1")
+    assert "lease ran out" in again.error
+    # a comes back late with a result for attempt 1: not written (the job is b's now)
+    await a.finish([Finished(claimed.id, outcome=Done(200, b"late"))], now=T0 + 2 * LEASE)
+    assert (await b.get(claimed.id)).state is JobState.RUNNING  # type: ignore[union-attr]
+    await b.finish([Finished(claimed.id, outcome=Done(200, b"b's"))], now=T0 + 2 * LEASE)
+    finished = await a.get(claimed.id)
+    assert finished is not None
+    assert (finished.state, finished.result) == (JobState.DONE, b"b's")
+
+
+async def test_a_job_with_no_try_left_whose_replica_died_is_a_dead_letter(
+    pair: tuple[RedisJobStore, RedisJobStore],
+) -> None:
+    a, b = pair
+    await a.add(new_job(1), max_jobs=10)
+    await a.claim("t", now=T0, limit=1)
+    (dead,) = await b.maintain(now=T0 + LEASE + 1, max_tries=1)
+    assert (dead.state, dead.attempts) == (JobState.DEAD, 1)
+    assert (await a.queues())["t"].dead == 1
+
+
+async def test_a_stopping_replica_hands_its_running_jobs_back(redis: RedisServer) -> None:
+    a, b = replica(redis), replica(redis)
+    try:
+        await a.add(new_job(1), max_jobs=10)
+        await a.claim("t", now=T0, limit=1)
+        await a.close()
+        await b.maintain(now=T0 + 1, max_tries=3)  # long before the lease would have run out
+        (again,) = await b.claim("t", now=T0 + 1, limit=1)
+        assert again.attempts == 2
+    finally:
+        await b.close()
+
+
+async def test_the_replay_rate_is_the_fleets_not_each_replicas(redis: RedisServer) -> None:
+    """Two replayers on one Redis at 4 jobs/s: in 10 s of ticks they start about 40, not 80."""
+    clock = FakeClock(wall_start=T0)
+    stores = [replica(redis, rate=4.0, tick=0.5) for _ in range(2)]
+    started: list[str] = []
+
+    async def run(job: Job) -> Outcome:
+        started.append(job.id)
+        return Done(200, b"{}")
+
+    limits = ReplayLimits(per_second=4.0, concurrency=100, tick_seconds=0.5)
+    replayers = [
+        Replayer(s, run=run, degraded=lambda _: False, clock=clock, limits=limits) for s in stores
+    ]
+    try:
+        for n in range(200):
+            await stores[n % 2].add(new_job(n), max_jobs=1000)
+        for _ in range(20):
+            clock.advance(0.5)
+            for replayer in replayers:
+                await replayer.tick()
+                await replayer.settle()
+        assert 38 <= len(started) <= 44, len(started)  # 4/s x 10 s, + the first tick's burst
+        assert len(set(started)) == len(started)  # none twice
+        assert started == sorted(started)  # oldest first, across the fleet
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_redis_that_is_down_or_frozen_fails_fast(redis: RedisServer) -> None:
+    store = replica(redis)
+    try:
+        await store.add(new_job(1), max_jobs=10)
+        redis.freeze()
+        began = time.monotonic()
+        with pytest.raises(JobStoreError, match="Redis did not answer"):
+            await store.add(new_job(2), max_jobs=10)
+        with pytest.raises(JobStoreError):
+            await store.get(new_job(1).id)
+        redis.kill()
+        with pytest.raises(JobStoreError):
+            await store.queues()
+        assert time.monotonic() - began < 10.0  # bounded: two 0.6 s timeouts and a refusal
+    finally:
+        await store.close()
