@@ -37,6 +37,7 @@ from controller._clock import Clock, SystemClock
 from controller._drill import Drillable, start_drill
 from controller._errors import ConfigError
 from controller._model_names import ModelNames
+from controller._spend_shadow import attach_spend_and_shadow, shadow_plans
 from controller._status import (
     TierPlans,
     event_entry,
@@ -87,6 +88,7 @@ _RESTART_SECTIONS = (
     "telemetry",
     "state",
     "gateway",
+    "spend",
     "routing",
     "jobs",
 )
@@ -263,6 +265,16 @@ class Runtime:
             lambda alert: self.notify(alert), self.clock, lambda: self.routes()
         )
         self.router = self._build_router(config)
+        # What each request costs (budgets may steer), and the tiers' shadow comparison.
+        self.spend, self.shadow = attach_spend_and_shadow(
+            self.router,
+            config,
+            clock=self.clock,
+            meter=self.telemetry.meter,
+            tracer=self.tracer,
+            on_alert=lambda alert: self.notify(alert),
+            beside_state=store is None,
+        )
         self.fleet: Fleet | None = None
         if state_backend(config.state.backend, self.env) == "redis":  # one decision, N replicas
             self.fleet = Fleet(
@@ -425,6 +437,7 @@ class Runtime:
         if self.bot is not None:
             self.bot.start()  # its own task; a dead Telegram only makes it retry
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
+        self._tasks.append(asyncio.create_task(self.spend.run(), name="spend"))
         await self.jobs.replayer.start()  # jobs a crash left running are queued again
         self._tasks.append(asyncio.create_task(self.jobs.replayer.run(), name="job-replayer"))
         if self.config_path is not None:
@@ -453,6 +466,8 @@ class Runtime:
             await self.bot.stop(grace=grace)
         await self.dispatcher.stop(timeout=grace)
         await self.jobs.close()  # replays under way are cut (queued again at the next start)
+        await self.shadow.aclose()  # comparisons under way are cut
+        self.spend.flush()  # the day's totals, for the next start
         await self.router.aclose()
         self.telemetry.listener.flush()
         self.telemetry.shutdown(timeout=grace)
@@ -535,6 +550,7 @@ class Runtime:
         if self.router.cache is None:  # a tier's ladder may have gained its cache rung
             self.router.cache = answer_cache(config, self.clock, self.env)
         self.router.droppable = frozenset(config.translation.droppable)
+        self.shadow.plans = shadow_plans(config)
         self.controller.set_tiers(_membership(config))
         self._models = probe_models(config)
         if self.fleet is not None or switch != self.holder.current.kill_switch:

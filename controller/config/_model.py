@@ -288,12 +288,27 @@ class DegradeConfig(_Frozen):
         )
 
 
+class ShadowConfig(_Frozen):
+    """``tiers.<name>.shadow``: a ``share`` of the tier's served requests is sent again to
+    ``target`` after the answer, off the request path, to compare (README "Shadow comparison").
+    At most ``max_concurrency`` calls at once and ``max_queue`` waiting; at most
+    ``daily_requests`` a UTC day, and ``daily_usd`` at the target's price (spend.prices)."""
+
+    target: TargetConfig
+    share: Annotated[float, Field(gt=0, le=1)]
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    max_queue: Annotated[int, Field(ge=0, le=10_000)] = 16
+    daily_requests: Annotated[int, Field(ge=1)] = 1000
+    daily_usd: Annotated[float, Field(gt=0)] | None = None
+
+
 class TierConfig(_Frozen):
     strategy: Strategy = Strategy.PRIORITY
     targets: Annotated[tuple[TargetConfig, ...], Field(min_length=1)]
     context_fallback: TargetConfig | None = None
     hedge: HedgeConfig | None = None
     degrade: DegradeConfig = DegradeConfig()
+    shadow: ShadowConfig | None = None
 
 
 class RetryConfig(_Frozen):
@@ -452,6 +467,41 @@ class SpendConfig(_Frozen):
     path: str | None = None
 
 
+USD = Annotated[float, Field(ge=0)]
+
+
+class PriceConfig(_Frozen):
+    """``spend.prices.<provider>.<model>``: USD per million tokens (the user's prices; nothing
+    is fetched). ``cached_input`` applies to input tokens a provider reports as cache reads."""
+
+    input: USD = 0.0
+    output: USD = 0.0
+    cached_input: USD = 0.0
+
+
+class BudgetConfig(_Frozen):
+    """A daily budget in USD (UTC day): alerts at 80 % and 100 %; with ``enforce``, at 100 %
+    traffic moves to the next target until the day ends."""
+
+    daily_usd: Annotated[float, Field(gt=0)]
+    enforce: bool = False
+
+
+class BudgetsConfig(_Frozen):
+    providers: dict[str, BudgetConfig] = Field(default_factory=dict)
+    tiers: dict[str, BudgetConfig] = Field(default_factory=dict)
+
+
+class SpendConfig(_Frozen):
+    """``spend``: prices per provider and model (``*``: any other model of the provider) and
+    daily budgets (README "Spend and budgets"). ``path`` keeps the day's totals across a
+    restart; unset, beside ``state.path`` (``<state>.spend.json``); "" keeps them in memory."""
+
+    prices: dict[str, dict[str, PriceConfig]] = Field(default_factory=dict)
+    budgets: BudgetsConfig = BudgetsConfig()
+    path: str | None = None
+
+
 class GatewayConfig(_Frozen):
     """The HTTP front. Keys come from environment variables (comma-separated lists)."""
 
@@ -492,6 +542,7 @@ class Config(_Frozen):
     cache: CacheConfig = CacheConfig()
     gateway: GatewayConfig = GatewayConfig()
     jobs: JobsConfig = JobsConfig()
+    spend: SpendConfig = SpendConfig()  # prices and daily budgets (controller/routing/_spend.py)
 
     @model_validator(mode="after")
     def _references_exist(self) -> Self:
@@ -524,7 +575,32 @@ class Config(_Frozen):
         for i, name in enumerate(ks.disable):
             if name not in self.providers:
                 raise _Ref(f"kill_switch.disable.{i}", name, known)
+        self._spend_refs_exist(known)
         return self
+
+    def _spend_refs_exist(self, known: str) -> None:
+        """Prices and budgets name providers and tiers that exist; a shadow's target is a
+        provider, and has a price when the shadow has a daily_usd allowance."""
+        for provider in self.spend.prices:
+            if provider not in self.providers:
+                raise _Ref(("spend", "prices", provider), provider, known)
+        for provider in self.spend.budgets.providers:
+            if provider not in self.providers:
+                raise _Ref(("spend", "budgets", "providers", provider), provider, known)
+        tiers = ", ".join(sorted(self.tiers))
+        for tier in self.spend.budgets.tiers:
+            if tier not in self.tiers:
+                raise _Ref(("spend", "budgets", "tiers", tier), tier, tiers, "tier")
+        for name, tier_config in self.tiers.items():
+            shadow = tier_config.shadow
+            if shadow is None:
+                continue
+            where = ("tiers", name, "shadow", "target", "provider")
+            if shadow.target.provider not in self.providers:
+                raise _Ref(where, shadow.target.provider, known)
+            prices = self.spend.prices.get(shadow.target.provider, {})
+            if shadow.daily_usd is not None and not ({shadow.target.model, "*"} & set(prices)):
+                raise _Unpriced(("tiers", name, "shadow", "daily_usd"), shadow.target)
 
     def effective_kill_switch(
         self, env: Mapping[str, str] | None = None, *, warn: bool = True
@@ -633,6 +709,18 @@ class _Ref(ValueError):
     ) -> None:
         self.loc = key.split(".") if isinstance(key, str) else list(key)
         super().__init__(f"unknown {what} {value!r} (known: {known or 'none'})")
+
+
+class _Unpriced(_Ref):
+    """A shadow's daily_usd allowance for a target that has no price to count it by."""
+
+    def __init__(self, key: tuple[str, ...], target: TargetConfig) -> None:
+        self.loc = list(key)
+        ValueError.__init__(
+            self,
+            f"needs a price for {target.provider} {target.model!r} in spend.prices (or "
+            f"{target.provider} '*') to count the shadow's spend by",
+        )
 
 
 class _Loop(_Ref):

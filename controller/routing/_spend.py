@@ -1,0 +1,333 @@
+"""Spend: what each attempt cost at the user's prices, and daily budgets that alert and may
+move traffic.
+
+Prices are the user's config (USD per million input / output / cached input tokens, per
+provider and model, ``*`` for any other model of a provider); nothing is fetched. An attempt
+that reported usage costs ``input * in + output * out`` (cached input tokens at their own price
+once the usage reader reports them: today's readers fold Anthropic's cache reads into input and
+report none apart, so every input token is priced as input). The cost is counted in
+``failover.cost`` (USD, by tier, provider and model) whatever the attempt's outcome.
+
+A budget is a daily amount in USD for a provider or a tier, counted over the UTC day of the
+injected clock's wall time. It alerts once at 80 % and once at 100 % a day. With ``enforce``, at
+100 % the router's plans move the over-budget targets behind the others (a provider's: its
+targets in every tier; a tier's: its priced targets, so an unpriced one, a self-hosted model say,
+serves first), and the first attempt names the reason ``budget``. A budget never refuses a
+request: when every target of a plan is over budget, the plan stands.
+
+The day's totals survive a restart: they are written (atomically, off the request path, every
+few seconds and at shutdown) to a JSON file beside the routing state (``<state>.spend.json``);
+a crash loses at most the last few seconds of spend. Internal to :mod:`controller.routing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from controller._clock import Clock
+from controller.events import AttemptEvent, AttemptReason, RouteEvent
+from controller.model import Usage
+from controller.notify.alert import DEFAULT_SEVERITY, Alert, AlertEvent
+from controller.routing.plan import Plan, Target, TierPlan
+from controller.telemetry import names
+from controller.telemetry._metrics import METRIC_UNITS
+
+__all__ = ["ALERT_AT", "Budget", "Price", "Prices", "Spend"]
+
+log = logging.getLogger(__name__)
+
+ALERT_AT = (0.8, 1.0)  # shares of a daily budget that alert, once each a day
+_DAY = 86_400.0
+Scope = Literal["provider", "tier"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached_input: float = 0.0
+
+    def cost(self, usage: Usage, cached: int = 0) -> float:
+        """USD for ``usage``, ``cached`` of its input tokens read from the provider's cache."""
+        fresh = max(0, usage.input_tokens - cached)
+        dollars = fresh * self.input + cached * self.cached_input
+        return (dollars + usage.output_tokens * self.output) / 1e6
+
+
+class Prices:
+    """Prices by provider and model (``*``: any other model of the provider)."""
+
+    __slots__ = ("_by",)
+
+    def __init__(self, by: Mapping[tuple[str, str], Price]) -> None:
+        self._by = dict(by)
+
+    def of(self, provider: str, model: str) -> Price | None:
+        found = self._by.get((provider, model))
+        return found if found is not None else self._by.get((provider, "*"))
+
+    def priced(self, target: Target) -> bool:
+        price = self.of(target.provider, target.model)
+        return price is not None and (price.input > 0 or price.output > 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    scope: Scope
+    name: str
+    daily_usd: float
+    enforce: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+
+class Spend:
+    """A router listener that costs attempts, and a steer (:attr:`Router.steers`) that moves
+    traffic off targets over an enforced budget. ``on_alert`` gets each budget alert (the
+    runtime's dispatcher: quick, never blocks). ``path``: where the day's totals are kept."""
+
+    def __init__(
+        self,
+        *,
+        prices: Prices,
+        budgets: Sequence[Budget] = (),
+        clock: Clock,
+        meter: Meter | None = None,
+        on_alert: Callable[[Alert], None] | None = None,
+        path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.prices = prices
+        self._budgets = {b.key: b for b in budgets}
+        self._by_provider = {b.name: b for b in budgets if b.scope == "provider"}
+        self._by_tier = {b.name: b for b in budgets if b.scope == "tier"}
+        self._clock = clock
+        self._on_alert = on_alert
+        self._path = Path(path) if path else None
+        self._costs: dict[tuple[str, str, str], float] = {}  # tier, provider, model -> USD
+        self._day = self._today()
+        self._spent: dict[str, float] = {}  # budget key -> USD today
+        self._alerted: set[str] = set()  # "<budget key>@<percent>" today
+        self._over_providers: set[str] = set()  # enforced and spent
+        self._over_tiers: set[str] = set()
+        self._dirty = False
+        self._load()
+        if meter is not None:
+            meter.create_observable_counter(
+                names.METRIC_COST,
+                callbacks=[self._observe_costs],
+                unit=METRIC_UNITS[names.METRIC_COST],
+                description="Spend in USD at the configured prices, by tier, provider and model.",
+            )
+            meter.create_observable_gauge(
+                names.METRIC_BUDGET_USED,
+                callbacks=[self._observe_budgets],
+                unit=METRIC_UNITS[names.METRIC_BUDGET_USED],
+                description="Share of each daily budget spent today (UTC); 1 is all of it.",
+            )
+
+    # ----------------------------------------------------------------------------- listener
+    def on_attempt(self, event: AttemptEvent) -> None:
+        usage = event.usage
+        if usage is None:
+            return
+        price = self.prices.of(event.provider, event.model)
+        if price is None:
+            return
+        usd = price.cost(usage)
+        if usd <= 0:
+            return
+        key = (event.tier, event.provider, event.model)
+        self._costs[key] = self._costs.get(key, 0.0) + usd
+        if self._budgets:
+            self._roll()
+            self._charge(self._by_provider.get(event.provider), usd)
+            self._charge(self._by_tier.get(event.tier), usd)
+
+    def on_route(self, event: RouteEvent) -> None:
+        return None
+
+    def cost(self, tier: str, provider: str, model: str) -> float:
+        """USD counted so far for ``tier``'s attempts on ``provider``'s ``model``."""
+        return self._costs.get((tier, provider, model), 0.0)
+
+    def spent(self, scope: Scope, name: str) -> float:
+        """USD spent today against the budget of ``scope`` ``name``."""
+        self._roll()
+        return self._spent.get(f"{scope}:{name}", 0.0)
+
+    # ----------------------------------------------------------------------------- steer
+    def __call__(self, tier: TierPlan, plan: Plan) -> tuple[Plan, AttemptReason, str] | None:
+        """``plan`` with the targets over an enforced budget moved behind the others, when the
+        first one is; None when nothing moves (nothing over budget, or everything)."""
+        if not (self._over_providers or self._over_tiers):
+            return None
+        self._roll()
+        targets = plan.targets
+        tier_over = tier.name in self._over_tiers
+
+        def over(target: Target) -> bool:
+            if target.provider in self._over_providers:
+                return True
+            return tier_over and self.prices.priced(target)
+
+        if not targets or not over(targets[0]):
+            return None
+        kept = [t for t in targets if not over(t)]
+        if not kept:
+            return None  # a budget moves traffic, it never refuses a request
+        moved = [t for t in targets if over(t)]
+        return replace(plan, targets=(*kept, *moved)), AttemptReason.BUDGET, targets[0].provider
+
+    # ----------------------------------------------------------------------------- budgets
+    def _today(self) -> int:
+        return int(self._clock.wall() // _DAY)
+
+    def _roll(self) -> None:
+        """A new UTC day starts every budget afresh."""
+        today = self._today()
+        if today != self._day:
+            self._day = today
+            self._spent.clear()
+            self._alerted.clear()
+            self._over_providers.clear()
+            self._over_tiers.clear()
+            self._dirty = True
+
+    def _charge(self, budget: Budget | None, usd: float) -> None:
+        if budget is None:
+            return
+        key = budget.key
+        before = self._spent.get(key, 0.0)
+        after = self._spent[key] = before + usd
+        self._dirty = True
+        for share in ALERT_AT:
+            line = budget.daily_usd * share
+            if before < line <= after:
+                self._crossed(budget, share, after)
+        if budget.enforce and after >= budget.daily_usd:
+            self._enforce(budget)
+
+    def _enforce(self, budget: Budget) -> None:
+        over = self._over_providers if budget.scope == "provider" else self._over_tiers
+        over.add(budget.name)
+
+    def _crossed(self, budget: Budget, share: float, spent: float) -> None:
+        mark = f"{budget.key}@{round(share * 100)}"
+        if mark in self._alerted:
+            return
+        self._alerted.add(mark)
+        if self._on_alert is None:
+            return
+        try:
+            self._on_alert(budget_alert(budget, share, spent, at=self._clock.wall()))
+        except Exception:  # an alert must never fail the request whose cost crossed the line
+            log.exception("budget alert for %s could not be handed over", budget.key)
+
+    # ----------------------------------------------------------------------------- state
+    def flush(self) -> None:
+        """Write the day's totals if they changed (atomically: a temporary file renamed)."""
+        if self._path is None or not self._dirty:
+            return
+        self._dirty = False
+        document = {
+            "day": self._day,
+            "spent": dict(self._spent),
+            "alerted": sorted(self._alerted),
+        }
+        data = json.dumps(document, separators=(",", ":")).encode()
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".spend-", dir=self._path.parent)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            self._dirty = True
+            log.warning("spend state %s not saved: %s", self._path, exc.strerror)
+
+    async def run(self, every: float = 5.0) -> None:
+        """Write the day's totals every ``every`` seconds (on a worker thread), until cancelled."""
+        while True:
+            await self._clock.sleep(every)
+            if self._dirty:
+                await asyncio.to_thread(self.flush)
+
+    def _load(self) -> None:
+        if self._path is None:
+            return
+        try:
+            document = json.loads(self._path.read_bytes())
+            day, spent, alerted = document["day"], document["spent"], document["alerted"]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("spend state %s not read (%s): today starts at 0", self._path, exc)
+            return
+        if day != self._day:
+            return  # another day's: today starts at 0
+        self._spent = {k: float(v) for k, v in spent.items() if k in self._budgets}
+        self._alerted = {str(m) for m in alerted}
+        for key, usd in self._spent.items():
+            budget = self._budgets[key]
+            if budget.enforce and usd >= budget.daily_usd:
+                self._enforce(budget)
+
+    # ----------------------------------------------------------------------------- metrics
+    def _observe_costs(self, options: CallbackOptions) -> Iterable[Observation]:
+        keys = (names.ATTR_TIER, names.ATTR_PROVIDER, names.ATTR_MODEL)
+        return [
+            Observation(usd, dict(zip(keys, key, strict=True)))
+            for key, usd in self._costs.copy().items()
+        ]
+
+    def _observe_budgets(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._roll()
+        spent = self._spent.copy()
+        return [
+            Observation(
+                spent.get(key, 0.0) / budget.daily_usd,
+                {names.ATTR_SCOPE: budget.scope, names.ATTR_NAME: budget.name},
+            )
+            for key, budget in self._budgets.items()
+        ]
+
+
+def budget_alert(budget: Budget, share: float, spent: float, *, at: float) -> Alert:
+    """The alert for ``budget`` reaching ``share`` of its daily amount (``spent`` USD)."""
+    event = AlertEvent.BUDGET_EXCEEDED if share >= 1.0 else AlertEvent.BUDGET_WARNING
+    if budget.enforce and share >= 1.0:
+        then = "enforced: traffic moves to the next target until the UTC day ends"
+    elif budget.enforce:
+        then = "enforced: at 100% traffic moves to the next target"
+    else:
+        then = "not enforced: traffic stays where it is"
+    detail = (
+        f"{budget.scope} {budget.name} spent {_usd(spent)} of its {_usd(budget.daily_usd)} "
+        f"daily budget ({spent / budget.daily_usd:.0%}); {then}"
+    )
+    return Alert(
+        event=event,
+        severity=DEFAULT_SEVERITY[event],
+        at=at,
+        provider=budget.name if budget.scope == "provider" else None,
+        tier=budget.name if budget.scope == "tier" else None,
+        detail=detail,
+    )
+
+
+def _usd(amount: float) -> str:
+    """Dollars to the cent; a budget of less than a cent to the micro-dollar."""
+    return f"${amount:.2f}" if amount >= 0.01 else f"${amount:.6f}"
