@@ -467,41 +467,6 @@ class SpendConfig(_Frozen):
     path: str | None = None
 
 
-USD = Annotated[float, Field(ge=0)]
-
-
-class PriceConfig(_Frozen):
-    """``spend.prices.<provider>.<model>``: USD per million tokens (the user's prices; nothing
-    is fetched). ``cached_input`` applies to input tokens a provider reports as cache reads."""
-
-    input: USD = 0.0
-    output: USD = 0.0
-    cached_input: USD = 0.0
-
-
-class BudgetConfig(_Frozen):
-    """A daily budget in USD (UTC day): alerts at 80 % and 100 %; with ``enforce``, at 100 %
-    traffic moves to the next target until the day ends."""
-
-    daily_usd: Annotated[float, Field(gt=0)]
-    enforce: bool = False
-
-
-class BudgetsConfig(_Frozen):
-    providers: dict[str, BudgetConfig] = Field(default_factory=dict)
-    tiers: dict[str, BudgetConfig] = Field(default_factory=dict)
-
-
-class SpendConfig(_Frozen):
-    """``spend``: prices per provider and model (``*``: any other model of the provider) and
-    daily budgets (README "Spend and budgets"). ``path`` keeps the day's totals across a
-    restart; unset, beside ``state.path`` (``<state>.spend.json``); "" keeps them in memory."""
-
-    prices: dict[str, dict[str, PriceConfig]] = Field(default_factory=dict)
-    budgets: BudgetsConfig = BudgetsConfig()
-    path: str | None = None
-
-
 class GatewayConfig(_Frozen):
     """The HTTP front. Keys come from environment variables (comma-separated lists)."""
 
