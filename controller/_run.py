@@ -20,7 +20,9 @@ gemini  ``GOOGLE_GEMINI_BASE_URL``, ``GEMINI_API_KEY``, and the API-key auth sel
 
 With ``--gateway URL`` it uses a running gateway; otherwise it starts one on 127.0.0.1 (a free
 port) from ``--config``, logging to a file (the CLI owns the terminal), and stops it when the
-CLI exits. The key is ``$FAILOVER_API_KEY``, else the first of the gateway's client keys
+CLI exits; that gateway triages requests as ``failover serve``'s does (a deferred one is kept
+in the config's job store and replayed; one left waiting at exit, by the next gateway on that
+config). The key is ``$FAILOVER_API_KEY``, else the first of the gateway's client keys
 (``gateway.api_keys_env``), else a placeholder when the gateway takes none. Before the CLI
 starts, one line per model the CLI asks for says which tier serves it (and that tier's route),
 or that the gateway does not route it. The exit status is the CLI's.
@@ -192,12 +194,16 @@ async def _with_own_gateway(
     models: Sequence[str],
 ) -> int:
     from controller.gateway import GatewayServer, GatewaySettings, create_app
+    from controller.gateway._jobs import client_priorities
     from controller.runtime import Runtime
 
     logfile = args.log or os.path.join(tempfile.gettempdir(), f"failover-run-{os.getpid()}.log")
     _log_to(logfile)
     gw = config.gateway
     keys = tuple(k.strip() for k in os.environ.get(gw.api_keys_env, "").split(",") if k.strip())
+    listed = ((c.keys_env, c.priority) for c in gw.client_priorities)
+    more_keys, priorities = client_priorities(listed, os.environ)  # client keys too
+    keys += tuple(k for k in more_keys if k not in keys)
     settings = GatewaySettings(
         api_keys=keys,
         max_body_bytes=gw.max_body_bytes,
@@ -207,7 +213,11 @@ async def _with_own_gateway(
     runtime = Runtime(config, config_path=args.config)
     await runtime.start()
     try:
-        app = create_app(runtime, settings=settings)
+        # Triaged as failover serve triages: a deferred request is kept in the runtime's job
+        # store (beside the state file, or the fleet's Redis) and replayed while this gateway
+        # runs; one still waiting when the CLI exits is replayed by the next failover serve or
+        # run on the same config (and fetched there).
+        app = create_app(runtime, settings=settings, jobs=runtime.jobs, priorities=priorities)
         async with GatewayServer(app, host="127.0.0.1", port=0, grace=1.0) as server:
             print(f"failover run: gateway on {server.url} (log: {logfile})", file=sys.stderr)
             for line in _local_routes(runtime, models):

@@ -9,16 +9,20 @@ critical). Only while ``router.degraded(tier)`` does it matter:
 * ``critical`` goes on as any request (whatever capacity is left, in order);
 * ``drop`` is refused at once: a 503 in the caller's format with a ``Retry-After`` from the
   controller's next look at the tier's providers;
-* ``defer`` is written to the job store (on disk, fsynced) and only then answered ``202`` with
-  the job's id, its idempotency key and where to fetch it. The replayer sends it once the tier
-  is healthy again; the answer is kept for ``jobs.keep_results_seconds``.
+* ``defer`` is written to the job store (SQLite on disk, fsynced; or the fleet's Redis) and
+  only then answered ``202`` with the job's id, its idempotency key and where to fetch it (a
+  store that fails or does not answer in time: refused as a drop is, 503 and ``Retry-After``).
+  The replayer sends it once the tier is healthy again; the answer is kept for
+  ``jobs.keep_results_seconds``.
 
 The healthy path pays for none of this: with no header, no per-key defaults and a critical
 tier, :meth:`Triage.admit` is two header lookups and a dict lookup, and ``router.degraded`` (a
 routing plan) is asked only for a request that is not critical.
 
-A job belongs to the client key that sent it (a SHA-256 digest of the key is kept, never the
-key): another key asking for it gets the same 404 as for an id that does not exist. A client's
+Every front is triaged, Gemini's too (its job keeps the model named in the path). A job belongs
+to the client key that sent it (a SHA-256 digest of the key is kept, never the key; a Gemini
+client's ``x-goog-api-key`` or ``?key=`` is the same key): another key asking for it gets the
+same 404 as for an id that does not exist. A client's
 ``Idempotency-Key`` header names the job: sent again with the same key, the request is not
 queued twice, the first job is answered again.
 """
@@ -267,7 +271,7 @@ class Triage:
         if priority is Priority.DEFER and self._queue is not None:
             return await self._defer(http, front, call, callback)
         if priority is Priority.DEFER:
-            return None  # no job queue (failover run): served as critical
+            return None  # an app made without a job queue (library use): served as critical
         self._count(tier, priority, "dropped")
         why = f"tier {tier} is degraded and this request's priority is drop: refused at once"
         return self._unavailable(front, tier, why)
