@@ -48,6 +48,7 @@ from controller._status import (
 )
 from controller.config import Config, ConfigWatcher, ProviderConfig, resolve_secret
 from controller.config._model import ENV_DISABLE, ENV_PIN
+from controller.control._idle import IdleProbes
 from controller.control.audit import AuditLog, audit_path, kill_switch_record, transition_record
 from controller.control.decide import Transition
 from controller.control.loop import Controller
@@ -68,9 +69,11 @@ from controller.providers import HttpProvider, codec_for
 from controller.providers._http_connect import ConnectFailed
 from controller.providers._http_proxy import Proxy, proxy_for
 from controller.routing._answers_redis import RedisAnswers
+from controller.routing._standby import HeadroomSteer, StandbyMetrics, WarmSteer
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import AnswerCache, Router
+from controller.signals.headroom import Headroom
 from controller.signals.inflight import InFlight
 from controller.signals.window import SignalWindows
 from controller.telemetry import names
@@ -131,6 +134,7 @@ def build_tiers(config: Config) -> dict[str, TierPlan]:
             context_fallback=target(tier.context_fallback) if tier.context_fallback else None,
             hedge=tier.hedge.plan() if tier.hedge is not None else None,
             degrade=tier.degrade.plan(),
+            warm_share=tier.warm_share,
         )
         for name, tier in config.tiers.items()
     }
@@ -265,6 +269,7 @@ class Runtime:
             lambda alert: self.notify(alert), self.clock, lambda: self.routes()
         )
         self.router = self._build_router(config)
+        self.headroom = self._standby(config)  # warm traffic, rate-limit headroom
         # What each request costs (budgets may steer), and the tiers' shadow comparison.
         self.spend, self.shadow = attach_spend_and_shadow(
             self.router,
@@ -306,6 +311,12 @@ class Runtime:
         self.controller = self._build_controller(config)
         _count_skipped_events(self.telemetry.meter, self.providers)
         self._wake.controller = self.controller
+        self.controller.idle = IdleProbes(  # controller.probe_idle_seconds
+            clock=self.clock,
+            cfg=config.controller,
+            prober=self._probe,
+            idle_for=self.windows.idle_for,
+        )
         self.history = AlertHistory(now=self.controller.now)
         self.bot = command_bot(self)  # Telegram commands (notify.telegram.commands), or None
         buttons = self.bot.center.book if self.bot is not None else None
@@ -402,6 +413,20 @@ class Runtime:
             inflight=self.windows.inflight,
             cache=answer_cache(config, self.clock, self.env),
         )
+
+    def _standby(self, config: Config) -> Headroom:
+        """Warm traffic and rate-limit headroom steer the plans (:mod:`controller.routing.
+        _standby`), ahead of any other steer; each provider tells the headroom its answers'
+        rate-limit headers; ``failover.standby`` counts the warm and probe attempts."""
+        cfg = config.routing.headroom
+        headroom = Headroom(self.clock, below=cfg.below, hold_seconds=cfg.hold_seconds)
+        headroom.register(self.meter)
+        for name, provider in self.providers.items():
+            if isinstance(provider.inner, HttpProvider):
+                provider.inner.on_headers = headroom.hook(name)
+        self.router.steers[:0] = [WarmSteer(), HeadroomSteer(headroom)]
+        self.router.listeners.add(StandbyMetrics(self.meter))
+        return headroom
 
     def _build_controller(self, config: Config) -> Controller:
         return Controller(

@@ -308,6 +308,9 @@ class TierConfig(_Frozen):
     context_fallback: TargetConfig | None = None
     hedge: HedgeConfig | None = None
     degrade: DegradeConfig = DegradeConfig()
+    # The share of requests its second target serves first, to keep it measured (README
+    # "Knowing the backups"); 0: off.
+    warm_share: Annotated[float, Field(ge=0, le=1)] = 0.0
     shadow: ShadowConfig | None = None
 
 
@@ -319,10 +322,21 @@ class RetryConfig(_Frozen):
     backoff_cap: Annotated[float, Field(ge=0)] = 2.0
 
 
+class HeadroomConfig(_Frozen):
+    """``routing.headroom``: a target whose rate-limit headers say less than ``below`` of its
+    requests or tokens are left gets new requests only after the others of its plan, until its
+    window resets (a reading with no reset time holds ``hold_seconds``). 0: headers are read
+    (the gauges) and nothing moves."""
+
+    below: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    hold_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+
 class RoutingConfig(_Frozen):
     deadline_seconds: Seconds = 120.0
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 6
     retry: RetryConfig = RetryConfig()
+    headroom: HeadroomConfig = HeadroomConfig()
 
 
 class KillSwitchConfig(_Frozen):

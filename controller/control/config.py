@@ -117,6 +117,11 @@ class TripwireConfig(BaseModel):
     probe_timeout_seconds: float = Field(
         default=10.0, gt=0, description="A probe that takes longer counts as failed."
     )
+    probe_idle_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="Probe a healthy provider that had no attempt for this long (0: off).",
+    )
     probe_successes: int = Field(
         default=3, ge=1, description="Successful probes in a row needed to start failback."
     )

@@ -37,6 +37,7 @@ from opentelemetry.metrics import CallbackOptions, Counter, Meter, Observation
 
 from controller._clock import Clock
 from controller._errors import FailoverError
+from controller.control._idle import IdleProbes
 from controller.control._members import Members
 from controller.control.config import TripwireConfig
 from controller.control.decide import (
@@ -115,6 +116,7 @@ class Controller:
         self._stopping = False
         self._resumed = False
         self._failed_saves = 0  # in a row: the first is logged, then quiet until one succeeds
+        self.idle: IdleProbes | None = None  # probes of idle providers (the runtime sets it)
         self._trips: Counter | None = None
         if meter is not None:
             _register_gauges(self, meter)
@@ -212,6 +214,8 @@ class Controller:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self.idle is not None:
+            self.idle.stop()
         for track in self._tracks.values():
             if track.task is not None:
                 track.task.cancel()
@@ -308,6 +312,8 @@ class Controller:
 
     def _announce(self, events: Iterable[Transition]) -> None:
         for event in events:
+            if self.idle is not None:  # a trip its idle probes caused: cause standby
+                event = self.idle.tag(event)
             _log_transition(event)
             if self._trips is not None and event.kind is TransitionKind.TRIP and event.enforced:
                 cause = event.cause.value if event.cause is not None else "other"
@@ -328,6 +334,8 @@ class Controller:
         return {n: self._tracks[n].result() for n in probing if n in self._tracks}
 
     def _schedule_probes(self) -> None:
+        if self.idle is not None:
+            self.idle.schedule(self.known_providers(), self._holder.current)
         probing = {
             n for n, s in self._holder.current.providers.items() if s.state is HealthState.PROBING
         }

@@ -29,8 +29,10 @@ import dataclasses
 import enum
 import itertools
 import json
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -105,6 +107,27 @@ class Fault:
         return cls(**{**data, "mode": FaultMode(data.get("mode", "none"))})
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimits:
+    """Rate-limit headers the fake sends on every answer, in the vendor's format of the
+    request: OpenAI's ``x-ratelimit-*`` (reset as a duration like ``6m0s``), Anthropic's
+    ``anthropic-ratelimit-*`` (reset as an RFC 3339 time), none for Gemini. A window of
+    ``requests`` requests and ``tokens`` tokens (each request takes its input words) that is
+    full again ``window_seconds`` after it started, on the fake's ``wall`` clock."""
+
+    requests: int = 1000
+    tokens: int = 100_000
+    window_seconds: float = 60.0
+
+
+@dataclass(slots=True)
+class _Window:
+    limits: RateLimits
+    started: float
+    requests: int = 0
+    tokens: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Seen:
     """One request the fake received, decoded into our types."""
@@ -138,8 +161,11 @@ class FakeProvider:
         reply: str | None = None,
         latency: float = 0.0,
         pace: float = 0.0,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
+        self._wall = wall  # the clock of its rate-limit windows (a test's FakeClock.wall)
+        self._window: _Window | None = None
         self._host = host
         self._port = port
         self._reply = reply or f"Hello from {name}. This answer came through the failover router."
@@ -170,6 +196,8 @@ class FakeProvider:
         app.router.add_post("/_fake/fault", self._set_fault_http)
         app.router.add_delete("/_fake/fault", self._clear_fault_http)
         app.router.add_get("/_fake/stats", self._stats_http)
+        app.router.add_post("/_fake/ratelimit", self._set_rate_limits_http)
+        app.router.add_delete("/_fake/ratelimit", self._clear_rate_limits_http)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
@@ -209,6 +237,53 @@ class FakeProvider:
     def fault(self) -> Fault:
         return self._fault
 
+    def set_rate_limits(
+        self, limits: RateLimits | None, *, wall: Callable[[], float] | None = None
+    ) -> None:
+        """Send rate-limit headers from now on (a new, full window), or stop (None); ``wall``
+        replaces the clock its windows run on (a test's ``FakeClock.wall``)."""
+        if wall is not None:
+            self._wall = wall
+        self._window = None if limits is None else _Window(limits, self._wall())
+
+    def _rate_headers(self, fmt: str, request: Request) -> dict[str, str]:
+        """This request's share of the window taken, and the headers that say what is left."""
+        window = self._window
+        if window is None or fmt == "gemini":
+            return {}
+        limits, now = window.limits, self._wall()
+        if now >= window.started + limits.window_seconds:
+            window.started, window.requests, window.tokens = now, 0, 0
+        window.requests += 1
+        window.tokens += _count_tokens(request)
+        left_requests = max(0, limits.requests - window.requests)
+        left_tokens = max(0, limits.tokens - window.tokens)
+        ends = window.started + limits.window_seconds
+        if fmt == "anthropic":
+            stamp = datetime.fromtimestamp(ends, UTC).isoformat(timespec="seconds")
+            reset = stamp.replace("+00:00", "Z")
+            head = "anthropic-ratelimit-"
+            return {
+                f"{head}requests-limit": str(limits.requests),
+                f"{head}requests-remaining": str(left_requests),
+                f"{head}requests-reset": reset,
+                f"{head}tokens-limit": str(limits.tokens),
+                f"{head}tokens-remaining": str(left_tokens),
+                f"{head}tokens-reset": reset,
+                f"{head}input-tokens-limit": str(limits.tokens),
+                f"{head}input-tokens-remaining": str(left_tokens),
+                f"{head}input-tokens-reset": reset,
+            }
+        left = _go_duration(max(0.0, ends - now))
+        return {
+            "x-ratelimit-limit-requests": str(limits.requests),
+            "x-ratelimit-remaining-requests": str(left_requests),
+            "x-ratelimit-reset-requests": left,
+            "x-ratelimit-limit-tokens": str(limits.tokens),
+            "x-ratelimit-remaining-tokens": str(left_tokens),
+            "x-ratelimit-reset-tokens": left,
+        }
+
     def _take_fault(self, model: str | None = None) -> Fault:
         fault = self._fault
         if fault.model is not None and model != fault.model:
@@ -229,6 +304,22 @@ class FakeProvider:
     async def _clear_fault_http(self, request: web.Request) -> web.Response:
         self.clear_fault()
         return web.json_response({"ok": True, "mode": "none"})
+
+    async def _set_rate_limits_http(self, request: web.Request) -> web.Response:
+        """``POST /_fake/ratelimit`` with ``{"requests": N, "tokens": N, "window_seconds": S}``
+        (each optional): send rate-limit headers from now on."""
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise TypeError("must be a JSON object")
+            self.set_rate_limits(RateLimits(**data))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _clear_rate_limits_http(self, request: web.Request) -> web.Response:
+        self.set_rate_limits(None)
+        return web.json_response({"ok": True})
 
     async def _stats_http(self, request: web.Request) -> web.Response:
         return web.json_response({"requests": self.requests, "fault": self._fault.mode})
@@ -294,9 +385,10 @@ class FakeProvider:
         if self._latency:
             await asyncio.sleep(self._latency)
         answer = self.answer(request, model)
+        limits = self._rate_headers(fmt, request)
         if not request.stream:
-            return await self._reply_whole(codec, answer, fault)
-        return await self._reply_stream(http, codec, answer, fault)
+            return await self._reply_whole(codec, answer, fault, limits)
+        return await self._reply_stream(http, codec, answer, fault, limits)
 
     async def _preflight(
         self, http: web.Request, codec: ServerCodec, fault: Fault
@@ -321,7 +413,7 @@ class FakeProvider:
         return web.json_response(body, status=status, headers=headers)
 
     async def _reply_whole(
-        self, codec: ServerCodec, answer: Response, fault: Fault
+        self, codec: ServerCodec, answer: Response, fault: Fault, headers: dict[str, str]
     ) -> web.StreamResponse:
         if fault.mode is FaultMode.SLOW_FIRST_TOKEN:
             await asyncio.sleep(fault.delay)
@@ -329,12 +421,17 @@ class FakeProvider:
             return web.Response(
                 text='{"id": "broken", "choices": [', content_type="application/json"
             )
-        return web.json_response(codec.render_response(answer))
+        return web.json_response(codec.render_response(answer), headers=headers)
 
     async def _reply_stream(
-        self, http: web.Request, codec: ServerCodec, answer: Response, fault: Fault
+        self,
+        http: web.Request,
+        codec: ServerCodec,
+        answer: Response,
+        fault: Fault,
+        headers: dict[str, str],
     ) -> web.StreamResponse:
-        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        out = web.StreamResponse(headers={"content-type": "text/event-stream", **headers})
         await out.prepare(http)
         # The client may go away (it timed out on us, or failed over): nothing to do then.
         with contextlib.suppress(ConnectionResetError):
@@ -463,6 +560,18 @@ def _refused_prefill(request: Request, fmt: str, fault: Fault) -> str | None:
     if fmt == "anthropic" and last.content != last.content.rstrip():
         return "messages: final assistant content cannot end with trailing whitespace"
     return None
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration as OpenAI's reset headers write it: ``20ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
 def _count_tokens(request: Request) -> int:

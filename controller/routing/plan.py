@@ -86,6 +86,9 @@ class TierPlan:
     context_fallback: Target | None = None  # tried once after ContextTooLong
     hedge: Hedge | None = None
     degrade: Degrade = NO_DEGRADE
+    # The share of requests served by the plan's second target first, to keep it measured
+    # (routing._standby.WarmSteer); 0: off.
+    warm_share: float = 0.0
 
 
 @quick_init

@@ -439,7 +439,9 @@ class Router:
                     raise
                 except ProviderError as exc:
                     delay = None
-                    if route.position == index:  # no attempt beside it took the next target
+                    # No attempt beside it took the next target; a warm attempt is not retried:
+                    # the request goes back to its primary (the client never pays for warming).
+                    if route.position == index and reason is not AttemptReason.WARM:
                         delay = self._retry(
                             RetryState(
                                 error=exc,

@@ -149,10 +149,11 @@ class _Bucket:
 class _Series:
     """The ring of buckets and the running fault state of one provider or provider+model."""
 
-    __slots__ = ("buckets", "last_fault", "run", "run_started", "traces")
+    __slots__ = ("buckets", "last_fault", "run", "run_started", "seen", "traces")
 
     def __init__(self, size: int) -> None:
         self.buckets = [_Bucket() for _ in range(size)]
+        self.seen = 0.0  # when its last attempt ended (the idle probes read it)
         self.run = 0
         self.run_started = 0.0
         self.last_fault: float | None = None
@@ -163,6 +164,7 @@ class _Series:
         if slot.index != index:
             slot.reset(index)
         slot.add(event)
+        self.seen = now
         if event.outcome is Outcome.SUCCESS:
             self.run = 0
         elif event.outcome is Outcome.FAULT:
@@ -221,6 +223,15 @@ class SignalWindows:
 
     def on_route(self, event: RouteEvent) -> None:
         """Route outcomes do not feed the tripwire: each attempt was already counted."""
+
+    def idle_for(self, name: str) -> float | None:
+        """Seconds since the last attempt of any kind ended on ``name`` (a provider, or one
+        model of one as ``provider/model``); None when none was seen since this started."""
+        provider, _, model = name.partition("/")
+        series = self._models.get((provider, model)) if model else self._providers.get(provider)
+        if series is None:
+            return None
+        return self._clock.monotonic() - series.seen
 
     def _series(self, table: dict[_K, _Series], key: _K) -> _Series:
         series = table.get(key)
