@@ -11,6 +11,8 @@ openai SDK and raw HTTP) is bounded in count and time; a drill trips the primary
   hedged on the backup (a 0.1 ms hedge wait, a budget of one a second).
 * cheap tier: spare only, answering 401: a tier that is down, auth failures, a high error rate.
 * budget tier: spare too, with a static answer at the bottom of its ladder: degraded answers.
+* spend: primary and backup priced, a daily budget on primary; half the frontier tier's answers
+  shadowed on the backup (the shadow row: agreement, latency, results, cost).
 * OTLP export points at a port where nothing listens, so telemetry drops are real and counted.
 
 Then every dashboard query and every rule expression must return data, with the exceptions in
@@ -81,6 +83,7 @@ tiers:
       - {{provider: primary, model: big}}
       - {{provider: backup, model: alt}}
     hedge: {{after: 0.0001, per_second: 1}}  # about one request a second hedged: for the panel
+    shadow: {{target: {{provider: backup, model: alt}}, share: 0.5}}  # the shadow row's data
   cheap:
     targets:
       - {{provider: spare, model: small}}
@@ -107,6 +110,11 @@ notify:
   group_window_seconds: 0
   backoff_base_seconds: 0.2
 state: {{path: "{state}"}}
+spend:  # the spend row's data: every answer priced, a budget far from its alerts
+  prices:
+    primary: {{"*": {{input: 2.5, output: 10}}}}
+    backup: {{"*": {{input: 3, output: 15}}}}
+  budgets: {{providers: {{primary: {{daily_usd: 1000}}}}}}
 """
 
 # Alerts whose condition a one-minute test cannot make true, and why. Their inputs (recording

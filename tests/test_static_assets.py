@@ -41,6 +41,7 @@ GATEWAY_JOB = "failover-gateway"
 # --- the vocabulary: names.py is the contract -------------------------------------------------
 _HISTOGRAMS = {names.PROM_OPERATION_DURATION, names.PROM_TOKEN_USAGE}
 _HISTOGRAMS.add(names.PROM_TIME_TO_FIRST_CHUNK)
+_HISTOGRAMS |= {names.PROM_SHADOW_DURATION, names.PROM_SHADOW_LENGTH_RATIO}
 _PROM = {v for k, v in vars(names).items() if k.startswith("PROM_") and isinstance(v, str)}
 KNOWN_METRICS = (
     (_PROM - _HISTOGRAMS)
