@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,10 @@ from tests.traffic import Traffic, through_router
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
 RPS = 20.0  # client requests per second while a scenario runs
+# How long a change may take to show before a test fails: far past what it takes (a tick, a
+# poll), so a loaded machine cannot miss it. The speeds are the benchmarks' to measure
+# (tests.bench.detection, tests.bench.kill_switch), never asserted here.
+SETTLE = 15.0
 
 CONFIG = """\
 providers:
@@ -115,6 +119,14 @@ async def wait_for_state(rt: Runtime, provider: str, state: HealthState, within:
     pytest.fail(f"{provider} did not reach {state} within {within}s")
 
 
+async def settled(done: Callable[[], bool], what: str) -> None:
+    """Wait until ``done()``; fail if it is not by ``SETTLE`` seconds."""
+    start = time.monotonic()
+    while not done():
+        assert time.monotonic() - start < SETTLE, f"{what} not applied within {SETTLE:g} s"
+        await asyncio.sleep(0.02)
+
+
 async def test_outage_trips_fails_over_alerts_and_recovers(
     runtime: Runtime,
     primary: FakeProvider,
@@ -127,15 +139,15 @@ async def test_outage_trips_fails_over_alerts_and_recovers(
     load = asyncio.create_task(traffic.run(rate=RPS, max_seconds=9.0))
     await asyncio.sleep(1.0)
     primary.set_fault(FaultMode.ERROR_503)
-    detection = await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=3.0)
+    # How fast it trips is measured by ``python -m tests.bench.detection``; here, that it does.
+    await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=SETTLE)
     tripped_at = time.monotonic()
     await asyncio.sleep(1.5)
     cleared_at = time.monotonic()
     primary.clear_fault()
-    await wait_for_state(runtime, "primary", HealthState.HEALTHY, within=6.0)
+    await wait_for_state(runtime, "primary", HealthState.HEALTHY, within=SETTLE)
     await load
 
-    assert detection <= 1.0, f"trip took {detection:.2f}s after the outage began"
     assert traffic.errors == []  # zero client-visible errors while the backup is healthy
     after_trip = [
         e
@@ -179,7 +191,7 @@ async def test_dead_or_throttling_chat_never_slows_requests(
     load = asyncio.create_task(traffic.run(rate=RPS, max_seconds=4.0))
     await asyncio.sleep(0.5)
     primary.set_fault(FaultMode.ERROR_500)
-    await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=3.0)
+    await wait_for_state(runtime, "primary", HealthState.TRIPPED, within=SETTLE)
     await load
     assert traffic.errors == []
     assert len(traffic.served) >= 60
@@ -189,7 +201,7 @@ async def test_dead_or_throttling_chat_never_slows_requests(
     assert all("tripped" in m["text"].lower() for m in messages)
 
 
-async def test_kill_switch_edit_applies_within_a_second_and_bad_edit_is_rejected(
+async def test_kill_switch_edit_applies_and_bad_edit_is_rejected(
     runtime: Runtime,
     tmp_path: Path,
     primary: FakeProvider,
@@ -200,10 +212,7 @@ async def test_kill_switch_edit_applies_within_a_second_and_bad_edit_is_rejected
     path = tmp_path / "failover.yaml"
     assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "primary"
     write_config(path, primary, backup, pin="backup")
-    start = time.monotonic()
-    while runtime.holder.current.kill_switch.pin != "backup":
-        assert time.monotonic() - start < 1.0, "kill switch edit not applied within 1 s"
-        await asyncio.sleep(0.02)
+    await settled(lambda: runtime.holder.current.kill_switch.pin == "backup", "the pin")
     assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "backup"
     engaged = await tg.wait_messages(2)
     assert "kill switch" in engaged[0]["text"].lower()
@@ -215,10 +224,7 @@ async def test_kill_switch_edit_applies_within_a_second_and_bad_edit_is_rejected
     assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "backup"
 
     write_config(path, primary, backup, pin="null")
-    start = time.monotonic()
-    while runtime.holder.current.kill_switch.active:
-        assert time.monotonic() - start < 1.0, "kill switch release not applied within 1 s"
-        await asyncio.sleep(0.02)
+    await settled(lambda: not runtime.holder.current.kill_switch.active, "the release")
     assert (await runtime.router.complete(HELLO, tier="frontier")).provider == "primary"
 
 
@@ -233,10 +239,7 @@ async def test_a_reloaded_tier_reaches_the_controller(
         "aliases:", "  solo:\n    targets:\n      - {provider: primary, model: big}\naliases:"
     )
     path.write_text(text)
-    start = time.monotonic()
-    while "solo" not in runtime.router.tiers:
-        assert time.monotonic() - start < 1.0, "tier edit not applied within 1 s"
-        await asyncio.sleep(0.02)
+    await settled(lambda: "solo" in runtime.router.tiers, "the tier edit")
     primary.set_fault(FaultMode.ERROR_500)
     for _ in range(20):  # bounded: enough consecutive faults to trip
         await runtime.router.complete(HELLO, tier="frontier")
