@@ -26,6 +26,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from controller._clock import FakeClock
+from controller._errors import ConfigError
+from controller.config import load_config
 from controller.control.state import HealthState, ProviderStatus, RoutingState, StateHolder
 from controller.fleet import FleetConfig
 from controller.gateway import GatewayServer, GatewaySettings, create_app
@@ -38,6 +40,7 @@ from controller.routing._answers_redis import RedisAnswers
 from controller.routing.plan import Degrade, Target, TierPlan
 from controller.routing.policy import never_retry
 from controller.routing.router import AnswerCache, Router
+from controller.runtime import Runtime
 from tests.conftest import Recorder, adapter
 from tests.gateway_support import TIMEOUTS, GatewayTestBackend
 from tests.redis_support import RedisServer
@@ -315,3 +318,52 @@ async def test_with_redis_stopped_defer_is_refused_at_once_and_the_cache_rung_sk
     await fleet.redis.start()  # back (empty: this test's Redis keeps nothing on disk)
     await fleet.tick()
     assert (await _job(fleet.b, job_id))[0] == 404
+
+
+RUNTIME_CONFIG = """\
+providers:
+  primary: {{kind: openai, base_url: "http://127.0.0.1:9/v1", api_key_env: PRIMARY_KEY}}
+tiers:
+  frontier:
+    targets: [{{provider: primary, model: big}}]
+    degrade: {{cache: true, static: "down"}}
+state:
+  backend: {backend}
+  path: "{state}"
+  redis: {{prefix: runtime-jobs, replica: gw-a, timeout_seconds: 0.3}}
+jobs: {{store: {store}}}
+"""
+
+
+def _runtime_config(tmp_path: Path, *, backend: str, store: str) -> Path:
+    path = tmp_path / f"{backend}-{store}.yaml"
+    state = tmp_path / "state.json"
+    path.write_text(RUNTIME_CONFIG.format(backend=backend, store=store, state=state))
+    return path
+
+
+async def test_a_fleet_runtime_keeps_its_jobs_and_answers_in_redis(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    await server.start()
+    env = {"PRIMARY_KEY": "sk-x", "FAILOVER_REDIS_URL": server.url}
+    try:
+        config = load_config(_runtime_config(tmp_path, backend="redis", store="auto"))
+        runtime = Runtime(config, env=env)
+        await runtime.start()
+        try:
+            assert isinstance(runtime.jobs.store, RedisJobStore)
+            assert runtime.router.cache is not None
+            assert runtime.router.cache._shared is not None  # the fleet's copy, not SQLite
+            assert not (tmp_path / "state.cache.sqlite").exists()
+        finally:
+            await runtime.stop(grace=0.5)
+        alone = load_config(_runtime_config(tmp_path, backend="file", store="auto"))
+        runtime = Runtime(alone, env=env)
+        assert not isinstance(runtime.jobs.store, RedisJobStore)  # no fleet: SQLite
+        await runtime.stop(grace=0.5)
+        wrong = load_config(_runtime_config(tmp_path, backend="file", store="redis"))
+        with pytest.raises(ConfigError) as refused:
+            Runtime(wrong, env=env)
+        assert refused.value.key == "jobs.store"
+    finally:
+        server.stop()

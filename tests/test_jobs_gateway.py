@@ -438,3 +438,44 @@ async def test_a_replay_answered_by_the_ladders_static_rung_is_tried_again() -> 
             assert served.status == 200
         finally:
             await router.aclose()
+
+
+async def test_a_replay_a_step_down_tier_answered_is_kept_and_says_so() -> None:
+    async with FakeProvider(name="down") as down, FakeProvider(name="cheap", reply=REPLY) as up:
+        down.set_fault(FaultMode.ERROR_500)
+        tiers = {
+            "t": TierPlan(
+                name="t",
+                targets=(Target(provider="down", model="m"),),
+                degrade=Degrade(step_down="cheap"),
+            ),
+            "cheap": TierPlan(name="cheap", targets=(Target(provider="up", model="small"),)),
+        }
+        router = Router(
+            tiers=tiers,
+            providers={"down": adapter(down, "openai", "down"), "up": adapter(up, "openai", "up")},
+            retry=never_retry,
+            default_timeouts=TIMEOUTS,
+        )
+        job = Job(
+            id="job_" + "d" * 24,
+            owner="",
+            tier="t",
+            front="openai",
+            model="t",
+            body=b'{"model": "t", "messages": [{"role": "user", "content": "hi"}]}',
+            headers={},
+            idempotency_key="k",
+            callback=None,
+            state=JobState.RUNNING,
+            attempts=1,
+            created_at=0.0,
+            next_at=0.0,
+        )
+        try:
+            outcome = await JobRunner(router, max_result_bytes=1 << 20)(job)
+        finally:
+            await router.aclose()
+    assert isinstance(outcome, Done)
+    assert (outcome.status, outcome.degraded) == (200, "tier")
+    assert REPLY in outcome.body.decode()

@@ -4,6 +4,7 @@ replayer on a fake clock (rate limit, degraded tiers wait, backoff, dead letters
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -308,3 +309,25 @@ async def test_a_store_that_kept_nothing_leaves_no_file(tmp_path: Path) -> None:
     await store.add(new_job(1), max_jobs=10)
     assert path.exists()
     await store.close()
+
+
+async def test_a_store_file_from_before_the_degraded_column_opens_and_gains_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    first = SqliteJobStore(path)
+    await first.add(new_job(1), max_jobs=10)
+    await first.close()
+    with sqlite3.connect(path) as db:  # the file as a release without the column left it
+        db.execute("ALTER TABLE jobs DROP COLUMN degraded")
+    again = SqliteJobStore(path)
+    try:
+        (claimed,) = await again.claim("t", now=5000.0, limit=1)
+        done = Done(200, b"{}", degraded="tier")
+        await again.finish([Finished(claimed.id, outcome=done)], now=5001.0)
+        kept = await again.get(claimed.id)
+        assert kept is not None
+        assert (kept.state, kept.degraded) == (JobState.DONE, "tier")
+        assert kept.public(now=5002.0)["degraded"] == "tier"
+    finally:
+        await again.close()
