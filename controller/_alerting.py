@@ -62,7 +62,7 @@ def alert_for_transition(
         error_rate=transition.error_rate,
         requests=transition.requests,
         window_seconds=transition.window_seconds,
-        threshold=threshold,
+        threshold=None if transition.cause is TripCause.PROMQL else threshold,
         top_errors=transition.top_errors,
         routes=routes,
         kill_switch=switch.describe() if switch.active else None,

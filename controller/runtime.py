@@ -49,6 +49,7 @@ from controller._status import (
 from controller.config import Config, ConfigWatcher, ProviderConfig, resolve_secret
 from controller.config._model import ENV_DISABLE, ENV_PIN
 from controller.control._idle import IdleProbes
+from controller.control._promql_eval import PromqlTripwires
 from controller.control.audit import AuditLog, audit_path, kill_switch_record, transition_record
 from controller.control.decide import Transition
 from controller.control.loop import Controller
@@ -94,6 +95,7 @@ _RESTART_SECTIONS = (
     "spend",
     "routing",
     "jobs",
+    "promql",
 )
 
 
@@ -308,6 +310,7 @@ class Runtime:
             if isinstance(self.store, FileStateStore)
             else None
         )  # beside the state file; none when the state is not kept in a file
+        self.promql = self._build_promql(config)  # PromQL tripwires, or None
         self.controller = self._build_controller(config)
         _count_skipped_events(self.telemetry.meter, self.providers)
         self._wake.controller = self.controller
@@ -414,6 +417,38 @@ class Runtime:
             cache=answer_cache(config, self.clock, self.env),
         )
 
+    def _build_promql(self, config: Config) -> PromqlTripwires | None:
+        """The PromQL tripwires (``promql.rules``), evaluated by the deciding replica."""
+        cfg = config.promql
+        if not cfg.rules:
+            return None
+        url = cfg.resolve_url(self.env)
+        if url is None:
+            raise ConfigError(
+                f"set promql.url or ${cfg.url_env}: rules need a Prometheus", key="promql.url"
+            )
+        return PromqlTripwires(
+            cfg,
+            url=url,
+            clock=self.clock,
+            deciding=self.fleet.deciding if self.fleet is not None else None,
+            on_unavailable=self._on_promql_unavailable,
+            meter=self.telemetry.meter,
+        )
+
+    def _on_promql_unavailable(self, unavailable: bool, why: str) -> None:
+        """One warning when PromQL tripwires stop getting answers, one when they are back."""
+        event = AlertEvent.PROMQL_UNAVAILABLE if unavailable else AlertEvent.PROMQL_RESTORED
+        detail = f"{why}; the built-in tripwire works on" if unavailable else why
+        alert = Alert(
+            event=event,
+            severity=DEFAULT_SEVERITY[event],
+            at=self.clock.wall(),
+            detail=detail,
+            routes=self.routes(),
+        )
+        self.notify(alert)
+
     def _standby(self, config: Config) -> Headroom:
         """Warm traffic and rate-limit headroom steer the plans (:mod:`controller.routing.
         _standby`), ahead of any other steer; each provider tells the headroom its answers'
@@ -440,6 +475,7 @@ class Runtime:
             on_transition=[self._on_transition],
             meter=self.telemetry.meter,
             deciding=self.fleet.deciding if self.fleet is not None else None,
+            promql=self.promql.signals if self.promql is not None else None,
         )
 
     @property
@@ -463,6 +499,8 @@ class Runtime:
             self.bot.start()  # its own task; a dead Telegram only makes it retry
         self._tasks.append(asyncio.create_task(self.controller.run(), name="controller"))
         self._tasks.append(asyncio.create_task(self.spend.run(), name="spend"))
+        if self.promql is not None:
+            self._tasks.append(asyncio.create_task(self.promql.run(), name="promql-tripwires"))
         await self.jobs.replayer.start()  # jobs a crash left running are queued again
         self._tasks.append(asyncio.create_task(self.jobs.replayer.run(), name="job-replayer"))
         if self.config_path is not None:
@@ -485,6 +523,8 @@ class Runtime:
             if isinstance(result, Exception):
                 log.error("background task failed: %r", result)
         self._tasks.clear()
+        if self.promql is not None:
+            await self.promql.aclose()
         if self.fleet is not None:
             await self.fleet.stop()  # a leader hands its lease back: another takes over now
         if self.bot is not None:
@@ -669,6 +709,8 @@ class Runtime:
             doc["fleet"] = self.fleet.describe()
         if self.bot is not None:
             doc["telegram_bot"] = self.bot.describe()
+        if self.promql is not None:
+            doc["promql"] = self.promql.describe()
         doc["jobs"] = self.jobs.describe()
         return doc
 

@@ -44,6 +44,7 @@ from controller._errors import (
 from controller.config._shorthand import ShorthandError, origin
 from controller.config._shorthand import expand as expand_models
 from controller.control.config import TripwireConfig
+from controller.control.promql import PromqlConfig
 from controller.control.state import KillSwitch
 from controller.control.store import FileStateStore
 from controller.fleet.config import FleetConfig
@@ -522,6 +523,7 @@ class Config(_Frozen):
     gateway: GatewayConfig = GatewayConfig()
     jobs: JobsConfig = JobsConfig()
     spend: SpendConfig = SpendConfig()  # prices and daily budgets (controller/routing/_spend.py)
+    promql: PromqlConfig = PromqlConfig()  # PromQL tripwires (controller/control/promql.py)
 
     @model_validator(mode="after")
     def _references_exist(self) -> Self:
@@ -555,7 +557,24 @@ class Config(_Frozen):
             if name not in self.providers:
                 raise _Ref(f"kill_switch.disable.{i}", name, known)
         self._spend_refs_exist(known)
+        self._promql_rules_exist(known)
         return self
+
+    def _promql_rules_exist(self, known: str) -> None:
+        """A PromQL rule's target is a provider, or a model a tier routes to (``p/m``)."""
+        targets = {f"{t.provider}/{t.model}" for tier in self.tiers.values() for t in tier.targets}
+        names: set[str] = set()
+        for i, rule in enumerate(self.promql.rules):
+            key = ("promql", "rules", str(i))
+            if rule.name in names:
+                raise _At((*key, "name"), f"duplicate rule name {rule.name!r}")
+            names.add(rule.name)
+            provider, _, model = rule.target.partition("/")
+            if provider not in self.providers:
+                raise _Ref((*key, "target"), provider, known)
+            if model and rule.target not in targets:
+                listed = ", ".join(sorted(targets))
+                raise _Ref((*key, "target"), rule.target, listed, "provider/model")
 
     def _spend_refs_exist(self, known: str) -> None:
         """Prices and budgets name providers and tiers that exist; a shadow's target is a
@@ -688,6 +707,14 @@ class _Ref(ValueError):
     ) -> None:
         self.loc = key.split(".") if isinstance(key, str) else list(key)
         super().__init__(f"unknown {what} {value!r} (known: {known or 'none'})")
+
+
+class _At(_Ref):
+    """A problem at a key, in its own words (not a dangling reference)."""
+
+    def __init__(self, key: tuple[str, ...], message: str) -> None:
+        self.loc = list(key)
+        ValueError.__init__(self, message)
 
 
 class _Unpriced(_Ref):

@@ -42,6 +42,12 @@ provider's speed before it. It applies to a healthy and to a recovering provider
 Failback steps do not emit transitions (the state stays ``recovering``; only ``traffic_share``
 changes): a phone alert per step would be noise. The share is a pure function of the time since
 entering ``recovering``: step k starts ``k * failback_step_seconds`` after ``since``.
+
+PromQL rules (``promql``, :mod:`controller.control.promql`): a rule that fires trips its target
+(cause ``promql``) as a fault would, a healthy one or a recovering one; while it fires, a probing
+target is tripped again (``RETRIP``, a longer cool-off) however its probes went. A rule whose
+Prometheus gave no usable answer (``unknown``) starts nothing and ends nothing: a probing target
+its last answer held out waits in ``probing``.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from typing import Any
 
 from controller.control._members import Members
 from controller.control.config import StallConfig, TripwireConfig
+from controller.control.promql import PromqlSignal
 from controller.control.state import (
     HealthState,
     ProviderStatus,
@@ -86,6 +93,7 @@ class TripCause(enum.StrEnum):
     STALLED = "stalled"  # attempts waiting past the learned limit, nothing answered
     FAILBACK_FAULT = "failback_fault"  # a fault while recovering
     STANDBY = "standby"  # idle probes of a provider standing by kept failing (control._idle)
+    PROMQL = "promql"  # a PromQL rule naming it fires
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,8 +186,12 @@ class _Pass:
         tiers: Mapping[str, Sequence[str]],
         probes: Mapping[str, ProbeResult],
         episodes: Episodes,
+        promql: Sequence[PromqlSignal] = (),
     ) -> None:
         self.state, self.snapshot, self.now, self.cfg = state, snapshot, now, cfg
+        self.promql: dict[str, list[PromqlSignal]] = {}
+        for signal in promql:
+            self.promql.setdefault(signal.target, []).append(signal)
         self.tiers, self.probes = tiers, probes
         self.members = Members(tiers)
         self.table: dict[str, ProviderStatus] = dict(state.providers)
@@ -273,6 +285,7 @@ def decide(
     probes: Mapping[str, ProbeResult] | None = None,
     *,
     episodes: Episodes | None = None,
+    promql: Sequence[PromqlSignal] = (),
 ) -> Decision:
     """The next routing decision. Pure: same inputs, same Decision."""
     work = _Pass(
@@ -283,6 +296,7 @@ def decide(
         tiers=tiers,
         probes=probes or {},
         episodes=episodes or Episodes(),
+        promql=promql,
     )
     candidates: list[_Candidate] = []
     for name in work.names():
@@ -307,8 +321,10 @@ def _advance(work: _Pass, name: str) -> _Candidate | None:
     elif status.state is HealthState.PROBING:
         _after_probes(work, name, status)
     elif status.state is HealthState.RECOVERING:
-        fault = _fault_while_recovering(work, name, status) or _stalled(
-            work, name, since=status.since
+        fault = (
+            _fault_while_recovering(work, name, status)
+            or _promql_trip(work, name)
+            or _stalled(work, name, since=status.since)
         )
         if fault is not None and work.cfg.enforce:
             return fault
@@ -317,7 +333,7 @@ def _advance(work: _Pass, name: str) -> _Candidate | None:
         _step(work, name, status)
     else:
         _forget_old_trips(work, name, status)
-        return _healthy_trip(work, name, status) or _stalled(work, name)
+        return _healthy_trip(work, name, status) or _promql_trip(work, name) or _stalled(work, name)
     return None
 
 
@@ -337,6 +353,13 @@ def _end_cooloff(work: _Pass, name: str, status: ProviderStatus) -> None:
 
 
 def _after_probes(work: _Pass, name: str, status: ProviderStatus) -> None:
+    rules = work.promql.get(name, ())
+    firing = [r for r in rules if r.firing]
+    if firing:
+        _retrip(work, name, status, _promql_reason(firing, "still fires"), probe=False)
+        return
+    if any(r.holds_out for r in rules):
+        return  # its rule's Prometheus did not answer: nothing moves it either way
     result = work.probes.get(name)
     if result is not None and result.last_failure is not None:
         _retrip(work, name, status, result.last_failure)
@@ -360,10 +383,13 @@ def _after_probes(work: _Pass, name: str, status: ProviderStatus) -> None:
     )
 
 
-def _retrip(work: _Pass, name: str, status: ProviderStatus, failure: str) -> None:
+def _retrip(
+    work: _Pass, name: str, status: ProviderStatus, failure: str, *, probe: bool = True
+) -> None:
     count = status.trip_count + 1
     cooloff = work.cfg.cooloff_for(count)
-    reason = f"probe failed ({failure}); cool-off {cooloff:g}s (trip #{count})"
+    why = f"probe failed ({failure})" if probe else failure
+    reason = f"{why}; cool-off {cooloff:g}s (trip #{count})"
     new = ProviderStatus(
         state=HealthState.TRIPPED,
         since=work.now,
@@ -419,6 +445,23 @@ def _healthy_trip(work: _Pass, name: str, status: ProviderStatus) -> _Candidate 
         reason = f"{run} consecutive failures"
         return _Candidate(name, reason, sig, rate, requests, TripCause.CONSECUTIVE)
     return None
+
+
+def _promql_trip(work: _Pass, name: str) -> _Candidate | None:
+    """A PromQL rule naming ``name`` fires (an unknown one never trips anything)."""
+    firing = [r for r in work.promql.get(name, ()) if r.firing]
+    if not firing:
+        return None
+    sig = work.signals(name)
+    reason = _promql_reason(firing, "fires")
+    return _Candidate(name, reason, sig, sig.error_rate, sig.requests, TripCause.PROMQL)
+
+
+def _promql_reason(firing: Sequence[PromqlSignal], verb: str) -> str:
+    said = "; ".join(
+        f"{r.rule} {verb} ({r.detail})" if r.detail else f"{r.rule} {verb}" for r in firing
+    )
+    return f"PromQL rule {said}"
 
 
 def _stalled(work: _Pass, name: str, *, since: float | None = None) -> _Candidate | None:
@@ -542,7 +585,7 @@ def _by_model(work: _Pass, candidates: list[_Candidate]) -> list[_Candidate]:
 
 
 def _trips_whole(work: _Pass, named: Mapping[str, _Candidate], provider: str) -> bool:
-    if provider not in work.members.multi or named[provider].cause is TripCause.STALLED:
+    if provider not in work.members.multi or named[provider].cause in _WHOLE:
         return True
     served = [
         model_key(p, m)
@@ -550,6 +593,9 @@ def _trips_whole(work: _Pass, named: Mapping[str, _Candidate], provider: str) ->
         if p == provider and sig.requests
     ]
     return all(key in named for key in served)
+
+
+_WHOLE = (TripCause.STALLED, TripCause.PROMQL)  # causes that are the provider's, not a model's
 
 
 def _tiers_left_empty(work: _Pass, name: str) -> list[str]:

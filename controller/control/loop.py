@@ -19,6 +19,10 @@ In a fleet (:mod:`controller.fleet`) ``deciding`` says whether this replica deci
 leader, or a replica deciding alone while Redis is away); the others only take snapshots for
 their gauges and route on the leader's versions.
 
+``promql`` hands each tick the PromQL tripwires' latest answers
+(:mod:`controller.control._promql_eval` refreshes them in their own task; a tick never waits
+on Prometheus).
+
 Time: ``now()`` is epoch seconds anchored to the wall clock once, at construction, and advanced by
 the monotonic clock, so the persisted ``since`` stays readable while cool-offs cannot jump with an
 NTP step. Everything waits on the injected :class:`~controller._clock.Clock`.
@@ -49,6 +53,7 @@ from controller.control.decide import (
     cooloff_left,
     decide,
 )
+from controller.control.promql import PromqlSignal
 from controller.control.state import HealthState, KillSwitch, RoutingState, StateHolder
 from controller.control.store import StateStore
 from controller.signals.window import SignalSnapshot
@@ -95,9 +100,11 @@ class Controller:
         on_transition: Sequence[TransitionCallback] = (),
         meter: Meter | None = None,
         deciding: Callable[[], bool] | None = None,
+        promql: Callable[[], Sequence[PromqlSignal]] | None = None,
     ) -> None:
         self._clock = clock
         self._deciding = deciding
+        self._promql = promql
         self._windows = windows
         self._holder = holder
         self._store = store
@@ -261,6 +268,7 @@ class Controller:
             self._tiers,
             self._probe_results(state),
             episodes=self._episodes,
+            promql=self._promql() if self._promql is not None else (),
         )
         self._episodes = decision.episodes
         if decision.changed:

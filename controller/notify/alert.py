@@ -33,6 +33,8 @@ class AlertEvent(enum.StrEnum):
     LATENCY_DEGRADED = "latency_degraded"
     FLEET_UNAVAILABLE = "fleet_unavailable"  # a replica lost Redis: it decides alone
     FLEET_RESTORED = "fleet_restored"
+    PROMQL_UNAVAILABLE = "promql_unavailable"  # PromQL tripwires get no usable answer
+    PROMQL_RESTORED = "promql_restored"
     OPERATOR_COMMAND = "operator_command"  # an operator acted from a chat (/pin, /ack, ...)
     JOB_DEAD_LETTER = "job_dead_letter"  # a deferred job failed every try (controller/jobs)
     BUDGET_WARNING = "budget_warning"  # a daily spend budget reached 80 %
@@ -68,6 +70,8 @@ DEFAULT_SEVERITY: Mapping[AlertEvent, Severity] = MappingProxyType(
         AlertEvent.LATENCY_DEGRADED: Severity.WARNING,
         AlertEvent.FLEET_UNAVAILABLE: Severity.CRITICAL,
         AlertEvent.FLEET_RESTORED: Severity.INFO,
+        AlertEvent.PROMQL_UNAVAILABLE: Severity.WARNING,
+        AlertEvent.PROMQL_RESTORED: Severity.INFO,
         AlertEvent.OPERATOR_COMMAND: Severity.INFO,
         AlertEvent.JOB_DEAD_LETTER: Severity.WARNING,
         AlertEvent.BUDGET_WARNING: Severity.WARNING,
@@ -88,6 +92,8 @@ OPPOSITE: Mapping[AlertEvent, AlertEvent] = MappingProxyType(
         AlertEvent.KILL_SWITCH_RELEASED: AlertEvent.KILL_SWITCH_ENGAGED,
         AlertEvent.FLEET_UNAVAILABLE: AlertEvent.FLEET_RESTORED,
         AlertEvent.FLEET_RESTORED: AlertEvent.FLEET_UNAVAILABLE,
+        AlertEvent.PROMQL_UNAVAILABLE: AlertEvent.PROMQL_RESTORED,
+        AlertEvent.PROMQL_RESTORED: AlertEvent.PROMQL_UNAVAILABLE,
     }
 )
 
