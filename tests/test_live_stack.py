@@ -8,7 +8,8 @@ Slack receivers point at fakes on loopback. Traffic (plain and streaming, throug
 openai SDK and raw HTTP) is bounded in count and time; a drill trips the primary and it recovers.
 
 * frontier tier: primary → backup; the drill fails it over; about one request a second is
-  hedged on the backup (a 0.1 ms hedge wait, a budget of one a second).
+  hedged on the backup (a 0.1 ms hedge wait, a budget of one a second); a fifth of its requests
+  warm the backup first (warm_share), and the primary sends rate-limit headers (the standby row).
 * cheap tier: spare only, answering 401: a tier that is down, auth failures, a high error rate.
 * budget tier: spare too, with a static answer at the bottom of its ladder: degraded answers.
 * spend: primary and backup priced, a daily budget on primary; half the frontier tier's answers
@@ -42,7 +43,7 @@ import yaml
 from controller.config import load_config
 from controller.control.state import HealthState
 from controller.gateway import HEADER_PROVIDER, GatewayServer, GatewaySettings, create_app
-from controller.providers.fake import FakeProvider, FaultMode
+from controller.providers.fake import FakeProvider, FaultMode, RateLimits
 from controller.runtime import Runtime
 from tests.fakes_chat import FakeSlack, FakeTelegram
 from tests.live_support import (
@@ -83,6 +84,7 @@ tiers:
       - {{provider: primary, model: big}}
       - {{provider: backup, model: alt}}
     hedge: {{after: 0.0001, per_second: 1}}  # about one request a second hedged: for the panel
+    warm_share: 0.2  # a fifth of its requests warm the backup first: the standby row
     shadow: {{target: {{provider: backup, model: alt}}, share: 0.5}}  # the shadow row's data
   cheap:
     targets:
@@ -306,6 +308,8 @@ async def _start(stack: contextlib.AsyncExitStack, workdir: Path) -> Live:
         for n in ("primary", "backup", "spare")
     }
     fakes["spare"].set_fault(FaultMode.AUTH)
+    # The rate-limit row: the primary states its window, far from the end (nothing shifts).
+    fakes["primary"].set_rate_limits(RateLimits(requests=1_000_000, tokens=100_000_000))
     chat = (
         await stack.enter_async_context(FakeTelegram()),
         await stack.enter_async_context(FakeSlack()),
