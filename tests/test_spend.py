@@ -307,3 +307,65 @@ def test_a_bad_price_or_budget_is_refused_at_its_line(text: str, says: str) -> N
     with pytest.raises(ConfigError) as refused:
         parse_config(text)
     assert str(refused.value).startswith(says)
+
+
+# --- the runtime: wired from the config ---------------------------------------------------------
+RUNTIME_CONFIG = """\
+providers:
+  a: {{kind: openai, base_url: "{a}", api_key_env: A_KEY}}
+  b: {{kind: anthropic, base_url: "{b}", api_key_env: B_KEY}}
+tiers:
+  t:
+    targets: [{{provider: a, model: m-a}}, {{provider: b, model: m-b}}]
+    shadow: {{target: {{provider: b, model: m-b}}, share: 1}}
+state: {{path: "{state}"}}
+spend:
+  prices:
+    a: {{"*": {{input: 2, output: 8}}}}
+    b: {{"*": {{input: 1, output: 1}}}}
+  budgets: {{providers: {{a: {{daily_usd: 0.00005, enforce: true}}}}}}
+"""
+
+
+async def test_the_runtime_costs_alerts_steers_shadows_and_keeps_the_day(tmp_path: Path) -> None:
+    """From the config: a's budget (50 micro-USD) alerts at the first request (44, 88 %) and the
+    second (88), the third goes to b (reason budget); every answer is shadowed on b; the day's
+    totals are written beside the state file and a new runtime starts from them."""
+    from controller.config import load_config
+    from controller.model import Message, Request
+    from controller.runtime import Runtime
+
+    env = {"A_KEY": "sk-a-test-0123456789", "B_KEY": "sk-b-test-0123456789"}
+    async with FakeProvider(name="a", reply=REPLY) as a, FakeProvider(name="b", reply=REPLY) as b:
+        path = tmp_path / "failover.yaml"
+        state = tmp_path / "state.json"
+        path.write_text(RUNTIME_CONFIG.format(a=a.url("openai"), b=b.url("anthropic"), state=state))
+        runtime = Runtime(load_config(path), config_path=path, env=env)
+        await runtime.start()
+        recorder = Recorder()
+        runtime.router.listeners.add(recorder)
+        request = Request(messages=(Message(role="user", content=PROMPT),))
+        try:
+            for _ in range(3):
+                answer = await runtime.router.complete(request, tier="t")
+                assert answer.message.content == REPLY
+            await runtime.shadow.idle()
+            events = [e["event"] for e in runtime.alerts]
+            metrics = runtime.render_metrics()[0].decode()
+        finally:
+            await runtime.stop(grace=0.1)
+    assert [(e.provider, e.reason) for e in recorder.attempts] == [
+        ("a", AttemptReason.PRIMARY),
+        ("a", AttemptReason.PRIMARY),
+        ("b", AttemptReason.BUDGET),
+    ]
+    assert events[:2] == [AlertEvent.BUDGET_EXCEEDED, AlertEvent.BUDGET_WARNING]  # newest first
+    assert 'failover_cost_total{model="m-a",provider="a",tier="t"} 8.8e-05' in metrics
+    assert 'failover_shadow_requests_total{provider="b",result="ok",tier="t"} 3.0' in metrics
+    assert (tmp_path / "state.spend.json").exists()
+    again = Runtime(load_config(path), config_path=path, env=env)
+    await again.start()
+    try:
+        assert again.spend.spent("provider", "a") == pytest.approx(88e-6)
+    finally:
+        await again.stop(grace=0.1)
