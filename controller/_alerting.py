@@ -18,6 +18,7 @@ from controller.events import PROBE_TIER, AttemptEvent, RouteEvent
 from controller.notify.alert import DEFAULT_SEVERITY, Alert, AlertEvent, Severity
 
 Routes = Mapping[str, tuple[str, ...]]
+_OWN_REASON = (TripCause.PROMQL, TripCause.STANDBY)
 
 
 def _event(transition: Transition) -> AlertEvent | None:
@@ -62,7 +63,8 @@ def alert_for_transition(
         error_rate=transition.error_rate,
         requests=transition.requests,
         window_seconds=transition.window_seconds,
-        threshold=None if transition.cause is TripCause.PROMQL else threshold,
+        # A PromQL rule or failing idle probes tripped it: the error-rate threshold did not.
+        threshold=None if transition.cause in _OWN_REASON else threshold,
         top_errors=transition.top_errors,
         routes=routes,
         kill_switch=switch.describe() if switch.active else None,
