@@ -87,6 +87,7 @@ async def shadowed(
     daily_requests: int = 1000,
     daily_usd: float | None = None,
     candidate_kind: str = "openai",
+    candidate_in_tier: bool = False,
 ) -> AsyncIterator[Env]:
     """Tier ``t``: the primary fake (OpenAI format) serves, the candidate fake (of
     ``candidate_kind``) is the tier's shadow; a real gateway in front, metrics and spans read
@@ -104,7 +105,10 @@ async def shadowed(
             "primary": adapter(primary, "openai", "primary"),
             "candidate": adapter(candidate, candidate_kind, "candidate"),
         }
-        tier = TierPlan(name="t", targets=(Target(provider="primary", model="m-1"),))
+        targets = [Target(provider="primary", model="m-1")]
+        if candidate_in_tier:  # the tier fails over to the candidate
+            targets.append(Target(provider="candidate", model="m-2"))
+        tier = TierPlan(name="t", targets=tuple(targets))
         plan = ShadowPlan(
             target=Target(provider="candidate", model="m-2"),
             share=share,
@@ -295,6 +299,15 @@ async def test_concurrency_queue_and_daily_allowance_are_bounded() -> None:
         await env.shadow.idle()
         assert _results(env) == {"ok": 2, "over_budget": 1}
         assert env.candidate.requests == 2
+
+
+async def test_a_request_the_candidate_served_itself_is_not_shadowed() -> None:
+    async with shadowed(candidate_in_tier=True) as env:
+        env.primary.set_fault(FaultMode.ERROR_500)
+        assert (await _ask(env, stream=False))[0] == REPLY  # served by the candidate
+        await env.shadow.idle()
+        assert _results(env) == {"same_target": 1}
+        assert env.candidate.requests == 1
 
 
 # --- config -------------------------------------------------------------------------------------

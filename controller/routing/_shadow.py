@@ -188,6 +188,9 @@ class Shadow:
             return  # the tier's shadow was removed by a reload, or the ladder served it
         lane = self._lanes.setdefault(tier, _Lane())
         provider = plan.target.provider
+        if _served_on(route) == (provider, plan.target.model):
+            self._count(tier, provider, "same_target")  # it served: nothing to compare with
+            return
         if not self._allowed(plan, lane):
             self._count(tier, provider, "over_budget")
             return
@@ -400,7 +403,8 @@ class Shadow:
             self._results,
             (tier, provider, names.ATTR_RESULT),
             "Shadow calls by result: ok, the candidate's error type, dropped (queue full), "
-            "over_budget (daily allowance used), unsupported (the candidate cannot honour it).",
+            "over_budget (daily allowance used), unsupported (the candidate cannot honour it), "
+            "same_target (the candidate served the request itself).",
         )
         tally(
             names.METRIC_SHADOW_AGREEMENT,
@@ -426,6 +430,14 @@ class Shadow:
             description="The candidate's answer length over the served one's.",
             explicit_bucket_boundaries_advisory=names.RATIO_BUCKETS,
         )
+
+
+def _served_on(route: Route) -> tuple[str, str] | None:
+    """The provider and model that served ``route`` (the target its attempts ended on)."""
+    if not route.queue or route.position >= len(route.queue):
+        return None
+    target = route.queue[route.position]
+    return target.provider, target.model
 
 
 def _served_by(served: Response | list[StreamChunk]) -> str:
