@@ -43,7 +43,9 @@ printed so that a saturated core 0 is seen rather than blamed on the system unde
 ``--instructions STREAMS`` counts instead, under valgrind's callgrind, the instructions each
 system executes per relayed chunk (a few streams, since a proxy runs ~50x slower there; use
 ``--chunks 1000`` so that each stream's set-up weighs little): a figure that other work on the
-machine barely moves, for A/B comparisons of the relay path.
+machine barely moves, for A/B comparisons of the relay path; it is also given net of what the
+system runs in the same time with no stream at all (its timers), which a few streams cannot
+amortize as a thousand would.
 """
 
 from __future__ import annotations
@@ -569,8 +571,11 @@ def main(args: argparse.Namespace) -> list[Level]:
 def instructions(args: argparse.Namespace) -> dict[str, float]:
     """Instructions per relayed chunk of each system (valgrind's callgrind counts them, whatever
     else the machine is doing): ``--instructions`` streams (few: under valgrind a proxy runs
-    ~50x slower and must keep up), after a warm-up of the same, counters zeroed between."""
-    from tests.bench.instructions import _dumped_total, start_under_callgrind
+    ~50x slower and must keep up), after a warm-up of the same, counters zeroed between; and
+    net of what the system runs in the same time with no stream (``<name>_net``): with four
+    streams the gateway's periodic work (~4 M instructions a second) weighs ~20 k per chunk,
+    which a thousand streams would share."""
+    from tests.bench.instructions import start_under_callgrind
 
     gap = args.gap_ms / 1000
     per_chunk: dict[str, float] = {}
@@ -599,14 +604,22 @@ def instructions(args: argparse.Namespace) -> dict[str, float]:
                     pid = str(system.proc.pid)
                     _run(system, args, [args.instructions])  # warm-up
                     subprocess.run(["callgrind_control", "-z", pid], check=True)
+                    started = time.monotonic()
                     level = _run(system, args, [args.instructions])[0]
-                    before = set(tmp.glob(f"callgrind.{name}.out*"))
-                    subprocess.run(["callgrind_control", "-d", pid], check=True)
-                    total = _dumped_total(tmp, name, before)
+                    took = time.monotonic() - started
+                    total = _dump(tmp, name, pid)
+                    # The same time with no stream: what the system does anyway (the gateway's
+                    # controller tick, telemetry, signal windows), spread over few chunks here.
+                    subprocess.run(["callgrind_control", "-z", pid], check=True)
+                    time.sleep(took)
+                    idle = _dump(tmp, name, pid)
                     per_chunk[name] = total / max(1, level.chunks)
+                    per_chunk[f"{name}_net"] = (total - idle) / max(1, level.chunks)
                     print(
-                        f"{name}: {per_chunk[name] / 1000:.1f} k instructions per chunk "
-                        f"({level.chunks} chunks, {level.errors} errors)",
+                        f"{name}: {per_chunk[name] / 1000:.1f} k instructions per chunk, "
+                        f"{per_chunk[f'{name}_net'] / 1000:.1f} k net of the "
+                        f"{idle / took / 1e6:.2f} M/s it runs with no stream "
+                        f"({level.chunks} chunks in {took:.1f} s, {level.errors} errors)",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -615,6 +628,15 @@ def instructions(args: argparse.Namespace) -> dict[str, float]:
         finally:
             stop(upstream)
     return per_chunk
+
+
+def _dump(tmp: Path, name: str, pid: str) -> int:
+    """The instructions ``pid`` ran since its counters were last zeroed."""
+    from tests.bench.instructions import _dumped_total
+
+    before = set(tmp.glob(f"callgrind.{name}.out*"))
+    subprocess.run(["callgrind_control", "-d", pid], check=True)
+    return _dumped_total(tmp, name, before)
 
 
 def _run(system: System, args: argparse.Namespace, levels: list[int] | None = None) -> list[Level]:
@@ -709,7 +731,10 @@ def cli() -> None:
     if args.instructions:
         counts = instructions(args)
         if "floor" in counts and "gateway" in counts:
-            print(f"gateway / floor: {counts['gateway'] / counts['floor']:.2f}x per chunk")
+            print(
+                f"gateway / floor: {counts['gateway'] / counts['floor']:.2f}x per chunk, "
+                f"{counts['gateway_net'] / counts['floor_net']:.2f}x net of idle work"
+            )
         print(json.dumps(counts) if args.json else "")
         return
     levels = main(args)
