@@ -393,3 +393,22 @@ async def test_an_idle_backup_with_a_bad_key_trips_and_alerts_while_the_primary_
 
 def test_the_idle_trip_carries_cause_standby() -> None:
     assert TripCause.STANDBY.value == "standby"
+
+
+async def test_a_hanging_backup_costs_a_warm_request_only_the_backups_usual_time(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """No hedge configured: a warm attempt still gets the primary started beside it once it has
+    waited the backup's own p99, instead of the backup's timeouts (120 s here)."""
+    router = warm_router(primary, backup, recorder, share=1.0, seed=1)
+    for _ in range(25):  # the backup's history of answer times
+        await router.complete(HELLO, tier="frontier")
+    backup.set_fault(FaultMode.HANG)
+    response = await asyncio.wait_for(router.complete(HELLO, tier="frontier"), 60)
+    await router.aclose()
+    assert response.provider == "primary"
+    late = recorder.attempts[25:]
+    by_reason = {e.reason: e for e in late}
+    assert set(by_reason) == {AttemptReason.WARM, AttemptReason.HEDGE}
+    assert by_reason[AttemptReason.HEDGE].provider == "primary"
+    assert by_reason[AttemptReason.WARM].error_type == "outpaced"  # not the backup's fault

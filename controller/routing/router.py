@@ -83,7 +83,7 @@ from controller.routing._degrade import (
 from controller.routing._race import HedgeBudget, Race
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing._stream import Opened, RoutedStream
-from controller.routing.plan import Plan, Strategy, Target, TierPlan, make_plan
+from controller.routing.plan import Hedge, Plan, Strategy, Target, TierPlan, make_plan
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 from controller.signals.inflight import InFlight, Waiter
 from controller.wire._relay import UNREAD
@@ -98,6 +98,8 @@ _CUT_SLACK = 0.05  # seconds an attempt's limits may come out shorter than the d
 log = logging.getLogger(__name__)
 _DEFAULT_TIMEOUTS = Timeouts()
 _PROBE = Request(messages=(Message(role="user", content="ping"),), max_tokens=1)
+# A warm attempt's guard when its tier has no hedge of its own (see _arm_hedge).
+_WARM_GUARD = Hedge(quantile=0.99, per_second=1000.0, min_samples=20)
 
 
 class LatencyTracker:
@@ -694,18 +696,30 @@ class Router:
         race: Race[tuple[T, Target]],
         attempt: Try,
     ) -> asyncio.Future[None] | None:
-        """A timer that hedges ``attempt`` after the tier's hedge wait (None: no hedge)."""
+        """A timer that hedges ``attempt`` after the tier's hedge wait (None: no hedge). A warm
+        attempt is always guarded: the primary starts beside it once it has waited the backup's
+        own p99 (the primary's while the backup has too few answers): the client does not pay
+        for a slow backup's timeouts."""
         hedge = route.tier.hedge
+        warm = attempt.reason is AttemptReason.WARM
+        if hedge is None and warm:
+            hedge = _WARM_GUARD
         if hedge is None or route.plan.panic or route.position + 1 >= len(route.queue):
             return None
         wait = hedge.after
         if wait is None and hedge.quantile is not None:
-            wait = self.inflight.typical(
-                attempt.target.provider,
-                stream=route.stream,
-                quantile=hedge.quantile,
-                least=hedge.min_samples,
-            )
+            candidates = [attempt.target.provider]
+            if warm:
+                candidates.append(route.queue[route.position + 1].provider)
+            for provider in candidates:
+                wait = self.inflight.typical(
+                    provider,
+                    stream=route.stream,
+                    quantile=hedge.quantile,
+                    least=hedge.min_samples,
+                )
+                if wait is not None:
+                    break
         if wait is None:
             return None
 
