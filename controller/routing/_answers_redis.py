@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller._clock import Clock, SystemClock
+from controller._errors import ConfigError
 from controller.fleet._redis import redis_url
 from controller.fleet.config import FleetConfig
 
@@ -104,10 +105,17 @@ class RedisAnswers:
         clock: Clock | None = None,
     ) -> RedisAnswers:
         """On the fleet's Redis (``state.redis``); nothing is sent until used."""
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
-        from redis.retry import Retry
+        try:  # the `fleet` extra, imported only when fleet mode is configured
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.exceptions import RedisError
+            from redis.retry import Retry
+        except ImportError:
+            raise ConfigError(
+                "state.backend is redis but the redis package is missing: "
+                "pip install 'llm-failover-controller[fleet]'",
+                key="state.backend",
+            ) from None
 
         options: dict[str, Any] = {
             "socket_timeout": read_timeout,

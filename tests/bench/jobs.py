@@ -3,6 +3,7 @@ recovered provider with the rate limit respected, and what triage costs a health
 
     python -m tests.bench.jobs [--backlog 10000] [--rate 500] [--concurrency 32]
                                [--requests 20000] [--repeats 5] [--skip-replay] [--skip-lookup]
+                               [--store sqlite|redis] [--replicas 2] [--appendfsync always]
 
 ``replay``: ``--backlog`` jobs (OpenAI chat bodies) are written into a fresh SQLite store one by
 one, as the gateway writes each defer before its 202 (WAL, ``synchronous=FULL``): the time of
@@ -12,6 +13,12 @@ recovered provider, in this process) at ``--rate`` jobs/s with at most ``--concu
 way. Reported: jobs/s from the first start to the last answer written, and the most jobs
 started in any one-second window (the limit is ``rate`` per second plus a burst of
 ``rate * tick``). Every job must end ``done``.
+
+``--store redis``: the same against the fleet's store (:class:`RedisJobStore`) on a
+``redis-server`` started for the run (Debian's, on loopback, AOF on with ``--appendfsync``:
+``always`` fsyncs each job before Redis answers, as the crash promise needs; ``no`` leaves it to
+the OS), the writes spread over ``--replicas`` stores and the backlog drained by as many
+replayers at once (one Redis token bucket: the rate is the fleet's, plus two ticks' worth).
 
 ``lookup``: the healthy path's triage cost, two ways. (1) :meth:`Triage.wants` alone, per
 call, for a request without ``x-failover-priority`` on a critical tier (what every request
@@ -25,7 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import socket
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -40,10 +50,21 @@ from opentelemetry.sdk.metrics import MeterProvider
 from controller._clock import SystemClock
 from controller._loop import loop_factory
 from controller.config import load_config
+from controller.fleet import FleetConfig
 from controller.gateway import GatewaySettings, create_app
 from controller.gateway._formats import OPENAI
 from controller.gateway._jobs import TRIAGE_KEY, JobRunner, Triage
-from controller.jobs import Job, JobState, NewJob, Outcome, Replayer, ReplayLimits, SqliteJobStore
+from controller.jobs import (
+    Job,
+    JobState,
+    JobStore,
+    NewJob,
+    Outcome,
+    Replayer,
+    ReplayLimits,
+    SqliteJobStore,
+)
+from controller.jobs._redis import RedisJobStore
 from controller.model import Request
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider
@@ -53,6 +74,8 @@ from controller.routing.router import Router
 from controller.runtime import Runtime
 from tests.bench import hot_path
 from tests.bench.gateway import API_KEY, GATEWAY_YAML, MODEL
+from tests.live_support import free_port
+from tests.redis_support import REDIS_BIN
 
 BODY = {"model": "t", "messages": [{"role": "user", "content": "a deferred question"}]}
 TIMEOUTS = Timeouts(connect=2.0, first_token=10.0, idle=10.0, total=30.0)
@@ -64,74 +87,149 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------------------------- replay
-async def replay(backlog: int, rate: float, concurrency: int) -> dict[str, Any]:
+class _Redis:
+    """A redis-server for the run: loopback, a free port, AOF with ``appendfsync``."""
+
+    def __init__(self, workdir: Path, appendfsync: str) -> None:
+        self.port = free_port()
+        argv = [REDIS_BIN, "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
+        argv += ["--appendonly", "yes", "--appendfsync", appendfsync, "--dir", str(workdir)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def ready(self) -> None:
+        for _ in range(200):  # bounded: 10 s
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _stores(kind: str, tmp: str, url: str, replicas: int, rate: float) -> list[JobStore]:
+    if kind == "sqlite":
+        return [SqliteJobStore(Path(tmp) / "jobs.sqlite3")]
+    cfg = FleetConfig(prefix="bench", timeout_seconds=2.0)
+    env = {"FAILOVER_REDIS_URL": url}
+    return [
+        RedisJobStore.connect(cfg, env, per_second=rate, tick_seconds=0.1, lease_seconds=60.0)
+        for _ in range(replicas)
+    ]
+
+
+async def replay(
+    backlog: int,
+    rate: float,
+    concurrency: int,
+    *,
+    kind: str = "sqlite",
+    replicas: int = 1,
+    appendfsync: str = "always",
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp:
-        store = SqliteJobStore(Path(tmp) / "jobs.sqlite3")
-        body = json.dumps(BODY).encode()
-        writes: list[float] = []
-        for n in range(backlog):
-            job = NewJob(
-                id=f"job_{n:024d}",
-                owner="",
-                tier="t",
-                front="openai",
-                model="t",
-                body=body,
-                idempotency_key=f"idem-{n}",
-                created_at=time.time(),
+        server = _Redis(Path(tmp), appendfsync) if kind == "redis" else None
+        if server is not None:
+            await server.ready()
+        try:
+            return await _replay(
+                backlog,
+                rate,
+                concurrency,
+                _stores(kind, tmp, server.url if server else "", replicas, rate),
             )
-            start = time.perf_counter()
-            await store.add(job, max_jobs=backlog + 1)
-            writes.append(time.perf_counter() - start)
-        async with FakeProvider(name="recovered", reply="replayed") as fake:
-            provider = HttpProvider(
-                name="recovered",
-                codec=codec_for("openai"),
-                base_url=fake.url("openai"),
-                api_key="sk-bench-not-a-secret",
-                max_connections=max(concurrency, 8),
-            )
-            tier = TierPlan(name="t", targets=(Target(provider="recovered", model="m"),))
-            router = Router(
-                tiers={"t": tier},
-                providers={"recovered": provider},
-                retry=never_retry,
-                default_timeouts=TIMEOUTS,
-            )
-            started: list[float] = []
-            runner = JobRunner(router, max_result_bytes=1 << 20)
+        finally:
+            if server is not None:
+                server.stop()
 
-            async def run(job: Job) -> Outcome:
-                started.append(time.monotonic())
-                return await runner(job)
 
-            limits = ReplayLimits(per_second=rate, concurrency=concurrency, tick_seconds=0.1)
-            replayer = Replayer(
-                store, run=run, degraded=lambda _: False, clock=SystemClock(), limits=limits
-            )
-            await replayer.start()
-            task = asyncio.create_task(replayer.run())
-            begin = time.monotonic()
-            deadline = begin + backlog / rate * 3 + 60  # bounded
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.25)
-                queue = replayer.queues.get("t")
-                if len(started) >= backlog and queue is not None and queue.done >= backlog:
-                    break
-            elapsed = time.monotonic() - begin
-            await replayer.stop()
+async def _replay(
+    backlog: int, rate: float, concurrency: int, stores: list[JobStore]
+) -> dict[str, Any]:
+    store = stores[0]
+    body = json.dumps(BODY).encode()
+    writes: list[float] = []
+    for n in range(backlog):
+        job = NewJob(
+            id=f"job_{n:024d}",
+            owner="",
+            tier="t",
+            front="openai",
+            model="t",
+            body=body,
+            idempotency_key=f"idem-{n}",
+            created_at=time.time(),
+        )
+        start = time.perf_counter()
+        await stores[n % len(stores)].add(job, max_jobs=backlog + 1)
+        writes.append(time.perf_counter() - start)
+    async with FakeProvider(name="recovered", reply="replayed") as fake:
+        provider = HttpProvider(
+            name="recovered",
+            codec=codec_for("openai"),
+            base_url=fake.url("openai"),
+            api_key="sk-bench-not-a-secret",
+            max_connections=max(concurrency, 8),
+        )
+        tier = TierPlan(name="t", targets=(Target(provider="recovered", model="m"),))
+        router = Router(
+            tiers={"t": tier},
+            providers={"recovered": provider},
+            retry=never_retry,
+            default_timeouts=TIMEOUTS,
+        )
+        started: list[float] = []
+        runner = JobRunner(router, max_result_bytes=1 << 20)
+
+        async def run(job: Job) -> Outcome:
+            started.append(time.monotonic())
+            return await runner(job)
+
+        limits = ReplayLimits(per_second=rate, concurrency=concurrency, tick_seconds=0.1)
+        replayers = [
+            Replayer(s, run=run, degraded=lambda _: False, clock=SystemClock(), limits=limits)
+            for s in stores
+        ]
+        for each in replayers:
+            await each.start()
+        replayer = replayers[0]
+        tasks = [asyncio.create_task(each.run()) for each in replayers]
+        begin = time.monotonic()
+        deadline = begin + backlog / rate * 3 + 60  # bounded
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            queue = replayer.queues.get("t")
+            if len(started) >= backlog and queue is not None and queue.done >= backlog:
+                break
+        elapsed = time.monotonic() - begin
+        for each in replayers:
+            await each.stop()
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            queues = await store.queues()
-            sample = await store.get("job_" + "0" * 24)
-            await router.aclose()
-        await store.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        queues = await store.queues()
+        sample = await store.get("job_" + "0" * 24)
+        await router.aclose()
+    for each_store in stores:
+        await each_store.close()
     per_second = Counter(int(t - started[0]) for t in started) if started else Counter()
     done = queues["t"].done if "t" in queues else 0
     return {
+        "store": type(store).__name__,
+        "replayers": len(stores),
         "backlog": backlog,
         "rate_limit": rate,
-        "burst": max(1.0, rate * limits.tick_seconds),
+        "burst": max(1.0, rate * limits.tick_seconds * (2 if store.shares_rate else 1)),
         "concurrency": concurrency,
         "defer_write_ms_p50": round(percentile(writes, 0.5) * 1e3, 3),
         "defer_write_ms_p99": round(percentile(writes, 0.99) * 1e3, 3),
@@ -249,13 +347,28 @@ def main() -> None:
     parser.add_argument("--skip-replay", action="store_true")
     parser.add_argument("--skip-lookup", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite")
+    parser.add_argument("--replicas", type=int, default=2, help="redis: stores and replayers")
+    parser.add_argument(
+        "--appendfsync", choices=("always", "everysec", "no"), default="always", help="redis"
+    )
     args = parser.parse_args()
     backlog = max(1, min(args.backlog, 1_000_000))
     _, factory = loop_factory("auto")
     report: dict[str, Any] = {}
     with asyncio.Runner(loop_factory=factory) as runner:
         if not args.skip_replay:
-            report["replay"] = runner.run(replay(backlog, args.rate, max(1, args.concurrency)))
+            replicas = max(1, min(args.replicas, 16)) if args.store == "redis" else 1
+            report["replay"] = runner.run(
+                replay(
+                    backlog,
+                    args.rate,
+                    max(1, args.concurrency),
+                    kind=args.store,
+                    replicas=replicas,
+                    appendfsync=args.appendfsync,
+                )
+            )
         if not args.skip_lookup:
             lookup = runner.run(_triage_cost(100_000))
             requests = max(1, min(args.requests, 200_000))
