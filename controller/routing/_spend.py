@@ -294,8 +294,8 @@ class Spend:
         ]
 
     def _observe_budgets(self, options: CallbackOptions) -> Iterable[Observation]:
-        self._roll()
-        spent = self._spent.copy()
+        # May run on an exporter's thread: reads a copy, changes nothing (a new day reads 0).
+        spent = self._spent.copy() if self._day == self._today() else {}
         return [
             Observation(
                 spent.get(key, 0.0) / budget.daily_usd,
