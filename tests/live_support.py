@@ -217,11 +217,17 @@ class Prometheus:
 
     @classmethod
     async def start(
-        cls, *, workdir: Path, config: str, session: aiohttp.ClientSession
+        cls,
+        *,
+        workdir: Path,
+        config: str,
+        session: aiohttp.ClientSession,
+        port: int | None = None,
     ) -> Prometheus:
+        """``port``: one picked before (what is configured to query it needs its URL first)."""
         binary = require_binary(PROMETHEUS_BIN, "prometheus")
         (workdir / "prometheus.yml").write_text(config)
-        port = free_port()
+        port = port or free_port()
         argv = [
             binary,
             f"--config.file={workdir / 'prometheus.yml'}",

@@ -15,6 +15,11 @@ openai SDK and raw HTTP) is bounded in count and time; a drill trips the primary
 * spend: primary and backup priced, a daily budget on primary; half the frontier tier's answers
   shadowed on the backup (the shadow row: agreement, latency, results, cost).
 * OTLP export points at a port where nothing listens, so telemetry drops are real and counted.
+* fleet mode on a real redis-server: the gateway leads a fleet of two (the other replica takes
+  no traffic), so the fleet row has a leader, two heartbeats and two applied versions.
+* a PromQL tripwire on the spare, evaluated against this Prometheus (the spare's error rate as
+  the gateway exports it): it fires, and as the spare is its tiers' last provider the trip is
+  refused (panic), so the PromQL panel and annotation have data and routing is as before.
 
 Then every dashboard query and every rule expression must return data, with the exceptions in
 ``CANNOT_FIRE_HERE`` (each says why), and the tripped alert must reach both chat fakes.
@@ -42,6 +47,7 @@ import yaml
 
 from controller.config import load_config
 from controller.control.state import HealthState
+from controller.fleet import Role
 from controller.gateway import HEADER_PROVIDER, GatewayServer, GatewaySettings, create_app
 from controller.providers.fake import FakeProvider, FaultMode, RateLimits
 from controller.runtime import Runtime
@@ -60,6 +66,7 @@ from tests.live_support import (
     shorten_for,
     wait_until,
 )
+from tests.redis_support import RedisServer
 from tests.test_static_assets import metric_names
 from tests.traffic import BadAnswer, Traffic
 
@@ -111,7 +118,18 @@ notify:
   cooldown_seconds: 60
   group_window_seconds: 0
   backoff_base_seconds: 0.2
-state: {{path: "{state}"}}
+state:
+  path: "{state}"
+  backend: redis  # the fleet row's data: this gateway leads a fleet of two
+  redis: {{prefix: live, replica: "{replica}", lease_seconds: 5}}
+promql:  # the PromQL row's data: a rule that fires (on a provider that cannot be ejected)
+  interval_seconds: 0.5
+  timeout_seconds: 0.4
+  unavailable_after: 40  # quiet while Prometheus starts, after the gateway
+  rules:
+    - name: spare_errors
+      target: spare
+      expr: 'failover_provider_error_rate{{job="failover-gateway", provider="spare"}} > 0.5'
 spend:  # the spend row's data: every answer priced, a budget far from its alerts
   prices:
     primary: {{"*": {{input: 2.5, output: 10}}}}
@@ -230,14 +248,17 @@ class Live:
         write_config(self.config_path, self.providers, pin=pin)
 
 
-def write_config(path: Path, fakes: dict[str, FakeProvider], *, pin: str = "null") -> None:
+def write_config(
+    path: Path, fakes: dict[str, FakeProvider], *, pin: str = "null", replica: str = "gw-live"
+) -> None:
     path.write_text(
         CONFIG.format(
             primary=fakes["primary"].url("openai"),
             backup=fakes["backup"].url("anthropic"),
             spare=fakes["spare"].url("openai"),
             pin=pin,
-            state=path.parent / "state.json",
+            state=path.parent / f"{replica}.state.json",
+            replica=replica,
         )
     )
 
@@ -264,9 +285,13 @@ def _render_alertmanager(workdir: Path, telegram: FakeTelegram, slack: FakeSlack
     return workdir / "am-run" / "alertmanager.yml"
 
 
-def _runtime_env(chat: tuple[FakeTelegram, FakeSlack]) -> dict[str, str]:
+def _runtime_env(
+    chat: tuple[FakeTelegram, FakeSlack], redis: RedisServer, prometheus: str
+) -> dict[str, str]:
     telegram, slack = chat
     return {
+        "FAILOVER_REDIS_URL": redis.url,
+        "FAILOVER_PROMETHEUS_URL": prometheus,
         "PRIMARY_KEY": "sk-primary-secret",
         "BACKUP_KEY": "sk-backup-secret",
         "SPARE_KEY": "sk-spare-secret",
@@ -287,6 +312,7 @@ async def _start_monitoring(
     session: aiohttp.ClientSession,
     instance: str,
     pager: tuple[FakeTelegram, FakeSlack],
+    port: int,
 ) -> tuple[Alertmanager, Prometheus]:
     """Alertmanager paging the fakes, then Prometheus scraping ``instance`` with our rules."""
     config = _render_alertmanager(workdir, *pager)
@@ -296,7 +322,7 @@ async def _start_monitoring(
     rules.write_text(shorten_for(RULES.read_text(), FOR, default="1s"))
     alertmanager = am.url.removeprefix("http://")
     scrape = prometheus_config(targets=[instance], rules=rules, alertmanager=alertmanager)
-    prom = await Prometheus.start(workdir=workdir, config=scrape, session=session)
+    prom = await Prometheus.start(workdir=workdir, config=scrape, session=session, port=port)
     stack.push_async_callback(prom.process.stop)
     return am, prom
 
@@ -318,17 +344,28 @@ async def _start(stack: contextlib.AsyncExitStack, workdir: Path) -> Live:
         await stack.enter_async_context(FakeTelegram(token="987654:PAGER-token")),
         await stack.enter_async_context(FakeSlack(path="/services/T0/B0/pagerHook")),
     )
+    redis = RedisServer(workdir)
+    await redis.start()
+    stack.callback(redis.stop)
+    prom_port = free_port()  # the PromQL tripwire queries it: its URL is needed first
+    env = _runtime_env(chat, redis, f"http://127.0.0.1:{prom_port}")
     path = workdir / "failover.yaml"
     write_config(path, fakes)
-    runtime = Runtime(load_config(path), config_path=path, env=_runtime_env(chat))
+    runtime = Runtime(load_config(path), config_path=path, env=env)
     await runtime.start()
     stack.push_async_callback(runtime.stop, grace=2.0)
+    await _lead(runtime)
+    other = workdir / "other.yaml"  # a second replica: no traffic, a follower
+    write_config(other, fakes, replica="gw-other")
+    follower = Runtime(load_config(other), config_path=other, env=env)
+    await follower.start()
+    stack.push_async_callback(follower.stop, grace=2.0)
     app = create_app(runtime, settings=GatewaySettings())
     gateway = await stack.enter_async_context(
         GatewayServer(app, host="127.0.0.1", port=0, grace=1.0)
     )
     instance = f"127.0.0.1:{gateway.port}"
-    am, prom = await _start_monitoring(stack, workdir, session, instance, pager)
+    am, prom = await _start_monitoring(stack, workdir, session, instance, pager, prom_port)
     client = await stack.enter_async_context(
         openai.AsyncOpenAI(
             base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=10.0
@@ -339,6 +376,15 @@ async def _start(stack: contextlib.AsyncExitStack, workdir: Path) -> Live:
     return Live(
         prom, am, runtime, gateway, session, chat, pager, requests, traffic, path, fakes, instance
     )
+
+
+async def _lead(runtime: Runtime) -> None:
+    """Until the gateway holds the fleet's lease (it decides: its trips are the scraped ones)."""
+
+    async def leading() -> bool:
+        return runtime.fleet is not None and runtime.fleet.role is Role.LEADER
+
+    await wait_until(leading, within=15, what="the gateway leading the fleet")
 
 
 async def _state(live: Live, provider: str, state: HealthState) -> bool:
@@ -451,6 +497,28 @@ async def test_every_dashboard_query_returns_data(live: Live) -> None:
         if not await live.query(grafana_query(expr, live.instance)):
             empty.append(title)
     assert empty == []
+
+
+async def test_the_fleet_and_promql_rows_show_what_runs(live: Live) -> None:
+    """Two replicas with a heartbeat and an applied version, the gateway leading; the PromQL
+    rule on the spare firing (its trip refused: the spare is its tiers' last provider)."""
+
+    async def by(expr: str, label: str) -> dict[str, float]:
+        found = await live.query(grafana_query(expr, live.instance))
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in found}
+
+    ages = await by("min by (failover_fleet_replica) (failover_fleet_heartbeat_age_seconds)", R)
+    assert set(ages) == {"gw-live", "gw-other"}
+    versions = await by("max by (failover_fleet_replica) (failover_fleet_applied_version)", R)
+    assert set(versions) == {"gw-live", "gw-other"}
+    leader = await by("max by (failover_fleet_replica) (failover_fleet_leader) == 1", R)
+    assert set(leader) == {"gw-live"}
+    firing = await by('max by (rule) (failover_tripwire_promql_state{state="firing"}) == 1', "rule")
+    assert set(firing) == {"spare_errors"}
+    assert live.runtime.holder.current.status("spare").state is HealthState.HEALTHY
+
+
+R = "failover_fleet_replica"
 
 
 async def test_tripped_alert_is_delivered_to_telegram_and_slack(live: Live) -> None:

@@ -1,5 +1,8 @@
-"""The fleet's gauges (the dashboard's fleet row). Names here: ``controller/telemetry`` is
-another agent's module this round; they follow its conventions (dots, ``failover.`` prefix)."""
+"""The fleet's gauges (the dashboard's fleet row). Each replica reports itself and, for
+``heartbeat_age`` and ``applied_version``, every replica whose heartbeat it read (labelled by
+the replica described: a dashboard takes the freshest view of each). The names follow
+``controller/telemetry``'s conventions (dots, ``failover.`` prefix); their Prometheus forms
+are in ``controller/telemetry/names.py`` with the others."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ METRIC_FLEET_ROLE = "failover.fleet.role"
 METRIC_FLEET_REDIS_UP = "failover.fleet.redis.up"
 METRIC_FLEET_REPLICAS = "failover.fleet.replicas"
 METRIC_FLEET_VERSION = "failover.fleet.version"
+METRIC_FLEET_HEARTBEAT_AGE = "failover.fleet.heartbeat_age"
+METRIC_FLEET_APPLIED_VERSION = "failover.fleet.applied_version"
 ATTR_ROLE = "failover.fleet.role"
 ATTR_REPLICA = "failover.fleet.replica"
 
@@ -40,12 +45,32 @@ def register_fleet_gauges(fleet: Fleet, meter: Meter) -> None:
     def version(_: CallbackOptions) -> Iterable[Observation]:
         yield Observation(fleet.fleet_version, {ATTR_REPLICA: fleet.replica})
 
+    def heartbeat_age(_: CallbackOptions) -> Iterable[Observation]:
+        for seen in fleet.describe()["replicas"]:
+            if seen["heartbeat_age"] is not None:
+                yield Observation(seen["heartbeat_age"], {ATTR_REPLICA: seen["name"]})
+
+    def applied_version(_: CallbackOptions) -> Iterable[Observation]:
+        for seen in fleet.describe()["replicas"]:
+            yield Observation(seen["version"], {ATTR_REPLICA: seen["name"]})
+
     gauges = [
         (METRIC_FLEET_LEADER, leader, "1 on the replica that holds the lease"),
         (METRIC_FLEET_ROLE, role, "1 for this replica's role (leader, follower, local)"),
         (METRIC_FLEET_REDIS_UP, redis_up, "1 while Redis answers this replica"),
         (METRIC_FLEET_REPLICAS, replicas, "Replicas with a heartbeat in the window"),
         (METRIC_FLEET_VERSION, version, "Fleet state version this replica last saw in Redis"),
+        (
+            METRIC_FLEET_APPLIED_VERSION,
+            applied_version,
+            "Routing state version each replica this one knows of applies",
+        ),
     ]
     for name, callback, description in gauges:
         meter.create_observable_gauge(name, callbacks=[callback], unit="", description=description)
+    meter.create_observable_gauge(
+        METRIC_FLEET_HEARTBEAT_AGE,
+        callbacks=[heartbeat_age],
+        unit="s",
+        description="Seconds since each replica this one knows of was last heard in Redis",
+    )

@@ -178,6 +178,21 @@ ATTR_SCOPE = "scope"
 ATTR_NAME = "name"
 ATTR_CHECK = "check"  # text | tool_calls
 ATTR_ROLE = "role"  # served | shadow
+
+# --- metrics: fleet and PromQL tripwires (controller/fleet/_metrics.py, control/_promql_eval.py)
+PROM_FLEET_LEADER = "failover_fleet_leader"  # failover_fleet_replica (1 on the lease holder)
+PROM_FLEET_ROLE = "failover_fleet_role"  # failover_fleet_replica, failover_fleet_role
+PROM_FLEET_REDIS_UP = "failover_fleet_redis_up"  # failover_fleet_replica
+PROM_FLEET_REPLICAS = "failover_fleet_replicas"  # failover_fleet_replica (the counting one)
+PROM_FLEET_VERSION = "failover_fleet_version"  # failover_fleet_replica (Redis's, as seen)
+PROM_FLEET_HEARTBEAT_AGE = "failover_fleet_heartbeat_age_seconds"  # failover_fleet_replica
+PROM_FLEET_APPLIED_VERSION = "failover_fleet_applied_version"  # failover_fleet_replica
+ATTR_FLEET_REPLICA = "failover.fleet.replica"
+ATTR_FLEET_ROLE = "failover.fleet.role"
+PROM_PROMQL_STATE = "failover_tripwire_promql_state"  # rule, provider, state (one-hot)
+PROM_PROMQL_EVALUATIONS = "failover_tripwire_promql_evaluations_total"  # rule, provider, result
+ATTR_RULE = "rule"
+
 # Candidate length / served length (characters of text and tool-call arguments).
 RATIO_BUCKETS: tuple[float, ...] = (0.25, 0.5, 0.8, 0.95, 1.05, 1.25, 2.0, 4.0)
 
