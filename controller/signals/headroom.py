@@ -44,14 +44,12 @@ KINDS = ("requests", "tokens", "input_tokens", "output_tokens")
 _OPENAI = "x-ratelimit-"
 _ANTHROPIC = "anthropic-ratelimit-"
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-# One of these is in every answer that states a limit (the lookups are case-insensitive).
-_SIGNS = (
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "anthropic-ratelimit-requests-remaining",
-    "anthropic-ratelimit-tokens-remaining",
-    "anthropic-ratelimit-input-tokens-remaining",
-    "anthropic-ratelimit-output-tokens-remaining",
+# Each vendor's (limit, remaining) header pairs: what decides whether a target is low, read on
+# every answer (the rest of the headers is read only when it is low, or a reader collects).
+_OPENAI_PAIRS = tuple((f"{_OPENAI}limit-{k}", f"{_OPENAI}remaining-{k}") for k in KINDS[:2])
+_ANTHROPIC_PAIRS = tuple(
+    (f"{_ANTHROPIC}{k.replace('_', '-')}-limit", f"{_ANTHROPIC}{k.replace('_', '-')}-remaining")
+    for k in KINDS
 )
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 
@@ -72,10 +70,32 @@ class Reading:
         return min(1.0, max(0.0, self.remaining / self.limit)) if self.limit > 0 else 1.0
 
 
-@dataclass(frozen=True, slots=True)
 class _Kept:
-    reading: Reading
-    resets_at: float | None  # monotonic
+    """The latest reading of one kind for one target, as the header said it: the reset is
+    parsed only when it matters (the target is low, or a reader collects the gauges)."""
+
+    __slots__ = ("limit", "mono", "remaining", "reset", "rfc3339", "wall")
+
+    def __init__(self) -> None:
+        self.limit = self.remaining = -1.0
+        self.reset: str | None = None
+        self.rfc3339 = False  # Anthropic's reset is a time, OpenAI's a duration
+        self.mono = self.wall = 0.0  # when it was read
+
+    @property
+    def share(self) -> float:
+        return Reading("", self.limit, self.remaining, None).share
+
+    def reset_in(self) -> float | None:
+        """Seconds from the reading until the window resets (None: not said, or unreadable)."""
+        if self.reset is None:
+            return None
+        if self.rfc3339:
+            return _rfc3339_in(self.reset, self.wall)
+        return parse_duration(self.reset)
+
+    def reading(self, kind: str) -> Reading:
+        return Reading(kind, self.limit, self.remaining, self.reset_in())
 
 
 def parse_duration(text: str) -> float | None:
@@ -118,24 +138,51 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
+def _fields() -> dict[str, tuple[str, int, bool]]:
+    """Header name (lower case) -> (kind, 0 limit / 1 remaining / 2 reset, Anthropic's)."""
+    table: dict[str, tuple[str, int, bool]] = {}
+    for index, field in enumerate(("limit", "remaining", "reset")):
+        for kind in ("requests", "tokens"):
+            table[f"{_OPENAI}{field}-{kind}"] = (kind, index, False)
+        for kind in KINDS:
+            table[f"{_ANTHROPIC}{kind.replace('_', '-')}-{field}"] = (kind, index, True)
+    return table
+
+
+_FIELDS = _fields()
+
+
+def _read(headers: Mapping[str, str], into: dict[str, _Kept], mono: float, wall: float) -> bool:
+    """The limits ``headers`` state, written into ``into`` (by kind); whether there were any.
+    One pass over the headers; a kind missing its limit or remaining count is left as it was."""
+    seen: dict[str, list[str | None]] = {}
+    for name, value in headers.items():
+        hit = _FIELDS.get(name) or _FIELDS.get(name.lower())
+        if hit is not None:
+            kind, index, _ = hit
+            seen.setdefault(kind, [None, None, None, None])[index] = value
+            if index == 0:
+                seen[kind][3] = "a" if hit[2] else ""
+    found = False
+    for kind, (limit_text, left_text, reset, vendor) in seen.items():
+        limit, left = _number(limit_text), _number(left_text)
+        if limit is None or left is None:
+            continue
+        kept = into.get(kind)
+        if kept is None:
+            kept = into[kind] = _Kept()
+        kept.limit, kept.remaining, kept.reset = limit, left, reset
+        kept.rfc3339, kept.mono, kept.wall = bool(vendor), mono, wall
+        found = True
+    return found
+
+
 def readings(headers: Mapping[str, str], wall: float) -> list[Reading]:
     """The limits ``headers`` state, in either vendor's format (``wall``: now, epoch seconds,
     for Anthropic's reset times). A kind missing its limit or remaining count is left out."""
-    found: list[Reading] = []
-    for kind in ("requests", "tokens"):
-        limit = _number(headers.get(f"{_OPENAI}limit-{kind}"))
-        left = _number(headers.get(f"{_OPENAI}remaining-{kind}"))
-        if limit is not None and left is not None:
-            reset = headers.get(f"{_OPENAI}reset-{kind}")
-            found.append(Reading(kind, limit, left, parse_duration(reset) if reset else None))
-    for kind in KINDS:
-        stem = f"{_ANTHROPIC}{kind.replace('_', '-')}-"
-        limit = _number(headers.get(stem + "limit"))
-        left = _number(headers.get(stem + "remaining"))
-        if limit is not None and left is not None:
-            reset = headers.get(stem + "reset")
-            found.append(Reading(kind, limit, left, _rfc3339_in(reset, wall) if reset else None))
-    return found
+    kept: dict[str, _Kept] = {}
+    _read(headers, kept, 0.0, wall)
+    return [k.reading(kind) for kind, k in kept.items()]
 
 
 class Headroom:
@@ -148,7 +195,9 @@ class Headroom:
         self._clock = clock
         self.below = below
         self.hold_seconds = hold_seconds
-        self._kept: dict[tuple[str, str], dict[str, _Kept]] = {}
+        # Per target: the headers of its latest answer that stated limits, when they came
+        # (monotonic, wall). Kept as they came: read only when it matters.
+        self._latest: dict[tuple[str, str], tuple[Mapping[str, str], float, float]] = {}
         # Targets low on headroom -> when the soonest of their low windows resets (monotonic).
         self.low: dict[tuple[str, str], float] = {}
 
@@ -161,26 +210,43 @@ class Headroom:
         return observe
 
     def observe(self, provider: str, model: str, headers: Mapping[str, str]) -> None:
-        if not any(sign in headers for sign in _SIGNS):
+        if _OPENAI_PAIRS[0][1] in headers or _OPENAI_PAIRS[1][1] in headers:
+            pairs = _OPENAI_PAIRS
+        elif any(left in headers for _, left in _ANTHROPIC_PAIRS):
+            pairs = _ANTHROPIC_PAIRS
+        else:
             return  # the usual answer of a server that sends none: nothing to do
-        found = readings(headers, self._clock.wall())
-        if not found:
-            return
-        now = self._clock.monotonic()
-        kept = self._kept.setdefault((provider, model), {})
-        for reading in found:
-            at = None if reading.reset is None else now + reading.reset
-            kept[reading.kind] = _Kept(reading, at)
-        self._judge((provider, model), kept, now)
+        target, now = (provider, model), self._clock.monotonic()
+        self._latest[target] = (headers, now, self._clock.wall())
+        if self.below > 0:
+            self._judge(target, headers, pairs, now)
 
-    def _judge(self, target: tuple[str, str], kept: Mapping[str, _Kept], now: float) -> None:
-        if self.below <= 0:
+    def _judge(
+        self,
+        target: tuple[str, str],
+        headers: Mapping[str, str],
+        pairs: tuple[tuple[str, str], ...],
+        now: float,
+    ) -> None:
+        below = self.below
+        for limit_name, left_name in pairs:
+            limit, left = _number(headers.get(limit_name)), _number(headers.get(left_name))
+            if limit and left is not None and left < below * limit:
+                break
+        else:  # room in every window (the usual answer)
+            if self.low:
+                self.low.pop(target, None)
             return
-        until = [
-            k.resets_at if k.resets_at is not None else now + self.hold_seconds
-            for k in kept.values()
-            if k.reading.share < self.below and (k.resets_at is None or k.resets_at > now)
-        ]
+        kept: dict[str, _Kept] = {}
+        _read(headers, kept, now, self._clock.wall())
+        until: list[float] = []
+        for k in kept.values():
+            if k.share >= below:
+                continue
+            reset = k.reset_in()
+            resets_at = now + self.hold_seconds if reset is None else now + reset
+            if resets_at > now:
+                until.append(resets_at)
         if until:
             self.low[target] = max(until)  # room again once every low window has reset
         else:
@@ -198,8 +264,14 @@ class Headroom:
         return False
 
     def snapshot(self) -> dict[tuple[str, str], dict[str, Reading]]:
-        """The latest reading of each kind per target (status, gauges)."""
-        return {t: {k: v.reading for k, v in kinds.items()} for t, kinds in self._kept.items()}
+        """The latest reading of each kind per target (status, gauges; read from the headers
+        now: at collection, not on the request path)."""
+        found: dict[tuple[str, str], dict[str, Reading]] = {}
+        for target, (headers, mono, wall) in list(self._latest.items()):
+            kept: dict[str, _Kept] = {}
+            _read(headers, kept, mono, wall)
+            found[target] = {kind: k.reading(kind) for kind, k in kept.items()}
+        return found
 
     def register(self, meter: Meter) -> None:
         """``failover.ratelimit.remaining`` / ``.limit`` (provider, model, kind) and
@@ -222,7 +294,7 @@ class Headroom:
             return rows(lambda r: r.limit)
 
         def low(_: CallbackOptions) -> Iterable[Observation]:
-            for provider, model in list(self._kept):
+            for provider, model in list(self._latest):
                 value = 1 if self.is_low(provider, model) else 0
                 yield Observation(value, {names.ATTR_PROVIDER: provider, names.ATTR_MODEL: model})
 
