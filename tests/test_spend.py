@@ -254,6 +254,27 @@ def test_the_days_totals_survive_a_restart(tmp_path: Path) -> None:
     assert started([]).spent("provider", "a") == 0.0
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"day": %d, "spent": [], "alerted": []}',
+        '{"day": %d, "spent": {"provider:a": "lots"}, "alerted": []}',
+        '{"day": %d, "spent": {"provider:a": 1e-6}, "alerted": 3}',
+        '{"day": %d, "spent": {"provider:a": null}, "alerted": []}',
+    ],
+)
+def test_a_malformed_spend_file_of_today_is_not_read_and_the_start_goes_on(
+    tmp_path: Path, text: str
+) -> None:
+    """Valid JSON of the right day but the wrong shape (edited by hand, another version's):
+    logged and ignored, today starts at 0; the runtime's start never fails on it."""
+    clock, path = FakeClock(), tmp_path / "state.spend.json"
+    path.write_text(text % int(clock.wall() // DAY))
+    budget = Budget(scope="provider", name="a", daily_usd=50e-6, enforce=True)
+    spend = Spend(prices=Prices({("a", "*"): A_PRICE}), budgets=[budget], clock=clock, path=path)
+    assert spend.spent("provider", "a") == 0.0
+
+
 # --- config -------------------------------------------------------------------------------------
 CONFIG = """\
 providers:

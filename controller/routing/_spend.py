@@ -271,15 +271,17 @@ class Spend:
         try:
             document = json.loads(self._path.read_bytes())
             day, spent, alerted = document["day"], document["spent"], document["alerted"]
+            if day != self._day:
+                return  # another day's: today starts at 0
+            # the whole shape checked before any of it is kept: a bad file never stops a start
+            got = {k: float(v) for k, v in spent.items() if k in self._budgets}
+            marks = {str(m) for m in alerted}
         except FileNotFoundError:
             return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("spend state %s not read (%s): today starts at 0", self._path, exc)
             return
-        if day != self._day:
-            return  # another day's: today starts at 0
-        self._spent = {k: float(v) for k, v in spent.items() if k in self._budgets}
-        self._alerted = {str(m) for m in alerted}
+        self._spent, self._alerted = got, marks
         for key, usd in self._spent.items():
             budget = self._budgets[key]
             if budget.enforce and usd >= budget.daily_usd:
