@@ -14,6 +14,7 @@ from controller.model import FinishReason, Request, Source, StreamChunk, ToolCal
 from controller.wire._base import SSEEvent
 from controller.wire._openai_client import OpenAIClientCodec, read_answer
 from controller.wire._relay import Relay, relay_for, relayed_body, with_model
+from controller.wire._sse import SSEParser
 
 
 def source(raw: bytes) -> Source:
@@ -70,6 +71,33 @@ def test_events_are_framed_again_line_for_line() -> None:
     relay = Relay(b"data: [DONE]\n\n")
     event = SSEEvent(data='{"a":1}\n{"b":2}', event="custom")
     assert relay.event(event, []) == b'event: custom\ndata: {"a":1}\ndata: {"b":2}\n\n'
+
+
+def test_parsed_events_go_on_as_they_came_whatever_the_pieces() -> None:
+    """The events' own bytes are relayed (CRLF, no blank after the colon, an id line, a
+    comment inside an event): fed whole or a byte at a time, the parser keeps each one's
+    bytes; only a comment or an id alone between events is not an event."""
+    stream = (
+        b'event: a\r\ndata:{"x":1}\r\nid: 7\r\n\r\n: ping\n\n'
+        b'data: {"y":2}\n: note\ndata: {"z":3}\n\n\n\ndata: [DONE]\n\n'
+    )
+    relay = Relay(b"data: [DONE]\n\n", secret="sk-provider-123")
+    for pieces in ([stream], [stream[i : i + 1] for i in range(len(stream))]):
+        parser = SSEParser()
+        events = [event for piece in pieces for event in parser.feed(piece)]
+        assert [(e.event, e.data) for e in events] == [
+            ("a", '{"x":1}'),
+            ("", '{"y":2}\n{"z":3}'),
+            ("", "[DONE]"),
+        ]
+        relayed = b"".join(relay.event(event, []) for event in events)
+        assert relayed == stream.replace(b": ping\n\n", b"").replace(b"\n\n\n\n", b"\n\n")
+
+
+def test_an_event_quoting_the_key_is_framed_again_masked() -> None:
+    relay = Relay(b"", secret="sk-provider-123")
+    (event,) = SSEParser().feed(b'data:{"error":"sk-provider-123"}\r\n\r\n')
+    assert relay.event(event, []) == b'data: {"error":"***"}\n\n'
 
 
 def test_the_usage_only_event_the_client_did_not_ask_for_is_held_back() -> None:

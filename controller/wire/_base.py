@@ -17,10 +17,13 @@ if TYPE_CHECKING:
 @quick_init
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
-    """One server-sent event. ``event`` is empty when the stream names none."""
+    """One server-sent event. ``event`` is empty when the stream names none. ``raw`` is the
+    event as it came, its blank line included, when it was parsed from a stream (the
+    same-format route relays those bytes); an event built otherwise has none."""
 
     data: str
     event: str = ""
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
 
 @quick_init

@@ -6,13 +6,14 @@ what the gateway's own accounting needs (OpenAI's ``stream_options.include_usage
 usage-only event is then kept from a client that did not ask for it). Unknown fields, vendor
 betas and fields newer than this code pass without a release of ours.
 
-The answer goes back as it came too: a whole body unchanged, a stream event by event (framed
-again from the parsed event: same name, same data lines). The stream decoder still reads every
-event, for what telemetry and failover need (first chunk, usage, finish reason, in-stream
-errors, cuts). A whole answer to a request the gateway did not decode either (see
-``gateway._chat``) is read by the codec's light reader (:attr:`Relay.read`): checked as the
-full parse checks it, but only its id, model, finish reason and usage are taken out; its message
-is not built (:data:`UNREAD`), the client reads it from the bytes relayed.
+The answer goes back as it came too: a whole body unchanged, a stream event by event, each
+event's bytes as the provider sent them (framed again from its data only where its model is
+renamed or it quotes the provider's key). The stream decoder still reads every event, for what
+telemetry and failover need (first chunk, usage, finish reason, in-stream errors, cuts). A
+whole answer to a request the gateway did not decode either (see ``gateway._chat``) is read by
+the codec's light reader (:attr:`Relay.read`): checked as the full parse checks it, but only its
+id, model, finish reason and usage are taken out; its message is not built (:data:`UNREAD`),
+the client reads it from the bytes relayed.
 """
 
 from __future__ import annotations
@@ -64,11 +65,20 @@ class Relay:
     starts: Callable[[SSEEvent], bool] = field(default=lambda event: False, repr=False)
     secret: str | None = field(default=None, repr=False)
     read: Callable[[bytes, str], AnswerFacts] | None = field(default=None, repr=False)
+    _key: bytes = field(init=False, repr=False, compare=False)  # the secret, as bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", self.secret.encode() if self.secret else b"")
 
     def event(self, event: SSEEvent, chunks: list[StreamChunk]) -> bytes:
-        """The bytes to forward for one stream event (``chunks``: what it decoded to)."""
+        """The bytes to forward for one stream event (``chunks``: what it decoded to): the
+        event as it came, unless its model is to be renamed or it quotes the provider's key
+        (then framed again from its data, changed)."""
         if self.drop_usage_only and _usage_only(chunks):
             return b""
+        raw = event.raw
+        if raw and self.echo_model is None and not (self._key and self._key in raw):
+            return raw
         data = event.data
         if self.echo_model is not None and '"model"' in data:
             data = _renamed(data, self.echo_model)

@@ -1,13 +1,21 @@
 """Server-sent events framing (https://html.spec.whatwg.org/multipage/server-sent-events.html).
 
-The parser holds what a provider sends until an event is whole, so it bounds it: an event's data
-(``max_event_bytes``, which also bounds a line still waiting for its newline) and its number of
-lines (``max_lines``). Past either, :class:`~controller._errors.ResponseTooLarge`. Scanning is
-linear: each byte is searched for a newline once, however long the line it belongs to.
+The parser holds what a provider sends until an event is whole, so it bounds it: an event's
+bytes (``max_event_bytes``, which also bounds a line still waiting for its newline) and its
+number of lines (``max_lines``). Past either, :class:`~controller._errors.ResponseTooLarge`.
+
+Scanning is linear and done in C: an event ends at a blank line (``\n\n`` or ``\n\r\n``), found
+by one regular-expression search over bytes not searched before, and its lines are read only
+then, once. Lines piling up without the blank line (a flood of ``data:`` lines, one endless
+line) are counted and measured by ``bytes`` methods, not read one by one in Python. Each event
+keeps its bytes as they came (:attr:`SSEEvent.raw`, its blank line included), so the
+same-format route relays them unchanged. A line ends with LF or CRLF (a lone CR does not end
+one: no provider sends that).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from controller import _json
@@ -16,32 +24,23 @@ from controller.wire._base import SSEEvent
 
 __all__ = ["MAX_EVENT_BYTES", "MAX_EVENT_LINES", "SSEParser", "frame", "sse"]
 
-MAX_EVENT_BYTES = 8 * 1024 * 1024  # of one event's lines (a Gemini chunk with an image: ~3 MiB)
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # of one event (a Gemini chunk with an image: ~3 MiB)
 MAX_EVENT_LINES = 10_000  # data lines (or blank-less lines of any kind) in one event
+
+_END = re.compile(rb"\n\r?\n")  # the end of an event's last line, then the blank line
+_BLANKS = re.compile(rb"(?:\r?\n)+")  # blank lines where an event would begin
 
 
 class SSEParser:
     """Incremental parser: feed raw bytes, get complete events. Handles CRLF and split lines."""
 
-    __slots__ = (
-        "_broken",
-        "_buffer",
-        "_data",
-        "_event",
-        "_lines",
-        "_max_bytes",
-        "_max_lines",
-        "_size",
-    )
+    __slots__ = ("_broken", "_held", "_lines", "_max_bytes", "_max_lines")
 
     def __init__(
         self, *, max_event_bytes: int = MAX_EVENT_BYTES, max_lines: int = MAX_EVENT_LINES
     ) -> None:
-        self._buffer = bytearray()  # the start of a line whose newline has not come
-        self._data: list[str] = []
-        self._event = ""
-        self._size = 0  # bytes of the event's lines so far
-        self._lines = 0  # lines of the event so far
+        self._held = bytearray()  # an event not whole yet: its lines so far, a line's start
+        self._lines = 0  # newlines in _held
         self._max_bytes = max_event_bytes
         self._max_lines = max_lines
         self._broken: ResponseTooLarge | None = None  # a limit broken after whole events
@@ -61,58 +60,78 @@ class SSEParser:
         return events
 
     def _scan(self, raw: bytes, events: list[SSEEvent]) -> None:
-        buffer = self._buffer
-        data: bytes | bytearray = raw  # the usual case: nothing held, the lines read in place
-        held = len(buffer)  # held bytes hold no newline: only the new ones are searched
-        if held:
-            buffer += raw
-            data = buffer
-        start = 0
-        newline = data.find(b"\n", held)
-        while newline >= 0:
-            event = self._line(data[start:newline])
+        held = self._held
+        data: bytes | bytearray = raw  # the usual case: nothing held, the events read in place
+        searched = 0  # held bytes hold no event's end: only the new ones (and the join) are
+        if held:  # searched, so a line that never ends costs linear time
+            searched = len(held) - 2
+            held += raw
+            data = held
+        pos, size = 0, len(data)
+        while pos < size:
+            if data[pos] in b"\r\n":  # blank lines between events: nothing to dispatch
+                blanks = _BLANKS.match(data, pos)
+                if blanks is None:  # a lone CR, perhaps a CRLF's first half: wait for more
+                    break
+                pos = blanks.end()
+                continue
+            end = _END.search(data, max(pos, searched))
+            if end is None:
+                break
+            event = self._event(
+                bytes(data[pos : end.end()]) if data is held else raw[pos : end.end()]
+            )
             if event is not None:
                 events.append(event)
-            start = newline + 1
-            newline = data.find(b"\n", start)
-        if held:
-            del buffer[:start]
-        elif start < len(raw):
-            buffer += raw[start:]
-        if self._size + len(buffer) > self._max_bytes:
+            pos = end.end()
+        if data is held:
+            if pos:
+                self._lines = held.count(b"\n", pos) if pos < size else 0
+                del held[:pos]
+            else:
+                self._lines += raw.count(b"\n")
+        elif pos < size:
+            held += raw[pos:]
+            self._lines = raw.count(b"\n", pos)
+        if len(held) > self._max_bytes or self._lines > self._max_lines:
             self._too_large()
 
-    def _line(self, raw: bytes | bytearray) -> SSEEvent | None:
-        raw = raw.rstrip(b"\r")
-        if not raw:
-            return self._dispatch()
-        self._size += len(raw)
-        self._lines += 1
-        if self._size > self._max_bytes or self._lines > self._max_lines:
+    def _event(self, raw: bytes) -> SSEEvent | None:
+        """The event whose bytes (through its blank line) are ``raw``; None when it carries
+        neither data nor a name (comments only, an ``id`` alone)."""
+        first = raw.find(b"\n")
+        if first == len(raw) - 2 and raw.startswith(b"data:"):  # most events: one data line
+            line = raw[5:first]
+            if line.endswith(b"\r"):
+                line = line.rstrip(b"\r")
+            if line.startswith(b" "):
+                line = line[1:]
+            return SSEEvent(line.decode("utf-8", "replace"), "", raw)
+        if len(raw) > self._max_bytes:
             self._too_large()
-        if raw.startswith(b":"):
+        lines = raw.split(b"\n")
+        if len(lines) > self._max_lines + 2:  # (the blank line, and what follows its newline)
+            self._too_large()
+        data: list[str] = []
+        name = ""
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if not line or line.startswith(b":"):
+                continue
+            field, _, value = line.decode("utf-8", "replace").partition(":")
+            value = value.removeprefix(" ")
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                name = value
+        if not data and not name:
             return None
-        line = raw.decode("utf-8", errors="replace")
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        return None
-
-    def _dispatch(self) -> SSEEvent | None:
-        self._size = self._lines = 0
-        if not self._data and not self._event:
-            return None
-        event = SSEEvent(data="\n".join(self._data), event=self._event)
-        self._data, self._event = [], ""
-        return event
+        return SSEEvent("\n".join(data), name, raw)
 
     def _too_large(self) -> None:
         """Drop what is held (the memory goes at once) and refuse the rest of the stream."""
-        self._buffer.clear()
-        self._data, self._size, self._lines = [], 0, 0
+        self._held.clear()
+        self._lines = 0
         raise ResponseTooLarge(
             f"a stream event over {self._max_bytes} bytes or {self._max_lines} lines"
         )
