@@ -11,6 +11,7 @@ tick at a time; the servers are real."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -318,6 +319,36 @@ async def test_with_redis_stopped_defer_is_refused_at_once_and_the_cache_rung_sk
     await fleet.redis.start()  # back (empty: this test's Redis keeps nothing on disk)
     await fleet.tick()
     assert (await _job(fleet.b, job_id))[0] == 404
+
+
+async def test_with_redis_frozen_no_request_hangs(fleet: Fleet) -> None:
+    """SIGSTOP: Redis takes connections and never answers (the worst case: timeouts, not
+    refusals). A defer, a job read and the cache rung each end within their bound."""
+    fleet.outage()
+    job_id = (await _defer(fleet.a)).headers["x-failover-job"]
+    fleet.backup.set_fault(FaultMode.ERROR_503)
+    fleet.redis.freeze()
+    try:
+        began = time.monotonic()
+        async with _client(fleet.b) as client:
+            with pytest.raises(openai.InternalServerError) as refused:
+                await client.chat.completions.create(
+                    model="frontier",
+                    messages=_ask("later"),
+                    extra_headers={"x-failover-priority": "defer"},
+                )
+            assert refused.value.status_code == 503
+            assert "Redis did not answer (TimeoutError)" in refused.value.message
+            raw = await client.chat.completions.with_raw_response.create(
+                model="frontier", messages=_ask("any")
+            )
+            assert raw.headers["x-failover-degraded"] == "static"
+        assert (await _job(fleet.a, job_id))[0] == 503
+        # bounded, not timed: three calls of at most 2 x 0.3 s each, on a loaded machine
+        assert time.monotonic() - began < 20.0
+    finally:
+        fleet.redis.thaw()
+    assert (await _job(fleet.a, job_id))[1]["status"] == "queued"  # kept all along
 
 
 RUNTIME_CONFIG = """\
