@@ -22,7 +22,7 @@ from controller._errors import ConfigError
 from controller.config import parse_config
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import Message, ToolCall
-from controller.providers.fake import FakeProvider, FaultMode
+from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing._shadow import SPAN_SHADOW, Shadow, ShadowPlan, agreement
 from controller.routing._spend import Price, Prices
 from controller.routing.plan import Target, TierPlan
@@ -299,6 +299,19 @@ async def test_concurrency_queue_and_daily_allowance_are_bounded() -> None:
         await env.shadow.idle()
         assert _results(env) == {"ok": 2, "over_budget": 1}
         assert env.candidate.requests == 2
+
+
+async def test_the_daily_usd_allowance_holds_for_the_calls_that_waited_in_the_queue() -> None:
+    """A call admitted while the allowance was not used up, but queued behind a slow one, is
+    checked again when its turn comes: once the first call's cost used the day's allowance,
+    the queued ones are not sent (over_budget), so the queue cannot multiply the allowance."""
+    async with shadowed(max_concurrency=1, daily_usd=1e-9) as env:
+        env.candidate.set_fault(Fault(mode=FaultMode.SLOW_FIRST_TOKEN, delay=1.0, count=1))
+        for _ in range(4):
+            assert (await _ask(env, stream=False))[0] == REPLY
+        await env.shadow.idle()
+        assert _results(env) == {"ok": 1, "over_budget": 3}
+        assert env.candidate.requests == 1
 
 
 async def test_a_request_the_candidate_served_itself_is_not_shadowed() -> None:

@@ -9,7 +9,9 @@ on by a request, its answer never reaches a client. Per tier at most ``max_concu
 run at once and ``max_queue`` wait; past that a request is not shadowed (counted as
 ``dropped``). A daily allowance (``daily_requests``, and ``daily_usd`` at the candidate's price)
 bounds what the shadow may spend on top of the served traffic; once it is used up, nothing more
-is shadowed until the UTC day ends (counted as ``over_budget``).
+is shadowed until the UTC day ends (counted as ``over_budget``). A call's cost is known when it
+ends: the allowance is checked when a request is admitted and again when a queued one starts,
+so only the calls under way (at most ``max_concurrency``) may go past ``daily_usd``.
 
 What is recorded (metrics ``failover.shadow.*`` and one ``failover.shadow`` span per call, a
 child of the request's route span): the candidate's latency beside the served request's, its
@@ -226,8 +228,14 @@ class Shadow:
         if plan is None:
             lane.pending.clear()
             return
-        if lane.pending and lane.running < plan.max_concurrency and not done.cancelled():
-            self._start(tier, plan, lane, lane.pending.popleft())
+        while lane.pending and lane.running < plan.max_concurrency and not done.cancelled():
+            job = lane.pending.popleft()
+            if plan.daily_usd is not None and lane.usd >= plan.daily_usd:
+                # admitted before the calls under way cost it all: the queue must not
+                # multiply the daily allowance (at most max_concurrency calls overshoot it)
+                self._count(tier, plan.target.provider, "over_budget")
+                continue
+            self._start(tier, plan, lane, job)
 
     async def aclose(self) -> None:
         """Stop: calls under way are cut, queued ones forgotten."""
