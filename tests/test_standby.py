@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoi
 from controller._clock import FakeClock
 from controller._errors import ConfigError
 from controller.config import parse_config
+from controller.control.config import TripwireConfig
 from controller.control.decide import TripCause
 from controller.control.state import HealthState, StateHolder
 from controller.events import AttemptReason, Outcome
@@ -412,3 +413,19 @@ async def test_a_hanging_backup_costs_a_warm_request_only_the_backups_usual_time
     assert set(by_reason) == {AttemptReason.WARM, AttemptReason.HEDGE}
     assert by_reason[AttemptReason.HEDGE].provider == "primary"
     assert by_reason[AttemptReason.WARM].error_type == "outpaced"  # not the backup's fault
+
+
+def test_probe_idle_seconds_is_read_and_refused_at_its_line() -> None:
+    config = """\
+providers:
+  a: {kind: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+tiers:
+  t: {targets: [{provider: a, model: m}]}
+controller:
+  probe_idle_seconds: %s
+"""
+    assert parse_config(config % "300").controller.probe_idle_seconds == 300
+    assert TripwireConfig().probe_idle_seconds == 0  # off unless set
+    with pytest.raises(ConfigError) as refused:
+        parse_config(config % "-1")
+    assert "config:6: controller.probe_idle_seconds" in str(refused.value)
