@@ -103,8 +103,9 @@ def attach_spend_and_shadow(
         on_alert=on_alert,
         path=spend_path(config, beside_state=beside_state),
     )
-    router.listeners.add(spend)
-    router.steers.append(spend)
+    if config.spend.prices or budgets(config):  # nothing to count: no cost per request
+        router.listeners.add(spend)
+        router.steers.append(spend)
     shadow = Shadow(shadow_plans(config), clock=clock, prices=priced, meter=meter, tracer=tracer)
     shadow.attach(router)
     return spend, shadow

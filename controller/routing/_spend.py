@@ -66,6 +66,9 @@ class Price:
         return (dollars + usage.output_tokens * self.output) / 1e6
 
 
+_UNKNOWN = Price()  # a target whose price has not been looked up yet
+
+
 class Prices:
     """Prices by provider and model (``*``: any other model of the provider)."""
 
@@ -112,13 +115,16 @@ class Spend:
     ) -> None:
         self.prices = prices
         self._budgets = {b.key: b for b in budgets}
-        self._by_provider = {b.name: b for b in budgets if b.scope == "provider"}
-        self._by_tier = {b.name: b for b in budgets if b.scope == "tier"}
+        # name -> (budget, its key), the key built once (on_attempt runs for every attempt)
+        self._by_provider = {b.name: (b, b.key) for b in budgets if b.scope == "provider"}
+        self._by_tier = {b.name: (b, b.key) for b in budgets if b.scope == "tier"}
         self._clock = clock
         self._on_alert = on_alert
         self._path = Path(path) if path else None
         self._costs: dict[tuple[str, str, str], float] = {}  # tier, provider, model -> USD
+        self._price_of: dict[tuple[str, str], Price | None] = {}  # provider, model -> price
         self._day = self._today()
+        self._next_day = (self._day + 1) * _DAY  # wall time the day ends
         self._spent: dict[str, float] = {}  # budget key -> USD today
         self._alerted: set[str] = set()  # "<budget key>@<percent>" today
         self._over_providers: set[str] = set()  # enforced and spent
@@ -144,18 +150,26 @@ class Spend:
         usage = event.usage
         if usage is None:
             return
-        price = self.prices.of(event.provider, event.model)
+        target = (event.provider, event.model)
+        price = self._price_of.get(target, _UNKNOWN)
+        if price is _UNKNOWN:  # looked up once per target (a model may fall back to "*")
+            price = self._price_of[target] = self.prices.of(*target)
         if price is None:
             return
         usd = price.cost(usage)
         if usd <= 0:
             return
         key = (event.tier, event.provider, event.model)
-        self._costs[key] = self._costs.get(key, 0.0) + usd
+        costs = self._costs
+        costs[key] = costs.get(key, 0.0) + usd
         if self._budgets:
             self._roll()
-            self._charge(self._by_provider.get(event.provider), usd)
-            self._charge(self._by_tier.get(event.tier), usd)
+            found = self._by_provider.get(event.provider)
+            if found is not None:
+                self._charge(found[0], found[1], usd)
+            found = self._by_tier.get(event.tier)
+            if found is not None:
+                self._charge(found[0], found[1], usd)
 
     def on_route(self, event: RouteEvent) -> None:
         return None
@@ -198,22 +212,23 @@ class Spend:
 
     def _roll(self) -> None:
         """A new UTC day starts every budget afresh."""
+        if self._clock.wall() < self._next_day:
+            return
         today = self._today()
         if today != self._day:
-            self._day = today
+            self._day, self._next_day = today, (today + 1) * _DAY
             self._spent.clear()
             self._alerted.clear()
             self._over_providers.clear()
             self._over_tiers.clear()
             self._dirty = True
 
-    def _charge(self, budget: Budget | None, usd: float) -> None:
-        if budget is None:
-            return
-        key = budget.key
+    def _charge(self, budget: Budget, key: str, usd: float) -> None:
         before = self._spent.get(key, 0.0)
         after = self._spent[key] = before + usd
         self._dirty = True
+        if after < budget.daily_usd * ALERT_AT[0]:
+            return  # the usual case: far from every line
         for share in ALERT_AT:
             line = budget.daily_usd * share
             if before < line <= after:
