@@ -6,6 +6,7 @@ two replicas; the clock is a fake one, advanced by the test."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -224,3 +225,36 @@ async def test_a_redis_that_is_down_or_frozen_fails_fast(redis: RedisServer) -> 
         assert time.monotonic() - began < 10.0  # bounded: two 0.6 s timeouts and a refusal
     finally:
         await store.close()
+
+
+async def test_a_replayer_stopped_while_redis_is_away_stops_and_its_job_is_not_lost(
+    redis: RedisServer,
+) -> None:
+    """An attempt ended but its result not yet written when the gateway stops, with Redis not
+    answering: the stop goes on (the runtime still flushes spend and telemetry after it), and
+    the job, whose result was not written, is replayed again (its attempt spent)."""
+    clock = FakeClock(wall_start=T0)
+    a, b = replica(redis), replica(redis)
+
+    ran = asyncio.Event()
+
+    async def run(job: Job) -> Outcome:
+        ran.set()  # the replayer keeps the result in the same step, before the test goes on
+        return Done(200, b"{}")
+
+    limits = ReplayLimits(per_second=100.0, concurrency=4, tick_seconds=0.5)
+    replayer = Replayer(a, run=run, degraded=lambda _: False, clock=clock, limits=limits)
+    try:
+        await a.add(new_job(1), max_jobs=10)
+        await replayer.tick()
+        await ran.wait()  # the attempt ended; its result waits for the next tick
+        redis.freeze()
+        await replayer.stop()
+        redis.thaw()
+        await a.close()  # hands the job back
+        await b.maintain(now=T0 + 1, max_tries=3)
+        (again,) = await b.claim("t", now=T0 + 1, limit=1)
+        assert again.attempts == 2
+    finally:
+        await a.close()
+        await b.close()

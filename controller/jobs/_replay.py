@@ -134,12 +134,21 @@ class Replayer:
 
     async def stop(self) -> None:
         """Stop ticking; attempts under way are cancelled (their jobs are queued again at the
-        next start, the attempt spent); what finished is written first."""
+        next start, the attempt spent); what finished is written first (a store that fails
+        then is logged, not raised: those jobs are replayed again)."""
         self._stopped.set()
         for task in (*self._running, *self._posting.values()):
             task.cancel()
         await asyncio.gather(*self._running, *self._posting.values(), return_exceptions=True)
-        await self._flush()
+        try:
+            await self._flush()
+        except JobStoreError as exc:  # the stop goes on: the runtime has more to close
+            log.warning(
+                "deferred jobs: %d result(s) not written at stop (%s); those jobs are "
+                "replayed again, their attempt spent",
+                len(self._finished),
+                exc,
+            )
 
     @property
     def busy(self) -> int:
