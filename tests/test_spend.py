@@ -392,3 +392,29 @@ async def test_the_runtime_costs_alerts_steers_shadows_and_keeps_the_day(tmp_pat
         assert again.spend.spent("provider", "a") == pytest.approx(88e-6)
     finally:
         await again.stop(grace=0.1)
+
+
+async def test_a_reload_changes_the_shadow_and_keeps_the_spend(tmp_path: Path) -> None:
+    """tiers (a shadow among them) apply at once; spend waits for a restart."""
+    from controller.config import load_config
+    from controller.runtime import Runtime
+
+    path, state = tmp_path / "failover.yaml", tmp_path / "state.json"
+    text = RUNTIME_CONFIG.format(a="http://127.0.0.1:9/v1", b="http://127.0.0.1:9", state=state)
+    path.write_text(text)
+    env = {"A_KEY": "sk-a-test-0123456789", "B_KEY": "sk-b-test-0123456789"}
+    runtime = Runtime(load_config(path), env=env)
+    await runtime.start()
+    try:
+        assert runtime.shadow.plans["t"].share == 1.0
+        path.write_text(text.replace("share: 1}", "share: 0.25}").replace("input: 2,", "input: 9,"))
+        runtime.apply_config(load_config(path))
+        assert runtime.shadow.plans["t"].share == 0.25
+        assert runtime.spend.prices.of("a", "m-a") == Price(input=2.0, output=8.0)
+        path.write_text(
+            text.replace("    shadow: {target: {provider: b, model: m-b}, share: 1}\n", "")
+        )
+        runtime.apply_config(load_config(path))
+        assert runtime.shadow.plans == {}
+    finally:
+        await runtime.stop(grace=0.1)
