@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import openai
@@ -312,6 +312,21 @@ async def test_the_daily_usd_allowance_holds_for_the_calls_that_waited_in_the_qu
         await env.shadow.idle()
         assert _results(env) == {"ok": 1, "over_budget": 3}
         assert env.candidate.requests == 1
+
+
+async def test_a_daily_usd_allowance_whose_candidate_has_no_running_price_sends_nothing() -> None:
+    """A reload may give a tier a shadow with daily_usd and its candidate's price in
+    spend.prices, but prices apply at the restart: with no price the running shadow cannot count
+    the allowance, so it sends nothing (over_budget) rather than without a bound."""
+    async with shadowed(daily_usd=1.0) as env:
+        plan = env.shadow.plans["t"]
+        unpriced = Target(provider="candidate", model="m-unpriced")
+        env.shadow.plans = {"t": replace(plan, target=unpriced)}
+        for _ in range(3):
+            assert (await _ask(env, stream=False))[0] == REPLY
+        await env.shadow.idle()
+        assert _results(env) == {"over_budget": 3}
+        assert env.candidate.requests == 0
 
 
 async def test_a_request_the_candidate_served_itself_is_not_shadowed() -> None:

@@ -210,8 +210,12 @@ class Shadow:
             lane.day, lane.requests, lane.usd = today, 0, 0.0
         if lane.requests >= plan.daily_requests:
             return False
-        if plan.daily_usd is not None and lane.usd >= plan.daily_usd:
-            return False
+        if plan.daily_usd is not None:
+            if lane.usd >= plan.daily_usd:
+                return False
+            target = plan.target
+            if self._prices.of(target.provider, target.model) is None:
+                return False  # uncountable: a reload gave the price, which waits for a restart
         lane.requests += 1
         return True
 
