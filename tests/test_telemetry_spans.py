@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import aiohttp
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from controller.events import AttemptReason, Listeners, Outcome, RouteOutcome
+from controller.gateway import GatewaySettings, create_app
 from controller.telemetry import names
+from tests.gateway_support import gateway_env
 from tests.telemetry_support import (
     BASE,
     FAILED,
@@ -210,3 +213,37 @@ def test_content_is_not_recorded_unless_opted_in() -> None:
         '[{"role":"assistant"}]'
     )
     assert names.GEN_AI_INPUT_MESSAGES not in (without.attributes or {})
+
+
+# --- the gateway's SERVER span ------------------------------------------------------------------
+async def test_the_front_starts_its_server_spans_in_route_wrappers() -> None:
+    """Issue 17: the front's SERVER span starts in a wrapper around each route's handler, not
+    in an aiohttp middleware (aiohttp looks the middleware chain up and calls it through a
+    ``functools.partial`` on every request, and the middleware looked the route's template up
+    again). Requests refused before any provider is asked still get their span, named by the
+    route's template: a missing key (401), a wrong method (405), an unknown path (404)."""
+    settings = GatewaySettings(api_keys=("client-key",))
+    async with gateway_env(settings=settings) as env, aiohttp.ClientSession() as http:
+        assert not create_app(env.backend, settings=settings).middlewares
+        asked = [
+            ("POST", "/v1/chat/completions", 401),
+            ("GET", "/v1/chat/completions", 405),
+            ("GET", "/no/such/path", 404),
+            ("GET", "/healthz", 200),
+        ]
+        for method, path, status in asked:
+            async with http.request(method, env.url + path) as reply:
+                assert reply.status == status
+        spans = {s.name: s for s in env.exporter.get_finished_spans()}
+    expected = {
+        "POST /v1/chat/completions": ("/v1/chat/completions", 401),
+        "GET /v1/chat/completions": ("/v1/chat/completions", 405),
+        "GET /{unknown}": ("/no/such/path", 404),
+        "GET /healthz": ("/healthz", 200),
+    }
+    for name, (path, status) in expected.items():
+        span = spans[name]
+        assert span.kind is SpanKind.SERVER
+        attributes = dict(span.attributes or {})
+        assert attributes["url.path"] == path
+        assert attributes["http.response.status_code"] == status

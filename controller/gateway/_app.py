@@ -12,7 +12,8 @@ place, so a request that does match costs nothing extra.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import functools
+from collections.abc import Callable, Collection, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -37,7 +38,7 @@ from controller.gateway._jobs import JOBS_PATH, TRIAGE_KEY, JobQueue, JobsEndpoi
 from controller.gateway._ops import AdminEndpoints, OpsEndpoints
 from controller.gateway._server import IN_FLIGHT_KEY, InFlight
 from controller.gateway._settings import GatewaySettings
-from controller.gateway._tracing import tracing_middlewares
+from controller.gateway._tracing import server_span_route, tracing_middlewares
 from controller.gateway.backend import GatewayBackend
 from controller.routing.plan import Priority
 
@@ -60,10 +61,7 @@ def create_app(
     endpoints plus the operational ones. With ``jobs``, requests marked ``defer`` are kept
     while their tier is degraded and fetched at ``GET /v1/failover/jobs/{id}``;
     ``priorities`` maps client-key digests to their default priority (``_jobs``)."""
-    app = web.Application(
-        client_max_size=settings.max_body_bytes,
-        middlewares=tracing_middlewares(backend.tracer),  # rejected requests get spans too
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[BACKEND_KEY] = backend
     app[SETTINGS_KEY] = settings
     in_flight = app[IN_FLIGHT_KEY] = InFlight()  # what a stopping server cuts after its grace
@@ -96,38 +94,51 @@ def create_app(
     def routed(handler: Handler) -> Handler:  # the routes that wait on providers
         return in_flight.track(keyed(handler))
 
-    app.router.add_post("/v1/chat/completions", routed(openai.handle))
-    app.router.add_post("/v1/responses", routed(responses.handle))
-    app.router.add_post("/v1/messages", routed(anthropic.handle))
-    app.router.add_post("/v1/messages/count_tokens", routed(count.handle))
+    traced = functools.partial(server_span_route, backend.tracer)  # outermost: 401s get spans
+
+    def post(path: str, handler: Handler) -> None:
+        app.router.add_post(path, traced(path)(handler))
+
+    def get(path: str, handler: Handler) -> None:
+        app.router.add_get(path, traced(path)(handler))
+
+    post("/v1/chat/completions", routed(openai.handle))
+    post("/v1/responses", routed(responses.handle))
+    post("/v1/messages", routed(anthropic.handle))
+    post("/v1/messages/count_tokens", routed(count.handle))
     generate = in_flight.track(google_keyed(gemini.handle))
-    app.router.add_post("/v1beta/models/{model}", generate)
-    app.router.add_get("/v1beta/models/{model}", google_keyed(gemini_models.one))
-    app.router.add_get("/v1beta/models", google_keyed(gemini_models.list))
-    app.router.add_get("/v1/models", keyed(ops.models))
-    app.router.add_get("/v1/models/{model}", keyed(ops.model))
-    app.router.add_post("/v1/models/{model}", generate)  # Gemini's v1: {model}:{method}
+    post("/v1beta/models/{model}", generate)
+    get("/v1beta/models/{model}", google_keyed(gemini_models.one))
+    get("/v1beta/models", google_keyed(gemini_models.list))
+    get("/v1/models", keyed(ops.models))
+    get("/v1/models/{model}", keyed(ops.model))
+    post("/v1/models/{model}", generate)  # Gemini's v1: {model}:{method}
     if jobs is not None:
-        app.router.add_get(JOBS_PATH + "/{id}", keyed(JobsEndpoint(jobs).get))
-    app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/readyz", ops.readyz)
-    app.router.add_get("/metrics", ops.metrics)
-    app.router.add_get("/status", ops.status_page)
-    app.router.add_get("/status.json", ops.status_json)
-    _answer_the_unrouted(app.router)
+        get(JOBS_PATH + "/{id}", keyed(JobsEndpoint(jobs).get))
+    get("/healthz", ops.healthz)
+    get("/readyz", ops.readyz)
+    get("/metrics", ops.metrics)
+    get("/status", ops.status_page)
+    get("/status.json", ops.status_json)
+    _answer_the_unrouted(app.router, traced)
     return app
 
 
-def _answer_the_unrouted(router: web.UrlDispatcher) -> None:
-    """A catch-all method on every route's path (405) and a catch-all path (404), added last.
+def _answer_the_unrouted(
+    router: web.UrlDispatcher, traced: Callable[[str], Callable[[Handler], Handler]]
+) -> None:
+    """A catch-all method on every route's path (405) and a catch-all path (404), added last,
+    each in a SERVER span (``traced``, as the routes are): rejected requests get spans too.
 
     Without the per-path 405s the catch-all path would turn a wrong method into a 404."""
     for resource in list(router.resources()):
         if isinstance(resource, web.Resource):
             allowed = frozenset(route.method for route in resource)
-            api = resource.canonical.startswith(_API_PREFIXES)
-            resource.add_route("*", _wrong_method(allowed, formatted=api))
-    router.add_route("*", "/{unknown:.*}", _unknown)
+            path = resource.canonical
+            wrong = _wrong_method(allowed, formatted=path.startswith(_API_PREFIXES))
+            resource.add_route("*", traced(path)(wrong))
+    unknown = router.add_resource("/{unknown:.*}")
+    unknown.add_route("*", traced(unknown.canonical)(_unknown))
 
 
 def _wrong_method(allowed: Collection[str], *, formatted: bool) -> Handler:

@@ -5,6 +5,11 @@ the provider CLIENT spans under it) become its children: one trace shows the cli
 the routing decision and every attempt. A streamed answer is relayed inside the handler, so the
 span's duration covers the whole stream, not just its first byte.
 
+The front's routes start it in a route wrapper (:func:`server_span_route`, the template known
+when the route is added) rather than a middleware: aiohttp looks every middleware chain up per
+request and calls it through a ``functools.partial``, and the middleware had to find the
+matched route's template each time. The admin app, with little traffic, keeps the middleware.
+
 Per the conventions a SERVER span is an error only for 5xx answers (a 4xx is the client's
 problem, not the server's); ``error.type`` is then the status code.
 """
@@ -12,6 +17,7 @@ problem, not the server's); ``error.type`` is then the status code.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -19,7 +25,7 @@ from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, 
 
 from controller.telemetry import names
 
-__all__ = ["server_span_middleware", "tracing_middlewares"]
+__all__ = ["server_span_middleware", "server_span_route", "tracing_middlewares"]
 
 HTTP_REQUEST_METHOD = "http.request.method"
 HTTP_ROUTE = "http.route"
@@ -41,32 +47,46 @@ def server_span_middleware(tracer: Tracer) -> Middleware:
 
     @web.middleware
     async def server_span(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = _route_template(request)
-        method = request.method if request.method in _KNOWN_METHODS else "_OTHER"
-        name = f"{method} {route}" if route else method
-        with tracer.start_as_current_span(
-            name,
-            kind=SpanKind.SERVER,
-            attributes=_request_attributes(request, method, route),
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            status: int | None = 500  # what aiohttp answers when a handler raises unexpectedly
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            except asyncio.CancelledError:  # the client went away: no status was ever sent
-                status = None
-                span.set_attribute(names.ERROR_TYPE, "cancelled")
-                raise
-            finally:
-                _finish(span, status)
+        return await server_span_route(tracer, _route_template(request))(handler)(request)
 
     return server_span
+
+
+def server_span_route(tracer: Tracer, route: str) -> Callable[[Handler], Handler]:
+    """A route wrapper that runs the handler in a SERVER span from ``tracer``; ``route`` is
+    the route's template (``/v1/models/{model}``). With the API's no-op tracer the handler is
+    returned as it is (no span would be kept)."""
+    if isinstance(tracer, NoOpTracer):
+        return lambda handler: handler
+
+    def wrap(handler: Handler) -> Handler:
+        async def server_span(request: web.Request) -> web.StreamResponse:
+            method = request.method if request.method in _KNOWN_METHODS else "_OTHER"
+            with tracer.start_as_current_span(
+                f"{method} {route}" if route else method,
+                kind=SpanKind.SERVER,
+                attributes=_request_attributes(request, method, route),
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                status: int | None = 500  # what aiohttp answers when a handler raises
+                try:
+                    response = await handler(request)
+                    status = response.status
+                    return response
+                except web.HTTPException as exc:
+                    status = exc.status
+                    raise
+                except asyncio.CancelledError:  # the client went away: no status was sent
+                    status = None
+                    span.set_attribute(names.ERROR_TYPE, "cancelled")
+                    raise
+                finally:
+                    _finish(span, status)
+
+        return server_span
+
+    return wrap
 
 
 def _route_template(request: web.Request) -> str:
