@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -251,26 +252,34 @@ def _headroom_router(clock: FakeClock, headroom: Headroom) -> Callable[..., Rout
     return build
 
 
-async def _ask(sdk: str, url: str) -> str:
-    """One answer through the gateway with the vendor's own SDK; the model that served."""
+async def _ask(sdk: str, url: str, stream: bool) -> str:
+    """One answer through the gateway with the vendor's own SDK, whole or streamed; the model
+    that served."""
+    hello: list[Any] = [{"role": "user", "content": "hello"}]
     if sdk == "openai":
         async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client:
-            answer = await client.chat.completions.create(
-                model="frontier", messages=[{"role": "user", "content": "hello"}]
+            if not stream:
+                answer = await client.chat.completions.create(model="frontier", messages=hello)
+                return answer.model
+            chunks = await client.chat.completions.create(
+                model="frontier", messages=hello, stream=True
             )
-            return answer.model
+            models = [chunk.model async for chunk in chunks]  # the whole stream, read to its end
+            return models[0]
     async with anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0) as claude:
-        message = await claude.messages.create(
-            model="claude", max_tokens=16, messages=[{"role": "user", "content": "hello"}]
-        )
-        return message.model
+        if not stream:
+            message = await claude.messages.create(model="claude", max_tokens=16, messages=hello)
+            return message.model
+        async with claude.messages.stream(model="claude", max_tokens=16, messages=hello) as events:
+            return (await events.get_final_message()).model
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize(
     ("sdk", "primary_name"), [("openai", "primary-openai"), ("anthropic", "primary-anthropic")]
 )
 async def test_rate_limit_headers_shift_traffic_before_the_429s_and_back_at_the_reset(
-    sdk: str, primary_name: str
+    sdk: str, primary_name: str, stream: bool
 ) -> None:
     """The primary's headers (OpenAI's x-ratelimit-*, a duration to the reset; Anthropic's
     anthropic-ratelimit-*, an RFC 3339 reset) say 10 requests a minute: once fewer than 20 %
@@ -282,7 +291,7 @@ async def test_rate_limit_headers_shift_traffic_before_the_429s_and_back_at_the_
         env.primary.set_rate_limits(
             RateLimits(requests=10, tokens=100_000, window_seconds=60), wall=clock.wall
         )
-        served = [await _ask(sdk, env.url) for _ in range(10)]
+        served = [await _ask(sdk, env.url, stream) for _ in range(10)]
         assert served[:9] == [served[0]] * 9  # 9 answers left 1 of 10: below 20 %
         assert served[9] != served[0]
         shifted = env.recorder.attempts[9]
@@ -290,7 +299,7 @@ async def test_rate_limit_headers_shift_traffic_before_the_429s_and_back_at_the_
         assert all(e.outcome is Outcome.SUCCESS for e in env.recorder.attempts)  # no 429
         assert headroom.is_low(primary_name, served[0])
         clock.advance(61)  # the window resets
-        assert await _ask(sdk, env.url) == served[0]
+        assert await _ask(sdk, env.url, stream) == served[0]
         back = env.recorder.attempts[-1]
         assert (back.reason, back.provider) == (AttemptReason.PRIMARY, primary_name)
     assert env.primary.requests == 10
