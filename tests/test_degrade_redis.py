@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -100,4 +101,29 @@ async def test_a_frozen_redis_costs_one_bounded_read_then_is_skipped_for_a_pause
         clock.advance(5.1)
         assert await answers.get("k") == b"v"
     finally:
+        answers.close()
+
+
+async def test_more_reads_at_once_than_connections_wait_for_one_and_skip_nothing(
+    server: RedisServer,
+) -> None:
+    """In an outage every request of the tier reaches the cache rung at once: 30 reads over 16
+    connections, while Redis is briefly slow (paused 0.5 s, as a fork or a latency spike does,
+    well within the read bound), wait for a connection and all find the answer; none is
+    refused for want of a connection (which would skip the rung for everyone for 5 s)."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(40))  # as many threads as a 36-core host's
+    cfg = FleetConfig(prefix=PREFIX, timeout_seconds=5.0)
+    answers = RedisAnswers.connect(
+        cfg, {"FAILOVER_REDIS_URL": server.url}, read_timeout=5.0, clock=FakeClock()
+    )
+    admin = redis.Redis.from_url(server.url)
+    try:
+        answers.put("k", 100.0, b"the answer", ttl=3600.0, bounds=(10, 10_000))
+        admin.client_pause(500, all=True)
+        found = await asyncio.gather(*(answers.get("k") for _ in range(30)))
+        assert found == [b"the answer"] * 30
+        assert answers.failed_reads == 0
+    finally:
+        admin.close()
         answers.close()

@@ -130,7 +130,10 @@ class RedisAnswers:
         url = redis_url(cfg, env)
         if url.startswith("rediss://") and cfg.ca_file:
             options["ssl_ca_certs"] = os.fspath(cfg.ca_file)
-        client = redis.Redis.from_url(url, **options)
+        # Blocking: a read finding every connection busy (the whole tier at the rung at once)
+        # waits for one, within the read bound, instead of failing and pausing the rung
+        pool = redis.BlockingConnectionPool.from_url(url, timeout=read_timeout, **options)
+        client = redis.Redis.from_pool(pool)  # the client owns the pool: closed with it
         return cls(
             client,
             prefix=cfg.prefix,
