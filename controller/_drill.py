@@ -75,13 +75,20 @@ class Drillable:
             raise self._fail(model)
         return await inner.count_tokens(request, model, timeouts)
 
-    async def stream(
+    def stream(
         self, request: Request, model: str, timeouts: Timeouts
     ) -> AsyncIterator[StreamChunk]:
+        """The provider's own stream (no layer of ours on every chunk), or, in a drill, one
+        that fails when it is first read, as the provider's would."""
         if self.drilling:
-            raise self._fail(model)
-        async for chunk in self.inner.stream(request, model, timeouts):
+            return self._failing(model)
+        return self.inner.stream(request, model, timeouts)
+
+    async def _failing(self, model: str) -> AsyncIterator[StreamChunk]:
+        none: tuple[StreamChunk, ...] = ()  # an async generator: raises when read, not when made
+        for chunk in none:
             yield chunk
+        raise self._fail(model)
 
     async def close(self) -> None:
         await self.inner.close()

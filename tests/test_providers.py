@@ -412,3 +412,20 @@ async def test_a_stream_of_nothing_but_bad_events_fails_as_malformed() -> None:
         finally:
             await provider.close()
     assert provider.skipped_events == 17
+
+
+@pytest.mark.parametrize("kind", sorted(FORMATS))
+async def test_a_stream_flowing_longer_than_idle_is_not_cut(kind: str) -> None:
+    """Each read is bounded by ``idle`` from its own start, kept by one timer per stream that
+    moves on with the reads: a stream whose chunks come well within ``idle`` of each other
+    runs past ``idle`` in all (here 60 chunks 30 ms apart, ~1.8 s, against idle 1 s)."""
+    reply = " ".join(f"w{i}" for i in range(60))
+    timeouts = Timeouts(connect=5.0, first_token=10.0, idle=1.0, total=20.0)
+    async with FakeProvider(name="paced", reply=reply, pace=0.03) as fake:
+        provider = adapter(fake, kind)
+        request = Request(messages=HELLO.messages, stream=True)
+        chunks = [c async for c in provider.stream(request, "m", timeouts)]
+        await provider.close()
+    answer = assemble(chunks, id="x", model="m")
+    assert answer.message.content == reply
+    assert answer.finish_reason is FinishReason.STOP

@@ -335,6 +335,10 @@ class HttpProvider:
     async def stream(
         self, request: Request, model: str, timeouts: Timeouts
     ) -> AsyncIterator[StreamChunk]:
+        """The decoded chunks; on the same-format route (the call's ``relay``) each also
+        carries the events to forward as they came (:class:`_Relayed`), the first the answer's
+        headers a client may read. One generator from the socket to the router: every layer
+        more is paid on every chunk."""
         call = self._codec.build(request, model, self._api_key)
         limits = _StreamLimits.starting(time.monotonic(), timeouts)
         try:
@@ -346,85 +350,18 @@ class HttpProvider:
             raise self._tag(ProviderTimeout("no answer", phase=limits.first_phase), model) from None
         if self.on_headers is not None:
             self.on_headers(model, resp.headers)
+        reader = _Reader(self, resp, model, limits, call.relay)
         try:
             if resp.status >= 300:
                 within = min(timeouts.idle, limits.first_by - time.monotonic())
                 raise await self._error(resp, model, within=max(0.0, within))
-            first = call.relay is not None  # its first chunk carries the answer's headers
-            async for chunk in self._events(resp, model, limits, call.relay):
-                if first:
-                    chunk, first = replace(chunk, headers=answer_headers(resp.headers)), False
-                yield chunk
+            while not reader.done:
+                data = await reader.read()
+                for chunk in reader.chunks(data):
+                    yield chunk
         finally:
+            reader.close()
             resp.release()
-
-    async def _events(
-        self, resp: HttpResponse, model: str, limits: _StreamLimits, relay: Relay | None
-    ) -> AsyncIterator[StreamChunk]:
-        """The decoded chunks; with ``relay`` (same format) each also carries the events to
-        forward as they came (:class:`_Relayed`)."""
-        parser = SSEParser(max_event_bytes=self._max_event)
-        decoder = self._codec.stream_decoder(model)
-        relayed = _Relayed(relay) if relay is not None else None
-        started = finished = False
-        bad = _BadEvents(self, model)
-        while True:
-            data = await self._read(resp, model, limits, started=started, finished=finished)
-            if not data and (finished or data is None):  # the end, or no terminator in time
-                if relayed is not None:
-                    yield relayed.ending()
-                return
-            if not data:  # end of body
-                raise self._tag(
-                    MalformedResponse("stream ended before the answer was complete"), model
-                )
-            try:
-                events = parser.feed(data)
-                for event in events:
-                    try:
-                        chunks = decoder.feed(event)
-                    except MalformedEvent as exc:
-                        bad.skip(exc)  # not decoded, not relayed: as if it never came
-                        continue
-                    bad.good()
-                    if relayed is not None:
-                        chunks = relayed.attach(event, chunks, started=started)
-                    for chunk in chunks:
-                        started = True
-                        finished = finished or chunk.finish_reason is not None
-                        yield chunk
-                    if decoder.done:
-                        if not finished:
-                            raise MalformedResponse("stream terminated without a finish reason")
-                        if relayed is not None and relayed.pending:
-                            yield relayed.flush()
-                        return
-            except ProviderError as exc:
-                raise self._tag(exc, model) from None
-
-    async def _read(
-        self,
-        resp: HttpResponse,
-        model: str,
-        limits: _StreamLimits,
-        *,
-        started: bool,
-        finished: bool,
-    ) -> bytes | None:
-        """The next bytes of the body; b"" at its end; None when a finished stream went quiet
-        (or reached ``stream_total`` while waiting for its terminator)."""
-        wait, phase = limits.wait(time.monotonic(), started=started, finished=finished)
-        try:
-            async with asyncio.timeout(max(0.0, wait)):
-                return await resp.readany()
-        except TimeoutError:
-            if finished:
-                return None
-            raise self._tag(_read_timeout(phase, limits.timeouts), model) from None
-        except TransportError as exc:
-            if finished:
-                return None
-            raise self._tag(_transport_error(exc), model) from None
 
     async def _post(
         self, call: HttpCall, timeouts: Timeouts, *, max_body: int | None = None
@@ -477,6 +414,154 @@ class HttpProvider:
             err.message = clean
             err.args = (clean,)
         return err
+
+
+class _ReadExpired(TransportError):
+    """A stream read that outlived its wait (set on the answer by :class:`_Reader`'s timer)."""
+
+
+class _Reader:
+    """One stream's reading: each read bounded by :meth:`_StreamLimits.wait`, the bytes
+    parsed into events, decoded into chunks (and, relayed, given the events' bytes).
+
+    The wait of each read is kept by one timer per stream, not a timeout per read (building
+    and cancelling one cost ~7% of a relayed chunk): a read notes when it must end; the timer,
+    when due, re-arms itself at that time if a later read has moved it on, and ends the read
+    still waiting past it by failing the answer's read (:class:`_ReadExpired`)."""
+
+    __slots__ = (
+        "_bad",
+        "_decoder",
+        "_due",
+        "_ends",
+        "_failed",
+        "_first",
+        "_limits",
+        "_loop",
+        "_model",
+        "_parser",
+        "_provider",
+        "_reading",
+        "_relayed",
+        "_resp",
+        "_timer",
+        "done",
+        "finished",
+        "started",
+    )
+
+    def __init__(
+        self,
+        provider: HttpProvider,
+        resp: HttpResponse,
+        model: str,
+        limits: _StreamLimits,
+        relay: Relay | None,
+    ) -> None:
+        self._provider, self._resp, self._model, self._limits = provider, resp, model, limits
+        self._parser = SSEParser(max_event_bytes=provider._max_event)
+        self._decoder = provider._codec.stream_decoder(model)
+        self._relayed = _Relayed(relay) if relay is not None else None
+        self._first = relay is not None  # its first chunk carries the answer's headers
+        self._bad = _BadEvents(provider, model)
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = self._ends = 0.0  # when the timer fires; when the current read must end
+        self._reading = False
+        self._failed: ProviderError | None = None  # raised by the next read
+        self.started = self.finished = self.done = False
+
+    async def read(self) -> bytes | None:
+        """The next bytes of the body; b"" at its end; None when a finished stream went quiet
+        (or reached ``stream_total`` while waiting for its terminator)."""
+        if self._failed is not None:
+            raise self._failed
+        wait, phase = self._limits.wait(
+            time.monotonic(), started=self.started, finished=self.finished
+        )
+        self._arm(self._loop.time() + max(0.0, wait))
+        try:
+            return await self._resp.readany()
+        except _ReadExpired:
+            if self.finished:
+                return None
+            error = _read_timeout(phase, self._limits.timeouts)
+            raise self._provider._tag(error, self._model) from None
+        except TransportError as exc:
+            if self.finished:
+                return None
+            raise self._provider._tag(_transport_error(exc), self._model) from None
+        finally:
+            self._reading = False
+
+    def _arm(self, ends: float) -> None:
+        self._ends, self._reading = ends, True
+        if self._timer is None or self._due > ends:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._due = ends
+            self._timer = self._loop.call_at(ends, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if not self._reading:
+            return  # the next read arms it again
+        if self._loop.time() < self._ends:  # reads since it was set moved the end on
+            self._due = self._ends
+            self._timer = self._loop.call_at(self._ends, self._fire)
+            return
+        self._resp._fail(_ReadExpired("the read's wait ended"))
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def chunks(self, data: bytes | None) -> list[StreamChunk]:
+        """What ``data`` (a read's bytes) decodes to; sets :attr:`done` at the stream's end."""
+        relayed = self._relayed
+        if not data and (self.finished or data is None):  # the end, or no terminator in time
+            self.done = True
+            return [relayed.ending()] if relayed is not None else []
+        if not data:  # end of body
+            raise self._provider._tag(
+                MalformedResponse("stream ended before the answer was complete"), self._model
+            )
+        try:
+            out: list[StreamChunk] = []
+            for event in self._parser.feed(data):
+                try:
+                    chunks = self._decoder.feed(event)
+                except MalformedEvent as exc:
+                    self._bad.skip(exc)  # not decoded, not relayed: as if it never came
+                    continue
+                self._bad.good()
+                if relayed is not None:
+                    chunks = relayed.attach(event, chunks, started=self.started)
+                if chunks:
+                    self._took(chunks)
+                    out += chunks
+                if self._decoder.done:
+                    if not self.finished:
+                        raise MalformedResponse("stream terminated without a finish reason")
+                    if relayed is not None and relayed.pending:
+                        out.append(relayed.flush())
+                    self.done = True
+                    break
+        except ProviderError as exc:
+            error = self._provider._tag(exc, self._model)
+            if not out:
+                raise error from None
+            self._failed = error  # the chunks before it go first; the next read raises it
+        if self._first and out:
+            self._first = False
+            out[0] = replace(out[0], headers=answer_headers(self._resp.headers))
+        return out
+
+    def _took(self, chunks: list[StreamChunk]) -> None:
+        self.started = True
+        if not self.finished:
+            self.finished = any(chunk.finish_reason is not None for chunk in chunks)
 
 
 class _Relayed:

@@ -87,11 +87,21 @@ class RoutedStream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[StreamChunk]:
+        """The current attempt's chunks, as they go on (a continuation's trimmed to what is
+        new), each noted as delivered. One generator between the provider's and the client's:
+        every layer more is paid on every chunk."""
         try:
             while True:
                 try:
-                    async for chunk in self._chunks():
-                        yield chunk
+                    if self._first is not None:
+                        first, self._first = self._first, None
+                        seen = self._seen(first)
+                        if seen is not None:
+                            yield seen
+                    async for chunk in self._opened.rest:
+                        seen = self._seen(chunk)
+                        if seen is not None:
+                            yield seen
                     break
                 except ProviderError as exc:
                     if not await self._continue(exc):
@@ -107,19 +117,6 @@ class RoutedStream:
             await self.aclose()
             raise
         self._end()
-
-    async def _chunks(self) -> AsyncIterator[StreamChunk]:
-        """The current attempt's chunks, as they go on (a continuation's trimmed to what is
-        new), each noted as delivered."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            seen = self._seen(first)
-            if seen is not None:
-                yield seen
-        async for chunk in self._opened.rest:
-            seen = self._seen(chunk)
-            if seen is not None:
-                yield seen
 
     def _seen(self, chunk: StreamChunk) -> StreamChunk | None:
         if self._overlap is not None:
