@@ -438,3 +438,59 @@ controller:
     with pytest.raises(ConfigError) as refused:
         parse_config(config % "-1")
     assert "config:6: controller.probe_idle_seconds" in str(refused.value)
+
+
+def _warm_router(lacks: frozenset[str]) -> Callable[..., Router]:
+    def build(
+        primary: FakeProvider,
+        backup: FakeProvider,
+        gated: GatedProvider,
+        *,
+        telemetry: TelemetryListener,
+        recorder: Recorder,
+        state: StateHolder,
+        timeouts: object,
+    ) -> Router:
+        providers: dict[str, Provider] = {
+            "primary-openai": adapter(primary, "openai", "primary-openai"),
+            "backup-anthropic": adapter(backup, "anthropic", "backup-anthropic"),
+        }
+        targets = (
+            Target(provider="primary-openai", model="gpt-big"),
+            Target(provider="backup-anthropic", model="claude-alt", lacks=lacks),
+        )
+        tier = TierPlan(name="frontier", targets=targets, warm_share=1.0)
+        return Router(
+            tiers={"frontier": tier},
+            providers=providers,
+            state=state,
+            listeners=[recorder, telemetry],
+            steers=[WarmSteer(random.Random(3))],
+        )
+
+    return build
+
+
+async def test_a_request_the_backup_cannot_honour_is_not_warmed_on_it() -> None:
+    """warm_share 1 and a backup that lacks tools: a request offering tools is the primary's,
+    a first attempt (reason primary, retried as a primary is), not a warm one."""
+    tools: list[Any] = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
+    hello: list[Any] = [{"role": "user", "content": "hello"}]
+    async with gateway_env(router_for=_warm_router(frozenset({"tools"}))) as env:
+        async with openai.AsyncOpenAI(
+            base_url=env.url + "/v1", api_key="k", max_retries=0
+        ) as client:
+            plain = await client.chat.completions.create(model="frontier", messages=hello)
+            with_tools = await client.chat.completions.create(
+                model="frontier", messages=hello, tools=tools
+            )
+        assert plain.model == "claude-alt"  # warmed
+        assert with_tools.model == "gpt-big"
+        first, second = env.recorder.attempts
+        assert (first.reason, first.provider) == (AttemptReason.WARM, "backup-anthropic")
+        assert (second.reason, second.provider) == (AttemptReason.PRIMARY, "primary-openai")

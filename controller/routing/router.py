@@ -411,7 +411,11 @@ class Router:
         previous, cause = None, None
         if tier is not None and route.errors:
             previous, cause = route.errors[-1].provider, route.errors[-1].error_type
-        elif route.shift is not None and reason is AttemptReason.PRIMARY:
+        elif (
+            route.shift is not None
+            and reason is AttemptReason.PRIMARY
+            and queue[0] is targets[0]  # the target it was moved to can take the request
+        ):
             reason, previous = route.shift  # e.g. budget: moved off an over-budget target
             cause = reason.value
         while route.position < len(queue):
