@@ -23,9 +23,10 @@ from controller.config import parse_config
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import Message, ToolCall
 from controller.providers.fake import FakeProvider, Fault, FaultMode
+from controller.routing._degrade import AnswerCache
 from controller.routing._shadow import SPAN_SHADOW, Shadow, ShadowPlan, agreement
 from controller.routing._spend import Price, Prices
-from controller.routing.plan import Target, TierPlan
+from controller.routing.plan import Degrade, Target, TierPlan
 from controller.routing.policy import never_retry
 from controller.routing.router import Router
 from controller.telemetry import names
@@ -88,6 +89,7 @@ async def shadowed(
     daily_usd: float | None = None,
     candidate_kind: str = "openai",
     candidate_in_tier: bool = False,
+    cache: bool = False,
 ) -> AsyncIterator[Env]:
     """Tier ``t``: the primary fake (OpenAI format) serves, the candidate fake (of
     ``candidate_kind``) is the tier's shadow; a real gateway in front, metrics and spans read
@@ -108,7 +110,7 @@ async def shadowed(
         targets = [Target(provider="primary", model="m-1")]
         if candidate_in_tier:  # the tier fails over to the candidate
             targets.append(Target(provider="candidate", model="m-2"))
-        tier = TierPlan(name="t", targets=tuple(targets))
+        tier = TierPlan(name="t", targets=tuple(targets), degrade=Degrade(cache=cache))
         plan = ShadowPlan(
             target=Target(provider="candidate", model="m-2"),
             share=share,
@@ -124,6 +126,7 @@ async def shadowed(
             providers=providers,
             retry=never_retry,
             default_timeouts=TIMEOUTS,
+            cache=AnswerCache(clock=FakeClock()) if cache else None,
         )
         shadow.attach(router)
         backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=Recorder())
@@ -326,6 +329,18 @@ async def test_a_daily_usd_allowance_whose_candidate_has_no_running_price_sends_
             assert (await _ask(env, stream=False))[0] == REPLY
         await env.shadow.idle()
         assert _results(env) == {"over_budget": 3}
+        assert env.candidate.requests == 0
+
+
+async def test_a_served_stream_over_the_shadows_bound_is_not_kept_for_it() -> None:
+    """A cache-enabled tier keeps a stream's chunks up to the cache's bound (64 MiB), more than
+    the shadow's: such an answer is not queued for the comparison (too_big), so the shadow's
+    queue holds at most max_bytes per request whatever the tier's cache keeps."""
+    async with shadowed(cache=True) as env:
+        env.shadow.max_bytes = 10  # the answer's chunks are more than 10 bytes
+        assert (await _ask(env, stream=True))[0] == REPLY
+        await env.shadow.idle()
+        assert _results(env) == {"too_big": 1}
         assert env.candidate.requests == 0
 
 

@@ -193,6 +193,10 @@ class Shadow:
         if _served_on(route) == (provider, plan.target.model):
             self._count(tier, provider, "same_target")  # it served: nothing to compare with
             return
+        if isinstance(answer, list) and _size(answer) > self.max_bytes:
+            # kept up to a cache-enabled tier's bound, more than the shadow keeps waiting
+            self._count(tier, provider, "too_big")
+            return
         if not self._allowed(plan, lane):
             self._count(tier, provider, "over_budget")
             return
@@ -416,6 +420,7 @@ class Shadow:
             (tier, provider, names.ATTR_RESULT),
             "Shadow calls by result: ok, the candidate's error type, dropped (queue full), "
             "over_budget (daily allowance used), unsupported (the candidate cannot honour it), "
+            "too_big (a served stream over the shadow's 4 MiB), "
             "same_target (the candidate served the request itself).",
         )
         tally(
@@ -450,6 +455,11 @@ def _served_on(route: Route) -> tuple[str, str] | None:
         return None
     target = route.queue[route.position]
     return target.provider, target.model
+
+
+def _size(chunks: list[StreamChunk]) -> int:
+    """A stream's bytes as the router counts what it keeps (its events, or text)."""
+    return sum(len(chunk.raw or chunk.text) for chunk in chunks)
 
 
 def _served_by(served: Response | list[StreamChunk]) -> str:
