@@ -304,6 +304,18 @@ async def test_concurrency_queue_and_daily_allowance_are_bounded() -> None:
         assert env.candidate.requests == 2
 
 
+async def test_a_request_dropped_by_a_full_queue_spends_none_of_the_daily_allowance() -> None:
+    """The allowance counts calls made: a burst that finds the queue full is dropped without
+    using the day's daily_requests up (else a burst on a slow candidate would silence the
+    shadow for the rest of the day after a handful of calls)."""
+    async with shadowed(max_concurrency=1, max_queue=1, daily_requests=3) as env:
+        env.candidate.set_fault(FaultMode.HANG)
+        for _ in range(6):
+            assert (await _ask(env, stream=False))[0] == REPLY
+        await wait_for(lambda: env.shadow.running == 1)
+        assert _results(env) == {"dropped": 4}  # one running, one waiting, one call still allowed
+
+
 async def test_the_daily_usd_allowance_holds_for_the_calls_that_waited_in_the_queue() -> None:
     """A call admitted while the allowance was not used up, but queued behind a slow one, is
     checked again when its turn comes: once the first call's cost used the day's allowance,

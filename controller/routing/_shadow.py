@@ -206,6 +206,7 @@ class Shadow:
         elif len(lane.pending) < plan.max_queue:
             lane.pending.append(job)
         else:
+            lane.requests -= 1  # not sent: the day's allowance counts calls made
             self._count(tier, provider, "dropped")
 
     def _allowed(self, plan: ShadowPlan, lane: _Lane) -> bool:
