@@ -395,6 +395,15 @@ async def test_an_idle_backup_with_a_bad_key_trips_and_alerts_while_the_primary_
                 break
         assert rt.holder.current.status("backup").state is HealthState.HEALTHY
         assert [a for a in rt.alerts if a["event"] == AlertEvent.PROVIDER_RECOVERED]
+        # The recovery cleared it: broken again (well within notify.cooldown_seconds), it is
+        # news again once its idle probes trip it.
+        backup.set_fault(FaultMode.AUTH)
+        for _ in range(40):
+            await _tick(rt, clock, 1.0)
+            if rt.holder.current.status("backup").state is HealthState.TRIPPED:
+                break
+        assert rt.holder.current.status("backup").state is HealthState.TRIPPED
+        assert len([a for a in rt.alerts if a["event"] == AlertEvent.STANDBY_UNHEALTHY]) == 2
     finally:
         rt.controller.stop()
         await rt.router.aclose()

@@ -97,6 +97,12 @@ OPPOSITE: Mapping[AlertEvent, AlertEvent] = MappingProxyType(
     }
 )
 
+# More events an event undoes, beyond its opposite: a provider's recovery also ends the episode
+# its idle probes alerted about, so the next failure while it stands by is news again.
+ALSO_CLEARS: Mapping[AlertEvent, tuple[AlertEvent, ...]] = MappingProxyType(
+    {AlertEvent.PROVIDER_RECOVERED: (AlertEvent.STANDBY_UNHEALTHY,)}
+)
+
 DedupKey = tuple[AlertEvent, str | None, str | None, str | None]
 
 

@@ -45,7 +45,7 @@ from typing import Protocol
 from opentelemetry.metrics import Meter
 
 from controller._clock import Clock
-from controller.notify.alert import OPPOSITE, Alert, DedupKey, combine
+from controller.notify.alert import ALSO_CLEARS, OPPOSITE, Alert, DedupKey, combine
 from controller.notify.base import Sender, SendResult
 from controller.notify.config import NotifyConfig
 from controller.telemetry import names
@@ -298,18 +298,19 @@ class Dispatcher:
 
     def _remember(self, alert: Alert, now: float) -> None:
         opposite = OPPOSITE.get(alert.event)
+        undone = (opposite, *ALSO_CLEARS.get(alert.event, ())) if opposite is not None else ()
         if opposite is not None or len(self._last_sent) > 4 * self._cfg.queue_size:
             horizon = now - self._cfg.cooldown_seconds
             self._last_sent = {
                 key: at
                 for key, at in self._last_sent.items()
                 if at > horizon
-                and not (key[0] is opposite and key[1:3] == (alert.provider, alert.tier))
+                and not (key[0] in undone and key[1:3] == (alert.provider, alert.tier))
             }
             self._muted = {  # an ack ends with the incident: a later trip is news again
                 key: until
                 for key, until in self._muted.items()
-                if not (key[0] is opposite and key[1:3] == (alert.provider, alert.tier))
+                if not (key[0] in undone and key[1:3] == (alert.provider, alert.tier))
             }
         self._last_sent[alert.dedup_key] = now
 
