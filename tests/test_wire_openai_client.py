@@ -151,3 +151,40 @@ def test_a_compatible_server_s_null_index_is_choice_zero() -> None:
     chunks = decoder.feed(SSEEvent(data=json.dumps(event)))
     assert [c.text for c in chunks if c.text] == ["hi"]
     assert any(c.finish_reason for c in chunks)
+
+
+_LATER_CHUNKS = [
+    {"choices": [{"index": 0, "delta": {"content": "more"}, "finish_reason": None}]},
+    {"choices": [{"delta": {"content": ""}}], "usage": None},
+    {"choices": [{"index": 0, "delta": None}]},
+    {"choices": [{"index": 0, "delta": {"content": None, "role": "assistant"}}]},
+    {"choices": [{"index": 0, "delta": {"content": 7}}]},
+    {"choices": [{"index": 0, "delta": "text"}]},
+    {"choices": [{"index": 1, "delta": {"content": "second choice"}}]},
+    {"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}]},
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "nonsense"}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c", "function": {}}]}}]},
+    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
+    {"choices": [{"delta": {"content": "x"}}], "error": {"message": "overloaded"}},
+    {"choices": "none"},
+    {"error": {"message": "boom"}},
+]
+
+
+def _outcome(decoder: OpenAIStreamDecoder, data: str) -> object:
+    try:
+        return decoder.feed(SSEEvent(data=data))
+    except Exception as exc:  # the outcome compared is the error's type and words
+        return (type(exc).__name__, str(exc))
+
+
+def test_the_quick_read_of_a_text_chunk_decodes_every_chunk_as_the_full_read_does() -> None:
+    """After the first chunk (its model seen), a chunk that carries only text is read without
+    the full decoder's steps; every other shape still goes through them: the outcome of each
+    chunk is the one a decoder reading it in full gives."""
+    first = json.dumps({"model": "m", "choices": [{"index": 0, "delta": {"content": "a"}}]})
+    for chunk in _LATER_CHUNKS:
+        data = json.dumps(chunk)
+        running = OpenAIStreamDecoder(model="m")
+        running.feed(SSEEvent(data=first))
+        assert _outcome(running, data) == _outcome(OpenAIStreamDecoder(model="m"), data), chunk

@@ -539,7 +539,11 @@ class _Reader:
                 if relayed is not None:
                     chunks = relayed.attach(event, chunks, started=self.started)
                 if chunks:
-                    self._took(chunks)
+                    self.started = True
+                    if not self.finished:
+                        for chunk in chunks:
+                            if chunk.finish_reason is not None:
+                                self.finished = True
                     out += chunks
                 if self._decoder.done:
                     if not self.finished:
@@ -557,11 +561,6 @@ class _Reader:
             self._first = False
             out[0] = replace(out[0], headers=answer_headers(self._resp.headers))
         return out
-
-    def _took(self, chunks: list[StreamChunk]) -> None:
-        self.started = True
-        if not self.finished:
-            self.finished = any(chunk.finish_reason is not None for chunk in chunks)
 
 
 class _Relayed:
@@ -582,6 +581,8 @@ class _Relayed:
         self, event: SSEEvent, chunks: list[StreamChunk], *, started: bool
     ) -> list[StreamChunk]:
         framed = self._relay.event(event, chunks)
+        if len(chunks) == 1 and not self.pending:  # most events: one chunk, nothing held
+            return [chunks[0].relaying(framed)]
         if framed:
             self._held += len(framed)
             if self._held > _MAX_HELD:  # e.g. endless pings instead of a first token

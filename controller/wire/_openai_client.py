@@ -385,6 +385,27 @@ def _usage_in(raw: Any, model: str) -> Usage | None:
     return Usage(prompt, _opt(raw, "completion_tokens", int, 0, model))
 
 
+def _text_only(body: dict[str, Any]) -> str | None:
+    """The text of a chunk that carries only a piece of choice 0's text (or nothing: ""), as
+    :meth:`OpenAIStreamDecoder.feed` reads it; None for any other chunk (read in full)."""
+    choices = body.get("choices")
+    if type(choices) is not list or len(choices) != 1 or body.get("usage") is not None:
+        return None
+    choice = choices[0]
+    if body.get("error") or type(choice) is not dict or choice.get("finish_reason") is not None:
+        return None
+    index = choice.get("index")
+    delta = choice.get("delta")
+    if (index is not None and index != 0) or (delta is not None and type(delta) is not dict):
+        return None
+    if delta is None:
+        return ""
+    text = delta.get("content")
+    if delta.get("tool_calls") is not None or (text is not None and type(text) is not str):
+        return None
+    return text or ""
+
+
 def _index(choice: Any) -> int:
     """A stream choice's index; 0 when a compatible server leaves it out or null."""
     index = choice.get("index") if isinstance(choice, dict) else None
@@ -414,6 +435,16 @@ class OpenAIStreamDecoder:
         return self._done
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
+        if not event.event and self._model_seen and not self._done and not self._held():
+            try:  # most events of a stream: a piece of choice 0's text, nothing else
+                body = _json.loads(event.data)
+            except ValueError:  # [DONE], a keep-alive, or not JSON: read below
+                body = None
+            if type(body) is dict:
+                text = _text_only(body)
+                if text is not None:
+                    return [StreamChunk(text=text)] if text else []
+                return self._body(body, event)
         data = event.data.strip()
         if self._done or event.event not in ("", "message", "error"):
             what = "data after [DONE]" if self._done else f"event {event.event!r}"
@@ -423,7 +454,12 @@ class OpenAIStreamDecoder:
             return []
         if not data:  # a keep-alive
             return []
-        body = load_event(data, model=self._model)
+        return self._body(load_event(data, model=self._model), event)
+
+    def _held(self) -> bool:
+        return bool(self._unfinished) or self._finish is not None
+
+    def _body(self, body: Any, event: SSEEvent) -> list[StreamChunk]:
         if isinstance(body, dict) and (body.get("error") or event.event == "error"):
             raise ErrorFields.of(body, None).stream_error(self._model, self._provider)
         choices = require(body, "choices", list, what="stream chunk", model=self._model)
