@@ -49,7 +49,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from controller.providers._http_answer import HttpResponse
-from controller.providers._http_body import Budget, TurnBudget
+from controller.providers._http_body import INFLATING, Budget
 from controller.providers._http_connect import (
     BadResponse,
     ConnectFailed,
@@ -85,7 +85,6 @@ _MAX_FIELDS = 128  # header (or trailer) fields an answer may have
 KEEPALIVE = 15.0  # seconds an idle connection is kept (aiohttp's default too)
 BODIES_IN_FLIGHT = 256 * 1024 * 1024  # whole bodies being read from one provider, together
 READ_SIZE = 16 * 1024  # bytes one read of a socket takes at most (~15 us of the loop's time)
-INFLATED_PER_TURN = 32 * 1024  # bytes one provider's compressed answers inflate per loop turn
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # left as they are when the base URL's path is quoted
 
 
@@ -258,7 +257,7 @@ class _Connection(asyncio.BufferedProtocol):
         pool = self._pool
         budget = pool.bodies if self._max_body is not None else None
         self._response = response = HttpResponse(
-            self, status, headers, self._max_body, budget, pool.inflating
+            self, status, headers, self._max_body, budget, INFLATING
         )
         self._unframed = 0
         head.set_result(response)
@@ -318,7 +317,6 @@ class HttpClient:
         self._keepalive = keepalive
         self.bodies = Budget(BODIES_IN_FLIGHT)  # whole bodies being read from this provider
         self.read_buffer = memoryview(bytearray(READ_SIZE))  # every connection's reads, in turn
-        self.inflating = TurnBudget(INFLATED_PER_TURN)  # compressed answers, per loop turn
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()

@@ -94,7 +94,7 @@ class HttpResponse:
         self._conn: Connection | None = conn
         self._limit = limit  # body bytes (decoded) this answer may hand out
         self._budget = budget  # shared with the other answers being read whole
-        self._turn = turn  # what the provider's compressed answers inflate per loop turn
+        self._turn = turn  # what compressed answers inflate per loop turn, together
         self._out = 0
         self._charged = 0  # of _out, what the budget was charged
         self.status = status
@@ -129,8 +129,9 @@ class HttpResponse:
         each line of it.
 
         Pieces handed out back to back, without waiting (a body that came faster than it is
-        read, a compression bomb inflating), let the loop turn between them, and one
-        provider's compressed answers inflate ``_INFLATED_PER_TURN`` bytes per turn together:
+        read, a compression bomb inflating), let the loop turn between them, and compressed
+        answers inflate at the pace of ``turn`` (``INFLATED_PER_TURN`` bytes every
+        ``INFLATE_EVERY`` turns, all of them together):
         what a sender has queued never holds the other requests for more than a piece's
         work."""
         if self._hot:  # the last piece was there already: the loop turns before the next
@@ -145,7 +146,7 @@ class HttpResponse:
             if self._pieces and self._size <= small:
                 return self._small()  # a stream's next event or so: all there is, at once
             if self._decoder is not None and self._turn is not None:
-                await self._turn.wait()  # this provider's inflating may be done for this turn
+                await self._turn.wait()  # the inflating may be done for this turn
             try:
                 data = self._take(limit, lines)
                 if data:
