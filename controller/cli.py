@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import gc
 import json
 import logging
@@ -485,6 +486,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 1
     path = audit_path(config.state.path)
     records = read_audit(path, last=args.last)
+    records = _with_fleet_audit(config, records, last=args.last)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
@@ -494,6 +496,46 @@ def cmd_history(args: argparse.Namespace) -> int:
     for record in records:
         print(_history_line(record))
     return 0
+
+
+def _with_fleet_audit(
+    config: Config, records: list[dict[str, Any]], *, last: int | None
+) -> list[dict[str, Any]]:
+    """In fleet mode, the operators' fleet-wide kill switches from Redis too, merged by time
+    (this replica's log holds the routing decisions it made as the leader). Redis away: this
+    log alone, and a line on stderr saying so (never the URL)."""
+    from controller.fleet import FleetUnavailable, RedisLink, fleet_audit
+    from controller.fleet.config import state_backend
+
+    if state_backend(config.state.backend, os.environ) != "redis":
+        return records
+    cfg = config.state.redis
+
+    async def read() -> list[dict[str, Any]]:
+        link = RedisLink(cfg, os.environ)
+        try:
+            return [dict(r) for r in await fleet_audit(link, last or 1000)]
+        finally:
+            await link.aclose()
+
+    try:
+        fleet = asyncio.run(read())
+    except (FleetUnavailable, ConfigError) as exc:
+        print(
+            f"(the fleet's Redis, ${cfg.url_env}, did not answer: {exc}; this replica's log only)",
+            file=sys.stderr,
+        )
+        return records
+    merged = sorted([*records, *(_stamp(r) for r in fleet)], key=lambda r: float(r.get("at", 0)))
+    return merged[-last:] if last else merged
+
+
+def _stamp(record: dict[str, Any]) -> dict[str, Any]:
+    at = record.get("at")
+    if isinstance(at, int | float) and "time" not in record:
+        when = datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds")
+        record = {"time": when.replace("+00:00", "Z"), **record}
+    return record
 
 
 def _positive(text: str) -> int:
@@ -518,6 +560,11 @@ def _history_line(record: dict[str, Any]) -> str:
             what += " (observe mode: not enforced)"
     elif event == "kill_switch":
         what = f"kill switch {record.get('before', '?')} -> {record.get('after')} (applied)"
+    elif event == "fleet_kill_switch":
+        what = (
+            f"fleet kill switch: {record.get('before', '?')} -> {record.get('after')}"
+            f" (from {record.get('from', '?')})"
+        )
     elif event == "kill_switch_command":
         what = f"kill-switch command: {record.get('before', '?')} -> {record.get('after')}"
     elif event == "bot_command":
@@ -527,6 +574,8 @@ def _history_line(record: dict[str, Any]) -> str:
         )
     else:
         what = json.dumps(record)
+    if "replica" in record:
+        what += f" [replica {record['replica']}]"
     return f"{when}  {version:>6}  {by:<12}  {what}"
 
 

@@ -301,15 +301,7 @@ class Runtime:
             if config.state.path
             else MemoryStateStore()
         )
-        self.audit = (
-            AuditLog(
-                audit_path(self.store.path),
-                max_bytes=config.state.audit_max_bytes,
-                files=config.state.audit_files,
-            )
-            if isinstance(self.store, FileStateStore)
-            else None
-        )  # beside the state file; none when the state is not kept in a file
+        self.audit = self._audit_log(config)  # beside the state file, in a fleet too
         self.promql = self._build_promql(config)  # PromQL tripwires, or None
         self.controller = self._build_controller(config)
         _count_skipped_events(self.telemetry.meter, self.providers)
@@ -415,6 +407,21 @@ class Runtime:
             droppable=frozenset(config.translation.droppable),
             inflight=self.windows.inflight,
             cache=answer_cache(config, self.clock, self.env),
+        )
+
+    def _audit_log(self, config: Config) -> AuditLog | None:
+        """The audit log beside the state file; none when the state has no file. In a fleet,
+        beside ``state.path`` too, each record naming this replica: only the deciding replica's
+        controller makes transitions, so the leader's log holds the fleet's decisions."""
+        if isinstance(self.store, FileStateStore):
+            path, extra = self.store.path, None
+        elif self.fleet is not None and config.state.path:
+            path, extra = Path(config.state.path), {"replica": self.fleet.replica}
+        else:
+            return None
+        cfg = config.state
+        return AuditLog(
+            audit_path(path), max_bytes=cfg.audit_max_bytes, files=cfg.audit_files, extra=extra
         )
 
     def _build_promql(self, config: Config) -> PromqlTripwires | None:
@@ -576,6 +583,7 @@ class Runtime:
             after = self.holder.current.kill_switch
             if after != before:
                 log.warning("kill switch %s (by %s)", after.describe(), changed_by)
+                self._audit_switch(before, after, by=changed_by)
                 alert = kill_switch_alert(before, after, at=self.clock.wall(), routes=self.routes())
                 self.notify(alert)
             return
@@ -650,7 +658,17 @@ class Runtime:
     def _on_fleet_switch(self, before: KillSwitch, after: KillSwitch) -> None:
         """The leader announces an operator's fleet-wide kill switch (once, fleet-wide)."""
         log.warning("fleet kill switch %s (was %s)", after.describe(), before.describe())
+        self._audit_switch(before, after, by=self.holder.current.changed_by)
         self.notify(kill_switch_alert(before, after, at=self.clock.wall(), routes=self.routes()))
+
+    def _audit_switch(self, before: KillSwitch, after: KillSwitch, *, by: str) -> None:
+        """A kill switch a fleet replica applied, in its audit log."""
+        if self.audit is not None:
+            state = self.holder.current
+            record = kill_switch_record(
+                before, after, by=by, at=self.clock.wall(), version=state.version
+            )
+            self.audit.append(record)
 
     def _reject_config(self, err: ConfigError) -> None:
         self.notify(rejected_alert(err, at=self.clock.wall(), routes=self.routes()))

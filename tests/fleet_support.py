@@ -55,6 +55,7 @@ notify:
   backoff_base_seconds: 0.2
 state:
   backend: redis
+  path: "{state}"  # the audit log beside it: the leader's decisions
   redis:
     prefix: "{prefix}"
     replica: "{replica}"
@@ -104,6 +105,7 @@ class Fleet:
                 backup=self.backup.url("anthropic"),
                 pin=pin,
                 replica=name,
+                state=self.workdir / f"{name}.state.json",
                 **values,
             )
         )

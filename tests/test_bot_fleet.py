@@ -35,6 +35,7 @@ controller: {{tick_seconds: 0.1}}
 notify: {{group_window_seconds: 0, telegram: {{commands: true}}}}
 state:
   backend: redis
+  path: "{state}"
   redis:
     prefix: "bot-test"
     replica: "{replica}"
@@ -74,7 +75,10 @@ async def replicas(
             for name in ("a", "b"):
                 path = tmp_path / f"{name}.yaml"
                 text = CONFIG.format(
-                    primary=primary.url("openai"), backup=backup.url("anthropic"), replica=name
+                    primary=primary.url("openai"),
+                    backup=backup.url("anthropic"),
+                    replica=name,
+                    state=path.with_suffix(".state.json"),
                 )
                 path.write_text(text)
                 runtime = Runtime(load_config(path), config_path=path, env=env)

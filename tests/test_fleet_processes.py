@@ -50,6 +50,7 @@ notify: {{cooldown_seconds: 120, group_window_seconds: 0}}
 gateway: {{port: {port}, admin_port: {admin}}}
 state:
   backend: redis
+  path: "{state}"
   redis: {{replica: {name}, prefix: proc-test, lease_seconds: 2, push_seconds: 0.25}}
 """
 BODY = {"model": "frontier", "messages": [{"role": "user", "content": "hi"}]}
@@ -87,6 +88,7 @@ class Stack:
                 port=port,
                 admin=admin,
                 name=name,
+                state=self.workdir / f"{name}.state.json",
             )
         )
         env = {

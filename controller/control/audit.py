@@ -22,7 +22,11 @@ Records (``event``):
   ``pin``, ``disable``), ``by`` the user who ran it.
 
 Every record has ``time`` (ISO 8601, UTC), ``at`` (epoch seconds) and, for the gateway's own,
-``version`` (of the routing state it produced).
+``version`` (of the routing state it produced). In fleet mode each replica keeps its own log
+beside its ``state.path``, and its records carry ``replica`` (its name): the leader's holds the
+fleet's routing decisions (a replica deciding alone while Redis is away, its own) and the
+fleet-wide kill switches it applied (``by`` the operator the fleet state names); the operators'
+own record of fleet-wide switches is in Redis (``failover history`` shows both).
 """
 
 from __future__ import annotations
@@ -70,8 +74,10 @@ class AuditLog:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         files: int = DEFAULT_FILES,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         self._path = Path(path)
+        self._extra = dict(extra or {})  # in every record (a fleet replica's name)
         self._max_bytes = max_bytes
         self._files = max(1, files)
         self._failing = False
@@ -84,7 +90,8 @@ class AuditLog:
         """Write ``record`` (scrubbed, stamped if it has no ``time``). Never raises; whether
         it was written."""
         try:
-            line = (json.dumps(_clean(_stamped(record)), ensure_ascii=False) + "\n").encode()
+            stamped = _stamped({**record, **self._extra})
+            line = (json.dumps(_clean(stamped), ensure_ascii=False) + "\n").encode()
             self._write(line)
         except (OSError, ValueError, TypeError) as exc:
             if not self._failing:

@@ -128,10 +128,10 @@ class RuntimeOperator:
 
     async def audit(self, record: Mapping[str, Any]) -> None:
         rt = self._rt
-        if rt.audit is not None:
-            rt.audit.append(record)
-        elif (fleet := rt.fleet) is not None:
+        if (fleet := rt.fleet) is not None:  # the fleet's trail (failover history reads it)
             await fleet.link.audit(_json.dumps(dict(record)))
+        elif rt.audit is not None:
+            rt.audit.append(record)
         else:
             log.info("operator command (no audit log kept): %s", dict(record))
 
