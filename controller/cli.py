@@ -206,6 +206,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     problems = _describe(config)
     problems += [str(problem) for problem in readiness_problems(config, args.config)]
+    problems += _check_state(config)
     if args.live:
         problems += asyncio.run(_live_check(config))
     for problem in problems:
@@ -252,6 +253,31 @@ def _describe(config: Config) -> list[str]:
         print(f"  telegram commands      {describe_commands(config.notify.telegram, os.environ)}")
     except ConfigError as err:
         problems.append(f"telegram commands: {err}")
+    return problems
+
+
+def _check_state(config: Config) -> list[str]:
+    """Fleet mode: whether the fleet's Redis answers (bounded); PromQL tripwires: where from."""
+    from controller.fleet import check_fleet
+    from controller.fleet.config import state_backend
+
+    problems: list[str] = []
+    try:
+        backend = state_backend(config.state.backend, os.environ)
+    except ConfigError as err:
+        return [str(err)]
+    if backend == "redis":
+        cfg = config.state.redis
+        said, problem = check_fleet(cfg, os.environ)
+        print(f"  state                  fleet on Redis (prefix {cfg.prefix}): {said}")
+        problems += [problem] if problem else []
+    promql = config.promql
+    if promql.rules:
+        url = promql.resolve_url(os.environ)
+        source = f"${promql.url_env}" if os.environ.get(promql.url_env) else "promql.url"
+        print(f"  promql tripwires       {len(promql.rules)} rule(s), Prometheus from {source}")
+        if url is None:
+            problems.append(f"promql.url: set it or ${promql.url_env}: the rules need a Prometheus")
     return problems
 
 

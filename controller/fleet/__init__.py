@@ -8,7 +8,12 @@ replica decides alone and says so. See :mod:`controller.fleet._member` for the r
 """
 
 from controller.fleet._member import Fleet, FleetStore, Role, converge
-from controller.fleet._operator import fleet_audit, fleet_kill_switch_command, set_fleet_kill_switch
+from controller.fleet._operator import (
+    check_fleet,
+    fleet_audit,
+    fleet_kill_switch_command,
+    set_fleet_kill_switch,
+)
 from controller.fleet._redis import FleetUnavailable, RedisLink
 from controller.fleet.config import FleetConfig
 
@@ -19,6 +24,7 @@ __all__ = [
     "FleetUnavailable",
     "RedisLink",
     "Role",
+    "check_fleet",
     "converge",
     "fleet_audit",
     "fleet_kill_switch_command",

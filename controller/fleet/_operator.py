@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from controller import _json
+from controller._errors import ConfigError
 from controller.control.state import KillSwitch, RoutingState
 from controller.control.store import CorruptState, decode_state, encode_state
 from controller.fleet._member import audit_record
@@ -47,6 +48,43 @@ async def set_fleet_kill_switch(
             await link.audit(audit_record(base.kill_switch, switch, by=by, at=at))
             return base.kill_switch, state
     raise FleetUnavailable(f"the fleet state changed {CAS_TRIES} times while writing")
+
+
+def check_fleet(cfg: FleetConfig, env: Mapping[str, str]) -> tuple[str, str | None]:
+    """``failover check`` in fleet mode: whether the fleet's Redis answers (one bounded read of
+    the state and the lease). Returns what to print and the problem, if any; neither ever holds
+    the URL or the password (the variable's name, the error's type)."""
+    where = f"Redis at ${cfg.url_env}"
+
+    async def run() -> tuple[str, str | None]:
+        try:
+            link = RedisLink(cfg, env)
+        except ConfigError as exc:
+            return f"{where}: not usable", str(exc)
+        try:
+            raw = await link.read_state()
+            holder = await link.leader()
+        except FleetUnavailable as exc:
+            limit = cfg.timeout_seconds * 2
+            problem = (
+                f"the fleet's Redis (${cfg.url_env}) did not answer within {limit:g} s ({exc}): "
+                "replicas would start deciding alone (fleet_unavailable)"
+            )
+            return f"{where}: NOT reachable", problem
+        finally:
+            await link.aclose()
+        try:
+            version = decode_state(raw.decode()).version if raw is not None else None
+        except (CorruptState, UnicodeDecodeError):
+            return (
+                f"{where}: answers",
+                f"the fleet's state in Redis ({cfg.prefix}:state) is unreadable",
+            )
+        state = f"fleet version {version}" if version is not None else "no fleet state yet"
+        leader = holder.partition(":")[0] if holder else "none"
+        return f"{where}: answers; {state}, leader {leader}", None
+
+    return asyncio.run(run())
 
 
 async def fleet_audit(link: RedisLink, n: int = 50) -> list[dict[str, object]]:
