@@ -71,6 +71,7 @@ from controller.providers._http_connect import ConnectFailed
 from controller.providers._http_proxy import Proxy, proxy_for
 from controller.routing._answers_redis import RedisAnswers
 from controller.routing._standby import HeadroomSteer, StandbyMetrics, WarmSteer
+from controller.routing._standby import describe as describe_standby
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import AnswerCache, Router
@@ -730,6 +731,9 @@ class Runtime:
         if self.promql is not None:
             doc["promql"] = self.promql.describe()
         doc["jobs"] = self.jobs.describe()
+        idle = self.controller.idle
+        failing = idle.failing_now() if idle is not None else {}
+        doc["standby"] = describe_standby(self.headroom, failing, self.router.tiers)
         return doc
 
     def render_metrics(self) -> tuple[bytes, str]:

@@ -366,6 +366,7 @@ async def test_an_idle_backup_with_a_bad_key_trips_and_alerts_while_the_primary_
     rt = Runtime(config, env=env, clock=clock)
     rt.controller.resume()
     backup.set_fault(FaultMode.AUTH)  # its key was revoked last week
+    primary.set_rate_limits(RateLimits(requests=1000), wall=clock.wall)
     try:
         for _ in range(29):
             await _tick(rt, clock, 1.0)
@@ -373,6 +374,10 @@ async def test_an_idle_backup_with_a_bad_key_trips_and_alerts_while_the_primary_
         await _tick(rt, clock, 1.0)
         assert backup.requests == 1  # the first idle probe: 401
         assert rt.holder.current.status("backup").state is HealthState.HEALTHY  # one blip
+        standing = rt.status()["standby"]
+        assert list(standing["idle_probes_failing"]) == ["backup"]
+        assert standing["ratelimits"]["primary/big"]["requests"]["limit"] == 1000
+        assert standing["ratelimits"]["primary/big"]["low"] is False
         for _ in range(3):  # probed again each probe_interval_seconds while it fails
             await _tick(rt, clock, 1.0)
         status = rt.holder.current.status("backup")

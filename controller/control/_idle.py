@@ -106,6 +106,10 @@ class IdleProbes:
         track = self._tracks.get(name)
         return track.failing if track is not None else None
 
+    def failing_now(self) -> dict[str, str]:
+        """Every provider whose last idle probe failed, and why."""
+        return {name: t.failing for name, t in self._tracks.items() if t.failing is not None}
+
     def tag(self, event: Transition) -> Transition:
         """A trip of a provider whose idle probes were failing: cause ``standby``, not
         critical (the primary serves; a spare is fixed in office hours)."""

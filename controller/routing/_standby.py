@@ -23,7 +23,8 @@ Internal to :mod:`controller.routing`.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -32,7 +33,7 @@ from controller.routing.plan import Plan, TierPlan
 from controller.signals.headroom import Headroom
 from controller.telemetry import names
 
-__all__ = ["HeadroomSteer", "StandbyMetrics", "WarmSteer"]
+__all__ = ["HeadroomSteer", "StandbyMetrics", "WarmSteer", "describe"]
 
 Steered = tuple[Plan, AttemptReason, str] | None
 
@@ -111,3 +112,25 @@ class StandbyMetrics:
             Observation(count, dict(zip(keys, values, strict=True)))
             for values, count in self._counts.copy().items()
         ]
+
+
+def describe(
+    headroom: Headroom, failing: Mapping[str, str], tiers: Mapping[str, TierPlan]
+) -> dict[str, Any]:
+    """The status document's ``standby`` section: each tier's warm share, each target's latest
+    rate-limit reading (limit, remaining and seconds to the reset as of that answer, per kind)
+    and whether new requests skip it now, and the providers whose idle probes are failing."""
+    limits: dict[str, Any] = {}
+    for (provider, model), kinds in sorted(headroom.snapshot().items()):
+        limits[f"{provider}/{model}"] = {
+            "low": headroom.is_low(provider, model),
+            **{
+                kind: {"limit": r.limit, "remaining": r.remaining, "reset_seconds": r.reset}
+                for kind, r in sorted(kinds.items())
+            },
+        }
+    return {
+        "warm_share": {name: t.warm_share for name, t in sorted(tiers.items()) if t.warm_share},
+        "ratelimits": limits,
+        "idle_probes_failing": dict(sorted(failing.items())),
+    }
