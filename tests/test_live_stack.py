@@ -154,6 +154,10 @@ CANNOT_FIRE_HERE = {
         "watches Prometheus and Alertmanager themselves, which this Prometheus does not scrape "
         "(and which are healthy here); promtool tests them firing and quiet",
     ),
+    "FailoverFleetStateUnavailable": "needs a replica that lost Redis, which this fleet keeps "
+    "(tests/test_fleet.py stops and freezes Redis); promtool tests it firing and quiet",
+    "FailoverPromqlTripwireUnknown": "needs a PromQL rule without a usable answer for minutes; "
+    "this one reads the stack's own Prometheus (tests/test_promql_live.py breaks one)",
     **dict.fromkeys(
         ("FailoverJobBacklogGrowing", "FailoverJobsWaitingLong", "FailoverJobsDeadLettered"),
         "needs deferred jobs, which this scenario's requests are not (tests/test_jobs_*.py "
