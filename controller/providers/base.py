@@ -476,10 +476,12 @@ class _Reader:
         (or reached ``stream_total`` while waiting for its terminator)."""
         if self._failed is not None:
             raise self._failed
-        wait, phase = self._limits.wait(
-            time.monotonic(), started=self.started, finished=self.finished
-        )
-        self._arm(self._loop.time() + max(0.0, wait))
+        now = self._loop.time()  # the monotonic clock (uvloop's, to the millisecond)
+        wait, phase = self._limits.wait(now, started=self.started, finished=self.finished)
+        ends = now + max(0.0, wait)
+        self._ends, self._reading = ends, True
+        if self._timer is None or self._due > ends:
+            self._arm(ends)
         try:
             return await self._resp.readany()
         except _ReadExpired:
@@ -495,12 +497,10 @@ class _Reader:
             self._reading = False
 
     def _arm(self, ends: float) -> None:
-        self._ends, self._reading = ends, True
-        if self._timer is None or self._due > ends:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._due = ends
-            self._timer = self._loop.call_at(ends, self._fire)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._due = ends
+        self._timer = self._loop.call_at(ends, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
@@ -535,7 +535,7 @@ class _Reader:
                 except MalformedEvent as exc:
                     self._bad.skip(exc)  # not decoded, not relayed: as if it never came
                     continue
-                self._bad.good()
+                self._bad.good += 1
                 if relayed is not None:
                     chunks = relayed.attach(event, chunks, started=self.started)
                 if chunks:
@@ -625,14 +625,11 @@ class _BadEvents:
     provider, the ``failover.events.skipped`` metric), the first logged; a stream in which
     more than :data:`MAX_BAD_EVENTS` came, and more of them than good ones, fails as malformed."""
 
-    __slots__ = ("_good", "_model", "_provider", "count")
+    __slots__ = ("_model", "_provider", "count", "good")
 
     def __init__(self, provider: HttpProvider, model: str) -> None:
         self._provider, self._model = provider, model
-        self.count = self._good = 0
-
-    def good(self) -> None:
-        self._good += 1
+        self.count = self.good = 0  # events skipped, events read
 
     def skip(self, exc: MalformedEvent) -> None:
         self.count += 1
@@ -645,9 +642,9 @@ class _BadEvents:
                 self._model,
                 exc.message,
             )
-        if self.count > MAX_BAD_EVENTS and self.count > self._good:
+        if self.count > MAX_BAD_EVENTS and self.count > self.good:
             raise MalformedResponse(
-                f"stream events unparseable: {self.count} of {self.count + self._good}"
+                f"stream events unparseable: {self.count} of {self.count + self.good}"
             )
 
 

@@ -55,7 +55,10 @@ class Diverged(ProviderError):
 
 
 class Delivered:
-    """What a stream has delivered to the client so far, as far as continuing it goes."""
+    """What a stream has delivered to the client so far, as far as continuing it goes: its
+    text in pieces (joined only when a continuation asks), whether a tool call or the finish
+    went out. Filled by the routed stream as each chunk goes on (inline there: it is on every
+    chunk's way)."""
 
     __slots__ = ("finished", "parts", "tools")
 
@@ -63,14 +66,6 @@ class Delivered:
         self.parts: list[str] = []
         self.tools = False  # some part of a tool call went out
         self.finished = False  # the answer's finish reason went out
-
-    def saw(self, chunk: StreamChunk) -> None:
-        if chunk.text:
-            self.parts.append(chunk.text)
-        if chunk.tool_call is not None:
-            self.tools = True
-        if chunk.finish_reason is not None:
-            self.finished = True
 
     @property
     def text(self) -> str:

@@ -124,7 +124,13 @@ class RoutedStream:
             if taken is None:
                 return None
             chunk = taken
-        self._delivered.saw(chunk)
+        text = chunk.text  # what was delivered (Delivered.saw, inline: once per chunk)
+        if text:
+            self._delivered.parts.append(text)
+        if chunk.tool_call is not None:
+            self._delivered.tools = True
+        if chunk.finish_reason is not None:
+            self._delivered.finished = True
         kept = self._kept
         if kept is not None:  # within the cache's bound (its events, or text, counted)
             self._room -= len(chunk.raw or chunk.text)

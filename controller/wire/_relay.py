@@ -74,7 +74,7 @@ class Relay:
         """The bytes to forward for one stream event (``chunks``: what it decoded to): the
         event as it came, unless its model is to be renamed or it quotes the provider's key
         (then framed again from its data, changed)."""
-        if self.drop_usage_only and _usage_only(chunks):
+        if self.drop_usage_only and chunks and chunks[0].usage is not None and _usage_only(chunks):
             return b""
         raw = event.raw
         if raw and self.echo_model is None and not (self._key and self._key in raw):
