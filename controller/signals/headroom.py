@@ -294,8 +294,11 @@ class Headroom:
             return rows(lambda r: r.limit)
 
         def low(_: CallbackOptions) -> Iterable[Observation]:
+            # Read only (an exporter's thread may collect): is_low also forgets a reset window.
+            now = self._clock.monotonic()
             for provider, model in list(self._latest):
-                value = 1 if self.is_low(provider, model) else 0
+                until = self.low.get((provider, model))
+                value = 1 if until is not None and now < until else 0
                 yield Observation(value, {names.ATTR_PROVIDER: provider, names.ATTR_MODEL: model})
 
         for name, callback, description in (
