@@ -399,3 +399,62 @@ async def _fleet_evaluates(
 
 async def _tripped(runtime: Runtime) -> None:
     await eventually(lambda: state_of(runtime) is HealthState.TRIPPED, within=10, what="trip")
+
+
+async def test_the_loop_evaluates_only_while_deciding_and_at_once_when_it_starts(
+    stack: Stack,
+) -> None:
+    """A follower asks Prometheus nothing and its rules are unknown; the moment it decides
+    (won the lease) it evaluates, then every interval_seconds; losing the lease forgets."""
+    clock = FakeClock()
+    deciding = False
+    async with PromFront(stack.prometheus.url, stack.session) as front:
+        said: list[tuple[bool, str]] = []
+        cfg = PromqlConfig(
+            url=front.url,
+            interval_seconds=15,
+            timeout_seconds=5,
+            rules=(PromqlRule(name="latency_slo", target="primary", expr=FIRING),),
+        )
+        wires = PromqlTripwires(
+            cfg,
+            url=front.url,
+            clock=clock,
+            deciding=lambda: deciding,
+            on_unavailable=lambda down, why: said.append((down, why)),
+        )
+        task = asyncio.create_task(wires.run())
+        try:
+            await stack.burn(20.0)
+            for _ in range(5):
+                await _turn(clock, 1.0)
+            assert front.asked == 0
+            assert [s.state for s in wires.signals()] == [RuleState.UNKNOWN]
+            deciding = True
+            await _turn(clock, 1.0)
+            await eventually(lambda: front.asked == 1, within=10, what="the first evaluation")
+            await eventually(
+                lambda: wires.signals()[0].state is RuleState.FIRING, within=10, what="firing"
+            )
+            for _ in range(14):
+                await _turn(clock, 1.0)
+            assert front.asked == 1  # not before interval_seconds
+            await _turn(clock, 1.0)
+            await eventually(lambda: front.asked == 2, within=10, what="the next evaluation")
+            deciding = False
+            await _turn(clock, 1.0)
+            assert [(s.state, s.held) for s in wires.signals()] == [(RuleState.UNKNOWN, False)]
+            assert said == []
+        finally:
+            wires.stop()
+            clock.advance(1.0)
+            await asyncio.wait_for(task, 10)
+            await wires.aclose()
+            await stack.burn(0.0)
+
+
+async def _turn(clock: FakeClock, seconds: float) -> None:
+    """Advance the clock and let the loop run its turn (it sleeps on the clock again)."""
+    clock.advance(seconds)
+    for _ in range(20):
+        await asyncio.sleep(0)
