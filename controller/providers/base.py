@@ -441,6 +441,7 @@ class _Reader:
         "_model",
         "_parser",
         "_provider",
+        "_quick",
         "_reading",
         "_relayed",
         "_resp",
@@ -462,6 +463,8 @@ class _Reader:
         self._parser = SSEParser(max_event_bytes=provider._max_event)
         self._decoder = provider._codec.stream_decoder(model)
         self._relayed = _Relayed(relay) if relay is not None else None
+        # The decoder's quick read of a text-only event (see StreamDecoder), where relayed.
+        self._quick = getattr(self._decoder, "quick", None) if relay is not None else None
         self._first = relay is not None  # its first chunk carries the answer's headers
         self._bad = _BadEvents(provider, model)
         self._loop = asyncio.get_running_loop()
@@ -527,9 +530,17 @@ class _Reader:
             raise self._provider._tag(
                 MalformedResponse("stream ended before the answer was complete"), self._model
             )
+        quick = self._quick
         try:
             out: list[StreamChunk] = []
             for event in self._parser.feed(data):
+                if quick is not None and relayed is not None and not relayed.pending:
+                    text = quick(event)  # most events: a piece of text, read in one step
+                    if text:
+                        self._bad.good += 1
+                        self.started = True
+                        out.append(StreamChunk(text=text, raw=relayed.event(event)))
+                        continue
                 try:
                     chunks = self._decoder.feed(event)
                 except MalformedEvent as exc:
@@ -563,6 +574,9 @@ class _Reader:
         return out
 
 
+_NO_CHUNKS: list[StreamChunk] = []
+
+
 class _Relayed:
     """The events of a same-format stream, handed on with the chunks they decode to.
 
@@ -576,6 +590,10 @@ class _Relayed:
         self._relay = relay
         self.pending: list[bytes] = []
         self._held = 0  # bytes in pending
+
+    def event(self, event: SSEEvent) -> bytes:
+        """The bytes to forward for an event of text alone."""
+        return self._relay.event(event, _NO_CHUNKS)
 
     def attach(
         self, event: SSEEvent, chunks: list[StreamChunk], *, started: bool

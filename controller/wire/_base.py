@@ -44,7 +44,12 @@ class HttpCall:
 
 
 class StreamDecoder(Protocol):
-    """Turns a provider's stream events into chunks. Stateful: one per stream."""
+    """Turns a provider's stream events into chunks. Stateful: one per stream.
+
+    A decoder may also offer ``quick(event) -> str | None``: the text of an event that carries
+    a piece of text and nothing else, read in one step without changing its state (None for
+    any other event, which :meth:`feed` reads). The same-format route reads each event with it
+    first, and builds the chunk with the event's bytes at once (most of a stream's events)."""
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
         """Decode one event. Raises MalformedResponse for an unparseable event and the mapped

@@ -434,17 +434,22 @@ class OpenAIStreamDecoder:
     def done(self) -> bool:
         return self._done
 
+    def quick(self, event: SSEEvent) -> str | None:
+        """The text of an event that carries only a piece of choice 0's text (or nothing: ""),
+        read in one step once the stream's model is seen; None for any other event (read it
+        with :meth:`feed`). What it reads changes nothing of the decoder's state."""
+        if event.event or not self._model_seen or self._done or self._held():
+            return None
+        try:
+            body = _json.loads(event.data)
+        except ValueError:  # [DONE], a keep-alive, or not JSON
+            return None
+        return _text_only(body) if type(body) is dict else None
+
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        if not event.event and self._model_seen and not self._done and not self._held():
-            try:  # most events of a stream: a piece of choice 0's text, nothing else
-                body = _json.loads(event.data)
-            except ValueError:  # [DONE], a keep-alive, or not JSON: read below
-                body = None
-            if type(body) is dict:
-                text = _text_only(body)
-                if text is not None:
-                    return [StreamChunk(text=text)] if text else []
-                return self._body(body, event)
+        text = self.quick(event)  # most events (the few others are parsed again below)
+        if text is not None:
+            return [StreamChunk(text=text)] if text else []
         data = event.data.strip()
         if self._done or event.event not in ("", "message", "error"):
             what = "data after [DONE]" if self._done else f"event {event.event!r}"
