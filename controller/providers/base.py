@@ -436,6 +436,7 @@ class _Reader:
         "_ends",
         "_failed",
         "_first",
+        "_frame",
         "_limits",
         "_loop",
         "_model",
@@ -465,6 +466,7 @@ class _Reader:
         self._relayed = _Relayed(relay) if relay is not None else None
         # The decoder's quick read of a text-only event (see StreamDecoder), where relayed.
         self._quick = getattr(self._decoder, "quick", None) if relay is not None else None
+        self._frame = relay.event if relay is not None else None
         self._first = relay is not None  # its first chunk carries the answer's headers
         self._bad = _BadEvents(provider, model)
         self._loop = asyncio.get_running_loop()
@@ -530,16 +532,17 @@ class _Reader:
             raise self._provider._tag(
                 MalformedResponse("stream ended before the answer was complete"), self._model
             )
-        quick = self._quick
+        quick, frame = self._quick, self._frame  # both set on a relayed stream only
+        held = relayed.pending if relayed is not None else _NO_EVENTS
         try:
             out: list[StreamChunk] = []
             for event in self._parser.feed(data):
-                if quick is not None and relayed is not None and not relayed.pending:
+                if quick is not None and frame is not None and not held:
                     text = quick(event)  # most events: a piece of text, read in one step
                     if text:
                         self._bad.good += 1
                         self.started = True
-                        out.append(StreamChunk(text=text, raw=relayed.event(event)))
+                        out.append(StreamChunk(text=text, raw=frame(event, _NO_CHUNKS)))
                         continue
                 try:
                     chunks = self._decoder.feed(event)
@@ -575,6 +578,7 @@ class _Reader:
 
 
 _NO_CHUNKS: list[StreamChunk] = []
+_NO_EVENTS: list[bytes] = []
 
 
 class _Relayed:
@@ -588,12 +592,8 @@ class _Relayed:
 
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
-        self.pending: list[bytes] = []
+        self.pending: list[bytes] = []  # changed in place only: the reader holds it
         self._held = 0  # bytes in pending
-
-    def event(self, event: SSEEvent) -> bytes:
-        """The bytes to forward for an event of text alone."""
-        return self._relay.event(event, _NO_CHUNKS)
 
     def attach(
         self, event: SSEEvent, chunks: list[StreamChunk], *, started: bool

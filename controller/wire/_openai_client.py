@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
+import orjson
+
 from controller import _json
 from controller._errors import BadRequest, MalformedResponse, ProviderError
 from controller.model import (
@@ -438,11 +440,13 @@ class OpenAIStreamDecoder:
         """The text of an event that carries only a piece of choice 0's text (or nothing: ""),
         read in one step once the stream's model is seen; None for any other event (read it
         with :meth:`feed`). What it reads changes nothing of the decoder's state."""
-        if event.event or not self._model_seen or self._done or self._held():
+        if event.event or not self._model_seen or self._done:
+            return None
+        if self._unfinished or self._finish is not None:
             return None
         try:
-            body = _json.loads(event.data)
-        except ValueError:  # [DONE], a keep-alive, or not JSON
+            body = orjson.loads(event.data)
+        except orjson.JSONDecodeError:  # [DONE], a keep-alive, not JSON (or only Python's)
             return None
         return _text_only(body) if type(body) is dict else None
 
@@ -460,9 +464,6 @@ class OpenAIStreamDecoder:
         if not data:  # a keep-alive
             return []
         return self._body(load_event(data, model=self._model), event)
-
-    def _held(self) -> bool:
-        return bool(self._unfinished) or self._finish is not None
 
     def _body(self, body: Any, event: SSEEvent) -> list[StreamChunk]:
         if isinstance(body, dict) and (body.get("error") or event.event == "error"):
