@@ -396,6 +396,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     fleet = status.get("fleet")
     if isinstance(fleet, dict):
         print(_fleet_line(fleet))
+    for rule in status.get("promql", []):
+        print(
+            f"  promql {rule.get('rule')} -> {rule.get('target')}: {rule.get('state')}"
+            f"{' (held out)' if rule.get('held') and rule.get('state') == 'unknown' else ''}"
+            f"  {rule.get('detail') or ''}"
+        )
     for alert in status.get("alerts", [])[:5]:
         print(f"  alert {alert['severity']:8} {alert['text']}")
     return 0

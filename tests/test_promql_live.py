@@ -32,6 +32,7 @@ from controller.control.promql import PromqlConfig, PromqlRule, PromqlSignal, Ru
 from controller.control.state import HealthState, StateHolder
 from controller.control.store import MemoryStateStore
 from controller.fleet import Role
+from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.providers.fake import FakeProvider
 from controller.runtime import Runtime
 from controller.signals import SignalWindows
@@ -41,6 +42,7 @@ from tests.live_support import PROMETHEUS_BIN, Prometheus, free_port, require_bi
 from tests.promql_support import GAUGE, Exporter, PromFront, prometheus_sees, start_prometheus
 from tests.redis_support import RedisServer
 from tests.telemetry_support import gauge_points
+from tests.test_cli import status_lines
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -336,6 +338,11 @@ async def _runtime_trips(
             assert "primary tripped" in message["text"]
             assert "PromQL rule latency_slo fires" in message["text"]
             assert "threshold" not in message["text"]
+            app = create_app(runtime, settings=GatewaySettings())
+            async with GatewayServer(app, host="127.0.0.1", port=0, grace=1.0) as gateway:
+                lines = await status_lines(gateway.url)  # failover status, a real process
+            shown = [line for line in lines if line.startswith("  promql ")]
+            assert shown == ["  promql latency_slo -> primary: firing  1 series, value 20"]
             [rule] = runtime.status()["promql"]
             assert (rule["rule"], rule["target"], rule["state"]) == (
                 "latency_slo",
