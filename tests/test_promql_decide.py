@@ -143,3 +143,11 @@ def test_a_rule_on_a_provider_serving_several_models_trips_it_whole() -> None:
     assert [t.provider for t in decision.transitions] == ["c"]
     one_model = run({}, rule(RuleState.FIRING, target="c/x"))
     assert [t.provider for t in one_model.transitions] == ["c/x"]
+
+
+def test_a_rule_on_the_one_model_of_a_provider_trips_the_provider() -> None:
+    """A provider serving one model is judged whole: a rule naming its model trips it."""
+    state = RoutingState()
+    tiers = {"t": ("a/m", "b/m")}
+    decision = decide(state, EMPTY, NOW, CFG, tiers, promql=(rule(RuleState.FIRING, target="a/m"),))
+    assert [(t.provider, t.kind) for t in decision.transitions] == [("a", TransitionKind.TRIP)]

@@ -189,11 +189,13 @@ class _Pass:
         promql: Sequence[PromqlSignal] = (),
     ) -> None:
         self.state, self.snapshot, self.now, self.cfg = state, snapshot, now, cfg
-        self.promql: dict[str, list[PromqlSignal]] = {}
-        for signal in promql:
-            self.promql.setdefault(signal.target, []).append(signal)
         self.tiers, self.probes = tiers, probes
         self.members = Members(tiers)
+        self.promql: dict[str, list[PromqlSignal]] = {}
+        for signal in promql:  # a model of a provider judged whole is the provider's
+            provider, model = split_key(signal.target)
+            key = signal.target if model is None or provider in self.members.multi else provider
+            self.promql.setdefault(key, []).append(signal)
         self.table: dict[str, ProviderStatus] = dict(state.providers)
         # What the last-usable guard sees: the real table, or a what-if copy in observe mode.
         self.view = self.table if cfg.enforce else dict(state.providers)
