@@ -23,6 +23,8 @@ dropped before any channel got it, and ``not_sent_to`` names channels that faile
      "fleet": {"replica": "gw-a", "role": "leader", "leader": "gw-a", "redis": "up",
                "fleet_version": 12, "replicas": [{"name": "gw-b", "role": "follower",
                "version": 12, "heartbeat_age": 0.2}]},   (fleet mode only)
+     "promql": [{"rule": "slo", "target": "primary", "state": "firing", "held": true,
+                 "value": 20.0, "detail": "1 series, value 20"}],   (promql.rules only)
      "alerts": [{"time": <epoch s>, "severity": "warning", "event": "provider_tripped",
                  "text": "primary tripped", "sent": true, "delivered_at": <epoch s>,
                  "delivered": {"log": <epoch s>}, "not_sent_to": []}]}
@@ -260,9 +262,26 @@ function renderFleet(fleet) {
   byId("fleet").replaceChildren(el("div", "small", head.join(" \u00b7 ")), list);
 }
 
+function renderPromql(rules) {
+  const box = byId("promql-box");
+  box.hidden = !Array.isArray(rules) || rules.length === 0;
+  if (box.hidden) return;
+  const rows = rules.map((r) => {
+    const held = r.state === "unknown" && r.held ? " (held out: it last fired)" : "";
+    const li = el("li", r.state === "firing" ? "sev-warning" : "",
+      (r.rule || "?") + " \u2192 " + (r.target || "?") + ": " + (r.state || "?") + held);
+    if (r.detail) li.append(el("em", "", " " + r.detail));
+    return li;
+  });
+  const list = el("ul", "log");
+  list.append(...rows);
+  byId("promql").replaceChildren(list);
+}
+
 function render(doc) {
   renderKill(doc.kill_switch);
   renderFleet(doc.fleet);
+  renderPromql(doc.promql);
   JOBS = doc.jobs && typeof doc.jobs === "object" ? doc.jobs : {};
   fill("tiers", entries(doc.tiers).map(renderTier), "No tiers configured.");
   const cards = entries(doc.providers).map(renderProvider);
@@ -314,6 +333,8 @@ STATUS_PAGE_HTML = f"""<!doctype html>
 <main>
   <section><div id="kill" class="kill">Kill switch: &hellip;</div></section>
   <section id="fleet-box" hidden><h2>Fleet</h2><div id="fleet" class="card"></div></section>
+  <section id="promql-box" hidden><h2>PromQL tripwires</h2><div id="promql" class="card"></div>
+  </section>
   <section><h2>Routes</h2><div id="tiers" class="grid"></div></section>
   <section><h2>Providers</h2><div id="providers" class="grid"></div></section>
   <section class="grid">
