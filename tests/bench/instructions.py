@@ -1,7 +1,8 @@
 """Benchmark: instructions executed per proxied request, counted by valgrind (callgrind).
 
     python -m tests.bench.instructions [--requests 600] [--concurrency 10] [--json]
-                                       [--systems passthrough gateway translated] [--keep DIR]
+                                       [--systems passthrough gateway translated gateway+otlp]
+                                       [--keep DIR]
 
 Wall-clock figures from :mod:`tests.bench.gateway` move by 10-20% between runs on a shared box,
 which hides the effect of most single changes. The number of instructions a proxy executes per
@@ -13,8 +14,10 @@ the gateway benchmark remains the one that reports requests/s and latency.
 How: the fake provider runs natively; the pass-through floor (:mod:`tests.bench.passthrough`),
 the gateway (``failover serve``, same config as the gateway benchmark, telemetry on: an OpenAI
 client and an OpenAI-format provider, the same-format route) and ``translated`` (the same
-gateway with an Anthropic-format provider: the cross-format route) each run under ``valgrind
---tool=callgrind``. Each gets 200 warm-up requests, then its counters
+gateway with an Anthropic-format provider: the cross-format route) and, when asked for,
+``gateway+otlp`` (the gateway with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at
+:mod:`tests.bench.otlp_sink`: every request traced and exported, issue 17) each run under
+``valgrind --tool=callgrind``. Each gets 200 warm-up requests, then its counters
 are zeroed (``callgrind_control -z``), ``--requests`` requests are sent from an aiohttp client at
 ``--concurrency``, and the counters are dumped (``callgrind_control -d``). Reported: instructions
 per request for each, and their ratio. Only the proxy's own process is counted (not the kernel:
@@ -55,6 +58,7 @@ from tests.bench.gateway import (
     clean_env,
     free_port,
     start_fake,
+    start_otlp_sink,
     stop,
     wait_ready,
 )
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--systems",
         nargs="+",
-        choices=("passthrough", "gateway", "translated"),
+        choices=("passthrough", "gateway", "translated", "gateway+otlp"),
         default=["passthrough", "gateway", "translated"],
     )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the callgrind dumps here")
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-instr-") as name:
         tmp = Path(name)
         fake = start_fake(tmp)
+        sink = start_otlp_sink(tmp) if "gateway+otlp" in args.systems else None
         try:
             floor = [sys.executable, "-m", "tests.bench.passthrough", "--upstream", fake.url]
             text = GATEWAY_YAML.format(
@@ -171,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             translated = text.replace(openai_provider, f'kind: anthropic, base_url: "{fake.url}"')
             serve = [sys.executable, "-m", "controller.cli", "serve", "--config"]
             chosen = {"passthrough": floor}
+            chosen["gateway+otlp"] = [*serve, str(tmp / "gateway.yaml")]
             for system_name, config_text in (("gateway", text), ("translated", translated)):
                 config = tmp / f"{system_name}.yaml"
                 config.write_text(config_text)
@@ -178,7 +184,10 @@ def main(argv: list[str] | None = None) -> None:
             env = clean_env(BENCH_UPSTREAM_KEY=API_KEY)  # no client auth, as in .gateway
             for system_name in args.systems:
                 cmd = chosen[system_name]
-                system = start_under_callgrind(system_name, [*cmd, "--port"], tmp, env)
+                exported = dict(env)
+                if sink is not None and system_name == "gateway+otlp":
+                    exported["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
+                system = start_under_callgrind(system_name, [*cmd, "--port"], tmp, exported)
                 try:
                     counts.append(
                         count(system, requests=args.requests, concurrency=args.concurrency, tmp=tmp)
@@ -186,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
                 finally:
                     stop(system)
         finally:
+            if sink is not None:
+                stop(sink)
             stop(fake)
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -213,6 +224,9 @@ def _report(counts: list[Count], args: argparse.Namespace) -> None:
         print(f"{c.system:12} {c.per_request / 1e6:6.3f} M instructions per request")
     for name, ratio in ratios.items():
         print(f"{name} / pass-through: {ratio:.2f}x (concurrency {args.concurrency})")
+    if "gateway" in by and "gateway+otlp" in by:  # issue 17's target: at most 1.3x
+        traced = by["gateway+otlp"].per_request / by["gateway"].per_request
+        print(f"gateway+otlp / gateway: {traced:.2f}x (concurrency {args.concurrency})")
 
 
 if __name__ == "__main__":
