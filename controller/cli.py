@@ -369,6 +369,35 @@ def _fleet_line(fleet: dict[str, Any]) -> str:
     )
 
 
+def _standby_lines(standby: dict[str, Any]) -> list[str]:
+    """Warm shares, backups failing their idle probes and rate-limit readings, as ``failover
+    status`` prints them (from ``/status.json``'s ``standby``; nothing when none is set)."""
+    lines = []
+    warm = {t: s for t, s in standby.get("warm_share", {}).items() if isinstance(s, int | float)}
+    if warm:
+        shares = ", ".join(f"{tier} {share:.2%}" for tier, share in warm.items())
+        lines.append(f"  warm traffic to the next target: {shares}")
+    for provider, reason in standby.get("idle_probes_failing", {}).items():
+        lines.append(f"  standby {provider:14} UNHEALTHY while standing by: {reason}")
+    for target, reading in standby.get("ratelimits", {}).items():
+        said = [_reading(kind, r) for kind, r in reading.items() if isinstance(r, dict)]
+        low = "  LOW: new requests go to the next target" if reading.get("low") else ""
+        lines.append(f"  ratelimit {target}: {'; '.join(said) or 'none read'}{low}")
+    return lines
+
+
+def _reading(kind: str, reading: dict[str, Any]) -> str:
+    """One kind of rate limit as the last answer stated it: ``requests 12 of 500 left, ...``."""
+    left, limit, reset = (reading.get(k) for k in ("remaining", "limit", "reset_seconds"))
+    said = f"{kind} {left:g}" if isinstance(left, int | float) else f"{kind} ?"
+    if isinstance(limit, int | float):
+        said += f" of {limit:g}"
+    said += " left"
+    if isinstance(reset, int | float):
+        said += f", reset {reset:.0f} s from the last answer"
+    return said
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status = call_json(args.url.rstrip("/") + "/status.json")
     if args.json:
@@ -396,6 +425,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     fleet = status.get("fleet")
     if isinstance(fleet, dict):
         print(_fleet_line(fleet))
+    standby = status.get("standby")
+    for line in _standby_lines(standby) if isinstance(standby, dict) else []:
+        print(line)
     for rule in status.get("promql", []):
         print(
             f"  promql {rule.get('rule')} -> {rule.get('target')}: {rule.get('state')}"

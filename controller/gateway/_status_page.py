@@ -25,6 +25,10 @@ dropped before any channel got it, and ``not_sent_to`` names channels that faile
                "version": 12, "heartbeat_age": 0.2}]},   (fleet mode only)
      "promql": [{"rule": "slo", "target": "primary", "state": "firing", "held": true,
                  "value": 20.0, "detail": "1 series, value 20"}],   (promql.rules only)
+     "standby": {"warm_share": {"frontier": 0.01},
+                 "ratelimits": {"primary/gpt-4o": {"low": true, "requests": {"limit": 500,
+                                "remaining": 12, "reset_seconds": 20.0}}},
+                 "idle_probes_failing": {"backup": "the probe request failed"}},
      "alerts": [{"time": <epoch s>, "severity": "warning", "event": "provider_tripped",
                  "text": "primary tripped", "sent": true, "delivered_at": <epoch s>,
                  "delivered": {"log": <epoch s>}, "not_sent_to": []}]}
@@ -278,10 +282,47 @@ function renderPromql(rules) {
   byId("promql").replaceChildren(list);
 }
 
+function renderStandby(standby) {
+  const doc = standby && typeof standby === "object" ? standby : {};
+  const warm = Object.entries(doc.warm_share || {}).filter(([, share]) => num(share) !== null);
+  const limits = Object.entries(doc.ratelimits || {});
+  const failing = Object.entries(doc.idle_probes_failing || {});
+  const box = byId("standby-box");
+  box.hidden = !(warm.length || limits.length || failing.length);
+  if (box.hidden) return;
+  const parts = [];
+  if (warm.length) {
+    const shares = warm.map(([tier, share]) => tier + " " + +(share * 100).toFixed(2) + "%");
+    parts.push(el("div", "small", "warm traffic to the next target: " + shares.join(", ")));
+  }
+  const list = el("ul", "log");
+  for (const [provider, reason] of failing) {
+    list.append(el("li", "sev-warning",
+      provider + ": unhealthy while standing by (idle probes failing" +
+      (reason ? ": " + reason : "") + ")"));
+  }
+  for (const [target, reading] of limits) {
+    const kinds = Object.entries(reading || {}).filter(([, r]) => r && typeof r === "object");
+    const said = kinds.map(([kind, r]) => {
+      const left = num(r.remaining) === null ? "?" : r.remaining;
+      const of = num(r.limit) === null ? "" : " of " + r.limit;
+      const reset = num(r.reset_seconds) === null ? "" :
+        ", reset " + r.reset_seconds.toFixed(0) + " s from the last answer";
+      return kind + " " + left + of + " left" + reset;
+    });
+    const low = reading && reading.low ? ": low, new requests go to the next target" : "";
+    list.append(el("li", low ? "sev-warning" : "",
+      target + " rate limits: " + (said.join("; ") || "none read") + low));
+  }
+  if (list.childNodes.length) parts.push(list);
+  byId("standby").replaceChildren(...parts);
+}
+
 function render(doc) {
   renderKill(doc.kill_switch);
   renderFleet(doc.fleet);
   renderPromql(doc.promql);
+  renderStandby(doc.standby);
   JOBS = doc.jobs && typeof doc.jobs === "object" ? doc.jobs : {};
   fill("tiers", entries(doc.tiers).map(renderTier), "No tiers configured.");
   const cards = entries(doc.providers).map(renderProvider);
@@ -334,6 +375,8 @@ STATUS_PAGE_HTML = f"""<!doctype html>
   <section><div id="kill" class="kill">Kill switch: &hellip;</div></section>
   <section id="fleet-box" hidden><h2>Fleet</h2><div id="fleet" class="card"></div></section>
   <section id="promql-box" hidden><h2>PromQL tripwires</h2><div id="promql" class="card"></div>
+  </section>
+  <section id="standby-box" hidden><h2>Standby</h2><div id="standby" class="card"></div>
   </section>
   <section><h2>Routes</h2><div id="tiers" class="grid"></div></section>
   <section><h2>Providers</h2><div id="providers" class="grid"></div></section>
