@@ -240,6 +240,9 @@ class Request:
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    # Of ``input_tokens``, those the provider read from its prompt cache (priced apart:
+    # ``spend.prices...cached_input``); 0 when it said none or does not say.
+    cached_input_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

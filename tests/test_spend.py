@@ -48,7 +48,9 @@ def test_a_price_costs_input_output_and_cached_tokens() -> None:
     price = Price(input=3.0, output=15.0, cached_input=0.3)
     assert price.cost(Usage(1_000_000, 0)) == pytest.approx(3.0)
     assert price.cost(Usage(0, 2_000_000)) == pytest.approx(30.0)
-    assert price.cost(Usage(1_000_000, 0), cached=500_000) == pytest.approx(1.5 + 0.15)
+    assert price.cost(Usage(1_000_000, 0, 500_000)) == pytest.approx(1.5 + 0.15)
+    # No cached_input price: a cache read costs as much as any other input token.
+    assert Price(input=3.0).cost(Usage(1_000_000, 0, 500_000)) == pytest.approx(3.0)
     found = Prices({("p", "m"): price, ("p", "*"): B_PRICE})
     assert found.of("p", "m") is price
     assert found.of("p", "other") is B_PRICE

@@ -60,7 +60,7 @@ def test_parse_response_golden_text() -> None:
 def test_parse_response_golden_tool_use_counts_cached_input() -> None:
     response = CLIENT.parse_response(GOLDEN_TOOL_USE_RESPONSE, MODEL)
     assert response.finish_reason is FinishReason.TOOL_CALLS
-    assert response.usage == Usage(400, 86)
+    assert response.usage == Usage(400, 86, 6)  # 6 of the 400 read from the cache
     assert response.message == Message(
         role="assistant",
         content="I'll check the current weather in San Francisco for you.",

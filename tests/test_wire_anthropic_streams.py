@@ -200,7 +200,7 @@ def test_message_delta_input_tokens_win_over_message_start() -> None:
             '"cache_read_input_tokens":2,"output_tokens":9}}'
         )
     )
-    assert chunks == [StreamChunk(finish_reason=FinishReason.LENGTH, usage=Usage(9, 9), model="m")]
+    assert chunks == [StreamChunk(finish_reason=FinishReason.LENGTH, usage=Usage(9, 9, 2), model="m")]
 
 
 @pytest.mark.parametrize(

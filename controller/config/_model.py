@@ -452,11 +452,12 @@ USD = Annotated[float, Field(ge=0)]
 
 class PriceConfig(_Frozen):
     """``spend.prices.<provider>.<model>``: USD per million tokens (the user's prices; nothing
-    is fetched). ``cached_input`` applies to input tokens a provider reports as cache reads."""
+    is fetched). ``cached_input`` applies to input tokens a provider reports as cache reads
+    (unset: they cost ``input``)."""
 
     input: USD = 0.0
     output: USD = 0.0
-    cached_input: USD = 0.0
+    cached_input: USD | None = None
 
 
 class BudgetConfig(_Frozen):

@@ -3,9 +3,10 @@ move traffic.
 
 Prices are the user's config (USD per million input / output / cached input tokens, per
 provider and model, ``*`` for any other model of a provider); nothing is fetched. An attempt
-that reported usage costs ``input * in + output * out`` (cached input tokens at their own price
-once the usage reader reports them: today's readers fold Anthropic's cache reads into input and
-report none apart, so every input token is priced as input). The cost is counted in
+that reported usage costs ``input * in + output * out``, the input tokens it read from the
+provider's prompt cache (OpenAI ``cached_tokens``, Anthropic ``cache_read_input_tokens``, Gemini
+``cachedContentTokenCount``) at the ``cached_input`` price when one is set; Anthropic's cache
+writes cost as input (their 1.25x surcharge is not modelled). The cost is counted in
 ``failover.cost`` (USD, by tier, provider and model) whatever the attempt's outcome.
 
 A budget is a daily amount in USD for a provider or a tier, counted over the UTC day of the
@@ -57,12 +58,14 @@ class Price:
 
     input: float = 0.0
     output: float = 0.0
-    cached_input: float = 0.0
+    cached_input: float | None = None  # None: cache reads cost as much as other input
 
-    def cost(self, usage: Usage, cached: int = 0) -> float:
-        """USD for ``usage``, ``cached`` of its input tokens read from the provider's cache."""
-        fresh = max(0, usage.input_tokens - cached)
-        dollars = fresh * self.input + cached * self.cached_input
+    def cost(self, usage: Usage) -> float:
+        """USD for ``usage``; the input tokens it says were read from the provider's prompt
+        cache at ``cached_input`` (when set), the rest at ``input``."""
+        cached = min(usage.cached_input_tokens, usage.input_tokens)
+        reads = self.input if self.cached_input is None else self.cached_input
+        dollars = (usage.input_tokens - cached) * self.input + cached * reads
         return (dollars + usage.output_tokens * self.output) / 1e6
 
 

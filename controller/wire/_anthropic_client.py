@@ -274,10 +274,16 @@ def _input_tokens(usage: dict[str, Any], model: str) -> int:
     return total
 
 
+def _cache_reads(usage: dict[str, Any]) -> int:
+    """Of our input, what Anthropic read from its prompt cache (``cache_read_input_tokens``)."""
+    reads = usage.get("cache_read_input_tokens")
+    return reads if isinstance(reads, int) and not isinstance(reads, bool) and reads > 0 else 0
+
+
 def _usage(data: dict[str, Any], model: str) -> Usage:
     usage = require(data, "usage", dict, what="message", model=model)
     output = require(usage, "output_tokens", int, what="usage", model=model)
-    return Usage(_input_tokens(usage, model), output)
+    return Usage(_input_tokens(usage, model), output, _cache_reads(usage))
 
 
 def _response_content(blocks: list[Any], model: str) -> tuple[str, tuple[ToolCall, ...]]:
@@ -337,6 +343,7 @@ class _StreamDecoder:
         self._seen: set[int] = set()
         self._tools = 0
         self._input = 0
+        self._cached = 0  # of _input, the cache reads message_start reported
         self._served_model: str | None = None
 
     @property
@@ -402,6 +409,7 @@ class _StreamDecoder:
         self._served_model = self._get(message, "model", str, "message_start.message")
         usage = message.get("usage")
         self._input = _input_tokens(usage, self._model) if isinstance(usage, dict) else 0
+        self._cached = _cache_reads(usage) if isinstance(usage, dict) else 0
         self._started = True
         return []
 
@@ -450,8 +458,9 @@ class _StreamDecoder:
         output = self._get(usage, "output_tokens", int, "message_delta.usage")
         has_input = isinstance(usage.get("input_tokens"), int)
         input_tokens = _input_tokens(usage, self._model) if has_input else self._input
+        cached = _cache_reads(usage) if has_input else self._cached
         finish = None if stop is None else _finish(stop, self._model)
-        return [StreamChunk(finish_reason=finish, usage=Usage(input_tokens, output))]
+        return [StreamChunk(finish_reason=finish, usage=Usage(input_tokens, output, cached))]
 
 
 def _headers(api_key: str | None, source: Source | None = None) -> _RedactedHeaders:

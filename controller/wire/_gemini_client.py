@@ -209,7 +209,9 @@ def _usage(meta: Any, model: str) -> Usage | None:
         if not isinstance(value, int) or isinstance(value, bool):
             raise MalformedResponse(f"usageMetadata: {key!r} is not an integer", model=model)
         counts.append(value)
-    return Usage(counts[0], counts[1] + counts[2])
+    cached = meta.get("cachedContentTokenCount") if isinstance(meta, dict) else None  # of prompt
+    cached = cached if isinstance(cached, int) and not isinstance(cached, bool) else 0
+    return Usage(counts[0], counts[1] + counts[2], max(0, min(cached, counts[0])))
 
 
 def _parts(candidate: dict[str, Any], model: str) -> list[str | Call]:

@@ -384,7 +384,10 @@ def _usage_in(raw: Any, model: str) -> Usage | None:
     if not isinstance(raw, dict):
         raise MalformedResponse("'usage' is not an object", model=model)
     prompt = _opt(raw, "prompt_tokens", int, 0, model)
-    return Usage(prompt, _opt(raw, "completion_tokens", int, 0, model))
+    details = raw.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    cached = cached if isinstance(cached, int) and not isinstance(cached, bool) else 0
+    return Usage(prompt, _opt(raw, "completion_tokens", int, 0, model), max(0, min(cached, prompt)))
 
 
 def _text_only(body: dict[str, Any]) -> str | None:

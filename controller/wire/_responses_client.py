@@ -230,9 +230,11 @@ def _finish_in(data: dict[str, Any], has_calls: bool) -> FinishReason:
 def _usage_in(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
-    tokens = [raw.get("input_tokens"), raw.get("output_tokens")]
+    details = raw.get("input_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    tokens = [raw.get("input_tokens"), raw.get("output_tokens"), cached]
     counts = [t if isinstance(t, int) and not isinstance(t, bool) else 0 for t in tokens]
-    return Usage(counts[0], counts[1])
+    return Usage(counts[0], counts[1], max(0, min(counts[2], counts[0])))
 
 
 def _begins_content(event: SSEEvent) -> bool:
