@@ -85,10 +85,17 @@ async def test_warm_share_is_honoured_over_2000_requests(
     # Binomial(2000, 0.05): mean 100, sd 9.7; the fixed seed makes it exact, the bounds say
     # what any seed must meet (4.5 sd).
     assert 56 <= len(warm) <= 144
-    assert served.count("backup") == len(warm) == backup.requests
+    assert len(warm) == backup.requests
     assert all(e.provider == "backup" and e.failover_from == "primary" for e in warm)
     assert all(e.outcome is Outcome.SUCCESS for e in warm)
-    assert len(recorder.attempts) == 2000  # nobody paid for a second attempt
+    # Nobody paid for a second attempt, but for the warm attempts' guard: the primary started
+    # beside a warm attempt slower than the backup's own p99 (about 1 in 100 of them by design,
+    # more on a busy machine), whose request either may serve.
+    guards = [e for e in recorder.attempts if e.reason is AttemptReason.HEDGE]
+    assert all(e.provider == "primary" for e in guards)
+    assert len(guards) < len(warm)
+    assert len(recorder.attempts) == 2000 + len(guards)
+    assert len(warm) - len(guards) <= served.count("backup") <= len(warm)
 
 
 async def test_warm_share_off_by_default(
