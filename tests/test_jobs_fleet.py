@@ -127,7 +127,14 @@ async def _replica(
     )
     router.cache = cache
     limits = ReplayLimits(per_second=10.0, concurrency=4, max_tries=3)
-    store = RedisJobStore.connect(cfg, env, per_second=10.0, tick_seconds=0.5, lease_seconds=LEASE)
+    store = RedisJobStore.connect(
+        cfg,
+        env,
+        per_second=10.0,
+        tick_seconds=0.5,
+        lease_seconds=LEASE,
+        clock_offset=lambda: clock.wall() - time.time(),  # Redis's time: the fake clock's
+    )
     replayer = Replayer(
         store,
         run=JobRunner(router, max_result_bytes=1 << 20),

@@ -2,13 +2,15 @@
 claim per job, the replay rate shared by the fleet), a dead replica's claimed job replayed by
 another (its attempt spent, its late result fenced out), results readable from any replica, and
 a Redis that is away answering fast with an error, never hanging. Two stores on one Redis are
-two replicas; the clock is a fake one, advanced by the test."""
+two replicas. Leases, the rate bucket and due times are on Redis's clock (TIME): the stores
+here follow a fake clock (their test-only offset makes Redis's time the fake clock's wall), and
+two stores whose own clocks are 45 s apart never take each other's live job."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -35,20 +37,41 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
         server.stop()
 
 
-def replica(redis: RedisServer, *, rate: float = 1000.0, tick: float = 0.5) -> RedisJobStore:
+def following(clock: FakeClock) -> Callable[[], float]:
+    """The offset that makes Redis's time (the host's: the server is on loopback) the fake
+    clock's wall, whatever real time went by."""
+    return lambda: clock.wall() - time.time()
+
+
+def replica(
+    redis: RedisServer,
+    clock: FakeClock | None,
+    *,
+    rate: float = 1000.0,
+    tick: float = 0.5,
+    lease: float = LEASE,
+) -> RedisJobStore:
     cfg = FleetConfig(prefix="jobs-test", timeout_seconds=0.3)
     return RedisJobStore.connect(
         cfg,
         {"FAILOVER_REDIS_URL": redis.url},
         per_second=rate,
         tick_seconds=tick,
-        lease_seconds=LEASE,
+        lease_seconds=lease,
+        clock_offset=None if clock is None else following(clock),
     )
 
 
 @pytest.fixture
-async def pair(redis: RedisServer) -> AsyncIterator[tuple[RedisJobStore, RedisJobStore]]:
-    a, b = replica(redis), replica(redis)
+def clock() -> FakeClock:
+    return FakeClock(wall_start=T0)
+
+
+@pytest.fixture
+async def pair(
+    redis: RedisServer, clock: FakeClock
+) -> AsyncIterator[tuple[RedisJobStore, RedisJobStore]]:
+    a, b = replica(redis, clock), replica(redis, clock)
     yield a, b
     await a.close()
     await b.close()
@@ -78,7 +101,7 @@ async def test_the_fleet_holds_at_most_max_jobs_unfinished(
 
 
 async def test_each_job_is_claimed_once_oldest_first_and_finished_from_either_replica(
-    pair: tuple[RedisJobStore, RedisJobStore],
+    pair: tuple[RedisJobStore, RedisJobStore], clock: FakeClock
 ) -> None:
     a, b = pair
     for n in (3, 1, 2, 4):
@@ -112,14 +135,16 @@ async def test_each_job_is_claimed_once_oldest_first_and_finished_from_either_re
     waiting = await b.get(first[1].id)
     assert waiting is not None
     assert (waiting.state, waiting.next_at) == (JobState.QUEUED, T0 + 60)
+    clock.advance(30)
     assert await b.claim("t", now=T0 + 30, limit=5) == []  # its backoff is not over
+    clock.advance(31)
     assert [j.id for j in await b.claim("t", now=T0 + 61, limit=5)] == [first[1].id]
     queue = (await a.queues())["t"]
     assert (queue.done, queue.dead, queue.running) == (1, 1, 2)
 
-    due = await a.callbacks_due(now=T0 + 2, limit=10)
+    due = await a.callbacks_due(now=T0 + 62, limit=10)
     assert {j.id for j in due} == {first[0].id, second[0].id}
-    assert await b.callbacks_due(now=T0 + 2, limit=10) == []  # held: one replica posts it
+    assert await b.callbacks_due(now=T0 + 62, limit=10) == []  # held: one replica posts it
     await a.callback_result(first[0].id, delivered=True, next_at=None, now=T0 + 2)
     delivered = await b.get(first[0].id)
     assert delivered is not None
@@ -132,16 +157,20 @@ async def test_each_job_is_claimed_once_oldest_first_and_finished_from_either_re
 
 
 async def test_a_dead_replicas_claimed_job_goes_back_once_its_lease_runs_out(
-    pair: tuple[RedisJobStore, RedisJobStore],
+    pair: tuple[RedisJobStore, RedisJobStore], clock: FakeClock
 ) -> None:
     a, b = pair
     await a.add(new_job(1), max_jobs=10)
     (claimed,) = await a.claim("t", now=T0, limit=1)
+    clock.advance(1)
     assert await b.maintain(now=T0 + 1, max_tries=3) == []
+    clock.advance(LEASE - 2)
     await a.maintain(now=T0 + LEASE - 1, max_tries=3)  # a is alive: its lease is renewed
+    clock.advance(2)
     await b.maintain(now=T0 + LEASE + 1, max_tries=3)
     assert await b.claim("t", now=T0 + LEASE + 1, limit=5) == []  # still a's
     # a dies: no renewal. Past its lease, b's tick puts the job back, its attempt spent.
+    clock.advance(LEASE - 1)
     await b.maintain(now=T0 + 2 * LEASE, max_tries=3)
     (again,) = await b.claim("t", now=T0 + 2 * LEASE, limit=5)
     assert (again.id, again.attempts, again.idempotency_key) == (claimed.id, 2, "idem-1")
@@ -156,18 +185,21 @@ async def test_a_dead_replicas_claimed_job_goes_back_once_its_lease_runs_out(
 
 
 async def test_a_job_with_no_try_left_whose_replica_died_is_a_dead_letter(
-    pair: tuple[RedisJobStore, RedisJobStore],
+    pair: tuple[RedisJobStore, RedisJobStore], clock: FakeClock
 ) -> None:
     a, b = pair
     await a.add(new_job(1), max_jobs=10)
     await a.claim("t", now=T0, limit=1)
+    clock.advance(LEASE + 1)
     (dead,) = await b.maintain(now=T0 + LEASE + 1, max_tries=1)
     assert (dead.state, dead.attempts) == (JobState.DEAD, 1)
     assert (await a.queues())["t"].dead == 1
 
 
-async def test_a_stopping_replica_hands_its_running_jobs_back(redis: RedisServer) -> None:
-    a, b = replica(redis), replica(redis)
+async def test_a_stopping_replica_hands_its_running_jobs_back(
+    redis: RedisServer, clock: FakeClock
+) -> None:
+    a, b = replica(redis, clock), replica(redis, clock)
     try:
         await a.add(new_job(1), max_jobs=10)
         await a.claim("t", now=T0, limit=1)
@@ -182,7 +214,7 @@ async def test_a_stopping_replica_hands_its_running_jobs_back(redis: RedisServer
 async def test_the_replay_rate_is_the_fleets_not_each_replicas(redis: RedisServer) -> None:
     """Two replayers on one Redis at 4 jobs/s: in 10 s of ticks they start about 40, not 80."""
     clock = FakeClock(wall_start=T0)
-    stores = [replica(redis, rate=4.0, tick=0.5) for _ in range(2)]
+    stores = [replica(redis, clock, rate=4.0, tick=0.5) for _ in range(2)]
     started: list[str] = []
 
     async def run(job: Job) -> Outcome:
@@ -210,7 +242,7 @@ async def test_the_replay_rate_is_the_fleets_not_each_replicas(redis: RedisServe
 
 
 async def test_a_redis_that_is_down_or_frozen_fails_fast(redis: RedisServer) -> None:
-    store = replica(redis)
+    store = replica(redis, None)
     try:
         await store.add(new_job(1), max_jobs=10)
         redis.freeze()
@@ -234,7 +266,7 @@ async def test_a_replayer_stopped_while_redis_is_away_stops_and_its_job_is_not_l
     answering: the stop goes on (the runtime still flushes spend and telemetry after it), and
     the job, whose result was not written, is replayed again (its attempt spent)."""
     clock = FakeClock(wall_start=T0)
-    a, b = replica(redis), replica(redis)
+    a, b = replica(redis, clock), replica(redis, clock)
 
     ran = asyncio.Event()
 
@@ -258,3 +290,37 @@ async def test_a_replayer_stopped_while_redis_is_away_stops_and_its_job_is_not_l
     finally:
         await a.close()
         await b.close()
+
+
+async def test_replicas_whose_clocks_are_45_s_apart_never_take_each_others_live_job(
+    redis: RedisServer,
+) -> None:
+    """The review's case: leases of 30 s, one replica's clock 45 s ahead. Its ticks neither put
+    back the other's running job nor claim it; nor do the other's, the other way round. Both
+    stores on Redis's real time (no offset): nothing here waits on a timer (the test takes well
+    under a second of the 30 s lease)."""
+    right, ahead = replica(redis, None, lease=30.0), replica(redis, None, lease=30.0)
+    try:
+        now = time.time()
+        await right.add(new_job(1), max_jobs=10)
+        await right.add(new_job(2), max_jobs=10)
+        (mine,) = await right.claim("t", now=now, limit=1)
+        (theirs,) = await ahead.claim("t", now=now + 45, limit=1)
+        for _ in range(3):  # ticks of both, each renewing its own leases
+            assert await ahead.maintain(now=now + 45, max_tries=1) == []
+            assert await right.maintain(now=now, max_tries=1) == []
+        assert await ahead.claim("t", now=now + 45, limit=5) == []
+        assert await right.claim("t", now=now, limit=5) == []
+        for job in (mine, theirs):
+            kept = await right.get(job.id)
+            assert kept is not None
+            assert (kept.state, kept.attempts, kept.error) == (JobState.RUNNING, 1, "")
+        queue = (await ahead.queues())["t"]
+        assert (queue.running, queue.queued, queue.dead) == (2, 0, 0)
+        # each finishes its own: both results written (neither lease was taken)
+        await right.finish([Finished(mine.id, outcome=Done(200, b"r"))], now=now)
+        await ahead.finish([Finished(theirs.id, outcome=Done(200, b"a"))], now=now + 45)
+        assert (await ahead.queues())["t"].done == 2
+    finally:
+        await right.close()
+        await ahead.close()

@@ -44,7 +44,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from controller import _json
@@ -62,31 +62,44 @@ log = logging.getLogger(__name__)
 _MOVE_BATCH = 1000  # retries made due, leases expired, jobs purged: per tier per call
 _CUT = "a replica stopped or crashed during its attempt (its lease ran out)"
 
-# ARGV: P, id, owner, idem, tier, created_at, max_jobs, field, value, ...
+# Every script's ARGV starts P, offset: the scripts read the time from Redis (TIME), the one
+# clock every replica shares; offset is added to it (always 0 but in tests, which move it).
+_NOW = """
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2])
+end
+local function num(x) return string.format('%.6f', x) end
+"""
+
+# ARGV: P, offset, id, owner, idem, tier, created_at, max_jobs, field, value, ...
 _ADD = """
 local P = ARGV[1]
-local ik = P .. ':idem:' .. ARGV[3] .. ':' .. ARGV[4]
+local ik = P .. ':idem:' .. ARGV[4] .. ':' .. ARGV[5]
 local known = redis.call('GET', ik)
 if known then return {0, known} end
 local total = 0
 for _, t in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
   total = total + redis.call('ZCARD', P .. ':u:' .. t)
 end
-if total >= tonumber(ARGV[7]) then return {-1, tostring(total)} end
-local jk = P .. ':job:' .. ARGV[2]
-for i = 8, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
-redis.call('SET', ik, ARGV[2])
-redis.call('SADD', P .. ':tiers', ARGV[5])
-redis.call('ZADD', P .. ':q:' .. ARGV[5], ARGV[6], ARGV[2])
-redis.call('ZADD', P .. ':u:' .. ARGV[5], ARGV[6], ARGV[2])
-return {1, ARGV[2]}
+if total >= tonumber(ARGV[8]) then return {-1, tostring(total)} end
+local jk = P .. ':job:' .. ARGV[3]
+for i = 9, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
+redis.call('SET', ik, ARGV[3])
+redis.call('SADD', P .. ':tiers', ARGV[6])
+redis.call('ZADD', P .. ':q:' .. ARGV[6], ARGV[7], ARGV[3])
+redis.call('ZADD', P .. ':u:' .. ARGV[6], ARGV[7], ARGV[3])
+return {1, ARGV[3]}
 """
 
-# ARGV: P, tier, now, limit, lease_until, rate (0: no bucket), burst
-_CLAIM = """
-local P, tier, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+# ARGV: P, offset, tier, limit, lease_seconds, rate (0: no bucket), burst
+_CLAIM = (
+    _NOW
+    + """
+local P, tier, limit, lease = ARGV[1], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = server_now()
 local q, w, r = P .. ':q:' .. tier, P .. ':w:' .. tier, P .. ':r:' .. tier
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', w, '-inf', now, 'LIMIT', 0, __BATCH__)) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', w, '-inf', num(now), 'LIMIT', 0, __BATCH__)) do
   redis.call('ZREM', w, id)
   redis.call('ZADD', q, redis.call('HGET', P .. ':job:' .. id, 'created_at'), id)
 end
@@ -108,34 +121,41 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', q, id)
   redis.call('HINCRBY', jk, 'attempts', 1)
   redis.call('HSET', jk, 'state', 'running', 'lease', token)
-  redis.call('ZADD', r, ARGV[5], id)
+  redis.call('ZADD', r, num(now + lease), id)
   out[#out + 1] = redis.call('HGETALL', jk)
 end
 if rate > 0 then
-  redis.call('HSET', P .. ':bucket:' .. tier, 'tokens', tostring(have - #ids), 'at', ARGV[3])
+  redis.call('HSET', P .. ':bucket:' .. tier, 'tokens', tostring(have - #ids), 'at', num(now))
 end
 return out
 """
+)
 
-# An ended job (done or dead): out of the unfinished set, its callback made due.
-_END = """
-local function ended(P, jk, id, tier, now, cb_state)
+# An ended job (done or dead): out of the unfinished set, its callback made due (``due`` on
+# Redis's clock; ``shown``, the caller's, is what the job says).
+_END = (
+    _NOW
+    + """
+local function ended(P, jk, id, tier, shown, due, cb_state)
   redis.call('ZREM', P .. ':u:' .. tier, id)
   if cb_state == 'waiting' then
-    redis.call('HSET', jk, 'cb_state', 'pending', 'cb_next_at', now)
-    redis.call('ZADD', P .. ':cb', now, id)
+    redis.call('HSET', jk, 'cb_state', 'pending', 'cb_next_at', shown)
+    redis.call('ZADD', P .. ':cb', due, id)
   end
 end
 """
+)
 
-# ARGV: P, now, then per job: id, token, kind (done|retry|dead), status, result, error,
-# next_at, degraded
+# ARGV: P, offset, now, then per job: id, token, kind (done|retry|dead), status, result, error,
+# next_at, degraded. now and next_at are the caller's clock: what the job says; a retry is due
+# next_at - now after Redis's now.
 _FINISH = (
     _END
     + """
-local P, now = ARGV[1], ARGV[2]
+local P, now = ARGV[1], ARGV[3]
+local rnow = server_now()
 local n = 0
-for i = 3, #ARGV, 8 do
+for i = 4, #ARGV, 8 do
   local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jk = P .. ':job:' .. id
   local cur = redis.call('HMGET', jk, 'state', 'lease', 'tier', 'cb_state')
@@ -144,17 +164,18 @@ for i = 3, #ARGV, 8 do
     redis.call('ZREM', P .. ':r:' .. tier, id)
     redis.call('HDEL', jk, 'lease')
     if kind == 'retry' then
+      local wait = math.max(0, tonumber(ARGV[i + 6]) - tonumber(now))
       redis.call('HSET', jk, 'state', 'queued', 'next_at', ARGV[i + 6], 'error', ARGV[i + 5])
-      redis.call('ZADD', P .. ':w:' .. tier, ARGV[i + 6], id)
+      redis.call('ZADD', P .. ':w:' .. tier, num(rnow + wait), id)
     elseif kind == 'done' then
       redis.call('HSET', jk, 'state', 'done', 'finished_at', now, 'result_status', ARGV[i + 3],
         'result', ARGV[i + 4], 'error', '', 'degraded', ARGV[i + 7])
       redis.call('ZADD', P .. ':d:' .. tier, now, id)
-      ended(P, jk, id, tier, now, cur[4])
+      ended(P, jk, id, tier, now, num(rnow), cur[4])
     else
       redis.call('HSET', jk, 'state', 'dead', 'finished_at', now, 'error', ARGV[i + 5])
       redis.call('ZADD', P .. ':x:' .. tier, now, id)
-      ended(P, jk, id, tier, now, cur[4])
+      ended(P, jk, id, tier, now, num(rnow), cur[4])
     end
     n = n + 1
   end
@@ -163,33 +184,39 @@ return n
 """
 )
 
-# ARGV: P, now, max_tries, lease_until, cut, then per own running job: id, token.
-# Renews this replica's leases, then puts back (or kills) the jobs whose lease ran out.
+# ARGV: P, offset, now, max_tries, lease_seconds, cut, then per own running job: id, token.
+# Renews this replica's leases (deadlines on Redis's clock), then puts back (or kills) the jobs
+# whose lease ran out. lease_seconds -1: hands the jobs back (deadline 0), expires none.
 _MAINTAIN = (
     _END
     + """
-local P, now, max_tries = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i = 6, #ARGV, 2 do
+local P, now, max_tries, lease = ARGV[1], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local rnow = server_now()
+local deadline = '0'
+if lease >= 0 then deadline = num(rnow + lease) end
+for i = 7, #ARGV, 2 do
   local cur = redis.call('HMGET', P .. ':job:' .. ARGV[i], 'lease', 'tier')
   if cur[1] == ARGV[i + 1] then
-    redis.call('ZADD', P .. ':r:' .. cur[2], 'XX', ARGV[4], ARGV[i])
+    redis.call('ZADD', P .. ':r:' .. cur[2], 'XX', deadline, ARGV[i])
   end
 end
 local dead, back = {}, 0
+if lease < 0 then return {back, dead} end
 for _, tier in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
   local r = P .. ':r:' .. tier
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', r, '-inf', now, 'LIMIT', 0, __BATCH__)) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', r, '-inf', num(rnow), 'LIMIT', 0,
+      __BATCH__)) do
     local jk = P .. ':job:' .. id
     local cur = redis.call('HMGET', jk, 'attempts', 'created_at', 'cb_state')
     redis.call('ZREM', r, id)
     redis.call('HDEL', jk, 'lease')
     if tonumber(cur[1]) >= max_tries then
-      redis.call('HSET', jk, 'state', 'dead', 'finished_at', ARGV[2], 'error', ARGV[5])
-      redis.call('ZADD', P .. ':x:' .. tier, ARGV[2], id)
-      ended(P, jk, id, tier, ARGV[2], cur[3])
+      redis.call('HSET', jk, 'state', 'dead', 'finished_at', now, 'error', ARGV[6])
+      redis.call('ZADD', P .. ':x:' .. tier, now, id)
+      ended(P, jk, id, tier, now, num(rnow), cur[3])
       dead[#dead + 1] = redis.call('HGETALL', jk)
     else
-      redis.call('HSET', jk, 'state', 'queued', 'next_at', ARGV[2], 'error', ARGV[5])
+      redis.call('HSET', jk, 'state', 'queued', 'next_at', now, 'error', ARGV[6])
       redis.call('ZADD', P .. ':q:' .. tier, cur[2], id)
       back = back + 1
     end
@@ -199,37 +226,46 @@ return {back, dead}
 """
 )
 
-# ARGV: P, now, limit, hold_until: due callbacks, each held (by moving its due time) so that
-# one replica at a time posts it.
-_CALLBACKS = """
+# ARGV: P, offset, limit, hold_seconds: due callbacks, each held (its due time moved on Redis's
+# clock) so that one replica at a time posts it.
+_CALLBACKS = (
+    _NOW
+    + """
 local P = ARGV[1]
+local now = server_now()
 local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':cb', '-inf', ARGV[2], 'LIMIT', 0,
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':cb', '-inf', num(now), 'LIMIT', 0,
     tonumber(ARGV[3]))) do
-  redis.call('ZADD', P .. ':cb', ARGV[4], id)
+  redis.call('ZADD', P .. ':cb', num(now + tonumber(ARGV[4])), id)
   out[#out + 1] = redis.call('HGETALL', P .. ':job:' .. id)
 end
 return out
 """
+)
 
-# ARGV: P, id, state, next_at ('' for none)
-_CALLBACK_RESULT = """
-local P, id = ARGV[1], ARGV[2]
+# ARGV: P, offset, id, state, next_at ('' for none, the caller's clock), wait_seconds
+_CALLBACK_RESULT = (
+    _NOW
+    + """
+local P, id = ARGV[1], ARGV[3]
 local jk = P .. ':job:' .. id
 if redis.call('EXISTS', jk) == 0 then return 0 end
 redis.call('HINCRBY', jk, 'cb_attempts', 1)
-redis.call('HSET', jk, 'cb_state', ARGV[3], 'cb_next_at', ARGV[4])
-if ARGV[3] == 'pending' then redis.call('ZADD', P .. ':cb', ARGV[4], id)
+redis.call('HSET', jk, 'cb_state', ARGV[4], 'cb_next_at', ARGV[5])
+if ARGV[4] == 'pending' then
+  redis.call('ZADD', P .. ':cb', num(server_now() + tonumber(ARGV[6])), id)
 else redis.call('ZREM', P .. ':cb', id) end
 return 1
 """
+)
 
-# ARGV: P, before, limit
+# ARGV: P, offset, before, limit. Finished times are the finishing replica's clock: a clock s
+# seconds off moves a result's expiry by s (nothing running is touched).
 _PURGE = """
-local P, limit, n = ARGV[1], tonumber(ARGV[3]), 0
+local P, limit, n = ARGV[1], tonumber(ARGV[4]), 0
 for _, tier in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
   for _, set in ipairs({P .. ':d:' .. tier, P .. ':x:' .. tier}) do
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. ARGV[2], 'LIMIT', 0,
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. ARGV[3], 'LIMIT', 0,
         limit)) do
       if n >= limit then return n end
       local jk = P .. ':job:' .. id
@@ -246,7 +282,7 @@ end
 return n
 """
 
-# ARGV: P -> per tier: name, queued, waiting, running, done, dead, oldest created_at ('' none)
+# ARGV: P, offset -> per tier: name, queued, waiting, running, done, dead, oldest created_at
 _QUEUES = """
 local P = ARGV[1]
 local out = {}
@@ -270,7 +306,12 @@ class RedisJobStore:
 
     ``per_second`` is each tier's replay rate for the whole fleet (a token bucket in Redis
     holding at most two ticks' worth), ``lease_seconds`` how long a claimed job stays this
-    replica's without a renewal (renewed every tick)."""
+    replica's without a renewal (renewed every tick).
+
+    Lease deadlines, the rate bucket, retry and callback due times are on Redis's clock
+    (``TIME`` in the scripts), the one every replica shares: a replica whose own clock is off
+    never takes a live replica's job. ``clock_offset`` is for tests only (seconds added to
+    Redis's time, asked before every script; None: 0, as in production)."""
 
     shares_rate = True
     durable = True
@@ -285,8 +326,10 @@ class RedisJobStore:
         tick_seconds: float,
         lease_seconds: float,
         errors: tuple[type[BaseException], ...] = (OSError, TimeoutError),
+        clock_offset: Callable[[], float] | None = None,
     ) -> None:
         self._client = client
+        self._offset = clock_offset
         self._p = f"{prefix}:jobs"
         self._timeout = timeout
         self._rate = per_second
@@ -317,6 +360,7 @@ class RedisJobStore:
         per_second: float,
         tick_seconds: float,
         lease_seconds: float,
+        clock_offset: Callable[[], float] | None = None,
     ) -> RedisJobStore:
         """A store on the fleet's Redis (``state.redis``: its URL, password, CA, prefix and
         timeout); nothing is sent until it is used."""
@@ -361,6 +405,7 @@ class RedisJobStore:
             tick_seconds=tick_seconds,
             lease_seconds=lease_seconds,
             errors=(RedisError, OSError, TimeoutError),
+            clock_offset=clock_offset,
         )
 
     async def _call(self, what: Any) -> Any:
@@ -371,7 +416,8 @@ class RedisJobStore:
             raise JobStoreError(f"Redis did not answer ({type(exc).__name__})") from None
 
     async def _script_call(self, name: str, args: Sequence[Any]) -> Any:
-        return await self._call(self._scripts[name](keys=[], args=[self._p, *args]))
+        offset = "0" if self._offset is None else repr(self._offset())
+        return await self._call(self._scripts[name](keys=[], args=[self._p, offset, *args]))
 
     # ----------------------------------------------------------------------------- the calls
     async def check_persistence(self) -> str | None:
@@ -432,8 +478,7 @@ class RedisJobStore:
     async def claim(self, tier: str, *, now: float, limit: int) -> list[Job]:
         if limit <= 0:
             return []
-        until = repr(now + self._lease)
-        args = [tier, repr(now), limit, until, repr(self._rate), repr(self._burst)]
+        args = [tier, limit, repr(self._lease), repr(self._rate), repr(self._burst)]
         token, *rows = await self._script_call("claim", args)
         jobs = [_job(_pairs(row)) for row in rows]
         for job in jobs:
@@ -482,13 +527,13 @@ class RedisJobStore:
 
     async def _maintain(self, *, now: float, max_tries: int, renew: bool) -> tuple[int, list[Job]]:
         mine = [item for pair in self._leases.items() for item in pair] if renew else []
-        args = [repr(now), max_tries, repr(now + self._lease), _CUT, *mine]
+        args = [repr(now), max_tries, repr(self._lease), _CUT, *mine]
         back, dead = await self._script_call("maintain", args)
         return int(back), [_job(_pairs(row)) for row in dead]
 
     async def callbacks_due(self, *, now: float, limit: int) -> list[Job]:
-        hold = repr(now + self._lease)  # another replica posts it only if this one did not say
-        rows = await self._script_call("callbacks", [repr(now), limit, hold])
+        hold = repr(self._lease)  # another replica posts it only if this one did not say
+        rows = await self._script_call("callbacks", [limit, hold])
         return [_job(_pairs(row)) for row in rows]
 
     async def callback_result(
@@ -496,7 +541,8 @@ class RedisJobStore:
     ) -> None:
         state = "delivered" if delivered else "pending" if next_at is not None else "failed"
         shown = "" if next_at is None else repr(next_at)
-        await self._script_call("callback_result", [job_id, state, shown])
+        wait = "0" if next_at is None else repr(max(0.0, next_at - now))
+        await self._script_call("callback_result", [job_id, state, shown, wait])
 
     async def purge(self, *, before: float, limit: int) -> int:
         return int(await self._script_call("purge", [repr(before), limit]))
@@ -521,9 +567,9 @@ class RedisJobStore:
         if self._leases and hand_back:
             with contextlib.suppress(JobStoreError):
                 mine = [item for pair in self._leases.items() for item in pair]
-                # deadlines set to 0 (now -1 expires none here): the next tick of any replica
-                # puts them back, or into the dead letters by its own max_tries
-                await self._script_call("maintain", ["-1", 1, "0", _CUT, *mine])
+                # deadlines set to 0 (lease -1 expires none here): the next tick of any
+                # replica puts them back, or into the dead letters by its own max_tries
+                await self._script_call("maintain", ["0", 1, "-1", _CUT, *mine])
             self._leases.clear()
         with contextlib.suppress(*self._errors):
             await self._client.aclose()
