@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller._errors import MalformedResponse
+from controller._errors import MalformedResponse, ResponseTooLarge
 from controller.model import FinishReason, Request, Source, StreamChunk, ToolCallDelta, Usage
 from controller.wire._base import SSEEvent
 from controller.wire._openai_client import OpenAIClientCodec, read_answer
@@ -92,6 +92,15 @@ def test_parsed_events_go_on_as_they_came_whatever_the_pieces() -> None:
         ]
         relayed = b"".join(relay.event(event, []) for event in events)
         assert relayed == stream.replace(b": ping\n\n", b"").replace(b"\n\n\n\n", b"\n\n")
+
+
+def test_an_event_over_the_limits_is_refused_even_when_it_comes_whole() -> None:
+    with pytest.raises(ResponseTooLarge, match="stream event over"):
+        SSEParser(max_event_bytes=100).feed(b"data: " + b"x" * 200 + b"\n\n")
+    with pytest.raises(ResponseTooLarge, match="stream event over"):
+        SSEParser(max_lines=3).feed(b"data: a\n" * 5 + b"\n")
+    (fits,) = SSEParser(max_event_bytes=100).feed(b"data: " + b"x" * 90 + b"\n\n")
+    assert fits.data == "x" * 90
 
 
 def test_an_event_quoting_the_key_is_framed_again_masked() -> None:

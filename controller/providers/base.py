@@ -437,6 +437,7 @@ class _Reader:
         "_failed",
         "_first",
         "_frame",
+        "_idle",
         "_limits",
         "_loop",
         "_model",
@@ -461,6 +462,7 @@ class _Reader:
         relay: Relay | None,
     ) -> None:
         self._provider, self._resp, self._model, self._limits = provider, resp, model, limits
+        self._idle = limits.timeouts.idle  # a flowing stream's usual wait (see read)
         self._parser = SSEParser(max_event_bytes=provider._max_event)
         self._decoder = provider._codec.stream_decoder(model)
         self._relayed = _Relayed(relay) if relay is not None else None
@@ -482,8 +484,10 @@ class _Reader:
         if self._failed is not None:
             raise self._failed
         now = self._loop.time()  # the monotonic clock (uvloop's, to the millisecond)
-        wait, phase = self._limits.wait(now, started=self.started, finished=self.finished)
-        ends = now + max(0.0, wait)
+        ends = now + self._idle
+        if not self.started or self.finished or ends > self._limits.until:
+            wait = self._limits.wait(now, started=self.started, finished=self.finished)[0]
+            ends = now + max(0.0, wait)
         self._ends, self._reading = ends, True
         if self._timer is None or self._due > ends:
             self._arm(ends)
@@ -492,6 +496,7 @@ class _Reader:
         except _ReadExpired:
             if self.finished:
                 return None
+            phase = self._limits.wait(now, started=self.started, finished=False)[1]
             error = _read_timeout(phase, self._limits.timeouts)
             raise self._provider._tag(error, self._model) from None
         except TransportError as exc:

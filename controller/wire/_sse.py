@@ -50,6 +50,11 @@ class SSEParser:
         call: those events were whole, and the stream goes on to its end from them."""
         if self._broken is not None:
             raise self._broken
+        if not self._held:  # a stream's usual read: one event of one data line, whole
+            first = raw.find(b"\n")
+            whole = first == len(raw) - 2 and raw[-1] == 10 and first <= self._max_bytes
+            if whole and raw.startswith(b"data:"):
+                return [_one_line(raw, first)]
         events: list[SSEEvent] = []
         try:
             self._scan(raw, events)
@@ -101,12 +106,9 @@ class SSEParser:
         neither data nor a name (comments only, an ``id`` alone)."""
         first = raw.find(b"\n")
         if first == len(raw) - 2 and raw.startswith(b"data:"):  # most events: one data line
-            line = raw[5:first]
-            if line.endswith(b"\r"):
-                line = line.rstrip(b"\r")
-            if line.startswith(b" "):
-                line = line[1:]
-            return SSEEvent(line.decode("utf-8", "replace"), "", raw)
+            if first > self._max_bytes:
+                self._too_large()
+            return _one_line(raw, first)
         if len(raw) > self._max_bytes:
             self._too_large()
         lines = raw.split(b"\n")
@@ -135,6 +137,16 @@ class SSEParser:
         raise ResponseTooLarge(
             f"a stream event over {self._max_bytes} bytes or {self._max_lines} lines"
         )
+
+
+def _one_line(raw: bytes, end: int) -> SSEEvent:
+    """The event ``raw``: one ``data`` line ending at ``end``, then the blank line."""
+    line = raw[5:end]
+    if line.endswith(b"\r"):
+        line = line.rstrip(b"\r")
+    if line.startswith(b" "):
+        line = line[1:]
+    return SSEEvent(line.decode("utf-8", "replace"), "", raw)
 
 
 def sse(data: Any, event: str = "") -> bytes:
