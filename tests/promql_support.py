@@ -4,7 +4,8 @@
   e.g. an SLO burn rate), scraped by the real Prometheus every second.
 * :class:`PromFront`: a stand-in at Prometheus's address that passes queries on to the real one,
   or misbehaves as told: an HTTP error, a body that is not the API's JSON, an error answer, a
-  matrix where an instant vector belongs, or no answer at all (``hang``), to show that a
+  matrix where an instant vector belongs, a dropped connection (``reset``), or no answer at all
+  (``hang``), to show that a
   Prometheus in trouble trips and untrips nothing.
 * :func:`start_prometheus`: Prometheus 2.42 (Debian) scraping the exporter, with no rules.
 """
@@ -65,7 +66,7 @@ class Exporter(_Server):
 
 class PromFront(_Server):
     """Prometheus's query API as the test wants it: ``mode`` is pass, http_error, garbage,
-    error, matrix or hang. ``asked`` counts the queries that arrived."""
+    error, matrix, reset or hang. ``asked`` counts the queries that arrived."""
 
     def __init__(self, upstream: str, session: aiohttp.ClientSession) -> None:
         super().__init__()
@@ -89,6 +90,9 @@ class PromFront(_Server):
             return web.json_response(
                 {"status": "success", "data": {"resultType": "matrix", "result": []}}
             )
+        if self.mode == "reset" and request.transport is not None:
+            request.transport.close()  # the connection drops before any answer
+            return web.Response()
         if self.mode == "hang":
             await self.release.wait()
         async with self.session.get(self.upstream + "/api/v1/query", params=request.query) as up:

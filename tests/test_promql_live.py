@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,8 +79,7 @@ def tripwires(
     url: str, clock: FakeClock, *, meter: MeterProvider | None = None, for_seconds: float = 0.0
 ) -> tuple[PromqlTripwires, list[tuple[bool, str]]]:
     said: list[tuple[bool, str]] = []
-    cfg = PromqlConfig(
-        url=url,
+    cfg = PromqlConfig(  # the URL as from $FAILOVER_PROMETHEUS_URL (it may hold a password)
         interval_seconds=15,
         timeout_seconds=5,
         unavailable_after=3,
@@ -174,7 +173,7 @@ async def test_for_seconds_holds_the_trip_until_the_condition_lasted(stack: Stac
         ("error", "Prometheus refused the query: bad_data: parse error"),
         ("matrix", "the expression must give an instant vector or a scalar, not matrix"),
         ("hang", "no answer within 5s"),
-        ("down", "Prometheus unreachable (ClientConnectorError)"),
+        ("reset", "Prometheus unreachable (ServerDisconnectedError)"),
     ],
 )
 async def test_a_prometheus_in_trouble_trips_and_untrips_nothing(
@@ -186,7 +185,6 @@ async def test_a_prometheus_in_trouble_trips_and_untrips_nothing(
     clock = FakeClock()
     reader = InMemoryMetricReader()
     async with PromFront(stack.prometheus.url, stack.session) as front:
-        url = f"http://127.0.0.1:{free_port()}" if mode == "down" else front.url
         wires, alerts = tripwires(front.url, clock, meter=MeterProvider(metric_readers=[reader]))
         ctl = controller(clock, wires)
         try:
@@ -195,7 +193,6 @@ async def test_a_prometheus_in_trouble_trips_and_untrips_nothing(
             assert kinds(ctl.tick()) == [TransitionKind.TRIP]
 
             front.mode = mode
-            wires._url = url + "/api/v1/query"
             for _ in range(3):
                 [unknown] = await _evaluate(wires, front, clock, hang=mode == "hang")
                 assert (unknown.state, unknown.held, unknown.detail) == (
@@ -213,7 +210,6 @@ async def test_a_prometheus_in_trouble_trips_and_untrips_nothing(
 
             front.mode = "pass"
             front.release.set()
-            wires._url = front.url + "/api/v1/query"
             await stack.burn(0.0)
             [clear] = await wires.evaluate()
             assert clear.state is RuleState.CLEAR
@@ -238,7 +234,7 @@ def _result(mode: str) -> str:
         "error": "query_error",
         "matrix": "unreadable",
         "hang": "timeout",
-        "down": "unreachable",
+        "reset": "unreachable",
     }[mode]
 
 
@@ -254,6 +250,21 @@ async def _evaluate(
     await eventually(lambda: front.asked > asked and clock.sleepers > 0, within=10, what="query")
     clock.advance(5)
     return await asyncio.wait_for(task, 10)
+
+
+async def test_nothing_listening_is_unknown_and_says_so_without_the_url(stack: Stack) -> None:
+    clock = FakeClock()
+    url = f"http://user:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
+    wires, alerts = tripwires(url, clock)
+    try:
+        for _ in range(3):
+            [unknown] = await wires.evaluate()
+            assert (unknown.state, unknown.held) == (RuleState.UNKNOWN, False)
+            assert unknown.detail == "Prometheus unreachable (ClientConnectorError)"
+        assert alerts == [(True, "latency_slo: Prometheus unreachable (ClientConnectorError)")]
+        assert "s3cret" not in repr(wires.describe())
+    finally:
+        await wires.aclose()
 
 
 async def test_an_unknown_rule_never_trips_a_healthy_target(stack: Stack) -> None:
@@ -438,26 +449,38 @@ async def test_the_loop_evaluates_only_while_deciding_and_at_once_when_it_starts
             assert front.asked == 0
             assert [s.state for s in wires.signals()] == [RuleState.UNKNOWN]
             deciding = True
-            await _turn(clock, 1.0)
-            await eventually(lambda: front.asked == 1, within=10, what="the first evaluation")
-            await eventually(
-                lambda: wires.signals()[0].state is RuleState.FIRING, within=10, what="firing"
-            )
+            await _turn(clock, 1.0)  # within a second of winning the lease
+            await eventually(lambda: wires.rounds == 1, within=10, what="the first evaluation")
+            assert front.asked == 1
+            assert wires.signals()[0].state is RuleState.FIRING
             for _ in range(14):
                 await _turn(clock, 1.0)
-            assert front.asked == 1  # not before interval_seconds
-            await _turn(clock, 1.0)
-            await eventually(lambda: front.asked == 2, within=10, what="the next evaluation")
+            assert front.asked == 1  # not before interval_seconds (15 s) since it started
+            await _turns_until(clock, lambda: wires.rounds == 2, "the next evaluation")
             deciding = False
-            await _turn(clock, 1.0)
+            await _turns_until(
+                clock, lambda: wires.signals()[0].state is RuleState.UNKNOWN, "forgetting"
+            )
             assert [(s.state, s.held) for s in wires.signals()] == [(RuleState.UNKNOWN, False)]
+            assert front.asked == 2
             assert said == []
         finally:
-            wires.stop()
-            clock.advance(1.0)
-            await asyncio.wait_for(task, 10)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
             await wires.aclose()
             await stack.burn(0.0)
+
+
+async def _turns_until(clock: FakeClock, done: Callable[[], bool], what: str) -> None:
+    """Seconds on the clock, one at a time, until ``done()`` (an evaluation is real I/O: each
+    turn waits, bounded, for what it started). At most 5 turns."""
+    for _ in range(5):
+        await _turn(clock, 1.0)
+        with contextlib.suppress(BaseException):
+            await eventually(done, within=2, what=what)
+        if done():
+            return
+    pytest.fail(f"{what}: not within 5 turns of the clock")
 
 
 async def _turn(clock: FakeClock, seconds: float) -> None:

@@ -89,6 +89,7 @@ class PromqlTripwires:
         self._session: aiohttp.ClientSession | None = None
         self._stopping = False
         self._last_round = -math.inf
+        self.rounds = 0  # evaluation rounds completed
         self._counter: Counter | None = None
         if meter is not None:
             self._register(meter)
@@ -154,6 +155,7 @@ class PromqlTripwires:
         self._last_round = self._clock.monotonic()
         await asyncio.gather(*(self._evaluate(track) for track in self._tracks))
         self._announce()
+        self.rounds += 1
         return self.signals()
 
     async def _evaluate(self, track: _Track) -> None:
