@@ -51,6 +51,7 @@ REPLY = "Answered by a provider of the fleet."
 STATIC = "Every provider is down; try again later."
 PREFIX = "jobs-fleet"
 LEASE = 10.0
+MAX_BYTES = 64 * 1024  # the fleet's jobs in Redis: ample for every test's few small jobs
 
 
 @dataclass
@@ -134,6 +135,7 @@ async def _replica(
         tick_seconds=0.5,
         lease_seconds=LEASE,
         clock_offset=lambda: clock.wall() - time.time(),  # Redis's time: the fake clock's
+        max_bytes=MAX_BYTES,
     )
     replayer = Replayer(
         store,
@@ -293,6 +295,27 @@ async def test_an_answer_kept_by_one_replica_is_served_by_the_others_cache_rung(
             model="frontier", messages=_ask("q1")
         )
         assert raw.headers["x-failover-degraded"] == "static"
+
+
+async def test_a_defer_past_the_fleets_bytes_in_redis_is_refused_like_a_full_queue(
+    fleet: Fleet,
+) -> None:
+    fleet.outage()
+    fleet.backup.set_fault(FaultMode.ERROR_503)
+    kept = await _defer(fleet.a, "x" * (MAX_BYTES // 2))
+    assert kept.status_code == 202
+    async with _client(fleet.b) as client:  # the bound is the fleet's: B sees A's bytes
+        with pytest.raises(openai.InternalServerError) as refused:
+            await client.chat.completions.create(
+                model="frontier",
+                messages=_ask("y" * (MAX_BYTES // 2)),
+                extra_headers={"x-failover-priority": "defer"},
+            )
+    assert refused.value.status_code == 503
+    assert refused.value.response.headers["Retry-After"] == "7"
+    assert "not deferred" in refused.value.message
+    assert "bytes in Redis" in refused.value.message
+    assert (await _defer(fleet.b, "a small one")).status_code == 202  # under the bound: kept
 
 
 async def test_with_redis_stopped_defer_is_refused_at_once_and_the_cache_rung_skipped(

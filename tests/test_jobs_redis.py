@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from controller._clock import FakeClock
 from controller.fleet import FleetConfig
 from controller.jobs import Done, Finished, JobState, QueueFull, Replayer, ReplayLimits
 from controller.jobs._job import CallbackState, Job, JobStoreError, Outcome
-from controller.jobs._redis import RedisJobStore
+from controller.jobs._redis import MAX_BYTES, RedisJobStore
 from tests.redis_support import RedisServer
 from tests.test_jobs_store import new_job
 
@@ -50,6 +51,7 @@ def replica(
     rate: float = 1000.0,
     tick: float = 0.5,
     lease: float = LEASE,
+    max_bytes: int = MAX_BYTES,
 ) -> RedisJobStore:
     cfg = FleetConfig(prefix="jobs-test", timeout_seconds=0.3)
     return RedisJobStore.connect(
@@ -59,6 +61,7 @@ def replica(
         tick_seconds=tick,
         lease_seconds=lease,
         clock_offset=None if clock is None else following(clock),
+        max_bytes=max_bytes,
     )
 
 
@@ -324,3 +327,37 @@ async def test_replicas_whose_clocks_are_45_s_apart_never_take_each_others_live_
     finally:
         await right.close()
         await ahead.close()
+
+
+async def used(probe: aioredis.Redis) -> int:
+    return int(await probe.get("jobs-test:jobs:bytes") or 0)
+
+
+async def test_the_fleet_holds_at_most_max_bytes_of_jobs_results_included(
+    redis: RedisServer, clock: FakeClock
+) -> None:
+    """The bytes of the jobs kept in Redis are counted in the scripts: a job's body, headers
+    and callback (plus a fixed overhead) when it is accepted, its result when it is done, all
+    of it given back when it is purged. Past the bound a job is refused as by a full queue."""
+    store = replica(redis, clock, max_bytes=4000)
+    probe = aioredis.Redis.from_url(redis.url)
+    try:
+        body = b"x" * 1000
+        await store.add(new_job(1, body=body), max_jobs=100)
+        one = await used(probe)
+        assert one > 1000
+        await store.add(new_job(2, body=body), max_jobs=100)
+        with pytest.raises(QueueFull, match="bytes in Redis"):
+            await store.add(new_job(3, body=b"y" * 2500), max_jobs=100)
+        assert await store.get(new_job(3).id) is None  # nothing of it kept
+        (claimed,) = await store.claim("t", now=T0, limit=1)
+        await store.finish([Finished(claimed.id, outcome=Done(200, b"r" * 900))], now=T0)
+        assert await used(probe) == 2 * one + 900
+        with pytest.raises(QueueFull):  # the result counts: 2 jobs + 900 B of answer
+            await store.add(new_job(3, body=b"y" * 1000), max_jobs=100)
+        assert await store.purge(before=T0 + 1, limit=10) == 1
+        assert await used(probe) == one
+        assert (await store.add(new_job(3, body=b"y" * 1000), max_jobs=100))[1]
+    finally:
+        await probe.aclose()
+        await store.close()

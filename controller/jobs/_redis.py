@@ -16,6 +16,7 @@ from any of them. Every change is one Lua script, so it is atomic on the server.
     P:cb              zset id -> when its callback POST is due
     P:bucket:TIER     hash tokens, at: the tier's replay rate, for the whole fleet
     P:fence           counter: each claim's lease token
+    P:bytes           counter: the bytes of the jobs kept (bodies, headers, results)
 
 **Exactly one replica at a time** replays a job: a claim moves it to ``P:r`` with a lease
 deadline and a fresh token (a fencing token); the claiming replica renews the deadline every
@@ -60,6 +61,8 @@ __all__ = ["RedisJobStore", "fleet_job_store"]
 log = logging.getLogger(__name__)
 
 _MOVE_BATCH = 1000  # retries made due, leases expired, jobs purged: per tier per call
+MAX_BYTES = 1 << 30  # the bytes of the jobs kept in Redis, all tiers (past it: QueueFull)
+_OVERHEAD = 512  # bytes counted per job beyond its body, headers and result: keys, fields, ids
 _CUT = "a replica stopped or crashed during its attempt (its lease ran out)"
 
 # Every script's ARGV starts P, offset: the scripts read the time from Redis (TIME), the one
@@ -72,7 +75,9 @@ end
 local function num(x) return string.format('%.6f', x) end
 """
 
-# ARGV: P, offset, id, owner, idem, tier, created_at, max_jobs, field, value, ...
+# ARGV: P, offset, id, owner, idem, tier, created_at, max_jobs, max_bytes, size, field, value,
+# ... P:bytes, the bytes of every job kept, grows by the job's size (and its result's, when it
+# is done) and shrinks when it is purged.
 _ADD = """
 local P = ARGV[1]
 local ik = P .. ':idem:' .. ARGV[4] .. ':' .. ARGV[5]
@@ -83,8 +88,12 @@ for _, t in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
   total = total + redis.call('ZCARD', P .. ':u:' .. t)
 end
 if total >= tonumber(ARGV[8]) then return {-1, tostring(total)} end
+local used = tonumber(redis.call('GET', P .. ':bytes') or '0')
+if used + tonumber(ARGV[10]) > tonumber(ARGV[9]) then return {-2, tostring(used)} end
+redis.call('INCRBY', P .. ':bytes', ARGV[10])
 local jk = P .. ':job:' .. ARGV[3]
-for i = 9, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
+for i = 11, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', jk, 'size', ARGV[10])
 redis.call('SET', ik, ARGV[3])
 redis.call('SADD', P .. ':tiers', ARGV[6])
 redis.call('ZADD', P .. ':q:' .. ARGV[6], ARGV[7], ARGV[3])
@@ -170,6 +179,8 @@ for i = 4, #ARGV, 8 do
     elseif kind == 'done' then
       redis.call('HSET', jk, 'state', 'done', 'finished_at', now, 'result_status', ARGV[i + 3],
         'result', ARGV[i + 4], 'error', '', 'degraded', ARGV[i + 7])
+      redis.call('HINCRBY', jk, 'size', #ARGV[i + 4])
+      redis.call('INCRBY', P .. ':bytes', #ARGV[i + 4])
       redis.call('ZADD', P .. ':d:' .. tier, now, id)
       ended(P, jk, id, tier, now, num(rnow), cur[4])
     else
@@ -269,9 +280,10 @@ for _, tier in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
         limit)) do
       if n >= limit then return n end
       local jk = P .. ':job:' .. id
-      local cur = redis.call('HMGET', jk, 'cb_state', 'owner', 'idem')
+      local cur = redis.call('HMGET', jk, 'cb_state', 'owner', 'idem', 'size')
       if cur[1] ~= 'pending' and cur[1] ~= 'waiting' then
         redis.call('DEL', jk)
+        if cur[4] then redis.call('DECRBY', P .. ':bytes', cur[4]) end
         if cur[2] then redis.call('DEL', P .. ':idem:' .. cur[2] .. ':' .. cur[3]) end
         redis.call('ZREM', set, id)
         n = n + 1
@@ -327,8 +339,10 @@ class RedisJobStore:
         lease_seconds: float,
         errors: tuple[type[BaseException], ...] = (OSError, TimeoutError),
         clock_offset: Callable[[], float] | None = None,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         self._client = client
+        self._max_bytes = max_bytes
         self._offset = clock_offset
         self._p = f"{prefix}:jobs"
         self._timeout = timeout
@@ -361,6 +375,7 @@ class RedisJobStore:
         tick_seconds: float,
         lease_seconds: float,
         clock_offset: Callable[[], float] | None = None,
+        max_bytes: int = MAX_BYTES,
     ) -> RedisJobStore:
         """A store on the fleet's Redis (``state.redis``: its URL, password, CA, prefix and
         timeout); nothing is sent until it is used."""
@@ -406,6 +421,7 @@ class RedisJobStore:
             lease_seconds=lease_seconds,
             errors=(RedisError, OSError, TimeoutError),
             clock_offset=clock_offset,
+            max_bytes=max_bytes,
         )
 
     async def _call(self, what: Any) -> Any:
@@ -460,10 +476,17 @@ class RedisJobStore:
             "cb_attempts": 0,
         }
         flat = [item for pair in fields.items() for item in pair]
+        size = _OVERHEAD + len(job.body) + len(fields["headers"]) + len(fields["callback"])
         head = [job.id, job.owner, job.idempotency_key, job.tier, repr(job.created_at), max_jobs]
+        head += [self._max_bytes, size]
         done, value = await self._script_call("add", [*head, *flat])
         if int(done) == -1:
             raise QueueFull(f"{_text(value)} jobs are waiting (jobs.max_jobs {max_jobs})")
+        if int(done) == -2:
+            raise QueueFull(
+                f"the fleet's jobs hold {_text(value)} bytes in Redis "
+                f"(the store's bound: {self._max_bytes})"
+            )
         if int(done) == 0:
             known = await self.get(_text(value))
             if known is not None:
@@ -628,6 +651,7 @@ def fleet_job_store(
     *,
     limits: ReplayLimits,
     lease_seconds: float,
+    max_bytes: int = MAX_BYTES,
 ) -> RedisJobStore | None:
     """The store ``jobs.store`` asks for when it is the fleet's Redis (``redis``, or ``auto``
     in fleet mode: ``fleet`` is ``state.redis`` then); None: the SQLite store."""
@@ -644,4 +668,5 @@ def fleet_job_store(
         per_second=limits.per_second,
         tick_seconds=limits.tick_seconds,
         lease_seconds=lease_seconds,
+        max_bytes=max_bytes,
     )
