@@ -10,6 +10,7 @@ raise ``MalformedResponse``.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -200,7 +201,9 @@ def test_message_delta_input_tokens_win_over_message_start() -> None:
             '"cache_read_input_tokens":2,"output_tokens":9}}'
         )
     )
-    assert chunks == [StreamChunk(finish_reason=FinishReason.LENGTH, usage=Usage(9, 9, 2), model="m")]
+    assert chunks == [
+        StreamChunk(finish_reason=FinishReason.LENGTH, usage=Usage(9, 9, 2), model="m")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -292,3 +295,62 @@ def test_unknown_event_types_are_skipped() -> None:
     decoder.feed(SSEEvent(data=_START))
     assert decoder.feed(SSEEvent(event="future_thing", data='{"type":"future_thing"}')) == []
     assert decoder.done is False
+
+
+def _read_as_relayed(decoder: Any, event: SSEEvent) -> object:
+    """What the same-format route makes of ``event``: the quick read first, else the full."""
+    try:
+        text = decoder.quick(event)
+        return [StreamChunk(text=text)] if text else decoder.feed(event)
+    except Exception as exc:  # the outcome compared is the error's type and words
+        return (type(exc).__name__, str(exc))
+
+
+def _read_in_full(decoder: Any, event: SSEEvent) -> object:
+    try:
+        return decoder.feed(event)
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"more"}}',
+        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}',
+        '{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"x"}}',
+        '{"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"x"}}',
+        '{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta",'
+        '"partial_json":"{}"}}',
+        '{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"h"}}',
+        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}',
+        '{"type":"content_block_delta","index":true,"delta":{"type":"text_delta","text":"x"}}',
+        '{"type":"content_block_delta","index":0}',
+        '{"type":"ping"}',
+        "not json",
+    ],
+)
+def test_the_quick_read_of_a_text_delta_gives_what_the_full_read_gives(later: str) -> None:
+    """Events after a message_start (served model stamped), an open text block (0) and an
+    open tool block (2): each read as the same-format route reads it (quick first) and in
+    full, by two decoders that saw the same events before it."""
+    usage = {"input_tokens": 5, "output_tokens": 1}
+    start = {"type": "message_start", "message": {"model": "served", "usage": usage}}
+    before = [
+        ("message_start", json.dumps(start)),
+        ("content_block_start", '{"type":"content_block_start","index":0,'
+         '"content_block":{"type":"text","text":""}}'),
+        ("content_block_delta", '{"type":"content_block_delta","index":0,'
+         '"delta":{"type":"text_delta","text":"first"}}'),
+        ("content_block_start", '{"type":"content_block_start","index":2,'
+         '"content_block":{"type":"tool_use","id":"t","name":"get_weather","input":{}}}'),
+    ]  # fmt: skip
+    relayed, full = CLIENT.stream_decoder(MODEL), CLIENT.stream_decoder(MODEL)
+    for name, data in before:
+        event = SSEEvent(data=data, event=name)
+        outcome = _read_in_full(full, event)
+        assert isinstance(outcome, list), outcome  # the stream so far is a good one
+        assert _read_as_relayed(relayed, event) == outcome
+    event = SSEEvent(data=later, event="content_block_delta")
+    assert _read_as_relayed(relayed, event) == _read_in_full(full, event)
+    assert relayed.quick(SSEEvent(data=before[2][1], event=before[2][0])) == "first"

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from controller._errors import (
     AuthFailed,
     BadRequest,
@@ -349,6 +351,24 @@ class _StreamDecoder:
     @property
     def done(self) -> bool:
         return self._done
+
+    def quick(self, event: SSEEvent) -> str | None:
+        """The text of a ``text_delta`` to an open text block (most of a stream's events), read
+        in one step; None for any other event (read it with :meth:`feed`). What it reads
+        changes nothing of the decoder's state."""
+        if event.event != "content_block_delta" or self._done or self._served_model is not None:
+            return None
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return None
+        if type(data) is not dict or data.get("type") != "content_block_delta":
+            return None
+        index, delta = data.get("index"), data.get("delta")
+        if type(index) is not int or self._open.get(index) != "text" or type(delta) is not dict:
+            return None
+        text = delta.get("text")
+        return text if delta.get("type") == "text_delta" and type(text) is str else None
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
         data = load_event(event.data, model=self._model)

@@ -111,6 +111,15 @@ class SSEParser:
             return _one_line(raw, first)
         if len(raw) > self._max_bytes:
             self._too_large()
+        second = raw.find(b"\n", first + 1)  # Anthropic's events: a name, one data line
+        if (
+            second == len(raw) - 2
+            and raw.startswith(b"event:")
+            and raw[first + 1 : first + 6] == b"data:"
+        ):
+            name = _value(raw[6:first]).decode("utf-8", "replace")
+            value = _value(raw[first + 6 : second]).decode("utf-8", "replace")
+            return SSEEvent(value, name, raw)
         lines = raw.split(b"\n")
         if len(lines) > self._max_lines + 2:  # (the blank line, and what follows its newline)
             self._too_large()
@@ -141,12 +150,14 @@ class SSEParser:
 
 def _one_line(raw: bytes, end: int) -> SSEEvent:
     """The event ``raw``: one ``data`` line ending at ``end``, then the blank line."""
-    line = raw[5:end]
-    if line.endswith(b"\r"):
-        line = line.rstrip(b"\r")
-    if line.startswith(b" "):
-        line = line[1:]
-    return SSEEvent(line.decode("utf-8", "replace"), "", raw)
+    return SSEEvent(_value(raw[5:end]).decode("utf-8", "replace"), "", raw)
+
+
+def _value(field: bytes) -> bytes:
+    """A field's value (what follows its colon): one leading blank and any trailing CR off."""
+    if field.endswith(b"\r"):
+        field = field.rstrip(b"\r")
+    return field[1:] if field.startswith(b" ") else field
 
 
 def sse(data: Any, event: str = "") -> bytes:
