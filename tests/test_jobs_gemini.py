@@ -2,12 +2,14 @@
 degraded, drop is refused at once (Google's 503 with Retry-After), an unknown priority is
 Google's 400 naming the allowed values, defer is answered 202 and kept; after recovery the job
 is replayed (the model from the path it came on) and its answer, in Gemini's shape, fetched with
-the same client key."""
+the same client key: as a bearer token, or the Gemini way (``x-goog-api-key``, ``?key=``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from google import genai
 from google.genai import errors, types
@@ -26,6 +28,19 @@ def _gemini(env: Env, key: str = KEY_A) -> genai.Client:
         retry_options=types.HttpRetryOptions(attempts=1),
     )
     return genai.Client(api_key=key, http_options=options)
+
+
+async def _job_google(env: Env, job_id: str, key: str, way: str) -> tuple[int, Any]:
+    """GET a job with the key in ``x-goog-api-key`` (what the google-genai SDK sends) or in
+    ``?key=`` (Google's other way)."""
+    url = f"{env.url}/v1/failover/jobs/{job_id}"
+    headers = {"x-goog-api-key": key} if way == "header" else {}
+    params = {"key": key} if way == "query" else {}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url, headers=headers, params=params) as answer,
+    ):
+        return answer.status, await answer.json()
 
 
 def _with(priority: str) -> types.GenerateContentConfig:
@@ -74,5 +89,13 @@ async def test_the_gemini_front_is_triaged_and_its_deferred_job_replayed(tmp_pat
         parts = doc["result"]["candidates"][0]["content"]["parts"]
         assert parts[0]["text"] == REPLY  # the caller's format: Gemini's
         assert (await _job(env, job_id, KEY_B))[0] == 404
+        # ... and the Gemini way, as the google-genai SDK presents its key (and ?key=)
+        for way in ("header", "query"):
+            status, fetched = await _job_google(env, job_id, KEY_A, way)
+            assert (status, fetched["id"], fetched["status"]) == (200, job_id, "done")
+            assert (await _job_google(env, job_id, KEY_B, way))[0] == 404  # another key's job
+        status, refused = await _job_google(env, job_id, "not-a-key", "header")
+        assert status == 401
+        assert refused["error"]["status"] == "UNAUTHENTICATED"  # Google's shape
         last = env.recorder.routes[-1]
         assert (last.tier, last.served_by) == ("frontier", "primary-openai")

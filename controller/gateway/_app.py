@@ -114,7 +114,7 @@ def create_app(
     get("/v1/models/{model}", keyed(ops.model))
     post("/v1/models/{model}", generate)  # Gemini's v1: {model}:{method}
     if jobs is not None:
-        get(JOBS_PATH + "/{id}", keyed(JobsEndpoint(jobs).get))
+        get(JOBS_PATH + "/{id}", client_auth(ring, google=True)(JobsEndpoint(jobs).get))
     get("/healthz", ops.healthz)
     get("/readyz", ops.readyz)
     get("/metrics", ops.metrics)

@@ -64,10 +64,11 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip() or None
 
 
-def client_auth(keys: KeyRing) -> Callable[[Handler], Handler]:
+def client_auth(keys: KeyRing, *, google: bool = False) -> Callable[[Handler], Handler]:
     """A route wrapper that requires a configured client key; the answer to a bad one is a 401
     in the caller's format (which the SDKs raise as their AuthenticationError). Without keys it
-    returns the handler unchanged.
+    returns the handler unchanged. ``google``: the key presented the Gemini way is taken too
+    (``x-goog-api-key``, ``?key=``), on a route every front's clients call (a deferred job's).
 
     Applied per route rather than as middleware: aiohttp wraps every middleware in a fresh
     ``functools.partial`` + ``update_wrapper`` on each request, which cost more than the check.
@@ -80,6 +81,11 @@ def client_auth(keys: KeyRing) -> Callable[[Handler], Handler]:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if keys.accepts(bearer_token(request)) or keys.accepts(
                 request.headers.get("x-api-key")
+            ):
+                return await handler(request)
+            if google and (
+                keys.accepts(request.headers.get("x-goog-api-key"))
+                or keys.accepts(request.query.get("key"))
             ):
                 return await handler(request)
             message = "invalid or missing API key for this gateway"
