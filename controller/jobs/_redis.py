@@ -26,6 +26,16 @@ at most once, with the job's idempotency key) or into the dead letters when no t
 replica that was only stalled past its lease finds its token gone: its late result is not
 written (the job is another replica's now).
 
+**One clock**: lease deadlines, the rate bucket and retry and callback due times are read from
+Redis (``TIME`` in the scripts; Redis 5 or later replicates a script by its effects), so a
+replica whose own clock is off neither takes a live replica's job nor lends its skew to the
+fleet's rate. What a job shows (``next_at``, ``finished_at``) is the writing replica's clock,
+and a finished job is purged by the purging replica's: a skew moves its expiry, nothing else.
+
+**Bounded bytes**: ``P:bytes`` counts every job's body, headers and callback (plus a fixed
+overhead) from its acceptance and its answer once done, until it is purged; a job that would
+pass ``max_bytes`` is refused (:class:`QueueFull`), an answer never is.
+
 **Durable before the 202**: :meth:`add` returns once Redis has answered the script. That is on
 disk only as far as the server's persistence makes it: ``appendonly yes`` with ``appendfsync
 always`` fsyncs the write before the answer (``everysec``, the default, may lose the last
