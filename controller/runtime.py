@@ -357,6 +357,7 @@ class Runtime:
                     self.env,
                     limits=limits,
                     lease_seconds=cfg.lease_seconds,
+                    max_bytes=cfg.max_bytes,
                 ),
                 router=self.router,
                 clock=self.clock,

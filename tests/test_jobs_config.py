@@ -54,6 +54,7 @@ jobs:
             "'defer' or 'drop'",
         ),
         ("jobs: {replay_per_second: 0}\n", "config:5: jobs.replay_per_second: "),
+        ("jobs: {max_bytes: 1000}\n", "config:5: jobs.max_bytes: "),
     ],
 )
 def test_a_bad_jobs_setting_is_refused_at_its_key(extra: str, says: str) -> None:

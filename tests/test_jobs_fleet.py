@@ -392,7 +392,7 @@ state:
   backend: {backend}
   path: "{state}"
   redis: {{prefix: runtime-jobs, replica: gw-a, timeout_seconds: 0.3}}
-jobs: {{store: {store}}}
+jobs: {{store: {store}, max_bytes: 2097152}}
 """
 
 
@@ -413,6 +413,7 @@ async def test_a_fleet_runtime_keeps_its_jobs_and_answers_in_redis(tmp_path: Pat
         await runtime.start()
         try:
             assert isinstance(runtime.jobs.store, RedisJobStore)
+            assert runtime.jobs.store._max_bytes == 2 * 1024 * 1024  # jobs.max_bytes
             assert runtime.router.cache is not None
             assert runtime.router.cache._shared is not None  # the fleet's copy, not SQLite
             assert not (tmp_path / "state.cache.sqlite").exists()

@@ -444,6 +444,9 @@ class JobsConfig(_Frozen):
     # Redis store: a claimed job stays its replica's this long without a renewal (renewed
     # every tick); a dead replica's job is replayed by another after it.
     lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    # Redis store: the fleet's jobs (bodies, headers, callbacks, answers kept) in Redis's
+    # memory; past it a defer is refused like a full queue.
+    max_bytes: Annotated[int, Field(ge=1 << 20)] = 1 << 30
     callbacks: CallbacksConfig = CallbacksConfig()
 
 

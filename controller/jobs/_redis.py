@@ -495,7 +495,7 @@ class RedisJobStore:
         if int(done) == -2:
             raise QueueFull(
                 f"the fleet's jobs hold {_text(value)} bytes in Redis "
-                f"(the store's bound: {self._max_bytes})"
+                f"(jobs.max_bytes {self._max_bytes})"
             )
         if int(done) == 0:
             known = await self.get(_text(value))
