@@ -7,12 +7,16 @@ dispatcher, the fake Telegram. Every wait here is bounded in time, every loop in
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import logging
 import math
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -114,3 +118,18 @@ def summary(values: list[float]) -> dict[str, float]:
         "p99_ms": round(percentile(values, 0.99) * 1000, 1),
         "max_ms": round(max(values) * 1000, 1) if values else math.nan,
     }
+
+
+def run_report(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
+    render: Callable[[dict[str, Any]], str],
+    parser: argparse.ArgumentParser,
+) -> None:
+    """A benchmark's command line: parse, run ``main``, print its report (``--json``: as JSON,
+    else as ``render`` writes it). Errors only in the log: a benchmark's own output is the
+    report."""
+    parser.add_argument("--json", action="store_true")
+    logging.basicConfig(level=logging.ERROR)
+    arguments = parser.parse_args()
+    result = asyncio.run(main(arguments))
+    print(json.dumps(result, indent=2) if arguments.json else render(result))

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
-import logging
 import statistics
 import sys
 import tempfile
@@ -42,6 +40,7 @@ from controller.fleet import RedisLink, set_fleet_kill_switch
 from controller.fleet.config import FleetConfig
 from controller.providers.fake import FakeProvider, FaultMode
 from controller.runtime import Runtime
+from tests.bench._drill_support import run_report
 from tests.fakes_chat import FakeTelegram
 from tests.fleet_support import HELLO
 from tests.redis_support import RedisServer
@@ -305,19 +304,15 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--flips", type=int, default=200)
-    parser.add_argument("--drills", type=int, default=5)
-    parser.add_argument("--rates", type=float, nargs="+", default=[10.0, 100.0])
-    parser.add_argument("--outage-rate", type=float, default=100.0)
-    parser.add_argument("--phase", type=float, default=5.0)
-    parser.add_argument("--json", action="store_true")
-    return parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    found = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    found.add_argument("--flips", type=int, default=200)
+    found.add_argument("--drills", type=int, default=5)
+    found.add_argument("--rates", type=float, nargs="+", default=[10.0, 100.0])
+    found.add_argument("--outage-rate", type=float, default=100.0)
+    found.add_argument("--phase", type=float, default=5.0)
+    return found
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.ERROR)
-    arguments = parse_args()
-    result = asyncio.run(main(arguments))
-    print(json.dumps(result, indent=2) if arguments.json else render(result))
+    run_report(main, render, parser())

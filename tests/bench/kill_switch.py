@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import random
 import sys
 import tempfile
@@ -35,7 +33,7 @@ from controller.control.state import KillSwitch
 from controller.model import Message, Request
 from controller.providers.fake import FakeProvider
 from controller.runtime import Runtime
-from tests.bench._drill_support import summary
+from tests.bench._drill_support import run_report, summary
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
 POLL = 0.002
@@ -161,17 +159,13 @@ def render(report: dict[str, Any]) -> str:
     )
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--flips", type=int, default=40)
-    parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", action="store_true")
-    return parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    found = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    found.add_argument("--flips", type=int, default=40)
+    found.add_argument("--rate", type=float, default=20.0)
+    found.add_argument("--seed", type=int, default=1)
+    return found
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.ERROR)
-    arguments = parse_args()
-    result = asyncio.run(main(arguments))
-    print(json.dumps(result, indent=2) if arguments.json else render(result))
+    run_report(main, render, parser())
