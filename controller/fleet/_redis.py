@@ -87,6 +87,44 @@ def redis_url(cfg: FleetConfig, env: Mapping[str, str]) -> str:
     return url
 
 
+def connection_options(
+    cfg: FleetConfig,
+    env: Mapping[str, str],
+    *,
+    timeout: float,
+    max_connections: int,
+    name: str,
+    retry: Any,
+) -> tuple[str, dict[str, Any]]:
+    """The URL and the redis-py connection options every Redis client of the fleet uses:
+    socket and connect times bounded by ``timeout``, ``retry`` (the client flavour's own class,
+    built to make no retries: the caller decides what a failure means), at most
+    ``max_connections``, named ``name`` in ``CLIENT LIST``, the password from its variable and
+    the CA file for ``rediss://``."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": retry,
+        "retry_on_timeout": False,
+        "max_connections": max_connections,
+        "client_name": name,
+    }
+    if cfg.password_env:
+        options["password"] = env.get(cfg.password_env) or None
+    url = redis_url(cfg, env)
+    if url.startswith("rediss://") and cfg.ca_file:
+        options["ssl_ca_certs"] = os.fspath(cfg.ca_file)
+    return url, options
+
+
+def unusable_url(cfg: FleetConfig, exc: ValueError) -> ConfigError:
+    """A URL redis-py refused: say which variable, never its value (it may hold a password)."""
+    return ConfigError(
+        f"{cfg.url_env} is not a usable Redis URL ({type(exc).__name__})",
+        key="state.redis.url_env",
+    )
+
+
 class RedisLink:
     """The fleet's Redis commands. ``connect`` builds the client; nothing is sent until used."""
 
@@ -110,26 +148,18 @@ class RedisLink:
         self.k_replicas, self.k_signals = f"{p}:replicas", f"{p}:signals:"
         self.k_alert, self.k_audit = f"{p}:alert:", f"{p}:audit"
         self.signals_channel = f"{p}:signals:events"
-        options: dict[str, Any] = {
-            "socket_timeout": cfg.timeout_seconds,
-            "socket_connect_timeout": cfg.timeout_seconds,
-            "retry": Retry(NoBackoff(), 0),
-            "retry_on_timeout": False,
-            "max_connections": 8,
-            "client_name": f"failover-{p}",
-        }
-        if cfg.password_env:
-            options["password"] = env.get(cfg.password_env) or None
-        url = redis_url(cfg, env)
-        if url.startswith("rediss://") and cfg.ca_file:
-            options["ssl_ca_certs"] = os.fspath(cfg.ca_file)
+        url, options = connection_options(
+            cfg,
+            env,
+            timeout=cfg.timeout_seconds,
+            max_connections=8,
+            name=f"failover-{p}",
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             self._client = aioredis.from_url(url, **options)
-        except ValueError as exc:  # a malformed URL: say which variable, not its value
-            raise ConfigError(
-                f"{cfg.url_env} is not a usable Redis URL ({type(exc).__name__})",
-                key="state.redis.url_env",
-            ) from None
+        except ValueError as exc:
+            raise unusable_url(cfg, exc) from None
         self._cas = self._client.register_script(_CAS)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)

@@ -54,13 +54,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from controller import _json
 from controller._errors import ConfigError
-from controller.fleet._redis import redis_url
+from controller.fleet._redis import connection_options, unusable_url
 from controller.fleet.config import FleetConfig
 from controller.jobs._job import CallbackState, Job, JobState, JobStoreError, NewJob, QueueFull
 from controller.jobs._replay import ReplayLimits
@@ -400,28 +399,20 @@ class RedisJobStore:
                 "pip install 'llm-failover-controller[fleet]'",
                 key="state.backend",
             ) from None
-        options: dict[str, Any] = {
-            "socket_timeout": cfg.timeout_seconds,
-            "socket_connect_timeout": cfg.timeout_seconds,
-            "retry": Retry(NoBackoff(), 0),
-            "retry_on_timeout": False,
-            "max_connections": 32,
-            "client_name": f"failover-jobs-{cfg.prefix}",
-        }
-        if cfg.password_env:
-            options["password"] = env.get(cfg.password_env) or None
-        url = redis_url(cfg, env)
-        if url.startswith("rediss://") and cfg.ca_file:
-            options["ssl_ca_certs"] = os.fspath(cfg.ca_file)
+        url, options = connection_options(
+            cfg,
+            env,
+            timeout=cfg.timeout_seconds,
+            max_connections=32,
+            name=f"failover-jobs-{cfg.prefix}",
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             pool = aioredis.BlockingConnectionPool.from_url(
                 url, timeout=cfg.timeout_seconds, **options
             )
-        except ValueError as exc:  # a malformed URL: say which variable, not its value
-            raise ConfigError(
-                f"{cfg.url_env} is not a usable Redis URL ({type(exc).__name__})",
-                key="state.redis.url_env",
-            ) from None
+        except ValueError as exc:
+            raise unusable_url(cfg, exc) from None
         return cls(
             aioredis.Redis.from_pool(pool),  # the client owns the pool: closed with it
             prefix=cfg.prefix,

@@ -23,13 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from controller._clock import Clock, SystemClock
 from controller._errors import ConfigError
-from controller.fleet._redis import redis_url
+from controller.fleet._redis import connection_options, unusable_url
 from controller.fleet.config import FleetConfig
 
 __all__ = ["RedisAnswers"]
@@ -117,22 +116,20 @@ class RedisAnswers:
                 key="state.backend",
             ) from None
 
-        options: dict[str, Any] = {
-            "socket_timeout": read_timeout,
-            "socket_connect_timeout": read_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "retry_on_timeout": False,
-            "max_connections": 16,
-            "client_name": f"failover-cache-{cfg.prefix}",
-        }
-        if cfg.password_env:
-            options["password"] = env.get(cfg.password_env) or None
-        url = redis_url(cfg, env)
-        if url.startswith("rediss://") and cfg.ca_file:
-            options["ssl_ca_certs"] = os.fspath(cfg.ca_file)
+        url, options = connection_options(
+            cfg,
+            env,
+            timeout=read_timeout,
+            max_connections=16,
+            name=f"failover-cache-{cfg.prefix}",
+            retry=Retry(NoBackoff(), 0),
+        )
         # Blocking: a read finding every connection busy (the whole tier at the rung at once)
         # waits for one, within the read bound, instead of failing and pausing the rung
-        pool = redis.BlockingConnectionPool.from_url(url, timeout=read_timeout, **options)
+        try:
+            pool = redis.BlockingConnectionPool.from_url(url, timeout=read_timeout, **options)
+        except ValueError as exc:
+            raise unusable_url(cfg, exc) from None
         client = redis.Redis.from_pool(pool)  # the client owns the pool: closed with it
         return cls(
             client,

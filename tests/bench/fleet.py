@@ -1,6 +1,7 @@
 """Benchmark: fleet mode on Redis — how fast a version reaches every replica, and trip times.
 
-    python -m tests.bench.fleet [--flips 200] [--drills 5] [--rates 10 100] [--json]
+    python -m tests.bench.fleet [--flips 200] [--crashes 10] [--drills 5] [--rates 10 100]
+                                [--json]
 
 A real ``redis-server`` (Debian) on loopback, fake providers on loopback, and three replicas:
 whole :class:`~controller.runtime.Runtime` objects as ``failover serve`` builds them, in this one
@@ -10,6 +11,8 @@ process (one event loop for all three and the traffic: a pessimistic setting for
    kill-switch --fleet`` does); for each, the time from the write's start until each replica
    applied that version (its fleet member's own monotonic record). Reported p50/p99/max over
    every (write, replica) pair. The issue's target: p99 <= 1 s.
+1b. **leader**: ``--crashes`` times the leader dies without handing its lease back (its loops
+   stop, as in a SIGKILL); the time until another replica leads (default lease 2 s).
 2. **trip**: per total rate in ``--rates``, ``--drills`` outages (the primary answers 503) with
    traffic spread round-robin over the three replicas; detection = onset -> the leader's state
    shows the primary tripped; decision-to-applied = that -> every replica shows it. The same
@@ -149,6 +152,34 @@ class Replicas:
         return send
 
 
+async def leader_failover(reps: Replicas, crashes: int) -> dict[str, Any]:
+    """``crashes`` times: the leader dies as a SIGKILLed process would (its loops stop, the
+    lease is not handed back); the time until another replica holds the lease. The dead one is
+    then stopped and a fresh replica of the same name joins, so every round starts with three.
+    The README's figure: the lease plus one try of a follower (<= 2.25 s with the defaults)."""
+    delays: list[float] = []
+    missed = 0
+    for _ in range(crashes):
+        old = reps.leader()
+        assert old.fleet is not None
+        name = old.fleet.replica
+        for task in old.fleet._tasks:
+            task.cancel()
+        old.controller.stop()
+        started = time.monotonic()
+        reps.runtimes.remove(old)
+        found = await until(
+            lambda: any(r.fleet and r.fleet.role.value == "leader" for r in reps.runtimes), 10.0
+        )
+        if found is None:
+            missed += 1
+        else:
+            delays.append(found - started)
+        await old.stop(grace=0.5)
+        await reps.start([name], "redis")
+    return {"new_leader": summary(delays), "missed": missed}
+
+
 async def apply_latency(reps: Replicas, flips: int) -> dict[str, Any]:
     link = RedisLink(FleetConfig(prefix="bench"), {"FAILOVER_REDIS_URL": reps.redis.url})
     delays: list[float] = []
@@ -275,6 +306,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 reps = Replicas(tmp, redis, primary, backup, tg)
                 await reps.start(["gw-a", "gw-b", "gw-c"], "redis")
                 report["apply"] = await apply_latency(reps, args.flips)
+                report["leader"] = await leader_failover(reps, args.crashes)
                 report["fleet"] = [await drills(reps, r, args.drills) for r in args.rates]
                 report["outage"] = await outage(reps, args.outage_rate, args.phase)
                 await reps.stop()
@@ -290,6 +322,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"$ {report['command']}"]
     a = report["apply"]
     lines.append(f"apply a new version on every replica: {a['apply']} (missed {a['missed']})")
+    lead = report["leader"]
+    lines.append(f"a dead leader replaced: {lead['new_leader']} (missed {lead['missed']})")
     lines.extend(
         f"{name:6} {row['rate']:>5g} req/s  detection {row['detection']}  "
         f"decision->all applied {row['decision_to_applied']}  "
@@ -308,6 +342,7 @@ def parser() -> argparse.ArgumentParser:
     found = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     found.add_argument("--flips", type=int, default=200)
     found.add_argument("--drills", type=int, default=5)
+    found.add_argument("--crashes", type=int, default=10)
     found.add_argument("--rates", type=float, nargs="+", default=[10.0, 100.0])
     found.add_argument("--outage-rate", type=float, default=100.0)
     found.add_argument("--phase", type=float, default=5.0)
