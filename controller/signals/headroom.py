@@ -18,7 +18,9 @@ A target is *low* while, for some kind, ``remaining / limit`` is below ``below``
 has not reset: the router then sends new requests to the next target of the plan first (attempt
 reason ``headroom``), before the provider starts answering 429, and takes the target back the
 moment its window resets (or a newer answer says there is room again). A low reading without a
-reset time holds ``hold_seconds``. ``below`` 0 reads the headers (the gauges) and never shifts.
+reset time holds ``hold_seconds``; a reset further away than :data:`MAX_RESET` (an hour) is
+taken as an hour, and one that is not finite as none. ``below`` 0 reads the headers (the
+gauges) and never shifts.
 
 The provider tells :meth:`Headroom.observe` the headers of each answer as it arrives
 (``HttpProvider.on_headers``); a header that does not parse is ignored, never an error.
@@ -52,6 +54,10 @@ _ANTHROPIC_PAIRS = tuple(
     for k in KINDS
 )
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+# The longest a reset is believed (seconds): a provider saying its window resets in a year,
+# or never (``inf``), would otherwise keep a target away until a restart, since a target moved
+# behind the others gets no answer that could say there is room again.
+MAX_RESET = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +96,8 @@ class _Kept:
         """Seconds from the reading until the window resets (None: not said, or unreadable)."""
         if self.reset is None:
             return None
-        if self.rfc3339:
-            return _rfc3339_in(self.reset, self.wall)
-        return parse_duration(self.reset)
+        found = _rfc3339_in(self.reset, self.wall) if self.rfc3339 else parse_duration(self.reset)
+        return None if found is None else min(found, MAX_RESET)
 
     def reading(self, kind: str) -> Reading:
         return Reading(kind, self.limit, self.remaining, self.reset_in())
@@ -105,16 +110,18 @@ def parse_duration(text: str) -> float | None:
     if not text:
         return None
     try:
-        return max(0.0, float(text))
+        value = float(text)
     except ValueError:
         pass
+    else:
+        return max(0.0, value) if math.isfinite(value) else None
     at, total = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != at:
             return None
         total += float(match.group(1)) * _UNIT[match.group(2)]
         at = match.end()
-    return total if at == len(text) else None
+    return total if at == len(text) and math.isfinite(total) else None
 
 
 def _rfc3339_in(text: str, wall: float) -> float | None:
