@@ -257,3 +257,35 @@ def test_a_chunk_relaying_events_keeps_every_other_field() -> None:
         "headers",
     }  # a new field: set it above, and in StreamChunk.relaying
     assert chunk.relaying(b"new") == replace(chunk, raw=b"new")
+
+
+def test_a_lone_cr_between_events_holds_nothing_back() -> None:
+    """A lone CR ends no line: it begins the next event's first line, and the events after it
+    still come (a CR last in a read waits: it may be a CRLF's first half)."""
+    for stream in (
+        b"data: a\n\n\r\r\ndata: b\n\ndata: c\n\n",
+        b"data: a\n\n\rdata: b\n\ndata: c\n\n",
+    ):
+        for pieces in ([stream], [stream[i : i + 1] for i in range(len(stream))]):
+            parser = SSEParser()
+            events = [event for piece in pieces for event in parser.feed(piece)]
+            assert (events[0].data, events[-1].data) == ("a", "c"), events
+
+
+def test_a_terminator_is_known_however_the_provider_framed_it() -> None:
+    """The relay holds back a terminator that comes before the finish: the events' own bytes
+    go on now, so it is recognized in any framing of it."""
+    from controller.wire._anthropic_server import _StreamEncoder as AnthropicEncoder
+    from controller.wire._openai_server import OpenAIStreamEncoder as OpenAIEncoder
+
+    for raw in (b"data: [DONE]\n\n", b"data:[DONE]\r\n\r\n", b"data:  [DONE]\n\n"):
+        assert OpenAIEncoder.terminates(raw), raw
+    assert not OpenAIEncoder.terminates(b'data: {"x":"[DONE]"}\n\n')
+    for raw in (
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+        b'event:message_stop\r\ndata:{"type":"message_stop"}\r\n\r\n',
+        b'data: {"type":"message_stop"}\nevent: message_stop\n\n',
+        b'data: {"type":"message_stop"}\n\n',
+    ):
+        assert AnthropicEncoder.terminates(raw), raw
+    assert not AnthropicEncoder.terminates(b'event: ping\ndata: {"type":"message_stop"}\n\n')

@@ -43,7 +43,7 @@ from controller.wire._anthropic_request import (
     field,
 )
 from controller.wire._common import retry_after_headers, status_for
-from controller.wire._sse import sse
+from controller.wire._sse import SSEParser, sse
 
 __all__ = ["AnthropicServerCodec"]
 
@@ -166,8 +166,20 @@ class _StreamEncoder:
 
     @staticmethod
     def terminates(raw: bytes) -> bool:
-        """Whether a relayed stream's events ``raw`` (one chunk's) are its terminator."""
-        return raw.startswith(b"event: message_stop")
+        """Whether a relayed stream's events ``raw`` (one chunk's, as the provider framed
+        them: ``event:message_stop``, its data first, or no name at all) begin with its
+        terminator."""
+        if b"message_stop" not in raw:
+            return False
+        events = SSEParser().feed(raw)
+        if not events:
+            return False
+        try:
+            data = _json.loads(events[0].data)
+        except ValueError:
+            return events[0].event == "message_stop"
+        kind = data.get("type") if isinstance(data, dict) else None
+        return events[0].event == "message_stop" or (not events[0].event and kind == "message_stop")
 
     def resume(self) -> bytes:
         """Take over a relayed stream (:meth:`follow`): its ``message_start`` went out; an

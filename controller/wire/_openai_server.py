@@ -41,7 +41,7 @@ from controller.wire._openai_common import optional as _optional
 from controller.wire._openai_common import required as _field
 from controller.wire._openai_common import typed as _typed
 from controller.wire._openai_common import unsupported_value as _unsupported
-from controller.wire._sse import sse
+from controller.wire._sse import SSEParser, sse
 
 __all__ = ["OpenAIServerCodec", "OpenAIStreamEncoder", "stream_usage_requested"]
 
@@ -411,8 +411,12 @@ class OpenAIStreamEncoder:
 
     @staticmethod
     def terminates(raw: bytes) -> bool:
-        """Whether a relayed stream's events ``raw`` (one chunk's) are its terminator."""
-        return raw.startswith(b"data: [DONE]")
+        """Whether a relayed stream's events ``raw`` (one chunk's, as the provider framed
+        them: ``data:[DONE]`` or CRLF too) begin with its terminator."""
+        if b"[DONE]" not in raw:
+            return False
+        events = SSEParser().feed(raw)
+        return bool(events) and events[0].data.strip() == "[DONE]"
 
     def resume(self) -> bytes:
         """Take over a stream relayed as the provider sent it (its role chunk went out)."""

@@ -76,10 +76,12 @@ class SSEParser:
         while pos < size:
             if data[pos] in b"\r\n":  # blank lines between events: nothing to dispatch
                 blanks = _BLANKS.match(data, pos)
-                if blanks is None:  # a lone CR, perhaps a CRLF's first half: wait for more
+                if blanks is not None:
+                    pos = blanks.end()
+                    continue
+                if pos + 1 == size:  # a CR last: perhaps a CRLF's first half, wait for more
                     break
-                pos = blanks.end()
-                continue
+                # else a lone CR, no line end: it begins the next event's first line
             end = _END.search(data, max(pos, searched))
             if end is None:
                 break
