@@ -6,12 +6,19 @@ Real fake providers over HTTP on loopback, injected clocks (no test races a time
 
 from __future__ import annotations
 
+import asyncio
 import math
+from pathlib import Path
 
 import pytest
 
 from controller._clock import FakeClock
+from controller.config import parse_config
+from controller.control.state import HealthState
 from controller.model import Message, Request
+from controller.notify.alert import AlertEvent
+from controller.providers.fake import FakeProvider, Fault, FaultMode
+from controller.runtime import Runtime
 from controller.signals.headroom import Headroom, parse_duration
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
@@ -53,3 +60,67 @@ def test_an_rfc3339_reset_in_the_year_9999_holds_a_target_an_hour_at_most() -> N
 def test_a_duration_that_is_not_finite_is_no_duration(text: str) -> None:
     found = parse_duration(text)
     assert found is None or math.isfinite(found)
+
+
+# ----------------------------------------------------------------------------- idle probes
+IDLE_CONFIG = """\
+providers:
+  primary: {{kind: openai, base_url: "{primary}", api_key_env: PRIMARY_KEY}}
+  backup: {{kind: anthropic, base_url: "{backup}", api_key_env: BACKUP_KEY}}
+tiers:
+  frontier:
+    targets:
+      - {{provider: primary, model: big}}
+      - {{provider: backup, model: alt}}
+controller:
+  probe_idle_seconds: 30
+  probe_interval_seconds: 1
+  consecutive_failures: 3
+routing: {{retry: {{max_tries_per_provider: 1}}}}  # no backoff sleeps on the fake clock
+notify: {{cooldown_seconds: 600}}
+state: {{path: ""}}
+"""
+
+
+async def _settle(rt: Runtime) -> None:
+    rt.controller.tick()
+    idle = rt.controller.idle
+    assert idle is not None
+    await asyncio.gather(*idle.running())
+
+
+async def test_an_idle_probe_that_failed_once_does_not_hide_a_later_outage_under_traffic(
+    tmp_path: Path, primary: FakeProvider, backup: FakeProvider
+) -> None:
+    """The primary's idle probe fails once at night; the morning's traffic then serves fine, so
+    it is no longer standing by. Its outage at noon, under traffic, is a page (provider_tripped,
+    critical), not 'backup unhealthy while standing by' (a warning)."""
+    clock = FakeClock()
+    config = parse_config(
+        IDLE_CONFIG.format(primary=primary.url("openai"), backup=backup.url("anthropic"))
+    )
+    rt = Runtime(config, env={"PRIMARY_KEY": "sk-p", "BACKUP_KEY": "sk-b"}, clock=clock)
+    rt.controller.resume()
+    try:
+        clock.advance(31)  # a quiet night: both idle
+        primary.set_fault(Fault(mode=FaultMode.ERROR_500, count=1))  # one blip on its probe
+        await _settle(rt)
+        assert rt.controller.idle is not None
+        assert rt.controller.idle.failing("primary") is not None
+        for _ in range(20):  # the morning: the primary serves
+            answer = await rt.router.complete(HELLO, tier="frontier")
+            assert answer.provider == "primary"
+            clock.advance(0.2)
+            await _settle(rt)
+        primary.set_fault(FaultMode.ERROR_500)  # noon: down, under traffic
+        for _ in range(6):
+            await rt.router.complete(HELLO, tier="frontier")
+            await _settle(rt)
+        assert rt.holder.current.status("primary").state is HealthState.TRIPPED
+        events = [a["event"] for a in rt.alerts]
+        assert AlertEvent.STANDBY_UNHEALTHY not in events
+        assert AlertEvent.PROVIDER_TRIPPED in events
+    finally:
+        rt.controller.stop()
+        await rt.router.aclose()
+        rt.telemetry.shutdown(timeout=1)

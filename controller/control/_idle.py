@@ -41,6 +41,7 @@ IdleFor = Callable[[str], float | None]
 class _Track:
     started: float = -math.inf
     failing: str | None = None  # why its last idle probe failed (None: it answered)
+    ended: float = -math.inf  # when its last idle probe ended
     task: asyncio.Task[None] | None = None
 
 
@@ -83,6 +84,7 @@ class IdleProbes:
                 track = self._tracks[name] = _Track()
             if track.task is not None and not track.task.done():
                 continue
+            self._served_since(name, track)
             wait = self._cfg.probe_interval_seconds if track.failing else after
             idle = self._idle_for(name)
             quiet = idle if idle is not None else now - self._started
@@ -94,6 +96,7 @@ class IdleProbes:
         from controller.control.loop import _probe_once  # the loop imports this module
 
         ok, why = await _probe_once(self._prober, name, clock=self._clock, cfg=self._cfg)
+        track.ended = self._clock.monotonic()
         if ok:
             track.failing = None
             return
@@ -102,13 +105,27 @@ class IdleProbes:
         track.failing = why
 
     def failing(self, name: str) -> str | None:
-        """Why ``name``'s last idle probe failed, or None."""
+        """Why ``name``'s last idle probe failed, or None (also once it has had an attempt
+        since: it is no longer standing by)."""
         track = self._tracks.get(name)
-        return track.failing if track is not None else None
+        return self._served_since(name, track) if track is not None else None
+
+    def _served_since(self, name: str, track: _Track) -> str | None:
+        """A provider with an attempt of any kind after its failed idle probe is serving, not
+        standing by: the failure is forgotten (a trip under traffic is the usual page)."""
+        if track.failing is not None and (track.task is None or track.task.done()):
+            idle = self._idle_for(name)
+            if idle is not None and idle < self._clock.monotonic() - track.ended:
+                track.failing = None
+        return track.failing
 
     def failing_now(self) -> dict[str, str]:
         """Every provider whose last idle probe failed, and why."""
-        return {name: t.failing for name, t in self._tracks.items() if t.failing is not None}
+        return {
+            name: why
+            for name, track in self._tracks.items()
+            if (why := self._served_since(name, track)) is not None
+        }
 
     def tag(self, event: Transition) -> Transition:
         """A trip of a provider whose idle probes were failing: cause ``standby``, not
