@@ -31,7 +31,7 @@ from controller.notify.alert import AlertEvent
 from controller.providers import HttpProvider, Provider
 from controller.providers.fake import FakeProvider, Fault, FaultMode, RateLimits
 from controller.routing._standby import HeadroomSteer, StandbyMetrics, WarmSteer
-from controller.routing.plan import Target, TierPlan
+from controller.routing.plan import Hedge, Target, TierPlan
 from controller.routing.router import Router
 from controller.runtime import Runtime
 from controller.signals.headroom import Headroom, parse_duration, readings
@@ -41,6 +41,9 @@ from tests.conftest import Recorder, adapter
 from tests.gateway_support import GatedProvider, gateway_env
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
+# A tier's own hedge with a fixed wait guards a warm attempt from the first request (it never
+# fires in these tests: the fake answers in milliseconds).
+GUARD = Hedge(after=60.0)
 
 
 def _points(
@@ -61,11 +64,18 @@ def _points(
 
 
 def warm_router(
-    primary: FakeProvider, backup: FakeProvider, recorder: Recorder, share: float, seed: int
+    primary: FakeProvider,
+    backup: FakeProvider,
+    recorder: Recorder,
+    share: float,
+    seed: int,
+    hedge: Hedge | None = None,
 ) -> Router:
+    """``hedge``: the tier's own; without one a warm attempt is made only once the primary or
+    the backup has the answer times its guard needs."""
     p, b = adapter(primary, "openai", "primary"), adapter(backup, "anthropic", "backup")
     targets = (Target(provider="primary", model="big"), Target(provider="backup", model="alt"))
-    tier = TierPlan(name="frontier", targets=targets, warm_share=share)
+    tier = TierPlan(name="frontier", targets=targets, warm_share=share, hedge=hedge)
     return Router(
         tiers={"frontier": tier},
         providers={"primary": p, "backup": b},
@@ -111,7 +121,7 @@ async def test_warm_share_off_by_default(
 async def test_a_failing_warm_request_goes_back_to_the_primary_without_retrying_the_backup(
     primary: FakeProvider, backup: FakeProvider, recorder: Recorder
 ) -> None:
-    router = warm_router(primary, backup, recorder, share=1.0, seed=1)
+    router = warm_router(primary, backup, recorder, share=1.0, seed=1, hedge=GUARD)
     backup.set_fault(FaultMode.ERROR_500)  # a 5xx would be retried on a primary
     response = await router.complete(HELLO, tier="frontier")
     await router.aclose()
@@ -135,7 +145,7 @@ async def test_standby_metric_counts_warm_attempts_by_outcome(
 ) -> None:
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
-    router = warm_router(primary, backup, recorder, share=1.0, seed=1)
+    router = warm_router(primary, backup, recorder, share=1.0, seed=1, hedge=GUARD)
     router.listeners.add(StandbyMetrics(meters.get_meter("t")))
     await router.complete(HELLO, tier="frontier")
     backup.set_fault(Fault(mode=FaultMode.AUTH, count=1))
@@ -432,7 +442,7 @@ async def test_a_hanging_backup_costs_a_warm_request_only_the_backups_usual_time
     """No hedge configured: a warm attempt still gets the primary started beside it once it has
     waited the backup's own p99, instead of the backup's timeouts (120 s here)."""
     router = warm_router(primary, backup, recorder, share=1.0, seed=1)
-    for _ in range(25):  # the backup's history of answer times
+    for _ in range(25):  # the primary's answer times (20 before the first warm one), then warm
         await router.complete(HELLO, tier="frontier")
     backup.set_fault(FaultMode.HANG)
     response = await asyncio.wait_for(router.complete(HELLO, tier="frontier"), 60)
@@ -480,7 +490,7 @@ def _warm_router(lacks: frozenset[str]) -> Callable[..., Router]:
             Target(provider="primary-openai", model="gpt-big"),
             Target(provider="backup-anthropic", model="claude-alt", lacks=lacks),
         )
-        tier = TierPlan(name="frontier", targets=targets, warm_share=1.0)
+        tier = TierPlan(name="frontier", targets=targets, warm_share=1.0, hedge=GUARD)
         return Router(
             tiers={"frontier": tier},
             providers=providers,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,16 @@ import pytest
 from controller._clock import FakeClock
 from controller.config import parse_config
 from controller.control.state import HealthState
+from controller.events import AttemptReason
 from controller.model import Message, Request
 from controller.notify.alert import AlertEvent
 from controller.providers.fake import FakeProvider, Fault, FaultMode
+from controller.routing._standby import WarmSteer
+from controller.routing.plan import Target, TierPlan
+from controller.routing.router import Router
 from controller.runtime import Runtime
 from controller.signals.headroom import Headroom, parse_duration
+from tests.conftest import Recorder, adapter
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
 
@@ -124,3 +130,46 @@ async def test_an_idle_probe_that_failed_once_does_not_hide_a_later_outage_under
         rt.controller.stop()
         await rt.router.aclose()
         rt.telemetry.shutdown(timeout=1)
+
+
+def _warm(primary: FakeProvider, backup: FakeProvider, recorder: Recorder, **kw: object) -> Router:
+    p, b = adapter(primary, "openai", "primary"), adapter(backup, "anthropic", "backup")
+    targets = (Target(provider="primary", model="big"), Target(provider="backup", model="alt"))
+    tier = TierPlan(name="frontier", targets=targets, warm_share=1.0)
+    return Router(
+        tiers={"frontier": tier},
+        providers={"primary": p, "backup": b},
+        listeners=[recorder],
+        steers=[WarmSteer(random.Random(1))],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_hanging_backup_costs_nothing_before_any_answer_time_is_known(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """Right after a start (or under 20 answers in two minutes, i.e. any quiet tier) there is no
+    p99 to guard a warm attempt with: it must not be sent, or a hanging backup holds the
+    client for the backup's timeouts (120 s) before the primary is asked."""
+    router = _warm(primary, backup, recorder)
+    backup.set_fault(FaultMode.HANG)
+    try:
+        response = await asyncio.wait_for(router.complete(HELLO, tier="frontier"), 30)
+    finally:
+        await router.aclose()
+    assert response.provider == "primary"
+    assert [e.reason for e in recorder.attempts] == [AttemptReason.PRIMARY]
+
+
+async def test_warm_traffic_never_takes_the_only_attempt(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """routing.max_attempts 1: a failing warm attempt would leave the client with an error."""
+    router = _warm(primary, backup, recorder, max_attempts=1)
+    backup.set_fault(FaultMode.ERROR_500)
+    try:
+        response = await router.complete(HELLO, tier="frontier")
+    finally:
+        await router.aclose()
+    assert response.provider == "primary"
+    assert backup.requests == 0

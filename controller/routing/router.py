@@ -366,8 +366,13 @@ class Router:
         if tier_plan is None:
             for steer in self.steers:
                 steered = steer(plan_for, plan)
-                if steered is not None:
-                    plan, shift = steered[0], steered[1:]
+                if steered is None:
+                    continue
+                if steered[1] is AttemptReason.WARM and not self._warm_guarded(
+                    plan_for, steered[0], stream or request.stream
+                ):
+                    continue  # the client would pay for it: not warmed now
+                plan, shift = steered[0], steered[1:]
         start = self._clock.monotonic()
         parent = trace.get_current_span().get_span_context()
         if parent.is_valid:  # e.g. the gateway's SERVER span: the route joins its trace
@@ -710,20 +715,10 @@ class Router:
             hedge = _WARM_GUARD
         if hedge is None or route.plan.panic or route.position + 1 >= len(route.queue):
             return None
-        wait = hedge.after
-        if wait is None and hedge.quantile is not None:
-            candidates = [attempt.target.provider]
-            if warm:
-                candidates.append(route.queue[route.position + 1].provider)
-            for provider in candidates:
-                wait = self.inflight.typical(
-                    provider,
-                    stream=route.stream,
-                    quantile=hedge.quantile,
-                    least=hedge.min_samples,
-                )
-                if wait is not None:
-                    break
+        candidates = [attempt.target.provider]
+        if warm:
+            candidates.append(route.queue[route.position + 1].provider)
+        wait = self._hedge_wait(hedge, candidates, route.stream)
         if wait is None:
             return None
 
@@ -737,6 +732,31 @@ class Router:
                 self._second(route, request, once, race, attempt, AttemptReason.HEDGE)
 
         return asyncio.ensure_future(self._after(wait, fire))
+
+    def _hedge_wait(self, hedge: Hedge, providers: Sequence[str], stream: bool) -> float | None:
+        """How long an attempt on ``providers[0]`` waits before ``hedge`` starts the next target
+        beside it: the hedge's fixed wait, or the first of ``providers`` with a known quantile
+        of answer times (None: none has enough answers yet)."""
+        if hedge.after is not None or hedge.quantile is None:
+            return hedge.after
+        for provider in providers:
+            wait = self.inflight.typical(
+                provider, stream=stream, quantile=hedge.quantile, least=hedge.min_samples
+            )
+            if wait is not None:
+                return wait
+        return None
+
+    def _warm_guarded(self, tier: TierPlan, plan: Plan, stream: bool) -> bool:
+        """Whether a warm attempt on ``plan``'s first target could go back to the primary (its
+        second) without costing the client: an attempt left after it, and a guard to start the
+        primary beside it (a quiet tier knows no p99 yet: a hanging backup would hold the
+        client for its timeouts)."""
+        if self._max_attempts < 2 or len(plan.targets) < 2:
+            return False
+        hedge = tier.hedge or _WARM_GUARD
+        backup, primary = plan.targets[0].provider, plan.targets[1].provider
+        return self._hedge_wait(hedge, (backup, primary), stream) is not None
 
     async def _after(self, seconds: float, then: Callable[[], None]) -> None:
         await self._clock.sleep(seconds)
