@@ -41,11 +41,12 @@ and the added late p99 are at most 50 ms. Run it on a quiet machine; the load si
 printed so that a saturated core 0 is seen rather than blamed on the system under test.
 
 ``--instructions STREAMS`` counts instead, under valgrind's callgrind, the instructions each
-system executes per relayed chunk (a few streams, since a proxy runs ~50x slower there; use
-``--chunks 1000`` so that each stream's set-up weighs little): a figure that other work on the
-machine barely moves, for A/B comparisons of the relay path; it is also given net of what the
-system runs in the same time with no stream at all (its timers), which a few streams cannot
-amortize as a thousand would.
+system executes per relayed chunk: a figure that other work on the machine moves little, for A/B
+comparisons of the relay path; it is also given net of what the system runs in the same time
+with no stream at all (its timers), which a few streams cannot amortize as a thousand would.
+Keep the rate low (``--instructions 2 --chunks 500 --gap-ms 50``): a proxy runs ~50x slower
+under valgrind, and one that falls behind on a busy machine reads several chunks at once and
+counts fewer instructions per chunk than it does when it keeps up.
 """
 
 from __future__ import annotations
