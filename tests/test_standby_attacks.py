@@ -21,11 +21,12 @@ from controller.model import Message, Request
 from controller.notify.alert import AlertEvent
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing._standby import WarmSteer
-from controller.routing.plan import Target, TierPlan
+from controller.routing.plan import Hedge, Target, TierPlan
 from controller.routing.router import Router
 from controller.runtime import Runtime
 from controller.signals.headroom import Headroom, parse_duration
 from tests.conftest import Recorder, adapter
+from tests.gateway_support import wait_for
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
 
@@ -173,3 +174,40 @@ async def test_warm_traffic_never_takes_the_only_attempt(
         await router.aclose()
     assert response.provider == "primary"
     assert backup.requests == 0
+
+
+async def test_a_warm_attempt_is_guarded_when_the_tiers_hedge_budget_is_spent(
+    primary: FakeProvider, backup: FakeProvider, recorder: Recorder
+) -> None:
+    """The tier's own hedge guards a warm attempt; its budget (per_second) is for hedging, and
+    a warm request must not be left to a hanging backup's timeouts because it is spent."""
+    clock = FakeClock()
+    p, b = adapter(primary, "openai", "primary"), adapter(backup, "anthropic", "backup")
+    targets = (Target(provider="primary", model="big"), Target(provider="backup", model="alt"))
+    tier = TierPlan(
+        name="frontier",
+        targets=targets,
+        warm_share=1.0,
+        hedge=Hedge(after=1.0, per_second=0.001),  # one hedge, then one every 1000 s
+    )
+    router = Router(
+        tiers={"frontier": tier},
+        providers={"primary": p, "backup": b},
+        listeners=[recorder],
+        steers=[WarmSteer(random.Random(1))],
+        clock=clock,
+    )
+    backup.set_fault(FaultMode.HANG)
+
+    async def one(n: int) -> str:
+        task = asyncio.ensure_future(router.complete(HELLO, tier="frontier"))
+        # The warm attempt is at the backup (a real socket away), its guard armed.
+        await wait_for(lambda: backup.requests >= n, within=30)
+        clock.advance(1.0)
+        return (await task).provider
+
+    try:
+        assert await asyncio.wait_for(one(1), 30) == "primary"  # the budget's one hedge
+        assert await asyncio.wait_for(one(2), 30) == "primary"
+    finally:
+        await router.aclose()

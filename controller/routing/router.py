@@ -723,13 +723,17 @@ class Router:
             return None
 
         def fire() -> None:
-            key = (route.tier.name, hedge.per_second)
-            budget = self._budgets.get(key)
-            now = self._clock.monotonic()
-            if budget is None:
-                budget = self._budgets[key] = HedgeBudget(hedge.per_second, now)
-            if race.can_start and budget.take(now):
-                self._second(route, request, once, race, attempt, AttemptReason.HEDGE)
+            if not race.can_start:
+                return
+            if not warm:  # a warm attempt's guard spends no hedge budget: the client's due
+                key = (route.tier.name, hedge.per_second)
+                budget = self._budgets.get(key)
+                now = self._clock.monotonic()
+                if budget is None:
+                    budget = self._budgets[key] = HedgeBudget(hedge.per_second, now)
+                if not budget.take(now):
+                    return
+            self._second(route, request, once, race, attempt, AttemptReason.HEDGE)
 
         return asyncio.ensure_future(self._after(wait, fire))
 
