@@ -16,6 +16,7 @@ sent, and what a continuation was told was delivered with what the client had re
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import random
@@ -405,9 +406,14 @@ class Scripted:
         self.bodies.append(await http.json())
         out = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await out.prepare(http)
-        for piece in self.pieces:
-            await out.write(piece)
-        await out.write_eof()
+        try:
+            for piece in self.pieces:
+                await out.write(piece)
+                for _ in range(5):  # the reader takes this piece before the next is sent
+                    await asyncio.sleep(0)
+            await out.write_eof()
+        except ConnectionResetError:
+            pass  # the client had all it needed (its finish and terminator) and went
         return out
 
 
@@ -440,30 +446,39 @@ def _facts(chunks: list[StreamChunk]) -> list[tuple[Any, ...]]:
     return out
 
 
-async def _both_ways(kind: str, stream: bytes, body: dict[str, Any]) -> tuple[Any, Any, bytes]:
+async def _both_ways(
+    kind: str, stream: bytes, body: dict[str, Any], splits: list[list[bytes]] | None = None
+) -> tuple[Any, Any, list[bytes]]:
     """``stream`` read by the real provider client relayed (quick reads on) and decoded (full
-    reads only): (what each said, as facts and the error it ended with), the relayed bytes."""
-    results = []
-    relayed = b""
-    for size in (7, 64, len(stream)):
-        async with Scripted(pieces_of(stream, size)) as up:
-            provider = _provider(up.url, kind)
-            for source in (Source(format=kind, body=body, raw=json.dumps(body).encode()), None):
-                request = Request(messages=(Message(role="user", content="count"),), stream=True)
-                if source is not None:
-                    request = Request(messages=request.messages, stream=True, source=source)
+    reads only), in each of ``splits`` (pieces of 7 and 64 bytes, and whole, unless given):
+    what each said (facts, and the error it ended with), and the bytes each relayed."""
+    relayed_ones, decoded_ones, relayed = [], [], []
+    if splits is None:
+        splits = [pieces_of(stream, size) for size in (7, 64, len(stream))]
+    raw = json.dumps(body).encode()
+    request = Request(messages=(Message(role="user", content="count"),), stream=True)
+    own = Request(
+        messages=request.messages, stream=True, source=Source(format=kind, body=body, raw=raw)
+    )
+    async with Scripted() as up:
+        provider = _provider(up.url, kind)
+        for pieces in splits:
+            up.pieces = pieces
+            for asked in (own, request):
                 chunks: list[StreamChunk] = []
                 error = None
                 try:
-                    async for chunk in provider.stream(request, "m-1", LIMITS):
+                    async for chunk in provider.stream(asked, "m-1", LIMITS):
                         chunks.append(chunk)  # noqa: PERF401 - kept when the stream fails
                 except ProviderError as exc:
                     error = (type(exc).__name__, exc.message)
-                results.append((_facts(chunks), error))
-                if source is not None:
-                    relayed = b"".join(c.raw or b"" for c in chunks)
-            await provider.close()
-    relayed_ones, decoded_ones = results[0::2], results[1::2]
+                said = (_facts(chunks), error)
+                if asked is own:
+                    relayed_ones.append(said)
+                    relayed.append(b"".join(c.raw or b"" for c in chunks))
+                else:
+                    decoded_ones.append(said)
+        await provider.close()
     return relayed_ones, decoded_ones, relayed
 
 
@@ -495,7 +510,7 @@ async def test_an_odd_openai_stream_reads_the_same_relayed_and_decoded() -> None
     facts, error = relayed[0]
     assert error is None
     assert facts[0] == ("text", "Bonjour é漢😀 a!")
-    assert raw == OPENAI_ODD  # every event's bytes, as they came
+    assert set(raw) == {OPENAI_ODD}  # every event's bytes, as they came
 
 
 def _anthropic_event(kind: str, **fields: Any) -> str:
@@ -549,7 +564,7 @@ async def test_an_odd_anthropic_stream_reads_the_same_relayed_and_decoded() -> N
     assert error is None
     assert facts[0] == ("text", "Bonjour é漢😀 a!")
     assert facts[-1][3:] != (None, None)  # the finish and its usage
-    assert raw == ANTHROPIC_ODD
+    assert set(raw) == {ANTHROPIC_ODD}
 
 
 async def test_an_anthropic_error_mid_stream_ends_both_readings_alike() -> None:
@@ -568,6 +583,7 @@ async def test_an_anthropic_error_mid_stream_ends_both_readings_alike() -> None:
     assert facts == [("text", "Bon")]
     assert error is not None
     assert "Overloaded" in error[1]
+    assert decoded[1:] == decoded[:-1]  # however it was split
 
 
 # ---------------------------------------------------------------- through the gateway, the SDKs
@@ -887,3 +903,34 @@ async def test_an_odd_anthropic_stream_cut_is_continued_from_what_the_client_rea
     ]
     assert message.stop_reason == "end_turn"
     assert recorder.attempts[-1].reason == AttemptReason.CONTINUATION
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_every_cut_of_a_stream_reads_alike_relayed_and_decoded(kind: str) -> None:
+    """A short stream of odd framings sent in two pieces cut at every position (each read by
+    the client on its own): relayed and decoded, the same chunks; relayed, the same bytes."""
+    if kind == "openai":
+        stream = (
+            f"data: {_openai_chunk({'role': 'assistant', 'content': ''})}\n\n"
+            f"data:{_openai_chunk({'content': 'é😀'})}\r\n\r\n"
+            f"data: {_openai_chunk({'content': '!'}, 'stop')}\n\ndata:[DONE]\n\n"
+        ).encode()
+        body: dict[str, Any] = {"model": "m", "stream": True, "messages": USER}
+        body["stream_options"] = {"include_usage": True}
+    else:
+        stream = (
+            ANTHROPIC_START
+            + _anthropic_event("content_block_delta", **_text_delta("é😀")).replace("\n", "\r\n")
+            + _anthropic_event(
+                "message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 2}
+            )
+            + _anthropic_event("message_stop").replace("event: ", "event:")
+        ).encode()
+        body = {"model": "m", "max_tokens": 9, "stream": True, "messages": USER}
+    splits = [[stream[:cut], stream[cut:]] for cut in range(1, len(stream))]
+    relayed, decoded, raw = await _both_ways(kind, stream, body, splits)
+    assert relayed == decoded
+    assert all(said == decoded[0] for said in decoded)
+    assert decoded[0][1] is None
+    assert ("text", "é😀!" if kind == "openai" else "é😀") in decoded[0][0]
+    assert set(raw) == {stream}
