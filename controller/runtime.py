@@ -312,6 +312,7 @@ class Runtime:
             cfg=config.controller,
             prober=self._probe,
             idle_for=self.windows.idle_for,
+            served_for=self.windows.served_for,
         )
         self.history = AlertHistory(now=self.controller.now)
         self.bot = command_bot(self)  # Telegram commands (notify.telegram.commands), or None

@@ -133,6 +133,36 @@ async def test_an_idle_probe_that_failed_once_does_not_hide_a_later_outage_under
         rt.telemetry.shutdown(timeout=1)
 
 
+async def test_a_probe_reported_after_the_failed_idle_probe_is_still_standing_by(
+    tmp_path: Path, primary: FakeProvider, backup: FakeProvider
+) -> None:
+    """An idle probe that timed out is given up before its attempt is reported (the cancelled
+    request reports itself later, on a real clock a moment after): that attempt, or any other
+    probe or warm one, is the backup standing by, not serving; its failure still counts as a
+    standby one."""
+    clock = FakeClock()
+    config = parse_config(
+        IDLE_CONFIG.format(primary=primary.url("openai"), backup=backup.url("anthropic"))
+    )
+    rt = Runtime(config, env={"PRIMARY_KEY": "sk-p", "BACKUP_KEY": "sk-b"}, clock=clock)
+    rt.controller.resume()
+    idle = rt.controller.idle
+    assert idle is not None
+    try:
+        backup.set_fault(FaultMode.AUTH)
+        clock.advance(31)
+        await _settle(rt)
+        assert idle.failing("backup") is not None
+        clock.advance(0.5)
+        assert not await rt.router.probe("backup", "alt")  # reported after the probe ended
+        assert idle.failing("backup") is not None
+        assert list(rt.status()["standby"]["idle_probes_failing"]) == ["backup"]
+    finally:
+        rt.controller.stop()
+        await rt.router.aclose()
+        rt.telemetry.shutdown(timeout=1)
+
+
 def _warm(primary: FakeProvider, backup: FakeProvider, recorder: Recorder, **kw: object) -> Router:
     p, b = adapter(primary, "openai", "primary"), adapter(backup, "anthropic", "backup")
     targets = (Target(provider="primary", model="big"), Target(provider="backup", model="alt"))

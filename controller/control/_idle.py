@@ -47,7 +47,9 @@ class _Track:
 
 class IdleProbes:
     """Schedules the idle probes and marks the trips they cause. ``idle_for(name)``: seconds
-    since the provider's last attempt ended (None: none seen since start)."""
+    since the provider's last attempt ended (None: none seen since start); ``served_for``: the
+    same for attempts other than probes and warm ones (:meth:`SignalWindows.served_for
+    <controller.signals.window.SignalWindows.served_for>`), which end its standing by."""
 
     def __init__(
         self,
@@ -56,11 +58,13 @@ class IdleProbes:
         cfg: TripwireConfig,
         prober: Prober,
         idle_for: IdleFor,
+        served_for: IdleFor | None = None,
     ) -> None:
         self._clock = clock
         self._cfg = cfg
         self._prober = prober
         self._idle_for = idle_for
+        self._served_for = served_for or idle_for
         self._started = clock.monotonic()
         self._tracks: dict[str, _Track] = {}
 
@@ -111,11 +115,13 @@ class IdleProbes:
         return self._served_since(name, track) if track is not None else None
 
     def _served_since(self, name: str, track: _Track) -> str | None:
-        """A provider with an attempt of any kind after its failed idle probe is serving, not
-        standing by: the failure is forgotten (a trip under traffic is the usual page)."""
+        """A provider that served a request (an attempt other than a probe or a warm one) after
+        its failed idle probe is not standing by: the failure is forgotten (a trip under traffic
+        is the usual page). A timed-out probe's own attempt, reported after it was given up,
+        is a probe: it changes nothing."""
         if track.failing is not None and (track.task is None or track.task.done()):
-            idle = self._idle_for(name)
-            if idle is not None and idle < self._clock.monotonic() - track.ended:
+            served = self._served_for(name)
+            if served is not None and served < self._clock.monotonic() - track.ended:
                 track.failing = None
         return track.failing
 

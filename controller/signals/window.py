@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from controller._clock import Clock
-from controller.events import AttemptEvent, Outcome, RouteEvent
+from controller.events import AttemptEvent, AttemptReason, Outcome, RouteEvent
 from controller.signals._latency import LAT_BINS, bin_value, latency_bin
 from controller.signals.inflight import NO_WAITS, InFlight, WaitSignals
 
@@ -146,14 +146,19 @@ class _Bucket:
             self.cancelled += 1
 
 
+# Attempts that only measure a target standing by (not a request it serves as a primary would).
+_MEASURING = frozenset({AttemptReason.PROBE, AttemptReason.WARM})
+
+
 class _Series:
     """The ring of buckets and the running fault state of one provider or provider+model."""
 
-    __slots__ = ("buckets", "last_fault", "run", "run_started", "seen", "traces")
+    __slots__ = ("buckets", "last_fault", "run", "run_started", "seen", "served", "traces")
 
     def __init__(self, size: int) -> None:
         self.buckets = [_Bucket() for _ in range(size)]
         self.seen = 0.0  # when its last attempt ended (the idle probes read it)
+        self.served = -math.inf  # when its last attempt other than a probe or warm one ended
         self.run = 0
         self.run_started = 0.0
         self.last_fault: float | None = None
@@ -165,6 +170,8 @@ class _Series:
             slot.reset(index)
         slot.add(event)
         self.seen = now
+        if event.reason not in _MEASURING:
+            self.served = now
         if event.outcome is Outcome.SUCCESS:
             self.run = 0
         elif event.outcome is Outcome.FAULT:
@@ -232,6 +239,15 @@ class SignalWindows:
         if series is None:
             return None
         return self._clock.monotonic() - series.seen
+
+    def served_for(self, name: str) -> float | None:
+        """Seconds since ``name`` last ended an attempt other than a probe or a warm one (it
+        served as a primary or in place of one); None when none was seen since this started."""
+        provider, _, model = name.partition("/")
+        series = self._models.get((provider, model)) if model else self._providers.get(provider)
+        if series is None or series.served == -math.inf:
+            return None
+        return self._clock.monotonic() - series.served
 
     def _series(self, table: dict[_K, _Series], key: _K) -> _Series:
         series = table.get(key)
