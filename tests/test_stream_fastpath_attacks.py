@@ -934,3 +934,35 @@ async def test_every_cut_of_a_stream_reads_alike_relayed_and_decoded(kind: str) 
     assert decoded[0][1] is None
     assert ("text", "é😀!" if kind == "openai" else "é😀") in decoded[0][0]
     assert set(raw) == {stream}
+
+
+async def test_a_block_opened_by_an_event_of_several_data_lines_is_followed_at_a_cut() -> None:
+    """An Anthropic text block opened by an event whose JSON spans two ``data:`` lines (valid
+    SSE: the lines are joined), its text cut mid-way and continued: the continuation goes on
+    in that block, the client's message holds one text block with the whole text."""
+    start = json.dumps({"type": "content_block_start", "index": 0})[:-1]
+    opening = f'event: content_block_start\ndata: {start},\ndata: "content_block":'
+    opening += '{"type":"text","text":""}}\n\n'
+    cut = (
+        ANTHROPIC_START.split("event: content_block_start")[0]
+        + opening
+        + _anthropic_event("content_block_delta", **_text_delta("One"))
+        + _anthropic_event("content_block_delta", **_text_delta(" two"))
+    ).encode()
+    rest = _anthropic_stream(" three four five.")
+    async with (
+        Scripted([cut]) as first,
+        Scripted([rest]) as second,
+        gateway(
+            _provider(first.url, "anthropic", "first"),
+            _provider(second.url, "anthropic", "second", prefill=True),
+        ) as (url, recorder),
+        anthropic.AsyncAnthropic(base_url=url, api_key="sk-client", max_retries=0) as client,
+        client.messages.stream(model="t", max_tokens=9, messages=USER) as stream,
+    ):
+        message = await stream.get_final_message()
+    assert second.bodies[-1]["messages"][-1] == {"role": "assistant", "content": "One two"}
+    assert [(b.type, b.text) for b in message.content if b.type == "text"] == [
+        ("text", "One two three four five.")
+    ]
+    assert recorder.attempts[-1].reason == AttemptReason.CONTINUATION

@@ -147,11 +147,9 @@ class _StreamEncoder:
         that :meth:`resume` can take it over: which block is open, at which index."""
         if b"content_block_st" not in raw:  # neither a start nor a stop: nothing changes
             return
-        for line in raw.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
+        for sent in SSEParser(max_event_bytes=len(raw)).feed(raw):  # data: one line or more
             try:
-                event = _json.loads(line[5:])
+                event = _json.loads(sent.data)
             except ValueError:
                 continue
             index = event.get("index") if isinstance(event, dict) else None
