@@ -10,23 +10,27 @@ import asyncio
 import math
 import random
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
 
 from controller._clock import FakeClock
 from controller.config import parse_config
-from controller.control.state import HealthState
+from controller.control.state import HealthState, StateHolder
 from controller.events import AttemptReason
 from controller.model import Message, Request
 from controller.notify.alert import AlertEvent
+from controller.providers import Provider
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing._standby import WarmSteer
 from controller.routing.plan import Hedge, Target, TierPlan
 from controller.routing.router import Router
 from controller.runtime import Runtime
 from controller.signals.headroom import Headroom, parse_duration
+from controller.telemetry.otel import TelemetryListener
 from tests.conftest import Recorder, adapter
-from tests.gateway_support import wait_for
+from tests.gateway_support import GatedProvider, gateway_env, wait_for
 
 HELLO = Request(messages=(Message(role="user", content="hello"),))
 
@@ -241,3 +245,56 @@ async def test_a_warm_attempt_is_guarded_when_the_tiers_hedge_budget_is_spent(
         assert await asyncio.wait_for(one(2), 30) == "primary"
     finally:
         await router.aclose()
+
+
+def _only_backup_has_tools(
+    primary: FakeProvider,
+    backup: FakeProvider,
+    gated: GatedProvider,
+    *,
+    telemetry: TelemetryListener,
+    recorder: Recorder,
+    state: StateHolder,
+    timeouts: object,
+) -> Router:
+    providers: dict[str, Provider] = {
+        "primary-openai": adapter(primary, "openai", "primary-openai"),
+        "backup-openai": adapter(backup, "openai", "backup-openai"),
+    }
+    targets = (
+        Target(provider="primary-openai", model="gpt-big", lacks=frozenset({"tools"})),
+        Target(provider="backup-openai", model="gpt-alt"),
+    )
+    tier = TierPlan(name="frontier", targets=targets, warm_share=1.0, hedge=Hedge(after=60.0))
+    return Router(
+        tiers={"frontier": tier},
+        providers=providers,
+        state=state,
+        listeners=[recorder, telemetry],
+        steers=[WarmSteer(random.Random(3))],
+    )
+
+
+async def test_a_request_only_the_backup_can_honour_is_served_by_it_as_a_primary() -> None:
+    """warm_share 1, a primary that lacks tools: a request with tools can only be the backup's.
+    Taken as a warm attempt it was not retried, and the backup's one 500 reached the client; it
+    is the request's first choice (reason primary), retried as one is."""
+    tools: list[Any] = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
+    hello: list[Any] = [{"role": "user", "content": "hello"}]
+    async with gateway_env(router_for=_only_backup_has_tools) as env:
+        env.backup.set_fault(Fault(mode=FaultMode.ERROR_500, count=1))
+        async with openai.AsyncOpenAI(
+            base_url=env.url + "/v1", api_key="k", max_retries=0
+        ) as client:
+            answer = await client.chat.completions.create(
+                model="frontier", messages=hello, tools=tools
+            )
+        assert answer.model == "gpt-alt"
+        first, second = env.recorder.attempts
+        assert (first.reason, first.provider) == (AttemptReason.PRIMARY, "backup-openai")
+        assert (second.reason, second.provider) == (AttemptReason.RETRY, "backup-openai")

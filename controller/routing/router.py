@@ -420,6 +420,8 @@ class Router:
             route.shift is not None
             and reason is AttemptReason.PRIMARY
             and queue[0] is targets[0]  # the target it was moved to can take the request
+            # and a warm one has a target to go back to (it alone can: it serves as a primary)
+            and (route.shift[0] is not AttemptReason.WARM or len(queue) > 1)
         ):
             reason, previous = route.shift  # e.g. budget: moved off an over-budget target
             cause = reason.value
