@@ -49,6 +49,7 @@ from tests.gateway_support import GatewayTestBackend
 
 LIMITS = Timeouts(connect=2.0, first_token=5.0, idle=2.0, total=10.0, terminator_grace=0.2)
 USER: Any = [{"role": "user", "content": "count"}]
+PROVIDER_KEY = "sk-provider-key-for-tests"
 
 # ---------------------------------------------------------------- a reference reading
 
@@ -427,7 +428,7 @@ def _provider(url: str, kind: str, name: str = "up", prefill: bool = False) -> H
         name=name,
         codec=codec,
         base_url=url + "/v1" if kind.startswith("openai") or kind == "responses" else url,
-        api_key="sk-provider-key-for-tests",
+        api_key=PROVIDER_KEY,
         takes_prefill=prefill,
     )
 
