@@ -439,9 +439,11 @@ class _Reader:
         "_frame",
         "_idle",
         "_limits",
+        "_line",
         "_loop",
         "_model",
         "_parser",
+        "_plain",
         "_provider",
         "_quick",
         "_reading",
@@ -469,6 +471,10 @@ class _Reader:
         # The decoder's quick read of a text-only event (see StreamDecoder), where relayed.
         self._quick = getattr(self._decoder, "quick", None) if relay is not None else None
         self._frame = relay.event if relay is not None else None
+        # ... and of a read that is one whole event of one data line, from its bytes: no event
+        # built, the read relayed as it came when the relay would (Relay.plain).
+        self._line = getattr(self._decoder, "quick_data", None) if relay is not None else None
+        self._plain = relay.plain if relay is not None else None
         self._first = relay is not None  # its first chunk carries the answer's headers
         self._bad = _BadEvents(provider, model)
         self._loop = asyncio.get_running_loop()
@@ -539,6 +545,19 @@ class _Reader:
             )
         quick, frame = self._quick, self._frame  # both set on a relayed stream only
         held = relayed.pending if relayed is not None else _NO_EVENTS
+        line = self._line
+        if line is not None and not held:  # a stream's usual read: one text event, whole
+            value = self._parser.line(data)
+            if value is not None:
+                text = line(value)
+                if text and self._plain is not None and self._plain(data):
+                    self._bad.good += 1
+                    self.started = True
+                    if self._first:
+                        self._first = False
+                        headers = answer_headers(self._resp.headers)
+                        return [StreamChunk(text=text, raw=data, headers=headers)]
+                    return [StreamChunk(text=text, raw=data)]
         try:
             out: list[StreamChunk] = []
             for event in self._parser.feed(data):

@@ -453,6 +453,18 @@ class OpenAIStreamDecoder:
             return None
         return _text_only(body) if type(body) is dict else None
 
+    def quick_data(self, data: bytes) -> str | None:
+        """:meth:`quick` of an unnamed event of one data line whose value is ``data``, read from
+        its bytes (:meth:`SSEParser.line <controller.wire._sse.SSEParser.line>`): bytes that are
+        not UTF-8 are not JSON to orjson either, and go to the full read, which decodes them."""
+        if not self._model_seen or self._done or self._unfinished or self._finish is not None:
+            return None
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        return _text_only(body) if type(body) is dict else None
+
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
         text = self.quick(event)  # most events (the few others are parsed again below)
         if text is not None:

@@ -88,6 +88,11 @@ class Relay:
             return b"data: " + data.encode() + b"\n\n"
         return frame(SSEEvent(data=data, event=event.event) if data is not event.data else event)
 
+    def plain(self, raw: bytes) -> bool:
+        """Whether the event whose bytes are ``raw`` goes to the client as it came (what
+        :meth:`event` does with an event that decoded to text): no model to rename, no key."""
+        return self.echo_model is None and not (self._key and self._key in raw)
+
     def whole(self, body: bytes) -> bytes:
         """A whole answer's body, as it goes to the client."""
         if self.echo_model is not None:

@@ -64,6 +64,17 @@ class SSEParser:
             self._broken = exc
         return events
 
+    def line(self, raw: bytes) -> bytes | None:
+        """The data of ``raw`` when it is, with nothing held, one whole event of one ``data``
+        line (a stream's usual read), as :meth:`feed` would read it but not decoded and with no
+        :class:`SSEEvent` built; None otherwise (then :meth:`feed` it). Nothing changes."""
+        if self._held or self._broken is not None:
+            return None
+        first = raw.find(b"\n")
+        if first != len(raw) - 2 or raw[-1] != 10 or first > self._max_bytes:
+            return None
+        return _value(raw[5:first]) if raw.startswith(b"data:") else None
+
     def _scan(self, raw: bytes, events: list[SSEEvent]) -> None:
         held = self._held
         data: bytes | bytearray = raw  # the usual case: nothing held, the events read in place
