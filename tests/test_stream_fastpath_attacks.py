@@ -20,6 +20,7 @@ import asyncio
 import copy
 import json
 import random
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -454,8 +455,9 @@ async def _both_ways(
     reads only), in each of ``splits`` (pieces of 7 and 64 bytes, and whole, unless given):
     what each said (facts, and the error it ended with), and the bytes each relayed."""
     relayed_ones, decoded_ones, relayed = [], [], []
-    if splits is None:
+    if splits is None:  # (an event a read: the reader's one-line shortcut)
         splits = [pieces_of(stream, size) for size in (7, 64, len(stream))]
+        splits.append(re.findall(rb".*?(?:\n\r?\n|$)", stream, re.DOTALL)[:-1] or [stream])
     raw = json.dumps(body).encode()
     request = Request(messages=(Message(role="user", content="count"),), stream=True)
     own = Request(
