@@ -471,8 +471,9 @@ class _Reader:
         # The decoder's quick read of a text-only event (see StreamDecoder), where relayed.
         self._quick = getattr(self._decoder, "quick", None) if relay is not None else None
         self._frame = relay.event if relay is not None else None
-        # ... and of a read that is one whole event of one data line, from its bytes: no event
-        # built, the read relayed as it came when the relay would (Relay.plain).
+        # ... and of a read that is one whole event of one data line (or a name and one data
+        # line), from its bytes: no event built, the read relayed as it came when the relay
+        # would (Relay.plain).
         self._line = getattr(self._decoder, "quick_data", None) if relay is not None else None
         self._plain = relay.plain if relay is not None else None
         self._first = relay is not None  # its first chunk carries the answer's headers
@@ -547,9 +548,9 @@ class _Reader:
         held = relayed.pending if relayed is not None else _NO_EVENTS
         line = self._line
         if line is not None and not held:  # a stream's usual read: one text event, whole
-            value = self._parser.line(data)
-            if value is not None:
-                text = line(value)
+            whole = self._parser.whole(data)
+            if whole is not None:
+                text = line(*whole)
                 if text and self._plain is not None and self._plain(data):
                     self._bad.good += 1
                     self.started = True

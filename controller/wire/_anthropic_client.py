@@ -358,8 +358,19 @@ class _StreamDecoder:
         changes nothing of the decoder's state."""
         if event.event != "content_block_delta" or self._done or self._served_model is not None:
             return None
+        return self._text_delta(event.data)
+
+    def quick_data(self, name: bytes, data: bytes) -> str | None:
+        """:meth:`quick` of an event named ``name`` whose data is ``data``, read from their bytes
+        (:meth:`SSEParser.whole <controller.wire._sse.SSEParser.whole>`): bytes that are not
+        UTF-8 are not JSON to orjson either, and go to the full read, which decodes them."""
+        if name != b"content_block_delta" or self._done or self._served_model is not None:
+            return None
+        return self._text_delta(data)
+
+    def _text_delta(self, raw: str | bytes) -> str | None:
         try:
-            data = orjson.loads(event.data)
+            data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
         if type(data) is not dict or data.get("type") != "content_block_delta":

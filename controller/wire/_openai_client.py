@@ -453,11 +453,13 @@ class OpenAIStreamDecoder:
             return None
         return _text_only(body) if type(body) is dict else None
 
-    def quick_data(self, data: bytes) -> str | None:
-        """:meth:`quick` of an unnamed event of one data line whose value is ``data``, read from
-        its bytes (:meth:`SSEParser.line <controller.wire._sse.SSEParser.line>`): bytes that are
-        not UTF-8 are not JSON to orjson either, and go to the full read, which decodes them."""
-        if not self._model_seen or self._done or self._unfinished or self._finish is not None:
+    def quick_data(self, name: bytes, data: bytes) -> str | None:
+        """:meth:`quick` of an event named ``name`` whose data is ``data``, read from their bytes
+        (:meth:`SSEParser.whole <controller.wire._sse.SSEParser.whole>`): bytes that are not
+        UTF-8 are not JSON to orjson either, and go to the full read, which decodes them."""
+        if name or not self._model_seen or self._done:
+            return None
+        if self._unfinished or self._finish is not None:
             return None
         try:
             body = orjson.loads(data)

@@ -64,16 +64,27 @@ class SSEParser:
             self._broken = exc
         return events
 
-    def line(self, raw: bytes) -> bytes | None:
-        """The data of ``raw`` when it is, with nothing held, one whole event of one ``data``
-        line (a stream's usual read), as :meth:`feed` would read it but not decoded and with no
-        :class:`SSEEvent` built; None otherwise (then :meth:`feed` it). Nothing changes."""
-        if self._held or self._broken is not None:
+    def whole(self, raw: bytes) -> tuple[bytes, bytes] | None:
+        """The name (b"" for none) and data of ``raw`` when it is, with nothing held, one whole
+        event of one ``data`` line or of a name line then one data line (a stream's usual read),
+        as :meth:`feed` would read them but not decoded and with no :class:`SSEEvent` built;
+        None otherwise (then :meth:`feed` it). Nothing changes."""
+        if self._held or self._broken is not None or raw[-1:] != b"\n":
             return None
         first = raw.find(b"\n")
-        if first != len(raw) - 2 or raw[-1] != 10 or first > self._max_bytes:
-            return None
-        return _value(raw[5:first]) if raw.startswith(b"data:") else None
+        end = len(raw) - 2
+        if first == end:  # one data line
+            if first > self._max_bytes or not raw.startswith(b"data:"):
+                return None
+            return b"", _value(raw[5:first])
+        if (  # a name line, one data line (Anthropic's events)
+            raw.find(b"\n", first + 1) == end
+            and len(raw) <= self._max_bytes
+            and raw.startswith(b"event:")
+            and raw[first + 1 : first + 6] == b"data:"
+        ):
+            return _value(raw[6:first]), _value(raw[first + 6 : end])
+        return None
 
     def _scan(self, raw: bytes, events: list[SSEEvent]) -> None:
         held = self._held
