@@ -44,6 +44,7 @@ from controller.routing.router import Router
 from controller.wire._anthropic_client import _StreamDecoder as AnthropicDecoder
 from controller.wire._base import SSEEvent
 from controller.wire._openai_client import OpenAIStreamDecoder
+from controller.wire._relay import relay_for
 from controller.wire._sse import SSEParser
 from tests.conftest import Recorder
 from tests.gateway_support import GatewayTestBackend
@@ -969,3 +970,26 @@ async def test_a_block_opened_by_an_event_of_several_data_lines_is_followed_at_a
         ("text", "One two three four five.")
     ]
     assert recorder.attempts[-1].reason == AttemptReason.CONTINUATION
+
+
+async def test_the_provider_s_key_in_an_event_s_name_never_reaches_the_client() -> None:
+    """A provider echoing its key in an event's name (the Responses and Gemini readers go by
+    the data's type, not the name): the event goes on framed again, the key masked there too,
+    as in its data."""
+    key = PROVIDER_KEY
+    echoing = RESPONSES_ODD.replace(
+        b"event: response.output_text.delta", b"event: " + key.encode(), 1
+    )
+    async with (
+        Scripted(pieces_of(echoing, 13)) as up,
+        gateway(_provider(up.url, "responses")) as (url, _),
+    ):
+        body = {"model": "t", "input": "count", "stream": True}
+        answer = await _raw_answer(f"{url}/v1/responses", body)
+    assert key.encode() not in answer
+    assert b'"delta":"Bon"' in answer.replace(b" ", b"")
+    for raw in (f"event: {key}\ndata: 1\n\n", f"event: a {key}\r\ndata:{key}\r\n\r\n"):
+        (event,) = SSEParser().feed(raw.encode())
+        framed = relay_for(b"", starts=lambda event: False, secret=key).event(event, [])
+        assert key.encode() not in framed
+        assert framed.startswith(b"event: ")

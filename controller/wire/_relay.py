@@ -73,7 +73,7 @@ class Relay:
     def event(self, event: SSEEvent, chunks: list[StreamChunk]) -> bytes:
         """The bytes to forward for one stream event (``chunks``: what it decoded to): the
         event as it came, unless its model is to be renamed or it quotes the provider's key
-        (then framed again from its data, changed)."""
+        (then framed again from its name and data, changed: the key masked in either)."""
         if self.drop_usage_only and chunks and chunks[0].usage is not None and _usage_only(chunks):
             return b""
         raw = event.raw
@@ -84,9 +84,10 @@ class Relay:
             data = _renamed(data, self.echo_model)
         if self.secret and self.secret in data:
             data = data.replace(self.secret, MASK)
-        if not event.event and "\n" not in data:  # most events: one data line, no name
+        name = event.event.replace(self.secret, MASK) if self.secret else event.event
+        if not name and "\n" not in data:  # most events: one data line, no name
             return b"data: " + data.encode() + b"\n\n"
-        return frame(SSEEvent(data=data, event=event.event) if data is not event.data else event)
+        return frame(SSEEvent(data=data, event=name))
 
     def plain(self, raw: bytes) -> bool:
         """Whether the event whose bytes are ``raw`` goes to the client as it came (what
