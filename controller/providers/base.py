@@ -550,7 +550,8 @@ class _Reader:
         if line is not None and not held:  # a stream's usual read: one text event, whole
             whole = self._parser.whole(data)
             if whole is not None:
-                text = line(*whole)
+                name, value = whole
+                text = line(name, value)
                 if text and self._plain is not None and self._plain(data):
                     self._bad.good += 1
                     self.started = True

@@ -69,14 +69,16 @@ class SSEParser:
         event of one ``data`` line or of a name line then one data line (a stream's usual read),
         as :meth:`feed` would read them but not decoded and with no :class:`SSEEvent` built;
         None otherwise (then :meth:`feed` it). Nothing changes."""
-        if self._held or self._broken is not None or raw[-1:] != b"\n":
+        if self._held or self._broken is not None or not raw.endswith(b"\n"):
             return None
         first = raw.find(b"\n")
         end = len(raw) - 2
-        if first == end:  # one data line
+        if first == end:  # one data line (its value as _value reads it, inline: most reads)
             if first > self._max_bytes or not raw.startswith(b"data:"):
                 return None
-            return b"", _value(raw[5:first])
+            if raw[first - 1] == 13:  # CR
+                return b"", _value(raw[5:first])
+            return b"", raw[6:first] if raw[5] == 32 else raw[5:first]
         if (  # a name line, one data line (Anthropic's events)
             raw.find(b"\n", first + 1) == end
             and len(raw) <= self._max_bytes
