@@ -38,6 +38,7 @@ from controller.events import AttemptReason, Outcome
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import Message, Request, Source, StreamChunk
 from controller.providers import HttpProvider, Timeouts, codec_for
+from controller.routing._continue import MAX_DELIVERED
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import never_retry
 from controller.routing.router import Router
@@ -993,3 +994,27 @@ async def test_the_provider_s_key_in_an_event_s_name_never_reaches_the_client() 
         framed = relay_for(b"", starts=lambda event: False, secret=key).event(event, [])
         assert key.encode() not in framed
         assert framed.startswith(b"event: ")
+
+
+async def test_a_stream_past_the_text_a_continuation_keeps_is_not_continued() -> None:
+    """A stream's delivered text is kept to continue it, up to MAX_DELIVERED characters: a
+    stream cut past that (here 4 KiB pieces of text, MAX_DELIVERED and one more) is let go,
+    its text not held (a hostile provider's stream held it all until stream_total: +111 MB of
+    resident memory for 114 MB relayed), and ends with the in-stream error, no continuation."""
+    piece = "x" * 4096
+    events = [f"data: {_openai_chunk({'role': 'assistant', 'content': ''})}\n\n"]
+    events += [f"data: {_openai_chunk({'content': piece})}\n\n"] * (MAX_DELIVERED // 4096 + 1)
+    rest = _openai_events(" more.") + f"data: {_openai_chunk({}, 'stop')}\n\n".encode()
+    stream = "".join(events).encode()
+    async with (
+        Scripted(pieces_of(stream, 256 * 1024)) as first,
+        Scripted([rest + b"data: [DONE]\n\n"]) as second,
+        gateway(
+            _provider(first.url, "openai_compatible", "first"),
+            _provider(second.url, "openai_compatible", "second", prefill=True),
+        ) as (url, recorder),
+    ):
+        with pytest.raises(openai.APIError):
+            await _openai_sdk(url)
+    assert second.bodies == []
+    assert [a.reason for a in recorder.attempts] == [AttemptReason.PRIMARY]

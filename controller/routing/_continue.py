@@ -37,6 +37,7 @@ from controller.model import Message, Request, StreamChunk
 from controller.wire._reasoning import NONE
 
 __all__ = [
+    "MAX_DELIVERED",
     "Delivered",
     "Diverged",
     "Overlap",
@@ -54,16 +55,24 @@ class Diverged(ProviderError):
     error_type = "continuation_diverged"
 
 
+# The most text a stream keeps to be continued with, in characters: 8x the longest answers
+# models give (128k tokens, about 0.5 M characters). Past it the text is let go and the stream
+# is not continued, so a provider streaming text until stream_total cannot make the gateway
+# hold all it relayed.
+MAX_DELIVERED = 4 * 1024 * 1024
+
+
 class Delivered:
     """What a stream has delivered to the client so far, as far as continuing it goes: its
-    text in pieces (joined only when a continuation asks), whether a tool call or the finish
-    went out. Filled by the routed stream as each chunk goes on (inline there: it is on every
-    chunk's way)."""
+    text in pieces (joined only when a continuation asks; let go past :data:`MAX_DELIVERED`
+    characters, ``size``), whether a tool call or the finish went out. Filled by the routed
+    stream as each chunk goes on (inline there: it is on every chunk's way)."""
 
-    __slots__ = ("finished", "parts", "tools")
+    __slots__ = ("finished", "parts", "size", "tools")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
+        self.size = 0  # characters of text delivered
         self.tools = False  # some part of a tool call went out
         self.finished = False  # the answer's finish reason went out
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from controller._errors import Outpaced, ProviderError, StreamInterrupted
 from controller.model import Request, StreamChunk, Usage
-from controller.routing._continue import Delivered, Diverged, Overlap, unrelayed
+from controller.routing._continue import MAX_DELIVERED, Delivered, Diverged, Overlap, unrelayed
 from controller.routing._records import Route, Try
 
 if TYPE_CHECKING:
@@ -126,7 +126,12 @@ class RoutedStream:
             chunk = taken
         text = chunk.text  # what was delivered (Delivered.saw, inline: once per chunk)
         if text:
-            self._delivered.parts.append(text)
+            delivered = self._delivered
+            delivered.size += len(text)
+            if delivered.size <= MAX_DELIVERED:
+                delivered.parts.append(text)
+            elif delivered.parts:
+                delivered.parts.clear()  # too long to be continued: its text let go at once
         if chunk.tool_call is not None:
             self._delivered.tools = True
         if chunk.finish_reason is not None:
@@ -154,6 +159,8 @@ class RoutedStream:
         if not error.counts_as_fault:  # e.g. our own cap on a stream's length: it stands
             return False
         if not self.continuable or delivered.finished or delivered.tools:
+            return False
+        if delivered.size > MAX_DELIVERED:  # its text was let go: nothing to continue from
             return False
         self._report(error=error)  # the cut attempt counts against its provider
         await self._close_rest()
