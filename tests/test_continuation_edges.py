@@ -18,6 +18,7 @@ from aiohttp import web
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
+from controller._redact import hold
 from controller.events import AttemptReason, Outcome, RouteOutcome
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import FinishReason, Message, Origin, Request, StreamChunk
@@ -332,3 +333,23 @@ def test_a_responses_target_is_never_asked_to_continue_a_prefill() -> None:
     asked = Request(messages=(), stream=True, source=origin.source("responses", body, "m"))
     again, pending = continuation_request(asked, "One two", True, own=True)  # was a KeyError
     assert (again, pending) == (asked, "One two")  # the request as it came: a restart
+
+
+def test_a_held_secret_in_the_delivered_text_never_reaches_the_next_provider() -> None:
+    """A provider that echoed its own key mid-answer had it masked on the way to the client;
+    the prefill that asks the next provider for the rest masks it too (decoded and own-format
+    bodies alike), while what the answer must repeat is unchanged."""
+    secret = "sk-provider-a-0123456789abcdef"
+    hold(secret)
+    delivered = f"Your key is {secret} and more  "
+    hello = Request(messages=(Message(role="user", content="hi"),), stream=True)
+    again, pending = continuation_request(hello, delivered, True, own=False)
+    assert again.messages[-1] == Message(role="assistant", content="Your key is *** and more")
+    assert pending == "  "
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    origin = Origin(raw=json.dumps(body).encode(), headers={}, echo_model=False)
+    asked = Request(messages=(), stream=True, source=origin.source("anthropic", body, "m"))
+    own, _ = continuation_request(asked, delivered, True, own=True)
+    assert own.source is not None
+    assert secret not in json.dumps(own.source.body)
+    assert own.source.body["messages"][-1]["content"] == "Your key is *** and more"

@@ -33,6 +33,7 @@ from dataclasses import replace
 from typing import Any
 
 from controller._errors import ProviderError
+from controller._redact import mask
 from controller.model import Message, Request, StreamChunk
 from controller.wire._reasoning import NONE
 
@@ -110,14 +111,17 @@ def continuation_request(
 ) -> tuple[Request, str]:
     """The request a continuation sends, and the text its answer must first repeat before
     what it adds goes on. ``own``: the target speaks the client's format and gets the client's
-    body (``request`` as the gateway received it); else ``request`` is the decoded one."""
+    body (``request`` as the gateway received it); else ``request`` is the decoded one. A
+    secret the gateway holds (a provider's key a provider echoed, say) is masked in the prefill,
+    as the relay masks it for the client: it never goes on to another provider."""
     source = request.source
     if own and source is not None and source.format not in _PREFILL:
         prefill = False  # no turn in the client's body to hold one
-    kept = delivered.rstrip() if prefill else ""
-    if not kept:  # a restart (or nothing to prefill): the request as it came
+    trimmed = delivered.rstrip() if prefill else ""
+    if not trimmed:  # a restart (or nothing to prefill): the request as it came
         return (request if own else replace(request, source=None)), delivered
-    pending = delivered[len(kept) :]
+    pending = delivered[len(trimmed) :]
+    kept = mask(trimmed)
     if own and source is not None:
         turns_at, turn = _PREFILL[source.format]
         body = dict(source.body)
