@@ -128,6 +128,13 @@ def test_echo_model_renames_the_answer_and_message_start() -> None:
     framed = relay.event(start, [])
     data = framed.decode().split("data: ", 1)[1]
     assert json.loads(data)["message"]["model"] == "asked"
+    # A Responses stream names the model in the response object its events carry.
+    created = SSEEvent(
+        data='{"type":"response.created","response":{"id":"r","model":"served"}}',
+        event="response.created",
+    )
+    data = relay.event(created, []).decode().split("data: ", 1)[1]
+    assert json.loads(data)["response"] == {"id": "r", "model": "asked"}
 
 
 def test_an_escaped_top_model_never_moves_the_splice_to_a_nested_one() -> None:

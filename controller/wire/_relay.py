@@ -154,16 +154,18 @@ def _usage_only(chunks: list[StreamChunk]) -> bool:
 
 
 def _renamed(data: str, model: str) -> str:
-    """``data`` with the ``model`` of its object (or of its ``message``) set to ``model``."""
+    """``data`` with the ``model`` of its object set to ``model``: its own, or that of the
+    object it carries (Anthropic's ``message_start`` ``message``, a Responses stream's
+    ``response``)."""
     try:
         parsed = _json.loads(data)
     except ValueError:
         return data  # not JSON: the decoder has judged it already
     if isinstance(parsed, dict):
-        target = parsed.get("message") if "model" not in parsed else parsed
-        if isinstance(target, dict) and "model" in target:
-            target["model"] = model
-            return _json.dumps_text(parsed)
+        for target in (parsed, parsed.get("message"), parsed.get("response")):
+            if isinstance(target, dict) and "model" in target:
+                target["model"] = model
+                return _json.dumps_text(parsed)
     return data
 
 
