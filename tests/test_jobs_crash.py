@@ -54,8 +54,12 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @asynccontextmanager
-async def serve(config: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {**os.environ, "FAILOVER_API_KEYS": KEY}
+async def serve(
+    config: Path, log: Path, *, key: str = KEY, **extra: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``failover serve --config CONFIG`` as a real process, its output in ``log``, client key
+    ``key`` and ``extra`` environment variables; killed (if still running) when left."""
+    env = {**os.environ, "FAILOVER_API_KEYS": key, **extra}
     with log.open("a") as out:
         proc = await asyncio.create_subprocess_exec(
             *FAILOVER, "serve", "--config", str(config), cwd=ROOT, env=env, stdout=out, stderr=out

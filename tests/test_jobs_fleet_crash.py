@@ -6,11 +6,7 @@ attempt, with the idempotency key it was given, and fetched from B. Every wait i
 
 from __future__ import annotations
 
-import asyncio
-import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,7 @@ from controller.jobs._redis import RedisJobStore
 from controller.providers.fake import FakeProvider, FaultMode
 from tests.fakes_chat import unused_port
 from tests.redis_support import RedisServer
-from tests.test_cli import FAILOVER, ROOT
+from tests.test_jobs_crash import serve, until
 
 KEY = "sk-fleet-crash-test"
 REPLY = "Answered by the replica that was left."
@@ -41,37 +37,6 @@ state:
 jobs: {{tick_seconds: 0.1, replay_per_second: 20, lease_seconds: 1}}
 """
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@asynccontextmanager
-async def serve(
-    config: Path, log: Path, redis_url: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {**os.environ, "FAILOVER_API_KEYS": KEY, "FAILOVER_REDIS_URL": redis_url}
-    with log.open("a") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *FAILOVER, "serve", "--config", str(config), cwd=ROOT, env=env, stdout=out, stderr=out
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-
-
-async def until(check: Any, *, within: float, what: str, log: Path) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            found = await check()
-        except (aiohttp.ClientError, OSError):
-            found = None
-        if found:
-            return found
-        await asyncio.sleep(0.1)
-    tail = await asyncio.to_thread(log.read_text)
-    raise AssertionError(f"{what} not within {within} s; log:\n{tail[-3000:]}")
 
 
 def _config(tmp_path: Path, name: str, primary: FakeProvider) -> tuple[Path, str]:
@@ -128,7 +93,7 @@ async def test_a_replica_sigkilled_mid_replay_leaves_the_job_to_another(tmp_path
                     found: dict[str, Any] = await got.json()
                     return found if got.status == 200 else None
 
-            async with serve(config_a, log, redis.url) as replica_a:
+            async with serve(config_a, log, key=KEY, FAILOVER_REDIS_URL=redis.url) as replica_a:
 
                 async def claimed() -> bool:
                     doc = await state(url_a)
@@ -138,7 +103,7 @@ async def test_a_replica_sigkilled_mid_replay_leaves_the_job_to_another(tmp_path
                 replica_a.kill()  # SIGKILL: no hand-back, its lease left to run out
                 await replica_a.wait()
             primary.clear_fault()
-            async with serve(config_b, log, redis.url):
+            async with serve(config_b, log, key=KEY, FAILOVER_REDIS_URL=redis.url):
 
                 async def done() -> dict[str, Any] | None:
                     doc = await state(url_b)
