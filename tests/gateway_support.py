@@ -450,3 +450,29 @@ __all__ = [
     "sse_events",
     "wait_for",
 ]
+
+
+@asynccontextmanager
+async def tier_gateway(
+    *providers: Provider, limits: Timeouts
+) -> AsyncIterator[tuple[str, Recorder]]:
+    """A real gateway whose tier ``t`` has ``providers`` in order (each serving model m-<n>,
+    no retries, ``limits`` per attempt, a 20 s deadline): its URL and the route recorder."""
+    recorder = Recorder()
+    targets = tuple(Target(provider=p.name, model=f"m-{n}") for n, p in enumerate(providers, 1))
+    router = Router(
+        tiers={"t": TierPlan(name="t", targets=targets)},
+        providers={p.name: p for p in providers},
+        listeners=[recorder],
+        retry=never_retry,
+        default_timeouts=limits,
+        deadline=20.0,
+        rng=random.Random(7),
+    )
+    tracer = TracerProvider().get_tracer("tests.tier_gateway")
+    meter = MeterProvider().get_meter("tests.tier_gateway")
+    backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=recorder)
+    app = create_app(backend, settings=GatewaySettings())
+    async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0) as server:
+        yield server.url, recorder
+    await router.aclose()

@@ -5,9 +5,7 @@ terminator without a finish) is played by a scripted SSE server on loopback."""
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -15,21 +13,15 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 
 from controller._redact import hold
 from controller.events import AttemptReason, Outcome, RouteOutcome
-from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import FinishReason, Message, Origin, Request, StreamChunk
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing._continue import Diverged, Overlap, continuation_request, prefills
-from controller.routing.plan import Target, TierPlan
-from controller.routing.policy import never_retry
-from controller.routing.router import Router
 from tests.conftest import Recorder
-from tests.gateway_support import GatewayTestBackend, wait_for
+from tests.gateway_support import tier_gateway, wait_for
 
 REPLY = "One two three four five six seven eight nine ten."
 LIMITS = Timeouts(connect=2.0, first_token=5.0, idle=0.5, total=10.0, terminator_grace=0.1)
@@ -97,27 +89,11 @@ def _provider(name: str, url: str, kind: str, prefill: bool) -> HttpProvider:
     )
 
 
-@asynccontextmanager
-async def gateway(first: HttpProvider, second: HttpProvider) -> AsyncIterator[tuple[str, Recorder]]:
+def gateway(
+    first: HttpProvider, second: HttpProvider
+) -> AbstractAsyncContextManager[tuple[str, Recorder]]:
     """A gateway whose tier ``t`` has ``first`` (model m-1) then ``second`` (m-2)."""
-    recorder = Recorder()
-    targets = (Target(provider="first", model="m-1"), Target(provider="second", model="m-2"))
-    router = Router(
-        tiers={"t": TierPlan(name="t", targets=targets)},
-        providers={"first": first, "second": second},
-        listeners=[recorder],
-        retry=never_retry,
-        default_timeouts=LIMITS,
-        deadline=20.0,
-        rng=random.Random(7),
-    )
-    tracer = TracerProvider().get_tracer("tests.continuation_edges")
-    meter = MeterProvider().get_meter("tests.continuation_edges")
-    backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=recorder)
-    app = create_app(backend, settings=GatewaySettings())
-    async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0) as server:
-        yield server.url, recorder
-    await router.aclose()
+    return tier_gateway(first, second, limits=LIMITS)
 
 
 async def _openai_stream(url: str) -> tuple[str, str | None]:

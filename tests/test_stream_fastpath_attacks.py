@@ -21,8 +21,7 @@ import copy
 import json
 import random
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -30,25 +29,19 @@ import anthropic
 import openai
 import pytest
 from aiohttp import web
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 
 from controller._errors import ProviderError, ResponseTooLarge
 from controller.events import AttemptReason, Outcome
-from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import Message, Request, Source, StreamChunk
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.routing._continue import MAX_DELIVERED
-from controller.routing.plan import Target, TierPlan
-from controller.routing.policy import never_retry
-from controller.routing.router import Router
 from controller.wire._anthropic_client import _StreamDecoder as AnthropicDecoder
 from controller.wire._base import SSEEvent
 from controller.wire._openai_client import OpenAIStreamDecoder
 from controller.wire._relay import relay_for
 from controller.wire._sse import SSEParser
 from tests.conftest import Recorder
-from tests.gateway_support import GatewayTestBackend
+from tests.gateway_support import tier_gateway
 
 LIMITS = Timeouts(connect=2.0, first_token=5.0, idle=2.0, total=10.0, terminator_grace=0.2)
 USER: Any = [{"role": "user", "content": "count"}]
@@ -594,27 +587,9 @@ async def test_an_anthropic_error_mid_stream_ends_both_readings_alike() -> None:
 # ---------------------------------------------------------------- through the gateway, the SDKs
 
 
-@asynccontextmanager
-async def gateway(*providers: HttpProvider) -> AsyncIterator[tuple[str, Recorder]]:
+def gateway(*providers: HttpProvider) -> AbstractAsyncContextManager[tuple[str, Recorder]]:
     """A gateway whose tier ``t`` has ``providers`` in order, each serving model m-<n>."""
-    recorder = Recorder()
-    targets = tuple(Target(provider=p.name, model=f"m-{n}") for n, p in enumerate(providers, 1))
-    router = Router(
-        tiers={"t": TierPlan(name="t", targets=targets)},
-        providers={p.name: p for p in providers},
-        listeners=[recorder],
-        retry=never_retry,
-        default_timeouts=LIMITS,
-        deadline=20.0,
-        rng=random.Random(7),
-    )
-    tracer = TracerProvider().get_tracer("tests.fastpath")
-    meter = MeterProvider().get_meter("tests.fastpath")
-    backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=recorder)
-    app = create_app(backend, settings=GatewaySettings())
-    async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0) as server:
-        yield server.url, recorder
-    await router.aclose()
+    return tier_gateway(*providers, limits=LIMITS)
 
 
 async def _raw_answer(url: str, body: dict[str, Any]) -> bytes:
