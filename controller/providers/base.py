@@ -560,16 +560,19 @@ class _Reader:
                         headers = answer_headers(self._resp.headers)
                         return [StreamChunk(text=text, raw=data, headers=headers)]
                     return [StreamChunk(text=text, raw=data)]
+        out: list[StreamChunk] = []
+        run = _TextRun()  # the read's text events one after another: one chunk, one write
         try:
-            out: list[StreamChunk] = []
             for event in self._parser.feed(data):
                 if quick is not None and frame is not None and not held:
                     text = quick(event)  # most events: a piece of text, read in one step
                     if text:
                         self._bad.good += 1
                         self.started = True
-                        out.append(StreamChunk(text=text, raw=frame(event, _NO_CHUNKS)))
+                        run.add(text, frame(event, _NO_CHUNKS))
                         continue
+                if run.texts:
+                    out.append(run.chunk())
                 try:
                     chunks = self._decoder.feed(event)
                 except MalformedEvent as exc:
@@ -593,10 +596,14 @@ class _Reader:
                     self.done = True
                     break
         except ProviderError as exc:
+            if run.texts:
+                out.append(run.chunk())
             error = self._provider._tag(exc, self._model)
             if not out:
                 raise error from None
             self._failed = error  # the chunks before it go first; the next read raises it
+        if run.texts:
+            out.append(run.chunk())
         if self._first and out:
             self._first = False
             out[0] = replace(out[0], headers=answer_headers(self._resp.headers))
@@ -605,6 +612,36 @@ class _Reader:
 
 _NO_CHUNKS: list[StreamChunk] = []
 _NO_EVENTS: list[bytes] = []
+
+
+class _TextRun:
+    """Text events that came one after another in one read, relayed as one chunk: their
+    texts joined, their bytes joined. A proxy that falls behind reads several events at once;
+    passed on one by one, each would cost its own trip through the routed stream and its own
+    write to the client (a system call), so the more it fell behind the more it would spend per
+    event. The floor writes what it read in one go; so does this, for the events a client
+    sees no difference in (text only: nothing ends, no usage, no tool call)."""
+
+    __slots__ = ("raws", "texts")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.raws: list[bytes] = []
+
+    def add(self, text: str, raw: bytes) -> None:
+        self.texts.append(text)
+        self.raws.append(raw)
+
+    def chunk(self) -> StreamChunk:
+        """The run as one chunk; the run empty after."""
+        texts, raws = self.texts, self.raws
+        if len(texts) == 1:
+            chunk = StreamChunk(text=texts[0], raw=raws[0])
+        else:
+            chunk = StreamChunk(text="".join(texts), raw=b"".join(raws))
+        texts.clear()
+        raws.clear()
+        return chunk
 
 
 class _Relayed:
