@@ -127,6 +127,17 @@ def make_plan(
     return _apply_health(ordered, state, rng)
 
 
+def in_rotation(state: RoutingState, provider: str, model: str) -> bool:
+    """Whether ``model`` of ``provider`` may take traffic now: the kill switch allows the
+    provider and the controller gives it a share."""
+    return state.kill_switch.allows(provider) and state.share(provider, model) > 0
+
+
+def calm(state: RoutingState) -> bool:
+    """No provider (or model) recovering: no traffic share a plan must draw against."""
+    return all(s.traffic_share in (0.0, 1.0) for s in state.providers.values())
+
+
 def _apply_health(ordered: Sequence[Target], state: RoutingState, rng: random.Random) -> Plan:
     first: list[Target] = []
     later: list[Target] = []

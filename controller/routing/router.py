@@ -22,7 +22,8 @@ provider whose attempts wait past the limit learned from its own answers). When 
 leaves rotation (tripped for any reason, or switched off by the kill switch) every request still
 waiting on it starts on its next target at once: a *rescue*. A tier with ``hedge`` set starts
 the next target beside an attempt that has produced nothing after the hedge wait. Either way the
-first answer wins (:mod:`controller.routing._race`).
+first answer wins (:mod:`controller.routing._race`; when a second attempt starts:
+:mod:`controller.routing._hedging`).
 """
 
 from __future__ import annotations
@@ -80,10 +81,18 @@ from controller.routing._degrade import (
     CannedStream,
     static_answer,
 )
-from controller.routing._race import HedgeBudget, Race
+from controller.routing._hedging import Hedging
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing._stream import Opened, RoutedStream
-from controller.routing.plan import Hedge, Plan, Strategy, Target, TierPlan, make_plan
+from controller.routing.plan import (
+    Plan,
+    Strategy,
+    Target,
+    TierPlan,
+    calm,
+    in_rotation,
+    make_plan,
+)
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 from controller.signals.inflight import InFlight, Waiter
 from controller.wire._relay import UNREAD
@@ -98,8 +107,6 @@ _CUT_SLACK = 0.05  # seconds an attempt's limits may come out shorter than the d
 log = logging.getLogger(__name__)
 _DEFAULT_TIMEOUTS = Timeouts()
 _PROBE = Request(messages=(Message(role="user", content="ping"),), max_tokens=1)
-# A warm attempt's guard when its tier has no hedge of its own (see _arm_hedge).
-_WARM_GUARD = Hedge(quantile=0.99, per_second=1000.0, min_samples=20)
 
 
 class LatencyTracker:
@@ -189,8 +196,7 @@ class Router:
         self.mirror = mirror  # gets a share of served answers (shadow comparison)
         # Per tier: the rung of its ladder its last served request came from ("": its own).
         self.rungs: dict[str, str] = {}
-        # Per tier and rate: a config reload that changes a tier's rate starts a new bucket.
-        self._budgets: dict[tuple[str, float], HedgeBudget] = {}
+        self._hedging = Hedging(self)  # the rescue or hedge beside each attempt
         self._patient: dict[str, Timeouts] = {}  # per provider: no bound on the pool wait
         self._cut: dict[int, tuple[Timeouts, float, Timeouts]] = {}  # see _bounded
         # Per tier, while the routing state and the tier stay the same objects (see plan()).
@@ -298,7 +304,7 @@ class Router:
             rng=self._rng,
             latency_of=self.latency.latency,
         )
-        if priority and _calm(state):
+        if priority and calm(state):
             self._plans[tier.name] = (state, tier, plan)
         return plan
 
@@ -335,7 +341,7 @@ class Router:
         if below <= 0:
             return False
         state, targets = self.state.current, plan_for.targets
-        healthy = sum(1 for t in targets if _in_rotation(state, t.provider, t.model))
+        healthy = sum(1 for t in targets if in_rotation(state, t.provider, t.model))
         return healthy < below * len(targets)
 
     def timeouts_for(self, provider: str) -> Timeouts:
@@ -368,7 +374,7 @@ class Router:
                 steered = steer(plan_for, plan)
                 if steered is None:
                     continue
-                if steered[1] is AttemptReason.WARM and not self._warm_guarded(
+                if steered[1] is AttemptReason.WARM and not self._hedging.warm_guarded(
                     plan_for, steered[0], stream or request.stream
                 ):
                     continue  # the client would pay for it: not warmed now
@@ -433,7 +439,7 @@ class Router:
                 tries += 1
                 attempt = self._try(route, target, reason, previous, cause)
                 try:
-                    answer, target = await self._race(route, request, attempt, once)
+                    answer, target = await self._hedging.race(route, request, attempt, once)
                 except ContextTooLong as exc:
                     fallback = route.tier.context_fallback
                     if (
@@ -589,197 +595,13 @@ class Router:
 
         cache.keep(route.tier.name, request, scope, whole)
 
-    # ------------------------------------------------------------------------------- races
-    async def _race(
-        self,
-        route: Route,
-        request: Request,
-        attempt: Try,
-        once: Callable[[Route, Request, Try], Awaitable[T]],
-    ) -> tuple[T, Target]:
-        """``attempt``, with a rescue or a hedge started beside it if need be: the first to
-        answer wins. Raises the last error when both fail (each is in ``route.errors``)."""
-        race: Race[tuple[T, Target]] = Race(attempt.waiter)
-        if not route.plan.panic:  # in panic every target is out of rotation: nowhere to go
-            attempt.waiter.on_trip = lambda: self._second(
-                route, request, once, race, attempt, AttemptReason.RESCUE
-            )
-        hedge = self._arm_hedge(route, request, once, race, attempt)
-        try:
-            answer = await once(
-                route, self._capability.request_for(request, attempt.target), attempt
-            )
-        except asyncio.CancelledError:
-            if race.took_over():
-                assert race.companion is not None
-                return race.companion.result()
-            # The client went: the companion goes too (cancelled, not outpaced).
-            await self._discard(race.abandon(outpaced=False))
-            raise
-        except ProviderError as exc:
-            race.close()
-            if not isinstance(exc, CallerError):
-                route.errors.append(exc)
-            if race.companion is None or isinstance(exc, CallerError):
-                await self._discard(race.abandon())
-                raise
-            return await race.companion  # carrying on alone; its error is the request's now
-        except BaseException:  # a bug below: the companion goes too (it would cancel us later)
-            await self._discard(race.abandon(outpaced=False))
-            raise
-        finally:
-            if hedge is not None:
-                hedge.cancel()
-        await self._discard(race.abandon())
-        return answer, attempt.target
-
-    def _second(
-        self,
-        route: Route,
-        request: Request,
-        once: Callable[[Route, Request, Try], Awaitable[T]],
-        race: Race[tuple[T, Target]],
-        first: Try,
-        reason: AttemptReason,
-    ) -> None:
-        """Start the request's next target beside ``first``, if it has one and may."""
-        queue = route.queue
-        if not race.can_start or route.attempts >= self._max_attempts:
-            return
-        state = self.state.current
-        nxt = route.position + 1
-        while nxt < len(queue) and not _in_rotation(state, queue[nxt].provider, queue[nxt].model):
-            nxt += 1  # e.g. another model of the provider that just tripped
-        if nxt >= len(queue):
-            return
-        cause = Stalled.error_type if reason is AttemptReason.RESCUE else Outpaced.error_type
-        try:
-            attempt = self._try(route, queue[nxt], reason, first.target.provider, cause)
-        except DeadlineExceeded:
-            return  # no time left (this runs in the controller's tick: it must not raise)
-        route.position = nxt
-        race.partner = attempt.waiter
-        # Beaten by a rescue, the attempt counts against its provider only if the controller
-        # took that out of rotation; switched off by the operator, it did not fail.
-        tripped = not state.share(first.target.provider, first.target.model)
-        lost_as = Stalled if reason is AttemptReason.RESCUE and tripped else Outpaced
-        race.start(self._companion(route, request, once, attempt), lost_as=lost_as)
-        start, wall = self._clock.monotonic(), self._clock.wall()
-
-        def settled(task: asyncio.Task[tuple[T, Target]]) -> None:
-            if not attempt.waiter.done:
-                # Cancelled before its first step (the request ended in the same turn of the
-                # loop): it never ran, so it is reported here, and no longer counted as waiting.
-                self._abandoned(route, attempt, request, start, wall)
-            elif race.failed(task) and not _in_rotation(
-                self.state.current, first.target.provider, first.target.model
-            ):
-                # It failed while the request still waits on a provider out of rotation: rescue
-                # it on the target after (the plan is not in panic: ``first`` had a companion).
-                self._second(route, request, once, race, first, AttemptReason.RESCUE)
-
-        assert race.companion is not None
-        race.companion.add_done_callback(settled)
-
-    async def _companion(
-        self,
-        route: Route,
-        request: Request,
-        once: Callable[[Route, Request, Try], Awaitable[T]],
-        attempt: Try,
-    ) -> tuple[T, Target]:
-        try:
-            answer = await once(
-                route, self._capability.request_for(request, attempt.target), attempt
-            )
-        except CallerError:
-            raise
-        except ProviderError as exc:
-            route.errors.append(exc)
-            raise
-        return answer, attempt.target
-
-    def _arm_hedge(
-        self,
-        route: Route,
-        request: Request,
-        once: Callable[[Route, Request, Try], Awaitable[T]],
-        race: Race[tuple[T, Target]],
-        attempt: Try,
-    ) -> asyncio.Future[None] | None:
-        """A timer that hedges ``attempt`` after the tier's hedge wait (None: no hedge). A warm
-        attempt is always guarded: the primary starts beside it once it has waited the backup's
-        own p99 (the primary's while the backup has too few answers): the client does not pay
-        for a slow backup's timeouts."""
-        hedge = route.tier.hedge
-        warm = attempt.reason is AttemptReason.WARM
-        if hedge is None and warm:
-            hedge = _WARM_GUARD
-        if hedge is None or route.plan.panic or route.position + 1 >= len(route.queue):
-            return None
-        candidates = [attempt.target.provider]
-        if warm:
-            candidates.append(route.queue[route.position + 1].provider)
-        wait = self._hedge_wait(hedge, candidates, route.stream)
-        if wait is None:
-            return None
-
-        def fire() -> None:
-            if not race.can_start:
-                return
-            if not warm:  # a warm attempt's guard spends no hedge budget: the client's due
-                key = (route.tier.name, hedge.per_second)
-                budget = self._budgets.get(key)
-                now = self._clock.monotonic()
-                if budget is None:
-                    budget = self._budgets[key] = HedgeBudget(hedge.per_second, now)
-                if not budget.take(now):
-                    return
-            self._second(route, request, once, race, attempt, AttemptReason.HEDGE)
-
-        return asyncio.ensure_future(self._after(wait, fire))
-
-    def _hedge_wait(self, hedge: Hedge, providers: Sequence[str], stream: bool) -> float | None:
-        """How long an attempt on ``providers[0]`` waits before ``hedge`` starts the next target
-        beside it: the hedge's fixed wait, or the first of ``providers`` with a known quantile
-        of answer times (None: none has enough answers yet)."""
-        if hedge.after is not None or hedge.quantile is None:
-            return hedge.after
-        for provider in providers:
-            wait = self.inflight.typical(
-                provider, stream=stream, quantile=hedge.quantile, least=hedge.min_samples
-            )
-            if wait is not None:
-                return wait
-        return None
-
-    def _warm_guarded(self, tier: TierPlan, plan: Plan, stream: bool) -> bool:
-        """Whether a warm attempt on ``plan``'s first target could go back to the primary (its
-        second) without costing the client: an attempt left after it, and a guard to start the
-        primary beside it (a quiet tier knows no p99 yet: a hanging backup would hold the
-        client for its timeouts)."""
-        if self._max_attempts < 2 or len(plan.targets) < 2:
-            return False
-        hedge = tier.hedge or _WARM_GUARD
-        backup, primary = plan.targets[0].provider, plan.targets[1].provider
-        return self._hedge_wait(hedge, (backup, primary), stream) is not None
-
-    async def _after(self, seconds: float, then: Callable[[], None]) -> None:
-        await self._clock.sleep(seconds)
-        then()
-
-    async def _discard(self, extra: tuple[object, Target] | None) -> None:
-        """A companion's answer that came too late to be used: a started stream is closed."""
-        if extra is not None and isinstance(extra[0], RoutedStream):
-            await extra[0].discard()
-
     def _on_state(self, old: RoutingState, new: RoutingState) -> None:
         """A provider (or one model of it) left rotation: rescue every request still waiting
         on it."""
         for provider in self.inflight.providers():
             for waiter in self.inflight.waiting_on(provider):
                 target = (provider, waiter.model)
-                left = _in_rotation(old, *target) and not _in_rotation(new, *target)
+                left = in_rotation(old, *target) and not in_rotation(new, *target)
                 if left and waiter.on_trip is not None:
                     waiter.on_trip()
 
@@ -934,7 +756,7 @@ class Router:
         order = [(i, t) for i, t in enumerate(queue) if i > route.position]
         order.append((route.position, cut.target))
         for index, target in order:
-            if not route.plan.panic and not _in_rotation(state, target.provider, target.model):
+            if not route.plan.panic and not in_rotation(state, target.provider, target.model):
                 continue
             own = source is not None and capability.own(source.format, target)
             if not (own or translatable) or capability.missing(request, target):
@@ -1068,15 +890,6 @@ def _takes_prefill(provider: Provider) -> bool:
     """Whether ``provider`` continues an answer from an assistant prefill (its config says,
     by kind unless set: a provider built in code says nothing and is taken not to)."""
     return bool(getattr(provider, "takes_prefill", False))
-
-
-def _calm(state: RoutingState) -> bool:
-    """No provider (or model) recovering: no traffic share a plan must draw against."""
-    return all(s.traffic_share in (0.0, 1.0) for s in state.providers.values())
-
-
-def _in_rotation(state: RoutingState, provider: str, model: str) -> bool:
-    return state.kill_switch.allows(provider) and state.share(provider, model) > 0
 
 
 def _lost(waiter: Waiter, waited: float) -> Outpaced:
