@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import gc
-import json
 import logging
 import os
 import signal
@@ -29,6 +27,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from controller import _run
+from controller._cli_history import _history_line as _history_line  # tests import it here
+from controller._cli_history import cmd_history
 from controller._cli_status import cmd_status
 from controller._errors import ConfigError, FailoverError, ProviderError
 from controller._gateway_client import call_json
@@ -436,106 +436,11 @@ def _audit_command(
     log_.append(record)
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    from controller.control.audit import audit_path, read_audit
-
-    config = load_config(args.config)
-    if not config.state.path:
-        print("state.path is empty: no audit log is kept", file=sys.stderr)
-        return 1
-    path = audit_path(config.state.path)
-    records = read_audit(path, last=args.last)
-    records = _with_fleet_audit(config, records, last=args.last)
-    if args.json:
-        print(json.dumps(records, indent=2))
-        return 0
-    if not records:
-        print(f"no changes recorded in {path}")
-        return 0
-    for record in records:
-        print(_history_line(record))
-    return 0
-
-
-def _with_fleet_audit(
-    config: Config, records: list[dict[str, Any]], *, last: int | None
-) -> list[dict[str, Any]]:
-    """In fleet mode, the operators' fleet-wide kill switches from Redis too, merged by time
-    (this replica's log holds the routing decisions it made as the leader). Redis away: this
-    log alone, and a line on stderr saying so (never the URL)."""
-    from controller.fleet import FleetUnavailable, RedisLink, fleet_audit
-    from controller.fleet.config import state_backend
-
-    if state_backend(config.state.backend, os.environ) != "redis":
-        return records
-    cfg = config.state.redis
-
-    async def read() -> list[dict[str, Any]]:
-        link = RedisLink(cfg, os.environ)
-        try:
-            return [dict(r) for r in await fleet_audit(link, last or 1000)]
-        finally:
-            await link.aclose()
-
-    try:
-        fleet = asyncio.run(read())
-    except (FleetUnavailable, ConfigError) as exc:
-        print(
-            f"(the fleet's Redis, ${cfg.url_env}, did not answer: {exc}; this replica's log only)",
-            file=sys.stderr,
-        )
-        return records
-    merged = sorted([*records, *(_stamp(r) for r in fleet)], key=lambda r: float(r.get("at", 0)))
-    return merged[-last:] if last else merged
-
-
-def _stamp(record: dict[str, Any]) -> dict[str, Any]:
-    at = record.get("at")
-    if isinstance(at, int | float) and "time" not in record:
-        when = datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds")
-        record = {"time": when.replace("+00:00", "Z"), **record}
-    return record
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
-
-
-def _history_line(record: dict[str, Any]) -> str:
-    """One audit record as ``failover history`` prints it."""
-    when = str(record.get("time", "?"))
-    version = f"v{record['version']}" if "version" in record else "-"
-    by = str(record.get("by", "?"))
-    event = record.get("event")
-    if event == "routing":
-        what = (
-            f"{record.get('provider')}: {record.get('from')} -> {record.get('to')}"
-            f" ({record.get('reason')})"
-        )
-        if record.get("enforced") is False:
-            what += " (observe mode: not enforced)"
-    elif event == "kill_switch":
-        what = f"kill switch {record.get('before', '?')} -> {record.get('after')} (applied)"
-    elif event == "fleet_kill_switch":
-        what = (
-            f"fleet kill switch: {record.get('before', '?')} -> {record.get('after')}"
-            f" (from {record.get('from', '?')})"
-        )
-    elif event == "kill_switch_command":
-        what = f"kill-switch command: {record.get('before', '?')} -> {record.get('after')}"
-    elif event == "bot_command":
-        what = (
-            f"telegram {record.get('name')} in chat {record.get('chat')}: "
-            f"{record.get('command')} -> {record.get('result')}"
-        )
-    else:
-        what = json.dumps(record)
-    if "replica" in record:
-        what += f" [replica {record['replica']}]"
-    return f"{when}  {version:>6}  {by:<12}  {what}"
 
 
 # ---------------------------------------------------------------------------------- parser
