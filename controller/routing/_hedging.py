@@ -13,14 +13,14 @@ not made at all (:meth:`Hedging.warm_guarded`). Internal to :mod:`controller.rou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from controller._errors import CallerError, DeadlineExceeded, Outpaced, ProviderError, Stalled
 from controller.events import AttemptReason
 from controller.model import Request
 from controller.routing._race import HedgeBudget, Race
-from controller.routing._records import Route, Try
+from controller.routing._records import Once, Route, Try
 from controller.routing._stream import RoutedStream
 from controller.routing.plan import Hedge, Plan, Target, TierPlan, in_rotation
 
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["Hedging"]
 
 T = TypeVar("T")
-# One attempt of a request: the router's whole-answer or stream attempt.
-Once = Callable[[Route, Request, Try], Awaitable[T]]
 # A warm attempt's guard when its tier has no hedge of its own (see Hedging._arm).
 _WARM_GUARD = Hedge(quantile=0.99, per_second=1000.0, min_samples=20)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from controller._errors import (
     AllProvidersFailed,
@@ -33,7 +34,7 @@ from controller.providers.base import Provider
 from controller.routing.plan import Plan, Target, TierPlan
 from controller.signals.inflight import Waiter
 
-__all__ = ["CANCELLED", "Route", "Try", "attempt_event", "route_event"]
+__all__ = ["CANCELLED", "Once", "Route", "Try", "attempt_event", "route_event"]
 
 # The error.type of an attempt or a request cut because its client went away (or the shutdown
 # cut it): a value of its own, so the fault-rate queries can leave it out by name.
@@ -84,6 +85,11 @@ class Try:
     cause: str | None
     remaining: float
     waiter: Waiter
+
+
+T = TypeVar("T")
+# One attempt of a request, by the router: a whole answer or a stream's start.
+Once = Callable[[Route, Request, Try], Awaitable[T]]
 
 
 def attempt_event(

@@ -50,6 +50,7 @@ from opentelemetry.trace import (
 from controller._clock import Clock
 from controller._errors import MalformedResponse, ProviderError
 from controller.model import Message, Request, Response, StreamChunk, Usage, assemble
+from controller.routing._ladder import readable as read
 from controller.routing._records import Route
 from controller.routing._spend import Prices
 from controller.routing.plan import Target
@@ -477,5 +478,5 @@ def _message(router: Router, answer: Response | list[StreamChunk]) -> Message | 
             return None
     if answer.message is not UNREAD:
         return answer.message
-    readable = router._readable(answer)
+    readable = read(router.providers, answer)
     return readable.message if readable is not None else None

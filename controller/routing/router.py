@@ -46,7 +46,6 @@ from controller._errors import (
     CallerError,
     ContextTooLong,
     DeadlineExceeded,
-    FailoverError,
     MalformedResponse,
     Outpaced,
     ProviderError,
@@ -68,20 +67,13 @@ from controller.model import (
     Response,
     StreamChunk,
     Usage,
-    assemble,
 )
 from controller.providers.base import Provider, Timeouts
 from controller.routing._capability import Capability, unsupported
 from controller.routing._continue import Overlap, continuation_request, one_answer, prefills
-from controller.routing._degrade import (
-    CACHE,
-    STATIC,
-    STEP_DOWN,
-    AnswerCache,
-    CannedStream,
-    static_answer,
-)
+from controller.routing._degrade import AnswerCache, CannedStream
 from controller.routing._hedging import Hedging
+from controller.routing._ladder import descend, keep_answer, keep_stream, ladder_for
 from controller.routing._records import Route, Try, attempt_event, route_event
 from controller.routing._stream import Opened, RoutedStream
 from controller.routing.plan import (
@@ -95,7 +87,6 @@ from controller.routing.plan import (
 )
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 from controller.signals.inflight import InFlight, Waiter
-from controller.wire._relay import UNREAD
 
 __all__ = ["AnswerCache", "CannedStream", "LatencyTracker", "RoutedStream", "Router"]
 
@@ -225,17 +216,17 @@ class Router:
         try:
             response, target = await self._attempts(route, request, self._complete_once)
         except BaseException as exc:
-            if not _ladder_for(exc):
+            if not ladder_for(exc):
                 self._finish(route, None, exc)
                 raise
-            degraded = await self._degraded(route, request, self._complete_once, exc, scope)
+            degraded = await descend(self, route, request, self._complete_once, exc, scope)
             if degraded is None:
                 self._finish(route, None, exc)
                 raise
             response, served_by = degraded
             self._finish(route, served_by, None)
             return replace(response, degraded=route.degraded)
-        self._cache_put(route, request, response, scope)
+        keep_answer(self, route, request, response, scope)
         self._finish(route, target.provider, None)
         if route.mirrored and self.mirror is not None:
             self.mirror.served(route, request, response)
@@ -251,10 +242,10 @@ class Router:
         try:
             routed, _ = await self._attempts(route, request, self._stream_once)
         except BaseException as exc:
-            if not _ladder_for(exc):
+            if not ladder_for(exc):
                 self._finish(route, None, exc)
                 raise
-            degraded = await self._degraded(route, request, self._stream_once, exc, scope)
+            degraded = await descend(self, route, request, self._stream_once, exc, scope)
             if degraded is None:
                 self._finish(route, None, exc)
                 raise
@@ -501,99 +492,12 @@ class Router:
         return Try(target, provider, reason, previous, cause, remaining, waiter)
 
     # ------------------------------------------------------------------------------- ladder
-    async def _degraded(
-        self,
-        route: Route,
-        request: Request,
-        once: Callable[[Route, Request, Try], Awaitable[T]],
-        failure: BaseException,
-        scope: str,
-    ) -> tuple[T | Response, str] | None:
-        """After every target of the tier failed: the answer of the tier's ladder (its step-down
-        tiers' targets, then the last good answer to the same request, then the static text;
-        each where configured) and who served it; None when no rung could. ``route.degraded``
-        names the rung."""
-        degrade = route.tier.degrade
-        lower, seen = degrade.step_down, {route.tier.name}
-        while lower is not None and lower not in seen and lower in self.tiers:
-            seen.add(lower)
-            tier = self.tiers[lower]
-            route.plan = self.plan(tier)
-            route.degraded = STEP_DOWN
-            made = route.attempts
-            try:
-                answer, target = await self._attempts(
-                    route, request, once, AttemptReason.STEP_DOWN, tier
-                )
-            except BaseException as exc:
-                # A tier none of whose providers can honour the request is passed over (its
-                # 400 is no fault of the caller's); a 400 from one of its providers stands.
-                passed_over = isinstance(exc, CallerError) and made == route.attempts
-                if not (_ladder_for(exc) or passed_over):
-                    raise
-                lower = tier.degrade.step_down
-                continue
-            log.warning(
-                "tier %s: no provider of it could serve (%s); served by step-down tier %s (%s)",
-                route.tier.name,
-                type(failure).__name__,
-                tier.name,
-                target.provider,
-            )
-            return answer, target.provider
-        if degrade.cache and self.cache is not None:
-            cached = await self.cache.lookup(self.cache.key(route.tier.name, request, scope))
-            if cached is not None:
-                route.degraded = CACHE
-                return replace(cached, id=route.request_id, provider=CACHE), CACHE
-        if degrade.static is not None:
-            route.degraded = STATIC
-            model = route.plan.targets[0].model if route.plan.targets else route.tier.name
-            return static_answer(degrade.static, model), STATIC
-        route.degraded = ""
-        return None
-
-    def _cache_put(self, route: Route, request: Request, response: Response, scope: str) -> None:
-        """Keep a good answer of a cache-enabled tier for its ladder (a whole one; a stream's
-        is kept by :class:`RoutedStream` once it has ended)."""
-        cache = self.cache
-        if cache is None or not route.tier.degrade.cache or route.degraded:
-            return
-        cache.keep(route.tier.name, request, scope, lambda: self._readable(response))
-
-    def _readable(self, response: Response) -> Response | None:
-        """``response`` with its message (one relayed undecoded is read for the cache alone,
-        on the cache's keeper thread), or None when it cannot be read."""
-        if response.message is not UNREAD:
-            return response
-        provider = self.providers.get(response.provider)
-        reader = getattr(provider, "parse_response", None)
-        if reader is None or response.raw is None:
-            return None
-        try:
-            parsed: Response = reader(response.raw, response.model)
-        except ProviderError:
-            return None
-        return parsed
-
     def _cache_stream(
         self, route: Route, request: Request, chunks: list[StreamChunk], model: str, scope: str
     ) -> None:
-        """Keep a cache-enabled tier's streamed answer, once it has ended whole (assembled on
-        the cache's keeper thread); a mirrored one goes to the shadow comparison too."""
-        if route.mirrored and self.mirror is not None:
-            self.mirror.served(route, request, chunks)
-        cache = self.cache
-        if cache is None or not route.tier.degrade.cache or route.degraded:
-            return
-
-        def whole() -> Response | None:
-            try:
-                return assemble(chunks, id=route.request_id, model=model)
-            except ValueError:  # no finish reason: not a whole answer
-                return None
-
-        cache.keep(route.tier.name, request, scope, whole)
+        """Hand a stream that has ended to the cache rung and the shadow comparison
+        (:func:`controller.routing._ladder.keep_stream`)."""
+        keep_stream(self, route, request, chunks, model, scope)
 
     def _on_state(self, old: RoutingState, new: RoutingState) -> None:
         """A provider (or one model of it) left rotation: rescue every request still waiting
@@ -878,12 +782,6 @@ class Router:
         if served_by is not None:
             self.rungs[route.tier.name] = route.degraded
         self.listeners.route(route_event(route, served_by, error, end=end, cancelled=cancelled))
-
-
-def _ladder_for(exc: BaseException) -> bool:
-    """Whether a routed request that failed with ``exc`` goes down its tier's ladder: every
-    provider failed it (not the caller's mistake, not a cancellation)."""
-    return isinstance(exc, FailoverError) and not isinstance(exc, CallerError)
 
 
 def _takes_prefill(provider: Provider) -> bool:
