@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,18 +29,13 @@ from controller import _run
 from controller._cli_check import cmd_check
 from controller._cli_history import _history_line as _history_line  # tests import it here
 from controller._cli_history import cmd_history
+from controller._cli_kill_switch import cmd_kill_switch
 from controller._cli_status import cmd_status
 from controller._errors import ConfigError, FailoverError
 from controller._gateway_client import call_json
 from controller._loop import LOOPS, loop_factory
 from controller._loop import run as run_loop
-from controller.config import (
-    Config,
-    load_config,
-    set_kill_switch,
-    usage_problem,
-)
-from controller.control.state import KillSwitch
+from controller.config import Config, load_config
 from controller.gateway._ops import MAX_DRILL_SECONDS
 
 if TYPE_CHECKING:
@@ -206,91 +200,6 @@ def cmd_drill(args: argparse.Namespace) -> int:
         f"({result}). Watch `failover status` and your alert channels."
     )
     return 0
-
-
-def cmd_kill_switch(args: argparse.Namespace) -> int:
-    problem = usage_problem(args.action, args.providers)
-    if problem:
-        args.usage_error(problem)  # exits 2 before the file is read, let alone written
-    config = load_config(args.config)
-    if args.fleet:
-        return _fleet_kill_switch(args, config)
-    current = config.effective_kill_switch({}, warn=False)  # shown, not applied: no warning
-    if args.action == "show":
-        print(f"kill switch in {args.config}: {current.describe()}")
-        env = config.effective_kill_switch(warn=False)
-        if env != current:
-            print(f"environment override in force: {env.describe()}")
-        return 0
-    if args.action == "pin":
-        new = KillSwitch(pin=args.providers[0])
-    elif args.action == "disable":
-        new = KillSwitch(disable=tuple(args.providers))
-    else:
-        new = KillSwitch()
-    who = os.environ.get("USER") or os.environ.get("LOGNAME") or "operator"
-    set_kill_switch(args.config, new, who=who)
-    _audit_command(config, current, new, who=who, config_path=args.config)
-    print(
-        f"kill switch now {new.describe()} (was {current.describe()}); "
-        "a running gateway applies it within a second"
-    )
-    if stranded := config.unroutable(new):  # written anyway: the operator may mean it
-        print(f"warning: {stranded}", file=sys.stderr)
-    return 0
-
-
-def _fleet_kill_switch(args: argparse.Namespace, config: Config) -> int:
-    """``--fleet``: the kill switch in the fleet's Redis (controller/fleet/_operator.py)."""
-    from controller.fleet import fleet_kill_switch_command
-    from controller.fleet.config import state_backend
-
-    if state_backend(config.state.backend, os.environ) != "redis":
-        print(
-            "error: --fleet needs state.backend: redis (or FAILOVER_STATE_BACKEND=redis)",
-            file=sys.stderr,
-        )
-        return 2
-    unknown = [p for p in args.providers if p not in config.providers]
-    if unknown:
-        known = ", ".join(sorted(config.providers))
-        print(f"error: unknown provider {unknown[0]!r} (known: {known})", file=sys.stderr)
-        return 2
-    new = None if args.action == "show" else _switch_for(args.action, args.providers)
-    who = os.environ.get("USER") or os.environ.get("LOGNAME") or "operator"
-    return fleet_kill_switch_command(config.state.redis, os.environ, new=new, by=who, out=print)
-
-
-def _switch_for(action: str, providers: list[str]) -> KillSwitch:
-    if action == "pin":
-        return KillSwitch(pin=providers[0])
-    if action == "disable":
-        return KillSwitch(disable=tuple(providers))
-    return KillSwitch()
-
-
-def _audit_command(
-    config: Config, before: KillSwitch, after: KillSwitch, *, who: str, config_path: str
-) -> None:
-    """Note in the audit log who ran ``kill-switch`` (the gateway notes when it applies it)."""
-    from controller.control.audit import AuditLog, audit_path, kill_switch_record
-
-    if not config.state.path:
-        return
-    log_ = AuditLog(
-        audit_path(config.state.path),
-        max_bytes=config.state.audit_max_bytes,
-        files=config.state.audit_files,
-    )
-    record = kill_switch_record(
-        before,
-        after,
-        by=who,
-        at=time.time(),
-        event="kill_switch_command",
-        config=os.path.abspath(config_path),
-    )
-    log_.append(record)
 
 
 def _positive(text: str) -> int:
