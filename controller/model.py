@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from controller._frozen import quick_init
+from controller._frozen import quick_init, quick_maker
 
 Role = Literal["user", "assistant", "tool"]
 
@@ -314,6 +314,11 @@ class StreamChunk:
             raw=raw,
             headers=self.headers,
         )
+
+
+# A relayed stream's text event: StreamChunk(text=..., raw=...), built at less than half the cost
+# (one per event on the same-format route).
+relayed_text: Callable[[str, bytes], StreamChunk] = quick_maker(StreamChunk, "text", "raw")
 
 
 def text_message(role: Role, content: str) -> Message:

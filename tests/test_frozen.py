@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import controller
-from controller._frozen import quick_init
+from controller._frozen import quick_init, quick_maker
+from controller.model import StreamChunk, relayed_text
 
 
 def _quick_classes() -> list[type]:
@@ -108,3 +109,42 @@ def test_a_record_whose_layout_has_no_open_twin_stores_through_the_slots() -> No
     assert (Derived(1).a, Derived(1).b) == (1, 2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         Derived(1).b = 3  # type: ignore[misc]
+
+
+def test_quick_maker_builds_what_the_class_builds() -> None:
+    text, raw = "a piece", b'data: {"x":1}\n\n'
+    made = relayed_text(text, raw)
+    assert type(made) is StreamChunk
+    assert made == StreamChunk(text=text, raw=raw)
+    assert made.headers == ()
+    assert made.usage is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.text = "other"  # type: ignore[misc]
+
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Record:
+        a: int
+        b: list[int] = field(default_factory=list)
+        c: str = "c"
+
+    make = quick_maker(Record, "a", "c")
+    first, second = make(1, "x"), make(1, "x")
+    assert first == Record(1, c="x")
+    assert first.b is not second.b  # a factory's default made afresh each time
+    with pytest.raises(TypeError, match="no field 'z'"):
+        quick_maker(Record, "z")
+    with pytest.raises(TypeError, match="no default"):
+        quick_maker(Record, "c")
+
+
+def test_quick_maker_without_an_open_twin_calls_the_class() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Derived(Base):
+        b: int = 2
+
+    assert quick_maker(Derived, "a")(1) == Derived(1, 2)

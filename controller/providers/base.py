@@ -52,7 +52,7 @@ from controller._errors import (
 )
 from controller._frozen import quick_init
 from controller._redact import hold, scrub
-from controller.model import Request, Response, StreamChunk, Untranslatable
+from controller.model import Request, Response, StreamChunk, Untranslatable, relayed_text
 from controller.providers._http import (
     BadResponse,
     ConnectFailed,
@@ -430,6 +430,7 @@ class _Reader:
     still waiting past it by failing the answer's read (:class:`_ReadExpired`)."""
 
     __slots__ = (
+        "_as_came",
         "_bad",
         "_decoder",
         "_due",
@@ -438,12 +439,12 @@ class _Reader:
         "_first",
         "_frame",
         "_idle",
+        "_key",
         "_limits",
         "_line",
         "_loop",
         "_model",
         "_parser",
-        "_plain",
         "_provider",
         "_quick",
         "_reading",
@@ -475,7 +476,10 @@ class _Reader:
         # line), from its bytes: no event built, the read relayed as it came when the relay
         # would (Relay.plain).
         self._line = getattr(self._decoder, "quick_data", None) if relay is not None else None
-        self._plain = relay.plain if relay is not None else None
+        # ... when the relay sends such an event as it came (Relay.plain, inline): no model to
+        # rename; and, unless _key is empty, the event does not quote the provider's key.
+        self._as_came = relay is not None and relay.echo_model is None
+        self._key = relay.key if relay is not None else b""
         self._first = relay is not None  # its first chunk carries the answer's headers
         self._bad = _BadEvents(provider, model)
         self._loop = asyncio.get_running_loop()
@@ -549,17 +553,16 @@ class _Reader:
         line = self._line
         if line is not None and not held:  # a stream's usual read: one text event, whole
             whole = self._parser.whole(data)
-            if whole is not None:
-                name, value = whole
-                text = line(name, value)
-                if text and self._plain is not None and self._plain(data):
+            if whole is not None and self._as_came and not (self._key and self._key in data):
+                text = line(*whole)
+                if text:
                     self._bad.good += 1
                     self.started = True
                     if self._first:
                         self._first = False
                         headers = answer_headers(self._resp.headers)
                         return [StreamChunk(text=text, raw=data, headers=headers)]
-                    return [StreamChunk(text=text, raw=data)]
+                    return [relayed_text(text, data)]
         out: list[StreamChunk] = []
         run = _TextRun()  # the read's text events one after another: one chunk, one write
         try:
@@ -636,9 +639,9 @@ class _TextRun:
         """The run as one chunk; the run empty after."""
         texts, raws = self.texts, self.raws
         if len(texts) == 1:
-            chunk = StreamChunk(text=texts[0], raw=raws[0])
+            chunk = relayed_text(texts[0], raws[0])
         else:
-            chunk = StreamChunk(text="".join(texts), raw=b"".join(raws))
+            chunk = relayed_text("".join(texts), b"".join(raws))
         texts.clear()
         raws.clear()
         return chunk

@@ -65,10 +65,10 @@ class Relay:
     starts: Callable[[SSEEvent], bool] = field(default=lambda event: False, repr=False)
     secret: str | None = field(default=None, repr=False)
     read: Callable[[bytes, str], AnswerFacts] | None = field(default=None, repr=False)
-    _key: bytes = field(init=False, repr=False, compare=False)  # the secret, as bytes
+    key: bytes = field(init=False, repr=False, compare=False)  # the secret, as bytes (or b"")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_key", self.secret.encode() if self.secret else b"")
+        object.__setattr__(self, "key", self.secret.encode() if self.secret else b"")
 
     def event(self, event: SSEEvent, chunks: list[StreamChunk]) -> bytes:
         """The bytes to forward for one stream event (``chunks``: what it decoded to): the
@@ -77,7 +77,7 @@ class Relay:
         if self.drop_usage_only and chunks and chunks[0].usage is not None and _usage_only(chunks):
             return b""
         raw = event.raw
-        if raw and self.echo_model is None and not (self._key and self._key in raw):
+        if raw and self.echo_model is None and not (self.key and self.key in raw):
             return raw
         data = event.data
         if self.echo_model is not None and '"model"' in data:
@@ -92,7 +92,7 @@ class Relay:
     def plain(self, raw: bytes) -> bool:
         """Whether the event whose bytes are ``raw`` goes to the client as it came (what
         :meth:`event` does with an event that decoded to text): no model to rename, no key."""
-        return self.echo_model is None and not (self._key and self._key in raw)
+        return self.echo_model is None and not (self.key and self.key in raw)
 
     def whole(self, body: bytes) -> bytes:
         """A whole answer's body, as it goes to the client."""
