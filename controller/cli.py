@@ -153,12 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS:  # in this order in `failover --help`
+        add(sub)
+    return parser
 
+
+def _add_demo(sub: Any) -> None:
     demo = _subcommand(
         sub, "demo", "run the embedded demo (no keys, no network, < 1 min)", cmd_demo
     )
     demo.add_argument("--json", action="store_true", help="print only the summary, as JSON")
 
+
+def _add_serve(sub: Any) -> None:
     serve = _subcommand(sub, "serve", "run the gateway with its embedded controller", cmd_serve)
     serve.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     serve.add_argument("--host", help="listen address (default: gateway.host from the config)")
@@ -170,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop: uvloop where installed, or asyncio's own (default: %(default)s)",
     )
 
+
+def _add_check(sub: Any) -> None:
     check = _subcommand(sub, "check", "validate a config file and list its problems", cmd_check)
     check.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     check.add_argument(
@@ -178,12 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also send a tiny request to each provider and a test message to each alert channel",
     )
 
+
+def _add_status(sub: Any) -> None:
     status = _subcommand(sub, "status", "show what a running gateway is doing", cmd_status)
     status.add_argument(
         "--url", default=DEFAULT_URL, help="gateway URL (default: %(default)s; $FAILOVER_URL)"
     )
     status.add_argument("--json", action="store_true", help="print the raw status document")
 
+
+def _add_drill(sub: Any) -> None:
     drill = _subcommand(
         sub, "drill", "simulate an outage of one provider on a running gateway", cmd_drill
     )
@@ -205,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="variable holding the admin token (default: %(default)s)",
     )
 
+
+def _add_kill_switch(sub: Any) -> None:
     ks = _subcommand(
         sub, "kill-switch", "show, set or clear the kill switch in the config", cmd_kill_switch
     )
@@ -230,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         "replica obeys within a second; the config file is left alone",
     )
     ks.set_defaults(usage_error=ks.error)
+
+
+def _add_history(sub: Any) -> None:
     history = _subcommand(
         sub, "history", "show routing and kill-switch changes from the audit log", cmd_history
     )
@@ -243,11 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the last N changes (default 20)",
     )
     history.add_argument("--json", action="store_true", help="a JSON array of the records")
+
+
+def _add_run(sub: Any) -> None:
     run = _subcommand(
         sub, "run", "run Claude Code, Codex CLI or Gemini CLI through the gateway", _run.cmd_run
     )
     _run.add_arguments(run, DEFAULT_CONFIG)
-    return parser
+
+
+_SUBCOMMANDS = (
+    _add_demo,
+    _add_serve,
+    _add_check,
+    _add_status,
+    _add_drill,
+    _add_kill_switch,
+    _add_history,
+    _add_run,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
