@@ -9,6 +9,11 @@ failover kill-switch --config FILE [--fleet] [show | pin P | disable P... | clea
 failover history --config FILE [-n N] [--json]   routing and kill-switch changes (audit log)
 failover run claude|codex|gemini [--gateway URL | --config FILE] [-- ARGS]   a coding CLI
                                             pointed at the gateway (controller/_run.py)
+
+This module is the command line itself: the parser, the help text, logging, exit codes. Each
+command's work is in a module of its own: ``_demo.py``, ``_cli_serve.py``, ``_cli_check.py``,
+``_cli_status.py``, ``_cli_kill_switch.py``, ``_cli_history.py`` and ``_run.py``; ``drill``, a
+single call to the admin API, is here.
 """
 
 from __future__ import annotations
