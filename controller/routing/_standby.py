@@ -8,7 +8,7 @@ target of its plan, and the count that shows how the targets standing by are doi
   measured on real work all the time. The client never pays for it: a warm attempt is not
   retried on the backup, and when it fails the request goes back to the primary in the same
   route (reason ``failover``); one still waiting after the backup's own p99 gets the primary
-  started beside it (``Router._arm_hedge``), the first answer wins. The failure counts in the
+  started beside it (:mod:`._hedging`), the first answer wins. The failure counts in the
   backup's own window like any other fault (it is real news about the backup): enough of them
   in a row trip it while it stands by.
 * :class:`HeadroomSteer`: a target whose rate-limit headers say it is nearly out of requests or
