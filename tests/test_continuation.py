@@ -31,9 +31,10 @@ from controller.model import Message, Request, StreamChunk
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing._continue import Diverged, Overlap, continuation_request
+from controller.routing._resume import takes_prefill
 from controller.routing.plan import Target, TierPlan
 from controller.routing.policy import never_retry
-from controller.routing.router import Router, _takes_prefill
+from controller.routing.router import Router
 from controller.runtime import Runtime
 from tests.conftest import FORMATS, Recorder
 from tests.gateway_support import GatewayTestBackend
@@ -350,7 +351,7 @@ def test_prefill_is_on_by_kind_and_set_per_provider() -> None:
     # ... and the router's providers (wrapped for drills) say so, as the continuation reads it
     keys = {"A_KEY": "sk-a-test-key", "O_KEY": "sk-o-test-key", "G_KEY": "g-test-key"}
     router = Runtime(config, env=keys).router
-    assert {name: _takes_prefill(p) for name, p in router.providers.items()} == expected
+    assert {name: takes_prefill(p) for name, p in router.providers.items()} == expected
 
 
 async def test_a_continuation_that_fails_leaves_the_cut_as_the_reason() -> None:

@@ -27,6 +27,7 @@ from controller.events import AttemptReason, Outcome, RouteOutcome
 from controller.model import FinishReason, Message, Request, StreamChunk, ToolDefinition
 from controller.providers import HttpProvider, Timeouts
 from controller.providers.fake import FakeProvider, Fault, FaultMode
+from controller.routing._limits import AttemptLimits
 from controller.routing.plan import Strategy, Target, TierPlan
 from controller.routing.policy import DefaultRetryPolicy
 from controller.routing.router import Router
@@ -531,14 +532,14 @@ async def test_a_priority_plan_is_kept_only_while_the_state_and_the_tier_stay_th
 
 
 def test_an_attempts_limits_cut_to_the_deadline_are_reused_only_within_50_ms() -> None:
-    router = Router(tiers={}, providers={})
+    cutter = AttemptLimits({}, Timeouts())
     limits = Timeouts()  # total 120 s, the default deadline 120 s too
-    first = router._bounded(limits, 119.999)
+    first = cutter.bounded(limits, 119.999)
     assert first.total == 119.999
-    again = router._bounded(limits, 120.0 - 0.0003)  # the next request, microseconds later
+    again = cutter.bounded(limits, 120.0 - 0.0003)  # the next request, microseconds later
     assert again is first  # reused: at most 50 ms shorter than its deadline allows
     assert again.total <= 120.0 - 0.0003
-    later = router._bounded(limits, 60.0)  # a failover half way: cut afresh
+    later = cutter.bounded(limits, 60.0)  # a failover half way: cut afresh
     assert later.total == 60.0
-    assert router._bounded(limits, 119.0).total == 119.0  # never longer than allowed
-    assert router._bounded(limits, 500.0) is limits  # far from the deadline: nothing to cut
+    assert cutter.bounded(limits, 119.0).total == 119.0  # never longer than allowed
+    assert cutter.bounded(limits, 500.0) is limits  # far from the deadline: nothing to cut

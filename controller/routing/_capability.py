@@ -14,13 +14,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from controller._errors import BadRequest
+from controller._errors import AllProvidersFailed, BadRequest
 from controller.model import ImagePart, Request, Source, Untranslatable
 from controller.providers.base import Provider
-from controller.routing.plan import Target
+from controller.routing.plan import Target, TierPlan
 from controller.wire._media import media_of
 from controller.wire._reasoning import NONE, reasons
+
+if TYPE_CHECKING:
+    from controller.control.state import RoutingState
+    from controller.routing._records import Route
 
 __all__ = ["Capability", "unsupported"]
 
@@ -114,6 +119,49 @@ class Capability:
                     "failover.features.dropped",
                 )
         return dropped
+
+    def capable(
+        self,
+        route: Route,
+        request: Request,
+        targets: list[Target],
+        tier: TierPlan,
+        state: RoutingState,
+    ) -> list[Target]:
+        """``targets`` (of ``tier``) without those that cannot honour the request (noted on the
+        route). None left: a 400 naming the field when no target of the tier could honour it;
+        else the capable ones are out of the plan, and are tried anyway (panic) unless the kill
+        switch rules them all out (no capacity)."""
+        source = request.source
+        if source is None or all(self.own(source.format, t) for t in targets):
+            return targets  # the usual case: each target gets the body as it came
+        kept: list[Target] = []
+        for target in targets:
+            missing = self.missing(request, target)
+            if missing:
+                features = ", ".join(dict.fromkeys(u.feature for u in missing))
+                route.skipped.append(f"{target.provider}: {features}")
+            else:
+                kept.append(target)
+        if kept or not targets:
+            return kept
+        everyone = [*tier.targets, *((tier.context_fallback,) if tier.context_fallback else ())]
+        everyone = [t for t in everyone if t.provider in self.providers]
+        able = [t for t in everyone if not self.missing(request, t)]
+        if not able:
+            providers = [self.providers[t.provider] for t in everyone]
+            raise unsupported(source, self.missing(request, everyone[0]), tier.name, providers)
+        # The ones that can honour it are all out of rotation: for this request, panic among
+        # them (as a tier whose every provider is tripped does), the kill switch still applies.
+        switch = state.kill_switch
+        allowed = [t for t in able if switch.allows(t.provider)]
+        if not allowed:
+            raise AllProvidersFailed(
+                f"no provider that can honour this request may serve tier {tier.name} now "
+                f"(kill switch: {switch.describe()}); passed over: {'; '.join(route.skipped)}"
+            )
+        route.plan = replace(route.plan, targets=tuple(allowed), panic=True)
+        return allowed
 
 
 _REASONING = Untranslatable("reasoning", "reasoning")

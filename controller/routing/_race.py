@@ -20,10 +20,10 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
 
-from controller._errors import Outpaced, ProviderError
+from controller._errors import Outpaced, ProviderError, Stalled
 from controller.signals.inflight import Waiter
 
-__all__ = ["HedgeBudget", "Race"]
+__all__ = ["HedgeBudget", "Race", "lost_error"]
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +126,13 @@ class HedgeBudget:
             return False
         self._tokens -= 1.0
         return True
+
+
+def lost_error(waiter: Waiter, waited: float) -> Outpaced:
+    """What an attempt another one beat is reported as (``waiter.lost`` says which)."""
+    if waiter.lost == Stalled.error_type:
+        return Stalled(
+            f"no answer after {waited:.1f}s; the provider left rotation and the request was "
+            "answered elsewhere"
+        )
+    return Outpaced(f"another attempt of the request answered first (after {waited:.1f}s)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from controller._frozen import quick_init
 from controller.control.state import RoutingState
+from controller.events import AttemptEvent, Outcome, RouteEvent
 
 
 class Strategy(enum.StrEnum):
@@ -100,6 +101,26 @@ class Plan:
 
 
 LatencyOf = Callable[[str], float | None]
+
+
+class LatencyTracker:
+    """EWMA of successful attempt durations per provider (for the least-latency strategy)."""
+
+    def __init__(self, alpha: float = 0.2) -> None:
+        self._alpha = alpha
+        self._ewma: dict[str, float] = {}
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        if event.outcome is Outcome.SUCCESS:
+            old = self._ewma.get(event.provider)
+            value = event.duration if old is None else old + self._alpha * (event.duration - old)
+            self._ewma[event.provider] = value
+
+    def on_route(self, event: RouteEvent) -> None:
+        return None
+
+    def latency(self, provider: str) -> float | None:
+        return self._ewma.get(provider)
 
 
 def make_plan(

@@ -31,10 +31,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol, TypeVar
 
@@ -47,36 +46,24 @@ from controller._errors import (
     ContextTooLong,
     DeadlineExceeded,
     MalformedResponse,
-    Outpaced,
     ProviderError,
-    Stalled,
 )
 from controller.control.state import RoutingState, StateHolder
-from controller.events import (
-    PROBE_TIER,
-    AttemptEvent,
-    AttemptReason,
-    Listener,
-    Listeners,
-    Outcome,
-    RouteEvent,
-)
-from controller.model import (
-    Message,
-    Request,
-    Response,
-    StreamChunk,
-    Usage,
-)
+from controller.events import PROBE_TIER, AttemptReason, Listener, Listeners
+from controller.model import Message, Request, Response, StreamChunk, Usage
 from controller.providers.base import Provider, Timeouts
-from controller.routing._capability import Capability, unsupported
-from controller.routing._continue import Overlap, continuation_request, one_answer, prefills
+from controller.routing._capability import Capability
+from controller.routing._continue import Overlap
 from controller.routing._degrade import AnswerCache, CannedStream
 from controller.routing._hedging import Hedging
 from controller.routing._ladder import descend, keep_answer, keep_stream, ladder_for
-from controller.routing._records import Route, Try, attempt_event, route_event
+from controller.routing._limits import AttemptLimits
+from controller.routing._race import lost_error
+from controller.routing._records import Once, Route, Try, attempt_event, route_event
+from controller.routing._resume import resume
 from controller.routing._stream import Opened, RoutedStream
 from controller.routing.plan import (
+    LatencyTracker,
     Plan,
     Strategy,
     Target,
@@ -86,7 +73,7 @@ from controller.routing.plan import (
     make_plan,
 )
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
-from controller.signals.inflight import InFlight, Waiter
+from controller.signals.inflight import InFlight
 
 __all__ = ["AnswerCache", "CannedStream", "LatencyTracker", "RoutedStream", "Router"]
 
@@ -94,30 +81,9 @@ T = TypeVar("T")
 # Re-orders a tier's plan for one request (a spend budget, say): the new plan, the reason its
 # first attempt gets and the provider moved away from; None leaves the plan as it is.
 Steer = Callable[[TierPlan, Plan], tuple[Plan, AttemptReason, str] | None]
-_CUT_SLACK = 0.05  # seconds an attempt's limits may come out shorter than the deadline allows
 log = logging.getLogger(__name__)
 _DEFAULT_TIMEOUTS = Timeouts()
 _PROBE = Request(messages=(Message(role="user", content="ping"),), max_tokens=1)
-
-
-class LatencyTracker:
-    """EWMA of successful attempt durations per provider (for the least-latency strategy)."""
-
-    def __init__(self, alpha: float = 0.2) -> None:
-        self._alpha = alpha
-        self._ewma: dict[str, float] = {}
-
-    def on_attempt(self, event: AttemptEvent) -> None:
-        if event.outcome is Outcome.SUCCESS:
-            old = self._ewma.get(event.provider)
-            value = event.duration if old is None else old + self._alpha * (event.duration - old)
-            self._ewma[event.provider] = value
-
-    def on_route(self, event: RouteEvent) -> None:
-        return None
-
-    def latency(self, provider: str) -> float | None:
-        return self._ewma.get(provider)
 
 
 class Mirror(Protocol):
@@ -166,8 +132,7 @@ class Router:
         self.listeners = Listeners([self.latency, *listeners])
         self._clock = clock or SystemClock()
         self._retry = retry or DefaultRetryPolicy()
-        self._timeouts = dict(timeouts or {})
-        self._default_timeouts = default_timeouts
+        self._limits = AttemptLimits(timeouts or {}, default_timeouts)
         self._deadline = deadline
         self._max_attempts = max_attempts
         self._default_models = dict(default_models or {})
@@ -188,8 +153,6 @@ class Router:
         # Per tier: the rung of its ladder its last served request came from ("": its own).
         self.rungs: dict[str, str] = {}
         self._hedging = Hedging(self)  # the rescue or hedge beside each attempt
-        self._patient: dict[str, Timeouts] = {}  # per provider: no bound on the pool wait
-        self._cut: dict[int, tuple[Timeouts, float, Timeouts]] = {}  # see _bounded
         # Per tier, while the routing state and the tier stay the same objects (see plan()).
         self._plans: dict[str, tuple[RoutingState, TierPlan, Plan]] = {}
         self._as_is: dict[tuple[str, str], tuple[TierPlan, str | None, bool]] = {}
@@ -337,7 +300,7 @@ class Router:
 
     def timeouts_for(self, provider: str) -> Timeouts:
         """The per-attempt limits configured for ``provider``."""
-        return self._timeouts.get(provider, self._default_timeouts)
+        return self._limits.of(provider)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(p.close() for p in self.providers.values()))
@@ -399,14 +362,16 @@ class Router:
         self,
         route: Route,
         request: Request,
-        once: Callable[[Route, Request, Try], Awaitable[T]],
+        once: Once[T],
         reason: AttemptReason = AttemptReason.PRIMARY,
         tier: TierPlan | None = None,
     ) -> tuple[T, Target]:
         """``route``'s attempts on its plan's targets (those of ``tier``, a step-down of the
         route's own, when given: its first attempt names the last failure before it)."""
         targets = list(route.plan.targets)
-        queue = route.queue = self._capable(route, request, targets, tier or route.tier)
+        queue = route.queue = self._capability.capable(
+            route, request, targets, tier or route.tier, self.state.current
+        )
         route.position = 0
         if not queue:
             raise AllProvidersFailed(route.plan.reason or f"tier {route.tier.name} has no targets")
@@ -491,7 +456,7 @@ class Router:
         provider = self.providers[target.provider]
         return Try(target, provider, reason, previous, cause, remaining, waiter)
 
-    # ------------------------------------------------------------------------------- ladder
+    # ------------------------------------------------------------------------------- hand-offs
     def _cache_stream(
         self, route: Route, request: Request, chunks: list[StreamChunk], model: str, scope: str
     ) -> None:
@@ -509,47 +474,7 @@ class Router:
                 if left and waiter.on_trip is not None:
                     waiter.on_trip()
 
-    # ------------------------------------------------------------------------------- formats
-    def _capable(
-        self, route: Route, request: Request, targets: list[Target], tier: TierPlan
-    ) -> list[Target]:
-        """``targets`` (of ``tier``) without those that cannot honour the request (noted on the
-        route). None left: a 400 naming the field when no target of the tier could honour it;
-        else the capable ones are out of the plan, and are tried anyway (panic) unless the kill
-        switch rules them all out (no capacity)."""
-        source = request.source
-        if source is None or all(self._capability.own(source.format, t) for t in targets):
-            return targets  # the usual case: each target gets the body as it came
-        kept: list[Target] = []
-        for target in targets:
-            missing = self._capability.missing(request, target)
-            if missing:
-                features = ", ".join(dict.fromkeys(u.feature for u in missing))
-                route.skipped.append(f"{target.provider}: {features}")
-            else:
-                kept.append(target)
-        if kept or not targets:
-            return kept
-        everyone = [*tier.targets, *((tier.context_fallback,) if tier.context_fallback else ())]
-        everyone = [t for t in everyone if t.provider in self.providers]
-        able = [t for t in everyone if not self._capability.missing(request, t)]
-        if not able:
-            providers = [self.providers[t.provider] for t in everyone]
-            raise unsupported(
-                source, self._capability.missing(request, everyone[0]), tier.name, providers
-            )
-        # The ones that can honour it are all out of rotation: for this request, panic among
-        # them (as a tier whose every provider is tripped does), the kill switch still applies.
-        switch = self.state.current.kill_switch
-        allowed = [t for t in able if switch.allows(t.provider)]
-        if not allowed:
-            raise AllProvidersFailed(
-                f"no provider that can honour this request may serve tier {tier.name} now "
-                f"(kill switch: {switch.describe()}); passed over: {'; '.join(route.skipped)}"
-            )
-        route.plan = replace(route.plan, targets=tuple(allowed), panic=True)
-        return allowed
-
+    # ------------------------------------------------------------------------------- targets
     def _allowed(self, route: Route, target: Target) -> bool:
         """May ``target`` be tried outside the plan (the context fallback)? The kill switch and
         the controller's state apply to it like to any planned target."""
@@ -583,7 +508,7 @@ class Router:
 
     # ------------------------------------------------------------------------------- attempts
     async def _complete_once(self, route: Route, request: Request, attempt: Try) -> Response:
-        timeouts = self._timeouts_for(route, attempt)
+        timeouts = self._limits.for_attempt(route, attempt)
         start, wall = self._clock.monotonic(), self._clock.wall()
         try:
             response = await attempt.provider.complete(request, attempt.target.model, timeouts)
@@ -620,7 +545,7 @@ class Router:
 
     async def _open(self, route: Route, request: Request, attempt: Try) -> Opened:
         """``attempt``'s stream, once it has produced its first chunk."""
-        timeouts = self._timeouts_for(route, attempt)
+        timeouts = self._limits.for_attempt(route, attempt)
         start, wall = self._clock.monotonic(), self._clock.wall()
         chunks = attempt.provider.stream(request, attempt.target.model, timeouts)
         try:
@@ -651,47 +576,8 @@ class Router:
         """A stream of ``request`` that continues ``delivered`` (the text a stream cut by
         ``error`` got to the client), on the next target that can take it, the cut one last;
         None when none can before the deadline or the attempts run out
-        (:mod:`controller.routing._continue`)."""
-        capability, source = self._capability, request.source
-        if not one_answer(request):
-            return None
-        translatable = capability.translatable(request)
-        queue, state = route.queue, self.state.current
-        order = [(i, t) for i, t in enumerate(queue) if i > route.position]
-        order.append((route.position, cut.target))
-        for index, target in order:
-            if not route.plan.panic and not in_rotation(state, target.provider, target.model):
-                continue
-            own = source is not None and capability.own(source.format, target)
-            if not (own or translatable) or capability.missing(request, target):
-                continue
-            provider = self.providers[target.provider]
-            decoded = capability.decoded_for(request, target)
-            prefill = prefills(decoded, provider.wire_format, _takes_prefill(provider))
-            base = request if own else decoded
-            while True:
-                if (
-                    route.attempts >= self._max_attempts
-                    or self._clock.monotonic() >= route.deadline
-                ):
-                    return None
-                again, pending = continuation_request(base, delivered, prefill, own=own)
-                attempt = self._try(
-                    route, target, AttemptReason.CONTINUATION, cut.target.provider, error.error_type
-                )
-                route.position = index
-                try:
-                    opened = await self._open(route, again, attempt)
-                except CallerError:
-                    if not prefill:
-                        break
-                    prefill = False  # the prefill refused (400): the same target, restarted
-                    continue
-                except ProviderError as exc:
-                    route.errors.append(exc)
-                    break
-                return opened, Overlap(pending, prefilled=prefill, delivered=delivered)
-        return None
+        (:mod:`controller.routing._resume`)."""
+        return await resume(self, route, request, cut, error, delivered)
 
     def _abandoned(
         self, route: Route, attempt: Try, request: Request, start: float, wall: float
@@ -703,38 +589,9 @@ class Router:
         if waiter.lost is None:
             self._emit(route, attempt, request, start, wall, cancelled=True)
             return
-        lost = _lost(waiter, self._clock.monotonic() - start)
+        lost = lost_error(waiter, self._clock.monotonic() - start)
         lost.provider, lost.model = attempt.provider.name, attempt.target.model
         self._emit(route, attempt, request, start, wall, error=lost)
-
-    def _timeouts_for(self, route: Route, attempt: Try) -> Timeouts:
-        provider = attempt.target.provider
-        if route.position + 1 < len(route.queue):
-            return self._bounded(self.timeouts_for(provider), attempt.remaining)
-        # The last target: nowhere else to go, so no bound of its own on the wait for a
-        # connection (the attempt's own limits and the deadline still bound it).
-        patient = self._patient.get(provider)
-        if patient is None:
-            patient = self._patient[provider] = replace(self.timeouts_for(provider), pool=math.inf)
-        return self._bounded(patient, attempt.remaining)
-
-    def _bounded(self, limits: Timeouts, remaining: float) -> Timeouts:
-        """``limits.bounded(remaining)``, reusing the last one built from ``limits`` when it
-        was cut to at most ``remaining`` and at most :data:`_CUT_SLACK` less: a first attempt's
-        remaining time differs from request to request by microseconds (the default deadline
-        and ``total`` are both 120 s, so each would build its own). Never longer than the
-        deadline allows; at most 50 ms shorter."""
-        kept = self._cut.get(id(limits))
-        if (
-            kept is not None
-            and kept[0] is limits
-            and remaining - _CUT_SLACK <= kept[1] <= remaining
-        ):
-            return kept[2]
-        cut = limits.bounded(remaining)
-        if cut is not limits:
-            self._cut[id(limits)] = (limits, remaining, cut)
-        return cut
 
     # ------------------------------------------------------------------------------- events
     def _emit(
@@ -782,19 +639,3 @@ class Router:
         if served_by is not None:
             self.rungs[route.tier.name] = route.degraded
         self.listeners.route(route_event(route, served_by, error, end=end, cancelled=cancelled))
-
-
-def _takes_prefill(provider: Provider) -> bool:
-    """Whether ``provider`` continues an answer from an assistant prefill (its config says,
-    by kind unless set: a provider built in code says nothing and is taken not to)."""
-    return bool(getattr(provider, "takes_prefill", False))
-
-
-def _lost(waiter: Waiter, waited: float) -> Outpaced:
-    """What an attempt another one beat is reported as."""
-    if waiter.lost == Stalled.error_type:
-        return Stalled(
-            f"no answer after {waited:.1f}s; the provider left rotation and the request was "
-            "answered elsewhere"
-        )
-    return Outpaced(f"another attempt of the request answered first (after {waited:.1f}s)")
