@@ -55,7 +55,7 @@ async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> in
     from controller.runtime import Runtime
 
     gw = config.gateway
-    settings, priorities = _gateway_settings(gw, os.environ)
+    settings, priorities = gateway_settings(gw, os.environ)
     host, port = args.host or gw.host, args.port if args.port is not None else gw.port
     grace = gw.shutdown_grace_seconds
     runtime = Runtime(config, config_path=args.config)
@@ -80,11 +80,12 @@ async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> in
     return 0
 
 
-def _gateway_settings(
+def gateway_settings(
     gw: GatewayConfig, env: Mapping[str, str]
 ) -> tuple[GatewaySettings, dict[str, Priority]]:
     """The front's settings: the client keys (``gateway.api_keys_env``, then those of
-    ``gateway.client_priorities``, each once) and the priority each of the latter gives."""
+    ``gateway.client_priorities``, each once) and the priority each of the latter gives.
+    ``failover run``'s own gateway takes them from here too."""
     from controller.gateway import GatewaySettings
     from controller.gateway._jobs import client_priorities
 

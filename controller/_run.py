@@ -193,23 +193,13 @@ async def _with_own_gateway(
     rest: list[str],
     models: Sequence[str],
 ) -> int:
-    from controller.gateway import GatewayServer, GatewaySettings, create_app
-    from controller.gateway._jobs import client_priorities
+    from controller._cli_serve import gateway_settings
+    from controller.gateway import GatewayServer, create_app
     from controller.runtime import Runtime
 
     logfile = args.log or os.path.join(tempfile.gettempdir(), f"failover-run-{os.getpid()}.log")
     _log_to(logfile)
-    gw = config.gateway
-    keys = tuple(k.strip() for k in os.environ.get(gw.api_keys_env, "").split(",") if k.strip())
-    listed = ((c.keys_env, c.priority) for c in gw.client_priorities)
-    more_keys, priorities = client_priorities(listed, os.environ)  # client keys too
-    keys += tuple(k for k in more_keys if k not in keys)
-    settings = GatewaySettings(
-        api_keys=keys,
-        max_body_bytes=gw.max_body_bytes,
-        shutdown_grace_seconds=gw.shutdown_grace_seconds,
-        echo_requested_model=gw.echo_requested_model,
-    )
+    settings, priorities = gateway_settings(config.gateway, os.environ)
     runtime = Runtime(config, config_path=args.config)
     await runtime.start()
     try:
