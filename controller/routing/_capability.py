@@ -24,7 +24,7 @@ from controller.wire._media import media_of
 from controller.wire._reasoning import NONE, reasons
 
 if TYPE_CHECKING:
-    from controller.control.state import RoutingState
+    from controller.control.state import StateHolder
     from controller.routing._records import Route
 
 __all__ = ["Capability", "unsupported"]
@@ -126,7 +126,7 @@ class Capability:
         request: Request,
         targets: list[Target],
         tier: TierPlan,
-        state: RoutingState,
+        state: StateHolder,
     ) -> list[Target]:
         """``targets`` (of ``tier``) without those that cannot honour the request (noted on the
         route). None left: a 400 naming the field when no target of the tier could honour it;
@@ -153,7 +153,7 @@ class Capability:
             raise unsupported(source, self.missing(request, everyone[0]), tier.name, providers)
         # The ones that can honour it are all out of rotation: for this request, panic among
         # them (as a tier whose every provider is tripped does), the kill switch still applies.
-        switch = state.kill_switch
+        switch = state.current.kill_switch
         allowed = [t for t in able if switch.allows(t.provider)]
         if not allowed:
             raise AllProvidersFailed(

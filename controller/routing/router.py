@@ -370,7 +370,7 @@ class Router:
         route's own, when given: its first attempt names the last failure before it)."""
         targets = list(route.plan.targets)
         queue = route.queue = self._capability.capable(
-            route, request, targets, tier or route.tier, self.state.current
+            route, request, targets, tier or route.tier, self.state
         )
         route.position = 0
         if not queue:
