@@ -85,6 +85,13 @@ class SSEParser:
             and raw.startswith(b"event:")
             and raw[first + 1 : first + 6] == b"data:"
         ):
+            if (
+                raw[6] == 32
+                and raw[first + 6] == 32
+                and raw[first - 1] != 13
+                and raw[end - 1] != 13
+            ):
+                return raw[7:first], raw[first + 7 : end]  # (one blank after each colon, no CR)
             return _value(raw[6:first]), _value(raw[first + 6 : end])
         return None
 
