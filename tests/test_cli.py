@@ -21,6 +21,7 @@ from controller.config import load_config
 from controller.config._kill_switch_file import rewrite
 from controller.control.state import KillSwitch
 from controller.providers.fake import FakeProvider
+from tests.config_support import example_copy
 from tests.fakes_chat import unused_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +104,7 @@ def test_check_reports_a_bad_file_with_key_and_line(tmp_path: Path) -> None:
 
 
 def test_kill_switch_rewrite_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "failover.yaml"
-    path.write_text(EXAMPLE.read_text())
+    path = example_copy(tmp_path)
     assert run("kill-switch", "--config", str(path), "pin", "anthropic").returncode == 0
     text = path.read_text()
     assert load_config(path).kill_switch.pin == "anthropic"

@@ -24,6 +24,7 @@ import pytest
 from controller.cli import build_parser, main
 from controller.config import load_config
 from controller.gateway._ops import MAX_DRILL_SECONDS
+from tests.config_support import example_copy
 from tests.fakes_chat import unused_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +47,7 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def pinned(tmp_path: Path) -> Path:
     """A copy of the example config with the kill switch pinned to anthropic (an emergency)."""
-    path = tmp_path / "failover.yaml"
-    path.write_bytes(EXAMPLE.read_bytes())
+    path = example_copy(tmp_path)
     assert main(["kill-switch", "--config", str(path), "pin", "anthropic"]) == 0
     return path
 
@@ -137,8 +137,8 @@ def test_a_write_failing_part_way_puts_the_old_bytes_back(pinned: Path) -> None:
 # ------------------------------------------------------------------ 3: line endings
 @pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
 def test_kill_switch_keeps_the_files_line_endings(tmp_path: Path, eol: bytes) -> None:
-    path = tmp_path / "failover.yaml"
-    path.write_bytes(EXAMPLE.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", eol))
+    path = example_copy(tmp_path)
+    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", eol))
     assert main(["kill-switch", "--config", str(path), "disable", "openai", "gemini"]) == 0
     data = path.read_bytes()
     assert data.count(b"\n") == data.count(eol)  # every line, the new block's included
