@@ -176,6 +176,42 @@ def _check_chunks(kind: str, chunks: list[StreamChunk]) -> None:
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_every_split_gives_chunks_that_say_what_their_bytes_say(kind: str) -> None:
+    """The mixed stream in two reads cut at every position (and whole, and one event a read):
+    relayed, every chunk's text is what a client reads from its bytes (the key masked in both),
+    the texts joined are the decoded stream's, the finish and usage come once, after the last
+    text, on chunks of their own; the bytes are the stream's less the unparseable event."""
+    stream, body = (
+        (OPENAI_MIXED, OPENAI_BODY) if kind == "openai" else (ANTHROPIC_MIXED, ANTHROPIC_BODY)
+    )
+    bad = b"data: {not json\n\n" if kind == "openai" else b"event: content_block_delta\ndata: {not"
+    splits = [[stream[:cut], stream[cut:]] for cut in range(1, len(stream), 3)]
+    splits += [[stream], [e[2] for e in reference(stream)]]
+    async with Scripted() as up:
+        provider = _provider(up.url, kind)
+        up.pieces = [stream]
+        decoded, error = await _read(provider, kind, body, own=False)
+        assert error is None
+        assert "".join(c.text for c in decoded) == MIXED_TEXT.replace(PROVIDER_KEY, "***")
+        for pieces in splits:
+            up.pieces = pieces
+            chunks, error = await _read(provider, kind, body)
+            assert error is None, (pieces, error)
+            _check_chunks(kind, chunks)
+            said = "".join(c.text for c in chunks)
+            assert said == MIXED_TEXT.replace(PROVIDER_KEY, "***"), pieces
+            ends = [i for i, c in enumerate(chunks) if c.finish_reason is not None]
+            texts = [i for i, c in enumerate(chunks) if c.text]
+            assert len(ends) == 1
+            assert ends[0] > texts[-1]
+            assert [c.usage.output_tokens for c in chunks if c.usage] == [9]
+            relayed = b"".join(c.raw or b"" for c in chunks)
+            assert PROVIDER_KEY.encode() not in relayed
+            assert bad not in relayed
+        await provider.close()
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
 async def test_a_run_before_an_error_goes_first_and_the_error_after(kind: str) -> None:
     """Text events, then an in-stream error, then more text, all in one read: the run's chunk
     comes (its bytes and text), then the error; nothing after it."""
@@ -224,6 +260,34 @@ def _keyed(url: str, kind: str, name: str, key: str, *, prefill: bool = False) -
     )
 
 
+async def test_a_continuation_that_echoes_its_provider_s_key_does_not_pass_it_on() -> None:
+    """A stream cut after a run of text, continued on a provider of the same format that
+    quotes its own key: the continuation goes to the client encoded from its chunks' text, which
+    must hold the key masked as the relayed bytes do (the openai SDK reads ``***``)."""
+    cut = OPENAI_ROLE + _oa("One") + _oa(" two")
+    rest = _oa(f" three {BACKUP_KEY} four") + _oa(".", "stop") + b"data: [DONE]\n\n"
+    async with (
+        Scripted([cut]) as first,
+        Scripted([rest]) as second,
+        gateway(
+            _keyed(first.url, "openai_compatible", "first", PROVIDER_KEY),
+            _keyed(second.url, "openai_compatible", "second", BACKUP_KEY, prefill=True),
+        ) as (url, recorder),
+    ):
+        async with aiohttp.ClientSession() as http:
+            answer = await http.post(
+                f"{url}/v1/chat/completions", json=OPENAI_BODY | {"model": "t"}
+            )
+            raw = await answer.read()
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-c", max_retries=0) as c:
+            stream = await c.chat.completions.create(model="t", messages=USER, stream=True)
+            text = "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+    assert BACKUP_KEY.encode() not in raw
+    assert text == "One two three *** four."
+    assert second.bodies[-1]["messages"][-1] == {"role": "assistant", "content": "One two"}
+    assert recorder.attempts[-1].reason.value == "continuation"
+
+
 async def test_a_run_quoting_the_key_then_a_cut_is_continued_in_the_open_block() -> None:
     """Anthropic: the start held, then a run that quotes the provider's key, then the
     connection ends: the next provider is told the text the client read (the key masked), the
@@ -256,6 +320,55 @@ async def test_a_run_quoting_the_key_then_a_cut_is_continued_in_the_open_block()
     assert recorder.attempts[-1].reason.value == "continuation"
 
 
+def _anthropic_answer(text: str, arguments: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "m-1",
+            "content": [
+                {"type": "text", "text": text},
+                {"type": "tool_use", "id": "toolu_1", "name": "save", "input": arguments},
+            ],
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 4},
+        }
+    ).encode()
+
+
+async def test_a_provider_of_another_format_quoting_its_key_never_gets_it_to_the_client() -> None:
+    """An OpenAI client served by an Anthropic provider that quotes its own key, in its text
+    and in a tool call's arguments, streamed (in runs and a read an event) and whole: the
+    client's answer is encoded from the chunks or the message, which hold the key masked."""
+    stream = (
+        ANTHROPIC_START.encode()
+        + _an("Un")
+        + _an(f" {PROVIDER_KEY} deux")
+        + _an(f" {PROVIDER_KEY}")
+        + ANTHROPIC_END
+    )
+    tool = {"key": PROVIDER_KEY}
+    async with (
+        Scripted([stream[:300], stream[300:]]) as up,
+        gateway(_provider(up.url, "anthropic")) as (url, _),
+        openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-c", max_retries=0) as client,
+    ):
+        answer = await client.chat.completions.create(model="t", messages=USER, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in answer if c.choices])
+        up.pieces = [_anthropic_answer(f"the key: {PROVIDER_KEY}", tool)]
+        whole = await client.chat.completions.create(model="t", messages=USER)
+    assert text == "Un *** deux ***"
+    message = whole.choices[0].message
+    assert message.content == "the key: ***"
+    assert message.tool_calls is not None
+    (call,) = message.tool_calls
+    assert call.type == "function"
+    assert PROVIDER_KEY not in call.function.arguments
+    assert json.loads(call.function.arguments) == {"key": "***"}
+
+
 @asynccontextmanager
 async def _cached_gateway(
     *providers: HttpProvider, settings: GatewaySettings | None = None
@@ -282,6 +395,30 @@ async def _cached_gateway(
     async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0) as server:
         yield server.url, router
     await router.aclose()
+
+
+async def test_a_streamed_answer_that_quoted_the_key_is_served_from_the_cache_masked() -> None:
+    """A cache-enabled tier's stream whose runs quote the provider's key is kept for the
+    ladder; served from the cache once the provider fails, the answer never holds the key
+    (the client that was served it live read ``***``)."""
+    stream = OPENAI_ROLE + _oa("Un") + _oa(f" {PROVIDER_KEY}") + _oa(" deux") + OPENAI_END
+    async with (
+        Scripted([stream]) as up,
+        _cached_gateway(_provider(up.url, "openai")) as (url, router),
+        openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-c", max_retries=0) as client,
+    ):
+
+        async def ask() -> str:
+            answer = await client.chat.completions.create(
+                model="t", messages=USER, stream=True, stream_options={"include_usage": True}
+            )
+            return "".join([c.choices[0].delta.content or "" async for c in answer if c.choices])
+
+        assert await ask() == "Un *** deux"
+        up.pieces = [b": nothing more\n\n"]  # the provider fails: the cache rung answers
+        assert await ask() == "Un *** deux"
+        assert router.cache is not None
+        assert len(router.cache) == 1
 
 
 async def test_echoing_the_requested_model_renames_every_event_of_a_run() -> None:

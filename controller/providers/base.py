@@ -51,8 +51,17 @@ from controller._errors import (
     StreamTooLong,
 )
 from controller._frozen import quick_init
-from controller._redact import hold, scrub
-from controller.model import Request, Response, StreamChunk, Untranslatable, relayed_text
+from controller._redact import MASK, MIN_SECRET, hold, scrub
+from controller.model import (
+    Message,
+    Request,
+    Response,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Untranslatable,
+    relayed_text,
+)
 from controller.providers._http import (
     BadResponse,
     ConnectFailed,
@@ -284,6 +293,9 @@ class HttpProvider:
                 headers=answer_headers(headers),  # those a client may read
             )
         response = self._parsed(self._codec.parse_response, body, model)
+        secret = _secret(self._api_key)
+        if secret and secret.encode() in body:  # the key, masked as a relayed body masks it
+            response = replace(response, message=_masked_message(response.message, secret))
         if relay is None:
             return replace(response, provider=self.name)
         # Read for telemetry; relayed as it came, with the headers a client may read.
@@ -444,12 +456,14 @@ class _Reader:
         "_line",
         "_loop",
         "_model",
+        "_own",
         "_parser",
         "_provider",
         "_quick",
         "_reading",
         "_relayed",
         "_resp",
+        "_secret",
         "_timer",
         "done",
         "finished",
@@ -480,6 +494,11 @@ class _Reader:
         # rename; and, unless _key is empty, the event does not quote the provider's key.
         self._as_came = relay is not None and relay.echo_model is None
         self._key = relay.key if relay is not None else b""
+        # A stream decoded for a client of another format: the provider's key masked in its
+        # chunks all the same (a relayed one's are masked as the relay masks the bytes).
+        secret = relay.secret if relay is not None else _secret(provider._api_key)
+        self._own = secret.encode() if relay is None and secret else b""
+        self._secret = secret
         self._first = relay is not None  # its first chunk carries the answer's headers
         self._bad = _BadEvents(provider, model)
         self._loop = asyncio.get_running_loop()
@@ -572,7 +591,10 @@ class _Reader:
                     if text:
                         self._bad.good += 1
                         self.started = True
-                        run.add(text, frame(event, _NO_CHUNKS))
+                        raw = frame(event, _NO_CHUNKS)
+                        if raw is not event.raw and self._secret and self._secret in text:
+                            text = text.replace(self._secret, MASK)  # as the relay masked it
+                        run.add(text, raw)
                         continue
                 if run.texts:
                     out.append(run.chunk())
@@ -584,6 +606,8 @@ class _Reader:
                 self._bad.good += 1
                 if relayed is not None:
                     chunks = relayed.attach(event, chunks, started=self.started)
+                elif self._own and chunks and self._own in event.raw:
+                    chunks = _masked(chunks, self._secret or "")
                 if chunks:
                     self.started = True
                     if not self.finished:
@@ -664,7 +688,10 @@ class _Relayed:
     def attach(
         self, event: SSEEvent, chunks: list[StreamChunk], *, started: bool
     ) -> list[StreamChunk]:
-        framed = self._relay.event(event, chunks)
+        relay = self._relay
+        framed = relay.event(event, chunks)
+        if framed is not event.raw and relay.key and chunks and relay.key in event.raw:
+            chunks = _masked(chunks, relay.secret or "")  # the key, masked as in the bytes
         if len(chunks) == 1 and not self.pending:  # most events: one chunk, nothing held
             return [chunks[0].relaying(framed)]
         if framed:
@@ -692,6 +719,48 @@ class _Relayed:
         self.pending.clear()
         self._held = 0
         return raw
+
+
+def _secret(key: str | None) -> str | None:
+    """A provider's key as the relay masks it (None when too short to be a secret)."""
+    return key if key and len(key) >= MIN_SECRET else None
+
+
+def _masked(chunks: list[StreamChunk], secret: str) -> list[StreamChunk]:
+    """``chunks`` of an event that quotes the provider's key, the key masked in them as the
+    relay masks it in the bytes: their text is what the client reads (a continuation is told
+    it, the answer cache keeps it, a stream of another format, or a continuation, goes to the
+    client encoded from it)."""
+    out = []
+    for chunk in chunks:
+        call = chunk.tool_call
+        if call is not None and secret in f"{call.id}{call.name}{call.arguments}":
+            call = _masked_call(call, secret)
+        if secret in chunk.text or call is not chunk.tool_call:
+            chunk = replace(chunk, text=chunk.text.replace(secret, MASK), tool_call=call)
+        out.append(chunk)
+    return out
+
+
+_Call = TypeVar("_Call", ToolCall, ToolCallDelta)
+
+
+def _masked_call(call: _Call, secret: str) -> _Call:
+    return replace(
+        call,
+        id=call.id and call.id.replace(secret, MASK),
+        name=call.name and call.name.replace(secret, MASK),
+        arguments=call.arguments.replace(secret, MASK),
+    )
+
+
+def _masked_message(message: Message, secret: str) -> Message:
+    """A whole answer's ``message`` with the provider's key masked (see :func:`_masked`)."""
+    calls = tuple(
+        _masked_call(c, secret) if secret in f"{c.id}{c.name}{c.arguments}" else c
+        for c in message.tool_calls
+    )
+    return replace(message, content=message.content.replace(secret, MASK), tool_calls=calls)
 
 
 def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:
