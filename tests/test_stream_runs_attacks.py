@@ -331,6 +331,56 @@ async def test_a_run_quoting_the_key_then_a_cut_is_continued_in_the_open_block()
     assert recorder.attempts[-1].reason.value == "continuation"
 
 
+async def test_a_run_after_a_thinking_block_then_a_cut_goes_on_in_the_text_block() -> None:
+    """Anthropic: a thinking block (it starts the answer), a text block whose deltas come in
+    runs, then the connection ends: the encoder has followed the blocks through the runs'
+    bytes, the continuation goes on in the text block (index 1), the SDK's message holds the
+    thinking and one text block."""
+    thinking = (
+        _anthropic_event(
+            "content_block_start",
+            index=0,
+            content_block={"type": "thinking", "thinking": "", "signature": ""},
+        )
+        + _anthropic_event(
+            "content_block_delta", index=0, delta={"type": "thinking_delta", "thinking": "hm"}
+        )
+        + _anthropic_event(
+            "content_block_delta", index=0, delta={"type": "signature_delta", "signature": "s"}
+        )
+        + _anthropic_event("content_block_stop", index=0)
+        + _anthropic_event(
+            "content_block_start", index=1, content_block={"type": "text", "text": ""}
+        )
+    ).encode()
+    start = ANTHROPIC_START.encode().split(b"event: content_block_start")[0]
+
+    def delta(text: str) -> bytes:
+        event = _anthropic_event(
+            "content_block_delta", index=1, delta={"type": "text_delta", "text": text}
+        )
+        return event.encode()
+
+    cut = start + thinking + delta("One") + delta(" two") + delta(" three")
+    rest = ANTHROPIC_START.encode() + _an(" four.") + ANTHROPIC_END
+    async with (
+        Scripted([cut[: len(start + thinking) + 20], cut[len(start + thinking) + 20 :]]) as a,
+        Scripted([rest]) as b,
+        gateway(
+            _provider(a.url, "anthropic", "first"),
+            _provider(b.url, "anthropic", "second", prefill=True),
+        ) as (url, recorder),
+        anthropic.AsyncAnthropic(base_url=url, api_key="sk-c", max_retries=0) as client,
+        client.messages.stream(model="t", max_tokens=9, messages=USER) as stream,
+    ):
+        message = await stream.get_final_message()
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[1].type == "text"
+    assert message.content[1].text == "One two three four."
+    assert b.bodies[-1]["messages"][-1] == {"role": "assistant", "content": "One two three"}
+    assert recorder.attempts[-1].reason.value == "continuation"
+
+
 def _anthropic_answer(text: str, arguments: dict[str, Any]) -> bytes:
     return json.dumps(
         {
@@ -432,13 +482,17 @@ async def test_a_streamed_answer_that_quoted_the_key_is_served_from_the_cache_ma
         assert len(router.cache) == 1
 
 
-async def test_echoing_the_requested_model_renames_every_event_of_a_run() -> None:
-    """With echo_requested_model, each event of a run is framed again with the client's model
-    name; the run's text and bytes still agree, the SDK reads the whole text and the name."""
-    stream = OPENAI_ROLE + _oa("Un") + _oa(" deux") + _oa(" trois") + OPENAI_END
+@pytest.mark.parametrize("per_event", [False, True])
+async def test_echoing_the_requested_model_renames_every_event_of_a_run(per_event: bool) -> None:
+    """With echo_requested_model, each event of a run (or of a read an event: the shortest
+    path must not send it as it came) is framed again with the client's model name; the text
+    is whole, a quoted key masked, and the SDK reads the name the client sent."""
+    stream = OPENAI_ROLE + _oa("Un") + _oa(f" {PROVIDER_KEY}") + _oa(" trois") + OPENAI_END
+    first = len(OPENAI_ROLE + _oa("Un"))
+    pieces = [e[2] for e in reference(stream)] if per_event else [stream[:first], stream[first:]]
     settings = GatewaySettings(echo_requested_model=True)
     async with (
-        Scripted([OPENAI_ROLE + _oa("Un"), stream[len(OPENAI_ROLE + _oa("Un")) :]]) as up,
+        Scripted(pieces) as up,
         _cached_gateway(_provider(up.url, "openai"), settings=settings) as (url, _),
     ):
         async with aiohttp.ClientSession() as http:
@@ -454,9 +508,10 @@ async def test_echoing_the_requested_model_renames_every_event_of_a_run() -> Non
                 )
             ]
     assert b'"m-1"' not in raw
+    assert PROVIDER_KEY.encode() not in raw
     assert {ch.model for ch in chunks} == {"t"}
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == (
-        "Un deux trois"
+        "Un *** trois"
     )
 
 
