@@ -26,7 +26,8 @@ class that uses this, and that those objects stay frozen).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 __all__ = ["quick_init", "quick_maker"]
@@ -43,35 +44,36 @@ def quick_init(cls: type[T]) -> type[T]:
         raise TypeError(f"{cls.__name__}: quick_init does not run __post_init__")
     fields = dataclasses.fields(cast(Any, cls))
     twin = _open_twin(cls)
+    p = _prefix(f.name for f in fields)  # the code's own names: no field's name hides them
     namespace: dict[str, Any] = {
-        "_MISSING": dataclasses.MISSING,
-        "_set": object.__setattr__,
-        "_twin": twin,
-        "_frozen": cls,
+        f"{p}_MISSING": dataclasses.MISSING,
+        f"{p}_set": object.__setattr__,
+        f"{p}_twin": twin,
+        f"{p}_frozen": cls,
     }
     positional: list[str] = []
     keywords: list[str] = []
-    body = ["    _set(self, '__class__', _twin)"] if twin is not None else []
+    body = [f"    {p}_set({p}self, '__class__', {p}_twin)"] if twin is not None else []
     for index, f in enumerate(fields):
         if not f.init:
             raise TypeError(f"{cls.__name__}.{f.name}: quick_init needs every field in __init__")
         param = f.name
         if f.default is not dataclasses.MISSING:
-            namespace[f"_default{index}"] = f.default
-            param += f"=_default{index}"
+            namespace[f"{p}_default{index}"] = f.default
+            param += f"={p}_default{index}"
         elif f.default_factory is not dataclasses.MISSING:
-            namespace[f"_factory{index}"] = f.default_factory
-            param += "=_MISSING"
-            body.append(f"    if {f.name} is _MISSING: {f.name} = _factory{index}()")
+            namespace[f"{p}_factory{index}"] = f.default_factory
+            param += f"={p}_MISSING"
+            body.append(f"    if {f.name} is {p}_MISSING: {f.name} = {p}_factory{index}()")
         if twin is not None:
-            body.append(f"    self.{f.name} = {f.name}")
+            body.append(f"    {p}self.{f.name} = {f.name}")
         else:
-            namespace[f"_store{index}"] = _slot(cls, f.name).__set__
-            body.append(f"    _store{index}(self, {f.name})")
+            namespace[f"{p}_store{index}"] = _slot(cls, f.name).__set__
+            body.append(f"    {p}_store{index}({p}self, {f.name})")
         (keywords if f.kw_only else positional).append(param)
     if twin is not None:
-        body.append("    self.__class__ = _frozen")
-    signature = ", ".join(["self", *positional, *(["*", *keywords] if keywords else [])])
+        body.append(f"    {p}self.__class__ = {p}_frozen")
+    signature = ", ".join([f"{p}self", *positional, *(["*", *keywords] if keywords else [])])
     source = f"def __init__({signature}) -> None:\n" + "\n".join(body or ["    pass"]) + "\n"
     exec(source, namespace)  # code built above from the dataclass's own fields
     init = namespace["__init__"]
@@ -104,31 +106,43 @@ def quick_maker(cls: type[T], *names: str) -> Callable[..., T]:
     twin = _open_twin(cls)
     if twin is None:
         return lambda *values: cls(**dict(zip(names, values, strict=True)))
-    # The code's own names begin with a prefix no field's name begins with: a field may be
-    # called ``self`` or ``_new`` (the parameters would hide the names the code uses).
-    p = "_q"
-    while any(name.startswith(p) for name in fields):
-        p += "_"
-    namespace: dict[str, Any] = {f"{p}new": object.__new__, f"{p}twin": twin, f"{p}frozen": cls}
-    body = [f"    {p}self = {p}new({p}twin)"]
+    p = _prefix(fields)  # the code's own names: a field may be called self or _new
+    namespace: dict[str, Any] = {f"{p}_new": object.__new__, f"{p}_twin": twin, f"{p}_frozen": cls}
+    body = [f"    {p}self = {p}_new({p}_twin)"]
     for index, f in enumerate(fields.values()):
         if f.name in names:
             body.append(f"    {p}self.{f.name} = {f.name}")
         elif f.default is not dataclasses.MISSING:
-            namespace[f"{p}default{index}"] = f.default
-            body.append(f"    {p}self.{f.name} = {p}default{index}")
+            namespace[f"{p}_default{index}"] = f.default
+            body.append(f"    {p}self.{f.name} = {p}_default{index}")
         elif f.default_factory is not dataclasses.MISSING:
-            namespace[f"{p}factory{index}"] = f.default_factory
-            body.append(f"    {p}self.{f.name} = {p}factory{index}()")
+            namespace[f"{p}_factory{index}"] = f.default_factory
+            body.append(f"    {p}self.{f.name} = {p}_factory{index}()")
         else:
             raise TypeError(f"{cls.__name__}.{f.name} has no default: name it")
-    body += [f"    {p}self.__class__ = {p}frozen", f"    return {p}self"]
+    body += [f"    {p}self.__class__ = {p}_frozen", f"    return {p}self"]
     source = f"def make({', '.join(names)}):\n" + "\n".join(body) + "\n"
     exec(source, namespace)  # code built above from the dataclass's own fields
     make: Callable[..., T] = namespace["make"]
     make.__qualname__ = f"{cls.__qualname__}.make"
     make.__module__ = cls.__module__
     return make
+
+
+_OWN = re.compile(r"self|_(?:MISSING|set|new|twin|frozen|(?:default|factory|store)\d+)")
+
+
+def _prefix(names: Iterable[str]) -> str:
+    """What the generated code's own names (``self``, ``_twin``, ...) begin with: nothing,
+    unless a field is named as one of them (its parameter would hide it); then a prefix no
+    field's name begins with."""
+    names = tuple(names)
+    if not any(_OWN.fullmatch(name) for name in names):
+        return ""
+    prefix = "_q"
+    while any(name.startswith(prefix) for name in names):
+        prefix += "_"
+    return prefix
 
 
 def _open_twin(cls: type) -> type | None:

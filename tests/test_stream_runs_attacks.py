@@ -31,7 +31,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from controller._errors import ProviderError
-from controller._frozen import quick_maker
+from controller._frozen import quick_init, quick_maker
 from controller.gateway import GatewayServer, GatewaySettings, create_app
 from controller.model import Message, Request, Source, StreamChunk, relayed_text
 from controller.providers import HttpProvider, codec_for
@@ -576,6 +576,38 @@ def test_quick_maker_never_builds_what_the_class_would_not() -> None:
     for name in ("self", "_new", "_twin", "_frozen", "_default0"):
         _made_or_refused(_Named, (name,), (42,))
     _made_or_refused(_Named, ("self", "_new", "_twin", "_frozen"), (5, 6, 7, 8))
+
+
+def test_quick_init_builds_what_the_dataclass_builds_whatever_its_fields_are_named() -> None:
+    """The same generated code, in quick_init: a field named as one of its own names (here
+    ``_MISSING``, before the fix a factory's default left as the MISSING sentinel) or ``self``
+    (before, a SyntaxError where the dataclass takes it) builds what the dataclass builds."""
+
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Shadowing:
+        _MISSING: int = 0
+        items: list[int] = field(default_factory=list)
+
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Selfish:
+        self: int = 0
+        _set: int = 1
+        _twin: int = 2
+
+    cases: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
+        (Shadowing, (), {}),
+        (Shadowing, (3,), {"items": [4]}),
+        (Selfish, (5, 6, 7), {}),
+        (Selfish, (), {"self": 8}),
+    ]
+    for cls, args, kwargs in cases:
+        quick, slow = object.__new__(cls), object.__new__(cls)
+        cls.__init__(quick, *args, **kwargs)
+        cls.__dataclass_init__(slow, *args, **kwargs)
+        assert quick == slow, (quick, slow)
+    assert Shadowing().items == []
 
 
 @dataclass(frozen=True, slots=True)
