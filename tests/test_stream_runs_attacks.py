@@ -247,6 +247,30 @@ async def test_a_run_before_an_error_goes_first_and_the_error_after(kind: str) -
     assert b"".join(c.raw or b"" for c in chunks) == stream[: stream.index(error)]
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+async def test_the_first_text_quoting_the_key_goes_with_the_held_events_masked(kind: str) -> None:
+    """The first text event (the held ones go with it) quotes the provider's key, then a run
+    does: in one read and an event a read, the chunks' text and bytes hold the key masked."""
+    if kind == "openai":
+        head, body, end = OPENAI_ROLE, OPENAI_BODY, OPENAI_END
+        texts = [_oa(f"{PROVIDER_KEY} un"), _oa(" deux"), _oa(f" {PROVIDER_KEY}")]
+    else:
+        head, body, end = ANTHROPIC_START.encode(), ANTHROPIC_BODY, ANTHROPIC_END
+        texts = [_an(f"{PROVIDER_KEY} un"), _an(" deux"), _an(f" {PROVIDER_KEY}")]
+    stream = head + b"".join(texts) + end
+    async with Scripted() as up:
+        provider = _provider(up.url, kind)
+        for pieces in ([stream], [e[2] for e in reference(stream)]):
+            up.pieces = pieces
+            chunks, failure = await _read(provider, kind, body)
+            assert failure is None
+            _check_chunks(kind, chunks)
+            assert "".join(c.text for c in chunks) == "*** un deux ***"
+            assert chunks[0].raw is not None
+            assert chunks[0].raw.startswith(head)
+        await provider.close()
+
+
 async def test_a_run_then_the_end_of_the_body_without_a_finish_fails_after_the_run() -> None:
     stream = OPENAI_ROLE + _oa("Un") + _oa(" deux") + _oa(" trois")
     async with Scripted([stream[:-30], stream[-30:]]) as up:
