@@ -12,6 +12,7 @@ from typing import Any
 
 from controller.model import Message, Request, Source, StreamChunk
 from tests.test_stream_fastpath_attacks import (
+    ANTHROPIC_START,
     LIMITS,
     USER,
     Scripted,
@@ -91,22 +92,7 @@ def _delta(text: str) -> bytes:
 
 
 async def test_anthropic_text_deltas_in_one_read_are_one_chunk() -> None:
-    start = (
-        _anthropic_event(
-            "message_start",
-            message={
-                "id": "msg_1",
-                "type": "message",
-                "role": "assistant",
-                "model": "m-1",
-                "content": [],
-                "usage": {"input_tokens": 5, "output_tokens": 1},
-            },
-        )
-        + _anthropic_event(
-            "content_block_start", index=0, content_block={"type": "text", "text": ""}
-        )
-    ).encode()
+    start = ANTHROPIC_START.encode()  # message_start, then the text block opened
     deltas = _delta("Bon") + _delta("jour é") + _delta(" 漢😀")
     end = (
         _anthropic_event("content_block_stop", index=0)
