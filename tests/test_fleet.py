@@ -50,7 +50,13 @@ async def fleet(
         try:
             yield group
         finally:
-            await group.stop()
+            try:
+                async with asyncio.timeout(60):
+                    await group.stop()
+            except TimeoutError:
+                for task in asyncio.all_tasks():
+                    task.print_stack()
+                raise
 
 
 async def three(fleet: Fleet) -> None:
