@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,32 @@ async def eventually(
 
 def state_of(runtime: Runtime, provider: str = "primary") -> HealthState:
     return runtime.holder.current.status(provider).state
+
+
+async def stop_within(stop: Awaitable[None], seconds: float = 60.0) -> None:
+    """Await ``stop``; one still waiting after ``seconds`` fails naming where it waits (each
+    frame of its chain of awaits). A hung stop otherwise shows only as pytest-timeout's dump
+    of the loop waiting in ``select`` (seen in full runs under load, intermittently)."""
+    task = asyncio.ensure_future(stop)
+    await asyncio.wait({task}, timeout=seconds)
+    if not task.done():
+        where = awaiting(task)
+        task.cancel()
+        raise TimeoutError(f"did not stop within {seconds:g} s; waiting at:{''.join(where)}")
+    task.result()
+
+
+def awaiting(task: asyncio.Future[None]) -> list[str]:
+    """Where ``task`` waits: each frame of its chain of awaits, outermost first."""
+    where: list[str] = []
+    step: Any = task.get_coro() if isinstance(task, asyncio.Task) else task
+    while step is not None:
+        frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None)
+        frame = frame or getattr(step, "gi_frame", None)
+        if frame is not None:
+            where.append(f"\n  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        else:
+            where.append(f"\n  {step!r}")  # what it all waits for (a future)
+        nested = getattr(step, "cr_await", None) or getattr(step, "ag_await", None)
+        step = nested or getattr(step, "gi_yieldfrom", None)
+    return where

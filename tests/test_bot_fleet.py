@@ -17,6 +17,7 @@ from controller.model import Message, Request
 from controller.providers.fake import FakeProvider
 from controller.runtime import Runtime
 from tests.fakes_chat import FakeTelegram
+from tests.fleet_support import stop_within
 from tests.gateway_support import wait_for
 from tests.redis_support import RedisServer
 
@@ -87,7 +88,7 @@ async def replicas(
             yield tg, runtimes
         finally:
             for runtime in runtimes:
-                await runtime.stop(grace=1.0)
+                await stop_within(runtime.stop(grace=1.0))
 
 
 def polling(runtimes: list[Runtime]) -> list[Runtime]:

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,7 +24,7 @@ from controller.providers.fake import FakeProvider, FaultMode
 from controller.runtime import Runtime
 from tests.conftest import Recorder
 from tests.fakes_chat import FakeTelegram
-from tests.fleet_support import HELLO, Fleet, eventually, role, state_of
+from tests.fleet_support import HELLO, Fleet, eventually, role, state_of, stop_within
 from tests.redis_support import RedisServer
 from tests.traffic import Traffic
 
@@ -51,29 +50,7 @@ async def fleet(
         try:
             yield group
         finally:
-            stopping = asyncio.create_task(group.stop())
-            await asyncio.wait({stopping}, timeout=60)
-            if not stopping.done():  # a hang: say where, then fail
-                print("the fleet did not stop within 60 s; stopping at:", *awaiting(stopping))
-                stopping.cancel()
-                raise TimeoutError("the fleet did not stop within 60 s")
-            stopping.result()
-
-
-def awaiting(task: asyncio.Task[None]) -> list[str]:
-    """Where ``task`` waits: each frame of its chain of awaits, outermost first."""
-    where: list[str] = []
-    step: Any = task.get_coro()
-    while step is not None:
-        frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None)
-        frame = frame or getattr(step, "gi_frame", None)
-        if frame is not None:
-            where.append(f"\n  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
-        else:
-            where.append(f"\n  {step!r}")  # what it all waits for (a future)
-        nested = getattr(step, "cr_await", None) or getattr(step, "ag_await", None)
-        step = nested or getattr(step, "gi_yieldfrom", None)
-    return where
+            await stop_within(group.stop())
 
 
 async def three(fleet: Fleet) -> None:
