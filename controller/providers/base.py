@@ -237,6 +237,9 @@ class HttpProvider:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         hold(api_key)  # masked wherever a provider's text may quote it
+        # ... and in what it answers (too short a key is no secret: see MIN_SECRET)
+        self._secret = api_key if api_key and len(api_key) >= MIN_SECRET else None
+        self._secret_bytes = self._secret.encode() if self._secret else b""
         self._max_connections = max_connections
         self.skipped_events = 0  # unparseable stream events skipped, since start
         self._max_body = max_response_bytes
@@ -293,8 +296,8 @@ class HttpProvider:
                 headers=answer_headers(headers),  # those a client may read
             )
         response = self._parsed(self._codec.parse_response, body, model)
-        secret = _secret(self._api_key)
-        if secret and secret.encode() in body:  # the key, masked as a relayed body masks it
+        secret = self._secret
+        if secret and self._secret_bytes in body:  # the key masked, as a relayed body's is
             response = replace(response, message=_masked_message(response.message, secret))
         if relay is None:
             return replace(response, provider=self.name)
@@ -496,9 +499,8 @@ class _Reader:
         self._key = relay.key if relay is not None else b""
         # A stream decoded for a client of another format: the provider's key masked in its
         # chunks all the same (a relayed one's are masked as the relay masks the bytes).
-        secret = relay.secret if relay is not None else _secret(provider._api_key)
-        self._own = secret.encode() if relay is None and secret else b""
-        self._secret = secret
+        self._secret = relay.secret if relay is not None else provider._secret
+        self._own = provider._secret_bytes if relay is None else b""
         self._first = relay is not None  # its first chunk carries the answer's headers
         self._bad = _BadEvents(provider, model)
         self._loop = asyncio.get_running_loop()
@@ -596,8 +598,7 @@ class _Reader:
                             text = text.replace(self._secret, MASK)  # as the relay masked it
                         run.add(text, raw)
                         continue
-                if run.texts:
-                    out.append(run.chunk())
+                run.flush(out)
                 try:
                     chunks = self._decoder.feed(event)
                 except MalformedEvent as exc:
@@ -623,14 +624,12 @@ class _Reader:
                     self.done = True
                     break
         except ProviderError as exc:
-            if run.texts:
-                out.append(run.chunk())
+            run.flush(out)
             error = self._provider._tag(exc, self._model)
             if not out:
                 raise error from None
             self._failed = error  # the chunks before it go first; the next read raises it
-        if run.texts:
-            out.append(run.chunk())
+        run.flush(out)
         if self._first and out:
             self._first = False
             out[0] = replace(out[0], headers=answer_headers(self._resp.headers))
@@ -659,16 +658,17 @@ class _TextRun:
         self.texts.append(text)
         self.raws.append(raw)
 
-    def chunk(self) -> StreamChunk:
-        """The run as one chunk; the run empty after."""
+    def flush(self, out: list[StreamChunk]) -> None:
+        """The run, if any, as one chunk onto ``out``; the run empty after."""
         texts, raws = self.texts, self.raws
+        if not texts:
+            return
         if len(texts) == 1:
-            chunk = relayed_text(texts[0], raws[0])
+            out.append(relayed_text(texts[0], raws[0]))
         else:
-            chunk = relayed_text("".join(texts), b"".join(raws))
+            out.append(relayed_text("".join(texts), b"".join(raws)))
         texts.clear()
         raws.clear()
-        return chunk
 
 
 class _Relayed:
@@ -721,11 +721,6 @@ class _Relayed:
         return raw
 
 
-def _secret(key: str | None) -> str | None:
-    """A provider's key as the relay masks it (None when too short to be a secret)."""
-    return key if key and len(key) >= MIN_SECRET else None
-
-
 def _masked(chunks: list[StreamChunk], secret: str) -> list[StreamChunk]:
     """``chunks`` of an event that quotes the provider's key, the key masked in them as the
     relay masks it in the bytes: their text is what the client reads (a continuation is told
@@ -734,7 +729,7 @@ def _masked(chunks: list[StreamChunk], secret: str) -> list[StreamChunk]:
     out = []
     for chunk in chunks:
         call = chunk.tool_call
-        if call is not None and secret in f"{call.id}{call.name}{call.arguments}":
+        if call is not None:
             call = _masked_call(call, secret)
         if secret in chunk.text or call is not chunk.tool_call:
             chunk = replace(chunk, text=chunk.text.replace(secret, MASK), tool_call=call)
@@ -746,6 +741,10 @@ _Call = TypeVar("_Call", ToolCall, ToolCallDelta)
 
 
 def _masked_call(call: _Call, secret: str) -> _Call:
+    """``call`` with the provider's key masked in its id, name and arguments (itself when it
+    quotes none)."""
+    if secret not in f"{call.id}{call.name}{call.arguments}":
+        return call
     return replace(
         call,
         id=call.id and call.id.replace(secret, MASK),
@@ -756,10 +755,7 @@ def _masked_call(call: _Call, secret: str) -> _Call:
 
 def _masked_message(message: Message, secret: str) -> Message:
     """A whole answer's ``message`` with the provider's key masked (see :func:`_masked`)."""
-    calls = tuple(
-        _masked_call(c, secret) if secret in f"{c.id}{c.name}{c.arguments}" else c
-        for c in message.tool_calls
-    )
+    calls = tuple(_masked_call(c, secret) for c in message.tool_calls)
     return replace(message, content=message.content.replace(secret, MASK), tool_calls=calls)
 
 
