@@ -37,11 +37,7 @@ T = TypeVar("T")
 
 def quick_init(cls: type[T]) -> type[T]:
     """``cls`` (a frozen slots dataclass) with the cheaper ``__init__`` described above."""
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.frozen or "__slots__" not in cls.__dict__:
-        raise TypeError(f"{cls.__name__}: quick_init takes a frozen dataclass with slots=True")
-    if hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__}: quick_init does not run __post_init__")
+    _refuse_unless_frozen_slots(cls, "quick_init")
     fields = dataclasses.fields(cast(Any, cls))
     twin = _open_twin(cls)
     p = _prefix(f.name for f in fields)  # the code's own names: no field's name hides them
@@ -92,11 +88,7 @@ def quick_maker(cls: type[T], *names: str) -> Callable[..., T]:
     development box, this 310 ns). Equal to ``cls(**dict(zip(names, values)))``, which
     ``tests/test_frozen.py`` checks. It refuses what the class call would not build that way:
     a ``__post_init__`` (not run here), a field not in ``__init__`` named, a name twice."""
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.frozen or "__slots__" not in cls.__dict__:
-        raise TypeError(f"{cls.__name__}: quick_maker takes a frozen dataclass with slots=True")
-    if hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__}: quick_maker does not run __post_init__")
+    _refuse_unless_frozen_slots(cls, "quick_maker")
     fields = {f.name: f for f in dataclasses.fields(cast(Any, cls))}
     unknown = [name for name in names if name not in fields]
     if unknown:
@@ -143,6 +135,15 @@ def _prefix(names: Iterable[str]) -> str:
     while any(name.startswith(prefix) for name in names):
         prefix += "_"
     return prefix
+
+
+def _refuse_unless_frozen_slots(cls: type, who: str) -> None:
+    """TypeError unless ``cls`` is a frozen dataclass with slots and no ``__post_init__``."""
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__}: {who} takes a frozen dataclass with slots=True")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: {who} does not run __post_init__")
 
 
 def _open_twin(cls: type) -> type | None:
