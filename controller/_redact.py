@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import threading
 
-__all__ = ["MASK", "MIN_SECRET", "hold", "mask", "scrub"]
+__all__ = ["MASK", "MIN_SECRET", "as_secret", "hold", "mask", "scrub"]
 
 MASK = "***"
 MIN_SECRET = 12
@@ -53,6 +53,11 @@ class _Held:
 
 
 _HELD = _Held()
+
+
+def as_secret(value: str | None) -> str | None:
+    """``value`` when it is long enough to be masked as a secret, else None."""
+    return value if value and len(value) >= MIN_SECRET else None
 
 
 def hold(*secrets: str | None, minimum: int = MIN_SECRET) -> None:

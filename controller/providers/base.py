@@ -51,7 +51,7 @@ from controller._errors import (
     StreamTooLong,
 )
 from controller._frozen import quick_init
-from controller._redact import MASK, MIN_SECRET, hold, scrub
+from controller._redact import MASK, as_secret, hold, scrub
 from controller.model import (
     Message,
     Request,
@@ -237,8 +237,8 @@ class HttpProvider:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         hold(api_key)  # masked wherever a provider's text may quote it
-        # ... and in what it answers (too short a key is no secret: see MIN_SECRET)
-        self._secret = api_key if api_key and len(api_key) >= MIN_SECRET else None
+        # ... and in what it answers (too short a key is no secret)
+        self._secret = as_secret(api_key)
         self._secret_bytes = self._secret.encode() if self._secret else b""
         self._max_connections = max_connections
         self.skipped_events = 0  # unparseable stream events skipped, since start

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import _json
-from controller._redact import MASK, MIN_SECRET  # the one registry of both
+from controller._redact import MASK, MIN_SECRET, as_secret  # the one registry of both
 from controller.model import FinishReason, Message, Source, StreamChunk, Usage
 from controller.wire._base import SSEEvent
 from controller.wire._sse import frame
@@ -136,7 +136,7 @@ def relay_for(
         drop_usage_only=drop_usage_only,
         echo_model=echo_model,
         starts=starts,
-        secret=secret if secret and len(secret) >= MIN_SECRET else None,
+        secret=as_secret(secret),
         read=read,
     )
 
