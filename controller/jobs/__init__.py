@@ -4,7 +4,8 @@ allowlisted callback.
 
 :mod:`._job` is the record and its states, :mod:`._store` the store interface and its SQLite
 implementation, :mod:`._redis` the fleet's store in Redis (one queue for every replica, claims
-leased to one replica at a time), :mod:`._replay` the rate-limited replayer,
+leased to one replica at a time; its Lua scripts are :mod:`._redis_scripts`, a job's hash read
+back :mod:`._redis_rows`), :mod:`._replay` the rate-limited replayer,
 :mod:`._callback` the callback allowlist and POST, :mod:`._metrics` the queue's instruments.
 The gateway's side (triage of a request, the 202, ``GET /v1/failover/jobs/{id}``, how a job is
 run) is ``controller/gateway/_jobs.py``.

@@ -2,21 +2,8 @@
 
 With ``state.backend: redis`` the replicas of a fleet share one :class:`RedisJobStore`: a job
 deferred on one replica is replayed by whichever replica claims it first, its answer fetched
-from any of them. Every change is one Lua script, so it is atomic on the server. Keys, under
-``P`` = ``<state.redis.prefix>:jobs``::
-
-    P:job:ID          hash: the job (the SQLite row's columns) and, while running, its lease
-    P:idem:OWNER:KEY  the id of the job an owner sent with that idempotency key
-    P:tiers           set: the tiers that ever had a job
-    P:q:TIER          zset id -> created_at: due now, oldest first
-    P:w:TIER          zset id -> next_at: waiting for a retry's backoff
-    P:r:TIER          zset id -> lease deadline: running, claimed by a replica
-    P:u:TIER          zset id -> created_at: unfinished (queued, waiting, running)
-    P:d:TIER, P:x:TIER  zset id -> finished_at: done, dead (purged after keep_seconds)
-    P:cb              zset id -> when its callback POST is due
-    P:bucket:TIER     hash tokens, at: the tier's replay rate, for the whole fleet
-    P:fence           counter: each claim's lease token
-    P:bytes           counter: the bytes of the jobs kept (bodies, headers, results)
+from any of them. Every change is one Lua script (``_redis_scripts.py``, which lists the keys
+under ``P`` = ``<state.redis.prefix>:jobs``), so it is atomic on the server.
 
 **Exactly one replica at a time** replays a job: a claim moves it to ``P:r`` with a lease
 deadline and a fresh token (a fencing token); the claiming replica renews the deadline every
@@ -47,6 +34,9 @@ raises :class:`JobStoreError`; the gateway then refuses a ``defer`` with its 503
 ``Retry-After`` in the caller's format (nothing accepted is lost: nothing was accepted), and
 the replayer waits for the store's return. Scripts name their keys from ``P``: one Redis (or a
 primary with replicas), not a Redis Cluster.
+
+The scripts' texts are ``_redis_scripts.py``; a hash read back into a :class:`Job` is
+``_redis_rows.py``.
 """
 
 from __future__ import annotations
@@ -62,6 +52,8 @@ from controller._errors import ConfigError
 from controller.fleet._redis import connection_options, unusable_url
 from controller.fleet.config import FleetConfig
 from controller.jobs._job import CallbackState, Job, JobState, JobStoreError, NewJob, QueueFull
+from controller.jobs._redis_rows import decoded, job_of, pairs
+from controller.jobs._redis_scripts import SCRIPTS
 from controller.jobs._replay import ReplayLimits
 from controller.jobs._store import Finished, TierQueue
 
@@ -69,257 +61,9 @@ __all__ = ["RedisJobStore", "fleet_job_store"]
 
 log = logging.getLogger(__name__)
 
-_MOVE_BATCH = 1000  # retries made due, leases expired, jobs purged: per tier per call
 MAX_BYTES = 1 << 30  # the bytes of the jobs kept in Redis, all tiers (past it: QueueFull)
 _OVERHEAD = 512  # bytes counted per job beyond its body, headers and result: keys, fields, ids
 _CUT = "a replica stopped or crashed during its attempt (its lease ran out)"
-
-# Every script's ARGV starts P, offset: the scripts read the time from Redis (TIME), the one
-# clock every replica shares; offset is added to it (always 0 but in tests, which move it).
-_NOW = """
-local function server_now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2])
-end
-local function num(x) return string.format('%.6f', x) end
-"""
-
-# ARGV: P, offset, id, owner, idem, tier, created_at, max_jobs, max_bytes, size, field, value,
-# ... P:bytes, the bytes of every job kept, grows by the job's size (and its result's, when it
-# is done) and shrinks when it is purged.
-_ADD = """
-local P = ARGV[1]
-local ik = P .. ':idem:' .. ARGV[4] .. ':' .. ARGV[5]
-local known = redis.call('GET', ik)
-if known then return {0, known} end
-local total = 0
-for _, t in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
-  total = total + redis.call('ZCARD', P .. ':u:' .. t)
-end
-if total >= tonumber(ARGV[8]) then return {-1, tostring(total)} end
-local used = tonumber(redis.call('GET', P .. ':bytes') or '0')
-if used + tonumber(ARGV[10]) > tonumber(ARGV[9]) then return {-2, tostring(used)} end
-redis.call('INCRBY', P .. ':bytes', ARGV[10])
-local jk = P .. ':job:' .. ARGV[3]
-for i = 11, #ARGV, 2 do redis.call('HSET', jk, ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', jk, 'size', ARGV[10])
-redis.call('SET', ik, ARGV[3])
-redis.call('SADD', P .. ':tiers', ARGV[6])
-redis.call('ZADD', P .. ':q:' .. ARGV[6], ARGV[7], ARGV[3])
-redis.call('ZADD', P .. ':u:' .. ARGV[6], ARGV[7], ARGV[3])
-return {1, ARGV[3]}
-"""
-
-# ARGV: P, offset, tier, limit, lease_seconds, rate (0: no bucket), burst
-_CLAIM = (
-    _NOW
-    + """
-local P, tier, limit, lease = ARGV[1], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local now = server_now()
-local q, w, r = P .. ':q:' .. tier, P .. ':w:' .. tier, P .. ':r:' .. tier
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', w, '-inf', num(now), 'LIMIT', 0, __BATCH__)) do
-  redis.call('ZREM', w, id)
-  redis.call('ZADD', q, redis.call('HGET', P .. ':job:' .. id, 'created_at'), id)
-end
-local rate, burst, have = tonumber(ARGV[6]), tonumber(ARGV[7]), 0
-local take = limit
-if rate > 0 then
-  local b = redis.call('HMGET', P .. ':bucket:' .. tier, 'tokens', 'at')
-  have = tonumber(b[1]) or burst
-  local at = tonumber(b[2]) or now
-  have = math.min(burst, have + rate * math.max(0, now - at))
-  take = math.min(limit, math.floor(have))
-end
-local ids = {}
-if take > 0 then ids = redis.call('ZRANGE', q, 0, take - 1) end
-local token = redis.call('INCR', P .. ':fence')
-local out = {tostring(token)}
-for _, id in ipairs(ids) do
-  local jk = P .. ':job:' .. id
-  redis.call('ZREM', q, id)
-  redis.call('HINCRBY', jk, 'attempts', 1)
-  redis.call('HSET', jk, 'state', 'running', 'lease', token)
-  redis.call('ZADD', r, num(now + lease), id)
-  out[#out + 1] = redis.call('HGETALL', jk)
-end
-if rate > 0 then
-  redis.call('HSET', P .. ':bucket:' .. tier, 'tokens', tostring(have - #ids), 'at', num(now))
-end
-return out
-"""
-)
-
-# An ended job (done or dead): out of the unfinished set, its callback made due (``due`` on
-# Redis's clock; ``shown``, the caller's, is what the job says).
-_END = (
-    _NOW
-    + """
-local function ended(P, jk, id, tier, shown, due, cb_state)
-  redis.call('ZREM', P .. ':u:' .. tier, id)
-  if cb_state == 'waiting' then
-    redis.call('HSET', jk, 'cb_state', 'pending', 'cb_next_at', shown)
-    redis.call('ZADD', P .. ':cb', due, id)
-  end
-end
-"""
-)
-
-# ARGV: P, offset, now, then per job: id, token, kind (done|retry|dead), status, result, error,
-# next_at, degraded. now and next_at are the caller's clock: what the job says; a retry is due
-# next_at - now after Redis's now.
-_FINISH = (
-    _END
-    + """
-local P, now = ARGV[1], ARGV[3]
-local rnow = server_now()
-local n = 0
-for i = 4, #ARGV, 8 do
-  local id, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local jk = P .. ':job:' .. id
-  local cur = redis.call('HMGET', jk, 'state', 'lease', 'tier', 'cb_state')
-  if cur[1] == 'running' and cur[2] == token then
-    local tier = cur[3]
-    redis.call('ZREM', P .. ':r:' .. tier, id)
-    redis.call('HDEL', jk, 'lease')
-    if kind == 'retry' then
-      local wait = math.max(0, tonumber(ARGV[i + 6]) - tonumber(now))
-      redis.call('HSET', jk, 'state', 'queued', 'next_at', ARGV[i + 6], 'error', ARGV[i + 5])
-      redis.call('ZADD', P .. ':w:' .. tier, num(rnow + wait), id)
-    elseif kind == 'done' then
-      redis.call('HSET', jk, 'state', 'done', 'finished_at', now, 'result_status', ARGV[i + 3],
-        'result', ARGV[i + 4], 'error', '', 'degraded', ARGV[i + 7])
-      redis.call('HINCRBY', jk, 'size', #ARGV[i + 4])
-      redis.call('INCRBY', P .. ':bytes', #ARGV[i + 4])
-      redis.call('ZADD', P .. ':d:' .. tier, now, id)
-      ended(P, jk, id, tier, now, num(rnow), cur[4])
-    else
-      redis.call('HSET', jk, 'state', 'dead', 'finished_at', now, 'error', ARGV[i + 5])
-      redis.call('ZADD', P .. ':x:' .. tier, now, id)
-      ended(P, jk, id, tier, now, num(rnow), cur[4])
-    end
-    n = n + 1
-  end
-end
-return n
-"""
-)
-
-# ARGV: P, offset, now, max_tries, lease_seconds, cut, then per own running job: id, token.
-# Renews this replica's leases (deadlines on Redis's clock), then puts back (or kills) the jobs
-# whose lease ran out. lease_seconds -1: hands the jobs back (deadline 0), expires none.
-_MAINTAIN = (
-    _END
-    + """
-local P, now, max_tries, lease = ARGV[1], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local rnow = server_now()
-local deadline = '0'
-if lease >= 0 then deadline = num(rnow + lease) end
-for i = 7, #ARGV, 2 do
-  local cur = redis.call('HMGET', P .. ':job:' .. ARGV[i], 'lease', 'tier')
-  if cur[1] == ARGV[i + 1] then
-    redis.call('ZADD', P .. ':r:' .. cur[2], 'XX', deadline, ARGV[i])
-  end
-end
-local dead, back = {}, 0
-if lease < 0 then return {back, dead} end
-for _, tier in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
-  local r = P .. ':r:' .. tier
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', r, '-inf', num(rnow), 'LIMIT', 0,
-      __BATCH__)) do
-    local jk = P .. ':job:' .. id
-    local cur = redis.call('HMGET', jk, 'attempts', 'created_at', 'cb_state')
-    redis.call('ZREM', r, id)
-    redis.call('HDEL', jk, 'lease')
-    if tonumber(cur[1]) >= max_tries then
-      redis.call('HSET', jk, 'state', 'dead', 'finished_at', now, 'error', ARGV[6])
-      redis.call('ZADD', P .. ':x:' .. tier, now, id)
-      ended(P, jk, id, tier, now, num(rnow), cur[3])
-      dead[#dead + 1] = redis.call('HGETALL', jk)
-    else
-      redis.call('HSET', jk, 'state', 'queued', 'next_at', now, 'error', ARGV[6])
-      redis.call('ZADD', P .. ':q:' .. tier, cur[2], id)
-      back = back + 1
-    end
-  end
-end
-return {back, dead}
-"""
-)
-
-# ARGV: P, offset, limit, hold_seconds: due callbacks, each held (its due time moved on Redis's
-# clock) so that one replica at a time posts it.
-_CALLBACKS = (
-    _NOW
-    + """
-local P = ARGV[1]
-local now = server_now()
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':cb', '-inf', num(now), 'LIMIT', 0,
-    tonumber(ARGV[3]))) do
-  redis.call('ZADD', P .. ':cb', num(now + tonumber(ARGV[4])), id)
-  out[#out + 1] = redis.call('HGETALL', P .. ':job:' .. id)
-end
-return out
-"""
-)
-
-# ARGV: P, offset, id, state, next_at ('' for none, the caller's clock), wait_seconds
-_CALLBACK_RESULT = (
-    _NOW
-    + """
-local P, id = ARGV[1], ARGV[3]
-local jk = P .. ':job:' .. id
-if redis.call('EXISTS', jk) == 0 then return 0 end
-redis.call('HINCRBY', jk, 'cb_attempts', 1)
-redis.call('HSET', jk, 'cb_state', ARGV[4], 'cb_next_at', ARGV[5])
-if ARGV[4] == 'pending' then
-  redis.call('ZADD', P .. ':cb', num(server_now() + tonumber(ARGV[6])), id)
-else redis.call('ZREM', P .. ':cb', id) end
-return 1
-"""
-)
-
-# ARGV: P, offset, before, limit. Finished times are the finishing replica's clock: a clock s
-# seconds off moves a result's expiry by s (nothing running is touched).
-_PURGE = """
-local P, limit, n = ARGV[1], tonumber(ARGV[4]), 0
-for _, tier in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
-  for _, set in ipairs({P .. ':d:' .. tier, P .. ':x:' .. tier}) do
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. ARGV[3], 'LIMIT', 0,
-        limit)) do
-      if n >= limit then return n end
-      local jk = P .. ':job:' .. id
-      local cur = redis.call('HMGET', jk, 'cb_state', 'owner', 'idem', 'size')
-      if cur[1] ~= 'pending' and cur[1] ~= 'waiting' then
-        redis.call('DEL', jk)
-        if cur[4] then redis.call('DECRBY', P .. ':bytes', cur[4]) end
-        if cur[2] then redis.call('DEL', P .. ':idem:' .. cur[2] .. ':' .. cur[3]) end
-        redis.call('ZREM', set, id)
-        n = n + 1
-      end
-    end
-  end
-end
-return n
-"""
-
-# ARGV: P, offset -> per tier: name, queued, waiting, running, done, dead, oldest created_at
-_QUEUES = """
-local P = ARGV[1]
-local out = {}
-for _, tier in ipairs(redis.call('SMEMBERS', P .. ':tiers')) do
-  local oldest = redis.call('ZRANGE', P .. ':u:' .. tier, 0, 0, 'WITHSCORES')
-  out[#out + 1] = {tier, redis.call('ZCARD', P .. ':q:' .. tier),
-    redis.call('ZCARD', P .. ':w:' .. tier), redis.call('ZCARD', P .. ':r:' .. tier),
-    redis.call('ZCARD', P .. ':d:' .. tier), redis.call('ZCARD', P .. ':x:' .. tier),
-    oldest[2] or ''}
-end
-return out
-"""
-
-
-def _script(text: str) -> str:
-    return text.replace("__BATCH__", str(_MOVE_BATCH))
 
 
 class RedisJobStore:
@@ -360,19 +104,7 @@ class RedisJobStore:
         self._lease = lease_seconds
         self._errors = errors
         self._leases: dict[str, str] = {}  # this replica's running jobs: id -> token
-        self._scripts = {
-            name: client.register_script(_script(text))
-            for name, text in (
-                ("add", _ADD),
-                ("claim", _CLAIM),
-                ("finish", _FINISH),
-                ("maintain", _MAINTAIN),
-                ("callbacks", _CALLBACKS),
-                ("callback_result", _CALLBACK_RESULT),
-                ("purge", _PURGE),
-                ("queues", _QUEUES),
-            )
-        }
+        self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
 
     @classmethod
     def connect(
@@ -446,7 +178,7 @@ class RedisJobStore:
             return None
         except Exception:  # a managed Redis that renames CONFIG: an error reply
             return None
-        conf = {_text(k): _text(v) for k, v in dict(got).items()}
+        conf = {decoded(k): decoded(v) for k, v in dict(got).items()}
         mode = f"appendonly {conf.get('appendonly', '?')}, appendfsync {conf.get('appendfsync')}"
         if conf.get("appendonly") != "yes" or conf.get("appendfsync") != "always":
             log.warning(
@@ -482,31 +214,31 @@ class RedisJobStore:
         head += [self._max_bytes, size]
         done, value = await self._script_call("add", [*head, *flat])
         if int(done) == -1:
-            raise QueueFull(f"{_text(value)} jobs are waiting (jobs.max_jobs {max_jobs})")
+            raise QueueFull(f"{decoded(value)} jobs are waiting (jobs.max_jobs {max_jobs})")
         if int(done) == -2:
             raise QueueFull(
-                f"the fleet's jobs hold {_text(value)} bytes in Redis "
+                f"the fleet's jobs hold {decoded(value)} bytes in Redis "
                 f"(jobs.max_bytes {self._max_bytes})"
             )
         if int(done) == 0:
-            known = await self.get(_text(value))
+            known = await self.get(decoded(value))
             if known is not None:
                 return known, False
             raise JobStoreError("the job of that idempotency key vanished")  # purged meanwhile
-        return _job(dict(zip(flat[0::2], flat[1::2], strict=True))), True
+        return job_of(dict(zip(flat[0::2], flat[1::2], strict=True))), True
 
     async def get(self, job_id: str) -> Job | None:
         raw = await self._call(self._client.hgetall(f"{self._p}:job:{job_id}"))
-        return _job(raw) if raw else None
+        return job_of(raw) if raw else None
 
     async def claim(self, tier: str, *, now: float, limit: int) -> list[Job]:
         if limit <= 0:
             return []
         args = [tier, limit, repr(self._lease), repr(self._rate), repr(self._burst)]
         token, *rows = await self._script_call("claim", args)
-        jobs = [_job(_pairs(row)) for row in rows]
+        jobs = [job_of(pairs(row)) for row in rows]
         for job in jobs:
-            self._leases[job.id] = _text(token)
+            self._leases[job.id] = decoded(token)
         return jobs
 
     async def finish(self, results: Sequence[Finished], *, now: float) -> None:
@@ -553,12 +285,12 @@ class RedisJobStore:
         mine = [item for pair in self._leases.items() for item in pair] if renew else []
         args = [repr(now), max_tries, repr(self._lease), _CUT, *mine]
         back, dead = await self._script_call("maintain", args)
-        return int(back), [_job(_pairs(row)) for row in dead]
+        return int(back), [job_of(pairs(row)) for row in dead]
 
     async def callbacks_due(self, *, now: float, limit: int) -> list[Job]:
         hold = repr(self._lease)  # another replica posts it only if this one did not say
         rows = await self._script_call("callbacks", [limit, hold])
-        return [_job(_pairs(row)) for row in rows]
+        return [job_of(pairs(row)) for row in rows]
 
     async def callback_result(
         self, job_id: str, *, delivered: bool, next_at: float | None, now: float
@@ -575,7 +307,7 @@ class RedisJobStore:
         rows = await self._script_call("queues", [])
         found: dict[str, TierQueue] = {}
         for tier, queued, waiting, running, done, dead, oldest in rows:
-            found[_text(tier)] = TierQueue(
+            found[decoded(tier)] = TierQueue(
                 queued=int(queued) + int(waiting),
                 running=int(running),
                 done=int(done),
@@ -597,52 +329,6 @@ class RedisJobStore:
             self._leases.clear()
         with contextlib.suppress(*self._errors):
             await self._client.aclose()
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _pairs(row: Sequence[Any]) -> dict[Any, Any]:
-    return dict(zip(row[0::2], row[1::2], strict=True))
-
-
-def _job(raw: Mapping[Any, Any]) -> Job:
-    fields = {_text(k): v for k, v in raw.items()}
-
-    def text(name: str, default: str = "") -> str:
-        value = fields.get(name)
-        return default if value is None else _text(value)
-
-    def number(name: str) -> float | None:
-        value = text(name)
-        return float(value) if value else None
-
-    result = fields.get("result")
-    headers = fields.get("headers")
-    return Job(
-        id=text("id"),
-        owner=text("owner"),
-        tier=text("tier"),
-        front=text("front"),
-        model=text("model"),
-        body=bytes(fields.get("body") or b""),
-        headers=_json.loads(headers) if headers else {},
-        idempotency_key=text("idem"),
-        callback=text("callback") or None,
-        state=JobState(text("state")),
-        attempts=int(text("attempts", "0")),
-        created_at=float(text("created_at")),
-        next_at=float(text("next_at")),
-        finished_at=number("finished_at"),
-        result_status=int(text("result_status")) if text("result_status") else None,
-        result=None if result is None else bytes(result),
-        error=text("error"),
-        callback_state=CallbackState(text("cb_state", "none")),
-        callback_attempts=int(text("cb_attempts", "0")),
-        callback_next_at=number("cb_next_at"),
-        degraded=text("degraded"),
-    )
 
 
 def fleet_job_store(
