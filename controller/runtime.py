@@ -46,6 +46,7 @@ from controller._status import (
     tier_plans,
     tier_routes,
 )
+from controller._tasks import cancel_and_wait
 from controller.config import Config, ConfigWatcher, ProviderConfig, resolve_secret
 from controller.config._model import ENV_DISABLE, ENV_PIN
 from controller.control._idle import IdleProbes
@@ -527,9 +528,7 @@ class Runtime:
         self.controller.stop()
         if self.watcher is not None:
             self.watcher.stop()
-        for task in self._tasks:
-            task.cancel()
-        for result in await asyncio.gather(*self._tasks, return_exceptions=True):
+        for result in await cancel_and_wait(self._tasks):
             if isinstance(result, Exception):
                 log.error("background task failed: %r", result)
         self._tasks.clear()

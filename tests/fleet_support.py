@@ -180,17 +180,25 @@ async def stop_within(stop: Awaitable[None], seconds: float = 60.0) -> None:
     task.result()
 
 
-def awaiting(task: asyncio.Future[None]) -> list[str]:
-    """Where ``task`` waits: each frame of its chain of awaits, outermost first."""
+def awaiting(task: asyncio.Future[Any], indent: str = "  ") -> list[str]:
+    """Where ``task`` waits: each frame of its chain of awaits, outermost first; a gather's
+    children still pending, each with its own chain, below it."""
     where: list[str] = []
     step: Any = task.get_coro() if isinstance(task, asyncio.Task) else task
     while step is not None:
         frame = getattr(step, "cr_frame", None) or getattr(step, "ag_frame", None)
         frame = frame or getattr(step, "gi_frame", None)
         if frame is not None:
-            where.append(f"\n  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            code = frame.f_code
+            where.append(f"\n{indent}{code.co_filename}:{frame.f_lineno} {code.co_name}")
         else:
-            where.append(f"\n  {step!r}")  # what it all waits for (a future)
+            where.append(f"\n{indent}{step!r}")  # what it all waits for (a future)
+            future = getattr(task, "_fut_waiter", None)  # the future the task's chain waits on
+            for child in getattr(future, "_children", ()):  # a gather: who it still waits for
+                if not child.done():
+                    name = child.get_name() if isinstance(child, asyncio.Task) else "future"
+                    where.append(f"\n{indent}  pending {name}:")
+                    where += awaiting(child, indent + "    ")
         nested = getattr(step, "cr_await", None) or getattr(step, "ag_await", None)
         step = nested or getattr(step, "gi_yieldfrom", None)
     return where

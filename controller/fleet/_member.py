@@ -42,6 +42,7 @@ from typing import Any
 
 from controller import _json
 from controller._clock import Clock
+from controller._tasks import cancel_and_wait
 from controller.control.state import (
     HealthState,
     KillSwitch,
@@ -225,9 +226,7 @@ class Fleet:
         """Stop the loops; a leader hands the lease back so another takes over at once."""
         self._running = False
         self._wrote.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self.role is Role.LEADER:
             with contextlib.suppress(FleetUnavailable):

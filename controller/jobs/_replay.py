@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from controller import _json
 from controller._clock import Clock
+from controller._tasks import cancel_and_wait
 from controller.jobs._job import Done, Job, JobStoreError, Outcome, Retry
 from controller.jobs._store import Finished, JobStore, TierQueue
 
@@ -137,9 +138,7 @@ class Replayer:
         next start, the attempt spent); what finished is written first (a store that fails
         then is logged, not raised: those jobs are replayed again)."""
         self._stopped.set()
-        for task in (*self._running, *self._posting.values()):
-            task.cancel()
-        await asyncio.gather(*self._running, *self._posting.values(), return_exceptions=True)
+        await cancel_and_wait([*self._running, *self._posting.values()])
         try:
             await self._flush()
         except JobStoreError as exc:  # the stop goes on: the runtime has more to close

@@ -35,6 +35,7 @@ from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
 from controller._clock import Clock
+from controller._tasks import cancel_and_wait
 from controller.notify._bot_commands import CommandCenter, Reply, Who
 from controller.notify._secret import Secret, protect, redact
 from controller.notify.telegram import markup, normalize_base_url
@@ -95,8 +96,7 @@ class TelegramCommandBot:
         """Stop polling and close; bounded by ``grace`` real seconds (Telegram may hang)."""
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
             self._task = None
         try:
             async with asyncio.timeout(grace):

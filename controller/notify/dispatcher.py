@@ -45,6 +45,7 @@ from typing import Protocol
 from opentelemetry.metrics import Meter
 
 from controller._clock import Clock
+from controller._tasks import cancel_and_wait
 from controller.notify.alert import ALSO_CLEARS, OPPOSITE, Alert, DedupKey, combine
 from controller.notify.base import Sender, SendResult
 from controller.notify.config import NotifyConfig
@@ -350,9 +351,7 @@ class Dispatcher:
         self._wake.set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(pending)
         for alert in self._inbox:
             self._count_everywhere(alert, DROPPED)
         self._inbox.clear()

@@ -49,6 +49,7 @@ from opentelemetry.trace import (
 
 from controller._clock import Clock
 from controller._errors import MalformedResponse, ProviderError
+from controller._tasks import cancel_and_wait
 from controller.model import Message, Request, Response, StreamChunk, Usage, assemble
 from controller.routing._ladder import readable as read
 from controller.routing._records import Route
@@ -251,10 +252,7 @@ class Shadow:
         """Stop: calls under way are cut, queued ones forgotten."""
         for lane in self._lanes.values():
             lane.pending.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
 
     async def idle(self) -> None:
         """Wait until no call is under way or queued (for tests and a graceful stop)."""
