@@ -179,15 +179,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def spawn(
-    cmd: Sequence[str], *, core: str, log: Path, env: dict[str, str]
+    cmd: Sequence[str], *, core: str, log: Path, env: dict[str, str], cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` pinned to ``core``, output to ``log`` (a pipe nobody reads would block)."""
+    """Start ``cmd`` pinned to ``core``, output to ``log`` (a pipe nobody reads would block),
+    in ``cwd`` (``python -m`` imports the project from there first)."""
     with log.open("wb") as out:
         return subprocess.Popen(
             ["taskset", "-c", core, *cmd],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=True,
         )
 

@@ -1,7 +1,7 @@
 """Benchmark: how many concurrent streams one core relays, the gateway against a floor.
 
     python -m tests.bench.streams [--levels 100 200 500 1000 1500 2000] [--chunks 200]
-                                  [--gap-ms 20] [--systems floor gateway] [--json]
+                                  [--gap-ms 20] [--systems floor gateway] [--rounds N] [--json]
 
 Every stream is an OpenAI chat completion with ``stream: true`` whose answer is ``--chunks``
 chunks ``--gap-ms`` apart (issue 17: 200 chunks, 20 ms), then a finish chunk and ``[DONE]``.
@@ -17,6 +17,12 @@ its own, the system under test pinned to core 1 (``taskset``):
 * ``gateway``  — ``failover serve`` (uvloop, telemetry as a default deployment runs it, no OTLP
   export), one provider of kind ``openai`` at the upstream: the same-format route, which relays
   the provider's events as they came and reads them for usage, finish and cuts.
+
+``--rounds N`` measures every level N times, the systems interleaved level by level (each
+started afresh for its level, their order turned about each round) and sums up each level over
+the rounds: one run on this kind of machine varies more than the two proxies differ. A system
+``gateway@PATH`` is ``failover serve`` from another source tree (a worktree of another commit),
+for an A/B of two gateways in the same interleaved run.
 
 The floor runs on uvloop too (``--floor-loop asyncio`` for asyncio's loop), so the two differ by
 what they do per chunk, not by their loop.
@@ -63,7 +69,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -422,6 +428,7 @@ class Level:
     added_first_p99: float | None = None
     added_late_p99: float | None = None
     held: bool | None = None
+    round: int = 0
 
 
 def _rss_mb(root: int) -> float:
@@ -476,10 +483,10 @@ async def measure(system: System, streams: int, chunks: int, gap: float) -> Leve
 
 
 def with_added(levels: list[Level]) -> list[Level]:
-    base = {lv.streams: lv for lv in levels if lv.system == "direct"}
+    base = {(lv.round, lv.streams): lv for lv in levels if lv.system == "direct"}
     out = []
     for lv in levels:
-        b = base.get(lv.streams)
+        b = base.get((lv.round, lv.streams))
         if lv.system == "direct" or b is None:
             out.append(lv)
             continue
@@ -516,7 +523,9 @@ def start_floor(tmp: Path, upstream: str, loop: str) -> System:
     return system
 
 
-def start_gateway(tmp: Path, upstream: str) -> System:
+def start_gateway(tmp: Path, upstream: str, tree: Path | None = None) -> System:
+    """``failover serve`` of this checkout, or of the source tree ``tree`` (another commit's
+    worktree, for an A/B in one run: ``--systems gateway gateway@/path/to/tree``)."""
     port = free_port()
     config = tmp / "gateway.yaml"
     config.write_text(
@@ -529,9 +538,12 @@ def start_gateway(tmp: Path, upstream: str) -> System:
         )
     )
     cmd = [sys.executable, "-m", "controller.cli", "serve", "--config", str(config)]
-    system = System(name="gateway", url=f"http://127.0.0.1:{port}", command=" ".join(cmd))
+    name = "gateway" if tree is None else f"gateway@{tree.name}"
+    system = System(name=name, url=f"http://127.0.0.1:{port}", command=" ".join(cmd))
     env = clean_env(BENCH_UPSTREAM_KEY=API_KEY)
-    system.proc = spawn(cmd, core=PROXY_CORE, log=tmp / "gateway.log", env=env)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    system.proc = spawn(cmd, core=PROXY_CORE, log=tmp / "gateway.log", env=env, cwd=tree)
     wait_ready(system, within=60, log=tmp / "gateway.log")
     return system
 
@@ -553,20 +565,45 @@ def main(args: argparse.Namespace) -> list[Level]:
         os.sched_setaffinity(0, {int(LOAD_CORE)})
         levels: list[Level] = []
         try:
-            levels += _run(upstream, args)
-            for name in args.systems:
-                system = (
-                    start_floor(tmp, upstream.url, args.floor_loop)
-                    if name == "floor"
-                    else start_gateway(tmp, upstream.url)
-                )
-                try:
-                    levels += _run(system, args)
-                finally:
-                    stop(system)
+            if args.rounds > 1:
+                levels += _rounds(tmp, upstream, args)
+            else:
+                levels += _run(upstream, args)
+                for name in args.systems:
+                    system = _start(name, tmp, upstream.url, args.floor_loop)
+                    try:
+                        levels += _run(system, args)
+                    finally:
+                        stop(system)
         finally:
             stop(upstream)
     return with_added(levels)
+
+
+def _start(name: str, tmp: Path, upstream: str, floor_loop: str) -> System:
+    if name == "floor":
+        return start_floor(tmp, upstream, floor_loop)
+    _, at, tree = name.partition("@")
+    return start_gateway(tmp, upstream, Path(tree).resolve() if at else None)
+
+
+def _rounds(tmp: Path, upstream: System, args: argparse.Namespace) -> list[Level]:
+    """``--rounds`` interleaved: in each round, each level is measured on the upstream, then on
+    each system, each started afresh for it and stopped after; the systems' order turns about
+    from round to round. A slow minute of the machine then weighs on both, not on whichever
+    system's levels happened to run in it."""
+    out: list[Level] = []
+    for number in range(args.rounds):
+        order = args.systems if number % 2 == 0 else args.systems[::-1]
+        for streams in args.levels:
+            out += [replace(lv, round=number) for lv in _run(upstream, args, [streams])]
+            for name in order:
+                system = _start(name, tmp, upstream.url, args.floor_loop)
+                try:
+                    out += [replace(lv, round=number) for lv in _run(system, args, [streams])]
+                finally:
+                    stop(system)
+    return out
 
 
 def instructions(args: argparse.Namespace) -> dict[str, float]:
@@ -689,6 +726,9 @@ def render(levels: list[Level]) -> str:
             f"{_f(lv.cpu_us_per_chunk):>12} {_f(lv.rss_mb, '.0f'):>7} "
             f"{lv.load_cpu_share:>9.0%}  {held}"
         )
+    rounds = max((lv.round for lv in levels), default=0) + 1
+    if rounds > 1:
+        lines += ["", *_over_rounds(levels, rounds)]
     for name in sorted({lv.system for lv in levels} - {"direct"}):
         held_levels = [lv.streams for lv in levels if lv.system == name and lv.held]
         cpu = [lv.cpu_us_per_chunk for lv in levels if lv.system == name and lv.cpu_us_per_chunk]
@@ -701,6 +741,38 @@ def render(levels: list[Level]) -> str:
     return "\n".join(lines)
 
 
+def _over_rounds(levels: list[Level], rounds: int) -> list[str]:
+    """Per system and level, over the rounds: how many held it, and the median of the added
+    late p99 and of the CPU per chunk; then the largest level each held in every round and in
+    most of them."""
+    lines = [
+        f"over {rounds} rounds: system, streams, rounds held, median +late p99 ms, cpu us/chunk"
+    ]
+    systems = sorted({lv.system for lv in levels} - {"direct"})
+    for name in systems:
+        every: list[int] = []  # levels held in every round
+        most: list[int] = []  # in more than half of them
+        for streams in sorted({lv.streams for lv in levels if lv.system == name}):
+            these = [lv for lv in levels if lv.system == name and lv.streams == streams]
+            held = sum(1 for lv in these if lv.held)
+            late = [lv.added_late_p99 for lv in these if lv.added_late_p99 is not None]
+            cpu = [lv.cpu_us_per_chunk for lv in these if lv.cpu_us_per_chunk is not None]
+            lines.append(
+                f"  {name:8} {streams:>5}  {held}/{len(these)}  "
+                f"{_f(statistics.median(late) if late else None):>7}  "
+                f"{_f(statistics.median(cpu) if cpu else None):>6}"
+            )
+            if held == len(these):
+                every.append(streams)
+            if 2 * held > len(these):
+                most.append(streams)
+        lines.append(
+            f"  {name}: largest level held in every round {max(every, default='none')}, "
+            f"in most rounds {max(most, default='none')}"
+        )
+    return lines
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
@@ -709,6 +781,12 @@ def cli() -> None:
     parser.add_argument("--systems", nargs="+", default=["floor", "gateway"])
     parser.add_argument("--floor-loop", choices=("asyncio", "uvloop"), default="uvloop")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat each level this many times, the systems interleaved level by level",
+    )
     parser.add_argument(
         "--instructions", type=int, metavar="STREAMS", help="count instructions per chunk instead"
     )
