@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from controller.routing.plan import Priority
     from controller.runtime import Runtime
 
-_GC_GEN0_THRESHOLD = 10_000
+_GC_GEN0_THRESHOLD = 2_000
 
 log = logging.getLogger("failover")
 
@@ -156,10 +156,13 @@ def _tune_gc() -> None:
 
     ``gc.freeze()`` moves everything allocated so far (modules, config, OpenTelemetry and
     pydantic machinery: most of the heap) out of the collector's reach, so a full collection no
-    longer rescans it; a gen-0 threshold of 10,000 instead of 700 stops the per-request objects
+    longer rescans it; a gen-0 threshold of 2,000 instead of 700 keeps the per-request objects
     (requests, events, futures, some in short-lived cycles) from triggering a young collection
-    every few requests. Cyclic garbage is still collected, just in larger, rarer batches.
-    Measured with ``python -m tests.bench.gateway``: see the README's performance section.
+    every few requests. Not larger: every tenth young collection also scans generation 1, which
+    holds what ten of them kept; with 10,000, 900-1,000 long streams (each holding its objects
+    for seconds) made those pauses 22-33 ms, which every stream waits out at once; with 2,000
+    they were 5-14 ms (``python -m tests.bench.streams --rounds 3``, a ``gc.callbacks`` probe;
+    the README's performance section).
     """
     gc.collect()
     gc.freeze()
