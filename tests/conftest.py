@@ -1,9 +1,10 @@
-"""Shared fixtures: fake providers on loopback and adapters pointed at them."""
+"""Shared fixtures: fake providers on loopback, adapters pointed at them, a real redis-server."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from controller.events import AttemptEvent, RouteEvent
 from controller.model import StreamChunk
 from controller.providers import HttpProvider, codec_for
 from controller.providers.fake import FakeProvider
+from tests.redis_support import RedisServer
 
 #: provider kind → the fake's URL flavour for it
 FORMATS: dict[str, str] = {"openai": "openai", "anthropic": "anthropic", "gemini": "gemini"}
@@ -63,6 +65,17 @@ async def primary() -> AsyncIterator[FakeProvider]:
 async def backup() -> AsyncIterator[FakeProvider]:
     async with FakeProvider(name="backup") as fake:
         yield fake
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server of this test's own, on loopback (a missing binary fails under CI)."""
+    server = RedisServer(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from controller.providers.fake import FakeProvider
 from controller.runtime import Runtime
 from tests.fleet_support import Fleet, eventually
 from tests.gateway_support import GatewayEnv, gateway_env
-from tests.test_fleet import fleet, redis, three  # noqa: F401 - fixtures and the three replicas
+from tests.test_fleet import fleet, three  # noqa: F401 - fixtures and the three replicas
 
 TOKEN = "admin-secret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

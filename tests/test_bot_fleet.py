@@ -48,16 +48,6 @@ state:
 
 
 @pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 async def replicas(
     tmp_path: Path, redis: RedisServer, primary: FakeProvider, backup: FakeProvider
 ) -> AsyncIterator[tuple[FakeTelegram, list[Runtime]]]:

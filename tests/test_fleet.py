@@ -32,16 +32,6 @@ RPS = 30.0
 
 
 @pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 async def fleet(
     tmp_path: Path, redis: RedisServer, primary: FakeProvider, backup: FakeProvider
 ) -> AsyncIterator[Fleet]:

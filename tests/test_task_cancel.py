@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -24,16 +22,6 @@ from tests.redis_support import RedisServer
 
 TURNS = 60  # cancellation points tried: 0..TURNS-1 loop turns after the loop's first call
 LOST_CANCEL_PYTHON = sys.version_info < (3, 12)
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Looping:
