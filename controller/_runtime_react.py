@@ -134,15 +134,7 @@ def on_fleet_role(rt: Runtime, before: Role, after: Role) -> None:
         detail = f"following the fleet's version {fleet.holder.current.version} again"
     else:
         return
-    alert = Alert(
-        event=event,
-        severity=DEFAULT_SEVERITY[event],
-        at=rt.clock.wall(),
-        provider=fleet.replica,
-        detail=detail,
-        routes=rt.routes(),
-    )
-    rt.notify(alert)
+    _alert(rt, event, detail, provider=fleet.replica)
 
 
 def on_fleet_switch(rt: Runtime, before: KillSwitch, after: KillSwitch) -> None:
@@ -186,25 +178,32 @@ def trace_flip(tracer: Tracer, transition: Transition, *, version: int) -> None:
 
 def on_dead_job(rt: Runtime, job: Job, error: str) -> None:
     """A deferred job ran out of tries: one alert per tier within the cooldown."""
-    alert = Alert(
-        event=AlertEvent.JOB_DEAD_LETTER,
-        severity=DEFAULT_SEVERITY[AlertEvent.JOB_DEAD_LETTER],
-        at=rt.clock.wall(),
-        tier=job.tier,
-        detail=f"job {job.id} failed {job.attempts} tries; last: {error[:300]}",
-        routes=rt.routes(),
-    )
-    rt.notify(alert)
+    detail = f"job {job.id} failed {job.attempts} tries; last: {error[:300]}"
+    _alert(rt, AlertEvent.JOB_DEAD_LETTER, detail, tier=job.tier)
 
 
 def on_promql_unavailable(rt: Runtime, unavailable: bool, why: str) -> None:
     """One warning when PromQL tripwires stop getting answers, one when they are back."""
     event = AlertEvent.PROMQL_UNAVAILABLE if unavailable else AlertEvent.PROMQL_RESTORED
     detail = f"{why}; the built-in tripwire works on" if unavailable else why
+    _alert(rt, event, detail)
+
+
+def _alert(
+    rt: Runtime,
+    event: AlertEvent,
+    detail: str,
+    *,
+    provider: str | None = None,
+    tier: str | None = None,
+) -> None:
+    """Notify an alert of ``event`` at its default severity, with the routes of now."""
     alert = Alert(
         event=event,
         severity=DEFAULT_SEVERITY[event],
         at=rt.clock.wall(),
+        provider=provider,
+        tier=tier,
         detail=detail,
         routes=rt.routes(),
     )
