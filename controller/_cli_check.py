@@ -2,7 +2,8 @@
 
 It prints the providers (and whether their key variables are set), tiers, kill switch,
 tripwire, limits, alert channels, the fleet's Redis and the PromQL rules; with ``--live`` it
-also sends a tiny request to each provider and a test message to each alert channel. The
+also sends a tiny request to each provider, asks Prometheus each PromQL rule once (a rule it
+refuses, say a syntax error, is a problem) and sends a test message to each alert channel. The
 verdict agrees with the exit code. ``controller/cli.py`` wires it to the command line.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from typing import TYPE_CHECKING
 
 from controller._errors import ConfigError, ProviderError
 from controller.config import (
@@ -20,6 +22,9 @@ from controller.config import (
     resolve_secret,
     unreachable,
 )
+
+if TYPE_CHECKING:
+    from controller.control._promql_eval import PromqlTripwires
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -146,6 +151,8 @@ async def _live_check(config: Config, within: float = 15.0) -> list[str]:
             print(f"  live: provider {name} ({model}): {'FAILED: ' + why if why else 'ok'}")
             if why:
                 problems.append(f"provider {name} did not answer a tiny request: {why}")
+        if runtime.promql is not None:
+            problems += await _live_promql(runtime.promql)
         runtime.dispatcher.start()
         note = "test message from `failover check --live`"
         test = Alert(
@@ -160,4 +167,25 @@ async def _live_check(config: Config, within: float = 15.0) -> list[str]:
     finally:
         await runtime.router.aclose()
         runtime.telemetry.shutdown(timeout=2.0)
+    return problems
+
+
+async def _live_promql(promql: PromqlTripwires) -> list[str]:
+    """Each PromQL rule asked of its Prometheus once, as the controller will: a syntax error,
+    an unknown metric function or a Prometheus away shows now, not at the first evaluation in
+    production (a rule whose condition holds right now is reported, not a problem)."""
+    from controller.control.promql import RuleState
+
+    try:
+        signals = await promql.evaluate()
+    finally:
+        await promql.aclose()
+    problems: list[str] = []
+    for signal in signals:
+        print(
+            f"  live: promql rule {signal.rule} ({signal.target}): {signal.state.value}, "
+            f"{signal.detail}"
+        )
+        if signal.state is RuleState.UNKNOWN:
+            problems.append(f"promql rule {signal.rule}: {signal.detail}")
     return problems

@@ -43,6 +43,7 @@ from tests.promql_support import GAUGE, Exporter, PromFront, prometheus_sees, st
 from tests.redis_support import RedisServer
 from tests.telemetry_support import gauge_points
 from tests.test_cli import status_lines
+from tests.test_config_checks import live_check
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -488,3 +489,36 @@ async def _turn(clock: FakeClock, seconds: float) -> None:
     clock.advance(seconds)
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+async def test_live_check_asks_prometheus_each_rule_and_names_the_one_it_refuses(
+    stack: Stack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRIMARY_KEY", "k1")
+    async with FakeProvider(name="primary") as primary:
+        path = tmp_path / "failover.yaml"
+        path.write_text(
+            "providers:\n"
+            f"  primary: {{kind: openai, base_url: '{primary.url('openai')}',"
+            " api_key_env: PRIMARY_KEY}\n"
+            "tiers:\n  frontier:\n    targets:\n      - {provider: primary, model: m}\n"
+            f"state: {{path: '{tmp_path / 'state.json'}'}}\n"
+            f"promql:\n  url: '{stack.prometheus.url}'\n  rules:\n"
+            f"    - {{name: latency_slo, target: primary, expr: '{FIRING}'}}\n"
+            "    - {name: typo, target: primary, expr: 'rate(up[5m]'}\n"
+        )
+        code = await live_check(path)
+    out, _ = capsys.readouterr()
+    assert code == 1
+    assert "live: provider primary (m): ok" in out
+    assert "live: promql rule latency_slo (primary): clear, no data" in out
+    assert (
+        "live: promql rule typo (primary): unknown, Prometheus refused the query: bad_data" in out
+    )
+    problems = [line.strip() for line in out.splitlines() if line.strip().startswith("problem:")]
+    assert len(problems) == 1  # the rule that holds no data now is fine
+    assert problems[0].startswith("problem: promql rule typo: Prometheus refused the query: ")
+    assert "parse error" in problems[0]
