@@ -28,7 +28,7 @@ from controller.model import FinishReason, Message, Request, StreamChunk, ToolDe
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers._http import ConnectFailed as TransportConnectFailed
 from controller.providers._http import connect_reason
-from controller.providers.base import _transport_error
+from controller.providers._stream_reader import _transport_error
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from tests.conftest import FORMATS, adapter, drain
 from tests.fakes_chat import unused_port
