@@ -18,6 +18,9 @@ is not a tool result — a call to the first tool with ``{"input": <last user te
 result it answers ``"tool said: <result>"``. Faults are switched at run time, in process with
 :meth:`FakeProvider.set_fault` or over HTTP (``POST /_fake/fault``, ``DELETE /_fake/fault``), so
 a separate process (the CLI's drill, the demo) can inject them too.
+
+This module is the server and its faults; what it answers (the answer, its stream chunks, the
+rate-limit headers) is built in :mod:`controller.providers._fake_answers`.
 """
 
 from __future__ import annotations
@@ -30,9 +33,8 @@ import enum
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -46,21 +48,22 @@ from controller._errors import (
     ProviderError,
     RateLimited,
 )
-from controller.model import (
-    FinishReason,
-    Message,
-    Request,
-    Response,
-    StreamChunk,
-    ToolCall,
-    ToolCallDelta,
-    Usage,
+from controller.model import Request, Response
+from controller.providers._fake_answers import (
+    RateLimits,
+    Window,
+    answer_to,
+    count_tokens,
+    rate_headers,
+    stream_chunks,
 )
 from controller.wire import ServerCodec
 from controller.wire.anthropic import AnthropicServerCodec
 from controller.wire.gemini import GeminiServerCodec, parse_path
 from controller.wire.openai import OpenAIServerCodec
 from controller.wire.responses import ResponsesServerCodec
+
+__all__ = ["FakeFleet", "FakeProvider", "Fault", "FaultMode", "RateLimits", "Seen", "main"]
 
 
 class FaultMode(enum.StrEnum):
@@ -107,27 +110,6 @@ class Fault:
         return cls(**{**data, "mode": FaultMode(data.get("mode", "none"))})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RateLimits:
-    """Rate-limit headers the fake sends on every answer, in the vendor's format of the
-    request: OpenAI's ``x-ratelimit-*`` (reset as a duration like ``6m0s``), Anthropic's
-    ``anthropic-ratelimit-*`` (reset as an RFC 3339 time), none for Gemini. A window of
-    ``requests`` requests and ``tokens`` tokens (each request takes its input words) that is
-    full again ``window_seconds`` after it started, on the fake's ``wall`` clock."""
-
-    requests: int = 1000
-    tokens: int = 100_000
-    window_seconds: float = 60.0
-
-
-@dataclass(slots=True)
-class _Window:
-    limits: RateLimits
-    started: float
-    requests: int = 0
-    tokens: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class Seen:
     """One request the fake received, decoded into our types."""
@@ -165,7 +147,7 @@ class FakeProvider:
     ) -> None:
         self.name = name
         self._wall = wall  # the clock of its rate-limit windows (a test's FakeClock.wall)
-        self._window: _Window | None = None
+        self._window: Window | None = None
         self._host = host
         self._port = port
         self._reply = reply or f"Hello from {name}. This answer came through the failover router."
@@ -244,45 +226,14 @@ class FakeProvider:
         replaces the clock its windows run on (a test's ``FakeClock.wall``)."""
         if wall is not None:
             self._wall = wall
-        self._window = None if limits is None else _Window(limits, self._wall())
+        self._window = None if limits is None else Window(limits, self._wall())
 
     def _rate_headers(self, fmt: str, request: Request) -> dict[str, str]:
         """This request's share of the window taken, and the headers that say what is left."""
         window = self._window
         if window is None or fmt == "gemini":
             return {}
-        limits, now = window.limits, self._wall()
-        if now >= window.started + limits.window_seconds:
-            window.started, window.requests, window.tokens = now, 0, 0
-        window.requests += 1
-        window.tokens += _count_tokens(request)
-        left_requests = max(0, limits.requests - window.requests)
-        left_tokens = max(0, limits.tokens - window.tokens)
-        ends = window.started + limits.window_seconds
-        if fmt == "anthropic":
-            stamp = datetime.fromtimestamp(ends, UTC).isoformat(timespec="seconds")
-            reset = stamp.replace("+00:00", "Z")
-            head = "anthropic-ratelimit-"
-            return {
-                f"{head}requests-limit": str(limits.requests),
-                f"{head}requests-remaining": str(left_requests),
-                f"{head}requests-reset": reset,
-                f"{head}tokens-limit": str(limits.tokens),
-                f"{head}tokens-remaining": str(left_tokens),
-                f"{head}tokens-reset": reset,
-                f"{head}input-tokens-limit": str(limits.tokens),
-                f"{head}input-tokens-remaining": str(left_tokens),
-                f"{head}input-tokens-reset": reset,
-            }
-        left = _go_duration(max(0.0, ends - now))
-        return {
-            "x-ratelimit-limit-requests": str(limits.requests),
-            "x-ratelimit-remaining-requests": str(left_requests),
-            "x-ratelimit-reset-requests": left,
-            "x-ratelimit-limit-tokens": str(limits.tokens),
-            "x-ratelimit-remaining-tokens": str(left_tokens),
-            "x-ratelimit-reset-tokens": left,
-        }
+        return rate_headers(window, fmt, request, self._wall())
 
     def _take_fault(self, model: str | None = None) -> Fault:
         fault = self._fault
@@ -349,7 +300,7 @@ class FakeProvider:
             return early
         if fault.mode is FaultMode.MALFORMED_BODY:
             return web.Response(text='{"input_tokens": ', content_type="application/json")
-        return web.json_response(codec.render_count(_count_tokens(request)))
+        return web.json_response(codec.render_count(count_tokens(request)))
 
     async def _gemini(self, request: web.Request) -> web.StreamResponse:
         parsed = parse_path(request.path)
@@ -450,7 +401,7 @@ class FakeProvider:
         if fault.mode is FaultMode.SLOW_FIRST_TOKEN:
             await asyncio.sleep(fault.delay)
         await out.write(encoder.start())
-        for index, chunk in enumerate(_chunks(answer)):
+        for index, chunk in enumerate(stream_chunks(answer)):
             if index == fault.after_chunks:
                 if fault.mode is FaultMode.CUT_STREAM:
                     _abort(http)
@@ -473,80 +424,8 @@ class FakeProvider:
     # ----------------------------------------------------------------------------- answers
     def answer(self, request: Request, model: str) -> Response:
         """The deterministic answer this fake gives to ``request``."""
-        last = request.messages[-1] if request.messages else Message(role="user")
-        usage = Usage(input_tokens=_count_tokens(request), output_tokens=0)
         rid = f"fake-{self.name}-{next(self._ids)}"
-        if last.role == "tool":
-            text = f"tool said: {last.content}"
-        elif request.tools and request.tool_choice != "none":
-            tool = request.tools[0]
-            if request.tool_choice not in (None, "auto", "required"):
-                tool = next((t for t in request.tools if t.name == request.tool_choice), tool)
-            call = ToolCall(
-                id=f"call_{rid}",
-                name=tool.name,
-                arguments=json.dumps({"input": last.content}),
-            )
-            message = Message(role="assistant", tool_calls=(call,))
-            usage = Usage(input_tokens=usage.input_tokens, output_tokens=12)
-            return Response(
-                id=rid,
-                model=model,
-                message=message,
-                finish_reason=FinishReason.TOOL_CALLS,
-                usage=usage,
-                provider=self.name,
-            )
-        elif request.response_format is not None:  # structured output: an instance of it
-            text = json.dumps(_instance(request.response_format.schema or {"type": "object"}))
-        else:
-            text = self._reply
-            if last.role == "assistant" and text.startswith(last.content):
-                text = text[len(last.content) :]  # a prefill: the answer goes on from it
-        return Response(
-            id=rid,
-            model=model,
-            message=Message(role="assistant", content=text),
-            finish_reason=FinishReason.STOP,
-            usage=Usage(input_tokens=usage.input_tokens, output_tokens=len(text.split())),
-            provider=self.name,
-        )
-
-
-_SCALARS: dict[str, Any] = {"string": "text", "integer": 0, "number": 0, "boolean": False}
-
-
-def _instance(schema: Mapping[str, Any]) -> Any:
-    """The smallest value valid against a plain JSON schema (types, properties, required,
-    enum, arrays): what the fake answers when asked for structured output."""
-    if "enum" in schema:
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    for key in ("anyOf", "oneOf", "allOf"):
-        if schema.get(key):
-            return _instance(schema[key][0])
-    kind = schema.get("type", "object")
-    kind = kind[0] if isinstance(kind, list) else kind
-    if kind == "object":
-        properties = schema.get("properties", {})
-        return {name: _instance(properties.get(name, {})) for name in schema.get("required", [])}
-    if kind == "array":
-        return []
-    return _SCALARS.get(kind)
-
-
-def _chunks(answer: Response) -> Iterator[StreamChunk]:
-    """Split an answer into stream chunks: words of text, tool calls in two argument pieces."""
-    words = answer.message.content.split(" ") if answer.message.content else []
-    for i, word in enumerate(words):
-        yield StreamChunk(text=word if i == 0 else " " + word, model=answer.model)
-    for index, call in enumerate(answer.message.tool_calls):
-        half = len(call.arguments) // 2
-        yield StreamChunk(tool_call=ToolCallDelta(index=index, id=call.id, name=call.name))
-        yield StreamChunk(tool_call=ToolCallDelta(index=index, arguments=call.arguments[:half]))
-        yield StreamChunk(tool_call=ToolCallDelta(index=index, arguments=call.arguments[half:]))
-    yield StreamChunk(finish_reason=answer.finish_reason, usage=answer.usage)
+        return answer_to(request, model, rid=rid, provider=self.name, reply=self._reply)
 
 
 def _refused_prefill(request: Request, fmt: str, fault: Fault) -> str | None:
@@ -560,23 +439,6 @@ def _refused_prefill(request: Request, fmt: str, fault: Fault) -> str | None:
     if fmt == "anthropic" and last.content != last.content.rstrip():
         return "messages: final assistant content cannot end with trailing whitespace"
     return None
-
-
-def _go_duration(seconds: float) -> str:
-    """A duration as OpenAI's reset headers write it: ``20ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
-    if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
-def _count_tokens(request: Request) -> int:
-    text = (request.system or "") + " ".join(m.content for m in request.messages)
-    return max(1, len(text.split()))
 
 
 def _abort(http: web.Request) -> None:
