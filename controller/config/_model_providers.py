@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from controller._env_name import EnvName
+from controller._urls import http_url
 from controller.config._model_base import AtField, Frozen, Seconds
 from controller.providers.base import Timeouts
 
@@ -104,16 +105,11 @@ class ProviderConfig(Frozen):
         """A URL the provider client can call; the message never repeats it (it may hold a key)."""
         if value is None:
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                "must be an http:// or https:// URL with a host, e.g. https://api.openai.com/v1"
-            )
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(
-                "must not hold a user name or password: secrets come from the environment "
-                "(api_key_env)"
-            )
+        parts = http_url(
+            value,
+            example=", e.g. https://api.openai.com/v1",
+            credentials="secrets come from the environment (api_key_env)",
+        )
         try:
             port = parts.port
         except ValueError:
@@ -121,7 +117,7 @@ class ProviderConfig(Frozen):
         if port == 0:
             raise ValueError("has a port that is not a number from 1 to 65535")
         try:
-            parts.hostname.encode("idna")
+            (parts.hostname or "").encode("idna")  # a host: http_url checked it
         except UnicodeError:
             raise ValueError(
                 "has a host name that is not valid (an empty or too long label)"

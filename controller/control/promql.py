@@ -35,11 +35,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Self
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from controller._env_name import EnvName
+from controller._urls import http_url
 
 ENV_URL = "FAILOVER_PROMETHEUS_URL"
 
@@ -80,14 +80,7 @@ class PromqlConfig(BaseModel):
         """The message never repeats the URL (a URL with a password belongs in url_env)."""
         if value is None:
             return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(
-                "must not hold a user name or password: put such a URL in the variable "
-                "url_env names"
-            )
+        http_url(value, credentials="put such a URL in the variable url_env names")
         return value.rstrip("/")
 
     @model_validator(mode="after")
