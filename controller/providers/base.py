@@ -48,11 +48,12 @@ from controller.providers._http import HttpClient, HttpResponse, TransportError
 from controller.providers._http_body import give_back_memory
 from controller.providers._http_connect import tls_context
 from controller.providers._http_proxy import Proxy
-from controller.providers._stream_reader import _masked_message, _transport_error
-
-# Imported from here too (tests.bench.stream_reads), as before they had a module of their own.
-from controller.providers._stream_reader import _Reader as _Reader
-from controller.providers._stream_reader import _StreamLimits as _StreamLimits
+from controller.providers._stream_reader import (
+    _masked_message,
+    _Reader,
+    _StreamLimits,
+    _transport_error,
+)
 from controller.wire import ClientCodec, HttpCall, TokenCountCodec
 from controller.wire._relay import UNREAD, answer_headers
 from controller.wire._sse import MAX_EVENT_BYTES

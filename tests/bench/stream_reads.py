@@ -53,7 +53,7 @@ def _stream(kind: str) -> tuple[list[bytes], bytes]:
 
 async def _read(kind: str, reads: int) -> None:
     from controller.providers import HttpProvider, Timeouts, codec_for
-    from controller.providers.base import _Reader, _StreamLimits
+    from controller.providers._stream_reader import _Reader, _StreamLimits
     from controller.wire._relay import relay_for
 
     class Answer:
