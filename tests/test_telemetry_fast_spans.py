@@ -26,7 +26,8 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from controller.events import AttemptReason, Outcome, RouteOutcome
 from controller.model import Usage
-from controller.telemetry import names, setup
+from controller.telemetry import names
+from controller.telemetry._setup_env import export_timeout_from
 from controller.telemetry.setup import Telemetry, setup_telemetry
 from tests.live_support import OtlpSink, Rotel, wait_until
 from tests.telemetry_support import BASE, FAILED, WALL, attempt, route
@@ -390,4 +391,4 @@ def test_another_protocol_is_logged_and_http_protobuf_sent(
 def test_the_export_timeout_follows_the_standard_variables(
     env: dict[str, str], seconds: float
 ) -> None:
-    assert setup._export_timeout(env, "traces", 2.0) == seconds
+    assert export_timeout_from(env, "traces", 2.0) == seconds

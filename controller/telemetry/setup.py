@@ -12,6 +12,10 @@ Why it is shaped this way:
   metric points that failed to export or overflowed the span queue (the "telemetry is being
   dropped" alert watches it), and a failure is logged once per burst, not once per batch
   (the exporter wrappers live in :mod:`controller.telemetry._export`).
+* What the environment asks for (endpoints, headers, sampler, resource, timeouts) is read in
+  :mod:`controller.telemetry._setup_env`; the span and metric pipelines are built in
+  :mod:`controller.telemetry._setup_exporters`. This module is the public face: the
+  :class:`Telemetry` object and :func:`setup_telemetry`, which assembles it.
 * The Prometheus reader renders into a private ``CollectorRegistry`` per Telemetry, so two
   instances each expose only their own metrics.
 
@@ -26,51 +30,41 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
-from urllib.parse import unquote, urlsplit
-from urllib.request import getproxies, proxy_bypass
+from typing import ClassVar
 
-from opentelemetry.exporter.otlp.proto.http import Compression
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ALWAYS_ON,
-    Decision,
-    ParentBased,
-    Sampler,
-    TraceIdRatioBased,
-)
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler
 from opentelemetry.trace import NoOpTracer, Tracer
-from opentelemetry.util.re import parse_env_headers
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from controller.telemetry import names
-from controller.telemetry._export import (
-    Backlog,
-    CountingBatchSpanProcessor,
-    CountingMetricExporter,
-    CountingSpanExporter,
-    DropTally,
-    Gate,
-)
+from controller.telemetry._export import DropTally, Gate
 from controller.telemetry._hot import HotMetrics, HotPrometheusReader
 from controller.telemetry._light import LightTracer
 from controller.telemetry._metrics import METRIC_UNITS
-from controller.telemetry._otlp import BatchFrame
-from controller.telemetry._pipeline import OtlpSpans, SpanBatcher
-from controller.telemetry._send import HttpSender
+from controller.telemetry._setup_env import SDK_SPANS_VARIABLE as SDK_SPANS_VARIABLE
+from controller.telemetry._setup_env import (
+    Signal,
+    export_timeout_from,
+    otlp_endpoint,
+    resource_from,
+    sampler_from,
+    sdk_spans_wanted,
+)
+from controller.telemetry._setup_exporters import (
+    SCOPE,
+    Light,
+    light_spans,
+    otlp_metrics,
+    otlp_spans,
+    quiet_exporter_logs,
+    tracer_provider,
+)
 from controller.telemetry._spans import SdkSpans
 from controller.telemetry._tail import TailSampler, TailSamplingProcessor
 from controller.telemetry.otel import PresetIdGenerator, TelemetryListener
@@ -80,46 +74,8 @@ __all__ = ["PROMETHEUS_CONTENT_TYPE", "Signal", "Telemetry", "otlp_endpoint", "s
 log = logging.getLogger(__name__)
 
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text exposition format 0.0.4
-Signal = Literal["traces", "metrics"]
 _SIGNALS: tuple[Signal, ...] = ("traces", "metrics")
 _TALLY: Mapping[Signal, str] = {"traces": "spans", "metrics": "metrics"}  # the dropped{signal}
-_SCOPE = "controller"
-
-
-# --- configuration from the environment -------------------------------------------------------
-def otlp_endpoint(env: Mapping[str, str], *, signal: Signal) -> str | None:
-    """The OTLP/HTTP URL for ``signal``, or None when export of that signal is not asked for.
-
-    Follows the OTel spec: ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`` is used as is; otherwise
-    ``OTEL_EXPORTER_OTLP_ENDPOINT`` plus ``/v1/<signal>``. ``OTEL_SDK_DISABLED=true`` or
-    ``OTEL_<SIGNAL>_EXPORTER=none`` turn it off. Unlike the SDK, no localhost default is assumed:
-    without a configured collector nothing is exported.
-    """
-    upper = signal.upper()
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    if env.get(f"OTEL_{upper}_EXPORTER", "").strip().lower() == "none":
-        return None
-    specific = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip()
-    if specific:
-        return specific
-    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-    return f"{base.rstrip('/')}/v1/{signal}" if base else None
-
-
-def _otlp_headers(env: Mapping[str, str], signal: Signal) -> dict[str, str]:
-    raw = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS") or env.get(
-        "OTEL_EXPORTER_OTLP_HEADERS", ""
-    )
-    return dict(parse_env_headers(raw, liberal=True))
-
-
-def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
-    raw = env.get(key, "").strip()
-    value = int(raw) if raw.isdigit() else 0
-    if raw and value <= 0:
-        log.warning("ignoring %s=%r: expected a positive integer; using %d", key, raw, default)
-    return value if value > 0 else default
 
 
 # --- the Telemetry object -----------------------------------------------------------------------
@@ -137,14 +93,8 @@ class _Parts:
     exporting: frozenset[Signal]
     sampler: Sampler  # what the tracer provider samples with
     tracing: bool  # some span processor keeps spans (OTLP export or an in-process reader)
-    light: _Light | None  # the light span path (OTLP export only), or None: the SDK's
+    light: Light | None  # the light span path (OTLP export only), or None: the SDK's
     tail: TailSamplingProcessor | None  # the tail sampler on the SDK path
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Light:
-    batcher: SpanBatcher
-    spans: OtlpSpans
 
 
 class Telemetry:
@@ -159,7 +109,7 @@ class Telemetry:
 
     def __init__(self, parts: _Parts, *, capture_content: bool) -> None:
         self._parts = parts
-        self._meter = parts.meter_provider.get_meter(_SCOPE)
+        self._meter = parts.meter_provider.get_meter(SCOPE)
         if parts.light is not None:
             self._listener = TelemetryListener(
                 tracer=NoOpTracer(), meter=self._meter, hot=parts.hot, spans=parts.light.spans
@@ -171,7 +121,7 @@ class Telemetry:
             # With nowhere to send spans, the API's no-op tracer: building spans nobody keeps
             # (even unsampled ones: ids, sampler, attributes, context) costs every request.
             self._tracer = (
-                parts.tracer_provider.get_tracer(_SCOPE) if parts.tracing else NoOpTracer()
+                parts.tracer_provider.get_tracer(SCOPE) if parts.tracing else NoOpTracer()
             )
             tail = parts.tail
             spans = None
@@ -361,29 +311,29 @@ def setup_telemetry(
     ``healthy_share`` (``telemetry.sampling.healthy_share``) turns on the tail sampler
     (:mod:`controller.telemetry._tail`): every trace with trouble, that share of the rest.
     """
-    resource = _resource(env, service_name)
-    hot = None if metric_readers else HotMetrics(resource=resource, scope=_SCOPE)
+    resource = resource_from(env, service_name)
+    hot = None if metric_readers else HotMetrics(resource=resource, scope=SCOPE)
     tallies = {signal: DropTally(signal=_TALLY[signal]) for signal in _SIGNALS}
     urls = {signal: otlp_endpoint(env, signal=signal) for signal in _SIGNALS}
     processors, gates, readers = list(span_processors), list[Gate](), list(metric_readers)
     if any(urls.values()):
-        _quiet_exporter_logs()
+        quiet_exporter_logs()
     tail_share = healthy_share if healthy_share is not None and healthy_share < 1.0 else None
-    light: _Light | None = None
+    light: Light | None = None
     if traces_url := urls["traces"]:
-        timeout = _export_timeout(env, "traces", export_timeout)
-        if not processors and not _sdk_spans_wanted(env):
-            light, gate = _light_spans(
+        timeout = export_timeout_from(env, "traces", export_timeout)
+        if not processors and not sdk_spans_wanted(env):
+            light, gate = light_spans(
                 traces_url, env, timeout, tallies["traces"], resource, capture_content, tail_share
             )
         else:
-            processor, gate = _otlp_spans(traces_url, env, timeout, tallies["traces"])
+            processor, gate = otlp_spans(traces_url, env, timeout, tallies["traces"])
             processors.append(processor)
         gates.append(gate)
     otlp_readers: tuple[MetricReader, ...] = ()
     if metrics_url := urls["metrics"]:
-        timeout = _export_timeout(env, "metrics", export_timeout)
-        reader, gate = _otlp_metrics(metrics_url, env, timeout, tallies["metrics"], hot)
+        timeout = export_timeout_from(env, "metrics", export_timeout)
+        reader, gate = otlp_metrics(metrics_url, env, timeout, tallies["metrics"], hot)
         otlp_readers = (reader,)
         gates.append(gate)
     registry = CollectorRegistry() if prometheus else None
@@ -401,14 +351,14 @@ def setup_telemetry(
         exemplar_filter=AlwaysOffExemplarFilter(),
     )
     ids = PresetIdGenerator()
-    sampler = _sampler(env) if processors or light is not None else ALWAYS_OFF
+    sampler = sampler_from(env) if processors or light is not None else ALWAYS_OFF
     tail = None
     if processors and tail_share is not None:
         tail = TailSamplingProcessor(processors, healthy_share=tail_share)
         processors = [tail]
     parts = _Parts(
         service_name=service_name,
-        tracer_provider=_tracer_provider(resource, processors, ids, sampler),
+        tracer_provider=tracer_provider(resource, processors, ids, sampler),
         ids=ids,
         meter_provider=meter_provider,
         registry=registry,
@@ -423,243 +373,3 @@ def setup_telemetry(
         tail=tail,
     )
     return Telemetry(parts, capture_content=capture_content)
-
-
-def _tracer_provider(
-    resource: Resource,
-    processors: Sequence[SpanProcessor],
-    ids: PresetIdGenerator,
-    sampler: Sampler,
-) -> TracerProvider:
-    """``ids`` lets route spans be created with the ids the router assigned."""
-    provider = TracerProvider(
-        resource=resource, sampler=sampler, shutdown_on_exit=False, id_generator=ids
-    )
-    for processor in processors:
-        provider.add_span_processor(processor)
-    return provider
-
-
-def _parent_based_ratio(ratio: float) -> Sampler:
-    return ParentBased(TraceIdRatioBased(ratio))
-
-
-_RATIO_SAMPLERS: Mapping[str, Callable[[float], Sampler]] = {
-    "traceidratio": TraceIdRatioBased,
-    "parentbased_traceidratio": _parent_based_ratio,
-}
-_FIXED_SAMPLERS: Mapping[str, Sampler] = {
-    "always_on": ALWAYS_ON,
-    "always_off": ALWAYS_OFF,
-    "parentbased_always_on": ParentBased(ALWAYS_ON),
-    "parentbased_always_off": ParentBased(ALWAYS_OFF),
-}
-
-
-def _sampler(env: Mapping[str, str]) -> Sampler:
-    """The head sampler from the standard ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``
-    (default ``parentbased_always_on``). Every traced request costs CPU (three spans, exported
-    from a thread on the same core), so a busy gateway may want e.g.
-    ``parentbased_traceidratio`` with ``0.1``; metrics and the tripwire see every request
-    whatever the sampler. A value we do not know is logged and the default used."""
-    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
-    if name in _FIXED_SAMPLERS:
-        return _FIXED_SAMPLERS[name]
-    if name in _RATIO_SAMPLERS:
-        raw = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
-        try:
-            ratio = float(raw) if raw else 1.0
-        except ValueError:
-            ratio = -1.0
-        if not 0.0 <= ratio <= 1.0:
-            log.warning("ignoring OTEL_TRACES_SAMPLER_ARG=%r: expected 0..1; using 1.0", raw)
-            ratio = 1.0
-        return _RATIO_SAMPLERS[name](ratio)
-    known = ", ".join([*_FIXED_SAMPLERS, *_RATIO_SAMPLERS])
-    log.warning("ignoring OTEL_TRACES_SAMPLER=%r (known: %s); sampling every trace", name, known)
-    return _FIXED_SAMPLERS["parentbased_always_on"]
-
-
-def _quiet_exporter_logs() -> None:
-    """The OTLP exporter logs a WARNING and an ERROR for every failed batch (about once a second
-    while the collector is down); our drop tally logs once per burst and counts everything, so
-    the exporter's own loggers are raised to CRITICAL unless the user configured them."""
-    for name in ("opentelemetry.exporter.otlp.proto.http", "opentelemetry.exporter.otlp"):
-        logger = logging.getLogger(name)
-        if logger.level == logging.NOTSET:
-            logger.setLevel(logging.CRITICAL)
-
-
-def _otlp_spans(
-    url: str, env: Mapping[str, str], timeout: float, tally: DropTally
-) -> tuple[SpanProcessor, Gate]:
-    queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
-    backlog = Backlog(capacity=queue)
-    inner = OTLPSpanExporter(endpoint=url, **_exporter_options(env, "traces", timeout))
-    exporter = CountingSpanExporter(inner, tally=tally, backlog=backlog)
-    processor = CountingBatchSpanProcessor(
-        exporter,
-        tally=tally,
-        backlog=backlog,
-        max_queue_size=queue,
-        schedule_delay_millis=_env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000),
-        max_export_batch_size=min(_env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), queue),
-        export_timeout_millis=timeout * 1000,
-    )
-    return processor, exporter.gate
-
-
-def _otlp_metrics(
-    url: str, env: Mapping[str, str], timeout: float, tally: DropTally, hot: HotMetrics | None
-) -> tuple[MetricReader, Gate]:
-    inner = OTLPMetricExporter(endpoint=url, **_exporter_options(env, "metrics", timeout))
-    exporter = CountingMetricExporter(inner, tally=tally, hot=hot)
-    reader = PeriodicExportingMetricReader(
-        exporter,
-        export_interval_millis=_env_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000),
-        export_timeout_millis=timeout * 1000,
-    )
-    return reader, exporter.gate
-
-
-def _resource(env: Mapping[str, str], service_name: str) -> Resource:
-    """The SDK's resource (``telemetry.sdk.*``, ``OTEL_RESOURCE_ATTRIBUTES``), read from ``env``
-    as well as ``os.environ``, with ``OTEL_SERVICE_NAME`` over ``telemetry.service_name``."""
-    attributes: dict[str, str] = {}
-    raw = env.get("OTEL_RESOURCE_ATTRIBUTES", "").strip()
-    if raw:
-        for pair in raw.split(","):
-            key, sep, value = pair.partition("=")
-            if sep and key.strip():
-                attributes[key.strip()] = unquote(value.strip())
-    attributes[SERVICE_NAME] = env.get("OTEL_SERVICE_NAME", "").strip() or service_name
-    return Resource.create(attributes)
-
-
-# --- the light span path --------------------------------------------------------------------------
-_SPAN_LIMIT_VARIABLES = (
-    "OTEL_ATTRIBUTE_COUNT_LIMIT",
-    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
-    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-    "OTEL_SPAN_EVENT_COUNT_LIMIT",
-    "OTEL_SPAN_LINK_COUNT_LIMIT",
-    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
-    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
-)
-SDK_SPANS_VARIABLE = "FAILOVER_TELEMETRY_SDK_SPANS"
-
-
-def _sdk_spans_wanted(env: Mapping[str, str]) -> bool:
-    """The SDK's span path: asked for, or needed for span limits the light path does not apply
-    (it keeps the SDK's defaults only)."""
-    if env.get(SDK_SPANS_VARIABLE, "").strip().lower() in ("1", "true", "yes"):
-        return True
-    return any(env.get(name, "").strip() for name in _SPAN_LIMIT_VARIABLES)
-
-
-def _light_spans(
-    url: str,
-    env: Mapping[str, str],
-    timeout: float,
-    tally: DropTally,
-    resource: Resource,
-    capture_content: bool,
-    healthy_share: float | None,
-) -> tuple[_Light, Gate]:
-    """The batcher and sink of the light path, and what sends its batches: the lean sender
-    (:mod:`controller.telemetry._send`), or the SDK exporter's own HTTP client where only that
-    behaves as the SDK does (a proxy for the collector, an SDK credential provider)."""
-    options = _exporter_options(env, "traces", timeout)
-    send: Callable[[bytes], bool]
-    if _proxied(url) or env.get(_CREDENTIAL_PROVIDER, "").strip():
-        exporter = OTLPSpanExporter(endpoint=url, **options)
-        client = exporter._client  # the SDK's OTLP/HTTP client: export(bytes) -> result
-
-        def send(body: bytes) -> bool:
-            return bool(client.export(body).success)
-
-        close: Callable[[], object] = exporter.shutdown
-    else:
-        sender = HttpSender(url, **options)
-        send, close = sender, sender.close
-    queue = _env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
-    batcher = SpanBatcher(
-        frame=BatchFrame(resource, InstrumentationScope(_SCOPE)),
-        send=send,
-        tally=tally,
-        max_queue=queue,
-        max_batch=min(_env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), queue),
-        delay=_env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
-    )
-    spans = OtlpSpans(batcher=batcher, capture_content=capture_content, healthy_share=healthy_share)
-    return _Light(batcher=batcher, spans=spans), Gate(close)
-
-
-_CREDENTIAL_PROVIDER = "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER"
-
-
-def _proxied(url: str) -> bool:
-    """Whether ``requests`` (the SDK's client) would reach ``url`` through a proxy from the
-    environment (``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY``, less ``NO_PROXY``)."""
-    parts = urlsplit(url)
-    proxies = getproxies()
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not proxy_bypass(parts.hostname or "")
-
-
-# --- exporter options from the environment --------------------------------------------------------
-def _exporter_options(env: Mapping[str, str], signal: Signal, timeout: float) -> dict[str, Any]:
-    """What the SDK's OTLP/HTTP exporter reads from ``os.environ``, read from ``env`` instead
-    (the runtime's environment; the same mapping in production): headers, compression, TLS
-    files. The protocol is always http/protobuf (the one this build ships)."""
-    upper = signal.upper()
-
-    def pick(name: str) -> str | None:
-        value = env.get(f"OTEL_EXPORTER_OTLP_{upper}_{name}") or env.get(
-            f"OTEL_EXPORTER_OTLP_{name}"
-        )
-        return value.strip() if value and value.strip() else None
-
-    protocol = pick("PROTOCOL")
-    if protocol is not None and protocol.lower() != "http/protobuf":
-        log.warning(
-            "OTEL_EXPORTER_OTLP_PROTOCOL=%r for %s: only http/protobuf is available here;"
-            " sending http/protobuf",
-            protocol,
-            signal,
-        )
-    compression = Compression.NoCompression
-    raw = pick("COMPRESSION")
-    if raw is not None:
-        try:
-            compression = Compression(raw.lower())
-        except ValueError:
-            log.warning("ignoring OTEL_EXPORTER_OTLP_COMPRESSION=%r (gzip, deflate, none)", raw)
-    return {
-        "headers": _otlp_headers(env, signal),
-        "timeout": timeout,
-        "compression": compression,
-        "certificate_file": pick("CERTIFICATE"),
-        "client_key_file": pick("CLIENT_KEY"),
-        "client_certificate_file": pick("CLIENT_CERTIFICATE"),
-    }
-
-
-def _export_timeout(env: Mapping[str, str], signal: Signal, default: float) -> float:
-    """``OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT`` or ``OTEL_EXPORTER_OTLP_TIMEOUT`` in seconds, as
-    the SDK's OTLP/HTTP exporter reads them; else ``default`` (shorter than the SDK's 10 s, so
-    a dead collector does not hold a shutdown)."""
-    key = f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT"
-    raw = (env.get(key) or env.get("OTEL_EXPORTER_OTLP_TIMEOUT") or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        log.warning("ignoring OTLP export timeout %r: expected positive seconds", raw)
-        return default
-    return value
