@@ -44,6 +44,7 @@ from controller.providers._http import (
 )
 from controller.wire import SSEEvent
 from controller.wire._relay import Relay, answer_headers
+from controller.wire._shape import TextShape
 from controller.wire._sse import SSEParser
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ class _Reader:
         "_relayed",
         "_resp",
         "_secret",
+        "_shape",
+        "_shape_keys",
+        "_shape_misses",
         "_timer",
         "done",
         "finished",
@@ -154,6 +158,12 @@ class _Reader:
         # ... when the relay sends such an event as it came (Relay.plain, inline): no model to
         # rename; and, unless _key is empty, the event does not quote the provider's key.
         self._as_came = relay is not None and relay.echo_model is None
+        # ... and the shape of its text events, learned from one such read, to take the next
+        # ones from their bytes (TextShape); forgotten whenever an event is read otherwise.
+        keys = getattr(self._decoder, "shape_keys", None) if self._line is not None else None
+        self._shape_keys: tuple[bytes, bytes] | None = keys if self._as_came else None
+        self._shape: TextShape | None = None
+        self._shape_misses = 0  # text reads in a row that no shape fitted
         self._key = relay.key if relay is not None else b""
         # A stream decoded for a client of another format: the provider's key masked in its
         # chunks all the same (a relayed one's are masked as the relay masks the bytes).
@@ -217,6 +227,18 @@ class _Reader:
             self._timer.cancel()
             self._timer = None
 
+    def _learn(self, data: bytes, text: str) -> None:
+        """Take the shape of ``data``, read as ``text``; after ``_SHAPE_TRIES`` reads in a
+        row that no shape fitted (a provider whose events vary otherwise), stop trying for
+        this stream."""
+        self._shape_misses += 1
+        if self._shape_misses > _SHAPE_TRIES:
+            self._shape_keys, self._shape = None, None
+            return
+        key, vary = self._shape_keys  # type: ignore[misc]  # (set: the caller checked)
+        limit = self._provider._max_event  # the parser's bound on an event
+        self._shape = TextShape.learn(data, text, key, vary, limit=limit)
+
     def chunks(self, data: bytes | None) -> list[StreamChunk]:
         """What ``data`` (a read's bytes) decodes to; sets :attr:`done` at the stream's end."""
         relayed = self._relayed
@@ -231,17 +253,27 @@ class _Reader:
         held = relayed.pending if relayed is not None else _NO_EVENTS
         line = self._line
         if line is not None and not held:  # a stream's usual read: one text event, whole
+            shape = self._shape
+            if shape is not None:  # shaped as the last one: its text without a JSON parse
+                text = shape.text(data)
+                if text is not None and not (self._key and data.find(self._key) >= 0):
+                    self._shape_misses = 0
+                    self._bad.good += 1
+                    return [relayed_text(text, data)]  # (started; not the first chunk)
             whole = self._parser.whole(data)
             if whole is not None and self._as_came and not (self._key and self._key in data):
                 text = line(*whole)
                 if text:
                     self._bad.good += 1
                     self.started = True
+                    if self._shape_keys is not None:
+                        self._learn(data, text)
                     if self._first:
                         self._first = False
                         headers = answer_headers(self._resp.headers)
                         return [StreamChunk(text=text, raw=data, headers=headers)]
                     return [relayed_text(text, data)]
+        self._shape = None  # the parser or the decoder may change: a shape holds no longer
         out: list[StreamChunk] = []
         run = _TextRun()  # the read's text events one after another: one chunk, one write
         try:
@@ -295,6 +327,7 @@ class _Reader:
 
 
 _NO_CHUNKS: list[StreamChunk] = []
+_SHAPE_TRIES = 8
 _NO_EVENTS: list[bytes] = []
 
 

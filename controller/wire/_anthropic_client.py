@@ -337,6 +337,9 @@ def _error_for(
 class _StreamDecoder:
     """Anthropic SSE events → our chunks. Content-block indexes map to 0-based tool-call indexes."""
 
+    # The key of a text_delta's text, for the reader's TextShape (controller.wire._shape).
+    shape_keys = (b'"text"', b"")
+
     def __init__(self, *, model: str) -> None:
         self._model = model
         self._started = False

@@ -427,6 +427,10 @@ class OpenAIStreamDecoder:
     (relayed to a same-format client as they came) must not be cut short.
     """
 
+    # The key of a text event's text, and a member that changes on every chunk (random
+    # padding), for the reader's TextShape (controller.wire._shape).
+    shape_keys = (b'"content"', b'"obfuscation"')
+
     def __init__(self, *, model: str, provider: str = "openai") -> None:
         self._model = model
         self._provider = provider
