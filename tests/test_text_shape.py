@@ -217,8 +217,9 @@ async def test_the_reader_takes_a_read_by_its_shape() -> None:
     reader = _reader("openai", True)
     reader.chunks(_STARTS["openai"][0])  # held until the first text
     reader.chunks(openai_event("zero", usage=None, obfuscation="a"))  # goes with the held one
-    assert reader._shape is None
+    held_first = reader._shape
     reader.chunks(openai_event("one", usage=None, obfuscation="a"))  # read whole: learned
+    assert held_first is None
     assert reader._shape is not None
     raw = openai_event("two", usage=None, obfuscation="bcd")
     assert reader.chunks(raw) == [StreamChunk(text="two", raw=raw)]

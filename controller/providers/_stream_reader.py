@@ -255,13 +255,17 @@ class _Reader:
         if line is not None and not held:  # a stream's usual read: one text event, whole
             shape = self._shape
             if shape is not None:  # shaped as the last one: its text without a JSON parse
-                text = shape.text(data)
+                text = shape.text(data)  # (the key: find, not ``in``, see _anthropic_server)
                 if text is not None and not (self._key and data.find(self._key) >= 0):
                     self._shape_misses = 0
                     self._bad.good += 1
                     return [relayed_text(text, data)]  # (started; not the first chunk)
             whole = self._parser.whole(data)
-            if whole is not None and self._as_came and not (self._key and self._key in data):
+            if (
+                whole is not None
+                and self._as_came
+                and not (self._key and data.find(self._key) >= 0)
+            ):
                 text = line(*whole)
                 if text:
                     self._bad.good += 1

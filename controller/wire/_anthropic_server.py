@@ -145,7 +145,9 @@ class _StreamEncoder:
     def follow(self, raw: bytes) -> None:
         """Keep up with a stream relayed as the provider sent it (``raw``: its events), so
         that :meth:`resume` can take it over: which block is open, at which index."""
-        if b"content_block_st" not in raw:  # neither a start nor a stop: nothing changes
+        # neither a start nor a stop: nothing changes (find: bytes' ``in`` first tries its
+        # operand as an integer, ~1.7x the time, on every relayed event)
+        if raw.find(b"content_block_st") < 0:
             return
         for sent in SSEParser(max_event_bytes=len(raw)).feed(raw):  # data: one line or more
             try:
