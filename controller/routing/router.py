@@ -24,6 +24,10 @@ waiting on it starts on its next target at once: a *rescue*. A tier with ``hedge
 the next target beside an attempt that has produced nothing after the hedge wait. Either way the
 first answer wins (:mod:`controller.routing._race`; when a second attempt starts:
 :mod:`controller.routing._hedging`).
+
+Some of :class:`Router`'s methods are written in modules of their own and taken into its class
+body as they are: an attempt's call and its events (:mod:`controller.routing._router_attempts`),
+what it tells of a tier without routing (:mod:`controller.routing._router_views`).
 """
 
 from __future__ import annotations
@@ -45,32 +49,29 @@ from controller._errors import (
     CallerError,
     ContextTooLong,
     DeadlineExceeded,
-    MalformedResponse,
     ProviderError,
 )
 from controller.control.state import RoutingState, StateHolder
 from controller.events import PROBE_TIER, AttemptReason, Listener, Listeners
-from controller.model import Message, Request, Response, StreamChunk, Usage
+from controller.model import Message, Request, Response, StreamChunk
 from controller.providers.base import Provider, Timeouts
+from controller.routing import _router_attempts as attempting
+from controller.routing import _router_views as views
 from controller.routing._capability import Capability
 from controller.routing._continue import Overlap
 from controller.routing._degrade import AnswerCache, CannedStream
 from controller.routing._hedging import Hedging
 from controller.routing._ladder import descend, keep_answer, keep_stream, ladder_for
 from controller.routing._limits import AttemptLimits
-from controller.routing._race import lost_error
-from controller.routing._records import Once, Route, Try, attempt_event, route_event
+from controller.routing._records import Once, Route, Try
 from controller.routing._resume import resume
 from controller.routing._stream import Opened, RoutedStream
 from controller.routing.plan import (
     LatencyTracker,
     Plan,
-    Strategy,
     Target,
     TierPlan,
-    calm,
     in_rotation,
-    make_plan,
 )
 from controller.routing.policy import DefaultRetryPolicy, RetryPolicy, RetryState
 from controller.signals.inflight import InFlight
@@ -240,67 +241,11 @@ class Router:
         self._finish(route, provider, None)
         return True
 
-    def plan(self, tier: TierPlan) -> Plan:
-        """The targets a request on ``tier`` would be tried on now, in order (kill switch,
-        controller state and the tier's strategy applied). A priority tier's plan depends on
-        nothing else while no provider is recovering (no traffic share to draw against), so it
-        is kept per tier until the routing state (or the tier) changes."""
-        state = self.state.current
-        priority = tier.strategy is Strategy.PRIORITY
-        if priority:
-            kept = self._plans.get(tier.name)
-            if kept is not None and kept[0] is state and kept[1] is tier:
-                return kept[2]
-        plan = make_plan(
-            tier,
-            state,
-            default_models=self._default_models,
-            rng=self._rng,
-            latency_of=self.latency.latency,
-        )
-        if priority and calm(state):
-            self._plans[tier.name] = (state, tier, plan)
-        return plan
-
-    def takes_as_is(self, wire_format: str, tier: str) -> bool:
-        """Whether every provider that may serve a request on ``tier`` now takes a client's
-        body of ``wire_format`` as it came (then the gateway need not decode it): every target
-        and the context fallback of that format and lacking nothing, a kill switch pin among
-        them, and no prompt recording (which needs the decoded turns)."""
-        plan = self.tiers.get(tier)
-        if plan is None or self._capture:
-            return False
-        pin = self.state.current.kill_switch.pin
-        kept = self._as_is.get((wire_format, tier))
-        if kept is not None and kept[0] is plan and kept[1] == pin:
-            return kept[2]  # the answer depends on nothing else (targets, formats are fixed)
-        fallback = (plan.context_fallback,) if plan.context_fallback else ()
-        targets = (*plan.targets, *fallback)
-        if pin is not None and all(t.provider != pin for t in targets):
-            taken = False  # the pinned provider serves with its own model, of whatever format
-        else:
-            taken = all(self._capability.own(wire_format, t) for t in targets)
-        self._as_is[(wire_format, tier)] = (plan, pin, taken)
-        return taken
-
-    def degraded(self, tier: str) -> bool:
-        """Whether ``tier`` is degraded now (triage acts on it): every target out of rotation
-        (panic), or a share of them in rotation below its ``degrade.healthy_below``."""
-        plan_for = self.tiers.get(tier)
-        if plan_for is None:
-            return False
-        if self.plan(plan_for).panic:
-            return True
-        below = plan_for.degrade.healthy_below
-        if below <= 0:
-            return False
-        state, targets = self.state.current, plan_for.targets
-        healthy = sum(1 for t in targets if in_rotation(state, t.provider, t.model))
-        return healthy < below * len(targets)
-
-    def timeouts_for(self, provider: str) -> Timeouts:
-        """The per-attempt limits configured for ``provider``."""
-        return self._limits.of(provider)
+    # what a tier's requests meet now, without routing one (controller.routing._router_views)
+    plan = views.plan
+    takes_as_is = views.takes_as_is
+    degraded = views.degraded
+    timeouts_for = views.timeouts_for
 
     async def aclose(self) -> None:
         await asyncio.gather(*(p.close() for p in self.providers.values()))
@@ -507,68 +452,13 @@ class Router:
         )
 
     # ------------------------------------------------------------------------------- attempts
-    async def _complete_once(self, route: Route, request: Request, attempt: Try) -> Response:
-        timeouts = self._limits.for_attempt(route, attempt)
-        start, wall = self._clock.monotonic(), self._clock.wall()
-        try:
-            response = await attempt.provider.complete(request, attempt.target.model, timeouts)
-        except ProviderError as exc:
-            self.inflight.ended(attempt.waiter, responded=exc.status is not None)
-            self._emit(route, attempt, request, start, wall, error=exc)
-            raise
-        except asyncio.CancelledError:
-            self._abandoned(route, attempt, request, start, wall)
-            raise
-        except BaseException:  # a bug below us: the attempt must not look as if it still waits
-            self.inflight.ended(attempt.waiter)
-            raise
-        self.inflight.answered(attempt.waiter)
-        self._emit(
-            route,
-            attempt,
-            request,
-            start,
-            wall,
-            usage=response.usage,
-            response_model=response.model,
-            output=response.message if self._capture else None,
-        )
-        name = attempt.provider.name
-        return response if response.provider == name else replace(response, provider=name)
-
-    async def _stream_once(self, route: Route, request: Request, attempt: Try) -> RoutedStream:
-        routed = RoutedStream(self, route, request, await self._open(route, request, attempt))
-        if route.mirrored and self.mirror is not None and routed._kept is None:
-            # keep its chunks for the shadow: the whole stream comes back in _cache_stream
-            routed._kept, routed._room = [], self.mirror.max_bytes
-        return routed
-
-    async def _open(self, route: Route, request: Request, attempt: Try) -> Opened:
-        """``attempt``'s stream, once it has produced its first chunk."""
-        timeouts = self._limits.for_attempt(route, attempt)
-        start, wall = self._clock.monotonic(), self._clock.wall()
-        chunks = attempt.provider.stream(request, attempt.target.model, timeouts)
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            exc = MalformedResponse("stream ended without any chunk")
-            exc.provider, exc.model = attempt.provider.name, attempt.target.model
-            self.inflight.ended(attempt.waiter)
-            self._emit(route, attempt, request, start, wall, error=exc)
-            raise exc from None
-        except ProviderError as exc:
-            self.inflight.ended(attempt.waiter, responded=exc.status is not None)
-            self._emit(route, attempt, request, start, wall, error=exc)
-            raise
-        except asyncio.CancelledError:
-            self._abandoned(route, attempt, request, start, wall)
-            raise
-        except BaseException:  # a bug below us: the attempt must not look as if it still waits
-            self.inflight.ended(attempt.waiter)
-            raise
-        self.inflight.answered(attempt.waiter)
-        ttfc = self._clock.monotonic() - start
-        return Opened(attempt, first, chunks, start, wall, ttfc)
+    # an attempt's call and what it reports (controller.routing._router_attempts)
+    _complete_once = attempting.complete_once
+    _stream_once = attempting.stream_once
+    _open = attempting.open_stream
+    _abandoned = attempting.abandoned
+    _emit = attempting.emit
+    _finish = attempting.finish
 
     async def _continuation(
         self, route: Route, request: Request, cut: Try, error: ProviderError, delivered: str
@@ -578,64 +468,3 @@ class Router:
         None when none can before the deadline or the attempts run out
         (:mod:`controller.routing._resume`)."""
         return await resume(self, route, request, cut, error, delivered)
-
-    def _abandoned(
-        self, route: Route, attempt: Try, request: Request, start: float, wall: float
-    ) -> None:
-        """An attempt cut before its answer: the client went, or another attempt of the request
-        answered first (``waiter.lost`` says which: outpaced, or stalled after a rescue)."""
-        waiter = attempt.waiter
-        self.inflight.ended(waiter)
-        if waiter.lost is None:
-            self._emit(route, attempt, request, start, wall, cancelled=True)
-            return
-        lost = lost_error(waiter, self._clock.monotonic() - start)
-        lost.provider, lost.model = attempt.provider.name, attempt.target.model
-        self._emit(route, attempt, request, start, wall, error=lost)
-
-    # ------------------------------------------------------------------------------- events
-    def _emit(
-        self,
-        route: Route,
-        attempt: Try,
-        request: Request,
-        start: float,
-        wall: float,
-        *,
-        error: ProviderError | None = None,
-        cancelled: bool = False,
-        usage: Usage | None = None,
-        response_model: str | None = None,
-        ttfc: float | None = None,
-        output: Message | None = None,
-    ) -> None:
-        self.listeners.attempt(
-            attempt_event(
-                route,
-                attempt,
-                request,
-                start=start,
-                wall=wall,
-                end=self._clock.monotonic(),
-                error=error,
-                cancelled=cancelled,
-                usage=usage,
-                response_model=response_model,
-                ttfc=ttfc,
-                output=output,
-                capture=self._capture,
-            )
-        )
-
-    def _finish(
-        self,
-        route: Route,
-        served_by: str | None,
-        error: BaseException | None,
-        *,
-        cancelled: bool = False,
-    ) -> None:
-        end = self._clock.monotonic()
-        if served_by is not None:
-            self.rungs[route.tier.name] = route.degraded
-        self.listeners.route(route_event(route, served_by, error, end=end, cancelled=cancelled))
