@@ -106,6 +106,40 @@ async def test_a_head_that_never_ends_gets_a_408_and_is_closed(slow_front: Front
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
 
 
+async def test_bytes_of_a_next_request_during_an_answer_do_not_cut_the_answer(
+    slow_front: Front,
+) -> None:
+    """While an answer is still being written (a stream), the client sends an empty line and
+    the start of its next request: the answer is not cut by a 408 written into its body (the
+    head limit is 0.3 s, the answer takes five times that); the next head, never finished,
+    gets its 408 after the answer."""
+    reader, writer = await slow_front.connect()
+    writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(WAIT):
+        await slow_front.entered.wait()
+    writer.write(b"\r\n")
+    await asyncio.sleep(SHORT)
+    writer.write(b"GET / HTTP/1.1\r\nHo")
+    await asyncio.sleep(5 * SHORT)  # the head's limit passes while the answer is held
+    slow_front.release.set()
+    answer = await _until_closed(reader)
+    writer.close()
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert rest.startswith(b"done")
+    assert rest.removeprefix(b"done").startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+
+
+async def test_an_empty_line_before_a_request_is_ignored(slow_front: Front) -> None:
+    reader, writer = await slow_front.connect()
+    writer.write(b"\r\n")
+    await asyncio.sleep(5 * SHORT)  # past the head's limit: nothing started
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(WAIT):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK\r\n")
+    writer.close()
+
+
 async def test_a_body_that_never_ends_is_closed(slow_front: Front) -> None:
     reader, writer = await slow_front.connect()
     writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")

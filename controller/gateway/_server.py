@@ -182,8 +182,8 @@ class _Handler(RequestHandler):
             if payload is not None and not payload.is_eof():
                 self._payload = payload
                 self._arm(server.limits.body, self._body_timed_out)
-        elif new_head and data:
-            self._head_started = True
+        elif new_head and data.strip(b"\r\n"):  # empty lines before a request: ignored
+            self._head_started = True  # (RFC 9112 section 2.2)
             self._arm(server.limits.header, self._head_timed_out)
 
     def _body_done(self) -> bool:
@@ -204,6 +204,13 @@ class _Handler(RequestHandler):
 
     def _head_timed_out(self) -> None:
         self._read_timer = None
+        server = self._server
+        if self._current_request is not None and server is not None:
+            # An answer is being written (a stream, say) and the next request's head came in
+            # part: aiohttp reads that request only after the answer, and a 408 now would
+            # land in the middle of the answer's body. Looked at again a head's time later.
+            self._arm(server.limits.header, self._head_timed_out)
+            return
         if self._head_started and self.transport is not None:
             log.debug("closing a connection whose request head took too long")
             self.transport.write(_TIMED_OUT)
