@@ -176,7 +176,8 @@ class ChatEndpoint:
         ident = f"{self._front.id_prefix}{routed.request_id}"
         model = call.model if self._echo else routed.model
         encoder = self._front.encoder(id=ident, model=model, body=call.body)
-        if routed.relayed and not isinstance(encoder, Resumable):
+        # (not isinstance(encoder, Resumable): a runtime Protocol check, ~3.7 us a request)
+        if routed.relayed and getattr(encoder, "resume", None) is None:
             routed.continuable = False  # a continuation could not be encoded after its events
         try:
             writer = await out.prepare(http)

@@ -449,11 +449,11 @@ class OpenAIStreamDecoder:
         with :meth:`feed`). What it reads changes nothing of the decoder's state."""
         if event.event or not self._model_seen or self._done:
             return None
-        if self._unfinished or self._finish is not None:
-            return None
+        if self._unfinished or self._finish is not None or event.data[:1] != "{":
+            return None  # ([DONE] and the like: no JSON error built, ~1.3 us, twice a stream)
         try:
             body = orjson.loads(event.data)
-        except orjson.JSONDecodeError:  # [DONE], a keep-alive, not JSON (or only Python's)
+        except orjson.JSONDecodeError:  # a keep-alive, not JSON (or only Python's)
             return None
         return _text_only(body) if type(body) is dict else None
 
