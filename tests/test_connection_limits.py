@@ -130,6 +130,24 @@ async def test_bytes_of_a_next_request_during_an_answer_do_not_cut_the_answer(
     assert rest.removeprefix(b"done").startswith(b"HTTP/1.1 408 Request Timeout\r\n")
 
 
+async def test_a_slow_body_pipelined_behind_an_answer_does_not_cut_the_answer(
+    slow_front: Front,
+) -> None:
+    """The body limit (0.3 s) of a request sent behind one still being answered counts after
+    that answer: the answer comes whole, then the unfinished body closes the connection."""
+    reader, writer = await slow_front.connect()
+    writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(WAIT):
+        await slow_front.entered.wait()
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123")
+    await asyncio.sleep(5 * SHORT)  # the body's limit passes while the answer is held
+    slow_front.release.set()
+    answer = await _until_closed(reader)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b"\r\n\r\ndone")
+
+
 async def test_an_empty_line_before_a_request_is_ignored(slow_front: Front) -> None:
     reader, writer = await slow_front.connect()
     writer.write(b"\r\n")

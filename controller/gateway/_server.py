@@ -218,6 +218,11 @@ class _Handler(RequestHandler):
 
     def _body_timed_out(self) -> None:
         self._read_timer = None
+        current, server = self._current_request, self._server
+        if current is not None and current.content is not self._payload and server is not None:
+            # the body of a request pipelined behind the one being answered: as for a head
+            self._arm(server.limits.body, self._body_timed_out)
+            return
         if not self._body_done():
             log.debug("closing a connection whose request body took too long")
             self.force_close()
