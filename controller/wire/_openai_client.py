@@ -463,8 +463,8 @@ class OpenAIStreamDecoder:
         UTF-8 are not JSON to orjson either, and go to the full read, which decodes them."""
         if name or not self._model_seen or self._done:
             return None
-        if self._unfinished or self._finish is not None:
-            return None
+        if self._unfinished or self._finish is not None or data[:1] != b"{":
+            return None  # (as quick: an object's first byte, or the full read)
         try:
             body = orjson.loads(data)
         except orjson.JSONDecodeError:
