@@ -13,7 +13,7 @@ import gzip
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -89,6 +89,22 @@ def answering_gzip(body: bytes, piece: int = 1 << 20) -> Handler:
                 await asyncio.sleep(0)  # let the other connections' answers be read too
 
     return handler
+
+
+async def held_back(sent: Callable[[], int], *, still_for: float, within: float = 60.0) -> int:
+    """What a provider has sent (``sent()``) once it has sent nothing more for ``still_for``
+    seconds: it is held back. Polled; a busy machine only makes this take longer, up to
+    ``within`` seconds (then an AssertionError)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last, since = -1, loop.time()
+    while loop.time() < deadline:
+        if sent() != last:
+            last, since = sent(), loop.time()
+        elif loop.time() - since >= still_for:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the provider never stopped sending ({sent()} bytes sent)")
 
 
 def hostile(server: RawServer, kind: str = "openai") -> HttpProvider:

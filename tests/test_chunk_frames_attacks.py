@@ -38,7 +38,7 @@ from controller.routing.policy import never_retry
 from controller.routing.router import Router
 from tests.conftest import FORMATS, Recorder, adapter
 from tests.gateway_support import GatewayTestBackend, tier_gateway, wait_for
-from tests.hostile_support import SSE_HEAD, MiB, hostile
+from tests.hostile_support import SSE_HEAD, MiB, held_back, hostile
 from tests.http_client_support import RawServer
 from tests.test_slow_client import Flood
 
@@ -221,18 +221,6 @@ class Client:
         self.sock.close()
 
 
-async def held_back(provider: Scripted, *, still_for: float = 0.3) -> None:
-    """Return once ``provider`` has sent nothing for ``still_for`` seconds (polled, within a
-    minute: a busy machine only makes this take longer)."""
-    loop = asyncio.get_running_loop()
-    last, since = -1, loop.time()
-    async with asyncio.timeout(60):
-        while loop.time() - since < still_for:
-            if provider.sent != last:
-                last, since = provider.sent, loop.time()
-            await asyncio.sleep(0.05)
-
-
 def chunked(head: bytes) -> bool:
     return b"\r\ntransfer-encoding: chunked\r\n" in head.lower()
 
@@ -320,7 +308,7 @@ def test_a_client_that_pauses_and_resumes_gets_every_event_in_order(loop: str) -
                     size += len(data)
                     if size > (pauses + 1) * 2 * MiB:
                         pauses += 1
-                        await held_back(provider)
+                        await held_back(lambda: provider.sent, still_for=0.3)
                 assert pauses >= 5
                 assert b"".join(got) == b"".join(events)
             finally:
@@ -420,7 +408,7 @@ def test_the_shutdown_cut_ends_the_frames_with_one_framed_error_and_no_terminato
                         assert data is not None
                         got += data
                 else:
-                    await held_back(provider)
+                    await held_back(lambda: provider.sent, still_for=0.3)
                 await gateway.stop()
                 frames = [got]
                 while (data := await client.frame_or_close()) is not None:

@@ -12,7 +12,7 @@ import socket
 from controller.events import RouteOutcome
 from controller.providers import Timeouts
 from tests.gateway_support import tier_gateway, wait_for
-from tests.hostile_support import LIMIT, OPENAI_CHUNK, SSE_HEAD, MiB, hostile
+from tests.hostile_support import LIMIT, OPENAI_CHUNK, SSE_HEAD, MiB, held_back, hostile
 from tests.http_client_support import RawServer
 
 REQUEST = b'{"model":"t","stream":true,"messages":[{"role":"user","content":"hi"}]}'  # tier t
@@ -42,21 +42,6 @@ class Flood:
             self.ended.set()
 
 
-async def _settled(flood: Flood, *, still_for: float = 1.0, within: float = 60.0) -> int:
-    """What ``flood`` has sent once it sent nothing more for ``still_for`` seconds (polled; a
-    busy machine only makes this take longer): the provider is held back."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    last, since = -1, loop.time()
-    while loop.time() < deadline:
-        if flood.sent != last:
-            last, since = flood.sent, loop.time()
-        elif loop.time() - since >= still_for:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"the provider never stopped sending ({flood.sent} bytes sent)")
-
-
 async def test_a_client_that_stops_reading_holds_the_provider_back() -> None:
     flood = Flood()
     async with (
@@ -84,7 +69,7 @@ async def test_a_client_that_stops_reading_holds_the_provider_back() -> None:
             assert b"transfer-encoding: chunked" in answer.lower()
             # From here the client reads nothing. Kernel buffers on the way hold some MiB; the
             # gateway itself holds at most its drain mark and the provider client's high water.
-            sent = await _settled(flood)
+            sent = await held_back(lambda: flood.sent, still_for=1.0)
             assert sent < 64 * MiB, f"the gateway kept reading: {sent / MiB:.0f} MiB"
             assert not flood.ended.is_set()
         finally:
