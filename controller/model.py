@@ -315,6 +315,22 @@ class StreamChunk:
             headers=self.headers,
         )
 
+    def adding(
+        self, *, usage: Usage | None = None, headers: tuple[tuple[str, str], ...] = ()
+    ) -> StreamChunk:
+        """This chunk with ``usage`` and ``headers`` set, where given (the others kept): built
+        directly, as :meth:`relaying` (once or twice a stream: its first chunk's headers, its
+        finish's usage)."""
+        return StreamChunk(
+            text=self.text,
+            tool_call=self.tool_call,
+            finish_reason=self.finish_reason,
+            usage=self.usage if usage is None else usage,
+            model=self.model,
+            raw=self.raw,
+            headers=headers or self.headers,
+        )
+
 
 # A relayed stream's text event: StreamChunk(text=..., raw=...), built at less than half the cost
 # (one per event on the same-format route).

@@ -293,6 +293,49 @@ def test_openai_quick_read_agrees_with_the_full_read(data: str, name: str) -> No
     _agrees(_openai_decoder(), SSEEvent(data, name))
 
 
+def _naming(model: str, data: str) -> str:
+    """``data`` with a ``model`` member first, when it is an object."""
+    return '{"model":"' + model + '",' + data[1:] if data.startswith("{") else data
+
+
+_FIRST_EVENTS = [
+    variant
+    for data in OPENAI_EVENTS
+    for variant in (data, _naming("m-0", data), _naming("m-1", data), _naming("m-00", data))
+] + ['{"model":null,"choices":[' + _CHOICE + "]}", '{"model":5,"choices":[' + _CHOICE + "]}"]
+
+
+def test_openai_quick_read_of_a_first_event_agrees_with_the_full_read() -> None:
+    """Before the served model is seen, the quick read takes only an event that names the
+    requested model, and leaves the decoder as the full read of the same event does (the
+    model seen once a text came); any other it declines, changing nothing."""
+    taken = 0
+    for data in _FIRST_EVENTS:
+        for name in ("", "message", "error"):
+            event = SSEEvent(data, name)
+            quick, full = OpenAIStreamDecoder(model="m-0"), OpenAIStreamDecoder(model="m-0")
+            text = quick.quick(event)
+            if text is None:
+                assert vars(quick) == vars(OpenAIStreamDecoder(model="m-0")), event
+                continue
+            taken += 1
+            assert _outcome(full, event) == ("chunks", [StreamChunk(text=text)] if text else [])
+            assert vars(quick) == vars(full), event
+    assert taken >= 9, taken  # the plain text events that name m-0, under two names each
+
+
+def test_openai_first_text_read_quick_only_for_the_requested_model() -> None:
+    decoder = OpenAIStreamDecoder(model="m-0")
+    role = '{"model":"m-0","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'
+    assert decoder.quick(SSEEvent(role)) == ""  # nothing yet: the model stays to be seen
+    assert decoder.quick(SSEEvent(_naming("m-1", '{"choices":[' + _CHOICE + "]}"))) is None
+    assert decoder.quick(SSEEvent(_naming("m-0", '{"choices":[' + _CHOICE + "]}"))) == "x"
+    assert decoder.quick(SSEEvent('{"choices":[' + _CHOICE + "]}")) == "x"  # seen: any after
+    other = OpenAIStreamDecoder(model="m-0")
+    served = _naming("m-1", '{"choices":[' + _CHOICE + "]}")
+    assert other.feed(SSEEvent(served)) == [StreamChunk(text="x", model="m-1")]  # reported
+
+
 def test_openai_quick_read_declines_before_the_model_and_after_the_end() -> None:
     fresh = OpenAIStreamDecoder(model="m-0")
     assert fresh.quick(SSEEvent('{"choices":[' + _CHOICE + "]}")) is None

@@ -326,7 +326,7 @@ class _Reader:
         run.flush(out)
         if self._first and out:
             self._first = False
-            out[0] = replace(out[0], headers=answer_headers(self._resp.headers))
+            out[0] = out[0].adding(headers=answer_headers(self._resp.headers))
         return out
 
 

@@ -445,9 +445,11 @@ class OpenAIStreamDecoder:
 
     def quick(self, event: SSEEvent) -> str | None:
         """The text of an event that carries only a piece of choice 0's text (or nothing: ""),
-        read in one step once the stream's model is seen; None for any other event (read it
-        with :meth:`feed`). What it reads changes nothing of the decoder's state."""
-        if event.event or not self._model_seen or self._done:
+        read in one step; None for any other event (read it with :meth:`feed`). What it reads
+        changes the decoder's state only as :meth:`feed` would: the stream's first text, when
+        it names the requested model, marks the model seen (a different one goes to the full
+        read, which reports it)."""
+        if event.event or self._done:
             return None
         if self._unfinished or self._finish is not None or event.data[:1] != "{":
             return None  # ([DONE] and the like: no JSON error built, ~1.3 us, twice a stream)
@@ -455,13 +457,15 @@ class OpenAIStreamDecoder:
             body = orjson.loads(event.data)
         except orjson.JSONDecodeError:  # a keep-alive, not JSON (or only Python's)
             return None
-        return _text_only(body) if type(body) is dict else None
+        if self._model_seen:
+            return _text_only(body) if type(body) is dict else None
+        return self._first_text(body)
 
     def quick_data(self, name: bytes, data: bytes) -> str | None:
         """:meth:`quick` of an event named ``name`` whose data is ``data``, read from their bytes
         (:meth:`SSEParser.whole <controller.wire._sse.SSEParser.whole>`): bytes that are not
         UTF-8 are not JSON to orjson either, and go to the full read, which decodes them."""
-        if name or not self._model_seen or self._done:
+        if name or self._done:
             return None
         if self._unfinished or self._finish is not None or data[:1] != b"{":
             return None  # (as quick: an object's first byte, or the full read)
@@ -469,7 +473,20 @@ class OpenAIStreamDecoder:
             body = orjson.loads(data)
         except orjson.JSONDecodeError:
             return None
-        return _text_only(body) if type(body) is dict else None
+        if self._model_seen:
+            return _text_only(body) if type(body) is dict else None
+        return self._first_text(body)
+
+    def _first_text(self, body: Any) -> str | None:
+        """:func:`_text_only` of a decoded event before the model is seen, for an event that
+        names the requested one only: its text (not "") marks the model seen, as the full
+        read's :meth:`_stamp_model` would (one full read less a stream)."""
+        if type(body) is not dict or body.get("model") != self._model:
+            return None  # not named, or another model: the full read stamps or skips it
+        text = _text_only(body)
+        if text:
+            self._model_seen = True
+        return text
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
         text = self.quick(event)  # most events (the few others are parsed again below)
@@ -493,7 +510,7 @@ class OpenAIStreamDecoder:
         chunks = self._choices(choices)
         usage = _usage_in(body.get("usage"), self._model)
         if usage is not None and chunks and chunks[-1].finish_reason is not None:
-            chunks[-1] = dataclasses.replace(chunks[-1], usage=usage)
+            chunks[-1] = chunks[-1].adding(usage=usage)
         elif usage is not None:
             chunks.append(StreamChunk(usage=usage))
         return self._stamp_model(body.get("model"), chunks)

@@ -52,7 +52,11 @@ comparisons of the relay path; it is also given net of what the system runs in t
 with no stream at all (its timers), which a few streams cannot amortize as a thousand would.
 Keep the rate low (``--instructions 2 --chunks 500 --gap-ms 50``): a proxy runs ~50x slower
 under valgrind, and one that falls behind on a busy machine reads several chunks at once and
-counts fewer instructions per chunk than it does when it keeps up.
+counts fewer instructions per chunk than it does when it keeps up. With very short streams
+(``--instructions 200 --chunks 2``) the count per chunk is mostly the cost of a stream's start
+and end (request, route, first and last events): the per-request side of a level's first
+second, when all its streams start. ``--keep DIR`` keeps the callgrind dumps
+(``callgrind_annotate``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -665,6 +670,10 @@ def instructions(args: argparse.Namespace) -> dict[str, float]:
                     stop(system)
         finally:
             stop(upstream)
+            if args.keep is not None:  # the measured dumps, for callgrind_annotate
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for dump in tmp.glob("callgrind.*.out*"):
+                    shutil.copy2(dump, args.keep / dump.name)
     return per_chunk
 
 
@@ -789,6 +798,9 @@ def cli() -> None:
     )
     parser.add_argument(
         "--instructions", type=int, metavar="STREAMS", help="count instructions per chunk instead"
+    )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="with --instructions: keep the callgrind dumps"
     )
     parser.add_argument("--serve-upstream", type=int, help="(internal) be the upstream")
     parser.add_argument("--serve-floor", type=int, help="(internal) be the floor")
