@@ -480,8 +480,10 @@ class OpenAIStreamDecoder:
     def _first_text(self, body: Any) -> str | None:
         """:func:`_text_only` of a decoded event before the model is seen, for an event that
         names the requested one only: its text (not "") marks the model seen, as the full
-        read's :meth:`_stamp_model` would (one full read less a stream)."""
-        if type(body) is not dict or body.get("model") != self._model:
+        read's :meth:`_stamp_model` would (one full read less a stream). An empty requested
+        model (a target's ``model: ""``) is none to name: the full read marks no empty name."""
+        model = self._model
+        if type(body) is not dict or not model or body.get("model") != model:
             return None  # not named, or another model: the full read stamps or skips it
         text = _text_only(body)
         if text:
