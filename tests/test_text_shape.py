@@ -52,7 +52,7 @@ def test_a_shape_gives_the_text_of_an_event_like_the_one_it_was_learned_from() -
     assert shape.text(openai_event("")) is None  # the decoder reads no text there: full read
     assert shape.text(openai_event('say "hi"')) is None  # an escape: the full read decodes it
     assert shape.text(openai_event("tab\there")) is None
-    assert shape.text(openai_event("x") + openai_event("y")) is None  # two events
+    assert shape.events == 1
     assert shape.text(openai_event("x")[:-1]) is None
     bad_utf8 = openai_event("ab").replace(b"ab", b"a\xff")
     assert shape.text(bad_utf8) is None
@@ -60,6 +60,29 @@ def test_a_shape_gives_the_text_of_an_event_like_the_one_it_was_learned_from() -
     small = TextShape.learn(openai_event("Hello"), "Hello", b'"content"', b"", limit=150)
     assert small is not None
     assert small.text(openai_event("x" * 200)) is None
+
+
+def test_a_run_of_events_of_the_shape_is_taken_whole() -> None:
+    """A relay behind reads a stream's events several at once: each must have the shape (the
+    whole read is taken, or none of it), their texts joined as the reader joins a run."""
+    shape = TextShape.learn(openai_event("Hello"), "Hello", b'"content"', b"", limit=200)
+    assert shape is not None
+    x, y, z = openai_event("x"), openai_event("y"), openai_event("zz")
+    assert shape.text(x + y + z) == "xyzz"
+    assert shape.events == 3
+    assert len(x + y + z) > 200  # the bound is on each event, as the parser's is
+    assert shape.text(x + openai_event("y" * 200)) is None  # the second over it
+    assert shape.text(x + openai_event("y", index=1)) is None  # the second shaped otherwise
+    assert shape.text(x + openai_event("")) is None  # the second without text
+    assert shape.text(x + openai_event('y"')) is None  # the second with an escape
+    assert shape.text(x + b"data: [DONE]\n\n") is None
+    assert shape.text(x + y[:-1]) is None  # the second cut: the parser would hold its end
+    assert shape.text(x + b"\n") is None
+    # a character split over two events: neither literal is UTF-8 (joined bytes would be)
+    first = openai_event("aX").replace(b"aX", "a你".encode()[:-1])
+    second = openai_event("Yb").replace(b"Yb", "你".encode()[-1:] + b"b")
+    assert shape.text(first + second) is None
+    assert shape.events == 3  # (unchanged by reads not taken)
 
 
 def test_a_named_member_may_change_with_the_text() -> None:
@@ -190,17 +213,28 @@ _STARTS = {
 async def test_the_reader_reads_the_same_with_shapes_as_without(kind: str) -> None:
     """300 seeded streams of 30 reads: each read's chunks, error and the reader's state."""
     made = _openai_read if kind == "openai" else _anthropic_read
-    taken = 0  # reads the shaped reader took by their shape
+    taken = runs = 0  # reads the shaped reader took by their shape; of several events
     for seed in range(300):
         rng = random.Random(seed)
         shaped, plain = _reader(kind, True), _reader(kind, False)
-        for read in [*_STARTS[kind], *(made(rng) for _ in range(30))]:
+        for read in [*_STARTS[kind], *(_read(made, rng) for _ in range(30))]:
             shape = shaped._shape
             assert _outcome(shaped, read) == _outcome(plain, read), (seed, read)
-            taken += shape is not None and shaped._shape is shape
+            if shape is not None and shaped._shape is shape:
+                taken += 1
+                runs += shape.events > 1
             if plain.done:
                 break
     assert taken > 300  # not a test of the fallback alone
+    assert runs > 30  # nor of single events alone
+
+
+def _read(made: Any, rng: random.Random) -> bytes:
+    """One read: mostly one of ``made``'s, sometimes two to four of them together (a relay
+    behind reads a stream's events several at once)."""
+    if rng.random() < 0.8:
+        return made(rng)  # type: ignore[no-any-return]
+    return b"".join(made(rng) for _ in range(rng.randint(2, 4)))
 
 
 async def test_a_stream_whose_events_never_repeat_their_shape_stops_being_learned() -> None:
@@ -224,3 +258,40 @@ async def test_the_reader_takes_a_read_by_its_shape() -> None:
     raw = openai_event("two", usage=None, obfuscation="bcd")
     assert reader.chunks(raw) == [StreamChunk(text="two", raw=raw)]
     assert reader._shape_misses == 0
+
+
+def _shape_of(reader: _Reader) -> TextShape | None:
+    return reader._shape
+
+
+async def test_a_reader_behind_learns_the_shape_from_a_run_of_text_events() -> None:
+    """A relay that falls behind reads a stream's events several at once, and might never read
+    one alone again until it has caught up: the last event of a run of text events (read
+    quick, the parser holding nothing after) teaches the shape as a read of it alone would."""
+
+    def event(text: str) -> bytes:
+        return openai_event(text, usage=None, obfuscation="pad")
+
+    reader = _reader("openai", True)
+    reader.chunks(_STARTS["openai"][0])
+    reader.chunks(event("a") + event("b"))  # the first goes with the held start: in full
+    assert _shape_of(reader) is None
+    run = event("c") + event("d") + event("e")
+    assert reader.chunks(run) == [StreamChunk(text="cde", raw=run)]  # in full, learned
+    shape = reader._shape
+    assert shape is not None
+    later = event("f") + event("g")
+    assert reader.chunks(later) == [StreamChunk(text="fg", raw=later)]
+    assert reader._shape is shape  # taken by the shape
+    assert shape.events == 2
+    # not learned from a run that ends in part of an event (the parser holds it), that holds
+    # another kind of event, or that quotes the key (the relay masks it)
+    for read in (
+        event("f") + event("g")[:40],
+        event("h") + openai_event("", finish="stop", usage=None, obfuscation="pad"),
+        event("i") + event(KEY),
+    ):
+        fresh = _reader("openai", True)
+        fresh.chunks(_STARTS["openai"][0])
+        fresh.chunks(read)
+        assert fresh._shape is None, read

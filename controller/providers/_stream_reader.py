@@ -239,6 +239,18 @@ class _Reader:
         limit = self._provider._max_event  # the parser's bound on an event
         self._shape = TextShape.learn(data, text, key, vary, limit=limit)
 
+    def _learn_from_run(self, data: bytes, last: SSEEvent, run: _TextRun) -> None:
+        """After a read of text events only, each read quick (a relay behind reads several at
+        once, and may never read one alone until it has caught up): the shape of the last, as
+        a read of that event alone would have taught it. The decoder's state is what that read
+        leaves, and the parser holds nothing; not when the relay changed the event's bytes."""
+        if (
+            run.raws[-1] is last.raw
+            and self._parser.empty
+            and not (self._key and data.find(self._key) >= 0)
+        ):
+            self._learn(last.raw, run.texts[-1])
+
     def chunks(self, data: bytes | None) -> list[StreamChunk]:
         """What ``data`` (a read's bytes) decodes to; sets :attr:`done` at the stream's end."""
         relayed = self._relayed
@@ -254,11 +266,11 @@ class _Reader:
         line = self._line
         if line is not None and not held:  # a stream's usual read: one text event, whole
             shape = self._shape
-            if shape is not None:  # shaped as the last one: its text without a JSON parse
-                text = shape.text(data)  # (the key: find, not ``in``, see _anthropic_server)
+            if shape is not None:  # shaped as the last one (or a run of such events): its
+                text = shape.text(data)  # text without a JSON parse (the key: find, not
                 if text is not None and not (self._key and data.find(self._key) >= 0):
-                    self._shape_misses = 0
-                    self._bad.good += 1
+                    self._shape_misses = 0  # ``in``, see _anthropic_server)
+                    self._bad.good += shape.events
                     return [relayed_text(text, data)]  # (started; not the first chunk)
             whole = self._parser.whole(data)
             if (
@@ -281,7 +293,8 @@ class _Reader:
         out: list[StreamChunk] = []
         run = _TextRun()  # the read's text events one after another: one chunk, one write
         try:
-            for event in self._parser.feed(data):
+            events = self._parser.feed(data)
+            for event in events:
                 if quick is not None and frame is not None and not held:
                     text = quick(event)  # most events: a piece of text, read in one step
                     if text:
@@ -317,6 +330,8 @@ class _Reader:
                         out.append(relayed.flush())
                     self.done = True
                     break
+            if self._shape_keys is not None and run.raws and len(run.raws) == len(events):
+                self._learn_from_run(data, events[-1], run)
         except ProviderError as exc:
             run.flush(out)
             error = self._provider._tag(exc, self._model)

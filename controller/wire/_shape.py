@@ -35,14 +35,15 @@ _COLON = re.compile(rb'[ \t]*:[ \t]*"')  # between a key and its string value
 class TextShape:
     """The bytes of a text event around its text (and around one varying member)."""
 
-    __slots__ = ("_head", "_limit", "_tail", "_until", "_vary_end")
+    __slots__ = ("_head", "_limit", "_tail", "_until", "_vary_end", "events")
 
     def __init__(self, head: bytes, tail: bytes, vary_end: bytes | None, limit: int) -> None:
         self._head = head
         self._tail = tail  # after the text's literal (its closing quote first), or up to the
         self._vary_end = vary_end  # varying value; then what follows that value, if it varies
         self._until = len(tail)
-        self._limit = limit  # the longest read taken (the parser's bound on an event)
+        self._limit = limit  # the longest event taken (the parser's bound on an event)
+        self.events = 0  # in the last read taken
 
     @classmethod
     def learn(
@@ -57,7 +58,12 @@ class TextShape:
         if start < 0:
             return None
         end = _PLAIN.match(raw, start).end()  # type: ignore[union-attr]  # matches "" at least
-        if raw[end : end + 1] != b'"' or raw[start:end].decode() != text:
+        if raw[end : end + 1] != b'"':
+            return None
+        try:  # (bytes that are not UTF-8 were read with replacement characters: no shape)
+            if raw[start:end].decode() != text:
+                return None
+        except UnicodeDecodeError:
             return None
         tail, vary_end = raw[end:], None
         if vary and tail.count(vary) == 1:
@@ -70,9 +76,13 @@ class TextShape:
         return cls(raw[:start], tail, vary_end, limit)
 
     def text(self, raw: bytes) -> str | None:
-        """The text of ``raw`` when it has this shape; None when it has not (read it in full)."""
+        """The text of ``raw`` when it is an event of this shape, or several back to back
+        (their texts joined, as the reader joins a run of text events read together: a relay
+        that falls behind reads a stream's events several at a time, and must not then spend
+        more per event); None when it is not (read it in full). :attr:`events` is then how
+        many events it was."""
         head = self._head
-        if not raw.startswith(head) or len(raw) > self._limit:
+        if not raw.startswith(head):
             return None
         start = len(head)
         end = _PLAIN.match(raw, start).end()  # type: ignore[union-attr]
@@ -80,17 +90,50 @@ class TextShape:
             return None
         after = end + self._until
         vary_end = self._vary_end
-        if vary_end is None:
-            if after != len(raw):
+        if vary_end is not None:
+            after = _PLAIN.match(raw, after).end()  # type: ignore[union-attr]
+            if not raw.startswith(vary_end, after):
                 return None
-        else:
-            stop = _PLAIN.match(raw, after).end()  # type: ignore[union-attr]
-            if len(raw) - stop != len(vary_end) or not raw.endswith(vary_end):
-                return None
+            after += len(vary_end)
+        if after > self._limit:
+            return None
         try:
-            return raw[start:end].decode()
+            text = raw[start:end].decode()
         except UnicodeDecodeError:
             return None
+        if after == len(raw):  # (one event: a stream's usual read)
+            self.events = 1
+            return text
+        return self._more(raw, after, text)
+
+    def _more(self, raw: bytes, at: int, first: str) -> str | None:
+        """The joined texts of ``raw`` from ``at`` on, after the first event's ``first``, when
+        every event in it has this shape; None otherwise."""
+        head, tail, until, vary_end = self._head, self._tail, self._until, self._vary_end
+        texts = [first]
+        size = len(raw)
+        while at < size:
+            if not raw.startswith(head, at):
+                return None
+            start = at + len(head)
+            end = _PLAIN.match(raw, start).end()  # type: ignore[union-attr]
+            if end == start or not raw.startswith(tail, end):
+                return None
+            after = end + until
+            if vary_end is not None:
+                after = _PLAIN.match(raw, after).end()  # type: ignore[union-attr]
+                if not raw.startswith(vary_end, after):
+                    return None
+                after += len(vary_end)
+            if after - at > self._limit:
+                return None
+            try:
+                texts.append(raw[start:end].decode())
+            except UnicodeDecodeError:
+                return None
+            at = after
+        self.events = len(texts)
+        return "".join(texts)
 
 
 def _value(raw: bytes, after_key: int) -> int:

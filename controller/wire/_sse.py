@@ -45,6 +45,11 @@ class SSEParser:
         self._max_lines = max_lines
         self._broken: ResponseTooLarge | None = None  # a limit broken after whole events
 
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is held: the next bytes begin an event (as :meth:`whole` needs)."""
+        return not self._held and self._broken is None
+
     def feed(self, raw: bytes) -> list[SSEEvent]:
         """The events ``raw`` completes. A limit broken after some of them raises at the next
         call: those events were whole, and the stream goes on to its end from them."""
