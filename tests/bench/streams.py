@@ -2,6 +2,7 @@
 
     python -m tests.bench.streams [--levels 100 200 500 1000 1500 2000] [--chunks 200]
                                   [--gap-ms 20] [--systems floor gateway] [--rounds N] [--json]
+                                  [--timeline]
 
 Every stream is an OpenAI chat completion with ``stream: true`` whose answer is ``--chunks``
 chunks ``--gap-ms`` apart (issue 17: 200 chunks, 20 ms), then a finish chunk and ``[DONE]``.
@@ -41,6 +42,10 @@ the client knows each chunk's transit time through the system. Figures per level
   level, divided by the chunks it relayed; ``rss``: its largest resident size sampled during
   the level (``VmRSS``, every 0.25 s);
 * errors: streams that failed, ended short, or did not end within the level's bound.
+
+``--timeline`` also prints, for each level, the chunks' transit (largest and 90th percentile)
+per 100 ms of the level: whether a relay falls behind at the starts (all within the level's
+first second) or all along, and how soon it catches up.
 
 A level is **held** when every stream got every chunk, none failed, and both the added gap p99
 and the added late p99 are at most 50 ms. Run it on a quiet machine; the load side's own CPU is
@@ -276,6 +281,7 @@ class StreamFigures:
     first: array.array[float] = field(default_factory=lambda: array.array("d"))
     gaps: array.array[float] = field(default_factory=lambda: array.array("d"))
     transit: array.array[float] = field(default_factory=lambda: array.array("d"))
+    at: array.array[int] = field(default_factory=lambda: array.array("q"))  # ns, monotonic
     chunks: int = 0
     errors: int = 0
 
@@ -338,6 +344,7 @@ class _Client(asyncio.Protocol):
             else:
                 self.figures.gaps.append(transit - self.last)
             self.figures.transit.append(transit)
+            self.figures.at.append(now)
             self.last = transit
             self.count += 1
             at = end
@@ -454,7 +461,9 @@ async def _sample_rss(pid: int, peak: list[float]) -> None:
         await asyncio.sleep(0.25)
 
 
-async def measure(system: System, streams: int, chunks: int, gap: float) -> Level:
+async def measure(
+    system: System, streams: int, chunks: int, gap: float, timeline: bool = False
+) -> Level:
     pid = system.proc.pid if system.proc is not None else None
     figures, clients = await open_level(system.url, streams, chunks)
     await asyncio.sleep(0.5)  # the accepting done with
@@ -469,6 +478,8 @@ async def measure(system: System, streams: int, chunks: int, gap: float) -> Leve
         if sampler is not None:
             sampler.cancel()
     used = cpu_ms(pid) - before if pid else 0.0
+    if timeline:
+        print(_timeline(system.name, streams, started, figures), file=sys.stderr, flush=True)
     load_share = (time.process_time() - load_before) / (time.monotonic() - started)
     return Level(
         system=system.name,
@@ -484,6 +495,25 @@ async def measure(system: System, streams: int, chunks: int, gap: float) -> Leve
         cpu_us_per_chunk=(used * 1000 / figures.chunks) if pid and figures.chunks else None,
         rss_mb=peak[0] if pid else None,
         load_cpu_share=load_share,
+    )
+
+
+def _timeline(name: str, streams: int, started: float, figures: StreamFigures) -> str:
+    """``--timeline``: the chunks' transit, largest and 90th percentile (ms), per 100 ms of
+    the level by when each arrived: where in the level a relay falls behind (the starts, all
+    within its first second, or all along) and how soon it catches up."""
+    slots: dict[int, list[float]] = {}
+    origin = started * 1e9
+    for at, transit in zip(figures.at, figures.transit, strict=True):
+        slots.setdefault(int((at - origin) / 1e8), []).append(transit)
+    tops, p90s = [], []
+    for slot in range(max(slots, default=-1) + 1):
+        values = sorted(slots.get(slot, [0.0]))
+        tops.append(f"{values[-1]:.0f}")
+        p90s.append(f"{values[int(0.9 * (len(values) - 1))]:.0f}")
+    return (
+        f"  {name} {streams}: transit per 100 ms, max: {' '.join(tops)}\n"
+        f"  {name} {streams}: transit per 100 ms, p90: {' '.join(p90s)}"
     )
 
 
@@ -553,10 +583,12 @@ def start_gateway(tmp: Path, upstream: str, tree: Path | None = None) -> System:
     return system
 
 
-async def _levels(system: System, levels: list[int], chunks: int, gap: float) -> list[Level]:
+async def _levels(
+    system: System, levels: list[int], chunks: int, gap: float, timeline: bool = False
+) -> list[Level]:
     out = []
     for streams in levels:
-        out.append(await measure(system, streams, chunks, gap))
+        out.append(await measure(system, streams, chunks, gap, timeline))
         print(_row(out[-1]), file=sys.stderr, flush=True)
         await asyncio.sleep(1.0)  # connections closing, the upstream's slots emptied
     return out
@@ -693,7 +725,8 @@ def _run(system: System, args: argparse.Namespace, levels: list[int] | None = No
     factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         chosen = args.levels if levels is None else levels
-        return runner.run(_levels(system, chosen, args.chunks, args.gap_ms / 1000))
+        gap = args.gap_ms / 1000
+        return runner.run(_levels(system, chosen, args.chunks, gap, args.timeline))
 
 
 def _f(value: float | None, spec: str = ".1f") -> str:
@@ -798,6 +831,11 @@ def cli() -> None:
     )
     parser.add_argument(
         "--instructions", type=int, metavar="STREAMS", help="count instructions per chunk instead"
+    )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print each level's transit per 100 ms (largest, p90), to see when a relay lags",
     )
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="with --instructions: keep the callgrind dumps"
