@@ -5,7 +5,9 @@
 stream), parses the bytes into events and decodes them into chunks; a same-format stream's
 events go on with them as they came (:class:`_Relayed`; runs of text events as one chunk:
 :class:`_TextRun`). Unparseable events are skipped and counted (:class:`_BadEvents`), the
-provider's key is masked in what a client reads (:func:`_masked`), and transport failures are
+provider's key is masked in what a client reads (:func:`_masked`; written with JSON escapes
+too: the reader takes no quick read of an event that may hold it so, see
+:func:`~controller.wire._relay.escape_hints`), and transport failures are
 translated into the error tree (:func:`_transport_error`, the table in
 :mod:`controller.providers.base`). The names are imported from here directly: nothing on a
 chunk's way goes through a module attribute or an added call.
@@ -43,7 +45,7 @@ from controller.providers._http import (
     TransportError,
 )
 from controller.wire import SSEEvent
-from controller.wire._relay import Relay, answer_headers
+from controller.wire._relay import Relay, answer_headers, escape_hints, hinted
 from controller.wire._shape import TextShape
 from controller.wire._sse import SSEParser
 
@@ -112,6 +114,8 @@ class _Reader:
         "_failed",
         "_first",
         "_frame",
+        "_hint",
+        "_hints",
         "_idle",
         "_key",
         "_limits",
@@ -122,6 +126,7 @@ class _Reader:
         "_parser",
         "_provider",
         "_quick",
+        "_quotes",
         "_reading",
         "_relayed",
         "_resp",
@@ -165,10 +170,17 @@ class _Reader:
         self._shape: TextShape | None = None
         self._shape_misses = 0  # text reads in a row that no shape fitted
         self._key = relay.key if relay is not None else b""
+        # ... nor written with escapes (a decoder turns them into the key): an event that holds
+        # _hint (the one escape_hints of a usual key; else any escape) is read quick only when
+        # its data decodes to no key (_quotes); the shape's events hold no escape at all.
+        hints = relay.hints if relay is not None else ()
+        self._hint = hints[0] if len(hints) == 1 else b"\\"
+        self._quotes = relay.quotes if relay is not None else _quotes_nothing
         # A stream decoded for a client of another format: the provider's key masked in its
         # chunks all the same (a relayed one's are masked as the relay masks the bytes).
         self._secret = relay.secret if relay is not None else provider._secret
         self._own = provider._secret_bytes if relay is None else b""
+        self._hints = escape_hints(provider._secret) if self._own and provider._secret else ()
         self._first = relay is not None  # its first chunk carries the answer's headers
         self._bad = _BadEvents(provider, model)
         self._loop = asyncio.get_running_loop()
@@ -276,7 +288,13 @@ class _Reader:
             if (
                 whole is not None
                 and self._as_came
-                and not (self._key and data.find(self._key) >= 0)
+                and not (
+                    self._key
+                    and (
+                        data.find(self._key) >= 0
+                        or (data.find(self._hint) >= 0 and self._quotes(data, whole[1]))
+                    )
+                )
             ):
                 text = line(*whole)
                 if text:
@@ -314,8 +332,12 @@ class _Reader:
                 self._bad.good += 1
                 if relayed is not None:
                     chunks = relayed.attach(event, chunks, started=self.started)
-                elif self._own and chunks and self._own in event.raw:
-                    chunks = _masked(chunks, self._secret or "")
+                elif (
+                    self._own
+                    and chunks
+                    and (self._own in event.raw or hinted(event.raw, self._hints))
+                ):
+                    chunks = _masked(chunks, self._secret or "")  # (escaped: decoded, in them)
                 if chunks:
                     self.started = True
                     if not self.finished:
@@ -346,6 +368,13 @@ class _Reader:
 
 
 _NO_CHUNKS: list[StreamChunk] = []
+
+
+def _quotes_nothing(raw: bytes, data: str | bytes) -> bool:
+    """:meth:`Relay.quotes` of a stream that is not relayed (its reader never asks)."""
+    return False
+
+
 _SHAPE_TRIES = 8
 _NO_EVENTS: list[bytes] = []
 
@@ -400,8 +429,13 @@ class _Relayed:
     ) -> list[StreamChunk]:
         relay = self._relay
         framed = relay.event(event, chunks)
-        if framed is not event.raw and relay.key and chunks and relay.key in event.raw:
-            chunks = _masked(chunks, relay.secret or "")  # the key, masked as in the bytes
+        if (
+            framed is not event.raw
+            and relay.key
+            and chunks
+            and (relay.key in event.raw or hinted(event.raw, relay.hints))
+        ):
+            chunks = _masked(chunks, relay.secret or "")  # the key (decoded), masked as in bytes
         if len(chunks) == 1 and not self.pending:  # most events: one chunk, nothing held
             return [chunks[0].relaying(framed)]
         if framed:

@@ -8,17 +8,20 @@ betas and fields newer than this code pass without a release of ours.
 
 The answer goes back as it came too: a whole body unchanged, a stream event by event, each
 event's bytes as the provider sent them (framed again from its data only where its model is
-renamed or it quotes the provider's key). The stream decoder still reads every event, for what
-telemetry and failover need (first chunk, usage, finish reason, in-stream errors, cuts). A
-whole answer to a request the gateway did not decode either (see ``gateway._chat``) is read by
-the codec's light reader (:attr:`Relay.read`): checked as the full parse checks it, but only its
-id, model, finish reason and usage are taken out; its message is not built (:data:`UNREAD`),
-the client reads it from the bytes relayed.
+renamed or it quotes the provider's key, literally or written with JSON escapes, which a
+client's decoder turns into the key: :func:`escape_hints`, :func:`unescaped_masked`). The
+stream decoder still reads every event, for what telemetry and failover need (first chunk,
+usage, finish reason, in-stream errors, cuts). A whole answer to a request the gateway did not
+decode either (see ``gateway._chat``) is read by the codec's light reader
+(:attr:`Relay.read`): checked as the full parse checks it, but only its id, model, finish reason
+and usage are taken out; its message is not built (:data:`UNREAD`), the client reads it from
+the bytes relayed.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,8 +40,11 @@ __all__ = [
     "AnswerFacts",
     "Relay",
     "answer_headers",
+    "escape_hints",
+    "hinted",
     "relay_for",
     "relayed_body",
+    "unescaped_masked",
     "with_model",
 ]
 
@@ -66,9 +72,25 @@ class Relay:
     secret: str | None = field(default=None, repr=False)
     read: Callable[[bytes, str], AnswerFacts] | None = field(default=None, repr=False)
     key: bytes = field(init=False, repr=False, compare=False)  # the secret, as bytes (or b"")
+    # What bytes that quote the key with escapes must hold (escape_hints; () without a key).
+    hints: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _text_hints: tuple[str, ...] = field(init=False, repr=False, compare=False)  # (as text)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", self.secret.encode() if self.secret else b"")
+        hints = escape_hints(self.secret) if self.secret else ()
+        object.__setattr__(self, "hints", hints)
+        object.__setattr__(self, "_text_hints", tuple(hint.decode() for hint in hints))
+
+    def quotes(self, raw: bytes, data: str | bytes) -> bool:
+        """Whether the event whose bytes are ``raw`` and data ``data`` quotes the provider's
+        key: in its bytes, or written with escapes (a ``find`` or two: see escape_hints)."""
+        key = self.key
+        if not key:
+            return False
+        if raw.find(key) >= 0:
+            return True
+        return hinted(raw, self.hints) and unescaped_masked(data, self.secret or "") is not None
 
     def event(self, event: SSEEvent, chunks: list[StreamChunk]) -> bytes:
         """The bytes to forward for one stream event (``chunks``: what it decoded to): the
@@ -77,13 +99,16 @@ class Relay:
         if self.drop_usage_only and chunks and chunks[0].usage is not None and _usage_only(chunks):
             return b""
         raw = event.raw
-        if raw and self.echo_model is None and not (self.key and self.key in raw):
+        if raw and self.echo_model is None and not (self.key and self.quotes(raw, event.data)):
             return raw
         data = event.data
         if self.echo_model is not None and '"model"' in data:
             data = _renamed(data, self.echo_model)
-        if self.secret and self.secret in data:
-            data = data.replace(self.secret, MASK)
+        if self.secret:
+            if self.secret in data:
+                data = data.replace(self.secret, MASK)
+            if any(data.find(hint) >= 0 for hint in self._text_hints):
+                data = unescaped_masked(data, self.secret) or data
         name = event.event.replace(self.secret, MASK) if self.secret else event.event
         if not name and "\n" not in data:  # most events: one data line, no name
             return b"data: " + data.encode() + b"\n\n"
@@ -91,15 +116,27 @@ class Relay:
 
     def plain(self, raw: bytes) -> bool:
         """Whether the event whose bytes are ``raw`` goes to the client as it came (what
-        :meth:`event` does with an event that decoded to text): no model to rename, no key."""
-        return self.echo_model is None and not (self.key and self.key in raw)
+        :meth:`event` does with an event that decoded to text): no model to rename, no key
+        (in its bytes, or with escapes in its data: ``raw`` one whole event of one data line)."""
+        if self.echo_model is not None or not self.key:
+            return self.echo_model is None
+        return not self.quotes(raw, _data_line(raw))
 
     def whole(self, body: bytes) -> bytes:
-        """A whole answer's body, as it goes to the client."""
+        """A whole answer's body, as it goes to the client: the key masked in it, written
+        literally or with escapes (then the body is written again, its key masked)."""
         if self.echo_model is not None:
             body = _renamed(body.decode("utf-8", "replace"), self.echo_model).encode()
-        secret = self.secret.encode() if self.secret else b""
-        return body.replace(secret, MASK.encode()) if secret and secret in body else body
+        key = self.key
+        if not key:
+            return body
+        if key in body:
+            body = body.replace(key, MASK.encode())
+        if hinted(body, self.hints):
+            masked = unescaped_masked(body, self.secret or "")
+            if masked is not None:
+                return masked.encode()
+        return body
 
 
 # The provider's answer headers a client may read, relayed on the same-format route: the
@@ -139,6 +176,74 @@ def relay_for(
         secret=as_secret(secret),
         read=read,
     )
+
+
+@functools.lru_cache(maxsize=64)  # one per provider key
+def escape_hints(secret: str) -> tuple[bytes, ...]:
+    """What JSON that quotes ``secret`` with escapes holds, whichever way it is written.
+
+    A decoded string quotes the key while the bytes do not only when one of the key's
+    characters was written as an escape: ``\\uXXXX`` (any character: its first two hex
+    digits, in either case; a character beyond U+FFFF as a surrogate pair, ``\\ud8``..
+    ``\\udb``) or a short one (``\\/``, ``\\"``, ``\\\\``, ``\\n``, ...) for the few
+    characters that have one. For the usual key (ASCII, no slash) that is the one hint
+    ``\\u00``: text with newlines or quotes in it (``\\n``, ``\\"``) holds no hint and
+    costs one ``find``; text of other scripts escaped (``\\u4f60``) holds none either."""
+    shorts = {'"': '"', "\\": "\\", "/": "/", "\b": "b", "\f": "f", "\n": "n", "\r": "r"}
+    shorts["\t"] = "t"
+    hints: set[bytes] = set()
+    for char in secret:
+        if char in shorts:
+            hints.add(b"\\" + shorts[char].encode())
+        code = ord(char)
+        if code > 0xFFFF:
+            code = 0xD800 + ((code - 0x10000) >> 10)  # its high surrogate
+        high = f"{code:04x}"[:2]
+        for first in {high[0], high[0].upper()}:
+            for second in {high[1], high[1].upper()}:
+                hints.add(b"\\u" + (first + second).encode())
+    return tuple(sorted(hints))
+
+
+def hinted(data: bytes, hints: tuple[bytes, ...]) -> bool:
+    """Whether ``data`` holds one of ``hints`` (:func:`escape_hints`): it may quote the key
+    with escapes (then see :func:`unescaped_masked`); if not, it cannot."""
+    for hint in hints:  # noqa: SIM110 - no generator built on the path of every event
+        if data.find(hint) >= 0:
+            return True
+    return False
+
+
+def unescaped_masked(data: str | bytes, secret: str) -> str | None:
+    """``data`` (a JSON document) written again with ``secret`` masked where a string of it
+    (a value or a member's name) quotes it once decoded, escapes and all; None when none
+    does, or ``data`` is not JSON (a client's decoder reads no key from it either: what the
+    standard library refuses, every JSON decoder refuses)."""
+    try:
+        value = _json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    needle = json.dumps(secret, ensure_ascii=False)[1:-1]  # the key as compact JSON writes it
+    try:
+        text = _json.dumps_text(value)  # (orjson: only quotes, backslashes, controls escaped)
+    except (TypeError, ValueError, RecursionError):
+        text = ""
+    if text and "\\u" not in text:  # orjson's: nothing left that hides a character
+        return text.replace(needle, MASK) if needle in text else None
+    try:  # (a lone surrogate, read by the fallback: written with escapes, ASCII)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        if needle not in text:
+            return None
+        return json.dumps(json.loads(text.replace(needle, MASK)), separators=(",", ":"))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _data_line(raw: bytes) -> bytes:
+    """The data of ``raw``, one whole event whose last line is its one data line."""
+    start = raw.rfind(b"\ndata:", 0, len(raw) - 2) + 1
+    line = raw[start:].rstrip(b"\r\n").removeprefix(b"data:")
+    return line[1:] if line.startswith(b" ") else line
 
 
 def _usage_only(chunks: list[StreamChunk]) -> bool:
