@@ -138,8 +138,9 @@ class Provider:
 
 
 def _adapter(url: str, kind: str) -> HttpProvider:
-    base = url + "/v1" if kind == "openai" else url
-    return HttpProvider(name=f"echo-{kind}", codec=codec_for(kind), base_url=base, api_key=KEY)
+    base = url + "/v1" if kind in ("openai", "responses") else url
+    codec = codec_for("openai", api="responses") if kind == "responses" else codec_for(kind)
+    return HttpProvider(name=f"echo-{kind}", codec=codec, base_url=base, api_key=KEY)
 
 
 @asynccontextmanager
@@ -507,6 +508,51 @@ async def test_a_whole_gemini_answer_never_shows_the_escaped_key(how: str) -> No
         got = await _raw(f"{url}/v1beta/models/t:generateContent", body, {"x-goog-api-key": "k"})
     assert not _leaks(got)
     assert json.loads(got) == _masked(json.loads(sent))
+
+
+# ---------------------------------------------------------------- OpenAI Responses
+
+
+def _responses_stream() -> list[str]:
+    def event(kind: str, **fields: Any) -> str:
+        return f"event: {kind}\ndata: " + json.dumps({"type": kind, **fields}, ensure_ascii=False)
+
+    def delta(number: int, text: str) -> str:
+        at = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+        return event("response.output_text.delta", sequence_number=number, **at, delta=text)
+
+    response: dict[str, Any] = {"id": "resp_1", "object": "response", "created_at": 1}
+    response |= {"model": "m-1", "status": "in_progress", "output": [], "tools": []}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "in_progress"}
+    usage: dict[str, Any] = {"input_tokens": 3, "output_tokens": 7, "total_tokens": 10}
+    usage |= {"input_tokens_details": {"cached_tokens": 0}}
+    usage |= {"output_tokens_details": {"reasoning_tokens": 0}}
+    return [
+        event("response.created", sequence_number=0, response=response),
+        event("response.output_item.added", sequence_number=1, output_index=0, item=item),
+        delta(2, "Hello\n"),
+        delta(3, f"your key is {SLOT} ok"),
+        event(
+            "response.completed",
+            sequence_number=4,
+            response=response | {"status": "completed", "usage": usage},
+        ),
+    ]
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["apart", "together"])
+@pytest.mark.parametrize("how", list(ESCAPED))
+async def test_a_responses_stream_never_shows_the_escaped_key(how: str, together: bool) -> None:
+    events = _events(_responses_stream(), ESCAPED[how])
+    ask = {"model": "t", "input": "say it", "stream": True}
+    async with _gateway("responses", events, together=together) as url:
+        got = await _raw(f"{url}/v1/responses", ask)
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-c", max_retries=0) as c:
+            stream = await c.responses.create(model="t", input="say it", stream=True)
+            text = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+    assert_relayed(events, got)
+    lone = "\ud800" if "surrogate" in how else ""
+    assert "".join(text) == f"Hello\nyour key is {lone}*** ok"
 
 
 # ---------------------------------------------------------------- across formats
