@@ -499,6 +499,27 @@ async def test_a_gemini_stream_never_shows_the_escaped_key(how: str, together: b
     assert_relayed(events, got)
 
 
+@pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+@pytest.mark.parametrize("how", list(ESCAPED))
+async def test_the_google_genai_sdk_reads_the_key_masked(how: str) -> None:
+    from google import genai
+    from google.genai import types
+
+    stream = [_gemini("Hello\n"), _gemini(f"your key is {SLOT}"), _gemini(" ok", "STOP")]
+    async with _gateway("gemini", _events(stream, ESCAPED[how])) as url:
+        retry = types.HttpRetryOptions(attempts=1)
+        options = types.HttpOptions(base_url=url, api_version="v1beta", retry_options=retry)
+        client = genai.Client(api_key="sk-c", http_options=options)
+        text = [
+            chunk.text or ""
+            async for chunk in await client.aio.models.generate_content_stream(
+                model="t", contents="say it"
+            )
+        ]
+    lone = "\ud800" if "surrogate" in how else ""
+    assert "".join(text) == f"Hello\nyour key is {lone}*** ok"
+
+
 @pytest.mark.parametrize("how", list(ESCAPED))
 async def test_a_whole_gemini_answer_never_shows_the_escaped_key(how: str) -> None:
     answer = _gemini(f"key {SLOT}", "STOP").removeprefix("data: ")
