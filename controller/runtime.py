@@ -173,6 +173,7 @@ class Runtime:
                 alert_ttl=config.notify.cooldown_seconds,
             )
             register_fleet_gauges(self.fleet, self.telemetry.meter)
+            self.spend.shared = self.fleet.spend_totals()  # budgets judge the fleet's day
             self._wake.fleet = self.fleet
         self.store = store or (
             self.fleet.store

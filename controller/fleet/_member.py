@@ -59,6 +59,7 @@ from controller.control.store import (
 )
 from controller.fleet._redis import FleetUnavailable, RedisLink
 from controller.fleet._signals import ReplicaDoc, decode_doc, encode_doc, fleet_snapshot
+from controller.fleet._spend import FleetSpend
 from controller.fleet.config import FleetConfig
 from controller.notify.alert import OPPOSITE, Alert, AlertEvent
 from controller.signals.window import SignalSnapshot, SignalWindows
@@ -184,6 +185,10 @@ class Fleet:
     @property
     def leader(self) -> str | None:
         return self.replica if self.role is Role.LEADER else self._leader
+
+    def spend_totals(self) -> FleetSpend:
+        """Where this replica shares its day's spend with the fleet (``Spend.shared``)."""
+        return FleetSpend(self.link, self.replica)
 
     def snapshot(self) -> SignalSnapshot:
         """What the tripwire judges: the fleet's aggregate on the leader, else the local view."""

@@ -11,6 +11,8 @@ Keys, all under the configured prefix ``P``::
     P:signals:events   pub/sub channel: every push, as written (the leader merges it at once)
     P:alert:KEY        an alert already sent fleet-wide (TTL: the notify cooldown)
     P:audit            list of operator actions on the fleet state (newest first, bounded)
+    P:spend:D          hash: replica -> its spend totals of UTC day D (JSON), TTL two days
+    P:spend:D:alerted  hash: the budget alerts of day D already sent fleet-wide, TTL two days
 
 Each call raises :class:`FleetUnavailable` (never a redis-py exception, never the URL) when
 Redis does not answer within ``timeout_seconds``; redis-py's own retries are off, so a frozen
@@ -148,6 +150,7 @@ class RedisLink:
         self.k_replicas, self.k_signals = f"{p}:replicas", f"{p}:signals:"
         self.k_alert, self.k_audit = f"{p}:alert:", f"{p}:audit"
         self.signals_channel = f"{p}:signals:events"
+        self.k_spend = f"{p}:spend:"
         url, options = connection_options(
             cfg,
             env,
@@ -229,6 +232,28 @@ class RedisLink:
     async def claim(self, key: str, opposite: str, ttl: float) -> bool:
         keys = [self.k_alert + key, self.k_alert + opposite]
         return bool(await self._call(self._claim(keys=keys, args=["1", _ms(ttl)])))
+
+    # --- spend --------------------------------------------------------------------------------
+    async def spend_exchange(
+        self, day: int, replica: str, doc: bytes, *, ttl: float
+    ) -> dict[str, bytes]:
+        """Set ``replica``'s totals of ``day``; every replica's totals of that day."""
+        key = f"{self.k_spend}{day}"
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(key, replica, doc)
+        pipe.pexpire(key, _ms(ttl))
+        pipe.hgetall(key)
+        *_, found = await self._call(pipe.execute())
+        return {_text(name): bytes(raw) for name, raw in found.items()}
+
+    async def spend_claim(self, day: int, mark: str, *, ttl: float) -> bool:
+        """Whether this is the first claim of budget alert ``mark`` on ``day``, fleet-wide."""
+        key = f"{self.k_spend}{day}:alerted"
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hsetnx(key, mark, "1")
+        pipe.pexpire(key, _ms(ttl))
+        won, _ = await self._call(pipe.execute())
+        return bool(won)
 
     async def audit(self, record: bytes) -> None:
         pipe = self._client.pipeline(transaction=False)

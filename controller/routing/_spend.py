@@ -18,7 +18,15 @@ request: when every target of a plan is over budget, the plan stands.
 
 The day's totals survive a restart: they are written (atomically, off the request path, every
 few seconds and at shutdown) to a JSON file beside the routing state (``<state>.spend.json``);
-a crash loses at most the last few seconds of spend. Internal to :mod:`controller.routing`.
+a crash loses at most the last few seconds of spend.
+
+In a fleet (:attr:`Spend.shared`, the fleet's :class:`SharedTotals` in Redis) each replica
+publishes its own day's totals on the same off-request-path round and reads the others'; its
+budgets judge the fleet's sum (the 80 % and 100 % lines, enforcement, ``failover.budget.used``)
+and each alert goes out once per fleet and day (the first replica to claim it sends it). A
+request never waits on that round. While the totals cannot be shared, a replica counts its own
+again (what it already alerted or enforced today stays) until the fleet answers. Internal to
+:mod:`controller.routing`.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -43,7 +51,7 @@ from controller.routing.plan import Plan, Target, TierPlan
 from controller.telemetry import names
 from controller.telemetry._metrics import METRIC_UNITS
 
-__all__ = ["ALERT_AT", "Budget", "Price", "Prices", "Spend"]
+__all__ = ["ALERT_AT", "Budget", "Price", "Prices", "SharedTotals", "Spend"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,20 @@ class Budget:
         return f"{self.scope}:{self.name}"
 
 
+class SharedTotals(Protocol):
+    """Where the replicas of a fleet share their day's totals (the fleet's, in Redis). Each call
+    is bounded in time and answers None when the fleet cannot be reached."""
+
+    async def exchange(self, day: int, mine: Mapping[str, float]) -> dict[str, float] | None:
+        """Publish this replica's totals of UTC ``day`` (budget key -> USD); the sum of the
+        other replicas' totals of that day, by budget key."""
+        ...
+
+    async def claim(self, day: int, mark: str) -> bool | None:
+        """Whether this replica is the first of the fleet to give alert ``mark`` on ``day``."""
+        ...
+
+
 class Spend:
     """A router listener that costs attempts, and a steer (:attr:`Router.steers`) that moves
     traffic off targets over an enforced budget. ``on_alert`` gets each budget alert (the
@@ -133,6 +155,12 @@ class Spend:
         self._over_providers: set[str] = set()  # enforced and spent
         self._over_tiers: set[str] = set()
         self._dirty = False
+        # Fleet mode: the others' totals of today, by budget key (empty: alone, or unshared).
+        self.shared: SharedTotals | None = None
+        self._others: dict[str, float] = {}
+        self._unshared = False  # the last exchange failed: counting this replica's own
+        self._pending: list[tuple[int, str, Alert]] = []  # alerts to claim fleet-wide first
+        self._wake = asyncio.Event()  # an alert waits: exchange now
         self._load()
         if meter is not None:
             meter.create_observable_counter(
@@ -184,7 +212,8 @@ class Spend:
     def spent(self, scope: Scope, name: str) -> float:
         """USD spent today against the budget of ``scope`` ``name``."""
         self._roll()
-        return self._spent.get(f"{scope}:{name}", 0.0)
+        key = f"{scope}:{name}"
+        return self._spent.get(key, 0.0) + self._others.get(key, 0.0)
 
     # ----------------------------------------------------------------------------- steer
     def __call__(self, tier: TierPlan, plan: Plan) -> tuple[Plan, AttemptReason, str] | None:
@@ -224,12 +253,21 @@ class Spend:
             self._alerted.clear()
             self._over_providers.clear()
             self._over_tiers.clear()
+            self._others = {}
             self._dirty = True
 
     def _charge(self, budget: Budget, key: str, usd: float) -> None:
-        before = self._spent.get(key, 0.0)
-        after = self._spent[key] = before + usd
+        own = self._spent.get(key, 0.0)
+        after = self._spent[key] = own + usd
         self._dirty = True
+        if self._others:  # in a fleet: the others' totals of today too
+            after += self._others.get(key, 0.0)
+        if after < budget.daily_usd * ALERT_AT[0]:
+            return  # the usual case: far from every line
+        self._judge(budget, after - usd, after)
+
+    def _judge(self, budget: Budget, before: float, after: float) -> None:
+        """Today's total went from ``before`` to ``after``: alert the lines it crossed."""
         if after < budget.daily_usd * ALERT_AT[0]:
             return  # the usual case: far from every line
         for share in ALERT_AT:
@@ -250,10 +288,55 @@ class Spend:
         self._alerted.add(mark)
         if self._on_alert is None:
             return
+        alert = budget_alert(budget, share, spent, at=self._clock.wall())
+        if self.shared is not None and not self._unshared:
+            self._pending.append((self._day, mark, alert))  # claimed fleet-wide, off this path
+            self._wake.set()
+            return
+        self._send(alert)
+
+    def _send(self, alert: Alert) -> None:
+        assert self._on_alert is not None
         try:
-            self._on_alert(budget_alert(budget, share, spent, at=self._clock.wall()))
+            self._on_alert(alert)
         except Exception:  # an alert must never fail the request whose cost crossed the line
-            log.exception("budget alert for %s could not be handed over", budget.key)
+            log.exception("budget alert for %s could not be handed over", alert.event)
+
+    # ----------------------------------------------------------------------------- fleet
+    async def sync(self) -> None:
+        """One round with the fleet (:attr:`shared`): publish this replica's totals of today,
+        judge the budgets on the fleet's sum, and send the alerts this replica claims first.
+        Unreachable, it counts its own totals (logged once) until an exchange succeeds."""
+        shared = self.shared
+        if shared is None or not self._budgets:
+            return
+        self._roll()
+        day = self._day
+        others = await shared.exchange(day, self._spent.copy())
+        if day == self._day:  # else the day turned meanwhile: the next round is the new day's
+            if others is None:
+                self._unshare()
+            else:
+                self._share(others)
+        pending, self._pending = self._pending, []
+        for on, mark, alert in pending:
+            won = None if self._unshared else await shared.claim(on, mark)
+            if won is not False:  # first, or the claim could not be made: send
+                self._send(alert)
+
+    def _unshare(self) -> None:
+        if not self._unshared:
+            log.warning("spend: the fleet's totals are unavailable; budgets count this replica's")
+        self._unshared, self._others = True, {}
+
+    def _share(self, others: Mapping[str, float]) -> None:
+        if self._unshared:
+            log.warning("spend: the fleet's totals are back; budgets count the fleet's")
+        self._unshared = False
+        self._others = {k: float(others[k]) for k in self._budgets if k in others}
+        for key, budget in self._budgets.items():
+            total = self._spent.get(key, 0.0) + self._others.get(key, 0.0)
+            self._judge(budget, 0.0, total)  # the lines reached, each alerted once a day
 
     # ----------------------------------------------------------------------------- state
     def flush(self) -> None:
@@ -277,11 +360,30 @@ class Spend:
             log.warning("spend state %s not saved: %s", self._path, exc.strerror)
 
     async def run(self, every: float = 5.0) -> None:
-        """Write the day's totals every ``every`` seconds (on a worker thread), until cancelled."""
+        """Write the day's totals every ``every`` seconds (on a worker thread) and, in a fleet,
+        share them (:meth:`sync`; at once when an alert waits), until cancelled."""
         while True:
-            await self._clock.sleep(every)
+            await self._pause(every)
             if self._dirty:
                 await asyncio.to_thread(self.flush)
+            if self.shared is not None:
+                try:
+                    await self.sync()
+                except Exception:  # a bug here must not end the sharing for good
+                    log.exception("spend: the round with the fleet failed")
+
+    async def _pause(self, every: float) -> None:
+        if self.shared is None:
+            await self._clock.sleep(every)
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(every))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+        self._wake.clear()
 
     def _load(self) -> None:
         if self._path is None:
@@ -315,10 +417,12 @@ class Spend:
 
     def _observe_budgets(self, options: CallbackOptions) -> Iterable[Observation]:
         # May run on an exporter's thread: reads a copy, changes nothing (a new day reads 0).
-        spent = self._spent.copy() if self._day == self._today() else {}
+        today = self._day == self._today()
+        spent = self._spent.copy() if today else {}
+        others = self._others.copy() if today else {}
         return [
             Observation(
-                spent.get(key, 0.0) / budget.daily_usd,
+                (spent.get(key, 0.0) + others.get(key, 0.0)) / budget.daily_usd,
                 {names.ATTR_SCOPE: budget.scope, names.ATTR_NAME: budget.name},
             )
             for key, budget in self._budgets.items()
