@@ -206,10 +206,11 @@ def assert_relayed(sent: list[bytes], got: bytes) -> None:
     assert len(received) == len(events), (received, events)
     for mine, theirs in zip(events, received, strict=True):
         others, data = _decoded(mine)
-        if KEY not in json.dumps(data, ensure_ascii=False):
+        if KEY not in json.dumps(data, ensure_ascii=False) and KEY.encode() not in mine:
             assert theirs == mine
         else:
-            assert _decoded(theirs) == (others, _masked(data))
+            named = [line.replace(KEY.encode(), b"***") for line in others]
+            assert _decoded(theirs) == (named, _masked(data))
 
 
 async def _raw(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -382,6 +383,8 @@ def _anthropic_stream(where: str) -> list[str]:
         "text": delta(0, type="text_delta", text=f"your key is {SLOT} ok"),
         "tool arguments": delta(1, type="input_json_delta", partial_json=f'{{"k": "{SLOT}"}}'),
         "a member's name": _anthropic("ping", **{SLOT: 1}),
+        # a name is not decoded (SSE): the key in it plainly, escaped in the data's type
+        "the event's name": f"event: x-{KEY}\ndata: " + json.dumps({"type": f"x-{SLOT}"}),
         "an error": _anthropic(
             "error", error={"type": "overloaded_error", "message": f"bad key {SLOT}"}
         ),
@@ -391,7 +394,7 @@ def _anthropic_stream(where: str) -> list[str]:
         _anthropic("content_block_start", index=0, content_block=text),
         delta(0, type="text_delta", text='Hello "there"\n'),
         quoting
-        if where in ("text", "a member's name", "an error")
+        if where in ("text", "a member's name", "the event's name", "an error")
         else delta(0, type="text_delta", text="!"),
         _anthropic("content_block_stop", index=0),
         _anthropic("content_block_start", index=1, content_block=tool),
@@ -408,7 +411,7 @@ ANTHROPIC_ASK = {"model": "t", "max_tokens": 64, "messages": USER, "stream": Tru
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["apart", "together"])
-@pytest.mark.parametrize("where", ["text", "tool arguments", "a member's name"])
+@pytest.mark.parametrize("where", ["text", "tool arguments", "a member's name", "the event's name"])
 @pytest.mark.parametrize("how", list(ESCAPED))
 async def test_an_anthropic_stream_never_shows_the_escaped_key(
     how: str, where: str, together: bool
@@ -416,6 +419,9 @@ async def test_an_anthropic_stream_never_shows_the_escaped_key(
     events = _events(_anthropic_stream(where), ESCAPED[how])
     async with _gateway("anthropic", events, together=together) as url:
         got = await _raw(f"{url}/v1/messages", ANTHROPIC_ASK, {"x-api-key": "sk-c"})
+    if where == "the event's name" and "surrogate" in how:  # its type is not its name: the
+        assert not _leaks(got)  # stream fails there (a malformed provider), nothing shown
+        return
     assert_relayed(events, got)
 
 
