@@ -111,6 +111,7 @@ def _connection_limits(gw: GatewayConfig) -> ConnectionLimits:
         idle=gw.idle_timeout_seconds,
         header=gw.header_timeout_seconds,
         body=gw.body_timeout_seconds,
+        send=gw.send_timeout_seconds,
     )
 
 

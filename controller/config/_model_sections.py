@@ -172,6 +172,9 @@ class GatewayConfig(Frozen):
     idle_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     header_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     body_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # While the gateway waits on a client to read what it is sent (its connection's writes
+    # paused), the client must take 32 KiB every so many seconds, else its connection is reset.
+    send_timeout_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
     # An answer's `model` names the model that served it, as the providers' own APIs do; true
     # answers with the name the client sent instead.
     echo_requested_model: bool = False

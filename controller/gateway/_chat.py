@@ -16,6 +16,9 @@ Why the stream path is shaped as it is:
   providers' own APIs do (``echo_requested_model`` answers with the name the client sent).
 * A client that goes away mid-stream (a write fails, or aiohttp cancels the handler) closes the
   routed stream, so the attempt is reported as cancelled and never counts against the provider.
+  So does a client that stops taking what it is sent: the server resets its connection once
+  writes have waited on it ``gateway.send_timeout_seconds`` without it taking 32 KiB (see
+  ``_server``), and the handler, waiting in a drain, is cancelled.
 * A request the server cuts at the end of its shutdown grace period (see ``_server``) is closed
   the same way, after saying why in the caller's format: a stream gets the in-stream error event
   (``overloaded_error`` for Anthropic clients), a request still waiting for a provider (a token
@@ -295,7 +298,9 @@ class _ChunkFrames:
     hundreds of streams (README "Streams on one core"). What aiohttp's write keeps is kept:
     the write refused once the connection is closing (``ConnectionResetError``), and the
     relay waits while the client reads slowly (past :data:`_DRAIN_AT` bytes held by the
-    transport, ``drain()`` waits as long as aiohttp pauses writing)."""
+    transport, ``drain()`` waits as long as aiohttp pauses writing), and no longer than the
+    server's bound on a client that takes too little (``ConnectionLimits.send``), which needs
+    nothing here: its timer is armed by the pause."""
 
     transport: asyncio.Transport
     writer: AbstractStreamWriter

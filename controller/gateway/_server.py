@@ -31,12 +31,33 @@ started must be complete ``header`` seconds after its first byte, and its body `
 after its head, else the connection is closed (a head cut short first gets a 408). Over
 ``max_connections`` open at once, a new connection gets a 503 and is closed at once, before
 anything of it is read; the connections already open, in-flight requests among them, go on.
+
+A client must also take what it is sent. While the gateway waits on a client (the connection's
+writes are paused: its transport holds more than its high-water mark, 64 KiB, and has not
+drained back to its low-water mark; or aiohttp closed it with bytes still unsent), the client
+must take at least :data:`_PROGRESS` (32 KiB) in every ``send`` seconds, else the connection
+is reset (looked at every quarter of ``send``, over the last ``send`` seconds: the reset comes
+``send`` to ``1.25 * send`` after the client stopped taking). Progress is what counts, not the
+answer's length or how long writes stay paused: the kernel wakes a paused writer only once a
+third of the socket's send buffer has drained (over a megabyte on loopback), so a steady reader
+of 200 KB/s left writes paused 5 s at a time on loopback, and such a reader must not be cut.
+What the client took is the bytes its TCP acknowledged (Linux's ``tcpi_bytes_acked``), which
+move in steps of up to a segment (64 KiB on loopback, ~1.4 KiB on a network: a receiver opens
+its window a segment at a time), hence a threshold under a loopback segment; where the kernel
+does not say, writes paused for ``send`` seconds are the cut. Whoever waits on the connection
+(a relay's drain, aiohttp's write of a whole answer) is woken by the loss, the handler
+cancelled (``handler_cancellation``), so a stream is closed and reported as cancelled. The
+timer is armed only when writes pause, so the writes that do not wait cost nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
+import sys
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -121,6 +142,7 @@ class ConnectionLimits:
     idle: float = 30.0  # seconds with no request on a connection (fresh, or after an answer)
     header: float = 10.0  # seconds from a request's first byte to the end of its head
     body: float = 60.0  # seconds from the end of a request's head to the end of its body
+    send: float = 60.0  # seconds in which a client waited on must take 32 KiB of its answer
 
 
 _TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -129,6 +151,13 @@ _FULL = (
     b"Content-Type: text/plain\r\nContent-Length: 41\r\n\r\n"
     b"503 Service Unavailable: too many clients"
 )
+_LINGER_NONE = struct.pack("ii", 1, 0)  # struct linger {l_onoff, l_linger}
+# What a client must take of what it is sent every `send` seconds while the gateway waits on it.
+_PROGRESS = 0x8000
+_SEND_TICKS = 4  # looked at every `send` / 4 seconds: a reset comes at most a tick late
+# Linux's struct tcp_info: tcpi_bytes_acked, a __u64 in native order, ends at byte 128.
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
+_BYTES_ACKED_END = 128
 _REFUSAL_LOG_EVERY = 10.0  # seconds between the warnings that connections are being refused
 
 
@@ -136,7 +165,17 @@ class _Handler(RequestHandler):
     """aiohttp's connection handler, answering its parser's refusals without echo, and
     holding the connection to :class:`ConnectionLimits`."""
 
-    __slots__ = ("_counted", "_head_started", "_payload", "_read_timer")
+    __slots__ = (
+        "_counted",
+        "_head_started",
+        "_payload",
+        "_read_timer",
+        "_send_limit",
+        "_send_tick",
+        "_send_timer",
+        "_sending",
+        "_taken",
+    )
 
     def __init__(self, manager: _Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -144,6 +183,14 @@ class _Handler(RequestHandler):
         self._head_started = False  # bytes of a request's head arrived, the head is not whole
         self._payload: Any = None  # the body being read of the last request whose head came
         self._read_timer: asyncio.TimerHandle | None = None
+        self._send_limit = manager.limits.send
+        self._send_tick = self._send_limit / _SEND_TICKS
+        self._send_timer: asyncio.TimerHandle | None = None
+        # The transport until it is lost (aiohttp forgets it once it has closed it, while what
+        # it still holds waits for the client).
+        self._sending: asyncio.Transport | None = None
+        # What the client had taken, a tick apart, while it is being waited for (None: unknown)
+        self._taken: list[int | None] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self._server
@@ -152,12 +199,15 @@ class _Handler(RequestHandler):
             self._manager = None  # never counted by aiohttp: its connection_lost does nothing
             return
         super().connection_made(transport)
+        self._sending = self.transport
         if server is not None:
             server.open += 1
             self._counted = True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        self._sending = None
+        self._disarm_send()
         if self._counted and self._server is not None:
             self._server.open -= 1
             self._counted = False
@@ -227,6 +277,68 @@ class _Handler(RequestHandler):
             log.debug("closing a connection whose request body took too long")
             self.force_close()
 
+    # ------------------------------------------------------------------ the client's reading
+    async def start(self) -> None:
+        try:
+            await super().start()
+        finally:  # the connection is closing: what the transport still holds must go too
+            self._watch_sending()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_sending()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._disarm_send()  # the client took something: a closing transport starts afresh
+        self._watch_sending()
+
+    def _watch_sending(self) -> None:
+        """Start looking at what the client takes while it is being waited for (writes paused,
+        or the connection closed with bytes unsent); stop otherwise."""
+        transport = self._sending
+        if transport is None or not (
+            self._paused or (transport.is_closing() and transport.get_write_buffer_size() > 0)
+        ):
+            self._disarm_send()
+        elif self._send_timer is None:
+            self._taken = [_acked(transport)]
+            self._send_timer = self._loop.call_later(self._send_tick, self._look_at_sending)
+
+    def _disarm_send(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _look_at_sending(self) -> None:
+        """What the client took in the last ``send`` seconds (a window sliding by a tick, so
+        that what went as writes paused, filling the kernel's buffers, stops counting a tick
+        after the first window), and the reset when it is under :data:`_PROGRESS`."""
+        self._send_timer = None
+        transport = self._sending
+        if transport is None:
+            return
+        taken = self._taken
+        taken.append(_acked(transport))
+        if len(taken) > _SEND_TICKS:
+            first, last = taken.pop(0), taken[-1]
+            if first is None or last is None or last - first < _PROGRESS:
+                self._send_timed_out(transport)
+                return
+        self._send_timer = self._loop.call_later(self._send_tick, self._look_at_sending)
+
+    def _send_timed_out(self, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+        log.info(
+            "closing the connection of %s: it took less than %d KiB of what it was sent in "
+            "%g s (gateway.send_timeout_seconds)",
+            where,
+            _PROGRESS // 1024,
+            self._send_limit,
+        )
+        _reset(transport)
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -244,6 +356,34 @@ class _Handler(RequestHandler):
         response = web.Response(status=400, text=_MALFORMED)
         response.force_close()
         return response
+
+
+def _acked(transport: asyncio.Transport) -> int | None:
+    """The bytes of the connection its client's TCP has acknowledged, or None where the kernel
+    does not say (not Linux, a kernel before 4.1, no socket)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or _TCP_INFO is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _BYTES_ACKED_END)
+    except OSError:
+        return None
+    if len(info) < _BYTES_ACKED_END:
+        return None
+    return int.from_bytes(info[_BYTES_ACKED_END - 8 : _BYTES_ACKED_END], sys.byteorder)
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Close ``transport`` now, with a reset: ``close()`` would wait for the client to take
+    what the transport holds, and a closed socket's FIN would wait in the kernel behind what
+    it holds (megabytes), for a client that takes nothing."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # SO_LINGER on, 0 s: the close drops what is unsent and sends a RST (an OSError: the
+        # socket is already gone, and the abort is all there is to do)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_NONE)
+    transport.abort()
 
 
 class _Server(web.Server):
