@@ -212,10 +212,41 @@ async def test_redis_away_leaves_requests_alone_and_each_replica_counts_its_own(
         for spend in (r1, r2):
             await spend.sync()
         events = [a.event for a in one + two]
-        # r2's warning went out unclaimed while Redis was away, and the restarted Redis kept no
-        # claim: r1, judging 125 now, claims and sends its own. The exceeded goes out once.
-        assert events.count(AlertEvent.BUDGET_WARNING) == 2
+        # r2's warning went out unclaimed while Redis was away; r2 claimed it on its first
+        # round back, before r1 judged the fleet's 125. Each line went out once.
+        assert events.count(AlertEvent.BUDGET_WARNING) == 1
         assert events.count(AlertEvent.BUDGET_EXCEEDED) == 1
+    finally:
+        await _close(r1, r2)
+
+
+async def test_an_alert_sent_while_redis_froze_is_not_sent_again_by_another_replica(
+    redis: RedisServer,
+) -> None:
+    """r2 crosses both lines (its 85 and r1's last read 30) while Redis is frozen and alerts
+    unclaimed; once Redis answers it claims those alerts, so r1, judging the fleet's 115 % next,
+    sends neither again: one budget_warning and one budget_exceeded in all."""
+    clock = FakeClock()
+    one: list[Alert] = []
+    two: list[Alert] = []
+    r1, r2 = _spend(redis, clock, "r1", one), _spend(redis, clock, "r2", two)
+    try:
+        _pay(r1, 30)
+        _pay(r2, 30)
+        for spend in (r1, r2, r1):
+            await spend.sync()
+        redis.freeze()
+        _pay(r2, 55)  # 85 alone, 115 in the fleet
+        assert two == []  # queued for the claim, off the request path
+        await r2.sync()
+        sent = [AlertEvent.BUDGET_WARNING, AlertEvent.BUDGET_EXCEEDED]
+        assert [a.event for a in two] == sent  # no claim could be made: sent
+        redis.thaw()
+        await r2.sync()
+        await r1.sync()
+        assert r1.spent("provider", "a") == r2.spent("provider", "a") == 115.0
+        assert [a.event for a in two] == sent
+        assert one == []
     finally:
         await _close(r1, r2)
 

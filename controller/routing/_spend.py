@@ -25,7 +25,8 @@ publishes its own day's totals on the same off-request-path round and reads the 
 budgets judge the fleet's sum (the 80 % and 100 % lines, enforcement, ``failover.budget.used``)
 and each alert goes out once per fleet and day (the first replica to claim it sends it). A
 request never waits on that round. While the totals cannot be shared, a replica counts its own
-again (what it already alerted or enforced today stays) until the fleet answers. Internal to
+again (what it already alerted or enforced today stays) until the fleet answers; an alert it
+gives meanwhile goes out unclaimed and is claimed then, so no other replica repeats it. Internal to
 :mod:`controller.routing`.
 """
 
@@ -160,6 +161,7 @@ class Spend:
         self._others: dict[str, float] = {}
         self._unshared = False  # the last exchange failed: counting this replica's own
         self._pending: list[tuple[int, str, Alert]] = []  # alerts to claim fleet-wide first
+        self._unclaimed: list[tuple[int, str]] = []  # alerts sent while the fleet was away
         self._wake = asyncio.Event()  # an alert waits: exchange now
         self._load()
         if meter is not None:
@@ -293,6 +295,8 @@ class Spend:
             self._pending.append((self._day, mark, alert))  # claimed fleet-wide, off this path
             self._wake.set()
             return
+        if self.shared is not None:
+            self._unclaimed.append((self._day, mark))
         self._send(alert)
 
     def _send(self, alert: Alert) -> None:
@@ -318,9 +322,16 @@ class Spend:
                 self._unshare()
             else:
                 self._share(others)
+        if not self._unshared:  # what went out unclaimed is claimed now: not sent twice
+            unclaimed, self._unclaimed = self._unclaimed, []
+            for on, mark in unclaimed:
+                if await shared.claim(on, mark) is None:
+                    self._unclaimed.append((on, mark))
         pending, self._pending = self._pending, []
         for on, mark, alert in pending:
             won = None if self._unshared else await shared.claim(on, mark)
+            if won is None:
+                self._unclaimed.append((on, mark))
             if won is not False:  # first, or the claim could not be made: send
                 self._send(alert)
 
