@@ -34,6 +34,7 @@ from tests.gateway_support import tier_gateway
 
 KEY = "sk-proj-Esc4ped/Key_0123456789abcdef"  # the provider's key (a slash in it)
 SLOT = "@@KEY@@"  # where an event's JSON quotes it, replaced by one of ESCAPED
+TWICE = "@@KEY2@@"  # ... in a string that is JSON itself (escaped twice: the client parses it)
 ESCAPED = {
     "first character": "\\u0073" + KEY[1:],
     "every character": "".join(f"\\u{ord(c):04x}" for c in KEY),
@@ -156,7 +157,7 @@ async def _gateway(
 
 
 def _written(template: str, escaped: str) -> bytes:
-    return template.replace(SLOT, escaped).encode()
+    return template.replace(SLOT, escaped).replace(TWICE, escaped.replace("\\", "\\\\")).encode()
 
 
 def _masked(value: Any) -> Any:
@@ -183,34 +184,56 @@ def _decoded(event: bytes) -> tuple[list[bytes], Any]:
         return others, data.decode("utf-8", "replace")
 
 
+def _deep(value: Any) -> Any:
+    """``value`` (decoded JSON) with every string that is itself a JSON object or array
+    decoded too (tool arguments, a JSON answer's text: what a client parses again)."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return _deep(json.loads(value))
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_deep(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _deep(v) for k, v in value.items()}
+    return value
+
+
+def _quotes(value: Any) -> bool:
+    return KEY in json.dumps(_deep(value), ensure_ascii=False)
+
+
 def _leaks(raw: bytes) -> bool:
-    """Whether ``raw`` (what a client got) shows the key, in its bytes or once decoded."""
+    """Whether ``raw`` (what a client got) shows the key: in its bytes, once decoded, or
+    once a string in it that is JSON is decoded again."""
     if KEY.encode() in raw:
         return True
     for event in raw.split(b"\n\n"):
         _, data = _decoded(event)
-        if KEY in json.dumps(data, ensure_ascii=False):
+        if _quotes(data):
             return True
     try:
-        return KEY in json.dumps(json.loads(raw), ensure_ascii=False)
+        return _quotes(json.loads(raw))
     except ValueError:
         return False
 
 
 def assert_relayed(sent: list[bytes], got: bytes) -> None:
     """``got`` is ``sent`` event for event: the same bytes where an event decodes to no key;
-    the same lines and the same data with the key masked where it does."""
+    the same lines and the same data with the key masked where it does (a string that is
+    JSON compared decoded: it is written again compactly)."""
     assert not _leaks(got)
     events = [e for piece in sent for e in piece.split(b"\n\n") if e]
     received = [e for e in got.split(b"\n\n") if e]
     assert len(received) == len(events), (received, events)
     for mine, theirs in zip(events, received, strict=True):
         others, data = _decoded(mine)
-        if KEY not in json.dumps(data, ensure_ascii=False) and KEY.encode() not in mine:
+        if not _quotes(data) and KEY.encode() not in mine:
             assert theirs == mine
         else:
             named = [line.replace(KEY.encode(), b"***") for line in others]
-            assert _decoded(theirs) == (named, _masked(data))
+            their_lines, their_data = _decoded(theirs)
+            assert (their_lines, _deep(their_data)) == (named, _masked(_deep(data)))
 
 
 async def _raw(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -236,6 +259,9 @@ def _openai_stream(where: str) -> list[str]:
         "text": _chunk({"content": f"your key is {SLOT} ok"}),
         "tool arguments": _chunk(
             {"tool_calls": [call | {"function": {"name": "f", "arguments": f'{{"k":"{SLOT}"}}'}}]}
+        ),
+        "tool arguments, escaped twice": _chunk(
+            {"tool_calls": [call | {"function": {"name": "f", "arguments": f'{{"k":"{TWICE}"}}'}}]}
         ),
         "the id": _chunk({"content": " ok"}).replace('"c1"', f'"{SLOT}"'),
         "a member's name": _chunk({"content": " ok"}).replace('"created"', f'"{SLOT}":1,"created"'),
@@ -264,7 +290,10 @@ OPENAI_ASK = {
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["apart", "together"])
-@pytest.mark.parametrize("where", ["text", "tool arguments", "the id", "a member's name"])
+@pytest.mark.parametrize(
+    "where",
+    ["text", "tool arguments", "tool arguments, escaped twice", "the id", "a member's name"],
+)
 @pytest.mark.parametrize("how", list(ESCAPED))
 async def test_an_openai_stream_never_shows_the_escaped_key(
     how: str, where: str, together: bool
@@ -286,6 +315,10 @@ async def test_the_openai_sdk_reads_the_key_masked(how: str) -> None:
     async with _gateway("openai", calls) as url:
         arguments = await _openai_sdk_arguments(url)
     assert arguments == f'{{"k":"{lone}***"}}'
+    twice = _events(_openai_stream("tool arguments, escaped twice"), ESCAPED[how])
+    async with _gateway("openai", twice) as url:
+        arguments = await _openai_sdk_arguments(url)
+    assert json.loads(arguments) == {"k": f"{lone}***"}  # what the client parses them to
 
 
 async def _openai_sdk_text(url: str) -> str:
@@ -347,6 +380,26 @@ async def test_a_whole_openai_answer_never_shows_the_escaped_key(how: str) -> No
     assert answer.choices[0].message.content == f"key {lone}*** and café\n"
 
 
+@pytest.mark.parametrize("how", list(ESCAPED))
+async def test_whole_openai_tool_arguments_never_show_the_key_escaped_twice(how: str) -> None:
+    """A whole answer's tool call whose arguments (a JSON string the client parses) quote
+    the key with escapes of their own: the arguments are written again, the key masked."""
+    answer = json.loads(OPENAI_ANSWER)
+    call: dict[str, Any] = {"id": "call_1", "type": "function"}
+    call["function"] = {"name": "f", "arguments": f'{{"k": "{TWICE}", "n": 1}}'}
+    answer["choices"][0]["message"] |= {"content": None, "tool_calls": [call]}
+    body = _written(json.dumps(answer), ESCAPED[how])
+    async with _gateway("openai", [], body) as url:
+        got = await _raw(f"{url}/v1/chat/completions", {"model": "t", "messages": USER})
+        async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-c", max_retries=0) as c:
+            parsed = await c.chat.completions.create(model="t", messages=USER)
+    assert not _leaks(got)
+    assert _deep(json.loads(got)) == _masked(_deep(json.loads(body)))
+    calls = parsed.choices[0].message.tool_calls or []
+    lone = "\ud800" if "surrogate" in how else ""
+    assert [json.loads(c.function.arguments) for c in calls] == [{"k": f"{lone}***", "n": 1}]  # type: ignore[union-attr]
+
+
 async def test_a_whole_answer_that_quotes_no_key_comes_as_it_came() -> None:
     body = OPENAI_ANSWER.replace(SLOT, "\\u00e9\\/\\n \\u0073k-proj-other").encode()
     async with _gateway("openai", [], body) as url:
@@ -382,6 +435,9 @@ def _anthropic_stream(where: str) -> list[str]:
     quoting = {
         "text": delta(0, type="text_delta", text=f"your key is {SLOT} ok"),
         "tool arguments": delta(1, type="input_json_delta", partial_json=f'{{"k": "{SLOT}"}}'),
+        "tool arguments, escaped twice": delta(
+            1, type="input_json_delta", partial_json=f'{{"k": "{TWICE}"}}'
+        ),
         "a member's name": _anthropic("ping", **{SLOT: 1}),
         # a name is not decoded (SSE): the key in it plainly, escaped in the data's type
         "the event's name": f"event: x-{KEY}\ndata: " + json.dumps({"type": f"x-{SLOT}"}),
@@ -399,7 +455,7 @@ def _anthropic_stream(where: str) -> list[str]:
         _anthropic("content_block_stop", index=0),
         _anthropic("content_block_start", index=1, content_block=tool),
         quoting
-        if where == "tool arguments"
+        if where.startswith("tool arguments")
         else delta(1, type="input_json_delta", partial_json='{"k": 1}'),
         _anthropic("content_block_stop", index=1),
         _anthropic("message_delta", delta={"stop_reason": "tool_use"}, usage={"output_tokens": 9}),
@@ -411,7 +467,16 @@ ANTHROPIC_ASK = {"model": "t", "max_tokens": 64, "messages": USER, "stream": Tru
 
 
 @pytest.mark.parametrize("together", [False, True], ids=["apart", "together"])
-@pytest.mark.parametrize("where", ["text", "tool arguments", "a member's name", "the event's name"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "text",
+        "tool arguments",
+        "tool arguments, escaped twice",
+        "a member's name",
+        "the event's name",
+    ],
+)
 @pytest.mark.parametrize("how", list(ESCAPED))
 async def test_an_anthropic_stream_never_shows_the_escaped_key(
     how: str, where: str, together: bool
@@ -431,6 +496,7 @@ async def test_the_anthropic_sdk_reads_the_key_masked(how: str) -> None:
     cases: list[tuple[str, Any]] = [("text", f'Hello "there"\nyour key is {lone}*** ok')]
     if not lone:  # (the SDK cannot encode a lone surrogate's partial JSON, key or not)
         cases.append(("tool arguments", {"k": "***"}))
+        cases.append(("tool arguments, escaped twice", {"k": "***"}))  # (the SDK parses it)
     for where, expected in cases:
         events = _events(_anthropic_stream(where), ESCAPED[how])
         async with (
@@ -608,9 +674,11 @@ async def test_a_stream_decoded_for_another_format_never_shows_the_escaped_key(h
     [
         ("openai", "text"),
         ("openai", "tool arguments"),
+        ("openai", "tool arguments, escaped twice"),
         ("openai", "the id"),
         ("anthropic", "text"),
         ("anthropic", "tool arguments"),
+        ("anthropic", "tool arguments, escaped twice"),
     ],
 )
 @pytest.mark.parametrize("how", list(ESCAPED))
@@ -638,6 +706,7 @@ async def test_a_relayed_stream_s_chunks_hold_the_key_masked(
         call = chunk.tool_call
         assert KEY not in chunk.text
         assert call is None or KEY not in f"{call.id}{call.name}{call.arguments}"
+    assert not _quotes("".join(c.tool_call.arguments for c in chunks if c.tool_call))
     if where in ("text", "tool arguments"):
         lone = "\ud800" if "surrogate" in how else ""
         said_all = "".join(c.text for c in chunks) + "".join(

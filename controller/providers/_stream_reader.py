@@ -45,7 +45,7 @@ from controller.providers._http import (
     TransportError,
 )
 from controller.wire import SSEEvent
-from controller.wire._relay import Relay, answer_headers, escape_hints, hinted
+from controller.wire._relay import Relay, answer_headers, escape_hints, hinted, unescaped_masked
 from controller.wire._shape import TextShape
 from controller.wire._sse import SSEParser
 
@@ -475,10 +475,22 @@ def _masked(chunks: list[StreamChunk], secret: str) -> list[StreamChunk]:
         call = chunk.tool_call
         if call is not None:
             call = _masked_call(call, secret)
-        if secret in chunk.text or call is not chunk.tool_call:
-            chunk = replace(chunk, text=chunk.text.replace(secret, MASK), tool_call=call)
+        text = _masked_text(chunk.text, secret)
+        if text is not chunk.text or call is not chunk.tool_call:
+            chunk = replace(chunk, text=text, tool_call=call)
         out.append(chunk)
     return out
+
+
+def _masked_text(text: str, secret: str) -> str:
+    """``text`` with the provider's key masked where it quotes it, or where it is a JSON
+    document that quotes it with escapes (tool arguments, an answer in JSON: a client parses
+    them); ``text`` itself when it quotes none."""
+    if secret in text:
+        text = text.replace(secret, MASK)
+    if "\\" in text:
+        text = unescaped_masked(text, secret) or text
+    return text
 
 
 _Call = TypeVar("_Call", ToolCall, ToolCallDelta)
@@ -487,20 +499,21 @@ _Call = TypeVar("_Call", ToolCall, ToolCallDelta)
 def _masked_call(call: _Call, secret: str) -> _Call:
     """``call`` with the provider's key masked in its id, name and arguments (itself when it
     quotes none)."""
-    if secret not in f"{call.id}{call.name}{call.arguments}":
+    arguments = _masked_text(call.arguments, secret)
+    if arguments is call.arguments and secret not in f"{call.id}{call.name}":
         return call
     return replace(
         call,
         id=call.id and call.id.replace(secret, MASK),
         name=call.name and call.name.replace(secret, MASK),
-        arguments=call.arguments.replace(secret, MASK),
+        arguments=arguments,
     )
 
 
 def _masked_message(message: Message, secret: str) -> Message:
     """A whole answer's ``message`` with the provider's key masked (see :func:`_masked`)."""
     calls = tuple(_masked_call(c, secret) for c in message.tool_calls)
-    return replace(message, content=message.content.replace(secret, MASK), tool_calls=calls)
+    return replace(message, content=_masked_text(message.content, secret), tool_calls=calls)
 
 
 def _read_timeout(phase: str, timeouts: Timeouts) -> ProviderError:

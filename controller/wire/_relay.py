@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from controller import _json
 from controller._redact import MASK, MIN_SECRET, as_secret  # the one registry of both
 from controller.model import FinishReason, Message, Source, StreamChunk, Usage
@@ -214,29 +216,70 @@ def hinted(data: bytes, hints: tuple[bytes, ...]) -> bool:
     return False
 
 
-def unescaped_masked(data: str | bytes, secret: str) -> str | None:
+def unescaped_masked(data: str | bytes, secret: str, *, depth: int = 2) -> str | None:
     """``data`` (a JSON document) written again with ``secret`` masked where a string of it
-    (a value or a member's name) quotes it once decoded, escapes and all; None when none
-    does, or ``data`` is not JSON (a client's decoder reads no key from it either: what the
-    standard library refuses, every JSON decoder refuses)."""
+    (a value or a member's name) quotes it once decoded, escapes and all, or where a string
+    value is itself a JSON document that does (tool arguments, a JSON answer's text: a client
+    parses them again), ``depth`` levels down; None when none does, or ``data`` is not JSON
+    (a client's decoder reads no key from it either: what the standard library refuses,
+    every JSON decoder refuses)."""
     try:
         value = _json.loads(data)
     except (ValueError, RecursionError):
         return None
     needle = json.dumps(secret, ensure_ascii=False)[1:-1]  # the key as compact JSON writes it
-    try:
-        text = _json.dumps_text(value)  # (orjson: only quotes, backslashes, controls escaped)
-    except (TypeError, ValueError, RecursionError):
-        text = ""
-    if text and "\\u" not in text:  # orjson's: nothing left that hides a character
-        return text.replace(needle, MASK) if needle in text else None
-    try:  # (a lone surrogate, read by the fallback: written with escapes, ASCII)
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        if needle not in text:
+    text = _plainly(value)
+    if text is None:
+        return None
+    if needle not in text:
+        if not depth or "\\\\" not in text:  # no string holds a backslash: none is escaped JSON
             return None
-        return json.dumps(json.loads(text.replace(needle, MASK)), separators=(",", ":"))
+        try:
+            value, found = _nested_masked(value, secret, depth - 1)
+        except RecursionError:
+            return None
+        text = _plainly(value) if found else None
+        if text is None:
+            return None
+    masked = text.replace(needle, MASK)
+    try:
+        masked.encode()
+    except UnicodeEncodeError:  # a lone surrogate: written with escapes, ASCII
+        return json.dumps(json.loads(masked), separators=(",", ":"))
+    return masked
+
+
+def _plainly(value: Any) -> str | None:
+    """``value`` as compact JSON, every character written as itself but for quotes,
+    backslashes and control characters (a lone surrogate too: not UTF-8 then)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # a lone surrogate, or nested past orjson's limit
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     except (ValueError, RecursionError):
         return None
+
+
+def _nested_masked(value: Any, secret: str, depth: int) -> tuple[Any, bool]:
+    """``value`` with every string value that is a JSON document quoting ``secret`` (see
+    :func:`unescaped_masked`) replaced by that document masked; and whether any was."""
+    if isinstance(value, str):
+        if "\\" in value:
+            inner = unescaped_masked(value, secret, depth=depth)
+            if inner is not None:
+                return inner, True
+        return value, False
+    if isinstance(value, list):
+        pairs = [_nested_masked(item, secret, depth) for item in value]
+        return [item for item, _ in pairs], any(found for _, found in pairs)
+    if isinstance(value, dict):
+        members = {key: _nested_masked(item, secret, depth) for key, item in value.items()}
+        if not any(found for _, found in members.values()):
+            return value, False
+        return {key: item for key, (item, _) in members.items()}, True
+    return value, False
 
 
 def _data_line(raw: bytes) -> bytes:
