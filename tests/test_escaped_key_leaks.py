@@ -713,3 +713,17 @@ async def test_a_relayed_stream_s_chunks_hold_the_key_masked(
             c.tool_call.arguments for c in chunks if c.tool_call
         )
         assert f"{lone}***" in said_all
+
+
+@pytest.mark.parametrize("how", list(ESCAPED))
+async def test_a_whole_answer_decoded_for_another_format_never_shows_the_escaped_key(
+    how: str,
+) -> None:
+    """An OpenAI client answered by an Anthropic provider: the message is decoded and
+    encoded again, so an escaped key would reach the client written plainly."""
+    body = _written(ANTHROPIC_ANSWER, ESCAPED[how])
+    async with _gateway("anthropic", [], body) as url:
+        got = await _raw(f"{url}/v1/chat/completions", {"model": "t", "messages": USER})
+    assert not _leaks(got)
+    lone = "\ud800" if "surrogate" in how else ""
+    assert json.loads(got)["choices"][0]["message"]["content"] == f"key {lone}*** and café\n"

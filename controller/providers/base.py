@@ -55,7 +55,7 @@ from controller.providers._stream_reader import (
     _transport_error,
 )
 from controller.wire import ClientCodec, HttpCall, TokenCountCodec
-from controller.wire._relay import UNREAD, answer_headers
+from controller.wire._relay import UNREAD, answer_headers, escape_hints, hinted
 from controller.wire._sse import MAX_EVENT_BYTES
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -238,7 +238,8 @@ class HttpProvider:
             )
         response = self._parsed(self._codec.parse_response, body, model)
         secret = self._secret
-        if secret and self._secret_bytes in body:  # the key masked, as a relayed body's is
+        if secret and (self._secret_bytes in body or hinted(body, escape_hints(secret))):
+            # the key masked (also written with escapes: decoded), as a relayed body's is
             response = replace(response, message=_masked_message(response.message, secret))
         if relay is None:
             return replace(response, provider=self.name)
