@@ -108,7 +108,8 @@ class TextShape:
 
     def _more(self, raw: bytes, at: int, first: str) -> str | None:
         """The joined texts of ``raw`` from ``at`` on, after the first event's ``first``, when
-        every event in it has this shape; None otherwise."""
+        every event in it has this shape; None otherwise. (The checks of :meth:`text`, for each
+        event: that method keeps its own copy for one event, on the path of every chunk.)"""
         head, tail, until, vary_end = self._head, self._tail, self._until, self._vary_end
         texts = [first]
         size = len(raw)
