@@ -21,9 +21,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
+from aiohttp import web
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -476,3 +477,27 @@ async def tier_gateway(
     async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0) as server:
         yield server.url, recorder
     await router.aclose()
+
+
+class LoopbackPost:
+    """A provider's stand-in on 127.0.0.1 (a free port): every POST goes to :meth:`_answer`,
+    which a test's subclass writes; ``url`` is its address once entered (``async with``)."""
+
+    url = ""
+    _runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._answer)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _answer(self, http: web.Request) -> web.StreamResponse:
+        raise NotImplementedError

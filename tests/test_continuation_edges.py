@@ -21,36 +21,19 @@ from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
 from controller.routing._continue import Diverged, Overlap, continuation_request, prefills
 from tests.conftest import Recorder
-from tests.gateway_support import tier_gateway, wait_for
+from tests.gateway_support import LoopbackPost, tier_gateway, wait_for
 
 REPLY = "One two three four five six seven eight nine ten."
 LIMITS = Timeouts(connect=2.0, first_token=5.0, idle=0.5, total=10.0, terminator_grace=0.1)
 USER: Any = [{"role": "user", "content": "count to ten"}]
 
 
-class Scripted:
+class Scripted(LoopbackPost):
     """An SSE server on 127.0.0.1 that answers every POST with ``events`` (data lines)."""
 
     def __init__(self, events: list[str]) -> None:
         self.events = events
         self.bodies: list[Any] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def __aenter__(self) -> Scripted:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._answer)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     async def _answer(self, http: web.Request) -> web.StreamResponse:
         self.bodies.append(await http.json())

@@ -30,7 +30,7 @@ from controller.model import Message, Request, Source, StreamChunk
 from controller.providers import HttpProvider, codec_for
 from controller.providers.base import Timeouts
 from controller.wire._relay import Relay, escape_hints, unescaped_masked
-from tests.gateway_support import tier_gateway
+from tests.gateway_support import LoopbackPost, tier_gateway
 
 KEY = "sk-proj-Esc4ped/Key_0123456789abcdef"  # the provider's key (a slash in it)
 SLOT = "@@KEY@@"  # where an event's JSON quotes it, replaced by one of ESCAPED
@@ -98,28 +98,12 @@ def test_a_relay_without_a_key_changes_nothing() -> None:
 # ---------------------------------------------------------------- the provider on loopback
 
 
-class Provider:
+class Provider(LoopbackPost):
     """A provider on 127.0.0.1 answering a stream with ``events`` (each written on its own,
     or all in one write) and a whole answer with ``body``."""
 
     def __init__(self, events: list[bytes], body: bytes = b"{}", *, together: bool) -> None:
         self.events, self.body, self.together = events, body, together
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def __aenter__(self) -> Provider:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._answer)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     async def _answer(self, http: web.Request) -> web.StreamResponse:
         body = await http.json()

@@ -41,7 +41,7 @@ from controller.wire._openai_client import OpenAIStreamDecoder
 from controller.wire._relay import relay_for
 from controller.wire._sse import SSEParser
 from tests.conftest import Recorder
-from tests.gateway_support import tier_gateway
+from tests.gateway_support import LoopbackPost, tier_gateway
 
 LIMITS = Timeouts(connect=2.0, first_token=5.0, idle=2.0, total=10.0, terminator_grace=0.2)
 USER: Any = [{"role": "user", "content": "count"}]
@@ -418,29 +418,13 @@ def test_random_events_read_quick_first_as_in_full() -> None:
 # ---------------------------------------------------------------- the provider's client, both ways
 
 
-class Scripted:
+class Scripted(LoopbackPost):
     """A provider on 127.0.0.1 that answers every POST with ``pieces`` (each written and
     drained on its own) and keeps the bodies it was sent."""
 
     def __init__(self, pieces: list[bytes] | None = None) -> None:
         self.pieces = pieces or []
         self.bodies: list[Any] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def __aenter__(self) -> Scripted:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._answer)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
     async def _answer(self, http: web.Request) -> web.StreamResponse:
         self.bodies.append(await http.json())
