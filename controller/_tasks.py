@@ -1,4 +1,5 @@
-"""Ending background tasks: cancel them and wait until each has really ended.
+"""Background tasks: ending them (cancel, and wait until each has really ended), and their
+pauses (a sleep a nudge may cut short).
 
 One ``task.cancel()`` is not always enough. On Python 3.11, ``asyncio.wait_for`` drops a
 cancellation that arrives after what it waits for has finished but before it has resumed, and
@@ -19,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from controller._clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +64,15 @@ def _where(task: asyncio.Future[Any]) -> str:
         return "?"
     code = frames[-1].f_code
     return f"{code.co_filename}:{frames[-1].f_lineno} {code.co_name}"
+
+
+async def sleep_or_woken(clock: Clock, seconds: float, wake: asyncio.Event) -> None:
+    """Sleep ``seconds`` on ``clock``, or until ``wake`` is set if that comes first (``wake``
+    is left as it is: the caller clears it when it has acted on it)."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waker = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waker.cancel()

@@ -41,6 +41,7 @@ from opentelemetry.metrics import CallbackOptions, Counter, Meter, Observation
 
 from controller._clock import Clock
 from controller._errors import FailoverError
+from controller._tasks import sleep_or_woken
 from controller.control._idle import IdleProbes
 from controller.control._members import Members
 from controller.control.config import TripwireConfig
@@ -237,13 +238,7 @@ class Controller:
 
     async def _pause(self) -> None:
         if not self._wake.is_set():
-            sleeper = asyncio.ensure_future(self._clock.sleep(self._cfg.tick_seconds))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+            await sleep_or_woken(self._clock, self._cfg.tick_seconds, self._wake)
         if self._wake.is_set() and not self._stopping:
             self._wake.clear()
             rest = self._cfg.tick_seconds / 5 - (self._clock.monotonic() - self._last_tick_mono)

@@ -42,7 +42,7 @@ from typing import Any
 
 from controller import _json
 from controller._clock import Clock
-from controller._tasks import cancel_and_wait
+from controller._tasks import cancel_and_wait, sleep_or_woken
 from controller.control.state import (
     HealthState,
     KillSwitch,
@@ -349,13 +349,7 @@ class Fleet:
         """Until the next push: ``push_seconds``, or sooner on a nudge, but never sooner than a
         fifth of it after the last push (a storm of faults is one push per 50 ms, not a spin)."""
         if not self._nudge.is_set():
-            sleeper = asyncio.ensure_future(self.clock.sleep(self.cfg.push_seconds))
-            waker = asyncio.ensure_future(self._nudge.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+            await sleep_or_woken(self.clock, self.cfg.push_seconds, self._nudge)
         rest = self.cfg.push_seconds / 5 - (self.clock.monotonic() - self._last_push)
         if rest > 0:
             await self.clock.sleep(rest)

@@ -45,6 +45,7 @@ from typing import Literal, Protocol
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from controller._clock import Clock
+from controller._tasks import sleep_or_woken
 from controller.events import AttemptEvent, AttemptReason, RouteEvent
 from controller.model import Usage
 from controller.notify.alert import DEFAULT_SEVERITY, Alert, AlertEvent
@@ -387,13 +388,7 @@ class Spend:
         if self.shared is None:
             await self._clock.sleep(every)
             return
-        sleeper = asyncio.ensure_future(self._clock.sleep(every))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
+        await sleep_or_woken(self._clock, every, self._wake)
         self._wake.clear()
 
     def _load(self) -> None:
