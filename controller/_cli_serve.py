@@ -65,7 +65,7 @@ async def _serve(config: Config, args: argparse.Namespace, loop_name: str) -> in
         stop = _stop_on_signals(runtime)
         front = create_app(runtime, settings=settings, jobs=runtime.jobs, priorities=priorities)
         admin = create_admin_app(runtime, admin_token=os.environ.get(gw.admin_token_env) or None)
-        limits = _connection_limits(gw)
+        limits = connection_limits(gw)
         servers.append(await _listen(front, host, port, grace=grace, limits=limits))
         servers.append(await _listen(admin, gw.admin_host, gw.admin_port, grace=1.0))
         urls = (server.url for server in servers)
@@ -102,7 +102,7 @@ def gateway_settings(
     return settings, priorities
 
 
-def _connection_limits(gw: GatewayConfig) -> ConnectionLimits:
+def connection_limits(gw: GatewayConfig) -> ConnectionLimits:
     """The client-facing listener's limits on connections and how long each may dawdle."""
     from controller.gateway._server import ConnectionLimits
 

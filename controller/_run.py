@@ -193,7 +193,7 @@ async def _with_own_gateway(
     rest: list[str],
     models: Sequence[str],
 ) -> int:
-    from controller._cli_serve import gateway_settings
+    from controller._cli_serve import connection_limits, gateway_settings
     from controller.gateway import GatewayServer, create_app
     from controller.runtime import Runtime
 
@@ -208,7 +208,8 @@ async def _with_own_gateway(
         # runs; one still waiting when the CLI exits is replayed by the next failover serve or
         # run on the same config (and fetched there).
         app = create_app(runtime, settings=settings, jobs=runtime.jobs, priorities=priorities)
-        async with GatewayServer(app, host="127.0.0.1", port=0, grace=1.0) as server:
+        limits = connection_limits(config.gateway)  # the config's, as failover serve's
+        async with GatewayServer(app, host="127.0.0.1", port=0, grace=1.0, limits=limits) as server:
             print(f"failover run: gateway on {server.url} (log: {logfile})", file=sys.stderr)
             for line in _local_routes(runtime, models):
                 print(f"failover run: {line}", file=sys.stderr)

@@ -62,6 +62,12 @@ async def config(tmp_path: Path) -> AsyncIterator[Path]:
 
 
 async def _run(tool: str, config: Path, tmp_path: Path, *extra: str) -> tuple[int, str, str]:
+    return await _run_command(tool, config, tmp_path, f"{STAND_IN} {tool}", *extra)
+
+
+async def _run_command(
+    tool: str, config: Path, tmp_path: Path, command: str, *extra: str
+) -> tuple[int, str, str]:
     env = dict(os.environ)
     env |= {
         "RUN_FAKE_KEY": "sk-fake-provider",
@@ -71,7 +77,7 @@ async def _run(tool: str, config: Path, tmp_path: Path, *extra: str) -> tuple[in
     }
     env.pop("FAILOVER_API_KEY", None)
     argv = [*FAILOVER, "run", tool, "--config", str(config), "--log", str(tmp_path / "gw.log")]
-    argv += ["--command", f"{STAND_IN} {tool}"]
+    argv += ["--command", command]
     proc = await asyncio.create_subprocess_exec(
         *argv,
         *extra,
@@ -122,3 +128,34 @@ def test_each_cli_is_pointed_at_the_gateway(tmp_path: Path) -> None:
     env, _ = tool_environment("gemini", "http://127.0.0.1:1", "k", home)
     assert "GOOGLE_API_KEY" not in env
     assert env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"].startswith(str(tmp_path))
+
+
+LIMITED = """
+import os, socket, urllib.parse
+url = urllib.parse.urlparse(os.environ["ANTHROPIC_BASE_URL"])
+held = socket.create_connection((url.hostname, url.port))  # the one connection allowed
+second = socket.create_connection((url.hostname, url.port))
+second.settimeout(20)
+print("second:", second.recv(200).split(b"\\r\\n")[0].decode())
+"""
+
+
+@pytest.fixture
+def limited(config: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The config with ``gateway.max_connections: 1``, and a command that opens two."""
+    path = tmp_path / "limited.yaml"
+    path.write_text(config.read_text() + "  max_connections: 1\n")
+    script = tmp_path / "two_connections.py"
+    script.write_text(LIMITED)
+    return path, script
+
+
+async def test_the_gateway_it_starts_keeps_the_config_s_connection_limits(
+    limited: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``gateway.max_connections`` (and the other connection limits) hold for ``failover
+    run``'s gateway as for ``failover serve``'s: here one connection, so a second is refused."""
+    path, script = limited
+    code, out, err = await _run_command("claude", path, tmp_path, f"{sys.executable} {script}")
+    assert code == 0, err
+    assert "second: HTTP/1.1 503 Service Unavailable" in out

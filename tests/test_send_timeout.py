@@ -32,7 +32,7 @@ from aiohttp import web
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from controller._cli_serve import _connection_limits
+from controller._cli_serve import connection_limits
 from controller._errors import ConfigError
 from controller.config import parse_config
 from controller.events import RouteOutcome
@@ -381,7 +381,7 @@ def test_the_send_timeout_is_read_from_gateway_and_defaults_to_a_minute() -> Non
     assert ConnectionLimits().send == 60.0
     config = parse_config(MINIMAL + "gateway:\n  send_timeout_seconds: 2.5\n")
     assert config.gateway.send_timeout_seconds == 2.5
-    assert _connection_limits(config.gateway).send == 2.5  # what failover serve listens with
+    assert connection_limits(config.gateway).send == 2.5  # what failover serve listens with
 
 
 @pytest.mark.parametrize(
