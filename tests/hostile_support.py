@@ -13,9 +13,12 @@ import gzip
 import json
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
 
 from controller.providers import HttpProvider, codec_for
 from tests.http_client_support import HEAD, Handler, RawServer
@@ -164,3 +167,21 @@ def echoing_error(kind: str, extra: str = "") -> Handler:
             await writer.drain()
 
     return handler
+
+
+T = TypeVar("T")
+
+
+def run_on_loop(loop: str, scenario: Callable[[], Coroutine[Any, Any, T]], *, within: float) -> T:
+    """``scenario()`` on a fresh event loop of kind ``loop`` (``asyncio`` or ``uvloop``), bounded
+    by ``within`` seconds: the tests that must hold on both loops ``failover serve`` runs."""
+    factory = None
+    if loop == "uvloop":
+        factory = pytest.importorskip("uvloop").new_event_loop
+
+    async def bounded() -> T:
+        async with asyncio.timeout(within):
+            return await scenario()
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(bounded())

@@ -38,7 +38,7 @@ from controller.routing.policy import never_retry
 from controller.routing.router import Router
 from tests.conftest import FORMATS, Recorder, adapter
 from tests.gateway_support import GatewayTestBackend, tier_gateway, wait_for
-from tests.hostile_support import SSE_HEAD, MiB, held_back, hostile
+from tests.hostile_support import SSE_HEAD, MiB, held_back, hostile, run_on_loop
 from tests.http_client_support import RawServer
 from tests.test_slow_client import Flood
 
@@ -57,16 +57,7 @@ CUT_ERROR = b'data: {"error":{"message":"the gateway is shutting down; retry the
 
 def _run(loop: str, scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``scenario()`` on a fresh event loop of kind ``loop``, within a minute."""
-    factory = None
-    if loop == "uvloop":
-        factory = pytest.importorskip("uvloop").new_event_loop
-
-    async def bounded() -> T:
-        async with asyncio.timeout(60):
-            return await scenario()
-
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(bounded())
+    return run_on_loop(loop, scenario, within=60)
 
 
 def event(n: int, pad: int = 0, *, crlf: bool = False) -> bytes:

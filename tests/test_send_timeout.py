@@ -44,7 +44,7 @@ from controller.routing.policy import never_retry
 from controller.routing.router import Router
 from tests.conftest import Recorder
 from tests.gateway_support import GatewayTestBackend, wait_for
-from tests.hostile_support import MiB, hostile
+from tests.hostile_support import MiB, hostile, run_on_loop
 from tests.http_client_support import HEAD, RawServer
 from tests.test_chunk_frames_attacks import (
     FINISH,
@@ -69,16 +69,7 @@ TCP_ESTABLISHED, TCP_CLOSE = 1, 7  # tcpi_state, the first byte of struct tcp_in
 
 def _run(loop: str, scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """``scenario()`` on a fresh event loop of kind ``loop``, within two minutes."""
-    factory = None
-    if loop == "uvloop":
-        factory = pytest.importorskip("uvloop").new_event_loop
-
-    async def bounded() -> T:
-        async with asyncio.timeout(120):
-            return await scenario()
-
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(bounded())
+    return run_on_loop(loop, scenario, within=120)
 
 
 @asynccontextmanager
