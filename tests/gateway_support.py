@@ -36,6 +36,7 @@ from opentelemetry.trace import Tracer
 from controller.control.state import KillSwitch, RoutingState, StateHolder
 from controller.events import Outcome
 from controller.gateway import GatewayServer, GatewaySettings, create_admin_app, create_app
+from controller.gateway._server import ConnectionLimits
 from controller.model import (
     FinishReason,
     Message,
@@ -454,11 +455,16 @@ __all__ = [
 
 
 @asynccontextmanager
-async def tier_gateway(
-    *providers: Provider, limits: Timeouts
-) -> AsyncIterator[tuple[str, Recorder]]:
+async def tier_server(
+    *providers: Provider,
+    limits: Timeouts | None = None,
+    grace: float = 2.0,
+    connection: ConnectionLimits | None = None,
+) -> AsyncIterator[tuple[GatewayServer, Recorder]]:
     """A real gateway whose tier ``t`` has ``providers`` in order (each serving model m-<n>,
-    no retries, ``limits`` per attempt, a 20 s deadline): its URL and the route recorder."""
+    no retries, ``limits`` per attempt (the defaults if None), a 20 s deadline), with this
+    shutdown ``grace`` and ``connection`` limits (the defaults if None): the server and the
+    route recorder."""
     recorder = Recorder()
     targets = tuple(Target(provider=p.name, model=f"m-{n}") for n, p in enumerate(providers, 1))
     router = Router(
@@ -466,7 +472,7 @@ async def tier_gateway(
         providers={p.name: p for p in providers},
         listeners=[recorder],
         retry=never_retry,
-        default_timeouts=limits,
+        default_timeouts=limits or Timeouts(),
         deadline=20.0,
         rng=random.Random(7),
     )
@@ -474,9 +480,20 @@ async def tier_gateway(
     meter = MeterProvider().get_meter("tests.tier_gateway")
     backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=recorder)
     app = create_app(backend, settings=GatewaySettings())
-    async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0) as server:
-        yield server.url, recorder
+    async with GatewayServer(
+        app, host="127.0.0.1", port=0, grace=grace, limits=connection
+    ) as server:
+        yield server, recorder
     await router.aclose()
+
+
+@asynccontextmanager
+async def tier_gateway(
+    *providers: Provider, limits: Timeouts
+) -> AsyncIterator[tuple[str, Recorder]]:
+    """:func:`tier_server`'s URL and route recorder."""
+    async with tier_server(*providers, limits=limits) as (server, recorder):
+        yield server.url, recorder
 
 
 class LoopbackPost:

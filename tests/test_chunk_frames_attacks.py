@@ -15,29 +15,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import anthropic
 import openai
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 
 from controller.events import RouteOutcome
-from controller.gateway import GatewayServer, GatewaySettings, create_app
+from controller.gateway import GatewayServer
 from controller.providers import HttpProvider, Timeouts, codec_for
 from controller.providers.fake import FakeProvider, Fault, FaultMode
-from controller.routing.plan import Target, TierPlan
-from controller.routing.policy import never_retry
-from controller.routing.router import Router
 from tests.conftest import FORMATS, Recorder, adapter
-from tests.gateway_support import GatewayTestBackend, tier_gateway, wait_for
+from tests.gateway_support import tier_gateway, tier_server, wait_for
 from tests.hostile_support import SSE_HEAD, MiB, held_back, hostile, run_on_loop
 from tests.http_client_support import RawServer
 from tests.test_slow_client import Flood
@@ -349,27 +343,12 @@ def test_a_client_that_leaves_mid_stream_is_reported_cancelled_without_noise(
 
 
 # ------------------------------------------------------------------- the gateway's own cuts
-@asynccontextmanager
-async def stoppable(provider: HttpProvider) -> AsyncIterator[tuple[GatewayServer, Recorder]]:
+def stoppable(
+    provider: HttpProvider,
+) -> AbstractAsyncContextManager[tuple[GatewayServer, Recorder]]:
     """A gateway whose tier ``t`` is ``provider`` alone, with a short shutdown grace; the test
     may stop it (stopping twice is fine)."""
-    recorder = Recorder()
-    router = Router(
-        tiers={"t": TierPlan(name="t", targets=(Target(provider=provider.name, model="m-1"),))},
-        providers={provider.name: provider},
-        listeners=[recorder],
-        retry=never_retry,
-        default_timeouts=Timeouts(),
-        deadline=20.0,
-        rng=random.Random(7),
-    )
-    tracer = TracerProvider().get_tracer("tests.chunk_frames")
-    meter = MeterProvider().get_meter("tests.chunk_frames")
-    backend = GatewayTestBackend(router=router, tracer=tracer, meter=meter, recorder=recorder)
-    app = create_app(backend, settings=GatewaySettings())
-    async with GatewayServer(app, host="127.0.0.1", port=0, grace=0.2) as server:
-        yield server, recorder
-    await router.aclose()
+    return tier_server(provider, grace=0.2)
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -29,21 +28,16 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import TracerProvider
 
 from controller._cli_serve import connection_limits
 from controller._errors import ConfigError
 from controller.config import parse_config
 from controller.events import RouteOutcome
-from controller.gateway import GatewayServer, GatewaySettings, create_app
+from controller.gateway import GatewayServer
 from controller.gateway._server import ConnectionLimits
-from controller.providers import Provider, Timeouts
-from controller.routing.plan import Target, TierPlan
-from controller.routing.policy import never_retry
-from controller.routing.router import Router
+from controller.providers import Provider
 from tests.conftest import Recorder
-from tests.gateway_support import GatewayTestBackend, wait_for
+from tests.gateway_support import tier_server, wait_for
 from tests.hostile_support import MiB, hostile, run_on_loop
 from tests.http_client_support import HEAD, RawServer
 from tests.test_chunk_frames_attacks import (
@@ -78,27 +72,9 @@ async def gateway(
 ) -> AsyncIterator[tuple[str, Recorder]]:
     """A real gateway whose tier ``t`` is ``provider`` (model m-1, no retries) behind a front
     with these connection limits: its URL and the route recorder."""
-    recorder = Recorder()
-    router = Router(
-        tiers={"t": TierPlan(name="t", targets=(Target(provider=provider.name, model="m-1"),))},
-        providers={provider.name: provider},
-        listeners=[recorder],
-        retry=never_retry,
-        default_timeouts=Timeouts(),
-        deadline=20.0,
-        rng=random.Random(7),
-    )
-    backend = GatewayTestBackend(
-        router=router,
-        tracer=TracerProvider().get_tracer("tests.send_timeout"),
-        meter=MeterProvider().get_meter("tests.send_timeout"),
-        recorder=recorder,
-    )
-    app = create_app(backend, settings=GatewaySettings())
     limits = ConnectionLimits(idle=idle, header=LONG, body=LONG, send=send)
-    async with GatewayServer(app, host="127.0.0.1", port=0, grace=2.0, limits=limits) as server:
+    async with tier_server(provider, connection=limits) as (server, recorder):
         yield server.url, recorder
-    await router.aclose()
 
 
 def tcp_state(sock: socket.socket) -> int:
